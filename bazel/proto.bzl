@@ -11,7 +11,7 @@ load("@rules_cc//cc:defs.bzl", "cc_library")
 def _strip_ext(src):
     return src[:-len(".proto")]
 
-def cc_grpc_library(name, srcs, deps = [], grpc = True, headers_only = False, visibility = None, testonly = False):
+def cc_grpc_library(name, srcs, deps = [], grpc = True, headers_only = False, alwayslink = False, visibility = None, testonly = False):
     """Generates `name` (a cc_library) from srcs, files of the calling package.
 
     Args:
@@ -21,6 +21,8 @@ def cc_grpc_library(name, srcs, deps = [], grpc = True, headers_only = False, vi
       grpc: also generate service stubs (*.grpc.pb.{h,cc}).
       headers_only: the compiled code already lives in a system library
         (libgrpc++_reflection); only the headers are needed.
+      alwayslink: link the descriptors even if no symbol is referenced, so
+        server reflection can describe them.
       visibility: of the cc_library.
       testonly: as for any rule.
     """
@@ -60,6 +62,7 @@ def cc_grpc_library(name, srcs, deps = [], grpc = True, headers_only = False, vi
         srcs = [] if headers_only else cc_srcs,
         hdrs = hdrs,
         includes = ["."],
+        alwayslink = alwayslink,
         deps = deps + ["@grpc"],
         visibility = visibility,
         testonly = testonly,

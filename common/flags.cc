@@ -34,18 +34,25 @@ absl::Status FlagSet::Assign(const Flag& flag, const std::string& value) {
     case Kind::kString:
       *static_cast<std::string*>(flag.target) = value;
       return absl::OkStatus();
-    case Kind::kInt:
-      if (!absl::SimpleAtoi(value, static_cast<int64_t*>(flag.target))) {
+    case Kind::kInt: {
+      // Parse into a local: a failed parse must leave the default in place.
+      int64_t parsed = 0;
+      if (!absl::SimpleAtoi(value, &parsed)) {
         return absl::InvalidArgumentError(
             absl::StrFormat("--%s: \"%s\" is not an integer", flag.name, value));
       }
+      *static_cast<int64_t*>(flag.target) = parsed;
       return absl::OkStatus();
-    case Kind::kBool:
-      if (!absl::SimpleAtob(value, static_cast<bool*>(flag.target))) {
+    }
+    case Kind::kBool: {
+      bool parsed = false;
+      if (!absl::SimpleAtob(value, &parsed)) {
         return absl::InvalidArgumentError(
             absl::StrFormat("--%s: \"%s\" is not true or false", flag.name, value));
       }
+      *static_cast<bool*>(flag.target) = parsed;
       return absl::OkStatus();
+    }
   }
   return absl::InternalError("unknown flag kind");
 }

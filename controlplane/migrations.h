@@ -1,0 +1,22 @@
+// The control plane's schema, as numbered migrations applied in order by
+// SqliteDatabase::Open. Append new migrations; never edit a released one.
+#ifndef CONTROLPLANE_MIGRATIONS_H_
+#define CONTROLPLANE_MIGRATIONS_H_
+
+#include <string>
+#include <vector>
+
+namespace controlplane {
+
+// Migration 1: accounts, users, API keys, quotas, audit log, datacenters,
+// servers and disks, credentials, SAN volumes, storage nodes, IP pools.
+std::string IdentityInventorySchema();
+// Migration 2: image templates, disks, tags, shares, locations, operations,
+// request ids.
+std::string TemplateOperationSchema();
+
+const std::vector<std::string>& Migrations();
+
+}  // namespace controlplane
+
+#endif  // CONTROLPLANE_MIGRATIONS_H_

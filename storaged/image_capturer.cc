@@ -1,0 +1,111 @@
+#include "storaged/image_capturer.h"
+
+#include <algorithm>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "common/status_macros.h"
+
+namespace storaged {
+namespace {
+
+// Chunk-aligned extents covering every chunk that holds mapped data; the
+// chunks in between are unmapped and read as zero.
+std::vector<Extent> ChunkAlignedExtents(const std::vector<Extent>& mapped,
+                                        uint64_t chunk_size, uint64_t volume_size) {
+  std::vector<Extent> out;
+  for (const Extent& e : mapped) {
+    if (e.length == 0) continue;
+    uint64_t begin = e.offset / chunk_size * chunk_size;
+    uint64_t end = std::min(volume_size,
+                            (e.offset + e.length + chunk_size - 1) / chunk_size * chunk_size);
+    if (!out.empty() && begin <= out.back().offset + out.back().length) {
+      out.back().length = std::max(out.back().offset + out.back().length, end) -
+                          out.back().offset;
+    } else {
+      out.push_back({begin, end - begin});
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+absl::StatusOr<ManifestSummary> CaptureVolume(Volume& volume, ImageStore& store,
+                                              const std::string& image_id,
+                                              const CaptureOptions& options) {
+  const VolumeInfo& info = volume.info();
+  ASSIGN_OR_RETURN(std::unique_ptr<ImageWriter> writer,
+                   store.BeginImage(image_id, info.size_bytes, info.block_size));
+  const uint64_t chunk_size = store.options().chunk_size;
+
+  ASSIGN_OR_RETURN(std::vector<Extent> mapped, volume.MappedExtents(0, info.size_bytes));
+  std::vector<Extent> extents = ChunkAlignedExtents(mapped, chunk_size, info.size_bytes);
+
+  CaptureProgress progress;
+  progress.bytes_total = info.size_bytes;
+  absl::Time last_report = absl::Now();
+  auto report = [&](bool force) {
+    if (!options.on_progress) return;
+    absl::Time now = absl::Now();
+    if (force || now - last_report >= options.progress_interval) {
+      last_report = now;
+      options.on_progress(progress);
+    }
+  };
+
+  // Chunks between extents were never mapped: zero without reading.
+  uint64_t next_chunk = 0;
+  auto mark_zero_until = [&](uint64_t offset) -> absl::Status {
+    uint64_t first = next_chunk;
+    uint64_t end_chunk = offset / chunk_size;
+    if (end_chunk > first) {
+      RETURN_IF_ERROR(writer->AddZeroChunks(first, end_chunk - first));
+      next_chunk = end_chunk;
+    }
+    progress.bytes_scanned = std::max(progress.bytes_scanned, offset);
+    return absl::OkStatus();
+  };
+
+  std::string chunk;
+  chunk.reserve(chunk_size);
+  uint64_t chunk_index = 0;
+  ReadSink sink = [&](uint64_t offset, absl::string_view data) -> absl::Status {
+    while (!data.empty()) {
+      if (chunk.empty()) {
+        // A new chunk starts here; extents are chunk aligned.
+        chunk_index = offset / chunk_size;
+        RETURN_IF_ERROR(mark_zero_until(chunk_index * chunk_size));
+      }
+      uint32_t want = writer->ChunkLength(chunk_index);
+      size_t take = std::min<size_t>(want - chunk.size(), data.size());
+      chunk.append(data.data(), take);
+      data.remove_prefix(take);
+      offset += take;
+      progress.bytes_read += take;
+      if (chunk.size() == want) {
+        RETURN_IF_ERROR(writer->AddChunk(chunk_index, chunk));
+        chunk.clear();
+        next_chunk = chunk_index + 1;
+        progress.bytes_scanned = std::min<uint64_t>(info.size_bytes, next_chunk * chunk_size);
+        report(false);
+      }
+    }
+    return absl::OkStatus();
+  };
+  absl::Status status = volume.ReadExtents(extents, options.read, sink);
+  if (status.ok() && !chunk.empty()) {
+    status = absl::InternalError(absl::StrCat("read ended inside chunk ", chunk_index));
+  }
+  if (status.ok()) status = mark_zero_until(info.size_bytes + chunk_size - 1);
+  if (!status.ok()) {
+    writer->Abort();
+    return status;
+  }
+  progress.bytes_scanned = info.size_bytes;
+  report(true);
+  return writer->Commit();
+}
+
+}  // namespace storaged

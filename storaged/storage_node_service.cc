@@ -1,0 +1,394 @@
+#include "storaged/storage_node_service.h"
+
+#include <atomic>
+#include <thread>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "common/grpc_status.h"
+#include "common/log.h"
+#include "common/status_macros.h"
+#include "storaged/config_drive_writer.h"
+#include "storaged/image_capturer.h"
+#include "storaged/image_restorer.h"
+
+namespace storaged {
+
+namespace pb = imagetemplates::storagenode::v1;
+using common::ToGrpcStatus;
+
+namespace {
+
+constexpr size_t kMaxConfigFileBytes = 64 << 10;
+
+// Turns a cancelled RPC into the atomic flag the data path polls.
+class CancelWatcher {
+ public:
+  explicit CancelWatcher(grpc::ServerContext* context)
+      : thread_([this, context] {
+          while (!done_.load()) {
+            if (context->IsCancelled()) {
+              cancelled_.store(true);
+              return;
+            }
+            absl::SleepFor(absl::Milliseconds(50));
+          }
+        }) {}
+  ~CancelWatcher() {
+    done_.store(true);
+    thread_.join();
+  }
+  const std::atomic<bool>* flag() const { return &cancelled_; }
+
+ private:
+  std::atomic<bool> done_{false};
+  std::atomic<bool> cancelled_{false};
+  std::thread thread_;
+};
+
+void SetTimestamp(absl::Time time, google::protobuf::Timestamp* out) {
+  int64_t micros = absl::ToUnixMicros(time);
+  out->set_seconds(micros / 1000000);
+  out->set_nanos(static_cast<int32_t>(micros % 1000000) * 1000);
+}
+
+std::string DigestString(const Digest& digest) {
+  return absl::StrCat("sha256:", digest.ToHex());
+}
+
+pb::ImageManifestSummary ToSummary(const Manifest& manifest, const Digest& digest) {
+  pb::ImageManifestSummary out;
+  out.set_image_id(manifest.image_id);
+  out.set_volume_size_bytes(manifest.volume_size);
+  out.set_block_size(manifest.block_size);
+  out.set_chunk_size(manifest.chunk_size);
+  out.set_chunk_count(manifest.ChunkCount());
+  uint64_t zero = 0;
+  for (const Digest& d : manifest.chunks) zero += d.IsZero() ? 1 : 0;
+  out.set_zero_chunk_count(zero);
+  out.set_logical_bytes(manifest.logical_bytes);
+  out.set_stored_bytes(manifest.referenced_stored_bytes);
+  out.set_new_stored_bytes(manifest.new_stored_bytes);
+  out.set_manifest_digest(DigestString(digest));
+  SetTimestamp(manifest.create_time, out.mutable_create_time());
+  return out;
+}
+
+}  // namespace
+
+// Registers a running job for GetNodeStatus for as long as it lives.
+class StorageNodeService::JobScope {
+ public:
+  JobScope(StorageNodeService* service, pb::NodeJobKind kind, std::string image_id)
+      : service_(service) {
+    absl::MutexLock lock(&service_->mu_);
+    id_ = service_->next_job_id_++;
+    service_->jobs_[id_] = Job{kind, std::move(image_id), absl::Now()};
+  }
+  ~JobScope() {
+    absl::MutexLock lock(&service_->mu_);
+    service_->jobs_.erase(id_);
+  }
+  void Progress(uint64_t done, uint64_t total) {
+    absl::MutexLock lock(&service_->mu_);
+    Job& job = service_->jobs_[id_];
+    job.bytes_done = done;
+    job.bytes_total = total;
+  }
+
+ private:
+  StorageNodeService* service_;
+  uint64_t id_ = 0;
+};
+
+StorageNodeService::StorageNodeService(std::string node_id, ImageStore* store,
+                                       VolumeOpener open_volume)
+    : node_id_(std::move(node_id)),
+      store_(store),
+      open_volume_(std::move(open_volume)),
+      start_time_(absl::Now()) {}
+
+absl::StatusOr<ImageStore*> StorageNodeService::Store() const {
+  ImageStore* store = store_.load();
+  if (store == nullptr) {
+    return absl::UnavailableError(absl::StrCat(
+        "node ", node_id_, ": image store is not usable yet; see the storaged log"));
+  }
+  return store;
+}
+
+absl::StatusOr<pb::ImageManifestSummary> StorageNodeService::Summarize(
+    ImageStore& store, const std::string& image_id) const {
+  ASSIGN_OR_RETURN(std::unique_ptr<ImageReader> reader, store.OpenImage(image_id));
+  return ToSummary(reader->manifest(), reader->manifest_digest());
+}
+
+grpc::Status StorageNodeService::CaptureVolume(
+    grpc::ServerContext* context, const pb::CaptureVolumeRequest* request,
+    grpc::ServerWriter<pb::CaptureVolumeProgress>* writer) {
+  absl::StatusOr<ImageStore*> store = Store();
+  if (!store.ok()) return ToGrpcStatus(store.status());
+  const std::string& id = request->image_id();
+  if (request->zstd_level() < 0 || request->zstd_level() > 19) {
+    return ToGrpcStatus(absl::InvalidArgumentError(
+        absl::StrCat("zstd_level: ", request->zstd_level(), " is outside 1..19 (0 = default)")));
+  }
+  // A retry after a lost answer: the image is already committed.
+  if (absl::StatusOr<pb::ImageManifestSummary> existing = Summarize(**store, id); existing.ok()) {
+    pb::CaptureVolumeProgress done;
+    done.set_bytes_scanned(existing->volume_size_bytes());
+    done.set_bytes_total(existing->volume_size_bytes());
+    *done.mutable_summary() = *existing;
+    writer->Write(done);
+    return grpc::Status::OK;
+  }
+  absl::StatusOr<std::unique_ptr<Volume>> volume = open_volume_(request->source_url());
+  if (!volume.ok()) {
+    common::LogOp(id, "capture: cannot open source: %s", volume.status().ToString());
+    return ToGrpcStatus(volume.status());
+  }
+  JobScope job(this, pb::NODE_JOB_KIND_CAPTURE, id);
+  CancelWatcher cancel(context);
+  CaptureOptions options;
+  options.read.cancelled = cancel.flag();
+  options.on_progress = [&](const CaptureProgress& p) {
+    job.Progress(p.bytes_scanned, p.bytes_total);
+    pb::CaptureVolumeProgress message;
+    message.set_bytes_scanned(p.bytes_scanned);
+    message.set_bytes_read(p.bytes_read);
+    message.set_bytes_total(p.bytes_total);
+    writer->Write(message);
+  };
+  common::LogOp(id, "capture started: %u bytes, block %u, %s",
+                (*volume)->info().size_bytes, (*volume)->info().block_size,
+                (*volume)->info().thin ? "thin" : "thick");
+  absl::Time start = absl::Now();
+  absl::StatusOr<ManifestSummary> summary =
+      storaged::CaptureVolume(**volume, **store, id, options);
+  if (!summary.ok()) {
+    absl::Status status = summary.status();
+    if (status.code() == absl::StatusCode::kAlreadyExists) {
+      status = absl::AbortedError(absl::StrCat("a capture of ", id, " is already running"));
+    }
+    common::LogOp(id, "capture failed: %s", status.ToString());
+    return ToGrpcStatus(status);
+  }
+  common::LogOp(id, "capture committed in %s: logical %u, new stored %u bytes",
+                absl::FormatDuration(absl::Now() - start), summary->logical_bytes,
+                summary->new_stored_bytes);
+  absl::StatusOr<pb::ImageManifestSummary> result = Summarize(**store, id);
+  if (!result.ok()) return ToGrpcStatus(result.status());
+  pb::CaptureVolumeProgress done;
+  done.set_bytes_scanned(result->volume_size_bytes());
+  done.set_bytes_total(result->volume_size_bytes());
+  done.set_bytes_read(result->logical_bytes());
+  done.set_bytes_stored(summary->new_stored_bytes);
+  *done.mutable_summary() = *result;
+  writer->Write(done);
+  return grpc::Status::OK;
+}
+
+grpc::Status StorageNodeService::RestoreVolume(
+    grpc::ServerContext* context, const pb::RestoreVolumeRequest* request,
+    grpc::ServerWriter<pb::RestoreVolumeProgress>* writer) {
+  absl::StatusOr<ImageStore*> store = Store();
+  if (!store.ok()) return ToGrpcStatus(store.status());
+  const std::string& id = request->image_id();
+  absl::StatusOr<std::unique_ptr<ImageReader>> image = (*store)->OpenImage(id);
+  if (!image.ok()) return ToGrpcStatus(image.status());
+  const std::string digest = DigestString((*image)->manifest_digest());
+  if (!request->expected_manifest_digest().empty() &&
+      request->expected_manifest_digest() != digest) {
+    return ToGrpcStatus(absl::DataLossError(
+        absl::StrCat("image ", id, " has manifest digest ", digest, ", expected ",
+                     request->expected_manifest_digest())));
+  }
+  absl::StatusOr<std::unique_ptr<Volume>> volume = open_volume_(request->target_url());
+  if (!volume.ok()) {
+    common::LogOp(id, "restore: cannot open target: %s", volume.status().ToString());
+    return ToGrpcStatus(volume.status());
+  }
+  JobScope job(this, pb::NODE_JOB_KIND_RESTORE, id);
+  CancelWatcher cancel(context);
+  RestoreOptions options;
+  options.cancelled = cancel.flag();
+  options.on_progress = [&](const RestoreProgress& p) {
+    job.Progress(p.bytes_written + p.bytes_skipped, p.bytes_total);
+    pb::RestoreVolumeProgress message;
+    message.set_bytes_written(p.bytes_written + p.bytes_skipped);
+    message.set_bytes_total(p.bytes_total);
+    writer->Write(message);
+  };
+  absl::Time start = absl::Now();
+  absl::StatusOr<RestoreProgress> result = RestoreImage(**image, **volume, options);
+  if (!result.ok()) {
+    common::LogOp(id, "restore failed: %s", result.status().ToString());
+    return ToGrpcStatus(result.status());
+  }
+  common::LogOp(id, "restore done in %s: %u bytes written, %u zeroed",
+                absl::FormatDuration(absl::Now() - start), result->bytes_written,
+                result->bytes_skipped);
+  pb::RestoreVolumeProgress done;
+  done.set_bytes_written(result->bytes_written + result->bytes_skipped);
+  done.set_bytes_total(result->bytes_total);
+  pb::RestoreSummary* summary = done.mutable_summary();
+  summary->set_image_id(id);
+  summary->set_manifest_digest(digest);
+  summary->set_target_size_bytes(result->bytes_total);
+  summary->set_bytes_written(result->bytes_written);
+  summary->set_bytes_skipped(result->bytes_skipped);
+  writer->Write(done);
+  return grpc::Status::OK;
+}
+
+grpc::Status StorageNodeService::WriteConfigDrive(grpc::ServerContext* context,
+                                                  const pb::WriteConfigDriveRequest* request,
+                                                  pb::WriteConfigDriveResponse* response) {
+  if (request->meta_data().empty()) {
+    return ToGrpcStatus(absl::InvalidArgumentError("meta_data: must not be empty"));
+  }
+  for (const auto& [name, value] :
+       {std::pair<const char*, const std::string*>{"meta_data", &request->meta_data()},
+        {"user_data", &request->user_data()},
+        {"network_config", &request->network_config()}}) {
+    if (value->size() > kMaxConfigFileBytes) {
+      return ToGrpcStatus(absl::InvalidArgumentError(
+          absl::StrCat(name, ": ", value->size(), " bytes is over the 64 KiB limit")));
+    }
+  }
+  absl::StatusOr<std::unique_ptr<Volume>> volume = open_volume_(request->target_url());
+  if (!volume.ok()) return ToGrpcStatus(volume.status());
+  JobScope job(this, pb::NODE_JOB_KIND_WRITE_CONFIG_DRIVE, "");
+  ConfigDrive drive{request->meta_data(), request->user_data(), request->network_config()};
+  absl::StatusOr<std::string> iso = BuildConfigDriveImage(drive);
+  if (!iso.ok()) return ToGrpcStatus(iso.status());
+  absl::Status status = storaged::WriteConfigDrive(drive, **volume);
+  if (!status.ok()) return ToGrpcStatus(status);
+  response->set_bytes_written(iso->size());
+  return grpc::Status::OK;
+}
+
+grpc::Status StorageNodeService::VerifyImage(grpc::ServerContext* context,
+                                             const pb::VerifyImageRequest* request,
+                                             grpc::ServerWriter<pb::VerifyImageProgress>* writer) {
+  absl::StatusOr<ImageStore*> store = Store();
+  if (!store.ok()) return ToGrpcStatus(store.status());
+  const std::string& id = request->image_id();
+  absl::StatusOr<std::unique_ptr<ImageReader>> image = (*store)->OpenImage(id);
+  pb::VerifyImageProgress done;
+  pb::VerifyImageResult* result = done.mutable_result();
+  result->set_image_id(id);
+  if (image.status().code() == absl::StatusCode::kDataLoss) {
+    // A damaged manifest is a finding, not a failure of the call.
+    result->set_manifest_ok(false);
+    result->set_ok(false);
+    writer->Write(done);
+    return grpc::Status::OK;
+  }
+  if (!image.ok()) return ToGrpcStatus(image.status());
+  JobScope job(this, pb::NODE_JOB_KIND_VERIFY, id);
+  absl::StatusOr<VerifyReport> report = (*store)->VerifyImage(id);
+  if (!report.ok()) return ToGrpcStatus(report.status());
+  const Manifest& manifest = (*image)->manifest();
+  result->set_manifest_ok(true);
+  for (uint64_t index : report->corrupt_chunks) {
+    result->add_corrupt_chunk_digests(std::string(manifest.chunks[index].AsBytes()));
+  }
+  for (uint64_t index : report->missing_chunks) {
+    result->add_missing_chunk_digests(std::string(manifest.chunks[index].AsBytes()));
+  }
+  result->set_ok(report->ok());
+  done.set_chunks_checked(report->chunks_checked);
+  done.set_chunks_total(manifest.ChunkCount());
+  done.set_bytes_checked(manifest.logical_bytes);
+  if (!report->ok()) {
+    common::LogOp(id, "verify found %u corrupt and %u missing chunks",
+                  report->corrupt_chunks.size(), report->missing_chunks.size());
+  }
+  writer->Write(done);
+  return grpc::Status::OK;
+}
+
+grpc::Status StorageNodeService::DeleteImage(grpc::ServerContext* context,
+                                             const pb::DeleteImageRequest* request,
+                                             pb::DeleteImageResponse* response) {
+  absl::StatusOr<ImageStore*> store = Store();
+  if (!store.ok()) return ToGrpcStatus(store.status());
+  absl::Status status = (*store)->DeleteImage(request->image_id());
+  if (status.ok()) common::LogOp(request->image_id(), "image deleted");
+  return ToGrpcStatus(status);
+}
+
+grpc::Status StorageNodeService::GetImage(grpc::ServerContext* context,
+                                          const pb::GetImageRequest* request,
+                                          pb::GetImageResponse* response) {
+  absl::StatusOr<ImageStore*> store = Store();
+  if (!store.ok()) return ToGrpcStatus(store.status());
+  absl::StatusOr<pb::ImageManifestSummary> summary = Summarize(**store, request->image_id());
+  if (!summary.ok()) return ToGrpcStatus(summary.status());
+  *response->mutable_summary() = *std::move(summary);
+  return grpc::Status::OK;
+}
+
+grpc::Status StorageNodeService::CollectGarbage(grpc::ServerContext* context,
+                                                const pb::CollectGarbageRequest* request,
+                                                pb::CollectGarbageResponse* response) {
+  absl::StatusOr<ImageStore*> store = Store();
+  if (!store.ok()) return ToGrpcStatus(store.status());
+  JobScope job(this, pb::NODE_JOB_KIND_COLLECT_GARBAGE, "");
+  absl::Time start = absl::Now();
+  absl::StatusOr<GcResult> result = (*store)->CollectGarbage(request->dry_run());
+  if (!result.ok()) return ToGrpcStatus(result.status());
+  absl::StatusOr<StoreStatus> status = (*store)->Status();
+  if (!status.ok()) return ToGrpcStatus(status.status());
+  absl::Duration took = absl::Now() - start;
+  response->set_dry_run(request->dry_run());
+  response->set_chunks_kept(status->chunk_count);
+  response->set_chunks_removed(result->chunks_removed);
+  response->set_bytes_freed(result->bytes_freed);
+  response->mutable_duration()->set_seconds(absl::ToInt64Seconds(took));
+  response->mutable_duration()->set_nanos(
+      static_cast<int32_t>(absl::ToInt64Nanoseconds(took) % 1000000000));
+  common::LogInfo("garbage collection%s: %u chunks, %u bytes freed",
+                  request->dry_run() ? " (dry run)" : "", result->chunks_removed,
+                  result->bytes_freed);
+  return grpc::Status::OK;
+}
+
+absl::StatusOr<pb::NodeStatus> StorageNodeService::Status() const {
+  ASSIGN_OR_RETURN(ImageStore * image_store, Store());
+  ASSIGN_OR_RETURN(StoreStatus store, image_store->Status());
+  pb::NodeStatus out;
+  out.set_node_id(node_id_);
+  out.set_capacity_bytes(store.capacity_bytes);
+  out.set_free_bytes(store.free_bytes);
+  out.set_image_count(store.image_count);
+  out.set_chunk_count(store.chunk_count);
+  out.set_stored_bytes(store.stored_bytes);
+  out.set_logical_bytes(store.logical_bytes);
+  out.set_dedup_ratio(store.dedup_ratio);
+  out.set_version("0.1.0");
+  SetTimestamp(start_time_, out.mutable_start_time());
+  absl::MutexLock lock(&mu_);
+  for (const auto& [id, job] : jobs_) {
+    pb::NodeJob* j = out.add_jobs();
+    j->set_kind(job.kind);
+    j->set_image_id(job.image_id);
+    SetTimestamp(job.start, j->mutable_start_time());
+    j->set_bytes_done(job.bytes_done);
+    j->set_bytes_total(job.bytes_total);
+  }
+  return out;
+}
+
+grpc::Status StorageNodeService::GetNodeStatus(grpc::ServerContext* context,
+                                               const pb::GetNodeStatusRequest* request,
+                                               pb::GetNodeStatusResponse* response) {
+  absl::StatusOr<pb::NodeStatus> status = Status();
+  if (!status.ok()) return ToGrpcStatus(status.status());
+  *response->mutable_status() = *std::move(status);
+  return grpc::Status::OK;
+}
+
+}  // namespace storaged

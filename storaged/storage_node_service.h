@@ -1,0 +1,102 @@
+// The gRPC adapter of storaged: the internal StorageNode API over one
+// ImageStore. Handlers translate requests, run the capture/restore engines
+// and stream progress; they hold no storage logic of their own.
+#ifndef STORAGED_STORAGE_NODE_SERVICE_H_
+#define STORAGED_STORAGE_NODE_SERVICE_H_
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "imagetemplates/storagenode/v1/storage_node.grpc.pb.h"
+#include "storaged/image_store.h"
+#include "storaged/volume.h"
+
+namespace storaged {
+
+// Opens a volume by iSCSI URL; tests substitute fault-injecting volumes.
+using VolumeOpener =
+    std::function<absl::StatusOr<std::unique_ptr<Volume>>(const std::string& url)>;
+
+// Thread-safe: gRPC runs handlers concurrently.
+class StorageNodeService final
+    : public imagetemplates::storagenode::v1::StorageNode::Service {
+ public:
+  // `store` must outlive the service. It may be null while the store cannot
+  // be opened: every RPC then answers UNAVAILABLE until AttachStore.
+  StorageNodeService(std::string node_id, ImageStore* store, VolumeOpener open_volume);
+
+  void AttachStore(ImageStore* store) { store_.store(store); }
+
+  grpc::Status CaptureVolume(
+      grpc::ServerContext* context,
+      const imagetemplates::storagenode::v1::CaptureVolumeRequest* request,
+      grpc::ServerWriter<imagetemplates::storagenode::v1::CaptureVolumeProgress>* writer)
+      override;
+  grpc::Status RestoreVolume(
+      grpc::ServerContext* context,
+      const imagetemplates::storagenode::v1::RestoreVolumeRequest* request,
+      grpc::ServerWriter<imagetemplates::storagenode::v1::RestoreVolumeProgress>* writer)
+      override;
+  grpc::Status WriteConfigDrive(
+      grpc::ServerContext* context,
+      const imagetemplates::storagenode::v1::WriteConfigDriveRequest* request,
+      imagetemplates::storagenode::v1::WriteConfigDriveResponse* response) override;
+  grpc::Status VerifyImage(
+      grpc::ServerContext* context,
+      const imagetemplates::storagenode::v1::VerifyImageRequest* request,
+      grpc::ServerWriter<imagetemplates::storagenode::v1::VerifyImageProgress>* writer)
+      override;
+  grpc::Status DeleteImage(grpc::ServerContext* context,
+                           const imagetemplates::storagenode::v1::DeleteImageRequest* request,
+                           imagetemplates::storagenode::v1::DeleteImageResponse* response)
+      override;
+  grpc::Status GetImage(grpc::ServerContext* context,
+                        const imagetemplates::storagenode::v1::GetImageRequest* request,
+                        imagetemplates::storagenode::v1::GetImageResponse* response) override;
+  grpc::Status CollectGarbage(
+      grpc::ServerContext* context,
+      const imagetemplates::storagenode::v1::CollectGarbageRequest* request,
+      imagetemplates::storagenode::v1::CollectGarbageResponse* response) override;
+  grpc::Status GetNodeStatus(
+      grpc::ServerContext* context,
+      const imagetemplates::storagenode::v1::GetNodeStatusRequest* request,
+      imagetemplates::storagenode::v1::GetNodeStatusResponse* response) override;
+
+  // The status snapshot GetNodeStatus returns (also sent with heartbeats).
+  absl::StatusOr<imagetemplates::storagenode::v1::NodeStatus> Status() const;
+
+ private:
+  class JobScope;
+  struct Job {
+    imagetemplates::storagenode::v1::NodeJobKind kind;
+    std::string image_id;
+    absl::Time start;
+    uint64_t bytes_done = 0;
+    uint64_t bytes_total = 0;
+  };
+
+  absl::StatusOr<imagetemplates::storagenode::v1::ImageManifestSummary> Summarize(
+      ImageStore& store, const std::string& image_id) const;
+  absl::StatusOr<ImageStore*> Store() const;
+
+  const std::string node_id_;
+  std::atomic<ImageStore*> store_;
+  const VolumeOpener open_volume_;
+  const absl::Time start_time_;
+
+  mutable absl::Mutex mu_;
+  uint64_t next_job_id_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::flat_hash_map<uint64_t, Job> jobs_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace storaged
+
+#endif  // STORAGED_STORAGE_NODE_SERVICE_H_

@@ -17,6 +17,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
 #include "gtest/gtest.h"
@@ -436,6 +437,103 @@ TEST_F(StoragedTest, ConfigDriveReadsBackWithXorriso) {
   empty.clear_meta_data();
   EXPECT_EQ(stub_->WriteConfigDrive(&bad_context, empty, &response).error_code(),
             grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+// Peak resident set of a process, from /proc.
+uint64_t PeakRssBytes(pid_t pid) {
+  std::ifstream in(absl::StrCat("/proc/", pid, "/status"));
+  std::string line;
+  while (std::getline(in, line)) {
+    if (absl::StartsWith(line, "VmHWM:")) return std::stoull(line.substr(6)) * 1024;
+  }
+  return 0;
+}
+
+TEST_F(StoragedTest, MemoryDoesNotGrowWithVolumeSize) {
+  // 20 GiB thin and mostly unmapped, 2 GiB thick and read in full.
+  const uint64_t big = 20ull << 30;
+  Lun sparse = MakeLun("sparse", big, /*thin=*/true);
+  FillDisk(sparse.backing_path, 64 * kMiB, 21);
+  WriteAt(sparse.backing_path, big - kMiB, RandomBytes(kMiB, 22));
+  CaptureResult a = Capture("sparse", sparse.url);
+  ASSERT_TRUE(a.status.ok()) << a.status.error_message();
+  Lun thick = MakeLun("thick", 2ull << 30, /*thin=*/false);
+  FillDisk(thick.backing_path, 2ull << 30, 23);
+  CaptureResult b = Capture("thick", thick.url);
+  ASSERT_TRUE(b.status.ok()) << b.status.error_message();
+  Lun target = MakeLun("target", big, /*thin=*/true);
+  ASSERT_TRUE(Restore("sparse", target.url).ok());
+  uint64_t peak = PeakRssBytes(storaged_->pid());
+  EXPECT_GT(peak, 0u);
+  EXPECT_LT(peak, 256 * kMiB) << "peak RSS " << peak;
+  RecordProperty("peak_rss_bytes", std::to_string(peak));
+}
+
+TEST_F(StoragedTest, CancelStopsCaptureWithinASecondAndLeavesNoImage) {
+  Lun lun = MakeLun("big", 4ull << 30, /*thin=*/false);
+  grpc::ClientContext context;
+  pb::CaptureVolumeRequest request;
+  request.set_image_id("cancelled");
+  request.set_source_url(lun.url);
+  auto reader = stub_->CaptureVolume(&context, request);
+  pb::CaptureVolumeProgress progress;
+  ASSERT_TRUE(reader->Read(&progress));
+  EXPECT_FALSE(progress.has_summary());
+  absl::Time cancelled_at = absl::Now();
+  context.TryCancel();
+  while (reader->Read(&progress)) {
+  }
+  EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  // The server side must have stopped too: the job disappears from the
+  // node status and no image is visible.
+  absl::Duration stopped_after = absl::InfiniteDuration();
+  while (absl::Now() - cancelled_at < absl::Seconds(5)) {
+    if (NodeStatus().jobs_size() == 0) {
+      stopped_after = absl::Now() - cancelled_at;
+      break;
+    }
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  EXPECT_LT(stopped_after, absl::Seconds(1));
+  grpc::ClientContext get_context;
+  pb::GetImageRequest get;
+  get.set_image_id("cancelled");
+  pb::GetImageResponse got;
+  EXPECT_EQ(stub_->GetImage(&get_context, get, &got).error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
+TEST(StoragedHealthTest, NotServingUntilTheStoreOpens) {
+  std::string dir = MakeTempDir("health");
+  std::string blocker = dir + "/blocker";
+  { std::ofstream(blocker) << "a file where the store's parent should be"; }
+  auto process = Process::StartServer(
+      {RunfilePath("storaged/storaged"), "--listen=127.0.0.1:0", "--store=" + blocker + "/store",
+       "--datacenter=dc1", "--node-id=node1"},
+      dir + "/storaged.log");
+  ASSERT_TRUE(process.ok()) << process.status();
+  auto channel = grpc::CreateChannel(process->address(), grpc::InsecureChannelCredentials());
+  auto health = grpc::health::v1::Health::NewStub(channel);
+  auto check = [&] {
+    grpc::ClientContext context;
+    grpc::health::v1::HealthCheckResponse response;
+    EXPECT_TRUE(health->Check(&context, {}, &response).ok());
+    return response.status();
+  };
+  EXPECT_EQ(check(), grpc::health::v1::HealthCheckResponse::NOT_SERVING);
+  auto stub = pb::StorageNode::NewStub(channel);
+  grpc::ClientContext context;
+  pb::GetNodeStatusResponse status;
+  EXPECT_EQ(stub->GetNodeStatus(&context, {}, &status).error_code(),
+            grpc::StatusCode::UNAVAILABLE);
+
+  // Once the path becomes usable the node recovers by itself.
+  ASSERT_EQ(::unlink(blocker.c_str()), 0);
+  ASSERT_EQ(::mkdir(blocker.c_str(), 0755), 0);
+  absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (check() != grpc::health::v1::HealthCheckResponse::SERVING && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  EXPECT_EQ(check(), grpc::health::v1::HealthCheckResponse::SERVING);
 }
 
 }  // namespace

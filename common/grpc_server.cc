@@ -81,7 +81,7 @@ absl::Status WriteFileAtomically(const std::string& path,
 
 absl::Status ServeUntilSignal(const ServeOptions& options,
                               const std::vector<grpc::Service*>& services,
-                              const std::function<void(grpc::Server*)>& on_started,
+                              const std::function<void(grpc::Server*, int port)>& on_started,
                               const std::function<void()>& on_stopping) {
   if (absl::Status s = ValidateListen(options.listen); !s.ok()) return s;
   grpc::EnableDefaultHealthCheckService(true);
@@ -109,7 +109,7 @@ absl::Status ServeUntilSignal(const ServeOptions& options,
       return s;
     }
   }
-  if (on_started) on_started(server.get());
+  if (on_started) on_started(server.get(), port);
 
   sigset_t set = TerminationSignals();
   int signal_number = 0;

@@ -28,12 +28,12 @@ struct ServeOptions {
 };
 
 // Serves `services` until SIGTERM/SIGINT. `on_started` runs once the server
-// listens (for health status and background work); `on_stopping` runs after
-// the signal, before shutdown. Returns UNAVAILABLE if the address cannot be
+// listens, with the bound port (for health status and background work);
+// `on_stopping` runs after the signal, before shutdown. Returns UNAVAILABLE if the address cannot be
 // bound, INVALID_ARGUMENT if it is malformed.
 absl::Status ServeUntilSignal(const ServeOptions& options,
                               const std::vector<grpc::Service*>& services,
-                              const std::function<void(grpc::Server*)>& on_started,
+                              const std::function<void(grpc::Server*, int port)>& on_started,
                               const std::function<void()>& on_stopping);
 
 // Writes `contents` to `path` through a temporary file and rename, so readers

@@ -6,6 +6,8 @@
 #include <string>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 
@@ -15,6 +17,7 @@
 #include "grpcpp/health_check_service_interface.h"
 #include "storaged/image_store.h"
 #include "storaged/iscsi_volume.h"
+#include "storaged/node_registration.h"
 #include "storaged/storage_node_service.h"
 
 namespace {
@@ -26,6 +29,9 @@ struct Config {
   std::string node_id;
   std::string port_file;
   int64_t zstd_level = 3;
+  std::string controlplane;
+  std::string advertise;
+  std::string portals;
 };
 
 absl::Status OpenStore(const std::string& dir, const storaged::ImageStoreOptions& options,
@@ -55,6 +61,13 @@ int main(int argc, char** argv) {
   flags.String("store", &config.store, "image store directory");
   flags.String("datacenter", &config.datacenter, "datacenter this node serves");
   flags.String("node-id", &config.node_id, "this node's unique id");
+  flags.String("controlplane", &config.controlplane,
+               "control plane HOST:PORT to register with and heartbeat to (optional)");
+  flags.String("advertise", &config.advertise,
+               "this node's address as the control plane reaches it (default: the "
+               "listen host and bound port)");
+  flags.String("portals", &config.portals,
+               "comma-separated iSCSI portals (HOST:PORT) of the SAN host this node serves");
   flags.Int("zstd-level", &config.zstd_level, "zstd level for new chunks (1..19)");
   flags.String("port-file", &config.port_file,
                "write the bound port here once listening (for scripts and tests)");
@@ -100,7 +113,22 @@ int main(int argc, char** argv) {
   // process: health says NOT_SERVING and the store is retried until it opens.
   absl::Notification stopping;
   std::thread retry;
-  auto on_started = [&](grpc::Server* server) {
+  std::unique_ptr<storaged::NodeRegistration> registration;
+  auto on_started = [&](grpc::Server* server, int port) {
+    if (!config.controlplane.empty()) {
+      storaged::NodeRegistrationOptions reg;
+      reg.controlplane = config.controlplane;
+      reg.node_id = config.node_id;
+      reg.datacenter = config.datacenter;
+      reg.address = config.advertise.empty()
+                        ? absl::StrCat(config.listen.substr(0, config.listen.rfind(':')), ":",
+                                       port)
+                        : config.advertise;
+      reg.served_portals = absl::StrSplit(config.portals, ',', absl::SkipEmpty());
+      registration = std::make_unique<storaged::NodeRegistration>(
+          reg, [&storage_node] { return storage_node.Status(); });
+      registration->Start();
+    }
     if (store != nullptr) return;
     server->GetHealthCheckService()->SetServingStatus(false);
     retry = std::thread([&, server] {
@@ -117,7 +145,10 @@ int main(int argc, char** argv) {
   options.listen = config.listen;
   options.port_file = config.port_file;
   absl::Status status = common::ServeUntilSignal(options, {&storage_node}, on_started,
-                                                 [&] { stopping.Notify(); });
+                                                 [&] {
+                                                   stopping.Notify();
+                                                   registration.reset();
+                                                 });
   if (retry.joinable()) retry.join();
   if (!status.ok()) {
     common::LogError("%s", status.ToString());

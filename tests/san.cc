@@ -107,9 +107,8 @@ std::pair<int, std::string> Run(const std::vector<std::string>& argv,
   return {WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : -1, output};
 }
 
-std::string MakeTempDir() {
-  const char* base = getenv("TEST_TMPDIR");
-  std::string tmpl = absl::StrCat(base ? base : "/tmp", "/sanXXXXXX");
+std::string MakeTempDir(const char* base) {
+  std::string tmpl = absl::StrCat(base, "/sanXXXXXX");
   char* made = mkdtemp(tmpl.data());
   return made ? std::string(made) : std::string();
 }
@@ -118,9 +117,15 @@ std::string MakeTempDir() {
 
 absl::StatusOr<std::unique_ptr<San>> San::Start() {
   std::unique_ptr<San> san(new San());
-  san->dir_ = MakeTempDir();
-  if (san->dir_.empty()) return absl::InternalError("mkdtemp failed");
-  san->ipc_socket_ = absl::StrCat(san->dir_, "/tgt-ipc");
+  const char* test_tmpdir = getenv("TEST_TMPDIR");
+  san->dir_ = MakeTempDir(test_tmpdir ? test_tmpdir : "/tmp");
+  // The control socket path must fit sockaddr_un (108 bytes); Bazel's
+  // TEST_TMPDIR is often longer, so it gets a short directory of its own.
+  san->ipc_dir_ = MakeTempDir("/tmp");
+  if (san->dir_.empty() || san->ipc_dir_.empty()) {
+    return absl::InternalError("mkdtemp failed");
+  }
+  san->ipc_socket_ = absl::StrCat(san->ipc_dir_, "/ipc");
   absl::StatusOr<int> port = FreeLoopbackPort();
   if (!port.ok()) return port.status();
   san->port_ = *port;
@@ -287,6 +292,10 @@ absl::Status San::Stop() {
     absl::SleepFor(absl::Milliseconds(10));
   }
   pid_ = -1;
+  for (const char* suffix : {"", ".lock"}) {
+    unlink(absl::StrCat(ipc_socket_, ".", control_port_, suffix).c_str());
+  }
+  rmdir(ipc_dir_.c_str());
   return status;
 }
 

@@ -75,6 +75,7 @@ class San {
   San() = default;
 
   std::string dir_;
+  std::string ipc_dir_;
   std::string ipc_socket_;
   int port_ = 0;
   int control_port_ = 0;

@@ -1,0 +1,33 @@
+// cloud-init NoCloud config drives: an ISO 9660 image labelled `cidata`
+// holding meta-data, user-data and network-config, written to the start of a
+// volume the new server boots with.
+#ifndef STORAGED_CONFIG_DRIVE_WRITER_H_
+#define STORAGED_CONFIG_DRIVE_WRITER_H_
+
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "storaged/volume.h"
+
+namespace storaged {
+
+struct ConfigDrive {
+  std::string meta_data;       // YAML, e.g. "instance-id: ...\nlocal-hostname: ...\n"
+  std::string user_data;       // "#cloud-config ..." or a script
+  std::string network_config;  // netplan v2 YAML; omitted from the image when empty
+};
+
+// The ISO 9660 image (Rock Ridge + Joliet, so names keep their case and
+// dashes), built in memory with libisofs. Thread-safe. INTERNAL if libisofs
+// fails.
+absl::StatusOr<std::string> BuildConfigDriveImage(const ConfigDrive& drive);
+
+// Builds the image and writes it to offset 0 of `volume`, zero-padded to the
+// block size, then flushes. FAILED_PRECONDITION (naming both sizes) when the
+// volume is smaller than the image; otherwise the volume's errors.
+absl::Status WriteConfigDrive(const ConfigDrive& drive, Volume& volume);
+
+}  // namespace storaged
+
+#endif  // STORAGED_CONFIG_DRIVE_WRITER_H_

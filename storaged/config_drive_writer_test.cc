@@ -1,0 +1,109 @@
+#include "storaged/config_drive_writer.h"
+
+#include <stdio.h>
+#include <sys/wait.h>
+
+#include <fstream>
+#include <sstream>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "storaged/iscsi_volume.h"
+#include "tests/san.h"
+
+namespace storaged {
+namespace {
+
+using ::testing::HasSubstr;
+
+// Runs a shell command; returns its stdout, fails the test on a non-zero exit.
+std::string RunShell(const std::string& command) {
+  std::string out;
+  FILE* pipe = popen((command + " 2>&1").c_str(), "r");
+  EXPECT_NE(pipe, nullptr);
+  if (pipe == nullptr) return out;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof(buf), pipe)) > 0) out.append(buf, n);
+  int status = pclose(pipe);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << command << "\n" << out;
+  return out;
+}
+
+std::string Slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+ConfigDrive SampleDrive() {
+  ConfigDrive drive;
+  drive.meta_data = "instance-id: vs-0001\nlocal-hostname: web-1\n";
+  drive.user_data =
+      "#cloud-config\nusers:\n  - name: ops\n    ssh_authorized_keys:\n"
+      "      - ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample ops@example\n";
+  drive.network_config =
+      "version: 2\nethernets:\n  eth0:\n    dhcp4: false\n    addresses: [10.1.2.3/24]\n";
+  return drive;
+}
+
+class ConfigDriveWriterTest : public ::testing::TestWithParam<uint32_t> {};
+
+TEST_P(ConfigDriveWriterTest, WritesNoCloudSeedThatXorrisoReads) {
+  auto san = tests::San::Start();
+  ASSERT_TRUE(san.ok()) << san.status();
+  tests::LunOptions options;
+  options.block_size = GetParam();
+  options.thin = true;
+  auto lun = (*san)->CreateLun("seed", 4 << 20, options);
+  ASSERT_TRUE(lun.ok()) << lun.status();
+  auto volume = IscsiVolume::Open(lun->url);
+  ASSERT_TRUE(volume.ok()) << volume.status();
+
+  const ConfigDrive drive = SampleDrive();
+  ASSERT_TRUE(WriteConfigDrive(drive, **volume).ok());
+
+  std::string pvd = RunShell(absl::StrCat("xorriso -indev ", lun->backing_path, " -pvd_info"));
+  EXPECT_THAT(pvd, HasSubstr("Volume Id    : cidata"));
+
+  std::string dir = absl::StrCat((*san)->dir(), "/extracted");
+  RunShell(absl::StrCat("xorriso -osirrox on -indev ", lun->backing_path, " -extract / ", dir));
+  EXPECT_EQ(Slurp(dir + "/meta-data"), drive.meta_data);
+  EXPECT_EQ(Slurp(dir + "/user-data"), drive.user_data);
+  EXPECT_EQ(Slurp(dir + "/network-config"), drive.network_config);
+}
+
+INSTANTIATE_TEST_SUITE_P(BlockSizes, ConfigDriveWriterTest, ::testing::Values(512u, 4096u));
+
+TEST(ConfigDriveImageTest, OmitsEmptyNetworkConfig) {
+  ConfigDrive drive = SampleDrive();
+  drive.network_config.clear();
+  auto image = BuildConfigDriveImage(drive);
+  ASSERT_TRUE(image.ok()) << image.status();
+  EXPECT_EQ(image->size() % 2048, 0u);
+  EXPECT_EQ(image->substr(32768 + 1, 5), "CD001");  // primary volume descriptor
+  EXPECT_EQ(image->find("network-config"), std::string::npos);
+  EXPECT_NE(image->find("user-data"), std::string::npos);
+}
+
+TEST(ConfigDriveWriterSizeTest, RefusesAVolumeSmallerThanTheImage) {
+  auto san = tests::San::Start();
+  ASSERT_TRUE(san.ok()) << san.status();
+  auto lun = (*san)->CreateLun("tiny", 64 * 1024);
+  ASSERT_TRUE(lun.ok()) << lun.status();
+  auto volume = IscsiVolume::Open(lun->url);
+  ASSERT_TRUE(volume.ok()) << volume.status();
+  auto image = BuildConfigDriveImage(SampleDrive());
+  ASSERT_TRUE(image.ok());
+
+  absl::Status status = WriteConfigDrive(SampleDrive(), **volume);
+  EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition) << status;
+  EXPECT_THAT(std::string(status.message()), HasSubstr(absl::StrCat(image->size())));
+  EXPECT_THAT(std::string(status.message()), HasSubstr("65536"));
+}
+
+}  // namespace
+}  // namespace storaged

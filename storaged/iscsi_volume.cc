@@ -1,0 +1,925 @@
+#include "storaged/iscsi_volume.h"
+
+#include <iscsi/iscsi.h>
+#include <iscsi/scsi-lowlevel.h>
+#include <poll.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <deque>
+#include <functional>
+#include <utility>
+
+#include "absl/cleanup/cleanup.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/strip.h"
+#include "absl/time/clock.h"
+#include "common/log.h"
+#include "common/status_macros.h"
+
+namespace storaged {
+
+// ---------------------------------------------------------------------------
+// URL
+
+std::string IscsiUrl::Portal() const {
+  return absl::StrContains(host, ':') ? absl::StrCat("[", host, "]:", port)
+                                      : absl::StrCat(host, ":", port);
+}
+
+std::string IscsiUrl::Redacted() const {
+  return absl::StrCat("iscsi://", user.empty() ? "" : absl::StrCat(user, "@"), Portal(),
+                      "/", iqn, "/", lun);
+}
+
+namespace {
+
+constexpr char kUrlSyntax[] = "iscsi://[user%password@]host[:port]/IQN/LUN";
+
+absl::Status BadUrl(absl::string_view what) {
+  return absl::InvalidArgumentError(
+      absl::StrCat("malformed iSCSI URL: ", what, " (expected ", kUrlSyntax, ")"));
+}
+
+bool AllDigits(absl::string_view s) {
+  return !s.empty() && std::all_of(s.begin(), s.end(), absl::ascii_isdigit);
+}
+
+}  // namespace
+
+absl::StatusOr<IscsiUrl> ParseIscsiUrl(absl::string_view url) {
+  IscsiUrl out;
+  absl::string_view rest = url;
+  if (!absl::ConsumePrefix(&rest, "iscsi://")) return BadUrl("it must start with iscsi://");
+  // IQNs never contain '@', so the last one ends the credentials even when
+  // the password contains '@' or '/'.
+  size_t at = rest.rfind('@');
+  if (at != absl::string_view::npos) {
+    absl::string_view userinfo = rest.substr(0, at);
+    rest.remove_prefix(at + 1);
+    size_t pct = userinfo.find('%');
+    if (pct == absl::string_view::npos) {
+      return BadUrl("credentials must be user%password");
+    }
+    out.user = std::string(userinfo.substr(0, pct));
+    out.password = std::string(userinfo.substr(pct + 1));
+    if (out.user.empty() || out.password.empty()) {
+      return BadUrl("CHAP user and password must both be non-empty");
+    }
+  }
+  size_t slash = rest.find('/');
+  if (slash == absl::string_view::npos) return BadUrl("missing /IQN/LUN after the host");
+  absl::string_view hostport = rest.substr(0, slash);
+  absl::string_view path = rest.substr(slash + 1);
+
+  absl::string_view port_text;
+  if (absl::ConsumePrefix(&hostport, "[")) {
+    size_t close = hostport.find(']');
+    if (close == absl::string_view::npos) return BadUrl("unterminated [IPv6] host");
+    out.host = std::string(hostport.substr(0, close));
+    absl::string_view after = hostport.substr(close + 1);
+    if (!after.empty() && !absl::ConsumePrefix(&after, ":")) {
+      return BadUrl("junk after [IPv6] host");
+    }
+    port_text = after;
+    if (port_text.empty() && hostport.size() > close + 1) return BadUrl("empty port");
+  } else {
+    size_t colon = hostport.find(':');
+    if (colon != absl::string_view::npos) {
+      if (hostport.find(':', colon + 1) != absl::string_view::npos) {
+        return BadUrl("IPv6 hosts must be in [brackets]");
+      }
+      port_text = hostport.substr(colon + 1);
+      if (port_text.empty()) return BadUrl("empty port");
+      hostport = hostport.substr(0, colon);
+    }
+    out.host = std::string(hostport);
+  }
+  if (out.host.empty()) return BadUrl("missing host");
+  if (!port_text.empty()) {
+    int port = 0;
+    if (!AllDigits(port_text) || !absl::SimpleAtoi(port_text, &port) || port < 1 ||
+        port > 65535) {
+      return BadUrl(absl::StrCat("port '", port_text, "' is not a number in 1..65535"));
+    }
+    out.port = port;
+  }
+
+  size_t last = path.rfind('/');
+  if (last == absl::string_view::npos) return BadUrl("missing /LUN after the IQN");
+  absl::string_view iqn = path.substr(0, last);
+  absl::string_view lun_text = path.substr(last + 1);
+  if (iqn.empty()) return BadUrl("empty target name");
+  if (absl::StrContains(iqn, '/')) return BadUrl("target name contains '/'");
+  if (!absl::StartsWith(iqn, "iqn.") && !absl::StartsWith(iqn, "eui.") &&
+      !absl::StartsWith(iqn, "naa.")) {
+    return BadUrl(absl::StrCat("target name '", iqn, "' is not an iqn./eui./naa. name"));
+  }
+  out.iqn = std::string(iqn);
+  int lun = -1;
+  if (!AllDigits(lun_text) || !absl::SimpleAtoi(lun_text, &lun) || lun > 16383) {
+    return BadUrl(absl::StrCat("LUN '", lun_text, "' is not a number in 0..16383"));
+  }
+  out.lun = lun;
+  return out;
+}
+
+// ---------------------------------------------------------------------------
+// Session: one iscsi_context, driven by the calling thread.
+
+namespace iscsi_internal {
+
+enum class CommandState {
+  kIdle,       // not started
+  kInFlight,   // issued, or waiting to be re-issued after a reconnect
+  kCompleted,  // callback ran; the session has not looked at it yet
+  kDone,       // final; `status` holds the outcome
+};
+
+// One SCSI command that can be (re-)issued on any context. Owns its task;
+// any buffer the issue function references must outlive the command.
+struct Command {
+  using IssueFn = std::function<scsi_task*(iscsi_context*, int lun, Command*)>;
+
+  Command(std::string what, IssueFn issue) : what(std::move(what)), issue(std::move(issue)) {}
+  Command(const Command&) = delete;
+  Command& operator=(const Command&) = delete;
+  ~Command() { FreeTask(); }
+
+  void FreeTask() {
+    if (task != nullptr) scsi_free_scsi_task(task);
+    task = nullptr;
+  }
+  bool done() const { return state == CommandState::kDone; }
+
+  std::string what;  // "READ(16) lba 8 blocks 512", for errors
+  IssueFn issue;
+  scsi_task* task = nullptr;
+  CommandState state = CommandState::kIdle;
+  int scsi_status = 0;
+  absl::Status status;
+  int retries = 0;
+};
+
+namespace {
+
+// libiscsi calls back with the task in command_data, or null when the
+// command was cancelled; the Command keeps its own pointer either way.
+void OnCommandDone(iscsi_context*, int status, void*, void* private_data) {
+  auto* cmd = static_cast<Command*>(private_data);
+  cmd->scsi_status = status;
+  cmd->state = CommandState::kCompleted;
+}
+
+struct Step {
+  bool done = false;
+  int status = 0;
+};
+
+void OnStepDone(iscsi_context*, int status, void*, void* private_data) {
+  auto* step = static_cast<Step*>(private_data);
+  step->done = true;
+  step->status = status;
+}
+
+int Milliseconds(absl::Duration d) {
+  return static_cast<int>(std::max<int64_t>(0, absl::ToInt64Milliseconds(d)));
+}
+
+// Services `ctx` once: waits up to `max_wait` for its socket. UNAVAILABLE
+// when libiscsi reports the connection broken.
+absl::Status PumpContext(iscsi_context* ctx, absl::Duration max_wait) {
+  int events = iscsi_which_events(ctx);
+  if (events == 0) {
+    // libiscsi wants a pause (e.g. between its own retries).
+    absl::SleepFor(std::min(max_wait, absl::Milliseconds(100)));
+    events = 0;
+  }
+  pollfd pfd{iscsi_get_fd(ctx), static_cast<short>(events), 0};
+  int n = events == 0 ? 0 : poll(&pfd, 1, Milliseconds(max_wait));
+  if (n < 0) {
+    if (errno == EINTR) return absl::OkStatus();
+    return absl::InternalError(absl::StrCat("poll: ", strerror(errno)));
+  }
+  // revents 0 still runs libiscsi's timeout processing.
+  if (iscsi_service(ctx, n > 0 ? pfd.revents : 0) < 0) {
+    return absl::UnavailableError(iscsi_get_error(ctx));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status LoginError(absl::string_view target, absl::string_view error) {
+  std::string message = absl::StrCat("login to ", target, " failed: ", error);
+  if (absl::StrContains(error, "Target not found") ||
+      absl::StrContains(error, "Target removed")) {
+    return absl::NotFoundError(message);
+  }
+  if (absl::StrContains(error, "Authentication") || absl::StrContains(error, "CHAP")) {
+    return absl::UnauthenticatedError(message);
+  }
+  if (absl::StrContains(error, "Authorization")) {
+    return absl::PermissionDeniedError(message);
+  }
+  return absl::UnavailableError(message);
+}
+
+}  // namespace
+
+class Session {
+ public:
+  Session(IscsiUrl url, IscsiVolumeOptions options)
+      : url_(std::move(url)), options_(std::move(options)), target_(url_.Redacted()) {}
+
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+
+  ~Session() {
+    std::vector<Command*> pending = inflight_;
+    Drain(pending);
+    if (ctx_ == nullptr) return;
+    // Polite logout, bounded: the target may already be gone.
+    Step logout;
+    if (iscsi_logout_async(ctx_, OnStepDone, &logout) == 0) {
+      absl::Time deadline = absl::Now() + absl::Seconds(1);
+      while (!logout.done && absl::Now() < deadline) {
+        if (!PumpContext(ctx_, absl::Milliseconds(100)).ok()) break;
+      }
+    }
+    iscsi_destroy_context(ctx_);
+  }
+
+  const std::string& target() const { return target_; }
+  int lun() const { return url_.lun; }
+  int reconnects() const { return reconnects_; }
+
+  // First login; no retries.
+  absl::Status Connect() {
+    return ConnectOnce(absl::Now() + options_.connect_timeout);
+  }
+
+  // Issues `cmd` (kept alive by the caller until done()). Fails only when
+  // there is no connection and none can be made (UNAVAILABLE).
+  absl::Status Start(Command* cmd) {
+    if (ctx_ == nullptr) RETURN_IF_ERROR(Reconnect());
+    inflight_.push_back(cmd);
+    Issue(cmd);
+    return absl::OkStatus();
+  }
+
+  // Services the connection once, waiting up to `max_wait`; reconnects and
+  // re-issues unfinished commands after a connection loss. UNAVAILABLE if
+  // that fails (every command in flight is then done with that error).
+  absl::Status Poll(absl::Duration max_wait) {
+    if (ctx_ == nullptr) return Reconnect();
+    absl::Status pumped = PumpContext(ctx_, max_wait);
+    if (!pumped.ok()) {
+      transport_failed_ = true;
+      last_transport_error_ = pumped;
+    }
+    ProcessCompletions();
+    if (transport_failed_) return Reconnect();
+    return absl::OkStatus();
+  }
+
+  // Polls until `done()`; CANCELLED as soon as `*cancelled` is set (commands
+  // stay in flight: Drain them).
+  absl::Status RunUntil(const std::function<bool()>& done,
+                        const std::atomic<bool>* cancelled = nullptr) {
+    while (!done()) {
+      if (cancelled != nullptr && cancelled->load()) {
+        return absl::CancelledError("I/O cancelled");
+      }
+      RETURN_IF_ERROR(Poll(absl::Milliseconds(100)));
+    }
+    return absl::OkStatus();
+  }
+
+  // Start + wait; returns the command's status.
+  absl::Status Execute(Command* cmd) {
+    RETURN_IF_ERROR(Start(cmd));
+    absl::Status waited = RunUntil([cmd] { return cmd->done(); });
+    if (!cmd->done()) {
+      Drain({cmd});
+      return waited;
+    }
+    return cmd->status;
+  }
+
+  // Waits until none of `cmds` references its buffers any more.
+  void Drain(const std::vector<Command*>& cmds) {
+    auto all_done = [&cmds] {
+      return std::all_of(cmds.begin(), cmds.end(), [](Command* c) {
+        return c->state == CommandState::kDone || c->state == CommandState::kIdle;
+      });
+    };
+    while (!all_done()) {
+      // A failed reconnect finishes every command, so this terminates.
+      Poll(absl::Milliseconds(100)).IgnoreError();
+    }
+  }
+
+  void BreakConnection() {
+    if (ctx_ != nullptr) shutdown(iscsi_get_fd(ctx_), SHUT_RDWR);
+  }
+
+ private:
+  absl::Status ConnectOnce(absl::Time deadline) {
+    iscsi_context* ctx = iscsi_create_context(options_.initiator_name.c_str());
+    if (ctx == nullptr) return absl::InternalError("iscsi_create_context failed");
+    absl::Cleanup destroy = [&ctx] {
+      if (ctx != nullptr) iscsi_destroy_context(ctx);
+    };
+    iscsi_set_targetname(ctx, url_.iqn.c_str());
+    iscsi_set_session_type(ctx, ISCSI_SESSION_NORMAL);
+    iscsi_set_header_digest(ctx, ISCSI_HEADER_DIGEST_NONE);
+    if (!url_.user.empty()) {
+      iscsi_set_initiator_username_pwd(ctx, url_.user.c_str(), url_.password.c_str());
+    }
+    // We reconnect ourselves: libiscsi 1.19's automatic reconnect blocks in
+    // sleep() and retries forever.
+    iscsi_set_noautoreconnect(ctx, 1);
+    iscsi_set_timeout(ctx, static_cast<int>(std::max<int64_t>(
+                               1, absl::ToInt64Seconds(options_.command_timeout))));
+
+    // Steps live in the session: libiscsi may call a connect callback again
+    // when the connection drops later.
+    connect_step_ = Step();
+    if (iscsi_connect_async(ctx, url_.Portal().c_str(), OnStepDone, &connect_step_) != 0) {
+      return absl::UnavailableError(absl::StrCat("cannot connect to iSCSI portal ",
+                                                 url_.Portal(), ": ", iscsi_get_error(ctx)));
+    }
+    RETURN_IF_ERROR(WaitStep(ctx, connect_step_, deadline, "connect to"));
+    if (connect_step_.status != SCSI_STATUS_GOOD) {
+      return absl::UnavailableError(absl::StrCat("cannot connect to iSCSI portal ",
+                                                 url_.Portal(), ": ", iscsi_get_error(ctx)));
+    }
+    login_step_ = Step();
+    if (iscsi_login_async(ctx, OnStepDone, &login_step_) != 0) {
+      return LoginError(target_, iscsi_get_error(ctx));
+    }
+    RETURN_IF_ERROR(WaitStep(ctx, login_step_, deadline, "log in to"));
+    if (login_step_.status != SCSI_STATUS_GOOD) {
+      return LoginError(target_, iscsi_get_error(ctx));
+    }
+    ctx_ = ctx;
+    ctx = nullptr;
+    return absl::OkStatus();
+  }
+
+  absl::Status WaitStep(iscsi_context* ctx, const Step& step, absl::Time deadline,
+                        absl::string_view verb) {
+    while (!step.done) {
+      absl::Duration left = deadline - absl::Now();
+      if (left <= absl::ZeroDuration()) {
+        return absl::UnavailableError(absl::StrCat("timed out trying to ", verb, " ",
+                                                   target_));
+      }
+      absl::Status pumped = PumpContext(ctx, std::min(left, absl::Milliseconds(100)));
+      if (!pumped.ok() && !step.done) {
+        // The target closed the socket; a login reject arrives first when
+        // there is one, so this is a transport failure.
+        return absl::UnavailableError(
+            absl::StrCat("cannot ", verb, " ", target_, ": ", pumped.message()));
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  void Issue(Command* cmd) {
+    cmd->FreeTask();
+    cmd->state = CommandState::kInFlight;
+    if (ctx_ == nullptr) {
+      transport_failed_ = true;
+      return;
+    }
+    cmd->task = cmd->issue(ctx_, url_.lun, cmd);
+    if (cmd->task == nullptr) {
+      // Out of memory or a dead socket; a reconnect sorts out either.
+      transport_failed_ = true;
+      last_transport_error_ = absl::UnavailableError(
+          absl::StrCat("cannot queue ", cmd->what, ": ", iscsi_get_error(ctx_)));
+    }
+  }
+
+  absl::Status SenseError(const Command& cmd) const {
+    const scsi_sense& sense = cmd.task->sense;
+    std::string message = absl::StrFormat(
+        "%s on %s: %s, %s (asc/ascq 0x%04x)", cmd.what, target_,
+        scsi_sense_key_str(sense.key), scsi_sense_ascq_str(sense.ascq), sense.ascq);
+    switch (sense.key) {
+      case SCSI_SENSE_ILLEGAL_REQUEST:
+        if (sense.ascq == SCSI_SENSE_ASCQ_LOGICAL_UNIT_NOT_SUPPORTED) {
+          return absl::NotFoundError(message);
+        }
+        if (sense.ascq == SCSI_SENSE_ASCQ_LBA_OUT_OF_RANGE) {
+          return absl::OutOfRangeError(message);
+        }
+        if (sense.ascq == SCSI_SENSE_ASCQ_INVALID_OPERATION_CODE) {
+          return absl::UnimplementedError(message);
+        }
+        return absl::InvalidArgumentError(message);
+      case SCSI_SENSE_NOT_READY:
+        return absl::UnavailableError(message);
+      case SCSI_SENSE_MEDIUM_ERROR:
+        return absl::DataLossError(message);
+      case SCSI_SENSE_DATA_PROTECTION:
+        return absl::FailedPreconditionError(message);
+      default:
+        return absl::InternalError(message);
+    }
+  }
+
+  void ProcessCompletions() {
+    for (Command* cmd : inflight_) {
+      if (cmd->state != CommandState::kCompleted) continue;
+      switch (cmd->scsi_status) {
+        case SCSI_STATUS_GOOD:
+          cmd->state = CommandState::kDone;
+          cmd->status = absl::OkStatus();
+          break;
+        case SCSI_STATUS_CHECK_CONDITION: {
+          scsi_sense_key key = cmd->task->sense.key;
+          // Unit attentions (reset, I_T nexus loss after a reconnect,
+          // capacity change) and aborted commands are worth another try.
+          if ((key == SCSI_SENSE_UNIT_ATTENTION || key == SCSI_SENSE_COMMAND_ABORTED) &&
+              cmd->retries++ < 10) {
+            Issue(cmd);
+          } else {
+            cmd->status = SenseError(*cmd);
+            cmd->state = CommandState::kDone;
+          }
+          break;
+        }
+        case SCSI_STATUS_BUSY:
+        case SCSI_STATUS_TASK_SET_FULL:
+          if (cmd->retries++ < 1000) {
+            Issue(cmd);
+          } else {
+            cmd->state = CommandState::kDone;
+            cmd->status = absl::UnavailableError(
+                absl::StrCat(cmd->what, " on ", target_, ": target stays busy"));
+          }
+          break;
+        case SCSI_STATUS_CANCELLED:
+        case SCSI_STATUS_ERROR:
+        case SCSI_STATUS_TIMEOUT:
+          // The connection is gone or hung: re-issue on a new one.
+          cmd->state = CommandState::kInFlight;
+          transport_failed_ = true;
+          if (last_transport_error_.ok()) {
+            // Only ERROR leaves a fresh message in iscsi_get_error().
+            last_transport_error_ = absl::UnavailableError(
+                cmd->scsi_status == SCSI_STATUS_TIMEOUT
+                    ? absl::StrCat(cmd->what, " timed out")
+                : cmd->scsi_status == SCSI_STATUS_CANCELLED
+                    ? absl::StrCat(cmd->what, " cancelled by a connection loss")
+                    : absl::StrCat(cmd->what, " failed: ",
+                                   ctx_ ? iscsi_get_error(ctx_) : "no connection"));
+          }
+          break;
+        default:
+          cmd->state = CommandState::kDone;
+          cmd->status = absl::InternalError(absl::StrCat(
+              cmd->what, " on ", target_, ": SCSI status 0x", absl::Hex(cmd->scsi_status)));
+      }
+    }
+    inflight_.erase(std::remove_if(inflight_.begin(), inflight_.end(),
+                                   [](Command* c) { return c->done(); }),
+                    inflight_.end());
+  }
+
+  // Drops the context (which cancels its tasks, releasing our buffers), logs
+  // in again with backoff, and re-issues every unfinished command.
+  absl::Status Reconnect() {
+    absl::Status cause = last_transport_error_.ok()
+                             ? absl::UnavailableError("no connection")
+                             : last_transport_error_;
+    transport_failed_ = false;
+    last_transport_error_ = absl::OkStatus();
+    if (ctx_ != nullptr) {
+      iscsi_destroy_context(ctx_);
+      ctx_ = nullptr;
+    }
+    // Cancellation callbacks above only mark commands; all still need to run.
+    for (Command* cmd : inflight_) cmd->state = CommandState::kInFlight;
+
+    absl::Time deadline = absl::Now() + options_.reconnect_timeout;
+    absl::Duration backoff = absl::Milliseconds(100);
+    absl::Status connected;
+    while (true) {
+      connected = ConnectOnce(std::min(deadline, absl::Now() + options_.connect_timeout));
+      if (connected.ok() || absl::Now() + backoff > deadline) break;
+      absl::SleepFor(backoff);
+      backoff = std::min(backoff * 2, absl::Seconds(2));
+    }
+    if (!connected.ok()) {
+      absl::Status failure = absl::UnavailableError(absl::StrCat(
+          "lost the connection to ", target_, " (", cause.message(),
+          ") and could not log in again within ",
+          absl::FormatDuration(options_.reconnect_timeout), ": ", connected.message()));
+      for (Command* cmd : inflight_) {
+        cmd->FreeTask();
+        cmd->state = CommandState::kDone;
+        cmd->status = failure;
+      }
+      inflight_.clear();
+      return failure;
+    }
+    ++reconnects_;
+    common::LogWarning("reconnected to %s after: %s; resuming %d commands", target_,
+                       cause.message(), inflight_.size());
+    for (Command* cmd : inflight_) Issue(cmd);
+    return absl::OkStatus();
+  }
+
+  const IscsiUrl url_;
+  const IscsiVolumeOptions options_;
+  const std::string target_;  // redacted URL for messages
+  iscsi_context* ctx_ = nullptr;
+  std::vector<Command*> inflight_;  // started, not done; owned by callers
+  bool transport_failed_ = false;
+  absl::Status last_transport_error_;
+  int reconnects_ = 0;
+  Step connect_step_;
+  Step login_step_;
+};
+
+}  // namespace iscsi_internal
+
+// ---------------------------------------------------------------------------
+// Volume
+
+namespace {
+
+using iscsi_internal::Command;
+using iscsi_internal::OnCommandDone;
+using iscsi_internal::Session;
+
+// Bytes per command: io_bytes rounded down to blocks, within the target's
+// maximum transfer.
+uint32_t PieceBytes(uint32_t io_bytes, const VolumeInfo& info) {
+  uint64_t bytes = io_bytes;
+  if (info.max_transfer_bytes != 0) bytes = std::min<uint64_t>(bytes, info.max_transfer_bytes);
+  bytes = bytes / info.block_size * info.block_size;
+  return static_cast<uint32_t>(std::max<uint64_t>(bytes, info.block_size));
+}
+
+int Depth(int queue_depth) { return std::clamp(queue_depth, 1, 256); }
+
+absl::Status CheckRange(const VolumeInfo& info, uint64_t offset, uint64_t length) {
+  if (offset % info.block_size != 0 || length % info.block_size != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "range [", offset, ", +", length, ") is not aligned to the block size ",
+        info.block_size));
+  }
+  if (offset > info.size_bytes || length > info.size_bytes - offset) {
+    return absl::OutOfRangeError(absl::StrCat("range [", offset, ", +", length,
+                                              ") ends past the volume size ",
+                                              info.size_bytes));
+  }
+  return absl::OkStatus();
+}
+
+std::string Describe(absl::string_view op, uint64_t lba, uint64_t blocks) {
+  return absl::StrCat(op, " lba ", lba, " blocks ", blocks);
+}
+
+std::unique_ptr<Command> ReadCommand(uint64_t offset, uint32_t length, uint32_t block_size,
+                                     unsigned char* buffer) {
+  uint64_t lba = offset / block_size;
+  return std::make_unique<Command>(
+      Describe("READ(16)", lba, length / block_size),
+      [=](iscsi_context* ctx, int lun, Command* cmd) {
+        scsi_task* task = iscsi_read16_task(ctx, lun, lba, length, block_size, 0, 0, 0, 0,
+                                            0, OnCommandDone, cmd);
+        // Data-In lands straight in our buffer, no copy.
+        if (task != nullptr) scsi_task_add_data_in_buffer(task, length, buffer);
+        return task;
+      });
+}
+
+class IscsiVolumeWriter final : public VolumeWriter {
+ public:
+  IscsiVolumeWriter(Session* session, const VolumeInfo& info, const WriteOptions& options)
+      : session_(session),
+        info_(info),
+        piece_bytes_(PieceBytes(options.io_bytes, info)),
+        depth_(Depth(options.queue_depth)) {}
+
+  ~IscsiVolumeWriter() override {
+    std::vector<Command*> pending;
+    for (auto& cmd : inflight_) pending.push_back(cmd.get());
+    session_->Drain(pending);
+  }
+
+  absl::Status Write(uint64_t offset, std::string data) override {
+    RETURN_IF_ERROR(sticky_);
+    RETURN_IF_ERROR(CheckRange(info_, offset, data.size()));
+    auto shared = std::make_shared<const std::string>(std::move(data));
+    for (uint64_t pos = 0; pos < shared->size(); pos += piece_bytes_) {
+      uint32_t length =
+          static_cast<uint32_t>(std::min<uint64_t>(piece_bytes_, shared->size() - pos));
+      uint64_t lba = (offset + pos) / info_.block_size;
+      uint32_t block_size = info_.block_size;
+      auto* bytes = reinterpret_cast<unsigned char*>(const_cast<char*>(shared->data() + pos));
+      // The lambda holds `shared`, so the buffer lives until the command dies.
+      RETURN_IF_ERROR(Submit(std::make_unique<Command>(
+          Describe("WRITE(16)", lba, length / block_size),
+          [=](iscsi_context* ctx, int lun, Command* cmd) {
+            (void)shared;
+            return iscsi_write16_task(ctx, lun, lba, bytes, length, block_size, 0, 0, 0, 0,
+                                      0, OnCommandDone, cmd);
+          })));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status WriteZeroes(uint64_t offset, uint64_t length) override {
+    RETURN_IF_ERROR(sticky_);
+    RETURN_IF_ERROR(CheckRange(info_, offset, length));
+    const uint32_t block_size = info_.block_size;
+    if (info_.thin && info_.zeroes_unmapped) {
+      // WRITE SAME(16) with UNMAP: deallocates where the target can and
+      // writes the zero block where it cannot, so the range reads zero.
+      if (zero_block_ == nullptr) zero_block_ = std::make_shared<std::string>(block_size, '\0');
+      auto zero = zero_block_;
+      const uint64_t max_blocks = 1 << 20;  // one command per 512 MiB..4 GiB
+      for (uint64_t lba = offset / block_size, end = (offset + length) / block_size;
+           lba < end;) {
+        uint32_t blocks = static_cast<uint32_t>(std::min(max_blocks, end - lba));
+        auto* bytes = reinterpret_cast<unsigned char*>(const_cast<char*>(zero->data()));
+        RETURN_IF_ERROR(Submit(std::make_unique<Command>(
+            Describe("WRITE SAME(16) UNMAP", lba, blocks),
+            [=](iscsi_context* ctx, int lun, Command* cmd) {
+              (void)zero;
+              return iscsi_writesame16_task(ctx, lun, lba, bytes, block_size, blocks, 0, 1,
+                                            0, 0, OnCommandDone, cmd);
+            })));
+        lba += blocks;
+      }
+      return absl::OkStatus();
+    }
+    // Thick (or unmapped blocks do not read zero): write zeroes. WRITE SAME
+    // without UNMAP is one write per block on tgt, far slower.
+    if (zero_piece_ == nullptr) zero_piece_ = std::make_shared<std::string>(piece_bytes_, '\0');
+    auto zero = zero_piece_;
+    for (uint64_t pos = 0; pos < length; pos += piece_bytes_) {
+      uint32_t bytes_now = static_cast<uint32_t>(std::min<uint64_t>(piece_bytes_, length - pos));
+      uint64_t lba = (offset + pos) / block_size;
+      auto* bytes = reinterpret_cast<unsigned char*>(const_cast<char*>(zero->data()));
+      RETURN_IF_ERROR(Submit(std::make_unique<Command>(
+          Describe("WRITE(16) zeroes", lba, bytes_now / block_size),
+          [=](iscsi_context* ctx, int lun, Command* cmd) {
+            (void)zero;
+            return iscsi_write16_task(ctx, lun, lba, bytes, bytes_now, block_size, 0, 0, 0,
+                                      0, 0, OnCommandDone, cmd);
+          })));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status Flush() override {
+    RETURN_IF_ERROR(sticky_);
+    RETURN_IF_ERROR(Fail(session_->RunUntil([this] {
+      return std::all_of(inflight_.begin(), inflight_.end(),
+                         [](const std::unique_ptr<Command>& c) { return c->done(); });
+    })));
+    RETURN_IF_ERROR(Reap());
+    Command sync("SYNCHRONIZE CACHE(16)", [](iscsi_context* ctx, int lun, Command* cmd) {
+      return iscsi_synchronizecache16_task(ctx, lun, 0, 0, 0, 0, OnCommandDone, cmd);
+    });
+    return Fail(session_->Execute(&sync));
+  }
+
+ private:
+  absl::Status Fail(absl::Status status) {
+    if (sticky_.ok()) sticky_ = std::move(status);
+    return sticky_;
+  }
+
+  // Frees finished commands; the first failure becomes sticky.
+  absl::Status Reap() {
+    for (auto it = inflight_.begin(); it != inflight_.end();) {
+      if ((*it)->done()) {
+        Fail((*it)->status).IgnoreError();
+        it = inflight_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    return sticky_;
+  }
+
+  absl::Status Submit(std::unique_ptr<Command> cmd) {
+    RETURN_IF_ERROR(Reap());
+    while (static_cast<int>(inflight_.size()) >= depth_) {
+      RETURN_IF_ERROR(Fail(session_->RunUntil([this] {
+        return std::any_of(inflight_.begin(), inflight_.end(),
+                           [](const std::unique_ptr<Command>& c) { return c->done(); });
+      })));
+      RETURN_IF_ERROR(Reap());
+    }
+    Command* raw = cmd.get();
+    inflight_.push_back(std::move(cmd));
+    RETURN_IF_ERROR(Fail(session_->Start(raw)));
+    // Push the PDUs out now, so the target works while the caller prepares
+    // the next write.
+    return Fail(session_->Poll(absl::ZeroDuration()));
+  }
+
+  Session* const session_;
+  const VolumeInfo info_;
+  const uint32_t piece_bytes_;
+  const int depth_;
+  std::deque<std::unique_ptr<Command>> inflight_;
+  std::shared_ptr<std::string> zero_block_;
+  std::shared_ptr<std::string> zero_piece_;
+  absl::Status sticky_;
+};
+
+}  // namespace
+
+IscsiVolume::IscsiVolume(std::unique_ptr<Session> session, VolumeInfo info)
+    : session_(std::move(session)), info_(info) {}
+
+IscsiVolume::~IscsiVolume() = default;
+
+int IscsiVolume::reconnects() const { return session_->reconnects(); }
+
+void IscsiVolume::BreakConnectionForTesting() { session_->BreakConnection(); }
+
+absl::StatusOr<std::unique_ptr<IscsiVolume>> IscsiVolume::Open(
+    absl::string_view url, const IscsiVolumeOptions& options) {
+  ASSIGN_OR_RETURN(IscsiUrl parsed, ParseIscsiUrl(url));
+  auto session = std::make_unique<Session>(parsed, options);
+  RETURN_IF_ERROR(session->Connect());
+
+  // TEST UNIT READY proves the LUN exists (and eats the unit attention a
+  // fresh login brings).
+  Command tur("TEST UNIT READY", [](iscsi_context* ctx, int lun, Command* cmd) {
+    return iscsi_testunitready_task(ctx, lun, OnCommandDone, cmd);
+  });
+  absl::Status ready = session->Execute(&tur);
+  if (absl::IsNotFound(ready)) {
+    return absl::NotFoundError(absl::StrCat("target ", parsed.iqn, " has no LUN ",
+                                            parsed.lun, " (", ready.message(), ")"));
+  }
+  RETURN_IF_ERROR(ready);
+
+  Command capacity("READ CAPACITY(16)", [](iscsi_context* ctx, int lun, Command* cmd) {
+    return iscsi_readcapacity16_task(ctx, lun, OnCommandDone, cmd);
+  });
+  RETURN_IF_ERROR(session->Execute(&capacity));
+  auto* rc16 = static_cast<scsi_readcapacity16*>(scsi_datain_unmarshall(capacity.task));
+  if (rc16 == nullptr || rc16->block_length == 0) {
+    return absl::InternalError(
+        absl::StrCat("unparsable READ CAPACITY(16) answer from ", session->target()));
+  }
+  VolumeInfo info;
+  info.block_size = rc16->block_length;
+  info.size_bytes = (rc16->returned_lba + 1) * rc16->block_length;
+  info.thin = rc16->lbpme != 0;
+  info.zeroes_unmapped = rc16->lbprz != 0;
+
+  // Block Limits VPD is optional; without it the target states no limit.
+  Command limits("INQUIRY Block Limits VPD", [](iscsi_context* ctx, int lun, Command* cmd) {
+    return iscsi_inquiry_task(ctx, lun, 1, SCSI_INQUIRY_PAGECODE_BLOCK_LIMITS, 64,
+                              OnCommandDone, cmd);
+  });
+  if (session->Execute(&limits).ok()) {
+    auto* bl = static_cast<scsi_inquiry_block_limits*>(scsi_datain_unmarshall(limits.task));
+    if (bl != nullptr && bl->max_xfer_len != 0) {
+      info.max_transfer_bytes = static_cast<uint32_t>(std::min<uint64_t>(
+          uint64_t{bl->max_xfer_len} * info.block_size, uint64_t{1} << 31));
+    }
+  }
+  return std::unique_ptr<IscsiVolume>(new IscsiVolume(std::move(session), info));
+}
+
+absl::StatusOr<std::vector<Extent>> IscsiVolume::MappedExtents(uint64_t offset,
+                                                               uint64_t length) {
+  std::vector<Extent> out;
+  uint64_t end = std::min(info_.size_bytes, offset + std::min(length, ~offset));
+  if (offset >= end) return out;
+  if (!info_.thin) {
+    out.push_back({offset, end - offset});
+    return out;
+  }
+  const uint64_t bs = info_.block_size;
+  const uint64_t end_lba = (end + bs - 1) / bs;
+  // One call answers up to this many ranges; tgt walks SEEK_DATA/SEEK_HOLE.
+  constexpr uint32_t kDescriptors = 4096;
+  for (uint64_t lba = offset / bs; lba < end_lba;) {
+    Command cmd(Describe("GET LBA STATUS", lba, 0), [lba](iscsi_context* ctx, int lun,
+                                                         Command* c) {
+      return iscsi_get_lba_status_task(ctx, lun, lba, 8 + 16 * kDescriptors, OnCommandDone,
+                                       c);
+    });
+    RETURN_IF_ERROR(session_->Execute(&cmd));
+    auto* status = static_cast<scsi_get_lba_status*>(scsi_datain_unmarshall(cmd.task));
+    if (status == nullptr) {
+      return absl::InternalError(
+          absl::StrCat("unparsable GET LBA STATUS answer from ", session_->target()));
+    }
+    uint64_t next = lba;
+    for (uint32_t i = 0; i < status->num_descriptors; ++i) {
+      const scsi_lba_status_descriptor& d = status->descriptors[i];
+      uint64_t d_begin = std::max<uint64_t>(d.lba, lba);
+      uint64_t d_end = std::min<uint64_t>(d.lba + d.num_blocks, end_lba);
+      if (d.lba + d.num_blocks > next) next = d.lba + d.num_blocks;
+      if (d_begin >= d_end || d.provisioning != SCSI_PROVISIONING_TYPE_MAPPED) continue;
+      uint64_t begin_bytes = std::max(d_begin * bs, offset);
+      uint64_t end_bytes = std::min(d_end * bs, end);
+      if (!out.empty() && out.back().offset + out.back().length == begin_bytes) {
+        out.back().length += end_bytes - begin_bytes;
+      } else {
+        out.push_back({begin_bytes, end_bytes - begin_bytes});
+      }
+      if (d_end >= end_lba) break;
+    }
+    if (next <= lba) {
+      return absl::InternalError(absl::StrCat("GET LBA STATUS at lba ", lba, " on ",
+                                              session_->target(), " made no progress"));
+    }
+    lba = next;
+  }
+  return out;
+}
+
+absl::Status IscsiVolume::ReadExtents(const std::vector<Extent>& extents,
+                                      const ReadOptions& options, const ReadSink& sink) {
+  uint64_t previous_end = 0;
+  for (const Extent& e : extents) {
+    RETURN_IF_ERROR(CheckRange(info_, e.offset, e.length));
+    if (e.offset < previous_end) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "extents must be sorted and disjoint; [", e.offset, ", +", e.length, ") is not"));
+    }
+    previous_end = e.offset + e.length;
+  }
+  const uint32_t piece = PieceBytes(options.io_bytes, info_);
+  const size_t depth = static_cast<size_t>(Depth(options.queue_depth));
+
+  struct Slot {
+    uint64_t offset;
+    uint32_t length;
+    std::unique_ptr<unsigned char[]> buffer;
+    std::unique_ptr<Command> cmd;
+  };
+  std::deque<Slot> window;
+  std::vector<std::unique_ptr<unsigned char[]>> spare;
+  // Declared after the buffers, so it runs first: nothing may return while
+  // libiscsi still writes into them.
+  absl::Cleanup drain = [&] {
+    std::vector<Command*> pending;
+    for (Slot& slot : window) pending.push_back(slot.cmd.get());
+    session_->Drain(pending);
+  };
+
+  size_t next_extent = 0;
+  uint64_t next_pos = extents.empty() ? 0 : extents[0].offset;
+  while (true) {
+    while (window.size() < depth && next_extent < extents.size()) {
+      const Extent& e = extents[next_extent];
+      if (next_pos >= e.offset + e.length) {
+        if (++next_extent < extents.size()) next_pos = extents[next_extent].offset;
+        continue;
+      }
+      uint32_t length = static_cast<uint32_t>(std::min<uint64_t>(piece, e.offset + e.length - next_pos));
+      Slot slot{next_pos, length, nullptr, nullptr};
+      if (!spare.empty()) {
+        slot.buffer = std::move(spare.back());
+        spare.pop_back();
+      } else {
+        slot.buffer.reset(new unsigned char[piece]);
+      }
+      slot.cmd = ReadCommand(next_pos, length, info_.block_size, slot.buffer.get());
+      Command* raw = slot.cmd.get();
+      window.push_back(std::move(slot));
+      RETURN_IF_ERROR(session_->Start(raw));
+      next_pos += length;
+    }
+    if (window.empty()) break;
+    Slot& head = window.front();
+    RETURN_IF_ERROR(session_->RunUntil([&head] { return head.cmd->done(); }, options.cancelled));
+    RETURN_IF_ERROR(head.cmd->status);
+    RETURN_IF_ERROR(sink(head.offset, absl::string_view(reinterpret_cast<const char*>(
+                                                            head.buffer.get()),
+                                                        head.length)));
+    spare.push_back(std::move(head.buffer));
+    window.pop_front();
+  }
+  return absl::OkStatus();
+}
+
+std::unique_ptr<VolumeWriter> IscsiVolume::NewWriter(const WriteOptions& options) {
+  return std::make_unique<IscsiVolumeWriter>(session_.get(), info_, options);
+}
+
+}  // namespace storaged

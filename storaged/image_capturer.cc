@@ -1,8 +1,12 @@
 #include "storaged/image_capturer.h"
 
 #include <algorithm>
+#include <deque>
+#include <thread>
+#include <utility>
 #include <vector>
 
+#include "absl/synchronization/mutex.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/status_macros.h"
@@ -29,6 +33,72 @@ std::vector<Extent> ChunkAlignedExtents(const std::vector<Extent>& mapped,
   }
   return out;
 }
+
+// Hands finished chunks to worker threads, so hashing and zero checks run
+// beside the I/O loop instead of stalling it. Bounded: Add blocks while
+// `capacity` chunks wait. The first AddChunk error sticks.
+class ChunkFeeder {
+ public:
+  ChunkFeeder(ImageWriter& writer, int threads, size_t capacity)
+      : writer_(writer), capacity_(capacity) {
+    for (int i = 0; i < threads; ++i) workers_.emplace_back([this] { Work(); });
+  }
+  ~ChunkFeeder() { Finish().IgnoreError(); }
+
+  absl::Status Add(uint64_t index, std::string data) {
+    absl::MutexLock lock(&mu_);
+    auto room = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return queue_.size() < capacity_ || !status_.ok();
+    };
+    mu_.Await(absl::Condition(&room));
+    if (!status_.ok()) return status_;
+    queue_.emplace_back(index, std::move(data));
+    return absl::OkStatus();
+  }
+
+  // Waits until every queued chunk is added; returns the first error.
+  absl::Status Finish() {
+    {
+      absl::MutexLock lock(&mu_);
+      closed_ = true;
+    }
+    for (std::thread& t : workers_) {
+      if (t.joinable()) t.join();
+    }
+    absl::MutexLock lock(&mu_);
+    return status_;
+  }
+
+ private:
+  void Work() {
+    while (true) {
+      std::pair<uint64_t, std::string> item;
+      {
+        absl::MutexLock lock(&mu_);
+        auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+          return !queue_.empty() || closed_;
+        };
+        mu_.Await(absl::Condition(&ready));
+        if (queue_.empty() || !status_.ok()) return;
+        item = std::move(queue_.front());
+        queue_.pop_front();
+      }
+      absl::Status s = writer_.AddChunk(item.first, item.second);
+      if (!s.ok()) {
+        absl::MutexLock lock(&mu_);
+        if (status_.ok()) status_ = s;
+      }
+    }
+  }
+
+  ImageWriter& writer_;
+  const size_t capacity_;
+  absl::Mutex mu_;
+  std::deque<std::pair<uint64_t, std::string>> queue_ ABSL_GUARDED_BY(mu_);
+  bool closed_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Status status_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::thread> workers_;
+};
 
 }  // namespace
 
@@ -68,6 +138,7 @@ absl::StatusOr<ManifestSummary> CaptureVolume(Volume& volume, ImageStore& store,
     return absl::OkStatus();
   };
 
+  ChunkFeeder feeder(*writer, std::max(1, options.hash_threads), 64);
   std::string chunk;
   chunk.reserve(chunk_size);
   uint64_t chunk_index = 0;
@@ -85,8 +156,9 @@ absl::StatusOr<ManifestSummary> CaptureVolume(Volume& volume, ImageStore& store,
       offset += take;
       progress.bytes_read += take;
       if (chunk.size() == want) {
-        RETURN_IF_ERROR(writer->AddChunk(chunk_index, chunk));
-        chunk.clear();
+        RETURN_IF_ERROR(feeder.Add(chunk_index, std::move(chunk)));
+        chunk = std::string();
+        chunk.reserve(chunk_size);
         next_chunk = chunk_index + 1;
         progress.bytes_scanned = std::min<uint64_t>(info.size_bytes, next_chunk * chunk_size);
         report(false);
@@ -95,6 +167,8 @@ absl::StatusOr<ManifestSummary> CaptureVolume(Volume& volume, ImageStore& store,
     return absl::OkStatus();
   };
   absl::Status status = volume.ReadExtents(extents, options.read, sink);
+  absl::Status fed = feeder.Finish();
+  if (status.ok()) status = fed;
   if (status.ok() && !chunk.empty()) {
     status = absl::InternalError(absl::StrCat("read ended inside chunk ", chunk_index));
   }

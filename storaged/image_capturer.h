@@ -27,6 +27,8 @@ struct CaptureOptions {
   // once at the end.
   std::function<void(const CaptureProgress&)> on_progress;
   absl::Duration progress_interval = absl::Milliseconds(250);
+  // Threads hashing and zero-checking chunks beside the I/O loop.
+  int hash_threads = 2;
 };
 
 // Captures `volume` as image `image_id` of `store`. Unmapped chunks of a

@@ -11,12 +11,17 @@
 namespace storaged {
 namespace {
 
-// Decodes chunks (decompress + digest check) on background threads, ahead of
-// the writer, and hands them over in index order. Zero chunks cost nothing.
+// Decodes chunks (decompress + digest check) on background threads ahead of
+// the writer and hands them over in index order. Work is split into batches
+// of consecutive chunks (about one compressed frame), so each frame is
+// decoded by one thread and threads hand over once per batch, not per chunk.
 class ChunkPrefetcher {
  public:
-  ChunkPrefetcher(ImageReader& image, int threads, uint64_t window)
-      : image_(image), count_(image.manifest().ChunkCount()), ring_(window) {
+  ChunkPrefetcher(ImageReader& image, int threads, uint64_t batch_chunks, uint64_t window)
+      : image_(image),
+        count_(image.manifest().ChunkCount()),
+        batch_(std::max<uint64_t>(1, batch_chunks)),
+        ring_(std::max<uint64_t>(window, threads + 1)) {
     for (int i = 0; i < threads; ++i) workers_.emplace_back([this] { Work(); });
   }
   ~ChunkPrefetcher() {
@@ -27,50 +32,74 @@ class ChunkPrefetcher {
     for (std::thread& t : workers_) t.join();
   }
 
-  // Chunk `index`, which must be the one after the previous call's.
+  // Chunk `index`; indexes must be asked for in order 0, 1, 2, ...
   absl::StatusOr<std::string> Next(uint64_t index) {
+    const uint64_t batch = index / batch_;
     absl::MutexLock lock(&mu_);
-    Slot& slot = ring_[index % ring_.size()];
+    Slot& slot = ring_[batch % ring_.size()];
     mu_.Await(absl::Condition(&slot.ready));
-    absl::StatusOr<std::string> out = std::move(slot.data);
-    slot.ready = false;
-    consumed_ = index + 1;
+    const uint64_t i = index - batch * batch_;
+    if (i >= slot.chunks.size()) return slot.status;  // the batch failed before i
+    std::string out = std::move(slot.chunks[i]);
+    if (i + 1 == batch_ || index + 1 == count_) {
+      slot.ready = false;
+      slot.chunks.clear();
+      slot.status = absl::OkStatus();
+      consumed_ = batch + 1;
+    }
     return out;
   }
 
  private:
   struct Slot {
     bool ready = false;
-    absl::StatusOr<std::string> data;
+    std::vector<std::string> chunks;
+    absl::Status status;  // why chunks stops short of the batch
   };
 
   void Work() {
+    const uint64_t batches = (count_ + batch_ - 1) / batch_;
     while (true) {
-      uint64_t index;
+      uint64_t batch;
       {
         absl::MutexLock lock(&mu_);
-        auto can_fetch = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-          return stop_ || next_ >= count_ || next_ < consumed_ + ring_.size();
+        auto can_fetch = [this, batches]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+          return stop_ || next_ >= batches || next_ < consumed_ + ring_.size();
         };
         mu_.Await(absl::Condition(&can_fetch));
-        if (stop_ || next_ >= count_) return;
-        index = next_++;
+        if (stop_ || next_ >= batches) return;
+        batch = next_++;
       }
-      absl::StatusOr<std::string> data =
-          image_.manifest().chunks[index].IsZero() ? std::string() : image_.ReadChunk(index);
+      std::vector<std::string> chunks;
+      absl::Status status;
+      const uint64_t end = std::min(count_, (batch + 1) * batch_);
+      for (uint64_t i = batch * batch_; i < end; ++i) {
+        if (image_.manifest().chunks[i].IsZero()) {
+          chunks.emplace_back();
+          continue;
+        }
+        absl::StatusOr<std::string> data = image_.ReadChunk(i);
+        if (!data.ok()) {
+          status = data.status();
+          break;
+        }
+        chunks.push_back(*std::move(data));
+      }
       absl::MutexLock lock(&mu_);
-      Slot& slot = ring_[index % ring_.size()];
-      slot.data = std::move(data);
+      Slot& slot = ring_[batch % ring_.size()];
+      slot.chunks = std::move(chunks);
+      slot.status = std::move(status);
       slot.ready = true;
     }
   }
 
   ImageReader& image_;
   const uint64_t count_;
+  const uint64_t batch_;
   absl::Mutex mu_;
   std::vector<Slot> ring_ ABSL_GUARDED_BY(mu_);
-  uint64_t next_ ABSL_GUARDED_BY(mu_) = 0;
-  uint64_t consumed_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t next_ ABSL_GUARDED_BY(mu_) = 0;      // next batch to decode
+  uint64_t consumed_ ABSL_GUARDED_BY(mu_) = 0;  // batches fully handed over
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<std::thread> workers_;
 };
@@ -126,9 +155,9 @@ absl::StatusOr<RestoreProgress> RestoreImage(ImageReader& image, Volume& volume,
     return s;
   };
 
-  const uint64_t window =
-      std::max<uint64_t>(16, 4 * options.write.io_bytes / manifest.chunk_size);
-  ChunkPrefetcher prefetcher(image, std::max(1, options.prefetch_threads), window);
+  // About one 4 MiB frame per batch; two batches per thread in flight.
+  const int threads = std::max(1, options.prefetch_threads);
+  ChunkPrefetcher prefetcher(image, threads, (4u << 20) / manifest.chunk_size, 2 * threads);
   for (uint64_t i = 0; i < manifest.ChunkCount(); ++i) {
     if (options.cancelled != nullptr && options.cancelled->load()) {
       return absl::CancelledError("restore cancelled");

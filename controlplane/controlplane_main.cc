@@ -1,16 +1,32 @@
 // controlplane: the public gRPC API (templates, deploys, identity, inventory,
 // audit) and the registry the storaged daemons report to.
 #include <cstdio>
+#include <memory>
 #include <string>
 
 #include "common/flags.h"
 #include "common/grpc_server.h"
 #include "common/log.h"
+#include "controlplane/api_key_authenticator.h"
+#include "controlplane/audit_service.h"
+#include "controlplane/bootstrap.h"
+#include "controlplane/credential_cipher.h"
+#include "controlplane/identity_account_directory.h"
+#include "controlplane/identity_service.h"
+#include "controlplane/image_template_manager.h"
+#include "controlplane/image_template_service.h"
+#include "controlplane/inventory_service.h"
+#include "controlplane/migrations.h"
+#include "controlplane/operation_service.h"
+#include "controlplane/sqlite_audit_log.h"
+#include "controlplane/sqlite_database.h"
+#include "controlplane/sqlite_identity_store.h"
+#include "controlplane/sqlite_inventory_store.h"
+#include "controlplane/sqlite_operation_store.h"
+#include "controlplane/sqlite_request_id_store.h"
+#include "controlplane/sqlite_template_store.h"
 #include "imagetemplates/storagenode/v1/storage_node.grpc.pb.h"
-#include "imagetemplates/v1/audit.grpc.pb.h"
-#include "imagetemplates/v1/identity.grpc.pb.h"
 #include "imagetemplates/v1/image_templates.grpc.pb.h"
-#include "imagetemplates/v1/inventory.grpc.pb.h"
 #include "imagetemplates/v1/operations.grpc.pb.h"
 
 namespace {
@@ -18,7 +34,8 @@ namespace {
 struct Config {
   std::string listen = "127.0.0.1:7443";
   std::string db = "controlplane.db";
-  std::string admin_key_file;
+  std::string admin_key_file;       // default: <db>.admin-key
+  std::string credential_key_file;  // default: <db>.credential-key
   std::string port_file;
 };
 
@@ -36,7 +53,11 @@ int main(int argc, char** argv) {
   flags.String("listen", &config.listen, "address to serve gRPC on; port 0 picks one");
   flags.String("db", &config.db, "SQLite database file (created if missing)");
   flags.String("admin-key-file", &config.admin_key_file,
-               "where the first start writes the operator's API key (mode 0600)");
+               "where the first start writes the operator's API key (mode 0600, never "
+               "overwritten); default <db>.admin-key");
+  flags.String("credential-key-file", &config.credential_key_file,
+               "32-byte AES-256-GCM key for credentials at rest, created (mode 0600) if "
+               "missing; default <db>.credential-key");
   flags.String("port-file", &config.port_file,
                "write the bound port here once listening (for scripts and tests)");
   bool help = false;
@@ -47,18 +68,58 @@ int main(int argc, char** argv) {
   }
   if (!positional.ok() || !positional->empty()) {
     std::fprintf(stderr, "controlplane: %s\n%s",
-                 positional.ok() ? "unexpected argument" 
+                 positional.ok() ? "unexpected argument"
                                  : std::string(positional.status().message()).c_str(),
                  flags.Help().c_str());
     return 2;
   }
+  if (config.admin_key_file.empty()) config.admin_key_file = config.db + ".admin-key";
+  if (config.credential_key_file.empty()) {
+    config.credential_key_file = config.db + ".credential-key";
+  }
 
-  // Until their issues land every RPC answers UNIMPLEMENTED.
-  imagetemplates::v1::ImageTemplateService::Service image_templates;
-  imagetemplates::v1::OperationService::Service operations;
-  imagetemplates::v1::IdentityService::Service identity;
-  imagetemplates::v1::InventoryService::Service inventory;
-  imagetemplates::v1::AuditService::Service audit;
+  auto db = controlplane::SqliteDatabase::Open(config.db, controlplane::Migrations());
+  if (!db.ok()) {
+    common::LogError("%s", db.status().ToString());
+    return 1;
+  }
+  auto cipher = controlplane::CredentialCipher::FromKeyFile(config.credential_key_file);
+  if (!cipher.ok()) {
+    common::LogError("%s", cipher.status().ToString());
+    return 1;
+  }
+  auto bootstrap = controlplane::Bootstrap(db->get(), config.admin_key_file);
+  if (!bootstrap.ok()) {
+    common::LogError("%s", bootstrap.status().ToString());
+    return 1;
+  }
+  if (bootstrap->created) {
+    common::LogInfo("first start: operator account %s, user %s; API key written to %s",
+                    bootstrap->account_id, bootstrap->user_id, config.admin_key_file);
+  }
+
+  controlplane::ApiKeyAuthenticator authenticator(db->get());
+  controlplane::SqliteAuditLog audit_log(db->get());
+  controlplane::SqliteIdentityStore identity_store(db->get(),
+                                                   controlplane::SqliteTemplateStore::ReadUsage);
+  controlplane::SqliteInventoryStore inventory_store(db->get(), cipher->get());
+  controlplane::IdentityServiceImpl identity(&identity_store, &authenticator, &audit_log);
+  controlplane::InventoryServiceImpl inventory(&inventory_store, &authenticator, &audit_log);
+  controlplane::AuditServiceImpl audit(&audit_log, &authenticator);
+
+  controlplane::SqliteTemplateStore template_store(db->get());
+  controlplane::SqliteOperationStore operation_store(db->get());
+  controlplane::SqliteRequestIdStore request_ids(db->get());
+  controlplane::IdentityAccountDirectory account_directory(&identity_store);
+  controlplane::ImageTemplateManager template_manager({&template_store, &operation_store,
+                                                       &request_ids, &audit_log,
+                                                       &account_directory, &account_directory,
+                                                       nullptr});
+  controlplane::ImageTemplateServiceImpl image_templates(&authenticator, &template_manager);
+  controlplane::OperationManager operation_manager(&operation_store, &request_ids, &audit_log,
+                                                   {});
+  controlplane::OperationServiceImpl operations(&authenticator, &operation_manager);
+  // Until its issue lands this answers UNIMPLEMENTED.
   imagetemplates::storagenode::v1::NodeRegistry::Service node_registry;
 
   common::ServeOptions options;

@@ -56,14 +56,17 @@ SqliteStatement& SqliteStatement::Bind(int index, int64_t value) {
 }
 
 SqliteStatement& SqliteStatement::Bind(int index, absl::string_view text) {
-  int rc = sqlite3_bind_text64(stmt_, index, text.data(), text.size(),
+  // A view with no storage (a default or OK status message) has a null data
+  // pointer, which SQLite would store as NULL rather than "".
+  int rc = sqlite3_bind_text64(stmt_, index, text.data() ? text.data() : "", text.size(),
                                SQLITE_TRANSIENT, SQLITE_UTF8);
   if (rc != SQLITE_OK && bind_status_.ok()) bind_status_ = SqliteError(db_, rc, "bind");
   return *this;
 }
 
 SqliteStatement& SqliteStatement::BindBlob(int index, absl::string_view bytes) {
-  int rc = sqlite3_bind_blob64(stmt_, index, bytes.data(), bytes.size(), SQLITE_TRANSIENT);
+  int rc = sqlite3_bind_blob64(stmt_, index, bytes.data() ? bytes.data() : "", bytes.size(),
+                               SQLITE_TRANSIENT);
   if (rc != SQLITE_OK && bind_status_.ok()) bind_status_ = SqliteError(db_, rc, "bind");
   return *this;
 }

@@ -79,6 +79,23 @@ TEST(SqliteDatabaseTest, BrokenMigrationLeavesNothingAndNewerSchemaIsRefused) {
             absl::StatusCode::kFailedPrecondition);
 }
 
+TEST(SqliteDatabaseTest, EmptyViewsBindAsEmptyTextNotNull) {
+  auto db = SqliteDatabase::Open(":memory:", kMigrations);
+  ASSERT_TRUE(db.ok()) << db.status();
+  ASSERT_TRUE((*db)->Transaction([&](SqliteConnection& conn) -> absl::Status {
+                  ASSIGN_OR_RETURN(auto stmt, conn.Prepare("INSERT INTO t (name) VALUES (?1)"));
+                  return stmt.Bind(1, absl::string_view()).Run();
+                }).ok());
+  ASSERT_TRUE((*db)->Read([&](SqliteConnection& conn) -> absl::Status {
+                  ASSIGN_OR_RETURN(auto stmt, conn.Prepare("SELECT name IS NULL, name FROM t"));
+                  ASSIGN_OR_RETURN(bool row, stmt.Step());
+                  EXPECT_TRUE(row);
+                  EXPECT_EQ(stmt.ColumnInt(0), 0);
+                  EXPECT_EQ(stmt.ColumnText(1), "");
+                  return absl::OkStatus();
+                }).ok());
+}
+
 TEST(SqliteDatabaseTest, NotADatabaseIsInternal) {
   std::string path = TempPath("garbage.db");
   FILE* f = fopen(path.c_str(), "w");

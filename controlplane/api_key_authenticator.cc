@@ -1,0 +1,137 @@
+#include "controlplane/api_key_authenticator.h"
+
+#include <openssl/crypto.h>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "controlplane/ids.h"
+#include "imagetemplates/v1/common.pb.h"
+
+namespace controlplane {
+namespace {
+
+constexpr absl::string_view kSecretPrefix = "itk_";
+constexpr size_t kSecretBytes = 32;
+
+absl::Status Unauthenticated(absl::string_view why) {
+  return absl::UnauthenticatedError(absl::StrCat(
+      why, "; send the metadata \"authorization: Bearer <api key>\" with a valid, unrevoked key"));
+}
+
+}  // namespace
+
+GeneratedApiKey GenerateApiKey() {
+  GeneratedApiKey key;
+  key.id = NewUuid();
+  key.secret = absl::StrCat(kSecretPrefix, key.id, "_",
+                            absl::WebSafeBase64Escape(RandomBytes(kSecretBytes)));
+  key.prefix = key.secret.substr(0, kSecretPrefix.size() + 8);
+  key.secret_hash = Sha256(key.secret);
+  return key;
+}
+
+absl::Status InsertApiKey(SqliteConnection& conn, const GeneratedApiKey& key,
+                          absl::string_view user_id, absl::string_view description,
+                          int64_t create_time) {
+  ASSIGN_OR_RETURN(auto stmt, conn.Prepare(
+      "INSERT INTO api_keys (id, user_id, description, prefix, secret_hash, create_time) "
+      "VALUES (?1, ?2, ?3, ?4, ?5, ?6)"));
+  stmt.Bind(1, key.id).Bind(2, user_id).Bind(3, description).Bind(4, key.prefix);
+  stmt.BindBlob(5, key.secret_hash).Bind(6, create_time);
+  return stmt.Run();
+}
+
+absl::StatusOr<Caller> LoadCaller(SqliteConnection& conn, absl::string_view user_id) {
+  Caller caller;
+  bool operator_account = false;
+  {
+    ASSIGN_OR_RETURN(auto stmt, conn.Prepare(
+        "SELECT u.account_id, u.all_servers, a.is_operator FROM users u "
+        "JOIN accounts a ON a.id = u.account_id WHERE u.id = ?1"));
+    stmt.Bind(1, user_id);
+    ASSIGN_OR_RETURN(bool row, stmt.Step());
+    if (!row) return absl::NotFoundError("user not found");
+    caller.user_id = std::string(user_id);
+    caller.account_id = stmt.ColumnText(0);
+    caller.all_servers = stmt.ColumnInt(1) != 0;
+    operator_account = stmt.ColumnInt(2) != 0;
+  }
+  {
+    ASSIGN_OR_RETURN(auto stmt,
+                     conn.Prepare("SELECT permission FROM user_permissions WHERE user_id = ?1"));
+    stmt.Bind(1, user_id);
+    while (true) {
+      ASSIGN_OR_RETURN(bool row, stmt.Step());
+      if (!row) break;
+      caller.permissions.insert(static_cast<int>(stmt.ColumnInt(0)));
+    }
+  }
+  caller.is_operator =
+      operator_account &&
+      caller.permissions.contains(imagetemplates::v1::PERMISSION_PLATFORM_OPERATOR);
+  if (!caller.all_servers) {
+    ASSIGN_OR_RETURN(auto stmt,
+                     conn.Prepare("SELECT server_id FROM user_servers WHERE user_id = ?1"));
+    stmt.Bind(1, user_id);
+    while (true) {
+      ASSIGN_OR_RETURN(bool row, stmt.Step());
+      if (!row) break;
+      caller.server_ids.insert(stmt.ColumnText(0));
+    }
+  }
+  return caller;
+}
+
+absl::StatusOr<Caller> ApiKeyAuthenticator::Authenticate(const grpc::ServerContext& context) {
+  const auto& metadata = context.client_metadata();
+  auto it = metadata.find("authorization");
+  absl::StatusOr<Caller> caller =
+      it == metadata.end()
+          ? Unauthenticated("no authorization metadata")
+          : AuthenticateHeader(absl::string_view(it->second.data(), it->second.size()));
+  if (caller.ok()) caller->peer = context.peer();
+  return caller;
+}
+
+absl::StatusOr<Caller> ApiKeyAuthenticator::AuthenticateHeader(absl::string_view authorization) {
+  constexpr absl::string_view kBearer = "Bearer ";
+  if (!absl::StartsWith(authorization, kBearer)) {
+    return Unauthenticated("authorization metadata is not \"Bearer <api key>\"");
+  }
+  absl::string_view secret = authorization.substr(kBearer.size());
+  // itk_ + 36-character UUID + _ + secret part.
+  constexpr size_t kIdStart = kSecretPrefix.size();
+  if (!absl::StartsWith(secret, kSecretPrefix) || secret.size() < kIdStart + 37 + 1 ||
+      secret[kIdStart + 36] != '_' || !IsUuid(secret.substr(kIdStart, 36))) {
+    return Unauthenticated("malformed API key");
+  }
+  std::string key_id(secret.substr(kIdStart, 36));
+  std::string hash = Sha256(secret);
+  absl::StatusOr<Caller> result;
+  absl::Status status = db_->Read([&](SqliteConnection& conn) -> absl::Status {
+    ASSIGN_OR_RETURN(auto stmt, conn.Prepare(
+        "SELECT secret_hash, revoke_time IS NOT NULL, user_id FROM api_keys WHERE id = ?1"));
+    stmt.Bind(1, key_id);
+    ASSIGN_OR_RETURN(bool row, stmt.Step());
+    if (!row) return Unauthenticated("unknown API key");
+    std::string stored = stmt.ColumnBlob(0);
+    if (stored.size() != hash.size() ||
+        CRYPTO_memcmp(stored.data(), hash.data(), hash.size()) != 0) {
+      return Unauthenticated("unknown API key");
+    }
+    if (stmt.ColumnInt(1) != 0) return Unauthenticated("API key revoked");
+    std::string user_id = stmt.ColumnText(2);
+    result = LoadCaller(conn, user_id);
+    if (!result.ok() && absl::IsNotFound(result.status())) {
+      return Unauthenticated("the API key's user no longer exists");
+    }
+    if (result.ok()) result->api_key_id = key_id;
+    return result.status();
+  });
+  if (!status.ok()) return status;
+  return result;
+}
+
+}  // namespace controlplane

@@ -1,0 +1,74 @@
+// request_id deduplication for mutating calls (common.proto): the first
+// call's response is stored under (account, request_id) in the same
+// transaction as its effect; a repeat within 24 hours gets that response
+// back, a different request under the same id gets INVALID_ARGUMENT.
+#ifndef CONTROLPLANE_IDEMPOTENCY_H_
+#define CONTROLPLANE_IDEMPOTENCY_H_
+
+#include <functional>
+#include <optional>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "controlplane/sqlite_database.h"
+#include "google/protobuf/message.h"
+
+namespace controlplane {
+
+// A digest of `method` and `request` with its request_id field cleared, so
+// that a repeat compares equal and any other request does not.
+std::string RequestFingerprint(absl::string_view method, const google::protobuf::Message& request);
+
+// Inside a transaction: the stored response of an earlier call with this
+// request_id from `account_id`, or nullopt when there is none (or it is older
+// than 24 hours). INVALID_ARGUMENT (request_id) if it was a different request.
+// An empty request_id always yields nullopt.
+absl::StatusOr<std::optional<std::string>> FindRequest(SqliteConnection& conn,
+                                                       absl::string_view account_id,
+                                                       absl::string_view request_id,
+                                                       absl::string_view fingerprint);
+
+// Inside the same transaction as the call's effect: remembers `response`.
+// No-op for an empty request_id.
+absl::Status RememberRequest(SqliteConnection& conn, absl::string_view account_id,
+                             absl::string_view request_id, absl::string_view fingerprint,
+                             absl::string_view response);
+
+// Runs `work` in one transaction with request_id deduplication: a repeat of
+// an earlier successful call returns its stored response without running
+// `work`; otherwise `work` runs and its response is remembered (after
+// `scrub`, which removes what must be shown only once, such as secrets).
+// Failed calls are not remembered, so a retry may succeed.
+template <typename Response>
+absl::StatusOr<Response> IdempotentTransaction(
+    SqliteDatabase* db, absl::string_view account_id, absl::string_view request_id,
+    const std::string& fingerprint,
+    const std::function<absl::StatusOr<Response>(SqliteConnection&)>& work,
+    const std::function<void(Response*)>& scrub = nullptr) {
+  Response response;
+  absl::Status status = db->Transaction([&](SqliteConnection& conn) -> absl::Status {
+    auto prior = FindRequest(conn, account_id, request_id, fingerprint);
+    if (!prior.ok()) return prior.status();
+    if (prior->has_value()) {
+      if (!response.ParseFromString(**prior)) {
+        return absl::InternalError("stored response of request_id does not parse");
+      }
+      return absl::OkStatus();
+    }
+    absl::StatusOr<Response> result = work(conn);
+    if (!result.ok()) return result.status();
+    response = *std::move(result);
+    if (request_id.empty()) return absl::OkStatus();
+    Response stored = response;
+    if (scrub) scrub(&stored);
+    return RememberRequest(conn, account_id, request_id, fingerprint,
+                           stored.SerializeAsString());
+  });
+  if (!status.ok()) return status;
+  return response;
+}
+
+}  // namespace controlplane
+
+#endif  // CONTROLPLANE_IDEMPOTENCY_H_

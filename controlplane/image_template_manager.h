@@ -1,0 +1,126 @@
+// The business logic of ImageTemplateService: validation, visibility,
+// permissions, request_id deduplication and auditing, over the stores.
+#ifndef CONTROLPLANE_IMAGE_TEMPLATE_MANAGER_H_
+#define CONTROLPLANE_IMAGE_TEMPLATE_MANAGER_H_
+
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "controlplane/account_directory.h"
+#include "controlplane/audit_log.h"
+#include "controlplane/caller.h"
+#include "controlplane/operation_store.h"
+#include "controlplane/quota_provider.h"
+#include "controlplane/request_id_store.h"
+#include "controlplane/template_store.h"
+#include "google/protobuf/message.h"
+#include "imagetemplates/v1/image_templates.pb.h"
+
+namespace controlplane {
+
+// Thread-safe. Owns none of its dependencies; they must outlive it.
+//
+// Every method returns what the RPC of the same name returns, with the codes
+// its comment in image_templates.proto lists. Templates the caller's account
+// may not see are NOT_FOUND; visible templates the caller may not change are
+// PERMISSION_DENIED. Mutating methods are audited, allowed or refused, and
+// honour request_id.
+class ImageTemplateManager {
+ public:
+  struct Dependencies {
+    TemplateStore* templates = nullptr;
+    OperationStore* operations = nullptr;
+    RequestIdStore* request_ids = nullptr;
+    AuditLog* audit = nullptr;
+    QuotaProvider* quotas = nullptr;
+    AccountDirectory* accounts = nullptr;
+    // Microseconds since the epoch; defaults to the system clock.
+    std::function<int64_t()> now_micros;
+  };
+  explicit ImageTemplateManager(Dependencies deps);
+  ImageTemplateManager(const ImageTemplateManager&) = delete;
+  ImageTemplateManager& operator=(const ImageTemplateManager&) = delete;
+
+  // Validates and checks permissions and quota, then UNIMPLEMENTED: capture
+  // needs the storage orchestration of a later issue.
+  absl::StatusOr<imagetemplates::v1::Operation> CreateImageTemplate(
+      const Caller& caller, const imagetemplates::v1::CreateImageTemplateRequest& request);
+  absl::StatusOr<imagetemplates::v1::GetImageTemplateResponse> GetImageTemplate(
+      const Caller& caller, const imagetemplates::v1::GetImageTemplateRequest& request);
+  absl::StatusOr<imagetemplates::v1::ListImageTemplatesResponse> ListImageTemplates(
+      const Caller& caller, const imagetemplates::v1::ListImageTemplatesRequest& request);
+  absl::StatusOr<imagetemplates::v1::UpdateImageTemplateResponse> UpdateImageTemplate(
+      const Caller& caller, const imagetemplates::v1::UpdateImageTemplateRequest& request);
+  // Moves the template to DELETING, ends its shares and public listing and
+  // returns a PENDING delete operation (the storage cleanup is a later issue).
+  absl::StatusOr<imagetemplates::v1::Operation> DeleteImageTemplate(
+      const Caller& caller, const imagetemplates::v1::DeleteImageTemplateRequest& request);
+  // Validates and checks visibility, permission and state, then
+  // UNIMPLEMENTED (restoring needs a later issue).
+  absl::StatusOr<imagetemplates::v1::Operation> DeployImageTemplate(
+      const Caller& caller, const imagetemplates::v1::DeployImageTemplateRequest& request);
+  absl::StatusOr<imagetemplates::v1::ShareImageTemplateResponse> ShareImageTemplate(
+      const Caller& caller, const imagetemplates::v1::ShareImageTemplateRequest& request);
+  absl::StatusOr<imagetemplates::v1::UnshareImageTemplateResponse> UnshareImageTemplate(
+      const Caller& caller, const imagetemplates::v1::UnshareImageTemplateRequest& request);
+  absl::StatusOr<imagetemplates::v1::ListImageTemplateSharesResponse> ListImageTemplateShares(
+      const Caller& caller, const imagetemplates::v1::ListImageTemplateSharesRequest& request);
+  absl::StatusOr<imagetemplates::v1::PublishImageTemplateResponse> PublishImageTemplate(
+      const Caller& caller, const imagetemplates::v1::PublishImageTemplateRequest& request);
+  absl::StatusOr<imagetemplates::v1::UnpublishImageTemplateResponse> UnpublishImageTemplate(
+      const Caller& caller, const imagetemplates::v1::UnpublishImageTemplateRequest& request);
+  absl::StatusOr<imagetemplates::v1::ListImageTemplateLocationsResponse>
+  ListImageTemplateLocations(
+      const Caller& caller, const imagetemplates::v1::ListImageTemplateLocationsRequest& request);
+  // Validates and checks, then UNIMPLEMENTED (copying is a later issue).
+  absl::StatusOr<imagetemplates::v1::Operation> AddImageTemplateLocations(
+      const Caller& caller, const imagetemplates::v1::AddImageTemplateLocationsRequest& request);
+  // Validates and checks, then UNIMPLEMENTED (deleting data is a later issue).
+  absl::StatusOr<imagetemplates::v1::RemoveImageTemplateLocationsResponse>
+  RemoveImageTemplateLocations(
+      const Caller& caller,
+      const imagetemplates::v1::RemoveImageTemplateLocationsRequest& request);
+  absl::StatusOr<imagetemplates::v1::DeprecateImageTemplateResponse> DeprecateImageTemplate(
+      const Caller& caller, const imagetemplates::v1::DeprecateImageTemplateRequest& request);
+  absl::StatusOr<imagetemplates::v1::UndeprecateImageTemplateResponse> UndeprecateImageTemplate(
+      const Caller& caller, const imagetemplates::v1::UndeprecateImageTemplateRequest& request);
+  absl::StatusOr<imagetemplates::v1::DisableImageTemplateResponse> DisableImageTemplate(
+      const Caller& caller, const imagetemplates::v1::DisableImageTemplateRequest& request);
+  absl::StatusOr<imagetemplates::v1::EnableImageTemplateResponse> EnableImageTemplate(
+      const Caller& caller, const imagetemplates::v1::EnableImageTemplateRequest& request);
+  absl::StatusOr<imagetemplates::v1::SetDeleteProtectionResponse> SetDeleteProtection(
+      const Caller& caller, const imagetemplates::v1::SetDeleteProtectionRequest& request);
+
+ private:
+  // Audits and deduplicates one mutating call around `body`. `body` may set
+  // `audit_account` to the owner of the resource it found visible.
+  template <typename Response>
+  absl::StatusOr<Response> Mutation(
+      const Caller& caller, absl::string_view method, const google::protobuf::Message& request,
+      absl::string_view request_id, const imagetemplates::v1::ResourceReference& target,
+      const std::function<absl::StatusOr<Response>(std::string& audit_account)>& body);
+
+  // The template if the caller may see it; NOT_FOUND otherwise (the same
+  // answer as for an id that does not exist). INVALID_ARGUMENT (`field`) if
+  // the id is malformed.
+  absl::StatusOr<imagetemplates::v1::ImageTemplate> LoadVisible(const Caller& caller,
+                                                                absl::string_view id,
+                                                                absl::string_view field);
+
+  // Runs `change` on a visible template the caller may manage (visibility
+  // and IMAGE_TEMPLATE_MANAGE re-checked inside the transaction). `change`
+  // returns whether it changed anything; update_time is set only then.
+  using Change = std::function<absl::StatusOr<bool>(TemplateTransaction& txn)>;
+  absl::StatusOr<imagetemplates::v1::ImageTemplate> ChangeTemplate(
+      const Caller& caller, absl::string_view id, std::string& audit_account,
+      const Change& change, imagetemplates::v1::Permission permission =
+                                imagetemplates::v1::PERMISSION_IMAGE_TEMPLATE_MANAGE);
+
+  Dependencies deps_;
+};
+
+}  // namespace controlplane
+
+#endif  // CONTROLPLANE_IMAGE_TEMPLATE_MANAGER_H_

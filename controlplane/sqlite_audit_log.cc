@@ -1,0 +1,116 @@
+#include "controlplane/sqlite_audit_log.h"
+
+#include <limits>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "common/log.h"
+#include "common/status_macros.h"
+#include "controlplane/ids.h"
+#include "controlplane/page_token.h"
+#include "controlplane/validation.h"
+
+namespace controlplane {
+
+using imagetemplates::v1::AuditEvent;
+using imagetemplates::v1::ListAuditEventsRequest;
+using imagetemplates::v1::ListAuditEventsResponse;
+
+void SqliteAuditLog::Record(const Caller& caller, absl::string_view account_id,
+                            absl::string_view method,
+                            const imagetemplates::v1::ResourceReference& target,
+                            const absl::Status& outcome, absl::string_view request_id,
+                            absl::string_view operation_id) {
+  absl::Status status = db_->Transaction([&](SqliteConnection& conn) -> absl::Status {
+    ASSIGN_OR_RETURN(auto stmt, conn.Prepare(
+        "INSERT INTO audit_events (id, time, account_id, user_id, api_key_id, method, "
+        "target_type, target_id, outcome_code, outcome_message, request_id, operation_id, "
+        "peer) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"));
+    stmt.Bind(1, NewUuid()).Bind(2, NowMicros()).Bind(3, std::string(account_id)).Bind(4, caller.user_id);
+    stmt.Bind(5, caller.api_key_id).Bind(6, std::string(method)).Bind(7, static_cast<int>(target.type()));
+    stmt.Bind(8, target.id()).Bind(9, static_cast<int>(outcome.code()));
+    // std::string: a default string_view has no data and would bind NULL.
+    stmt.Bind(10, std::string(outcome.message())).Bind(11, std::string(request_id));
+    stmt.Bind(12, std::string(operation_id));
+    stmt.Bind(13, caller.peer);
+    return stmt.Run();
+  });
+  if (!status.ok()) {
+    common::LogError("audit: cannot record %s by user %s: %s", method, caller.user_id,
+                     status.ToString());
+  }
+}
+
+absl::StatusOr<ListAuditEventsResponse> SqliteAuditLog::List(
+    const Caller& caller, const ListAuditEventsRequest& request) {
+  using imagetemplates::v1::PERMISSION_AUDIT_VIEW;
+  using imagetemplates::v1::PERMISSION_USER_MANAGE;
+  std::string account_id = request.account_id();
+  if (!caller.is_operator) {
+    if (!caller.Has(PERMISSION_USER_MANAGE) && !caller.Has(PERMISSION_AUDIT_VIEW)) {
+      return absl::PermissionDeniedError(
+          "reading the audit log needs PERMISSION_USER_MANAGE or PERMISSION_AUDIT_VIEW");
+    }
+    if (account_id.empty()) account_id = caller.account_id;
+  }
+  if (!account_id.empty()) RETURN_IF_ERROR(ValidateUuid("account_id", account_id));
+  if (!caller.is_operator && account_id != caller.account_id) {
+    return absl::NotFoundError("account_id: no such account");
+  }
+  int64_t start = request.has_start_time() ? FromTimestamp(request.start_time())
+                                           : std::numeric_limits<int64_t>::min();
+  int64_t end = request.has_end_time() ? FromTimestamp(request.end_time())
+                                       : std::numeric_limits<int64_t>::max();
+  if (start > end) {
+    return absl::InvalidArgumentError("start_time: must not be after end_time");
+  }
+  ASSIGN_OR_RETURN(int page_size, PageSize(request.page_size()));
+  std::string filters = FilterKey({account_id, request.target_id(), request.method(),
+                                   absl::StrCat(start), absl::StrCat(end)});
+  ASSIGN_OR_RETURN(auto after, DecodePageToken(request.page_token(), filters));
+  int64_t before_seq = std::numeric_limits<int64_t>::max();
+  if (!after.empty() && (after.size() != 1 || !absl::SimpleAtoi(after[0], &before_seq))) {
+    return absl::InvalidArgumentError("page_token: malformed");
+  }
+
+  ListAuditEventsResponse response;
+  int64_t last_seq = 0;
+  RETURN_IF_ERROR(db_->Read([&](SqliteConnection& conn) -> absl::Status {
+    ASSIGN_OR_RETURN(auto stmt, conn.Prepare(
+        "SELECT seq, id, time, account_id, user_id, api_key_id, method, target_type, "
+        "target_id, outcome_code, outcome_message, request_id, operation_id, peer "
+        "FROM audit_events WHERE seq < ?1 AND (?2 = '' OR account_id = ?2) "
+        "AND (?3 = '' OR target_id = ?3) AND (?4 = '' OR method = ?4) "
+        "AND time >= ?5 AND time < ?6 ORDER BY seq DESC LIMIT ?7"));
+    stmt.Bind(1, before_seq).Bind(2, account_id).Bind(3, request.target_id());
+    stmt.Bind(4, request.method()).Bind(5, start).Bind(6, end).Bind(7, page_size + 1);
+    while (true) {
+      ASSIGN_OR_RETURN(bool row, stmt.Step());
+      if (!row) break;
+      if (response.audit_events_size() == page_size) {
+        response.set_next_page_token(EncodePageToken({absl::StrCat(last_seq)}, filters));
+        break;
+      }
+      last_seq = stmt.ColumnInt(0);
+      AuditEvent* event = response.add_audit_events();
+      event->set_id(stmt.ColumnText(1));
+      *event->mutable_time() = ToTimestamp(stmt.ColumnInt(2));
+      event->set_account_id(stmt.ColumnText(3));
+      event->set_user_id(stmt.ColumnText(4));
+      event->set_api_key_id(stmt.ColumnText(5));
+      event->set_method(stmt.ColumnText(6));
+      event->mutable_target()->set_type(
+          static_cast<imagetemplates::v1::ResourceType>(stmt.ColumnInt(7)));
+      event->mutable_target()->set_id(stmt.ColumnText(8));
+      event->mutable_outcome()->set_code(static_cast<int32_t>(stmt.ColumnInt(9)));
+      event->mutable_outcome()->set_message(stmt.ColumnText(10));
+      event->set_request_id(stmt.ColumnText(11));
+      event->set_operation_id(stmt.ColumnText(12));
+      event->set_peer(stmt.ColumnText(13));
+    }
+    return absl::OkStatus();
+  }));
+  return response;
+}
+
+}  // namespace controlplane

@@ -1,0 +1,394 @@
+// IdentityStore rules, the authenticator, bootstrap and the audit log, against
+// a real SQLite file with the real migrations.
+#include "controlplane/sqlite_identity_store.h"
+
+#include <sys/stat.h>
+
+#include <fstream>
+#include <set>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "controlplane/api_key_authenticator.h"
+#include "controlplane/bootstrap.h"
+#include "controlplane/ids.h"
+#include "controlplane/migrations.h"
+#include "controlplane/sqlite_audit_log.h"
+#include "gtest/gtest.h"
+
+namespace controlplane {
+namespace {
+
+namespace v1 = imagetemplates::v1;
+
+std::string TempDir() {
+  const char* dir = getenv("TEST_TMPDIR");
+  return dir ? dir : "/tmp";
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  std::string s;
+  std::getline(in, s);
+  return s;
+}
+
+class IdentityStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    static int n = 0;
+    std::string base = absl::StrCat(TempDir(), "/identity", ++n, "_", getpid());
+    key_file_ = base + ".key";
+    auto db = SqliteDatabase::Open(base + ".db", Migrations());
+    ASSERT_TRUE(db.ok()) << db.status();
+    db_ = *std::move(db);
+    auto boot = Bootstrap(db_.get(), key_file_);
+    ASSERT_TRUE(boot.ok()) << boot.status();
+    ASSERT_TRUE(boot->created);
+    store_ = std::make_unique<SqliteIdentityStore>(db_.get());
+    auth_ = std::make_unique<ApiKeyAuthenticator>(db_.get());
+    auto op = auth_->AuthenticateHeader("Bearer " + ReadFile(key_file_));
+    ASSERT_TRUE(op.ok()) << op.status();
+    op_ = *op;
+    ASSERT_TRUE(op_.is_operator);
+  }
+
+  Caller CallerFor(const std::string& user_id) {
+    Caller caller;
+    EXPECT_TRUE(db_->Read([&](SqliteConnection& conn) -> absl::Status {
+                     ASSIGN_OR_RETURN(caller, LoadCaller(conn, user_id));
+                     return absl::OkStatus();
+                   }).ok());
+    return caller;
+  }
+
+  std::string NewAccount(const std::string& name) {
+    v1::CreateAccountRequest request;
+    request.set_name(name);
+    auto response = store_->CreateAccount(op_, request);
+    EXPECT_TRUE(response.ok()) << response.status();
+    return response.ok() ? response->account().id() : "";
+  }
+
+  std::string NewUser(const Caller& as, const std::string& account, const std::string& name,
+                      std::vector<v1::Permission> permissions) {
+    v1::CreateUserRequest request;
+    request.set_account_id(account);
+    request.set_username(name);
+    for (auto p : permissions) request.add_permissions(p);
+    auto response = store_->CreateUser(as, request);
+    EXPECT_TRUE(response.ok()) << response.status();
+    return response.ok() ? response->user().id() : "";
+  }
+
+  std::string key_file_;
+  std::unique_ptr<SqliteDatabase> db_;
+  std::unique_ptr<SqliteIdentityStore> store_;
+  std::unique_ptr<ApiKeyAuthenticator> auth_;
+  Caller op_;
+};
+
+TEST_F(IdentityStoreTest, BootstrapWritesKeyOnceWithMode0600) {
+  struct stat st;
+  ASSERT_EQ(stat(key_file_.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600);
+  std::string key = ReadFile(key_file_);
+  auto again = Bootstrap(db_.get(), key_file_);
+  ASSERT_TRUE(again.ok());
+  EXPECT_FALSE(again->created);
+  EXPECT_EQ(ReadFile(key_file_), key);
+  // An empty database whose key file exists refuses instead of overwriting.
+  auto fresh = SqliteDatabase::Open(":memory:", Migrations());
+  ASSERT_TRUE(fresh.ok());
+  EXPECT_EQ(Bootstrap(fresh->get(), key_file_).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(ReadFile(key_file_), key);
+}
+
+TEST_F(IdentityStoreTest, AuthenticatorRejectsMissingMalformedUnknownAndRevokedKeys) {
+  for (const std::string& header :
+       {std::string(""), std::string("Basic x"), std::string("Bearer "),
+        std::string("Bearer itk_not-a-key"),
+        "Bearer itk_00000000-0000-4000-8000-000000000000_" + std::string(43, 'A')}) {
+    EXPECT_EQ(auth_->AuthenticateHeader(header).status().code(),
+              absl::StatusCode::kUnauthenticated)
+        << header;
+  }
+  // Right id, wrong secret.
+  std::string key = ReadFile(key_file_);
+  std::string forged = key;
+  forged.back() = forged.back() == 'A' ? 'B' : 'A';
+  EXPECT_EQ(auth_->AuthenticateHeader("Bearer " + forged).status().code(),
+            absl::StatusCode::kUnauthenticated);
+
+  v1::CreateApiKeyRequest create;
+  create.set_description("ci");
+  auto created = store_->CreateApiKey(op_, create);
+  ASSERT_TRUE(created.ok()) << created.status();
+  EXPECT_GE(created->secret().size(), 4 + 36 + 1 + 43u);
+  ASSERT_TRUE(auth_->AuthenticateHeader("Bearer " + created->secret()).ok());
+  v1::RevokeApiKeyRequest revoke;
+  revoke.set_id(created->api_key().id());
+  auto revoked = store_->RevokeApiKey(op_, revoke);
+  ASSERT_TRUE(revoked.ok()) << revoked.status();
+  EXPECT_TRUE(revoked->api_key().revoked());
+  EXPECT_EQ(auth_->AuthenticateHeader("Bearer " + created->secret()).status().code(),
+            absl::StatusCode::kUnauthenticated);
+  // Revoking again is a no-op.
+  EXPECT_TRUE(store_->RevokeApiKey(op_, revoke).ok());
+}
+
+TEST_F(IdentityStoreTest, UserManagerManagesOwnAccountOnly) {
+  std::string a = NewAccount("acme");
+  std::string b = NewAccount("globex");
+  std::string manager_id = NewUser(op_, a, "boss", {v1::PERMISSION_USER_MANAGE,
+                                                    v1::PERMISSION_SERVER_VIEW});
+  std::string b_user = NewUser(op_, b, "bob", {v1::PERMISSION_SERVER_VIEW});
+  Caller manager = CallerFor(manager_id);
+
+  // Creates users in its own account (empty account_id), with what it holds.
+  std::string worker_id = NewUser(manager, "", "worker", {v1::PERMISSION_SERVER_VIEW});
+  EXPECT_EQ(CallerFor(worker_id).account_id, a);
+  v1::CreateUserRequest grant_more;
+  grant_more.set_username("greedy");
+  grant_more.add_permissions(v1::PERMISSION_SERVER_PROVISION);
+  EXPECT_EQ(store_->CreateUser(manager, grant_more).status().code(),
+            absl::StatusCode::kPermissionDenied);
+  v1::CreateUserRequest operator_grant;
+  operator_grant.set_account_id(a);
+  operator_grant.set_username("root");
+  operator_grant.add_permissions(v1::PERMISSION_PLATFORM_OPERATOR);
+  auto bad = store_->CreateUser(op_, operator_grant);
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find("permissions"), absl::string_view::npos);
+
+  // Another account's user: NOT_FOUND everywhere, and unchanged.
+  v1::GetUserRequest get_b;
+  get_b.set_id(b_user);
+  EXPECT_EQ(store_->GetUser(manager, get_b).status().code(), absl::StatusCode::kNotFound);
+  v1::SetUserPermissionsRequest set_b;
+  set_b.set_user_id(b_user);
+  EXPECT_EQ(store_->SetUserPermissions(manager, set_b).status().code(),
+            absl::StatusCode::kNotFound);
+  v1::DeleteUserRequest delete_b;
+  delete_b.set_id(b_user);
+  EXPECT_EQ(store_->DeleteUser(manager, delete_b).status().code(), absl::StatusCode::kNotFound);
+  v1::CreateUserRequest in_b;
+  in_b.set_account_id(b);
+  in_b.set_username("spy");
+  EXPECT_EQ(store_->CreateUser(manager, in_b).status().code(), absl::StatusCode::kNotFound);
+  auto b_after = store_->GetUser(op_, get_b);
+  ASSERT_TRUE(b_after.ok());
+  ASSERT_EQ(b_after->user().permissions_size(), 1);
+  EXPECT_EQ(b_after->user().permissions(0), v1::PERMISSION_SERVER_VIEW);
+  v1::GetAccountRequest get_account_b;
+  get_account_b.set_id(b);
+  EXPECT_EQ(store_->GetAccount(manager, get_account_b).status().code(),
+            absl::StatusCode::kNotFound);
+
+  // A plain user sees itself, not its colleagues.
+  Caller worker = CallerFor(worker_id);
+  v1::GetUserRequest get_manager;
+  get_manager.set_id(manager_id);
+  EXPECT_EQ(store_->GetUser(worker, get_manager).status().code(),
+            absl::StatusCode::kPermissionDenied);
+  v1::GetUserRequest get_self;
+  get_self.set_id(worker_id);
+  EXPECT_TRUE(store_->GetUser(worker, get_self).ok());
+  v1::CreateAccountRequest create_account;
+  create_account.set_name("nope");
+  EXPECT_EQ(store_->CreateAccount(manager, create_account).status().code(),
+            absl::StatusCode::kPermissionDenied);
+
+  // The last user manager cannot be demoted or deleted, nor delete itself.
+  v1::SetUserPermissionsRequest demote;
+  demote.set_user_id(manager_id);
+  EXPECT_EQ(store_->SetUserPermissions(op_, demote).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  v1::DeleteUserRequest delete_self;
+  delete_self.set_id(manager_id);
+  EXPECT_EQ(store_->DeleteUser(manager, delete_self).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  v1::DeleteUserRequest delete_worker;
+  delete_worker.set_id(worker_id);
+  EXPECT_TRUE(store_->DeleteUser(manager, delete_worker).ok());
+  EXPECT_EQ(store_->GetUser(manager, get_self).status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(IdentityStoreTest, RequestIdReturnsFirstResultAndRejectsOtherRequests) {
+  v1::CreateAccountRequest request;
+  request.set_name("initech");
+  request.set_request_id("req-1");
+  auto first = store_->CreateAccount(op_, request);
+  ASSERT_TRUE(first.ok()) << first.status();
+  auto second = store_->CreateAccount(op_, request);
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ(first->account().id(), second->account().id());
+  request.set_name("other");
+  auto clash = store_->CreateAccount(op_, request);
+  EXPECT_EQ(clash.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(clash.status().message().find("request_id"), absl::string_view::npos);
+  request.set_request_id("bad id!");
+  EXPECT_EQ(store_->CreateAccount(op_, request).status().code(),
+            absl::StatusCode::kInvalidArgument);
+
+  // A repeated CreateApiKey returns the key without its secret.
+  v1::CreateApiKeyRequest key;
+  key.set_request_id("key-1");
+  auto k1 = store_->CreateApiKey(op_, key);
+  auto k2 = store_->CreateApiKey(op_, key);
+  ASSERT_TRUE(k1.ok() && k2.ok());
+  EXPECT_EQ(k1->api_key().id(), k2->api_key().id());
+  EXPECT_FALSE(k1->secret().empty());
+  EXPECT_TRUE(k2->secret().empty());
+}
+
+TEST_F(IdentityStoreTest, NamesAreValidatedAndStoredLiterally) {
+  for (const std::string& bad : {std::string(""), std::string("   "), std::string(101, 'x'),
+                                 std::string("tab\there"), std::string("nul\0x", 5),
+                                 std::string("\xff\xfe")}) {
+    v1::CreateAccountRequest request;
+    request.set_name(bad);
+    auto response = store_->CreateAccount(op_, request);
+    EXPECT_EQ(response.status().code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_EQ(response.status().message().substr(0, 4), "name");
+  }
+  const std::string sql = "x'); DROP TABLE accounts; --";
+  std::string id = NewAccount(sql);
+  v1::GetAccountRequest get;
+  get.set_id(id);
+  auto account = store_->GetAccount(op_, get);
+  ASSERT_TRUE(account.ok());
+  EXPECT_EQ(account->account().name(), sql);
+  v1::GetAccountRequest malformed;
+  malformed.set_id("NOT-A-UUID");
+  auto bad_id = store_->GetAccount(op_, malformed);
+  EXPECT_EQ(bad_id.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(bad_id.status().message().substr(0, 2), "id");
+  v1::CreateUserRequest unknown_enum;
+  unknown_enum.set_username("u");
+  unknown_enum.add_permissions(static_cast<v1::Permission>(99));
+  EXPECT_EQ(store_->CreateUser(op_, unknown_enum).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(IdentityStoreTest, ListUsersPagesStayCorrectUnderInsertsAndDeletes) {
+  std::string a = NewAccount("paged");
+  std::set<std::string> original;
+  for (int i = 0; i < 25; ++i) {
+    std::string name = absl::StrCat("user", i < 10 ? "0" : "", i);
+    original.insert(NewUser(op_, a, name, {}));
+  }
+  std::set<std::string> seen;
+  v1::ListUsersRequest request;
+  request.set_account_id(a);
+  request.set_page_size(4);
+  int pages = 0;
+  std::set<std::string> deleted;
+  while (true) {
+    auto page = store_->ListUsers(op_, request);
+    ASSERT_TRUE(page.ok()) << page.status();
+    for (const auto& user : page->users()) {
+      EXPECT_TRUE(seen.insert(user.id()).second) << "duplicate " << user.username();
+    }
+    // Between pages: new users before and after the cursor, and one deleted
+    // that was not seen yet.
+    NewUser(op_, a, absl::StrCat("aaa", pages), {});
+    NewUser(op_, a, absl::StrCat("zzz", pages), {});
+    for (const std::string& id : original) {
+      if (!seen.count(id) && !deleted.count(id) && pages == 1) {
+        v1::DeleteUserRequest del;
+        del.set_id(id);
+        ASSERT_TRUE(store_->DeleteUser(op_, del).ok());
+        deleted.insert(id);
+        break;
+      }
+    }
+    ++pages;
+    if (page->next_page_token().empty()) break;
+    request.set_page_token(page->next_page_token());
+  }
+  for (const std::string& id : original) {
+    if (!deleted.count(id)) {
+      EXPECT_TRUE(seen.count(id)) << "lost " << id;
+    }
+  }
+  request.set_page_token("garbage");
+  EXPECT_EQ(store_->ListUsers(op_, request).status().code(), absl::StatusCode::kInvalidArgument);
+  request.set_page_token("");
+  request.set_page_size(-1);
+  EXPECT_EQ(store_->ListUsers(op_, request).status().code(), absl::StatusCode::kInvalidArgument);
+  request.set_page_size(1 << 30);
+  auto all = store_->ListUsers(op_, request);
+  ASSERT_TRUE(all.ok());
+  EXPECT_LE(all->users_size(), 500);
+}
+
+TEST_F(IdentityStoreTest, QuotasAreOperatorsOnlyAndValidated) {
+  std::string a = NewAccount("quota");
+  std::string manager_id = NewUser(op_, a, "boss", {v1::PERMISSION_USER_MANAGE});
+  Caller manager = CallerFor(manager_id);
+  v1::SetQuotaRequest set;
+  set.set_account_id(a);
+  set.set_max_image_templates(5);
+  set.mutable_update_mask()->add_paths("max_image_templates");
+  EXPECT_EQ(store_->SetQuota(manager, set).status().code(), absl::StatusCode::kPermissionDenied);
+  auto set_ok = store_->SetQuota(op_, set);
+  ASSERT_TRUE(set_ok.ok()) << set_ok.status();
+  EXPECT_EQ(set_ok->quota().max_image_templates(), 5);
+  v1::GetQuotaRequest get;
+  auto own = store_->GetQuota(manager, get);
+  ASSERT_TRUE(own.ok());
+  EXPECT_EQ(own->quota().max_image_templates(), 5);
+  auto limits = store_->GetQuotaLimits(a);
+  ASSERT_TRUE(limits.ok());
+  EXPECT_EQ(limits->max_image_templates, 5);
+  set.set_max_image_templates(-1);
+  EXPECT_EQ(store_->SetQuota(op_, set).status().code(), absl::StatusCode::kInvalidArgument);
+  set.mutable_update_mask()->add_paths("bogus");
+  EXPECT_EQ(store_->SetQuota(op_, set).status().code(), absl::StatusCode::kInvalidArgument);
+  get.set_account_id(op_.account_id);
+  EXPECT_EQ(store_->GetQuota(manager, get).status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(IdentityStoreTest, AuditLogIsReadableByOperatorAndOwnManagers) {
+  SqliteAuditLog log(db_.get());
+  std::string a = NewAccount("audited");
+  std::string b = NewAccount("other");
+  Caller manager = CallerFor(NewUser(op_, a, "boss", {v1::PERMISSION_USER_MANAGE}));
+  Caller plain = CallerFor(NewUser(op_, a, "plain", {}));
+  v1::ResourceReference target;
+  target.set_type(v1::RESOURCE_TYPE_USER);
+  target.set_id("t1");
+  log.Record(manager, a, "/m/A", target, absl::OkStatus(), "r1");
+  log.Record(manager, a, "/m/B", target, absl::PermissionDeniedError("no"), "");
+  log.Record(op_, b, "/m/C", target, absl::OkStatus(), "");
+
+  v1::ListAuditEventsRequest request;
+  auto own = log.List(manager, request);
+  ASSERT_TRUE(own.ok()) << own.status();
+  ASSERT_EQ(own->audit_events_size(), 2);
+  EXPECT_EQ(own->audit_events(0).method(), "/m/B");  // newest first
+  EXPECT_EQ(own->audit_events(0).outcome().code(), static_cast<int>(absl::StatusCode::kPermissionDenied));
+  EXPECT_EQ(own->audit_events(1).request_id(), "r1");
+  EXPECT_EQ(log.List(plain, request).status().code(), absl::StatusCode::kPermissionDenied);
+  request.set_account_id(b);
+  EXPECT_EQ(log.List(manager, request).status().code(), absl::StatusCode::kNotFound);
+  auto other = log.List(op_, request);
+  ASSERT_TRUE(other.ok());
+  ASSERT_EQ(other->audit_events_size(), 1);
+  request.clear_account_id();
+  request.set_method("/m/A");
+  request.set_page_size(1);
+  auto filtered = log.List(op_, request);
+  ASSERT_TRUE(filtered.ok());
+  ASSERT_EQ(filtered->audit_events_size(), 1);
+  EXPECT_TRUE(filtered->next_page_token().empty());
+  *request.mutable_start_time() = ToTimestamp(10);
+  *request.mutable_end_time() = ToTimestamp(5);
+  EXPECT_EQ(log.List(op_, request).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace controlplane

@@ -1,0 +1,306 @@
+// InventoryStore rules against a real SQLite file with the real migrations.
+#include "controlplane/sqlite_inventory_store.h"
+
+#include <string>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "controlplane/api_key_authenticator.h"
+#include "controlplane/bootstrap.h"
+#include "controlplane/migrations.h"
+#include "controlplane/sqlite_identity_store.h"
+#include "gtest/gtest.h"
+
+namespace controlplane {
+namespace {
+
+namespace v1 = imagetemplates::v1;
+
+class InventoryStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    static int n = 0;
+    const char* dir = getenv("TEST_TMPDIR");
+    std::string base = absl::StrCat(dir ? dir : "/tmp", "/inventory", ++n, "_", getpid());
+    auto db = SqliteDatabase::Open(base + ".db", Migrations());
+    ASSERT_TRUE(db.ok()) << db.status();
+    db_ = *std::move(db);
+    auto boot = Bootstrap(db_.get(), base + ".key");
+    ASSERT_TRUE(boot.ok()) << boot.status();
+    op_ = CallerFor(boot->user_id);
+    cipher_ = *CredentialCipher::Create(std::string(32, 'k'));
+    identity_ = std::make_unique<SqliteIdentityStore>(db_.get());
+    store_ = std::make_unique<SqliteInventoryStore>(db_.get(), cipher_.get());
+
+    v1::CreateDatacenterRequest dc;
+    dc.set_name("dal10");
+    ASSERT_TRUE(store_->CreateDatacenter(op_, dc).ok());
+    v1::StorageNode node;
+    node.set_id("san1");
+    node.set_datacenter("dal10");
+    node.set_address("127.0.0.1:9000");
+    ASSERT_TRUE(store_->UpsertStorageNode(node).ok());
+    v1::CreateAccountRequest account;
+    account.set_name("acme");
+    account_a_ = identity_->CreateAccount(op_, account)->account().id();
+    account.set_name("globex");
+    account_b_ = identity_->CreateAccount(op_, account)->account().id();
+  }
+
+  Caller CallerFor(const std::string& user_id) {
+    Caller caller;
+    EXPECT_TRUE(db_->Read([&](SqliteConnection& conn) -> absl::Status {
+                     ASSIGN_OR_RETURN(caller, LoadCaller(conn, user_id));
+                     return absl::OkStatus();
+                   }).ok());
+    return caller;
+  }
+
+  Caller NewUser(const std::string& account, const std::string& name,
+                 std::vector<v1::Permission> permissions, bool all_servers) {
+    v1::CreateUserRequest request;
+    request.set_account_id(account);
+    request.set_username(name);
+    for (auto p : permissions) request.add_permissions(p);
+    request.mutable_device_access()->set_all_servers(all_servers);
+    auto user = identity_->CreateUser(op_, request);
+    EXPECT_TRUE(user.ok()) << user.status();
+    return CallerFor(user->user().id());
+  }
+
+  std::string NewVolume(int lun, const std::string& chap_secret = "") {
+    v1::CreateSanVolumeRequest request;
+    request.set_datacenter("dal10");
+    request.set_san_host("san1");
+    request.mutable_iscsi()->set_portal("127.0.0.1:3260");
+    request.mutable_iscsi()->set_iqn("iqn.2003-01.org.example:pool");
+    request.mutable_iscsi()->set_lun(lun);
+    if (!chap_secret.empty()) {
+      request.mutable_iscsi()->set_chap_user("chap");
+      request.mutable_iscsi()->set_chap_secret(chap_secret);
+    }
+    request.set_size_bytes(int64_t{1} << 30);
+    auto volume = store_->CreateSanVolume(op_, request);
+    EXPECT_TRUE(volume.ok()) << volume.status();
+    return volume.ok() ? volume->san_volume().id() : "";
+  }
+
+  v1::Server NewServer(const std::string& account, const std::string& hostname, int lun) {
+    v1::CreateServerRequest request;
+    request.set_account_id(account);
+    request.set_type(v1::SERVER_TYPE_VIRTUAL);
+    request.set_hostname(hostname);
+    request.set_datacenter("dal10");
+    request.mutable_configuration()->set_cpu_count(2);
+    request.mutable_configuration()->set_memory_mib(2048);
+    v1::ServerDisk* disk = request.add_disks();
+    disk->set_boot(true);
+    disk->set_san_volume_id(NewVolume(lun, "chapsecret123"));
+    v1::SoftwareCredential* cred = request.add_credentials();
+    cred->set_software("os");
+    cred->set_username("root");
+    cred->set_password("Tr0ub4dor&3");
+    auto server = store_->CreateServer(op_, request);
+    EXPECT_TRUE(server.ok()) << server.status();
+    return server.ok() ? server->server() : v1::Server();
+  }
+
+  std::unique_ptr<SqliteDatabase> db_;
+  std::unique_ptr<CredentialCipher> cipher_;
+  std::unique_ptr<SqliteIdentityStore> identity_;
+  std::unique_ptr<SqliteInventoryStore> store_;
+  Caller op_;
+  std::string account_a_, account_b_;
+};
+
+TEST_F(InventoryStoreTest, ServersAreSeenOnlyInsideAccountAndDeviceAccess) {
+  v1::Server server = NewServer(account_a_, "web1", 1);
+  ASSERT_EQ(server.disks_size(), 1);
+  EXPECT_TRUE(server.has_credentials());
+  EXPECT_EQ(server.power_state(), v1::POWER_STATE_RUNNING);
+  EXPECT_EQ(server.disks(0).iscsi().chap_user(), "chap");
+  EXPECT_TRUE(server.disks(0).iscsi().chap_secret().empty());
+
+  Caller viewer = NewUser(account_a_, "viewer", {v1::PERMISSION_SERVER_VIEW}, true);
+  Caller limited = NewUser(account_a_, "limited", {v1::PERMISSION_SERVER_VIEW}, false);
+  Caller blind = NewUser(account_a_, "blind", {}, true);
+  Caller outsider = NewUser(account_b_, "outsider", {v1::PERMISSION_SERVER_VIEW,
+                                                     v1::PERMISSION_SERVER_CREDENTIALS_VIEW},
+                            true);
+  v1::GetServerRequest get;
+  get.set_id(server.id());
+  EXPECT_TRUE(store_->GetServer(viewer, get).ok());
+  EXPECT_EQ(store_->GetServer(limited, get).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(store_->GetServer(blind, get).status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(store_->GetServer(outsider, get).status().code(), absl::StatusCode::kNotFound);
+  v1::GetServerCredentialsRequest creds;
+  creds.set_server_id(server.id());
+  EXPECT_EQ(store_->GetServerCredentials(outsider, creds).status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(store_->GetServerCredentials(viewer, creds).status().code(),
+            absl::StatusCode::kPermissionDenied);
+  auto plain = store_->GetServerCredentials(op_, creds);
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  ASSERT_EQ(plain->credentials_size(), 1);
+  EXPECT_EQ(plain->credentials(0).password(), "Tr0ub4dor&3");
+
+  v1::ListServersRequest list;
+  EXPECT_EQ(store_->ListServers(viewer, list)->servers_size(), 1);
+  EXPECT_EQ(store_->ListServers(limited, list)->servers_size(), 0);
+  EXPECT_EQ(store_->ListServers(outsider, list)->servers_size(), 0);
+  list.set_account_id(account_a_);
+  EXPECT_EQ(store_->ListServers(outsider, list).status().code(), absl::StatusCode::kNotFound);
+
+  // Device access granted to the server makes it visible.
+  v1::SetDeviceAccessRequest grant;
+  grant.set_user_id(limited.user_id);
+  grant.mutable_device_access()->add_server_ids(server.id());
+  ASSERT_TRUE(identity_->SetDeviceAccess(op_, grant).ok());
+  EXPECT_TRUE(store_->GetServer(CallerFor(limited.user_id), get).ok());
+  // A server of another account cannot be granted.
+  v1::Server b_server = NewServer(account_b_, "db1", 2);
+  grant.mutable_device_access()->add_server_ids(b_server.id());
+  EXPECT_EQ(identity_->SetDeviceAccess(op_, grant).status().code(), absl::StatusCode::kNotFound);
+
+  // Non-operators cannot change servers; invisible ones stay NOT_FOUND.
+  v1::DeleteServerRequest del;
+  del.set_id(server.id());
+  EXPECT_EQ(store_->DeleteServer(viewer, del).status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(store_->DeleteServer(outsider, del).status().code(), absl::StatusCode::kNotFound);
+  ASSERT_TRUE(store_->DeleteServer(op_, del).ok());
+  v1::ListSanVolumesRequest free;
+  free.set_state(v1::SAN_VOLUME_STATE_FREE);
+  auto volumes = store_->ListSanVolumes(op_, free);
+  ASSERT_TRUE(volumes.ok());
+  EXPECT_EQ(volumes->san_volumes_size(), 1);  // the deleted server's volume
+  for (const auto& v : volumes->san_volumes()) EXPECT_TRUE(v.iscsi().chap_secret().empty());
+}
+
+TEST_F(InventoryStoreTest, SecretsAreEncryptedAtRest) {
+  v1::Server server = NewServer(account_a_, "web1", 1);
+  std::string raw;
+  ASSERT_TRUE(db_->Read([&](SqliteConnection& conn) -> absl::Status {
+                   ASSIGN_OR_RETURN(auto stmt, conn.Prepare(
+                       "SELECT group_concat(hex(password)) FROM server_credentials"));
+                   ASSIGN_OR_RETURN(bool row, stmt.Step());
+                   if (row) raw = stmt.ColumnText(0);
+                   ASSIGN_OR_RETURN(auto chap, conn.Prepare(
+                       "SELECT group_concat(hex(chap_secret)) FROM san_volumes"));
+                   ASSIGN_OR_RETURN(row, chap.Step());
+                   if (row) raw += chap.ColumnText(0);
+                   return absl::OkStatus();
+                 }).ok());
+  ASSERT_FALSE(raw.empty());
+  auto hex = [](const std::string& s) {
+    std::string out;
+    for (unsigned char c : s) out += absl::StrCat(absl::Hex(c, absl::kZeroPad2));
+    return absl::AsciiStrToUpper(out);
+  };
+  EXPECT_EQ(raw.find(hex("Tr0ub4dor&3")), std::string::npos);
+  EXPECT_EQ(raw.find(hex("chapsecret123")), std::string::npos);
+  auto volume = store_->ReadSanVolumeWithSecret(server.disks(0).san_volume_id());
+  ASSERT_TRUE(volume.ok());
+  EXPECT_EQ(volume->iscsi().chap_secret(), "chapsecret123");
+}
+
+TEST_F(InventoryStoreTest, CreateServerChecksVolumesAndInput) {
+  v1::CreateServerRequest request;
+  request.set_account_id(account_a_);
+  request.set_type(v1::SERVER_TYPE_VIRTUAL);
+  request.set_hostname("ok");
+  request.set_datacenter("dal10");
+  request.mutable_configuration()->set_cpu_count(1);
+  request.mutable_configuration()->set_memory_mib(512);
+  v1::ServerDisk* disk = request.add_disks();
+  disk->set_boot(true);
+  disk->set_san_volume_id(NewVolume(7));
+  ASSERT_TRUE(store_->CreateServer(op_, request).ok());
+  request.set_hostname("again");
+  EXPECT_EQ(store_->CreateServer(op_, request).status().code(),
+            absl::StatusCode::kFailedPrecondition);  // volume ATTACHED
+  auto expect_invalid = [&](v1::CreateServerRequest r, const std::string& field) {
+    auto status = store_->CreateServer(op_, r).status();
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << field;
+    EXPECT_EQ(status.message().substr(0, field.size()), field) << status;
+  };
+  v1::CreateServerRequest r = request;
+  r.set_hostname("bad_host!");
+  expect_invalid(r, "hostname");
+  r = request;
+  r.set_type(static_cast<v1::ServerType>(42));
+  expect_invalid(r, "type");
+  r = request;
+  r.mutable_disks(0)->set_boot(false);
+  expect_invalid(r, "disks");
+  r = request;
+  r.mutable_disks(0)->set_san_volume_id("xyz");
+  expect_invalid(r, "disks.san_volume_id");
+  r = request;
+  r.set_account_id(account_b_);
+  r.mutable_disks(0)->set_san_volume_id("00000000-0000-4000-8000-000000000000");
+  EXPECT_EQ(store_->CreateServer(op_, r).status().code(), absl::StatusCode::kNotFound);
+  Caller manager = NewUser(account_a_, "m", {v1::PERMISSION_USER_MANAGE}, true);
+  EXPECT_EQ(store_->CreateServer(manager, request).status().code(),
+            absl::StatusCode::kPermissionDenied);
+}
+
+TEST_F(InventoryStoreTest, IpPoolsAreValidated) {
+  v1::CreateIpPoolRequest request;
+  request.set_datacenter("dal10");
+  request.set_subnet("10.0.0.0/24");
+  request.set_gateway("10.0.0.1");
+  request.add_dns_servers("8.8.8.8");
+  v1::IpRange* range = request.add_ranges();
+  range->set_start("10.0.0.10");
+  range->set_end("10.0.0.99");
+  auto pool = store_->CreateIpPool(op_, request);
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  EXPECT_EQ(pool->ip_pool().total_count(), 90);
+  EXPECT_EQ(store_->CreateIpPool(op_, request).status().code(), absl::StatusCode::kAlreadyExists);
+  auto expect_invalid = [&](v1::CreateIpPoolRequest r, const std::string& field) {
+    auto status = store_->CreateIpPool(op_, r).status();
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << field;
+    EXPECT_EQ(status.message().substr(0, field.size()), field) << status;
+  };
+  v1::CreateIpPoolRequest r = request;
+  r.set_subnet("10.0.0.1/24");
+  expect_invalid(r, "subnet");
+  r = request;
+  r.set_subnet("10.0.0.0/33");
+  expect_invalid(r, "subnet");
+  r = request;
+  r.set_gateway("10.0.1.1");
+  expect_invalid(r, "gateway");
+  r = request;
+  r.set_gateway("10.0.0.50");
+  expect_invalid(r, "gateway");
+  r = request;
+  r.mutable_ranges(0)->set_end("10.0.1.5");
+  expect_invalid(r, "ranges");
+  r = request;
+  r.mutable_ranges(0)->set_start("10.0.0.200");
+  r.mutable_ranges(0)->set_end("10.0.0.100");
+  expect_invalid(r, "ranges");
+  r = request;
+  v1::IpRange* overlap = r.add_ranges();
+  overlap->set_start("10.0.0.50");
+  overlap->set_end("10.0.0.120");
+  expect_invalid(r, "ranges");
+
+  Caller provisioner = NewUser(account_a_, "p", {v1::PERMISSION_SERVER_PROVISION}, true);
+  Caller viewer = NewUser(account_a_, "v", {v1::PERMISSION_SERVER_VIEW}, true);
+  v1::GetIpPoolRequest get;
+  get.set_id(pool->ip_pool().id());
+  EXPECT_TRUE(store_->GetIpPool(provisioner, get).ok());
+  EXPECT_EQ(store_->GetIpPool(viewer, get).status().code(), absl::StatusCode::kPermissionDenied);
+  v1::DeleteIpPoolRequest del;
+  del.set_id(pool->ip_pool().id());
+  EXPECT_EQ(store_->DeleteIpPool(provisioner, del).status().code(),
+            absl::StatusCode::kPermissionDenied);
+  EXPECT_TRUE(store_->DeleteIpPool(op_, del).ok());
+  EXPECT_EQ(store_->GetIpPool(provisioner, get).status().code(), absl::StatusCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace controlplane

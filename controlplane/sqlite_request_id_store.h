@@ -1,0 +1,30 @@
+// RequestIdStore over the idempotent_requests table (migration 1), shared with
+// the identity services' IdempotentTransaction.
+#ifndef CONTROLPLANE_SQLITE_REQUEST_ID_STORE_H_
+#define CONTROLPLANE_SQLITE_REQUEST_ID_STORE_H_
+
+#include "controlplane/request_id_store.h"
+#include "controlplane/sqlite_database.h"
+
+namespace controlplane {
+
+// Thread-safe. Does not own the database, which must outlive it.
+class SqliteRequestIdStore final : public RequestIdStore {
+ public:
+  explicit SqliteRequestIdStore(SqliteDatabase* db) : db_(db) {}
+  SqliteRequestIdStore(const SqliteRequestIdStore&) = delete;
+  SqliteRequestIdStore& operator=(const SqliteRequestIdStore&) = delete;
+
+  absl::StatusOr<std::optional<std::string>> Find(absl::string_view account_id,
+                                                  absl::string_view request_id,
+                                                  absl::string_view fingerprint) override;
+  absl::Status Remember(absl::string_view account_id, absl::string_view request_id,
+                        absl::string_view fingerprint, absl::string_view response) override;
+
+ private:
+  SqliteDatabase* const db_;
+};
+
+}  // namespace controlplane
+
+#endif  // CONTROLPLANE_SQLITE_REQUEST_ID_STORE_H_

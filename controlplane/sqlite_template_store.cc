@@ -1,0 +1,482 @@
+#include "controlplane/sqlite_template_store.h"
+
+#include <string>
+#include <utility>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "controlplane/ids.h"
+#include "controlplane/sql_where.h"
+#include "controlplane/sqlite_operation_store.h"
+
+namespace controlplane {
+namespace {
+
+using imagetemplates::v1::ImageTemplate;
+using imagetemplates::v1::ImageTemplateShare;
+
+constexpr char kColumns[] =
+    "t.id, t.owner_account_id, t.name, t.note, t.visibility, t.status, t.source_server_id, "
+    "t.configuration, t.deprecated, t.disabled, t.delete_protected, t.create_operation_id, "
+    "t.create_time_us, t.update_time_us, t.deprecate_time_us";
+
+ImageTemplate FromRow(const SqliteStatement& s) {
+  ImageTemplate t;
+  t.set_id(s.ColumnText(0));
+  t.set_owner_account_id(s.ColumnText(1));
+  t.set_name(s.ColumnText(2));
+  t.set_note(s.ColumnText(3));
+  t.set_visibility(static_cast<imagetemplates::v1::Visibility>(s.ColumnInt(4)));
+  t.set_status(static_cast<imagetemplates::v1::ImageTemplateStatus>(s.ColumnInt(5)));
+  t.set_source_server_id(s.ColumnText(6));
+  std::string configuration = s.ColumnBlob(7);
+  if (!configuration.empty()) t.mutable_configuration()->ParseFromString(configuration);
+  t.set_deprecated(s.ColumnInt(8) != 0);
+  t.set_disabled(s.ColumnInt(9) != 0);
+  t.set_delete_protected(s.ColumnInt(10) != 0);
+  t.set_create_operation_id(s.ColumnText(11));
+  *t.mutable_create_time() = ToTimestamp(s.ColumnInt(12));
+  *t.mutable_update_time() = ToTimestamp(s.ColumnInt(13));
+  if (!s.ColumnIsNull(14)) *t.mutable_deprecate_time() = ToTimestamp(s.ColumnInt(14));
+  return t;
+}
+
+// A JSON array of strings, for `IN (SELECT value FROM json_each(?))`.
+std::string JsonStringArray(const std::vector<ImageTemplate*>& templates) {
+  std::string out = "[";
+  for (size_t i = 0; i < templates.size(); ++i) {
+    if (i > 0) out += ',';
+    out += '"';
+    for (char c : templates[i]->id()) {
+      if (c == '"' || c == '\\') {
+        out += '\\';
+        out += c;
+      } else if (static_cast<unsigned char>(c) < 0x20) {
+        absl::StrAppend(&out, "\\u00", absl::Hex(static_cast<unsigned char>(c), absl::kZeroPad2));
+      } else {
+        out += c;
+      }
+    }
+    out += '"';
+  }
+  return out + "]";
+}
+
+// Reads tags, disks and locations of `templates` with one query per table.
+absl::Status LoadChildren(SqliteConnection& conn, const std::vector<ImageTemplate*>& templates) {
+  if (templates.empty()) return absl::OkStatus();
+  absl::flat_hash_map<std::string, ImageTemplate*> by_id;
+  for (ImageTemplate* t : templates) by_id[t->id()] = t;
+  const std::string ids = JsonStringArray(templates);
+  {
+    ASSIGN_OR_RETURN(SqliteStatement s,
+                     conn.Prepare("SELECT template_id, tag FROM image_template_tags WHERE "
+                                  "template_id IN (SELECT value FROM json_each(?)) "
+                                  "ORDER BY template_id, position"));
+    s.Bind(1, ids);
+    while (true) {
+      ASSIGN_OR_RETURN(bool row, s.Step());
+      if (!row) break;
+      by_id[s.ColumnText(0)]->add_tags(s.ColumnText(1));
+    }
+  }
+  {
+    ASSIGN_OR_RETURN(SqliteStatement s,
+                     conn.Prepare("SELECT template_id, device_index, boot, logical_size_bytes, "
+                                  "stored_size_bytes, manifest_digest FROM image_template_disks "
+                                  "WHERE template_id IN (SELECT value FROM json_each(?)) "
+                                  "ORDER BY template_id, device_index"));
+    s.Bind(1, ids);
+    while (true) {
+      ASSIGN_OR_RETURN(bool row, s.Step());
+      if (!row) break;
+      auto* disk = by_id[s.ColumnText(0)]->add_disks();
+      disk->set_device_index(static_cast<int32_t>(s.ColumnInt(1)));
+      disk->set_boot(s.ColumnInt(2) != 0);
+      disk->set_logical_size_bytes(s.ColumnInt(3));
+      disk->set_stored_size_bytes(s.ColumnInt(4));
+      disk->set_manifest_digest(s.ColumnText(5));
+    }
+  }
+  {
+    ASSIGN_OR_RETURN(SqliteStatement s,
+                     conn.Prepare("SELECT template_id, datacenter, status, operation_id, "
+                                  "create_time_us FROM image_template_locations "
+                                  "WHERE template_id IN (SELECT value FROM json_each(?)) "
+                                  "ORDER BY template_id, rowid"));
+    s.Bind(1, ids);
+    while (true) {
+      ASSIGN_OR_RETURN(bool row, s.Step());
+      if (!row) break;
+      auto* location = by_id[s.ColumnText(0)]->add_locations();
+      location->set_datacenter(s.ColumnText(1));
+      location->set_status(
+          static_cast<imagetemplates::v1::ImageTemplateLocationStatus>(s.ColumnInt(2)));
+      location->set_operation_id(s.ColumnText(3));
+      *location->mutable_create_time() = ToTimestamp(s.ColumnInt(4));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ImageTemplate> ReadTemplate(SqliteConnection& conn, absl::string_view id) {
+  ImageTemplate t;
+  {
+    ASSIGN_OR_RETURN(SqliteStatement s,
+                     conn.Prepare(absl::StrCat("SELECT ", kColumns,
+                                               " FROM image_templates t WHERE t.id = ?")));
+    s.Bind(1, id);
+    ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) return absl::NotFoundError(absl::StrCat("image template ", id, " not found"));
+    t = FromRow(s);
+  }
+  RETURN_IF_ERROR(LoadChildren(conn, {&t}));
+  return t;
+}
+
+absl::StatusOr<bool> NameTaken(SqliteConnection& conn, absl::string_view owner,
+                               absl::string_view name, absl::string_view except_id) {
+  ASSIGN_OR_RETURN(SqliteStatement s,
+                   conn.Prepare("SELECT 1 FROM image_templates WHERE owner_account_id = ? AND "
+                                "name = ? AND status <> 5 AND id <> ?"));
+  s.Bind(1, owner).Bind(2, name).Bind(3, except_id);
+  return s.Step();
+}
+
+absl::Status NameTakenError(absl::string_view name) {
+  return absl::AlreadyExistsError(absl::StrCat(
+      "name: the account already has an image template named \"", name,
+      "\"; choose another name"));
+}
+
+// Replaces the tags, disks and locations of `t` with those in the message.
+absl::Status WriteChildren(SqliteConnection& conn, const ImageTemplate& t) {
+  for (const char* sql : {"DELETE FROM image_template_tags WHERE template_id = ?",
+                          "DELETE FROM image_template_disks WHERE template_id = ?",
+                          "DELETE FROM image_template_locations WHERE template_id = ?"}) {
+    ASSIGN_OR_RETURN(SqliteStatement s, conn.Prepare(sql));
+    RETURN_IF_ERROR(s.Bind(1, t.id()).Run());
+  }
+  for (int i = 0; i < t.tags_size(); ++i) {
+    ASSIGN_OR_RETURN(SqliteStatement s,
+                     conn.Prepare("INSERT INTO image_template_tags (template_id, position, tag) "
+                                  "VALUES (?, ?, ?)"));
+    RETURN_IF_ERROR(s.Bind(1, t.id()).Bind(2, i).Bind(3, t.tags(i)).Run());
+  }
+  for (const auto& disk : t.disks()) {
+    ASSIGN_OR_RETURN(
+        SqliteStatement s,
+        conn.Prepare("INSERT INTO image_template_disks (template_id, device_index, boot, "
+                     "logical_size_bytes, stored_size_bytes, manifest_digest) "
+                     "VALUES (?, ?, ?, ?, ?, ?)"));
+    s.Bind(1, t.id()).Bind(2, disk.device_index()).Bind(3, disk.boot());
+    s.Bind(4, disk.logical_size_bytes()).Bind(5, disk.stored_size_bytes());
+    RETURN_IF_ERROR(s.Bind(6, disk.manifest_digest()).Run());
+  }
+  for (const auto& location : t.locations()) {
+    ASSIGN_OR_RETURN(
+        SqliteStatement s,
+        conn.Prepare("INSERT INTO image_template_locations (template_id, datacenter, status, "
+                     "operation_id, create_time_us) VALUES (?, ?, ?, ?, ?)"));
+    s.Bind(1, t.id()).Bind(2, location.datacenter()).Bind(3, static_cast<int>(location.status()));
+    s.Bind(4, location.operation_id()).Bind(5, FromTimestamp(location.create_time()));
+    RETURN_IF_ERROR(s.Run());
+  }
+  return absl::OkStatus();
+}
+
+// Binds the columns written by both INSERT and UPDATE as ?2..?14 (?1 = id).
+void BindRow(SqliteStatement& s, const ImageTemplate& t) {
+  s.Bind(1, t.id())
+      .Bind(2, t.owner_account_id())
+      .Bind(3, t.name())
+      .Bind(4, t.note())
+      .Bind(5, static_cast<int>(t.visibility()))
+      .Bind(6, static_cast<int>(t.status()))
+      .Bind(7, t.source_server_id());
+  s.BindBlob(8, t.has_configuration() ? t.configuration().SerializeAsString() : std::string());
+  s.Bind(9, t.deprecated()).Bind(10, t.disabled()).Bind(11, t.delete_protected());
+  s.Bind(12, t.create_operation_id());
+  s.Bind(13, FromTimestamp(t.create_time())).Bind(14, FromTimestamp(t.update_time()));
+  if (t.has_deprecate_time()) {
+    s.Bind(15, FromTimestamp(t.deprecate_time()));
+  } else {
+    s.BindNull(15);
+  }
+}
+
+class SqliteTemplateTransaction final : public TemplateTransaction {
+ public:
+  SqliteTemplateTransaction(SqliteConnection& conn, ImageTemplate t)
+      : conn_(conn), template_(std::move(t)) {}
+
+  ImageTemplate& image_template() override { return template_; }
+
+  absl::StatusOr<bool> IsSharedWith(absl::string_view account_id) override {
+    ASSIGN_OR_RETURN(SqliteStatement s,
+                     conn_.Prepare("SELECT 1 FROM image_template_shares WHERE template_id = ? "
+                                   "AND account_id = ?"));
+    s.Bind(1, template_.id()).Bind(2, account_id);
+    return s.Step();
+  }
+
+  absl::StatusOr<int64_t> ShareCount() override {
+    ASSIGN_OR_RETURN(SqliteStatement s,
+                     conn_.Prepare("SELECT COUNT(*) FROM image_template_shares "
+                                   "WHERE template_id = ?"));
+    s.Bind(1, template_.id());
+    ASSIGN_OR_RETURN(bool row, s.Step());
+    return row ? s.ColumnInt(0) : 0;
+  }
+
+  absl::Status AddShare(absl::string_view account_id, int64_t create_time_us) override {
+    ASSIGN_OR_RETURN(SqliteStatement s,
+                     conn_.Prepare("INSERT INTO image_template_shares (template_id, account_id, "
+                                   "create_time_us) VALUES (?, ?, ?) "
+                                   "ON CONFLICT (template_id, account_id) DO NOTHING"));
+    return s.Bind(1, template_.id()).Bind(2, account_id).Bind(3, create_time_us).Run();
+  }
+
+  absl::Status RemoveShare(absl::string_view account_id) override {
+    ASSIGN_OR_RETURN(SqliteStatement s,
+                     conn_.Prepare("DELETE FROM image_template_shares WHERE template_id = ? "
+                                   "AND account_id = ?"));
+    return s.Bind(1, template_.id()).Bind(2, account_id).Run();
+  }
+
+  absl::Status RemoveAllShares() override {
+    ASSIGN_OR_RETURN(SqliteStatement s,
+                     conn_.Prepare("DELETE FROM image_template_shares WHERE template_id = ?"));
+    return s.Bind(1, template_.id()).Run();
+  }
+
+  absl::StatusOr<int64_t> CountUnfinishedOperations(
+      const std::vector<imagetemplates::v1::OperationKind>& kinds) override {
+    return ::controlplane::CountUnfinishedOperations(conn_, template_.id(), kinds);
+  }
+
+  absl::Status InsertOperation(const imagetemplates::v1::Operation& operation,
+                               const OperationInternals& internals) override {
+    return InsertOperationRow(conn_, operation, internals);
+  }
+
+ private:
+  SqliteConnection& conn_;
+  ImageTemplate template_;
+};
+
+}  // namespace
+
+absl::Status SqliteTemplateStore::InsertTemplate(const ImageTemplate& t) {
+  return db_->Transaction([&](SqliteConnection& conn) -> absl::Status {
+    if (t.status() != imagetemplates::v1::IMAGE_TEMPLATE_STATUS_DELETED) {
+      ASSIGN_OR_RETURN(bool taken, NameTaken(conn, t.owner_account_id(), t.name(), t.id()));
+      if (taken) return NameTakenError(t.name());
+    }
+    ASSIGN_OR_RETURN(
+        SqliteStatement s,
+        conn.Prepare("INSERT INTO image_templates (id, owner_account_id, name, note, visibility, "
+                     "status, source_server_id, configuration, deprecated, disabled, "
+                     "delete_protected, create_operation_id, create_time_us, update_time_us, "
+                     "deprecate_time_us) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, "
+                     "?12, ?13, ?14, ?15)"));
+    BindRow(s, t);
+    absl::Status status = s.Run();
+    if (absl::IsAlreadyExists(status)) {
+      return absl::AlreadyExistsError(absl::StrCat("image template ", t.id(), " already exists"));
+    }
+    if (absl::IsFailedPrecondition(status)) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("owner account ", t.owner_account_id(), " does not exist"));
+    }
+    RETURN_IF_ERROR(status);
+    return WriteChildren(conn, t);
+  });
+}
+
+absl::StatusOr<ImageTemplate> SqliteTemplateStore::GetTemplate(absl::string_view id) {
+  ImageTemplate t;
+  RETURN_IF_ERROR(db_->Read([&](SqliteConnection& conn) -> absl::Status {
+    ASSIGN_OR_RETURN(t, ReadTemplate(conn, id));
+    return absl::OkStatus();
+  }));
+  return t;
+}
+
+absl::StatusOr<bool> SqliteTemplateStore::IsSharedWith(absl::string_view template_id,
+                                                       absl::string_view account_id) {
+  bool shared = false;
+  RETURN_IF_ERROR(db_->Read([&](SqliteConnection& conn) -> absl::Status {
+    ASSIGN_OR_RETURN(SqliteStatement s,
+                     conn.Prepare("SELECT 1 FROM image_template_shares WHERE template_id = ? "
+                                  "AND account_id = ?"));
+    s.Bind(1, template_id).Bind(2, account_id);
+    ASSIGN_OR_RETURN(shared, s.Step());
+    return absl::OkStatus();
+  }));
+  return shared;
+}
+
+absl::StatusOr<std::vector<ImageTemplate>> SqliteTemplateStore::ListTemplates(
+    const TemplateQuery& q) {
+  SqlWhere where;
+  if (!q.all_accounts) {
+    // Candidates first (own, shared with the viewer, public), each from its
+    // index, so a list never scans other accounts' templates.
+    where.Add(
+        "t.id IN (SELECT id FROM image_templates WHERE owner_account_id = ? "
+        "UNION ALL SELECT template_id FROM image_template_shares WHERE account_id = ? "
+        "UNION ALL SELECT id FROM image_templates WHERE visibility = 3)",
+        {q.viewer_account_id, q.viewer_account_id});
+    where.Add("t.owner_account_id = ? OR (t.disabled = 0 AND t.status NOT IN (4, 5))",
+              {q.viewer_account_id});
+  }
+  if (!q.include_deprecated) {
+    where.Add("t.deprecated = 0 OR t.owner_account_id = ?", {q.viewer_account_id});
+  }
+  if (q.status == imagetemplates::v1::IMAGE_TEMPLATE_STATUS_UNSPECIFIED) {
+    where.Add("t.status <> 5");
+  } else {
+    where.Add("t.status = ?", {static_cast<int64_t>(q.status)});
+  }
+  if (!q.name_contains.empty()) {
+    where.Add("instr(lower(t.name), lower(?)) > 0", {q.name_contains});
+  }
+  if (!q.owner_account_id.empty()) where.Add("t.owner_account_id = ?", {q.owner_account_id});
+  if (q.visibility != imagetemplates::v1::VISIBILITY_UNSPECIFIED) {
+    where.Add("t.visibility = ?", {static_cast<int64_t>(q.visibility)});
+  }
+  if (!q.tag.empty()) {
+    where.Add(
+        "EXISTS (SELECT 1 FROM image_template_tags g WHERE g.template_id = t.id AND g.tag = ?)",
+        {q.tag});
+  }
+  const bool by_name = q.order == TemplateOrder::kName;
+  if (q.after) {
+    SqlWhere::Value key = by_name ? SqlWhere::Value(q.after->name)
+                                  : SqlWhere::Value(q.after->create_time_us);
+    if (by_name) {
+      where.Add(q.descending ? "(t.name, t.id) < (?, ?)" : "(t.name, t.id) > (?, ?)",
+                {key, q.after->id});
+    } else {
+      where.Add(q.descending ? "(t.create_time_us, t.id) < (?, ?)"
+                             : "(t.create_time_us, t.id) > (?, ?)",
+                {key, q.after->id});
+    }
+  }
+  const char* order = by_name ? (q.descending ? " ORDER BY t.name DESC, t.id DESC"
+                                              : " ORDER BY t.name, t.id")
+                              : (q.descending ? " ORDER BY t.create_time_us DESC, t.id DESC"
+                                              : " ORDER BY t.create_time_us, t.id");
+  std::string sql = absl::StrCat("SELECT ", kColumns, " FROM image_templates t", where.Sql(),
+                                 order, " LIMIT ?");
+  std::vector<ImageTemplate> result;
+  RETURN_IF_ERROR(db_->Read([&](SqliteConnection& conn) -> absl::Status {
+    {
+      ASSIGN_OR_RETURN(SqliteStatement s, conn.Prepare(sql));
+      s.Bind(where.Bind(s), q.limit);
+      while (true) {
+        ASSIGN_OR_RETURN(bool row, s.Step());
+        if (!row) break;
+        result.push_back(FromRow(s));
+      }
+    }
+    std::vector<ImageTemplate*> pointers;
+    for (ImageTemplate& t : result) pointers.push_back(&t);
+    return LoadChildren(conn, pointers);
+  }));
+  return result;
+}
+
+absl::StatusOr<std::vector<ImageTemplateShare>> SqliteTemplateStore::ListShares(
+    absl::string_view template_id, absl::string_view after_account_id, int limit) {
+  std::vector<ImageTemplateShare> shares;
+  RETURN_IF_ERROR(db_->Read([&](SqliteConnection& conn) -> absl::Status {
+    ASSIGN_OR_RETURN(SqliteStatement s,
+                     conn.Prepare("SELECT account_id, create_time_us FROM image_template_shares "
+                                  "WHERE template_id = ? AND account_id > ? "
+                                  "ORDER BY account_id LIMIT ?"));
+    s.Bind(1, template_id).Bind(2, after_account_id).Bind(3, limit);
+    while (true) {
+      ASSIGN_OR_RETURN(bool row, s.Step());
+      if (!row) break;
+      ImageTemplateShare share;
+      share.set_account_id(s.ColumnText(0));
+      *share.mutable_create_time() = ToTimestamp(s.ColumnInt(1));
+      shares.push_back(std::move(share));
+    }
+    return absl::OkStatus();
+  }));
+  return shares;
+}
+
+absl::StatusOr<bool> SqliteTemplateStore::NameInUse(absl::string_view owner_account_id,
+                                                    absl::string_view name) {
+  bool taken = false;
+  RETURN_IF_ERROR(db_->Read([&](SqliteConnection& conn) -> absl::Status {
+    ASSIGN_OR_RETURN(taken, NameTaken(conn, owner_account_id, name, ""));
+    return absl::OkStatus();
+  }));
+  return taken;
+}
+
+absl::Status SqliteTemplateStore::ReadUsage(SqliteConnection& conn,
+                                            const std::string& account_id,
+                                            int64_t* image_template_count,
+                                            int64_t* stored_bytes) {
+  ASSIGN_OR_RETURN(
+      SqliteStatement s,
+      conn.Prepare("SELECT COUNT(*), (SELECT COALESCE(SUM(d.stored_size_bytes), 0) FROM "
+                   "image_template_disks d JOIN image_templates t2 ON t2.id = d.template_id "
+                   "WHERE t2.owner_account_id = ?1 AND t2.status <> 5) "
+                   "FROM image_templates t WHERE t.owner_account_id = ?1 AND t.status <> 5"));
+  s.Bind(1, account_id);
+  ASSIGN_OR_RETURN(bool row, s.Step());
+  *image_template_count = row ? s.ColumnInt(0) : 0;
+  *stored_bytes = row ? s.ColumnInt(1) : 0;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<TemplateUsage> SqliteTemplateStore::GetUsage(absl::string_view account_id) {
+  TemplateUsage usage;
+  RETURN_IF_ERROR(db_->Read([&](SqliteConnection& conn) {
+    return ReadUsage(conn, std::string(account_id), &usage.template_count, &usage.stored_bytes);
+  }));
+  return usage;
+}
+
+absl::StatusOr<ImageTemplate> SqliteTemplateStore::MutateTemplate(absl::string_view id,
+                                                                  const Mutator& mutate) {
+  ImageTemplate result;
+  RETURN_IF_ERROR(db_->Transaction([&](SqliteConnection& conn) -> absl::Status {
+    ASSIGN_OR_RETURN(ImageTemplate before, ReadTemplate(conn, id));
+    SqliteTemplateTransaction txn(conn, before);
+    RETURN_IF_ERROR(mutate(txn));
+    ImageTemplate& after = txn.image_template();
+    // Identity and creation never change.
+    after.set_id(before.id());
+    after.set_owner_account_id(before.owner_account_id());
+    *after.mutable_create_time() = before.create_time();
+    if (after.name() != before.name() &&
+        after.status() != imagetemplates::v1::IMAGE_TEMPLATE_STATUS_DELETED) {
+      ASSIGN_OR_RETURN(bool taken, NameTaken(conn, after.owner_account_id(), after.name(), id));
+      if (taken) return NameTakenError(after.name());
+    }
+    ASSIGN_OR_RETURN(
+        SqliteStatement s,
+        conn.Prepare("UPDATE image_templates SET owner_account_id = ?2, name = ?3, note = ?4, "
+                     "visibility = ?5, status = ?6, source_server_id = ?7, configuration = ?8, "
+                     "deprecated = ?9, disabled = ?10, delete_protected = ?11, "
+                     "create_operation_id = ?12, create_time_us = ?13, update_time_us = ?14, "
+                     "deprecate_time_us = ?15 WHERE id = ?1"));
+    BindRow(s, after);
+    RETURN_IF_ERROR(s.Run());
+    RETURN_IF_ERROR(WriteChildren(conn, after));
+    result = after;
+    return absl::OkStatus();
+  }));
+  return result;
+}
+
+}  // namespace controlplane

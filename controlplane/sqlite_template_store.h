@@ -1,0 +1,45 @@
+// TemplateStore over the control plane's SQLite database (migration 2).
+#ifndef CONTROLPLANE_SQLITE_TEMPLATE_STORE_H_
+#define CONTROLPLANE_SQLITE_TEMPLATE_STORE_H_
+
+#include <cstdint>
+#include <string>
+
+#include "controlplane/sqlite_database.h"
+#include "controlplane/template_store.h"
+
+namespace controlplane {
+
+// Thread-safe. Does not own the database, which must outlive it.
+class SqliteTemplateStore final : public TemplateStore {
+ public:
+  explicit SqliteTemplateStore(SqliteDatabase* db) : db_(db) {}
+  SqliteTemplateStore(const SqliteTemplateStore&) = delete;
+  SqliteTemplateStore& operator=(const SqliteTemplateStore&) = delete;
+
+  // Inside any unit of work: the account's templates not DELETED and the sum
+  // of their disks' stored bytes. Matches SqliteIdentityStore::UsageReader.
+  static absl::Status ReadUsage(SqliteConnection& conn, const std::string& account_id,
+                                int64_t* image_template_count, int64_t* stored_bytes);
+
+  absl::Status InsertTemplate(const imagetemplates::v1::ImageTemplate& image_template) override;
+  absl::StatusOr<imagetemplates::v1::ImageTemplate> GetTemplate(absl::string_view id) override;
+  absl::StatusOr<bool> IsSharedWith(absl::string_view template_id,
+                                    absl::string_view account_id) override;
+  absl::StatusOr<std::vector<imagetemplates::v1::ImageTemplate>> ListTemplates(
+      const TemplateQuery& query) override;
+  absl::StatusOr<std::vector<imagetemplates::v1::ImageTemplateShare>> ListShares(
+      absl::string_view template_id, absl::string_view after_account_id, int limit) override;
+  absl::StatusOr<bool> NameInUse(absl::string_view owner_account_id,
+                                 absl::string_view name) override;
+  absl::StatusOr<TemplateUsage> GetUsage(absl::string_view account_id) override;
+  absl::StatusOr<imagetemplates::v1::ImageTemplate> MutateTemplate(
+      absl::string_view id, const Mutator& mutate) override;
+
+ private:
+  SqliteDatabase* const db_;
+};
+
+}  // namespace controlplane
+
+#endif  // CONTROLPLANE_SQLITE_TEMPLATE_STORE_H_

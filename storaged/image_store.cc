@@ -1,0 +1,1122 @@
+#include "storaged/image_store.h"
+
+#include <zstd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <deque>
+#include <thread>
+#include <utility>
+
+#include "absl/cleanup/cleanup.h"
+#include "absl/random/random.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "common/log.h"
+#include "common/status_macros.h"
+#include "storaged/internal/pack.h"
+
+namespace storaged {
+namespace internal {
+namespace {
+
+constexpr absl::string_view kManifestSuffix = ".manifest";
+constexpr size_t kMaxReportedErrors = 16;
+
+ZSTD_DCtx* ThreadDecompressor() {
+  struct Holder {
+    ZSTD_DCtx* dctx = ZSTD_createDCtx();
+    ~Holder() { ZSTD_freeDCtx(dctx); }
+  };
+  thread_local Holder holder;
+  return holder.dctx;
+}
+
+struct CCtxDeleter {
+  void operator()(ZSTD_CCtx* c) const { ZSTD_freeCCtx(c); }
+};
+using CCtxPtr = std::unique_ptr<ZSTD_CCtx, CCtxDeleter>;
+
+bool ValidImageId(absl::string_view id) {
+  if (id.empty() || id.size() > 128) return false;
+  for (char c : id) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+              (c >= '0' && c <= '9') || c == '_' || c == '-';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+absl::Status InvalidId(absl::string_view id) {
+  return absl::InvalidArgumentError(absl::StrCat(
+      "image_id \"", absl::CHexEscape(id.substr(0, 200)),
+      "\" must be 1-128 characters of A-Z, a-z, 0-9, '_' or '-'"));
+}
+
+}  // namespace
+
+// A sealed pack: its frame table (chunk locations live in the store index)
+// and a lazily opened read handle.
+struct PackState {
+  uint32_t number = 0;
+  std::string name;
+  std::string path;
+  uint64_t file_size = 0;
+  uint64_t plain_bytes = 0;
+  std::vector<FrameInfo> frames;
+  // Set once garbage collection has replaced or deleted the pack; a reader
+  // that raced with it looks the chunk up again.
+  std::atomic<bool> retired{false};
+
+  absl::StatusOr<std::shared_ptr<RandomAccessFile>> File(Filesystem* fs) {
+    absl::MutexLock lock(&mu);
+    if (file == nullptr) {
+      ASSIGN_OR_RETURN(std::unique_ptr<RandomAccessFile> f,
+                       fs->OpenForRead(path));
+      file = std::move(f);
+    }
+    return file;
+  }
+
+  absl::Mutex mu;
+  std::shared_ptr<RandomAccessFile> file ABSL_GUARDED_BY(mu);
+};
+
+// A small LRU of decompressed frames, so a sequential restore decompresses
+// each frame once.
+struct FrameCache {
+  explicit FrameCache(int capacity) : capacity(std::max(capacity, 1)) {}
+
+  std::shared_ptr<const std::string> Get(uint32_t pack, uint32_t frame) {
+    absl::MutexLock lock(&mu);
+    for (auto it = entries.begin(); it != entries.end(); ++it) {
+      if (it->pack == pack && it->frame == frame) {
+        Entry e = std::move(*it);
+        entries.erase(it);
+        entries.push_front(std::move(e));
+        return entries.front().data;
+      }
+    }
+    return nullptr;
+  }
+  void Put(uint32_t pack, uint32_t frame,
+           std::shared_ptr<const std::string> data) {
+    absl::MutexLock lock(&mu);
+    entries.push_front(Entry{pack, frame, std::move(data)});
+    while (entries.size() > static_cast<size_t>(capacity)) entries.pop_back();
+  }
+
+  struct Entry {
+    uint32_t pack;
+    uint32_t frame;
+    std::shared_ptr<const std::string> data;
+  };
+  const int capacity;
+  absl::Mutex mu;
+  std::deque<Entry> entries ABSL_GUARDED_BY(mu);
+};
+
+// The capture pipeline: callers hash chunks and decide dedup under the store
+// lock; new chunks gather into a frame; full frames go through a bounded
+// queue to compression workers, which append them to the capture's current
+// pack and seal it when full. Memory is bounded by the queue, whatever the
+// volume size (beyond 32 bytes per chunk index for the manifest).
+class ImageWriterImpl final : public ImageWriter {
+ public:
+  ImageWriterImpl(ImageStore* store, std::string id, uint64_t volume_size,
+                  uint32_t block_size)
+      : store_(store),
+        id_(std::move(id)),
+        volume_size_(volume_size),
+        block_size_(block_size),
+        chunk_size_(store->options_.chunk_size),
+        chunk_count_(ChunkCountFor(volume_size, chunk_size_)),
+        queue_capacity_(2 * NumThreads()),
+        chunks_(chunk_count_),
+        added_(chunk_count_, 0) {}
+
+  ~ImageWriterImpl() override { Abort(); }
+  ImageWriterImpl(const ImageWriterImpl&) = delete;
+  ImageWriterImpl& operator=(const ImageWriterImpl&) = delete;
+
+  void Start() {
+    for (size_t i = 0; i < NumThreads(); ++i) {
+      workers_.emplace_back([this] { WorkerLoop(); });
+    }
+  }
+
+  const std::string& image_id() const override { return id_; }
+  uint64_t chunk_count() const override { return chunk_count_; }
+  uint32_t ChunkLength(uint64_t index) const override {
+    uint64_t left = volume_size_ - index * chunk_size_;
+    return static_cast<uint32_t>(left < chunk_size_ ? left : chunk_size_);
+  }
+
+  absl::Status AddChunk(uint64_t index, absl::string_view plain) override {
+    if (index >= chunk_count_) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "chunk index ", index, " is past the volume's ", chunk_count_,
+          " chunks"));
+    }
+    if (plain.size() != ChunkLength(index)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("chunk ", index, " has ", plain.size(),
+                       " bytes; expected ", ChunkLength(index)));
+    }
+    const bool zero = IsAllZero(plain);
+    const Digest digest = zero ? Digest() : Sha256(plain);
+    bool write = false;
+    {
+      absl::MutexLock store_lock(&store_->mu_);
+      absl::MutexLock lock(&mu_);
+      RETURN_IF_ERROR(CheckOpenLocked());
+      if (added_[index]) {
+        if (chunks_[index] == digest) return absl::OkStatus();
+        return absl::InvalidArgumentError(absl::StrCat(
+            "chunk ", index, " was already added with other content"));
+      }
+      added_[index] = 1;
+      chunks_[index] = digest;
+      ++added_count_;
+      // Registered in chunks_ under the store lock, so a collection that
+      // sees the index entry also sees this capture's reference to it.
+      if (!zero && !store_->index_.contains(digest) &&
+          pending_.insert(digest).second) {
+        write = true;
+        ++active_adds_;
+      }
+    }
+    if (!write) return absl::OkStatus();
+    absl::Status s = AppendToFrame(index, digest, plain);
+    absl::MutexLock lock(&mu_);
+    --active_adds_;
+    if (!s.ok() && error_.ok()) error_ = s;
+    return s;
+  }
+
+  absl::Status AddZeroChunks(uint64_t first_index, uint64_t count) override {
+    if (first_index > chunk_count_ || count > chunk_count_ - first_index) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("zero chunks ", first_index, "+", count,
+                       " are past the volume's ", chunk_count_, " chunks"));
+    }
+    absl::MutexLock lock(&mu_);
+    RETURN_IF_ERROR(CheckOpenLocked());
+    for (uint64_t i = first_index; i < first_index + count; ++i) {
+      if (added_[i]) {
+        if (chunks_[i].IsZero()) continue;
+        return absl::InvalidArgumentError(absl::StrCat(
+            "chunk ", i, " was already added with other content"));
+      }
+      added_[i] = 1;
+      ++added_count_;
+    }
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<ManifestSummary> Commit() override {
+    absl::StatusOr<ManifestSummary> result = CommitInternal();
+    if (!result.ok()) Abort();
+    return result;
+  }
+
+  void Abort() override {
+    {
+      absl::MutexLock lock(&mu_);
+      if (state_ == State::kDone) return;
+      state_ = State::kDone;
+      if (error_.ok()) error_ = absl::AbortedError("capture aborted");
+    }
+    StopWorkers(/*discard=*/true);
+    {
+      absl::MutexLock lock(&mu_);
+      mu_.Await(absl::Condition(
+          +[](int* n) { return *n == 0; }, &active_adds_));
+    }
+    {
+      absl::MutexLock lock(&pack_mu_);
+      if (pack_ != nullptr) {
+        pack_->Abandon();
+        pack_.reset();
+      }
+    }
+    absl::MutexLock store_lock(&store_->mu_);
+    store_->writers_.erase(this);
+    store_->reserved_ids_.erase(id_);
+  }
+
+  // Adds every chunk this capture references to `live`. Called by garbage
+  // collection with the store lock held.
+  void MarkLive(absl::flat_hash_set<Digest, DigestHash>* live) {
+    absl::MutexLock lock(&mu_);
+    for (uint64_t i = 0; i < chunk_count_; ++i) {
+      if (added_[i] && !chunks_[i].IsZero()) live->insert(chunks_[i]);
+    }
+  }
+
+ private:
+  enum class State { kOpen, kCommitting, kDone };
+  struct PendingChunk {
+    uint64_t index;
+    Digest digest;
+    std::string data;
+  };
+  using Frame = std::vector<PendingChunk>;
+
+  size_t NumThreads() const {
+    return static_cast<size_t>(
+        std::max(1, store_->options_.compression_threads));
+  }
+
+  absl::Status CheckOpenLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    RETURN_IF_ERROR(error_);
+    if (state_ != State::kOpen) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("capture of image ", id_, " is already committing"));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status AppendToFrame(uint64_t index, const Digest& digest,
+                             absl::string_view plain) {
+    Frame full;
+    {
+      absl::MutexLock lock(&frame_mu_);
+      frame_.push_back(PendingChunk{index, digest, std::string(plain)});
+      frame_bytes_ += plain.size();
+      if (frame_bytes_ >= store_->options_.frame_size) {
+        full.swap(frame_);
+        frame_bytes_ = 0;
+      }
+    }
+    if (full.empty()) return absl::OkStatus();
+    return Enqueue(std::move(full));
+  }
+
+  // Blocks while the queue is full: the capture runs at the speed of
+  // compression and the disk, with bounded memory.
+  absl::Status Enqueue(Frame frame) {
+    absl::MutexLock lock(&queue_mu_);
+    auto has_room = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue_mu_) {
+      return queue_closed_ || queue_.size() < queue_capacity_;
+    };
+    queue_mu_.Await(absl::Condition(&has_room));
+    if (queue_closed_) return absl::AbortedError("capture aborted");
+    queue_.push_back(std::move(frame));
+    return absl::OkStatus();
+  }
+
+  void StopWorkers(bool discard) {
+    {
+      absl::MutexLock lock(&queue_mu_);
+      queue_closed_ = true;
+      if (discard) queue_.clear();
+    }
+    for (std::thread& t : workers_) {
+      if (t.joinable()) t.join();
+    }
+  }
+
+  void WorkerLoop() {
+    CCtxPtr cctx(ZSTD_createCCtx());
+    for (;;) {
+      Frame frame;
+      {
+        absl::MutexLock lock(&queue_mu_);
+        auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue_mu_) {
+          return queue_closed_ || !queue_.empty();
+        };
+        queue_mu_.Await(absl::Condition(&ready));
+        if (queue_.empty()) return;
+        frame = std::move(queue_.front());
+        queue_.pop_front();
+      }
+      {
+        absl::MutexLock lock(&mu_);
+        if (!error_.ok()) continue;  // Drain so producers never block.
+      }
+      absl::Status s = WriteFrame(cctx.get(), std::move(frame));
+      if (!s.ok()) {
+        absl::MutexLock lock(&mu_);
+        if (error_.ok()) error_ = s;
+      }
+    }
+  }
+
+  absl::Status WriteFrame(ZSTD_CCtx* cctx, Frame frame) {
+    // Volume order inside a frame: neighbouring data compresses together.
+    std::sort(frame.begin(), frame.end(),
+              [](const PendingChunk& a, const PendingChunk& b) {
+                return a.index < b.index;
+              });
+    std::string plain;
+    size_t total = 0;
+    for (const PendingChunk& c : frame) total += c.data.size();
+    plain.reserve(total);
+    std::vector<FrameChunk> chunks;
+    chunks.reserve(frame.size());
+    for (PendingChunk& c : frame) {
+      chunks.push_back(FrameChunk{c.digest, static_cast<uint32_t>(plain.size()),
+                                  static_cast<uint32_t>(c.data.size())});
+      plain.append(c.data);
+      std::string().swap(c.data);
+    }
+    const ImageStoreOptions& o = store_->options_;
+    CompressedFrame compressed =
+        CompressFrame(cctx, o.compression_level, o.min_compression_saving,
+                      plain, std::move(chunks));
+    std::string().swap(plain);
+
+    absl::MutexLock lock(&pack_mu_);
+    if (pack_ == nullptr) {
+      ASSIGN_OR_RETURN(pack_, PackWriter::Create(store_->fs_, store_->packs_dir_,
+                                                 store_->NewPackName()));
+    }
+    if (absl::Status s = pack_->AddFrame(compressed); !s.ok()) {
+      pack_->Abandon();
+      pack_.reset();
+      return s;
+    }
+    new_stored_bytes_ += compressed.stored.size();
+    if (pack_->size() >= o.pack_size) return SealPackLocked();
+    return absl::OkStatus();
+  }
+
+  absl::Status SealPackLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(pack_mu_) {
+    std::unique_ptr<PackWriter> pack = std::move(pack_);
+    uint64_t file_size = 0;
+    ASSIGN_OR_RETURN(PackIndex index, pack->Seal(&file_size));
+    absl::MutexLock store_lock(&store_->mu_);
+    store_->RegisterPackLocked(pack->name(), std::move(index), file_size);
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<ManifestSummary> CommitInternal() {
+    {
+      absl::MutexLock lock(&mu_);
+      RETURN_IF_ERROR(CheckOpenLocked());
+      if (added_count_ != chunk_count_) {
+        uint64_t missing = 0;
+        while (missing < chunk_count_ && added_[missing]) ++missing;
+        return absl::FailedPreconditionError(absl::StrCat(
+            "cannot commit image ", id_, ": chunk ", missing, " of ",
+            chunk_count_, " was never added"));
+      }
+      state_ = State::kCommitting;
+      mu_.Await(absl::Condition(
+          +[](int* n) { return *n == 0; }, &active_adds_));
+    }
+    Frame last;
+    {
+      absl::MutexLock lock(&frame_mu_);
+      last.swap(frame_);
+      frame_bytes_ = 0;
+    }
+    if (!last.empty()) RETURN_IF_ERROR(Enqueue(std::move(last)));
+    StopWorkers(/*discard=*/false);
+    {
+      absl::MutexLock lock(&mu_);
+      RETURN_IF_ERROR(error_);
+    }
+    uint64_t new_stored_bytes = 0;
+    {
+      absl::MutexLock lock(&pack_mu_);
+      if (pack_ != nullptr) RETURN_IF_ERROR(SealPackLocked());
+      new_stored_bytes = new_stored_bytes_;
+    }
+
+    // Every pack of this capture is sealed: now the manifest.
+    Manifest m;
+    m.image_id = id_;
+    m.volume_size = volume_size_;
+    m.block_size = block_size_;
+    m.chunk_size = chunk_size_;
+    m.create_time = absl::Now();
+    m.new_stored_bytes = new_stored_bytes;
+    ManifestSummary summary;
+    {
+      absl::ReaderMutexLock store_lock(&store_->mu_);
+      absl::MutexLock lock(&mu_);
+      m.chunks = chunks_;
+      m.new_chunks = pending_.size();
+      absl::flat_hash_set<Digest, DigestHash> seen;
+      for (uint64_t i = 0; i < chunk_count_; ++i) {
+        const Digest& d = chunks_[i];
+        if (d.IsZero()) {
+          ++summary.zero_chunks;
+          continue;
+        }
+        ++summary.data_chunks;
+        m.logical_bytes += ChunkLength(i);
+        if (!seen.insert(d).second) continue;
+        auto it = store_->index_.find(d);
+        if (it == store_->index_.end()) {
+          return absl::InternalError(absl::StrCat(
+              "capture of image ", id_, " lost chunk ", i, " (sha256 ",
+              d.ToHex(), ") before commit"));
+        }
+        m.referenced_stored_bytes += store_->StoredShareLocked(it->second);
+      }
+      summary.unique_chunks = seen.size();
+    }
+    std::string encoded = EncodeManifest(m, &summary.manifest_digest);
+    RETURN_IF_ERROR(WriteFileDurably(store_->fs_, store_->images_dir_,
+                                     store_->ManifestPath(id_), encoded));
+
+    {
+      absl::MutexLock store_lock(&store_->mu_);
+      store_->images_[id_] =
+          ImageStore::ImageInfo{m.logical_bytes, m.referenced_stored_bytes};
+      store_->reserved_ids_.erase(id_);
+      store_->writers_.erase(this);
+      if (store_->gc_marking_) {
+        store_->committed_while_marking_.push_back(m.chunks);
+      }
+      absl::MutexLock lock(&mu_);
+      state_ = State::kDone;
+    }
+    summary.image_id = id_;
+    summary.volume_size = volume_size_;
+    summary.chunk_count = chunk_count_;
+    summary.new_chunks = m.new_chunks;
+    summary.logical_bytes = m.logical_bytes;
+    summary.stored_bytes = m.referenced_stored_bytes;
+    summary.new_stored_bytes = m.new_stored_bytes;
+    return summary;
+  }
+
+  ImageStore* const store_;
+  const std::string id_;
+  const uint64_t volume_size_;
+  const uint32_t block_size_;
+  const uint32_t chunk_size_;
+  const uint64_t chunk_count_;
+  const size_t queue_capacity_;
+
+  // Lock order: pack_mu_, then store_->mu_, then mu_; frame_mu_ and
+  // queue_mu_ are never held with another lock.
+  absl::Mutex mu_;
+  State state_ ABSL_GUARDED_BY(mu_) = State::kOpen;
+  absl::Status error_ ABSL_GUARDED_BY(mu_);
+  std::vector<Digest> chunks_ ABSL_GUARDED_BY(mu_);
+  std::vector<uint8_t> added_ ABSL_GUARDED_BY(mu_);
+  uint64_t added_count_ ABSL_GUARDED_BY(mu_) = 0;
+  // Chunks this capture stores itself (dedup within the capture).
+  absl::flat_hash_set<Digest, DigestHash> pending_ ABSL_GUARDED_BY(mu_);
+  // AddChunk calls between the dedup decision and the frame append.
+  int active_adds_ ABSL_GUARDED_BY(mu_) = 0;
+
+  absl::Mutex frame_mu_;
+  Frame frame_ ABSL_GUARDED_BY(frame_mu_);
+  uint64_t frame_bytes_ ABSL_GUARDED_BY(frame_mu_) = 0;
+
+  absl::Mutex queue_mu_;
+  std::deque<Frame> queue_ ABSL_GUARDED_BY(queue_mu_);
+  bool queue_closed_ ABSL_GUARDED_BY(queue_mu_) = false;
+
+  absl::Mutex pack_mu_;
+  std::unique_ptr<PackWriter> pack_ ABSL_GUARDED_BY(pack_mu_);
+  uint64_t new_stored_bytes_ ABSL_GUARDED_BY(pack_mu_) = 0;
+
+  std::vector<std::thread> workers_;
+};
+
+class ImageReaderImpl final : public ImageReader {
+ public:
+  ImageReaderImpl(ImageStore* store, std::shared_ptr<const Manifest> manifest,
+                  Digest digest)
+      : store_(store),
+        manifest_(std::move(manifest)),
+        digest_(digest),
+        cache_(store->options_.reader_cache_frames) {
+    absl::MutexLock lock(&store_->mu_);
+    store_->readers_[this] = manifest_;
+  }
+  ~ImageReaderImpl() override {
+    absl::MutexLock lock(&store_->mu_);
+    store_->readers_.erase(this);
+  }
+  ImageReaderImpl(const ImageReaderImpl&) = delete;
+  ImageReaderImpl& operator=(const ImageReaderImpl&) = delete;
+
+  const Manifest& manifest() const override { return *manifest_; }
+  const Digest& manifest_digest() const override { return digest_; }
+
+  absl::StatusOr<std::string> ReadChunk(uint64_t index) override {
+    if (index >= manifest_->ChunkCount()) {
+      return absl::OutOfRangeError(
+          absl::StrCat("chunk index ", index, " is past image ",
+                       manifest_->image_id, "'s ", manifest_->ChunkCount(),
+                       " chunks"));
+    }
+    const Digest& d = manifest_->chunks[index];
+    if (d.IsZero()) return std::string();
+    absl::StatusOr<std::string> data = store_->ReadChunkByDigest(d, &cache_);
+    if (!data.ok()) {
+      std::string what =
+          absl::StrCat("chunk ", index, " (sha256 ", d.ToHex(), ") of image ",
+                       manifest_->image_id, ": ", data.status().message());
+      if (absl::IsNotFound(data.status()) ||
+          absl::IsDataLoss(data.status())) {
+        return absl::DataLossError(what);
+      }
+      return absl::Status(data.status().code(), what);
+    }
+    return data;
+  }
+
+ private:
+  ImageStore* const store_;
+  const std::shared_ptr<const Manifest> manifest_;
+  const Digest digest_;
+  FrameCache cache_;
+};
+
+}  // namespace internal
+
+using internal::FrameCache;
+using internal::PackIndex;
+using internal::PackState;
+
+ImageStore::ImageStore(std::string dir, ImageStoreOptions options)
+    : dir_(std::move(dir)),
+      packs_dir_(absl::StrCat(dir_, "/packs")),
+      images_dir_(absl::StrCat(dir_, "/images")),
+      options_(options),
+      fs_(options.filesystem != nullptr ? options.filesystem
+                                        : PosixFilesystem()) {}
+
+ImageStore::~ImageStore() = default;
+
+absl::StatusOr<std::unique_ptr<ImageStore>> ImageStore::Open(
+    const std::string& dir, ImageStoreOptions options) {
+  if (options.chunk_size == 0 || options.frame_size < options.chunk_size ||
+      options.pack_size == 0) {
+    return absl::InvalidArgumentError(
+        "chunk_size, frame_size >= chunk_size and pack_size must be set");
+  }
+  std::unique_ptr<ImageStore> store(new ImageStore(dir, options));
+  RETURN_IF_ERROR(store->Load());
+  return store;
+}
+
+std::string ImageStore::ManifestPath(absl::string_view image_id) const {
+  return absl::StrCat(images_dir_, "/", image_id, internal::kManifestSuffix);
+}
+
+absl::Status ImageStore::Load() {
+  RETURN_IF_ERROR(fs_->CreateDir(dir_));
+  RETURN_IF_ERROR(fs_->CreateDir(packs_dir_));
+  RETURN_IF_ERROR(fs_->CreateDir(images_dir_));
+  for (const std::string* d : {&packs_dir_, &images_dir_}) {
+    ASSIGN_OR_RETURN(std::vector<std::string> names, fs_->ListDir(*d));
+    bool removed = false;
+    for (const std::string& name : names) {
+      if (absl::EndsWith(name, internal::kTempSuffix)) {
+        // Left by a crash before its rename: never part of any image.
+        RETURN_IF_ERROR(fs_->Remove(absl::StrCat(*d, "/", name)));
+        removed = true;
+      }
+    }
+    if (removed) RETURN_IF_ERROR(fs_->SyncDir(*d));
+  }
+
+  ASSIGN_OR_RETURN(std::vector<std::string> packs, fs_->ListDir(packs_dir_));
+  std::sort(packs.begin(), packs.end());
+  for (const std::string& name : packs) {
+    if (!absl::EndsWith(name, internal::kPackSuffix)) continue;
+    std::string path = absl::StrCat(packs_dir_, "/", name);
+    absl::StatusOr<PackIndex> index;
+    uint64_t size = 0;
+    {
+      absl::StatusOr<std::unique_ptr<RandomAccessFile>> file =
+          fs_->OpenForRead(path);
+      if (!file.ok()) return file.status();
+      absl::StatusOr<uint64_t> file_size = (*file)->Size();
+      if (!file_size.ok()) return file_size.status();
+      size = *file_size;
+      index = internal::ReadPackIndex(**file, size);
+    }
+    if (!index.ok()) {
+      common::LogWarning("image store %s: skipping pack %s: %s", dir_, name,
+                         index.status().ToString());
+      continue;
+    }
+    absl::MutexLock lock(&mu_);
+    RegisterPackLocked(
+        name.substr(0, name.size() - internal::kPackSuffix.size()),
+        std::move(index).value(), size);
+  }
+
+  ASSIGN_OR_RETURN(std::vector<std::string> images, fs_->ListDir(images_dir_));
+  for (const std::string& name : images) {
+    if (!absl::EndsWith(name, internal::kManifestSuffix)) continue;
+    std::string id =
+        name.substr(0, name.size() - internal::kManifestSuffix.size());
+    if (!internal::ValidImageId(id)) continue;
+    absl::StatusOr<Manifest> m = ReadManifest(id, nullptr);
+    ImageInfo info;
+    if (m.ok()) {
+      info = ImageInfo{m->logical_bytes, m->referenced_stored_bytes};
+    } else {
+      // Still listed, so it can be deleted; OpenImage reports DATA_LOSS.
+      common::LogWarning("image store %s: manifest of %s: %s", dir_, id,
+                         m.status().ToString());
+    }
+    absl::MutexLock lock(&mu_);
+    images_[id] = info;
+  }
+  return absl::OkStatus();
+}
+
+uint32_t ImageStore::RegisterPackLocked(std::string name, PackIndex index,
+                                        uint64_t file_size) {
+  auto pack = std::make_shared<PackState>();
+  pack->number = next_pack_number_++;
+  pack->path = absl::StrCat(packs_dir_, "/", name, internal::kPackSuffix);
+  pack->name = std::move(name);
+  pack->file_size = file_size;
+  for (const internal::FrameInfo& f : index.frames) {
+    pack->plain_bytes += f.plain_len;
+  }
+  pack->frames = std::move(index.frames);
+  for (const internal::PackChunk& c : index.chunks) {
+    index_.try_emplace(c.digest,
+                       Location{pack->number, c.frame, c.offset, c.length});
+  }
+  pack_names_.insert(pack->name);
+  packs_[pack->number] = std::move(pack);
+  return next_pack_number_ - 1;
+}
+
+std::string ImageStore::NewPackName() {
+  absl::BitGen gen;
+  for (;;) {
+    std::string name = absl::StrFormat("%016x", absl::Uniform<uint64_t>(gen));
+    absl::MutexLock lock(&mu_);
+    if (!pack_names_.contains(name)) return name;
+  }
+}
+
+uint64_t ImageStore::StoredShareLocked(const Location& loc) const {
+  auto it = packs_.find(loc.pack);
+  if (it == packs_.end()) return 0;
+  const internal::FrameInfo& f = it->second->frames[loc.frame];
+  if (f.plain_len == 0) return 0;
+  return uint64_t{f.stored_len} * loc.length / f.plain_len;
+}
+
+absl::StatusOr<Manifest> ImageStore::ReadManifest(const std::string& image_id,
+                                                  Digest* digest) const {
+  absl::StatusOr<std::string> data =
+      ReadWholeFile(fs_, ManifestPath(image_id));
+  if (absl::IsNotFound(data.status())) {
+    return absl::NotFoundError(absl::StrCat("image ", image_id, " not found"));
+  }
+  if (!data.ok()) return data.status();
+  absl::StatusOr<Manifest> m = DecodeManifest(*data, digest);
+  if (!m.ok()) {
+    return absl::DataLossError(
+        absl::StrCat("image ", image_id, ": ", m.status().message()));
+  }
+  if (m->image_id != image_id) {
+    return absl::DataLossError(absl::StrCat("image ", image_id,
+                                            ": manifest names image ",
+                                            m->image_id));
+  }
+  return m;
+}
+
+absl::StatusOr<std::unique_ptr<ImageWriter>> ImageStore::BeginImage(
+    const std::string& image_id, uint64_t volume_size, uint32_t block_size) {
+  if (!internal::ValidImageId(image_id)) return internal::InvalidId(image_id);
+  if (block_size == 0 || (block_size & (block_size - 1)) != 0 ||
+      options_.chunk_size % block_size != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("block_size ", block_size,
+                     " must be a power of two dividing the chunk size ",
+                     options_.chunk_size));
+  }
+  if (volume_size == 0 || volume_size % block_size != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("volume_size ", volume_size,
+                     " must be a positive multiple of block_size ",
+                     block_size));
+  }
+  auto writer = std::make_unique<internal::ImageWriterImpl>(
+      this, image_id, volume_size, block_size);
+  {
+    absl::MutexLock lock(&mu_);
+    if (images_.contains(image_id) || reserved_ids_.contains(image_id)) {
+      return absl::AlreadyExistsError(
+          absl::StrCat("image ", image_id, " already exists"));
+    }
+    reserved_ids_.insert(image_id);
+    writers_.insert(writer.get());
+  }
+  writer->Start();
+  return std::unique_ptr<ImageWriter>(std::move(writer));
+}
+
+absl::StatusOr<std::unique_ptr<ImageReader>> ImageStore::OpenImage(
+    const std::string& image_id) {
+  if (!internal::ValidImageId(image_id)) return internal::InvalidId(image_id);
+  {
+    absl::MutexLock lock(&mu_);
+    if (!images_.contains(image_id)) {
+      return absl::NotFoundError(
+          absl::StrCat("image ", image_id, " not found"));
+    }
+  }
+  Digest digest;
+  ASSIGN_OR_RETURN(Manifest m, ReadManifest(image_id, &digest));
+  return std::unique_ptr<ImageReader>(new internal::ImageReaderImpl(
+      this, std::make_shared<const Manifest>(std::move(m)), digest));
+}
+
+absl::StatusOr<std::string> ImageStore::ReadChunkByDigest(const Digest& digest,
+                                                          FrameCache* cache) {
+  for (int attempt = 0;; ++attempt) {
+    Location loc;
+    std::shared_ptr<PackState> pack;
+    {
+      absl::ReaderMutexLock lock(&mu_);
+      auto it = index_.find(digest);
+      if (it == index_.end()) {
+        return absl::NotFoundError("chunk is not in the store");
+      }
+      loc = it->second;
+      pack = packs_.at(loc.pack);
+    }
+    std::shared_ptr<const std::string> frame =
+        cache != nullptr ? cache->Get(loc.pack, loc.frame) : nullptr;
+    if (frame == nullptr) {
+      absl::StatusOr<std::string> plain = [&]() -> absl::StatusOr<std::string> {
+        ASSIGN_OR_RETURN(std::shared_ptr<RandomAccessFile> file,
+                         pack->File(fs_));
+        return internal::ReadFrame(*file, pack->frames[loc.frame],
+                                   internal::ThreadDecompressor(), pack->name,
+                                   loc.frame);
+      }();
+      if (!plain.ok()) {
+        // Garbage collection moved the chunk after we looked it up.
+        if (pack->retired.load() && attempt == 0) continue;
+        if (absl::IsNotFound(plain.status())) {
+          return absl::NotFoundError(absl::StrCat(
+              "pack ", pack->name, " is missing: ", plain.status().message()));
+        }
+        return plain.status();
+      }
+      frame = std::make_shared<const std::string>(std::move(plain).value());
+      if (cache != nullptr) cache->Put(loc.pack, loc.frame, frame);
+    }
+    absl::string_view chunk =
+        absl::string_view(*frame).substr(loc.offset, loc.length);
+    if (Sha256(chunk) != digest) {
+      return absl::DataLossError(
+          absl::StrCat("digest mismatch in frame ", loc.frame, " of pack ",
+                       pack->name));
+    }
+    return std::string(chunk);
+  }
+}
+
+absl::StatusOr<VerifyReport> ImageStore::VerifyImage(
+    const std::string& image_id) {
+  ASSIGN_OR_RETURN(std::unique_ptr<ImageReader> reader, OpenImage(image_id));
+  const Manifest& m = reader->manifest();
+  FrameCache cache(options_.reader_cache_frames);
+  // A chunk repeated within the image is checked once.
+  absl::flat_hash_map<Digest, absl::StatusCode, DigestHash> checked;
+  VerifyReport report;
+  for (uint64_t i = 0; i < m.ChunkCount(); ++i) {
+    const Digest& d = m.chunks[i];
+    if (d.IsZero()) continue;
+    ++report.chunks_checked;
+    absl::StatusCode code;
+    auto it = checked.find(d);
+    if (it != checked.end()) {
+      code = it->second;
+    } else {
+      absl::StatusOr<std::string> data = ReadChunkByDigest(d, &cache);
+      code = data.status().code();
+      if (!data.ok() && !absl::IsNotFound(data.status()) &&
+          !absl::IsDataLoss(data.status())) {
+        return data.status();  // An I/O error says nothing about the data.
+      }
+      if (!data.ok() && report.errors.size() < internal::kMaxReportedErrors) {
+        report.errors.push_back(absl::StrCat("chunk ", i, " (sha256 ",
+                                             d.ToHex(),
+                                             "): ", data.status().message()));
+      }
+      checked[d] = code;
+    }
+    if (code == absl::StatusCode::kNotFound) report.missing_chunks.push_back(i);
+    if (code == absl::StatusCode::kDataLoss) report.corrupt_chunks.push_back(i);
+  }
+  return report;
+}
+
+absl::Status ImageStore::DeleteImage(const std::string& image_id) {
+  if (!internal::ValidImageId(image_id)) return internal::InvalidId(image_id);
+  {
+    absl::MutexLock lock(&mu_);
+    if (!images_.contains(image_id)) {
+      return absl::NotFoundError(
+          absl::StrCat("image ", image_id, " not found"));
+    }
+  }
+  // The file goes first: until it is gone, collections still count it live.
+  absl::Status removed = fs_->Remove(ManifestPath(image_id));
+  if (!removed.ok() && !absl::IsNotFound(removed)) return removed;
+  RETURN_IF_ERROR(fs_->SyncDir(images_dir_));
+  absl::MutexLock lock(&mu_);
+  images_.erase(image_id);
+  return absl::OkStatus();
+}
+
+std::vector<std::string> ImageStore::ListImages() const {
+  std::vector<std::string> ids;
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& [id, info] : images_) ids.push_back(id);
+  }
+  std::sort(ids.begin(), ids.end());
+  return ids;
+}
+
+absl::StatusOr<GcResult> ImageStore::CollectGarbage(bool dry_run) {
+  absl::MutexLock gc_lock(&gc_mu_);
+  std::vector<std::string> ids;
+  {
+    absl::MutexLock lock(&mu_);
+    gc_marking_ = true;
+    committed_while_marking_.clear();
+    for (const auto& [id, info] : images_) ids.push_back(id);
+  }
+  absl::Cleanup stop_marking = [this] {
+    absl::MutexLock lock(&mu_);
+    gc_marking_ = false;
+    committed_while_marking_.clear();
+  };
+
+  // Mark, outside the lock: manifests can be large.
+  absl::flat_hash_set<Digest, DigestHash> live;
+  for (const std::string& id : ids) {
+    absl::StatusOr<Manifest> m = ReadManifest(id, nullptr);
+    if (absl::IsNotFound(m.status())) continue;  // Deleted meanwhile.
+    if (!m.ok()) {
+      return absl::Status(
+          m.status().code(),
+          absl::StrCat("garbage collection stopped, nothing removed: ",
+                       m.status().message(),
+                       "; delete or restore that image first"));
+    }
+    for (const Digest& d : m->chunks) {
+      if (!d.IsZero()) live.insert(d);
+    }
+  }
+
+  GcResult result;
+  result.dry_run = dry_run;
+  std::vector<std::shared_ptr<PackState>> to_delete;
+  absl::flat_hash_map<uint32_t, std::vector<std::pair<Digest, Location>>>
+      to_repack;
+  {
+    // Finish marking and sweep the index in one critical section, so no
+    // capture can pick up a chunk between being judged dead and removed.
+    absl::MutexLock lock(&mu_);
+    for (const std::vector<Digest>& chunks : committed_while_marking_) {
+      for (const Digest& d : chunks) {
+        if (!d.IsZero()) live.insert(d);
+      }
+    }
+    for (internal::ImageWriterImpl* w : writers_) w->MarkLive(&live);
+    for (const auto& [reader, manifest] : readers_) {
+      for (const Digest& d : manifest->chunks) {
+        if (!d.IsZero()) live.insert(d);
+      }
+    }
+    absl::flat_hash_map<uint32_t, uint64_t> live_plain;
+    std::vector<Digest> dead;
+    for (const auto& [d, loc] : index_) {
+      if (live.contains(d)) {
+        live_plain[loc.pack] += loc.length;
+      } else {
+        dead.push_back(d);
+      }
+    }
+    result.chunks_removed = dead.size();
+    for (const auto& [number, pack] : packs_) {
+      auto it = live_plain.find(number);
+      uint64_t lp = it == live_plain.end() ? 0 : it->second;
+      if (lp == 0) {
+        to_delete.push_back(pack);
+        result.bytes_freed += pack->file_size;
+        ++result.packs_deleted;
+      } else if (static_cast<double>(lp) <
+                 options_.repack_below_live_fraction *
+                     static_cast<double>(pack->plain_bytes)) {
+        to_repack[number];
+      }
+    }
+    if (!to_repack.empty()) {
+      for (const auto& [d, loc] : index_) {
+        auto it = to_repack.find(loc.pack);
+        if (it != to_repack.end() && live.contains(d)) {
+          it->second.emplace_back(d, loc);
+        }
+      }
+    }
+    if (dry_run) {
+      for (const auto& [number, chunks] : to_repack) {
+        uint64_t kept = 0;
+        for (const auto& entry : chunks) kept += StoredShareLocked(entry.second);
+        uint64_t size = packs_.at(number)->file_size;
+        result.bytes_freed += size > kept ? size - kept : 0;
+        ++result.packs_rewritten;
+      }
+      return result;
+    }
+    for (const Digest& d : dead) index_.erase(d);
+    for (const std::shared_ptr<PackState>& pack : to_delete) {
+      pack->retired = true;
+      packs_.erase(pack->number);
+      pack_names_.erase(pack->name);
+    }
+  }
+
+  for (const std::shared_ptr<PackState>& pack : to_delete) {
+    absl::Status s = fs_->Remove(pack->path);
+    if (!s.ok() && !absl::IsNotFound(s)) {
+      common::LogWarning("image store %s: cannot delete pack %s: %s", dir_,
+                         pack->name, s.ToString());
+    }
+  }
+  if (!to_delete.empty()) RETURN_IF_ERROR(fs_->SyncDir(packs_dir_));
+
+  for (auto& [number, chunks] : to_repack) {
+    uint64_t old_size = 0;
+    {
+      absl::MutexLock lock(&mu_);
+      old_size = packs_.at(number)->file_size;
+    }
+    uint64_t written = 0;
+    absl::Status s = Repack(number, std::move(chunks), &written);
+    if (!s.ok()) {
+      // The old pack stays as it was; a full disk must not stop the rest.
+      common::LogWarning("image store %s: repack failed: %s", dir_,
+                         s.ToString());
+      if (absl::IsResourceExhausted(s)) return s;
+      continue;
+    }
+    ++result.packs_rewritten;
+    result.bytes_freed += old_size > written ? old_size - written : 0;
+  }
+  return result;
+}
+
+absl::Status ImageStore::Repack(uint32_t number,
+                                std::vector<std::pair<Digest, Location>> live,
+                                uint64_t* bytes_written) {
+  std::shared_ptr<PackState> old;
+  {
+    absl::MutexLock lock(&mu_);
+    old = packs_.at(number);
+  }
+  std::sort(live.begin(), live.end(), [](const auto& a, const auto& b) {
+    return std::make_pair(a.second.frame, a.second.offset) <
+           std::make_pair(b.second.frame, b.second.offset);
+  });
+  ASSIGN_OR_RETURN(std::shared_ptr<RandomAccessFile> file, old->File(fs_));
+  ASSIGN_OR_RETURN(std::unique_ptr<internal::PackWriter> writer,
+                   internal::PackWriter::Create(fs_, packs_dir_, NewPackName()));
+  internal::CCtxPtr cctx(ZSTD_createCCtx());
+  std::string plain;
+  std::vector<internal::FrameChunk> chunks;
+  auto flush = [&]() -> absl::Status {
+    if (chunks.empty()) return absl::OkStatus();
+    internal::CompressedFrame frame = internal::CompressFrame(
+        cctx.get(), options_.compression_level, options_.min_compression_saving,
+        plain, std::move(chunks));
+    plain.clear();
+    chunks.clear();
+    return writer->AddFrame(frame);
+  };
+  uint32_t current = UINT32_MAX;
+  std::string frame;
+  for (const auto& [digest, loc] : live) {
+    if (loc.frame != current) {
+      ASSIGN_OR_RETURN(frame, internal::ReadFrame(
+                                  *file, old->frames[loc.frame],
+                                  internal::ThreadDecompressor(), old->name,
+                                  loc.frame));
+      current = loc.frame;
+    }
+    absl::string_view chunk = absl::string_view(frame).substr(loc.offset,
+                                                              loc.length);
+    if (Sha256(chunk) != digest) {
+      return absl::DataLossError(absl::StrCat(
+          "chunk sha256 ", digest.ToHex(), " in pack ", old->name,
+          " is corrupt; pack kept as it is"));
+    }
+    chunks.push_back(internal::FrameChunk{
+        digest, static_cast<uint32_t>(plain.size()), loc.length});
+    plain.append(chunk.data(), chunk.size());
+    if (plain.size() >= options_.frame_size) RETURN_IF_ERROR(flush());
+  }
+  RETURN_IF_ERROR(flush());
+  uint64_t size = 0;
+  ASSIGN_OR_RETURN(PackIndex index, writer->Seal(&size));
+  {
+    absl::MutexLock lock(&mu_);
+    std::vector<internal::PackChunk> moved = index.chunks;
+    uint32_t fresh = RegisterPackLocked(writer->name(), std::move(index), size);
+    for (const internal::PackChunk& c : moved) {
+      auto it = index_.find(c.digest);
+      if (it != index_.end() && it->second.pack == number) {
+        it->second = Location{fresh, c.frame, c.offset, c.length};
+      }
+    }
+    old->retired = true;
+    packs_.erase(number);
+    pack_names_.erase(old->name);
+  }
+  // A crash before this removal leaves both copies, which is harmless: the
+  // next collection finds the old pack without live chunks.
+  absl::Status s = fs_->Remove(old->path);
+  if (!s.ok() && !absl::IsNotFound(s)) return s;
+  RETURN_IF_ERROR(fs_->SyncDir(packs_dir_));
+  *bytes_written = size;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<StoreStatus> ImageStore::Status() const {
+  StoreStatus status;
+  {
+    absl::MutexLock lock(&mu_);
+    status.image_count = images_.size();
+    for (const auto& [id, info] : images_) {
+      status.logical_bytes += info.logical_bytes;
+    }
+    for (const auto& [number, pack] : packs_) {
+      status.stored_bytes += pack->file_size;
+    }
+    status.pack_count = packs_.size();
+    status.chunk_count = index_.size();
+  }
+  status.dedup_ratio =
+      status.stored_bytes == 0
+          ? 0
+          : static_cast<double>(status.logical_bytes) /
+                static_cast<double>(status.stored_bytes);
+  ASSIGN_OR_RETURN(FilesystemStats fs, fs_->Stats(dir_));
+  status.capacity_bytes = fs.capacity_bytes;
+  status.free_bytes = fs.free_bytes;
+  return status;
+}
+
+}  // namespace storaged

@@ -1,0 +1,277 @@
+// The image store of one storaged: captured volumes cut into 64 KiB chunks
+// named by SHA-256 (identical chunks stored once across all images, all-zero
+// chunks not stored), new chunks packed in volume order into ~4 MiB zstd
+// frames inside pack files, and one manifest per image listing its chunks.
+//
+// Small chunks deduplicate, large frames compress: the dedup unit (chunk) and
+// the compression unit (frame) are decoupled, and an in-memory index maps
+// each chunk digest to (pack, frame, offset, length).
+//
+// Layout under the store directory:
+//   packs/<16 hex>.pack        frames + index + footer (see internal/pack.h)
+//   images/<image_id>.manifest one per image (see manifest.h)
+// Every file is written under a ".tmp" name, fsynced, renamed and its
+// directory fsynced; a capture's packs are sealed before its manifest is
+// written, so a crash leaves either no image or a complete one. Leftover
+// temporary files are removed by Open.
+#ifndef STORAGED_IMAGE_STORE_H_
+#define STORAGED_IMAGE_STORE_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "storaged/digest.h"
+#include "storaged/filesystem.h"
+#include "storaged/manifest.h"
+
+namespace storaged {
+
+namespace internal {
+class ImageWriterImpl;
+class ImageReaderImpl;
+struct PackState;
+struct FrameCache;
+struct PackIndex;
+}  // namespace internal
+
+struct ImageStoreOptions {
+  // Where files go; nullptr means PosixFilesystem(). Not owned.
+  Filesystem* filesystem = nullptr;
+  // Dedup unit for new captures.
+  uint32_t chunk_size = 64 << 10;
+  // Plain bytes per compressed frame.
+  uint32_t frame_size = 4 << 20;
+  // A pack is sealed once it reaches this many bytes.
+  uint64_t pack_size = 256 << 20;
+  int compression_level = 3;
+  // Frames compressed in parallel per capture.
+  int compression_threads = 2;
+  // A frame is stored raw if zstd saves less than this fraction.
+  double min_compression_saving = 0.03;
+  // Garbage collection rewrites packs whose live share of plain bytes is
+  // below this fraction.
+  double repack_below_live_fraction = 0.5;
+  // Decompressed frames each reader keeps (sequential restores hit them).
+  int reader_cache_frames = 4;
+};
+
+// What a committed capture produced.
+struct ManifestSummary {
+  std::string image_id;
+  uint64_t volume_size = 0;
+  uint64_t chunk_count = 0;
+  uint64_t data_chunks = 0;    // Non-zero chunk indexes.
+  uint64_t zero_chunks = 0;    // All-zero chunk indexes (not stored).
+  uint64_t unique_chunks = 0;  // Distinct non-zero chunks.
+  uint64_t new_chunks = 0;     // Distinct chunks the store did not have.
+  uint64_t logical_bytes = 0;  // data_chunks x their length.
+  // This image's share of stored bytes (see Manifest::referenced_stored_bytes).
+  uint64_t stored_bytes = 0;
+  // Compressed bytes this capture added to the store.
+  uint64_t new_stored_bytes = 0;
+  Digest manifest_digest;
+};
+
+// Receives the chunks of one volume being captured. Thread-safe: AddChunk
+// may be called from several threads, in any order. Destroying a writer that
+// was not committed aborts it. Must not outlive its ImageStore.
+class ImageWriter {
+ public:
+  virtual ~ImageWriter() = default;
+
+  virtual const std::string& image_id() const = 0;
+  virtual uint64_t chunk_count() const = 0;
+  // Plain length chunk `index` must have: chunk_size, or less for the last.
+  virtual uint32_t ChunkLength(uint64_t index) const = 0;
+
+  // Adds chunk `index`. INVALID_ARGUMENT if the index is out of range, the
+  // length is wrong, or the index was already added with other content;
+  // RESOURCE_EXHAUSTED if the store's disk is full (the capture is then
+  // dead: Commit fails); FAILED_PRECONDITION after Commit/Abort.
+  virtual absl::Status AddChunk(uint64_t index, absl::string_view plain) = 0;
+  // Marks `count` chunks from `first_index` all-zero (unmapped ranges of a
+  // thin volume) without passing their bytes.
+  virtual absl::Status AddZeroChunks(uint64_t first_index, uint64_t count) = 0;
+
+  // Flushes and seals the capture's packs, then durably writes the manifest.
+  // FAILED_PRECONDITION if a chunk index was never added; the first write
+  // error otherwise (RESOURCE_EXHAUSTED for a full disk). On any error the
+  // capture is aborted and no image is visible.
+  virtual absl::StatusOr<ManifestSummary> Commit() = 0;
+  // Discards the capture; nothing becomes visible. Packs it already sealed
+  // hold only unreferenced chunks, which garbage collection reclaims.
+  virtual void Abort() = 0;
+};
+
+// Reads the chunks of one image. Thread-safe. Keeps the image's chunks from
+// garbage collection while it exists, even if the image is deleted. Must not
+// outlive its ImageStore.
+class ImageReader {
+ public:
+  virtual ~ImageReader() = default;
+
+  virtual const Manifest& manifest() const = 0;
+  virtual const Digest& manifest_digest() const = 0;
+
+  // Plain bytes of chunk `index` (ChunkLength bytes), or an empty string for
+  // an all-zero chunk. The SHA-256 is checked: DATA_LOSS naming the chunk
+  // index and digest if the data is corrupt or missing; OUT_OF_RANGE for an
+  // index past the end.
+  virtual absl::StatusOr<std::string> ReadChunk(uint64_t index) = 0;
+};
+
+struct VerifyReport {
+  uint64_t chunks_checked = 0;  // Non-zero chunk indexes read.
+  std::vector<uint64_t> corrupt_chunks;  // Stored but damaged.
+  std::vector<uint64_t> missing_chunks;  // Not in the store at all.
+  std::vector<std::string> errors;       // The first few messages.
+  bool ok() const { return corrupt_chunks.empty() && missing_chunks.empty(); }
+};
+
+struct GcResult {
+  bool dry_run = false;
+  uint64_t chunks_removed = 0;  // Index entries no live image names.
+  uint64_t bytes_freed = 0;     // Pack bytes deleted minus bytes rewritten.
+  uint64_t packs_deleted = 0;
+  uint64_t packs_rewritten = 0;
+};
+
+struct StoreStatus {
+  uint64_t image_count = 0;
+  uint64_t logical_bytes = 0;  // Sum over images.
+  uint64_t stored_bytes = 0;   // Pack bytes on disk.
+  uint64_t pack_count = 0;
+  uint64_t chunk_count = 0;    // Distinct stored chunks.
+  double dedup_ratio = 0;      // logical_bytes / stored_bytes.
+  uint64_t capacity_bytes = 0;
+  uint64_t free_bytes = 0;
+};
+
+// The store. Safe for concurrent use from multiple threads: captures,
+// restores, verification, deletion and garbage collection may all run at
+// once. One ImageStore per directory per process.
+class ImageStore {
+ public:
+  // Opens (creating if needed) the store in `dir`, removes leftover temporary
+  // files and loads every pack's index. Packs with a damaged index are
+  // skipped with a warning (their chunks then read as missing).
+  static absl::StatusOr<std::unique_ptr<ImageStore>> Open(
+      const std::string& dir, ImageStoreOptions options);
+
+  ~ImageStore();
+  ImageStore(const ImageStore&) = delete;
+  ImageStore& operator=(const ImageStore&) = delete;
+
+  // Starts a capture. INVALID_ARGUMENT for an id outside [A-Za-z0-9_-]{1,128}
+  // or bad sizes (volume_size > 0 and a multiple of block_size; block_size a
+  // power of two dividing the chunk size); ALREADY_EXISTS if the id is taken
+  // or being captured.
+  absl::StatusOr<std::unique_ptr<ImageWriter>> BeginImage(
+      const std::string& image_id, uint64_t volume_size, uint32_t block_size);
+
+  // NOT_FOUND for an unknown id; DATA_LOSS if its manifest is damaged.
+  absl::StatusOr<std::unique_ptr<ImageReader>> OpenImage(
+      const std::string& image_id);
+
+  // Reads every chunk and recomputes its digest. Errors as OpenImage.
+  absl::StatusOr<VerifyReport> VerifyImage(const std::string& image_id);
+
+  // Durably removes the manifest; space comes back at the next garbage
+  // collection. NOT_FOUND for an unknown id.
+  absl::Status DeleteImage(const std::string& image_id);
+
+  // Ids of committed images, sorted.
+  std::vector<std::string> ListImages() const;
+
+  // Marks chunks named by live manifests, open readers and captures in
+  // progress; deletes packs without live chunks and rewrites packs that are
+  // mostly dead. With `dry_run` only reports. DATA_LOSS if a manifest cannot
+  // be read (nothing is collected then, since its chunks cannot be known).
+  absl::StatusOr<GcResult> CollectGarbage(bool dry_run);
+
+  absl::StatusOr<StoreStatus> Status() const;
+
+  const ImageStoreOptions& options() const { return options_; }
+
+ private:
+  friend class internal::ImageWriterImpl;
+  friend class internal::ImageReaderImpl;
+
+  struct Location {
+    uint32_t pack;
+    uint32_t frame;
+    uint32_t offset;
+    uint32_t length;
+  };
+  struct ImageInfo {
+    uint64_t logical_bytes = 0;
+    uint64_t referenced_stored_bytes = 0;
+  };
+
+  ImageStore(std::string dir, ImageStoreOptions options);
+  absl::Status Load();
+  std::string ManifestPath(absl::string_view image_id) const;
+  absl::StatusOr<Manifest> ReadManifest(const std::string& image_id,
+                                        Digest* digest) const;
+
+  // Adds a sealed pack and its chunks to the index (a chunk already indexed
+  // elsewhere keeps its old location). Returns the pack number.
+  uint32_t RegisterPackLocked(std::string name, internal::PackIndex index,
+                              uint64_t file_size)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A random pack name not in use.
+  std::string NewPackName();
+
+  // Plain bytes of the chunk named `digest`, checked against it. NOT_FOUND if
+  // the store does not have it, DATA_LOSS if it is damaged.
+  absl::StatusOr<std::string> ReadChunkByDigest(const Digest& digest,
+                                                internal::FrameCache* cache);
+  // Estimated compressed bytes of one chunk: its share of its frame.
+  uint64_t StoredShareLocked(const Location& loc) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
+
+  // Copies the live chunks of pack `number` into new packs and retires it.
+  absl::Status Repack(uint32_t number,
+                      std::vector<std::pair<Digest, Location>> live,
+                      uint64_t* bytes_written);
+
+  const std::string dir_;
+  const std::string packs_dir_;
+  const std::string images_dir_;
+  const ImageStoreOptions options_;
+  Filesystem* const fs_;
+
+  absl::Mutex gc_mu_ ABSL_ACQUIRED_BEFORE(mu_);  // One collection at a time.
+  mutable absl::Mutex mu_;
+  absl::flat_hash_map<Digest, Location, DigestHash> index_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<uint32_t, std::shared_ptr<internal::PackState>> packs_
+      ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_set<std::string> pack_names_ ABSL_GUARDED_BY(mu_);
+  uint32_t next_pack_number_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::flat_hash_map<std::string, ImageInfo> images_ ABSL_GUARDED_BY(mu_);
+  // Ids of captures in progress.
+  absl::flat_hash_set<std::string> reserved_ids_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_set<internal::ImageWriterImpl*> writers_
+      ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<const internal::ImageReaderImpl*,
+                      std::shared_ptr<const Manifest>>
+      readers_ ABSL_GUARDED_BY(mu_);
+  // While a collection reads manifests, captures that commit keep their
+  // chunks marked here, since the collection's list of images predates them.
+  bool gc_marking_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<std::vector<Digest>> committed_while_marking_
+      ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace storaged
+
+#endif  // STORAGED_IMAGE_STORE_H_

@@ -1,0 +1,679 @@
+#include "storaged/image_store.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <thread>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "storaged/digest.h"
+#include "storaged/filesystem.h"
+#include "storaged/filesystem_fault.h"
+
+namespace storaged {
+namespace {
+
+namespace stdfs = std::filesystem;
+
+constexpr uint32_t kChunk = 64 << 10;
+
+std::string TestDir(const std::string& name) {
+  std::string dir = std::string(std::getenv("TEST_TMPDIR")) + "/" + name;
+  stdfs::remove_all(dir);
+  return dir;
+}
+
+// Small frames and packs so tests cross frame and pack boundaries.
+ImageStoreOptions SmallOptions(Filesystem* fs = nullptr) {
+  ImageStoreOptions o;
+  o.filesystem = fs;
+  o.frame_size = 256 << 10;
+  o.pack_size = 1 << 20;
+  return o;
+}
+
+std::unique_ptr<ImageStore> OpenStore(const std::string& dir,
+                                      ImageStoreOptions o = SmallOptions()) {
+  auto store = ImageStore::Open(dir, o);
+  EXPECT_TRUE(store.ok()) << store.status();
+  return store.ok() ? std::move(store).value() : nullptr;
+}
+
+// Chunk content kinds: zero, one repeated pattern, or unique half-random,
+// half-text data (so zstd has something to do).
+std::string UniqueChunk(std::mt19937_64& rng, size_t n) {
+  std::string out(n, '\0');
+  for (size_t i = 0; i < n; ++i) {
+    out[i] = (i / 512) % 2 == 0 ? static_cast<char>(rng())
+                                : "the quick brown fox "[i % 20];
+  }
+  return out;
+}
+
+std::string MakeVolume(uint64_t size, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::string repeated = UniqueChunk(rng, kChunk);
+  std::string volume;
+  volume.reserve(size);
+  for (uint64_t off = 0, i = 0; off < size; off += kChunk, ++i) {
+    size_t n = std::min<uint64_t>(kChunk, size - off);
+    switch (i % 5) {
+      case 0:
+        volume.append(n, '\0');
+        break;
+      case 1:
+        volume.append(repeated, 0, n);
+        break;
+      default:
+        volume.append(UniqueChunk(rng, n));
+    }
+  }
+  return volume;
+}
+
+// Adds every chunk of `volume`, from `threads` threads in shuffled order.
+absl::Status AddAll(ImageWriter* w, const std::string& volume,
+                    int threads = 1, bool shuffle = false) {
+  std::vector<uint64_t> order(w->chunk_count());
+  for (uint64_t i = 0; i < order.size(); ++i) order[i] = i;
+  if (shuffle) std::shuffle(order.begin(), order.end(), std::mt19937_64(7));
+  std::vector<absl::Status> results(threads);
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads; ++t) {
+    pool.emplace_back([&, t] {
+      for (size_t k = t; k < order.size(); k += threads) {
+        uint64_t i = order[k];
+        absl::Status s = w->AddChunk(
+            i, absl::string_view(volume).substr(i * kChunk, w->ChunkLength(i)));
+        if (!s.ok()) {
+          results[t] = s;
+          return;
+        }
+      }
+    });
+  }
+  for (std::thread& t : pool) t.join();
+  for (const absl::Status& s : results) {
+    if (!s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ManifestSummary> Capture(ImageStore* store,
+                                        const std::string& id,
+                                        const std::string& volume,
+                                        int threads = 1, bool shuffle = false) {
+  auto w = store->BeginImage(id, volume.size(), 512);
+  if (!w.ok()) return w.status();
+  absl::Status s = AddAll(w->get(), volume, threads, shuffle);
+  if (!s.ok()) return s;
+  return (*w)->Commit();
+}
+
+absl::StatusOr<std::string> Restore(ImageStore* store, const std::string& id) {
+  auto r = store->OpenImage(id);
+  if (!r.ok()) return r.status();
+  const Manifest& m = (*r)->manifest();
+  std::string out;
+  for (uint64_t i = 0; i < m.ChunkCount(); ++i) {
+    auto chunk = (*r)->ReadChunk(i);
+    if (!chunk.ok()) return chunk.status();
+    if (chunk->empty()) {
+      out.append(m.ChunkLength(i), '\0');
+    } else {
+      out.append(*chunk);
+    }
+  }
+  return out;
+}
+
+std::vector<std::string> FilesIn(const std::string& dir,
+                                 absl::string_view suffix) {
+  std::vector<std::string> out;
+  if (!stdfs::exists(dir)) return out;
+  for (const auto& e : stdfs::directory_iterator(dir)) {
+    std::string p = e.path().string();
+    if (absl::EndsWith(p, suffix)) out.push_back(p);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+size_t TempFiles(const std::string& dir) {
+  return FilesIn(dir + "/packs", ".tmp").size() +
+         FilesIn(dir + "/images", ".tmp").size();
+}
+
+void FlipByte(const std::string& path, uint64_t offset) {
+  std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+  f.seekg(static_cast<std::streamoff>(offset));
+  char c = 0;
+  f.get(c);
+  f.seekp(static_cast<std::streamoff>(offset));
+  f.put(static_cast<char>(c ^ 0x40));
+}
+
+TEST(ImageStoreTest, RoundTripRandomZeroRepeatedOddSize) {
+  std::string dir = TestDir("roundtrip");
+  auto store = OpenStore(dir);
+  // Not a multiple of 64 KiB: the last chunk is 12 KiB.
+  const std::string volume = MakeVolume(5 * (1 << 20) + 12 * 1024, 1);
+  auto summary = Capture(store.get(), "img-1", volume, 3, /*shuffle=*/true);
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  EXPECT_EQ(summary->chunk_count, 81u);
+  EXPECT_EQ(summary->zero_chunks, 17u);
+  EXPECT_EQ(summary->data_chunks, 64u);
+  EXPECT_EQ(summary->unique_chunks, 49u);  // 48 unique + 1 repeated.
+  EXPECT_EQ(summary->new_chunks, 49u);
+  EXPECT_EQ(summary->logical_bytes, 64u * kChunk);  // The tail is zero.
+  EXPECT_GT(summary->new_stored_bytes, 0u);
+  EXPECT_LT(summary->new_stored_bytes, 49u * kChunk);  // zstd helped
+  EXPECT_GT(summary->stored_bytes, 0u);
+
+  auto restored = Restore(store.get(), "img-1");
+  ASSERT_TRUE(restored.ok()) << restored.status();
+  EXPECT_TRUE(*restored == volume);
+
+  auto reader = store->OpenImage("img-1");
+  ASSERT_TRUE(reader.ok());
+  EXPECT_EQ((*reader)->manifest().volume_size, volume.size());
+  EXPECT_EQ((*reader)->manifest().block_size, 512u);
+  EXPECT_EQ((*reader)->manifest_digest(), summary->manifest_digest);
+  EXPECT_EQ((*reader)->ReadChunk(81).status().code(),
+            absl::StatusCode::kOutOfRange);
+  auto zero = (*reader)->ReadChunk(0);
+  ASSERT_TRUE(zero.ok());
+  EXPECT_TRUE(zero->empty());
+  reader->reset();
+
+  // Everything comes back after a reopen, from the pack indexes alone.
+  store.reset();
+  store = OpenStore(dir);
+  restored = Restore(store.get(), "img-1");
+  ASSERT_TRUE(restored.ok()) << restored.status();
+  EXPECT_TRUE(*restored == volume);
+  auto report = store->VerifyImage("img-1");
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_TRUE(report->ok());
+  EXPECT_EQ(report->chunks_checked, 64u);
+
+  auto status = store->Status();
+  ASSERT_TRUE(status.ok()) << status.status();
+  EXPECT_EQ(status->image_count, 1u);
+  EXPECT_EQ(status->logical_bytes, summary->logical_bytes);
+  EXPECT_EQ(status->chunk_count, 49u);
+  EXPECT_GT(status->stored_bytes, 0u);
+  EXPECT_GT(status->dedup_ratio, 1.0);
+  EXPECT_GT(status->capacity_bytes, 0u);
+  EXPECT_GT(status->pack_count, 1u);
+}
+
+TEST(ImageStoreTest, SameDataTwiceStoresNothingNew) {
+  std::string dir = TestDir("dedup_same");
+  auto store = OpenStore(dir);
+  const std::string volume = MakeVolume(3 << 20, 2);
+  auto first = Capture(store.get(), "a", volume);
+  ASSERT_TRUE(first.ok()) << first.status();
+  auto before = store->Status();
+  auto second = Capture(store.get(), "b", volume, 2, true);
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ(second->new_chunks, 0u);
+  EXPECT_EQ(second->new_stored_bytes, 0u);
+  EXPECT_EQ(second->stored_bytes, first->stored_bytes);
+  auto after = store->Status();
+  EXPECT_EQ(after->stored_bytes, before->stored_bytes);
+  EXPECT_EQ(after->pack_count, before->pack_count);
+  EXPECT_EQ(after->logical_bytes, 2 * first->logical_bytes);
+  auto restored = Restore(store.get(), "b");
+  ASSERT_TRUE(restored.ok());
+  EXPECT_TRUE(*restored == volume);
+}
+
+TEST(ImageStoreTest, ChangedBlocksStoreOnlyTheirChunks) {
+  std::string dir = TestDir("dedup_changed");
+  auto store = OpenStore(dir);
+  const std::string volume = MakeVolume(4 << 20, 3);
+  ASSERT_TRUE(Capture(store.get(), "base", volume).ok());
+  std::string changed = volume;
+  // Three 4 KiB blocks in three different chunks (one was all zero).
+  for (uint64_t block : {3u, 16u * 7 + 5, 16u * 40}) {
+    for (int i = 0; i < 4096; ++i) changed[block * 4096 + i] = 'Z' + i % 3;
+  }
+  auto summary = Capture(store.get(), "changed", changed);
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  EXPECT_EQ(summary->new_chunks, 3u);
+  EXPECT_GT(summary->new_stored_bytes, 0u);
+  EXPECT_LT(summary->new_stored_bytes, 3u * kChunk);
+  auto restored = Restore(store.get(), "changed");
+  ASSERT_TRUE(restored.ok());
+  EXPECT_TRUE(*restored == changed);
+}
+
+TEST(ImageStoreTest, CorruptPackByteIsDataLossAndVerifyListsIt) {
+  std::string dir = TestDir("corrupt");
+  auto store = OpenStore(dir);
+  const std::string volume = MakeVolume(3 << 20, 4);
+  ASSERT_TRUE(Capture(store.get(), "img", volume).ok());
+  auto packs = FilesIn(dir + "/packs", ".pack");
+  ASSERT_FALSE(packs.empty());
+  FlipByte(packs[0], 16 + 100);  // Inside the first frame.
+
+  auto report = store->VerifyImage("img");
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_FALSE(report->ok());
+  ASSERT_FALSE(report->corrupt_chunks.empty());
+  EXPECT_TRUE(report->missing_chunks.empty());
+  EXPECT_FALSE(report->errors.empty());
+
+  auto reader = store->OpenImage("img");
+  ASSERT_TRUE(reader.ok());
+  uint64_t bad = report->corrupt_chunks[0];
+  auto chunk = (*reader)->ReadChunk(bad);
+  EXPECT_EQ(chunk.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_TRUE(absl::StrContains(chunk.status().message(),
+                                absl::StrCat("chunk ", bad, " ")))
+      << chunk.status();
+  EXPECT_TRUE(absl::StrContains(chunk.status().message(),
+                                (*reader)->manifest().chunks[bad].ToHex()));
+  // Chunks outside the damaged frame still read and match.
+  const Manifest& m = (*reader)->manifest();
+  int good = 0;
+  for (uint64_t i = 0; i < m.ChunkCount(); ++i) {
+    if (m.chunks[i].IsZero() ||
+        std::count(report->corrupt_chunks.begin(), report->corrupt_chunks.end(),
+                   i) > 0) {
+      continue;
+    }
+    auto c = (*reader)->ReadChunk(i);
+    ASSERT_TRUE(c.ok()) << c.status();
+    EXPECT_TRUE(*c == volume.substr(i * kChunk, kChunk));
+    ++good;
+  }
+  EXPECT_GT(good, 0);
+}
+
+TEST(ImageStoreTest, DeletedPackIsListedMissing) {
+  std::string dir = TestDir("missing_pack");
+  auto store = OpenStore(dir);
+  const std::string volume = MakeVolume(4 << 20, 5);
+  ASSERT_TRUE(Capture(store.get(), "img", volume).ok());
+  store.reset();
+  auto packs = FilesIn(dir + "/packs", ".pack");
+  ASSERT_GE(packs.size(), 2u);
+  stdfs::remove(packs[0]);
+  store = OpenStore(dir);
+  auto report = store->VerifyImage("img");
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_FALSE(report->ok());
+  EXPECT_FALSE(report->missing_chunks.empty());
+  EXPECT_TRUE(report->corrupt_chunks.empty());
+  auto reader = store->OpenImage("img");
+  ASSERT_TRUE(reader.ok());
+  EXPECT_EQ((*reader)->ReadChunk(report->missing_chunks[0]).status().code(),
+            absl::StatusCode::kDataLoss);
+}
+
+TEST(ImageStoreTest, TruncatedOrAlteredManifestIsDataLoss) {
+  std::string dir = TestDir("bad_manifest");
+  auto store = OpenStore(dir);
+  const std::string volume = MakeVolume(1 << 20, 6);
+  ASSERT_TRUE(Capture(store.get(), "trunc", volume).ok());
+  ASSERT_TRUE(Capture(store.get(), "alter", volume).ok());
+  std::string trunc = dir + "/images/trunc.manifest";
+  stdfs::resize_file(trunc, stdfs::file_size(trunc) - 7);
+  FlipByte(dir + "/images/alter.manifest", 40);
+  for (int pass = 0; pass < 2; ++pass) {
+    EXPECT_EQ(store->OpenImage("trunc").status().code(),
+              absl::StatusCode::kDataLoss);
+    EXPECT_EQ(store->OpenImage("alter").status().code(),
+              absl::StatusCode::kDataLoss);
+    EXPECT_EQ(store->VerifyImage("alter").status().code(),
+              absl::StatusCode::kDataLoss);
+    // Collection refuses rather than guess what the manifest referenced.
+    EXPECT_EQ(store->CollectGarbage(false).status().code(),
+              absl::StatusCode::kDataLoss);
+    store.reset();
+    store = OpenStore(dir);  // Still listed after a reopen.
+  }
+  EXPECT_TRUE(store->DeleteImage("trunc").ok());
+  EXPECT_TRUE(store->DeleteImage("alter").ok());
+  EXPECT_TRUE(store->CollectGarbage(false).ok());
+}
+
+TEST(ImageStoreTest, ArgumentAndStateErrors) {
+  std::string dir = TestDir("errors");
+  auto store = OpenStore(dir);
+  for (const std::string& bad :
+       {std::string(), std::string("a/b"), std::string("../x"),
+        std::string("a b"), std::string(129, 'a')}) {
+    EXPECT_EQ(store->BeginImage(bad, 1 << 20, 512).status().code(),
+              absl::StatusCode::kInvalidArgument)
+        << bad;
+    EXPECT_EQ(store->OpenImage(bad).status().code(),
+              absl::StatusCode::kInvalidArgument);
+  }
+  EXPECT_TRUE(store->BeginImage(std::string(128, 'a'), 1 << 20, 512).ok());
+  EXPECT_EQ(store->BeginImage("x", 0, 512).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store->BeginImage("x", 1000, 512).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store->BeginImage("x", 1 << 20, 1000).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store->OpenImage("nope").status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(store->VerifyImage("nope").status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(store->DeleteImage("nope").code(), absl::StatusCode::kNotFound);
+
+  const std::string volume = MakeVolume((1 << 20) + 4096, 7);
+  auto w = store->BeginImage("busy", volume.size(), 4096);
+  ASSERT_TRUE(w.ok());
+  EXPECT_EQ(store->BeginImage("busy", 1 << 20, 512).status().code(),
+            absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ((*w)->AddChunk(17, "x").code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ((*w)->AddChunk(0, "short").code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ((*w)->ChunkLength(16), 4096u);
+  ASSERT_TRUE((*w)->AddChunk(1, volume.substr(kChunk, kChunk)).ok());
+  // The same content again is fine (a retried read); other content is not.
+  EXPECT_TRUE((*w)->AddChunk(1, volume.substr(kChunk, kChunk)).ok());
+  EXPECT_EQ((*w)->AddChunk(1, volume.substr(2 * kChunk, kChunk)).code(),
+            absl::StatusCode::kInvalidArgument);
+  // Chunk 0 never added.
+  EXPECT_EQ((*w)->Commit().status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ((*w)->AddChunk(2, volume.substr(2 * kChunk, kChunk)).code(),
+            absl::StatusCode::kAborted);
+  w->reset();
+  EXPECT_EQ(store->OpenImage("busy").status().code(),
+            absl::StatusCode::kNotFound);
+
+  // Zero ranges without their bytes (thin volumes).
+  auto z = store->BeginImage("zeros", volume.size(), 4096);
+  ASSERT_TRUE(z.ok());
+  EXPECT_EQ((*z)->AddZeroChunks(10, 8).code(),
+            absl::StatusCode::kInvalidArgument);
+  ASSERT_TRUE((*z)->AddZeroChunks(0, 17).ok());
+  auto zs = (*z)->Commit();
+  ASSERT_TRUE(zs.ok()) << zs.status();
+  EXPECT_EQ(zs->zero_chunks, 17u);
+  EXPECT_EQ(zs->logical_bytes, 0u);
+  EXPECT_EQ((*z)->AddChunk(0, volume.substr(0, kChunk)).code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(store->BeginImage("zeros", 1 << 20, 512).status().code(),
+            absl::StatusCode::kAlreadyExists);
+  auto restored = Restore(store.get(), "zeros");
+  ASSERT_TRUE(restored.ok());
+  EXPECT_TRUE(*restored == std::string(volume.size(), '\0'));
+}
+
+TEST(ImageStoreTest, AbortLeavesNoImageAndCollectionReclaims) {
+  std::string dir = TestDir("abort");
+  auto store = OpenStore(dir);
+  const std::string keep = MakeVolume(2 << 20, 8);
+  ASSERT_TRUE(Capture(store.get(), "keep", keep).ok());
+  const size_t packs_before = FilesIn(dir + "/packs", ".pack").size();
+  const uint64_t stored_before = store->Status()->stored_bytes;
+
+  for (bool explicit_abort : {true, false}) {
+    const std::string volume = MakeVolume(6 << 20, explicit_abort ? 9 : 10);
+    auto w = store->BeginImage("gone", volume.size(), 512);
+    ASSERT_TRUE(w.ok());
+    ASSERT_TRUE(AddAll(w->get(), volume).ok());
+    if (explicit_abort) (*w)->Abort();
+    w->reset();  // The destructor aborts too.
+    EXPECT_EQ(store->OpenImage("gone").status().code(),
+              absl::StatusCode::kNotFound);
+    EXPECT_EQ(store->ListImages(), std::vector<std::string>{"keep"});
+    EXPECT_EQ(TempFiles(dir), 0u);
+    // Full packs were sealed before the abort; they hold only garbage.
+    EXPECT_GT(FilesIn(dir + "/packs", ".pack").size(), packs_before);
+
+    auto dry = store->CollectGarbage(/*dry_run=*/true);
+    ASSERT_TRUE(dry.ok()) << dry.status();
+    EXPECT_GT(dry->chunks_removed, 0u);
+    EXPECT_GT(dry->bytes_freed, 0u);
+    EXPECT_GT(FilesIn(dir + "/packs", ".pack").size(), packs_before);
+
+    auto gc = store->CollectGarbage(false);
+    ASSERT_TRUE(gc.ok()) << gc.status();
+    EXPECT_EQ(gc->chunks_removed, dry->chunks_removed);
+    EXPECT_GT(gc->packs_deleted, 0u);
+    EXPECT_EQ(FilesIn(dir + "/packs", ".pack").size(), packs_before);
+    EXPECT_EQ(store->Status()->stored_bytes, stored_before);
+    auto restored = Restore(store.get(), "keep");
+    ASSERT_TRUE(restored.ok()) << restored.status();
+    EXPECT_TRUE(*restored == keep);
+  }
+}
+
+TEST(ImageStoreTest, CollectionSparesLiveImagesAndCaptureInProgress) {
+  std::string dir = TestDir("gc_live");
+  auto store = OpenStore(dir);
+  const std::string old_volume = MakeVolume(4 << 20, 11);
+  const std::string other = MakeVolume(2 << 20, 12);
+  ASSERT_TRUE(Capture(store.get(), "old", old_volume).ok());
+  ASSERT_TRUE(Capture(store.get(), "other", other).ok());
+
+  // The new image shares its first half with "old" and has new data after.
+  std::string volume = old_volume.substr(0, 2 << 20) + MakeVolume(3 << 20, 13);
+  auto w = store->BeginImage("new", volume.size(), 512);
+  ASSERT_TRUE(w.ok());
+  const uint64_t half = (*w)->chunk_count() * 3 / 4;  // Some new packs sealed.
+  for (uint64_t i = 0; i < half; ++i) {
+    ASSERT_TRUE(
+        (*w)->AddChunk(i, volume.substr(i * kChunk, (*w)->ChunkLength(i)))
+            .ok());
+  }
+  // An open reader of a deleted image keeps its chunks too.
+  auto other_reader = store->OpenImage("other");
+  ASSERT_TRUE(other_reader.ok());
+  ASSERT_TRUE(store->DeleteImage("old").ok());
+  ASSERT_TRUE(store->DeleteImage("other").ok());
+  auto gc = store->CollectGarbage(false);
+  ASSERT_TRUE(gc.ok()) << gc.status();
+  EXPECT_GT(gc->chunks_removed, 0u);  // The second half of "old".
+
+  for (uint64_t i = half; i < (*w)->chunk_count(); ++i) {
+    ASSERT_TRUE(
+        (*w)->AddChunk(i, volume.substr(i * kChunk, (*w)->ChunkLength(i)))
+            .ok());
+  }
+  auto summary = (*w)->Commit();
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  auto restored = Restore(store.get(), "new");
+  ASSERT_TRUE(restored.ok()) << restored.status();
+  EXPECT_TRUE(*restored == volume);
+  for (uint64_t i = 0; i < (*other_reader)->manifest().ChunkCount(); ++i) {
+    auto c = (*other_reader)->ReadChunk(i);
+    ASSERT_TRUE(c.ok()) << c.status();
+  }
+  other_reader->reset();
+
+  // Reopened, with a second collection: still intact.
+  store.reset();
+  store = OpenStore(dir);
+  ASSERT_TRUE(store->CollectGarbage(false).ok());
+  restored = Restore(store.get(), "new");
+  ASSERT_TRUE(restored.ok()) << restored.status();
+  EXPECT_TRUE(*restored == volume);
+}
+
+TEST(ImageStoreTest, CollectionRepacksMostlyDeadPacks) {
+  std::string dir = TestDir("repack");
+  ImageStoreOptions o = SmallOptions();
+  o.pack_size = 64 << 20;  // One pack for the whole capture.
+  auto store = OpenStore(dir, o);
+  const std::string big = MakeVolume(8 << 20, 14);
+  ASSERT_TRUE(Capture(store.get(), "big", big).ok());
+  // A fifth of it survives in a second image.
+  const std::string small = big.substr(0, 1600 << 10);
+  ASSERT_TRUE(Capture(store.get(), "small", small).ok());
+  ASSERT_EQ(FilesIn(dir + "/packs", ".pack").size(), 1u);
+  const uint64_t before = store->Status()->stored_bytes;
+  ASSERT_TRUE(store->DeleteImage("big").ok());
+  auto gc = store->CollectGarbage(false);
+  ASSERT_TRUE(gc.ok()) << gc.status();
+  EXPECT_EQ(gc->packs_rewritten, 1u);
+  EXPECT_GT(gc->bytes_freed, 0u);
+  EXPECT_EQ(FilesIn(dir + "/packs", ".pack").size(), 1u);
+  EXPECT_LT(store->Status()->stored_bytes, before / 3);
+  auto restored = Restore(store.get(), "small");
+  ASSERT_TRUE(restored.ok()) << restored.status();
+  EXPECT_TRUE(*restored == small);
+  store.reset();
+  store = OpenStore(dir, o);
+  auto report = store->VerifyImage("small");
+  ASSERT_TRUE(report.ok());
+  EXPECT_TRUE(report->ok());
+}
+
+TEST(ImageStoreTest, FullDiskAbortsCaptureAndStoreStaysConsistent) {
+  std::string dir = TestDir("enospc");
+  FaultInjectingFilesystem fault(PosixFilesystem());
+  auto store = OpenStore(dir, SmallOptions(&fault));
+  const std::string first = MakeVolume(2 << 20, 15);
+  ASSERT_TRUE(Capture(store.get(), "first", first).ok());
+
+  fault.FailWritesAfter(1500 << 10);  // Room for about one pack.
+  const std::string second = MakeVolume(8 << 20, 16);
+  auto w = store->BeginImage("second", second.size(), 512);
+  ASSERT_TRUE(w.ok());
+  absl::Status s = AddAll(w->get(), second);
+  if (s.ok()) s = (*w)->Commit().status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
+  w->reset();
+  EXPECT_EQ(store->ListImages(), std::vector<std::string>{"first"});
+  EXPECT_EQ(TempFiles(dir), 0u);
+
+  // The manifest write itself hitting the full disk.
+  fault.FailWritesAfter(0);
+  auto z = store->BeginImage("zeros", 1 << 20, 512);
+  ASSERT_TRUE(z.ok());
+  ASSERT_TRUE((*z)->AddZeroChunks(0, 16).ok());
+  EXPECT_EQ((*z)->Commit().status().code(),
+            absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(store->OpenImage("zeros").status().code(),
+            absl::StatusCode::kNotFound);
+
+  store.reset();
+  store = OpenStore(dir);
+  EXPECT_EQ(store->ListImages(), std::vector<std::string>{"first"});
+  auto report = store->VerifyImage("first");
+  ASSERT_TRUE(report.ok());
+  EXPECT_TRUE(report->ok());
+  auto restored = Restore(store.get(), "first");
+  ASSERT_TRUE(restored.ok());
+  EXPECT_TRUE(*restored == first);
+  ASSERT_TRUE(store->CollectGarbage(false).ok());
+  // With space again, the capture works.
+  auto again = Capture(store.get(), "second", second);
+  ASSERT_TRUE(again.ok()) << again.status();
+}
+
+TEST(ImageStoreTest, FailedFsyncFailsCommit) {
+  std::string dir = TestDir("fsync");
+  FaultInjectingFilesystem fault(PosixFilesystem());
+  auto store = OpenStore(dir, SmallOptions(&fault));
+  fault.SetFailSync(true);
+  auto s = Capture(store.get(), "img", MakeVolume(2 << 20, 17));
+  EXPECT_EQ(s.status().code(), absl::StatusCode::kInternal) << s.status();
+  EXPECT_TRUE(store->ListImages().empty());
+  fault.SetFailSync(false);
+  store.reset();
+  store = OpenStore(dir);
+  EXPECT_TRUE(store->ListImages().empty());
+  EXPECT_EQ(TempFiles(dir), 0u);
+}
+
+// Kills the "process" at every mutating file operation of a capture in turn;
+// each reopen must show the earlier image intact and either no new image or
+// a complete one, and no temporary files.
+TEST(ImageStoreTest, CrashAtEveryOperationLeavesNoImageOrACompleteOne) {
+  const std::string base = MakeVolume(1 << 20, 18);
+  const std::string next = MakeVolume(3 << 20, 19);
+  bool completed = false;
+  int crashes = 0;
+  for (uint64_t ops = 0; ops < 500 && !completed; ++ops) {
+    std::string dir = TestDir("crash");
+    {
+      auto store = OpenStore(dir);
+      ASSERT_TRUE(Capture(store.get(), "base", base).ok());
+    }
+    FaultInjectingFilesystem fault(PosixFilesystem());
+    fault.CrashAfterOps(ops);
+    {
+      auto store = ImageStore::Open(dir, SmallOptions(&fault));
+      if (store.ok()) {
+        auto s = Capture(store->get(), "next", next, 2);
+        if (!fault.crashed()) {
+          ASSERT_TRUE(s.ok()) << s.status();
+          completed = true;
+        }
+      }
+    }
+    if (fault.crashed()) ++crashes;
+    auto store = OpenStore(dir);
+    EXPECT_EQ(TempFiles(dir), 0u) << ops;
+    auto restored = Restore(store.get(), "base");
+    ASSERT_TRUE(restored.ok()) << ops << restored.status();
+    EXPECT_TRUE(*restored == base);
+    auto images = store->ListImages();
+    if (std::count(images.begin(), images.end(), "next") > 0) {
+      auto got = Restore(store.get(), "next");
+      ASSERT_TRUE(got.ok()) << ops << " " << got.status();
+      EXPECT_TRUE(*got == next) << ops;
+    } else {
+      EXPECT_FALSE(completed);
+    }
+    ASSERT_TRUE(store->CollectGarbage(false).ok());
+  }
+  EXPECT_TRUE(completed);
+  EXPECT_GT(crashes, 10);
+}
+
+TEST(ImageStoreTest, ConcurrentWritersShareChunks) {
+  std::string dir = TestDir("concurrent");
+  auto store = OpenStore(dir);
+  const std::string shared = MakeVolume(3 << 20, 20);
+  const std::string a = shared + MakeVolume(2 << 20, 21);
+  const std::string b = MakeVolume(1 << 20, 22) + shared;
+  ASSERT_TRUE(Capture(store.get(), "seed", MakeVolume(2 << 20, 23)).ok());
+  absl::StatusOr<ManifestSummary> ra, rb;
+  std::thread ta([&] { ra = Capture(store.get(), "a", a, 2, true); });
+  std::thread tb([&] { rb = Capture(store.get(), "b", b, 2, true); });
+  // A reader and a collection running alongside.
+  std::thread tr([&] {
+    for (int i = 0; i < 3; ++i) {
+      auto r = Restore(store.get(), "seed");
+      EXPECT_TRUE(r.ok()) << r.status();
+      EXPECT_TRUE(store->CollectGarbage(false).ok());
+    }
+  });
+  ta.join();
+  tb.join();
+  tr.join();
+  ASSERT_TRUE(ra.ok()) << ra.status();
+  ASSERT_TRUE(rb.ok()) << rb.status();
+  for (const auto& [id, volume] :
+       {std::make_pair("a", &a), std::make_pair("b", &b)}) {
+    auto restored = Restore(store.get(), id);
+    ASSERT_TRUE(restored.ok()) << restored.status();
+    EXPECT_TRUE(*restored == *volume) << id;
+  }
+  ASSERT_TRUE(store->CollectGarbage(false).ok());
+  store.reset();
+  store = OpenStore(dir);
+  for (const char* id : {"a", "b", "seed"}) {
+    auto report = store->VerifyImage(id);
+    ASSERT_TRUE(report.ok()) << report.status();
+    EXPECT_TRUE(report->ok()) << id;
+  }
+}
+
+}  // namespace
+}  // namespace storaged

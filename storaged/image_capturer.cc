@@ -103,11 +103,11 @@ class ChunkFeeder {
 }  // namespace
 
 absl::StatusOr<ManifestSummary> CaptureVolume(Volume& volume, ImageStore& store,
-                                              const std::string& image_id,
+                                              const std::string& image_id, int zstd_level,
                                               const CaptureOptions& options) {
   const VolumeInfo& info = volume.info();
   ASSIGN_OR_RETURN(std::unique_ptr<ImageWriter> writer,
-                   store.BeginImage(image_id, info.size_bytes, info.block_size));
+                   store.BeginImage(image_id, info.size_bytes, info.block_size, zstd_level));
   const uint64_t chunk_size = store.options().chunk_size;
 
   ASSIGN_OR_RETURN(std::vector<Extent> mapped, volume.MappedExtents(0, info.size_bytes));

@@ -36,8 +36,9 @@ struct CaptureOptions {
 // capture is aborted and no image is visible. Errors: those of
 // ImageStore::BeginImage (INVALID_ARGUMENT, ALREADY_EXISTS), of the volume
 // (UNAVAILABLE, DATA_LOSS...), RESOURCE_EXHAUSTED for a full store, CANCELLED.
+// `zstd_level` 0 keeps the store's default.
 absl::StatusOr<ManifestSummary> CaptureVolume(Volume& volume, ImageStore& store,
-                                              const std::string& image_id,
+                                              const std::string& image_id, int zstd_level,
                                               const CaptureOptions& options);
 
 }  // namespace storaged

@@ -127,8 +127,9 @@ struct FrameCache {
 class ImageWriterImpl final : public ImageWriter {
  public:
   ImageWriterImpl(ImageStore* store, std::string id, uint64_t volume_size,
-                  uint32_t block_size)
-      : store_(store),
+                  uint32_t block_size, int compression_level)
+      : compression_level_(compression_level),
+        store_(store),
         id_(std::move(id)),
         volume_size_(volume_size),
         block_size_(block_size),
@@ -366,7 +367,7 @@ class ImageWriterImpl final : public ImageWriter {
     }
     const ImageStoreOptions& o = store_->options_;
     CompressedFrame compressed =
-        CompressFrame(cctx, o.compression_level, o.min_compression_saving,
+        CompressFrame(cctx, compression_level_, o.min_compression_saving,
                       plain, std::move(chunks));
     std::string().swap(plain);
 
@@ -488,6 +489,7 @@ class ImageWriterImpl final : public ImageWriter {
     return summary;
   }
 
+  const int compression_level_;  // initialized first: see the constructor
   ImageStore* const store_;
   const std::string id_;
   const uint64_t volume_size_;
@@ -731,8 +733,13 @@ absl::StatusOr<Manifest> ImageStore::ReadManifest(const std::string& image_id,
 }
 
 absl::StatusOr<std::unique_ptr<ImageWriter>> ImageStore::BeginImage(
-    const std::string& image_id, uint64_t volume_size, uint32_t block_size) {
+    const std::string& image_id, uint64_t volume_size, uint32_t block_size,
+    int compression_level) {
   if (!internal::ValidImageId(image_id)) return internal::InvalidId(image_id);
+  if (compression_level < 0 || compression_level > 19) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "compression level ", compression_level, " is outside 1..19 (0 = default)"));
+  }
   if (block_size == 0 || (block_size & (block_size - 1)) != 0 ||
       options_.chunk_size % block_size != 0) {
     return absl::InvalidArgumentError(
@@ -747,7 +754,8 @@ absl::StatusOr<std::unique_ptr<ImageWriter>> ImageStore::BeginImage(
                      block_size));
   }
   auto writer = std::make_unique<internal::ImageWriterImpl>(
-      this, image_id, volume_size, block_size);
+      this, image_id, volume_size, block_size,
+      compression_level == 0 ? options_.compression_level : compression_level);
   {
     absl::MutexLock lock(&mu_);
     if (images_.contains(image_id) || reserved_ids_.contains(image_id)) {

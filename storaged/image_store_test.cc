@@ -31,6 +31,7 @@ std::string TestDir(const std::string& name) {
 ImageStoreOptions SmallOptions(Filesystem* fs = nullptr) {
   ImageStoreOptions o;
   o.filesystem = fs;
+  o.chunk_size = kChunk;  // the tests size their volumes in these chunks
   o.frame_size = 256 << 10;
   o.pack_size = 1 << 20;
   return o;
@@ -210,6 +211,47 @@ TEST(ImageStoreTest, RoundTripRandomZeroRepeatedOddSize) {
   EXPECT_GT(status->dedup_ratio, 1.0);
   EXPECT_GT(status->capacity_bytes, 0u);
   EXPECT_GT(status->pack_count, 1u);
+}
+
+TEST(ImageStoreTest, PerCaptureCompressionLevel) {
+  auto store = OpenStore(TestDir("levels"));
+  EXPECT_EQ(store->BeginImage("x", 1 << 20, 512, 20).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store->BeginImage("x", 1 << 20, 512, -1).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  // Word salad compresses far better at 19 than at 1 (repetitive log lines
+  // do not: zstd -19 stores them larger than -1).
+  std::mt19937_64 rng(5);
+  const char* words[] = {"alpha", "beta", "gamma", "storage", "image", "template",
+                         "server", "volume", "chunk", "frame", "restore", "network"};
+  std::string text;
+  while (text.size() < (1u << 20)) {
+    for (int n = 3 + rng() % 10; n > 0; --n) {
+      text += words[rng() % 12];
+      text += n > 1 ? " " : "\n";
+    }
+  }
+  text.resize(1 << 20);
+  // The same volume into two empty stores, so nothing deduplicates.
+  size_t stored[2];
+  int levels[2] = {1, 19};
+  for (int i = 0; i < 2; ++i) {
+    auto fresh = OpenStore(TestDir(absl::StrCat("level", levels[i])));
+    auto w = fresh->BeginImage("img", text.size(), 512, levels[i]);
+    ASSERT_TRUE(w.ok()) << w.status();
+    for (uint64_t c = 0; c < (*w)->chunk_count(); ++c) {
+      ASSERT_TRUE((*w)->AddChunk(c, absl::string_view(text).substr(c * kChunk, kChunk)).ok());
+    }
+    auto summary = (*w)->Commit();
+    ASSERT_TRUE(summary.ok()) << summary.status();
+    stored[i] = summary->new_stored_bytes;
+    if (i == 1) {
+      auto restored = Restore(fresh.get(), "img");
+      ASSERT_TRUE(restored.ok());
+      EXPECT_TRUE(*restored == text);
+    }
+  }
+  EXPECT_LT(stored[1], stored[0]);
 }
 
 TEST(ImageStoreTest, SameDataTwiceStoresNothingNew) {

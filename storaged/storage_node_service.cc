@@ -165,7 +165,7 @@ grpc::Status StorageNodeService::CaptureVolume(
                 (*volume)->info().thin ? "thin" : "thick");
   absl::Time start = absl::Now();
   absl::StatusOr<ManifestSummary> summary =
-      storaged::CaptureVolume(**volume, **store, id, options);
+      storaged::CaptureVolume(**volume, **store, id, request->zstd_level(), options);
   if (!summary.ok()) {
     absl::Status status = summary.status();
     if (status.code() == absl::StatusCode::kAlreadyExists) {

@@ -28,7 +28,7 @@ struct Config {
   std::string datacenter;
   std::string node_id;
   std::string port_file;
-  int64_t zstd_level = 3;
+  int64_t zstd_level = 2;
   std::string controlplane;
   std::string advertise;
   std::string portals;

@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/status_macros.h"
+#include "storaged/digest.h"
 
 namespace storaged {
 namespace {
@@ -125,43 +126,50 @@ absl::StatusOr<ManifestSummary> CaptureVolume(Volume& volume, ImageStore& store,
     }
   };
 
-  // Chunks between extents were never mapped: zero without reading.
+  // Chunks [next_chunk, chunk of `offset`) are zero: never mapped, or read
+  // and found all-zero. Marking them as one run keeps a thick volume's
+  // zeroes from costing a writer call per chunk.
   uint64_t next_chunk = 0;
   auto mark_zero_until = [&](uint64_t offset) -> absl::Status {
-    uint64_t first = next_chunk;
     uint64_t end_chunk = offset / chunk_size;
-    if (end_chunk > first) {
-      RETURN_IF_ERROR(writer->AddZeroChunks(first, end_chunk - first));
+    if (end_chunk > next_chunk) {
+      RETURN_IF_ERROR(writer->AddZeroChunks(next_chunk, end_chunk - next_chunk));
       next_chunk = end_chunk;
     }
-    progress.bytes_scanned = std::max(progress.bytes_scanned, offset);
     return absl::OkStatus();
   };
-
   ChunkFeeder feeder(*writer, std::max(1, options.hash_threads), 64);
-  std::string chunk;
-  chunk.reserve(chunk_size);
+  auto add_chunk = [&](uint64_t index, absl::string_view data, std::string* owned)
+      -> absl::Status {
+    progress.bytes_scanned = std::min<uint64_t>(info.size_bytes, (index + 1) * chunk_size);
+    report(false);
+    if (IsAllZero(data)) return absl::OkStatus();
+    RETURN_IF_ERROR(mark_zero_until(index * chunk_size));
+    next_chunk = index + 1;
+    return feeder.Add(index, owned != nullptr ? std::move(*owned) : std::string(data));
+  };
+
+  std::string chunk;  // a chunk split across two reads
   uint64_t chunk_index = 0;
   ReadSink sink = [&](uint64_t offset, absl::string_view data) -> absl::Status {
+    progress.bytes_read += data.size();
     while (!data.empty()) {
-      if (chunk.empty()) {
-        // A new chunk starts here; extents are chunk aligned.
-        chunk_index = offset / chunk_size;
-        RETURN_IF_ERROR(mark_zero_until(chunk_index * chunk_size));
+      if (chunk.empty()) chunk_index = offset / chunk_size;  // extents are chunk aligned
+      const uint32_t want = writer->ChunkLength(chunk_index);
+      if (chunk.empty() && data.size() >= want) {
+        // The common case: a whole chunk inside this read, no copy unless data.
+        RETURN_IF_ERROR(add_chunk(chunk_index, data.substr(0, want), nullptr));
+        data.remove_prefix(want);
+        offset += want;
+        continue;
       }
-      uint32_t want = writer->ChunkLength(chunk_index);
       size_t take = std::min<size_t>(want - chunk.size(), data.size());
       chunk.append(data.data(), take);
       data.remove_prefix(take);
       offset += take;
-      progress.bytes_read += take;
       if (chunk.size() == want) {
-        RETURN_IF_ERROR(feeder.Add(chunk_index, std::move(chunk)));
-        chunk = std::string();
-        chunk.reserve(chunk_size);
-        next_chunk = chunk_index + 1;
-        progress.bytes_scanned = std::min<uint64_t>(info.size_bytes, next_chunk * chunk_size);
-        report(false);
+        RETURN_IF_ERROR(add_chunk(chunk_index, chunk, &chunk));
+        chunk.clear();
       }
     }
     return absl::OkStatus();

@@ -463,8 +463,15 @@ TEST_F(StoragedTest, MemoryDoesNotGrowWithVolumeSize) {
   ASSERT_TRUE(b.status.ok()) << b.status.error_message();
   Lun target = MakeLun("target", big, /*thin=*/true);
   ASSERT_TRUE(Restore("sparse", target.url).ok());
+  Lun thick_target = MakeLun("thick-target", 2ull << 30, /*thin=*/false);
+  ASSERT_TRUE(Restore("thick", thick_target.url).ok());
   uint64_t peak = PeakRssBytes(storaged_->pid());
   EXPECT_GT(peak, 0u);
+#if defined(__SANITIZE_ADDRESS__)
+  // ASan's quarantine and shadow memory inflate RSS; the bound is for the
+  // real build.
+  GTEST_SKIP() << "peak RSS under AddressSanitizer: " << peak;
+#endif
   EXPECT_LT(peak, 256 * kMiB) << "peak RSS " << peak;
   RecordProperty("peak_rss_bytes", std::to_string(peak));
 }

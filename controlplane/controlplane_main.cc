@@ -1,5 +1,6 @@
 // controlplane: the public gRPC API (templates, deploys, identity, inventory,
 // audit) and the registry the storaged daemons report to.
+#include <algorithm>
 #include <cstdio>
 #include <memory>
 #include <string>
@@ -10,13 +11,19 @@
 #include "controlplane/api_key_authenticator.h"
 #include "controlplane/audit_service.h"
 #include "controlplane/bootstrap.h"
+#include "controlplane/create_workflow.h"
 #include "controlplane/credential_cipher.h"
+#include "controlplane/delete_workflow.h"
+#include "controlplane/deploy_workflow.h"
 #include "controlplane/identity_account_directory.h"
 #include "controlplane/identity_service.h"
 #include "controlplane/image_template_manager.h"
 #include "controlplane/image_template_service.h"
+#include "controlplane/inventory_compute_driver.h"
 #include "controlplane/inventory_service.h"
 #include "controlplane/migrations.h"
+#include "controlplane/node_registry_service.h"
+#include "controlplane/operation_runner.h"
 #include "controlplane/operation_service.h"
 #include "controlplane/sqlite_audit_log.h"
 #include "controlplane/sqlite_database.h"
@@ -25,6 +32,8 @@
 #include "controlplane/sqlite_operation_store.h"
 #include "controlplane/sqlite_request_id_store.h"
 #include "controlplane/sqlite_template_store.h"
+#include "controlplane/storage_node_client.h"
+#include "controlplane/storage_node_directory.h"
 #include "imagetemplates/storagenode/v1/storage_node.grpc.pb.h"
 #include "imagetemplates/v1/image_templates.grpc.pb.h"
 #include "imagetemplates/v1/operations.grpc.pb.h"
@@ -37,6 +46,8 @@ struct Config {
   std::string admin_key_file;       // default: <db>.admin-key
   std::string credential_key_file;  // default: <db>.credential-key
   std::string port_file;
+  int64_t node_heartbeat_ms = 5000;
+  int64_t max_operations = 32;
 };
 
 }  // namespace
@@ -60,6 +71,10 @@ int main(int argc, char** argv) {
                "missing; default <db>.credential-key");
   flags.String("port-file", &config.port_file,
                "write the bound port here once listening (for scripts and tests)");
+  flags.Int("node-heartbeat-ms", &config.node_heartbeat_ms,
+            "how often storage nodes send heartbeats; a node is DOWN after 3 missed");
+  flags.Int("max-operations", &config.max_operations,
+            "operations (creates, deploys, deletes) running at once; others wait");
   bool help = false;
   auto positional = flags.Parse(argc, argv, &help);
   if (help) {
@@ -111,16 +126,40 @@ int main(int argc, char** argv) {
   controlplane::SqliteOperationStore operation_store(db->get());
   controlplane::SqliteRequestIdStore request_ids(db->get());
   controlplane::IdentityAccountDirectory account_directory(&identity_store);
-  controlplane::ImageTemplateManager template_manager({&template_store, &operation_store,
-                                                       &request_ids, &audit_log,
-                                                       &account_directory, &account_directory,
-                                                       nullptr});
+  controlplane::NodeRegistryOptions registry_options;
+  registry_options.heartbeat_interval =
+      absl::Milliseconds(std::max<int64_t>(100, config.node_heartbeat_ms));
+  controlplane::NodeRegistry registry(&inventory_store, registry_options);
+  registry.StartSweeper();
+  controlplane::NodeRegistryServiceImpl node_registry(&registry);
+  controlplane::StorageNodeDirectory nodes(&inventory_store,
+                                           controlplane::NewGrpcStorageNodeClient,
+                                           registry.liveness_window());
+  controlplane::InventoryComputeDriver compute(&inventory_store);
+  controlplane::CreateWorkflow create_workflow({&template_store, &inventory_store, &nodes,
+                                                &compute});
+  controlplane::DeployWorkflow deploy_workflow({&template_store, &inventory_store, &nodes,
+                                                &compute});
+  controlplane::DeleteWorkflow delete_workflow(&template_store, &nodes);
+  controlplane::ImageTemplateManager::Dependencies manager_deps{
+      &template_store, &operation_store, &request_ids, &audit_log, &account_directory,
+      &account_directory, nullptr};
+  manager_deps.create = &create_workflow;
+  manager_deps.deploy = &deploy_workflow;
+  controlplane::ImageTemplateManager template_manager(manager_deps);
   controlplane::ImageTemplateServiceImpl image_templates(&authenticator, &template_manager);
   controlplane::OperationManager operation_manager(&operation_store, &request_ids, &audit_log,
                                                    {});
   controlplane::OperationServiceImpl operations(&authenticator, &operation_manager);
-  // Until its issue lands this answers UNIMPLEMENTED.
-  imagetemplates::storagenode::v1::NodeRegistry::Service node_registry;
+  // Declared last: stopped (its workflows left to resume at the next start)
+  // before anything it uses goes away.
+  controlplane::OperationRunnerOptions runner_options;
+  runner_options.max_concurrent = static_cast<int>(std::max<int64_t>(1, config.max_operations));
+  controlplane::OperationRunner runner(&operation_store, runner_options);
+  runner.Register(imagetemplates::v1::OPERATION_KIND_CREATE_IMAGE_TEMPLATE, &create_workflow);
+  runner.Register(imagetemplates::v1::OPERATION_KIND_DEPLOY_IMAGE_TEMPLATE, &deploy_workflow);
+  runner.Register(imagetemplates::v1::OPERATION_KIND_DELETE_IMAGE_TEMPLATE, &delete_workflow);
+  runner.Start();
 
   common::ServeOptions options;
   options.listen = config.listen;
@@ -129,6 +168,7 @@ int main(int argc, char** argv) {
       options,
       {&image_templates, &operations, &identity, &inventory, &audit, &node_registry},
       nullptr, nullptr);
+  runner.Stop();
   if (!status.ok()) {
     common::LogError("%s", status.ToString());
     return 1;

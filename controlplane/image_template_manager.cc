@@ -12,6 +12,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "common/status_macros.h"
 #include "controlplane/idempotency.h"
@@ -246,7 +247,7 @@ absl::StatusOr<v1::Operation> ImageTemplateManager::CreateImageTemplate(
         RETURN_IF_ERROR(CheckId("server_id", request.server_id()));
         ASSIGN_OR_RETURN(std::string name, CheckName(request.name()));
         RETURN_IF_ERROR(CheckNote(request.note()));
-        RETURN_IF_ERROR(CheckTags(request.tags()).status());
+        ASSIGN_OR_RETURN(std::vector<std::string> tags, CheckTags(request.tags()));
         absl::flat_hash_set<int> indexes;
         for (int index : request.data_disk_indexes()) {
           if (index < 0 || index > 15) {
@@ -288,7 +289,10 @@ absl::StatusOr<v1::Operation> ImageTemplateManager::CreateImageTemplate(
               "the account's templates store ", usage.stored_bytes, " bytes, its quota is ",
               quota.max_stored_bytes, "; delete templates or ask an operator to raise it"));
         }
-        return Unimplemented("capturing a server");
+        if (deps_.create == nullptr) return Unimplemented("capturing a server");
+        ASSIGN_OR_RETURN(v1::Operation op, deps_.create->Begin(caller, request, name, tags,
+                                                               deps_.now_micros()));
+        return deps_.operations->GetOperation(op.id());
       });
 }
 
@@ -596,11 +600,21 @@ absl::StatusOr<v1::Operation> ImageTemplateManager::DeployImageTemplate(
                        location.status() == v1::IMAGE_TEMPLATE_LOCATION_STATUS_AVAILABLE);
         }
         if (!available) {
+          std::vector<std::string> where;
+          for (const auto& location : t.locations()) {
+            if (location.status() == v1::IMAGE_TEMPLATE_LOCATION_STATUS_AVAILABLE) {
+              where.push_back(location.datacenter());
+            }
+          }
           return absl::FailedPreconditionError(absl::StrCat(
               "image template ", t.id(), " has no AVAILABLE location in ", request.datacenter(),
-              "; copy it there with AddImageTemplateLocations first"));
+              "; it is available in ", where.empty() ? "no datacenter" : absl::StrJoin(where, ", "),
+              ": deploy there or copy it with AddImageTemplateLocations first"));
         }
-        return Unimplemented("deploying");
+        if (deps_.deploy == nullptr) return Unimplemented("deploying");
+        ASSIGN_OR_RETURN(v1::Operation op,
+                         deps_.deploy->Begin(caller, request, t, deps_.now_micros()));
+        return deps_.operations->GetOperation(op.id());
       });
 }
 

@@ -11,6 +11,8 @@
 #include "controlplane/account_directory.h"
 #include "controlplane/audit_log.h"
 #include "controlplane/caller.h"
+#include "controlplane/create_workflow.h"
+#include "controlplane/deploy_workflow.h"
 #include "controlplane/operation_store.h"
 #include "controlplane/quota_provider.h"
 #include "controlplane/request_id_store.h"
@@ -38,13 +40,17 @@ class ImageTemplateManager {
     AccountDirectory* accounts = nullptr;
     // Microseconds since the epoch; defaults to the system clock.
     std::function<int64_t()> now_micros;
+    // Where creates and deploys start; without them those calls end with
+    // UNIMPLEMENTED after every check.
+    CreateWorkflow* create = nullptr;
+    DeployWorkflow* deploy = nullptr;
   };
   explicit ImageTemplateManager(Dependencies deps);
   ImageTemplateManager(const ImageTemplateManager&) = delete;
   ImageTemplateManager& operator=(const ImageTemplateManager&) = delete;
 
-  // Validates and checks permissions and quota, then UNIMPLEMENTED: capture
-  // needs the storage orchestration of a later issue.
+  // Validates and checks permissions and quota, then starts the create
+  // (CreateWorkflow::Begin: pre-flight, CREATING template, PENDING operation).
   absl::StatusOr<imagetemplates::v1::Operation> CreateImageTemplate(
       const Caller& caller, const imagetemplates::v1::CreateImageTemplateRequest& request);
   absl::StatusOr<imagetemplates::v1::GetImageTemplateResponse> GetImageTemplate(
@@ -54,11 +60,12 @@ class ImageTemplateManager {
   absl::StatusOr<imagetemplates::v1::UpdateImageTemplateResponse> UpdateImageTemplate(
       const Caller& caller, const imagetemplates::v1::UpdateImageTemplateRequest& request);
   // Moves the template to DELETING, ends its shares and public listing and
-  // returns a PENDING delete operation (the storage cleanup is a later issue).
+  // returns a PENDING delete operation (DeleteWorkflow removes the data).
   absl::StatusOr<imagetemplates::v1::Operation> DeleteImageTemplate(
       const Caller& caller, const imagetemplates::v1::DeleteImageTemplateRequest& request);
-  // Validates and checks visibility, permission and state, then
-  // UNIMPLEMENTED (restoring needs a later issue).
+  // Validates and checks visibility, permission and state, then reserves
+  // volumes and servers and returns the PENDING deploy operation
+  // (DeployWorkflow::Begin).
   absl::StatusOr<imagetemplates::v1::Operation> DeployImageTemplate(
       const Caller& caller, const imagetemplates::v1::DeployImageTemplateRequest& request);
   absl::StatusOr<imagetemplates::v1::ShareImageTemplateResponse> ShareImageTemplate(

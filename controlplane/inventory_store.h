@@ -11,11 +11,61 @@
 #include <string>
 #include <vector>
 
+#include <functional>
+#include <utility>
+
 #include "absl/status/statusor.h"
 #include "controlplane/caller.h"
+#include "controlplane/operation_store.h"
 #include "imagetemplates/v1/inventory.pb.h"
+#include "imagetemplates/v1/operations.pb.h"
 
 namespace controlplane {
+
+// One disk of every server a deploy builds.
+struct ProvisionDisk {
+  int32_t device_index = 0;
+  bool boot = false;
+  // The smallest volume that fits.
+  int64_t min_size_bytes = 0;
+  // When set, only volumes served by these SAN hosts are taken: the nodes
+  // holding the image (storaged does not copy images between nodes yet).
+  std::vector<std::string> preferred_san_hosts;
+};
+
+// What ProvisionServers builds: `server_ids.size()` servers in one
+// datacenter, each with `disks` plus a config drive.
+struct ProvisionPlan {
+  std::string account_id;
+  std::string datacenter;
+  std::string source_image_template_id;
+  // Chosen by the caller (so the operation can name them); one per server.
+  std::vector<std::string> server_ids;
+  std::vector<std::string> hostnames;
+  std::string domain;
+  // The template's configuration; each server gets fresh MAC addresses.
+  imagetemplates::v1::ServerConfiguration configuration;
+  std::vector<ProvisionDisk> disks;
+  // The config drive's device index and smallest size.
+  int32_t config_drive_index = 15;
+  int64_t config_drive_min_bytes = 1 << 20;
+  // Credentials copied onto every new server; empty: none.
+  std::string credentials_from_server_id;
+  // A user without access to all servers gets access to the new ones.
+  std::string grant_user_id;
+  // Free addresses that must exist per IP pool id ("" = any pool of the
+  // datacenter) for the deploy to be accepted.
+  std::vector<std::pair<std::string, int>> addresses_needed;
+};
+
+// An address allocated to a server from an IP pool.
+struct AddressAssignment {
+  std::string ip_pool_id;
+  // "10.0.0.5/24".
+  std::string address;
+  std::string gateway;
+  std::vector<std::string> dns_servers;
+};
 
 // Thread-safe.
 class InventoryStore {
@@ -85,6 +135,53 @@ class InventoryStore {
   virtual absl::Status SetServerStates(const std::string& server_id,
                                        imagetemplates::v1::ServerState state,
                                        imagetemplates::v1::PowerState power_state) = 0;
+  // NOT_FOUND.
+  virtual absl::Status SetServerState(const std::string& server_id,
+                                      imagetemplates::v1::ServerState state) = 0;
+  virtual absl::Status SetPowerState(const std::string& server_id,
+                                     imagetemplates::v1::PowerState power_state) = 0;
+
+  // --- Storage nodes (NodeRegistry, StorageNodeDirectory).
+
+  // A heartbeat at `now_micros`: state UP, capacity and free space updated.
+  // NOT_FOUND if the node is not registered.
+  virtual absl::Status RecordHeartbeat(const std::string& node_id, int64_t capacity_bytes,
+                                       int64_t free_bytes, int64_t now_micros) = 0;
+  // Every registered node of `datacenter` (empty: all), by id.
+  virtual absl::StatusOr<std::vector<imagetemplates::v1::StorageNode>> ReadStorageNodes(
+      const std::string& datacenter) = 0;
+  // Marks UP nodes whose last heartbeat is older than `cutoff_micros` DOWN;
+  // returns their ids.
+  virtual absl::StatusOr<std::vector<std::string>> MarkStorageNodesDown(int64_t cutoff_micros) = 0;
+
+  // --- Deploys.
+
+  // In one transaction: takes one FREE volume per plan disk (the smallest
+  // that fits, on the preferred hosts) plus a config drive per server,
+  // creates the servers (PROVISIONING, STOPPED, fresh MACs), copies
+  // credentials, grants device access, then inserts the operation that
+  // `build_operation` makes from the new servers. ALREADY_EXISTS if a
+  // hostname.domain is used in the account; RESOURCE_EXHAUSTED if volumes or
+  // addresses are short (the message says which); NOT_FOUND (datacenter, an
+  // IP pool); an error of `build_operation` is returned. Nothing is kept on
+  // failure.
+  using OperationBuilder = std::function<absl::StatusOr<
+      std::pair<imagetemplates::v1::Operation, OperationInternals>>(
+      const std::vector<imagetemplates::v1::Server>& servers)>;
+  virtual absl::StatusOr<std::vector<imagetemplates::v1::Server>> ProvisionServers(
+      const ProvisionPlan& plan, const OperationBuilder& build_operation) = 0;
+  // Gives the server's first network interface an address: the one already
+  // allocated to it if any (so retries never take a second), else the lowest
+  // free one of `ip_pool_id` (empty: the first pool of the server's
+  // datacenter with a free address). Also writes it into the server's
+  // configuration. RESOURCE_EXHAUSTED if no address is free; NOT_FOUND
+  // (server, pool); FAILED_PRECONDITION if the pool is in another
+  // datacenter.
+  virtual absl::StatusOr<AddressAssignment> AllocateAddress(const std::string& server_id,
+                                                            const std::string& ip_pool_id) = 0;
+  // A failed deploy's server: state FAILED, STOPPED, its volumes FREE again
+  // (disks removed) and its addresses released. Idempotent.
+  virtual absl::Status ReleaseServer(const std::string& server_id) = 0;
 };
 
 }  // namespace controlplane

@@ -6,6 +6,7 @@ const std::vector<std::string>& Migrations() {
   static const auto* migrations = new std::vector<std::string>{
       IdentityInventorySchema(),
       TemplateOperationSchema(),
+      WorkflowSchema(),
   };
   return *migrations;
 }

@@ -14,6 +14,8 @@ std::string IdentityInventorySchema();
 // Migration 2: image templates, disks, tags, shares, locations, operations,
 // request ids.
 std::string TemplateOperationSchema();
+// Migration 3: operation checkpoints and image replicas (workflow_schema.cc).
+std::string WorkflowSchema();
 
 const std::vector<std::string>& Migrations();
 

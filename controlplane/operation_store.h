@@ -39,6 +39,9 @@ struct OperationInternals {
   // The serialized request that started the operation.
   std::string params;
   bool cancel_requested = false;
+  // The workflow's resumable state (operation_runner.h); empty until the
+  // workflow first records a step.
+  std::string checkpoint;
 };
 
 // Thread-safe. Implementations notify waiters of every change made through

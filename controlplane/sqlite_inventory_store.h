@@ -72,6 +72,20 @@ class SqliteInventoryStore final : public InventoryStore {
   absl::Status SetServerStates(const std::string& server_id,
                                imagetemplates::v1::ServerState state,
                                imagetemplates::v1::PowerState power_state) override;
+  absl::Status SetServerState(const std::string& server_id,
+                              imagetemplates::v1::ServerState state) override;
+  absl::Status SetPowerState(const std::string& server_id,
+                             imagetemplates::v1::PowerState power_state) override;
+  absl::Status RecordHeartbeat(const std::string& node_id, int64_t capacity_bytes,
+                               int64_t free_bytes, int64_t now_micros) override;
+  absl::StatusOr<std::vector<imagetemplates::v1::StorageNode>> ReadStorageNodes(
+      const std::string& datacenter) override;
+  absl::StatusOr<std::vector<std::string>> MarkStorageNodesDown(int64_t cutoff_micros) override;
+  absl::StatusOr<std::vector<imagetemplates::v1::Server>> ProvisionServers(
+      const ProvisionPlan& plan, const OperationBuilder& build_operation) override;
+  absl::StatusOr<AddressAssignment> AllocateAddress(const std::string& server_id,
+                                                    const std::string& ip_pool_id) override;
+  absl::Status ReleaseServer(const std::string& server_id) override;
 
  private:
   absl::Status WriteCredentials(

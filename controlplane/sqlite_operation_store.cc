@@ -147,7 +147,7 @@ void BindMutable(SqliteStatement& s, const Operation& op, const OperationInterna
     s.BindNull(15);
   }
   s.Bind(16, static_cast<int>(op.target().type())).Bind(17, op.target().id());
-  s.BindBlob(18, in.params).Bind(19, in.cancel_requested);
+  s.BindBlob(18, in.params).Bind(19, in.cancel_requested).BindBlob(23, in.checkpoint);
   s.Bind(20, FromTimestamp(op.create_time())).Bind(21, FromTimestamp(op.update_time()));
   if (op.has_end_time()) {
     s.Bind(22, FromTimestamp(op.end_time()));
@@ -166,8 +166,9 @@ absl::Status InsertOperationRow(SqliteConnection& conn, const Operation& op,
                    "step, bytes_done, bytes_total, bytes_per_second, eta_ms, error_code, "
                    "error_message, result_image_template_id, result_deployed_servers, "
                    "target_type, target_id, params, cancel_requested, create_time_us, "
-                   "update_time_us, end_time_us) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, "
-                   "?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)"));
+                   "update_time_us, end_time_us, checkpoint) VALUES (?1, ?2, ?3, ?4, ?5, ?6, "
+                   "?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, "
+                   "?22, ?23)"));
   s.Bind(1, op.id());
   BindMutable(s, op, internals);
   RETURN_IF_ERROR(s.Run());
@@ -228,12 +229,13 @@ absl::StatusOr<OperationInternals> SqliteOperationStore::GetInternals(absl::stri
   OperationInternals internals;
   RETURN_IF_ERROR(db_->Read([&](SqliteConnection& conn) -> absl::Status {
     ASSIGN_OR_RETURN(SqliteStatement s,
-                     conn.Prepare("SELECT params, cancel_requested FROM operations WHERE id = ?"));
+                     conn.Prepare("SELECT params, cancel_requested, checkpoint FROM operations WHERE id = ?"));
     s.Bind(1, id);
     ASSIGN_OR_RETURN(bool row, s.Step());
     if (!row) return absl::NotFoundError(absl::StrCat("operation ", id, " not found"));
     internals.params = s.ColumnBlob(0);
     internals.cancel_requested = s.ColumnInt(1) != 0;
+    internals.checkpoint = s.ColumnBlob(2);
     return absl::OkStatus();
   }));
   return internals;
@@ -285,12 +287,13 @@ absl::StatusOr<Operation> SqliteOperationStore::UpdateOperation(absl::string_vie
     {
       ASSIGN_OR_RETURN(
           SqliteStatement s,
-          conn.Prepare("SELECT params, cancel_requested FROM operations WHERE id = ?"));
+          conn.Prepare("SELECT params, cancel_requested, checkpoint FROM operations WHERE id = ?"));
       s.Bind(1, id);
       ASSIGN_OR_RETURN(bool row, s.Step());
       if (row) {
         internals.params = s.ColumnBlob(0);
         internals.cancel_requested = s.ColumnInt(1) != 0;
+        internals.checkpoint = s.ColumnBlob(2);
       }
     }
     const bool was_terminal = IsTerminal(op.state());
@@ -310,7 +313,7 @@ absl::StatusOr<Operation> SqliteOperationStore::UpdateOperation(absl::string_vie
                      "error_code = ?12, error_message = ?13, result_image_template_id = ?14, "
                      "result_deployed_servers = ?15, target_type = ?16, target_id = ?17, "
                      "params = ?18, cancel_requested = ?19, create_time_us = ?20, "
-                     "update_time_us = ?21, end_time_us = ?22 WHERE id = ?1"));
+                     "update_time_us = ?21, end_time_us = ?22, checkpoint = ?23 WHERE id = ?1"));
     s.Bind(1, id);
     BindMutable(s, op, internals);
     RETURN_IF_ERROR(s.Run());

@@ -268,31 +268,38 @@ class SqliteTemplateTransaction final : public TemplateTransaction {
 
 }  // namespace
 
+namespace {
+
+absl::Status InsertTemplateRow(SqliteConnection& conn, const ImageTemplate& t) {
+  if (t.status() != imagetemplates::v1::IMAGE_TEMPLATE_STATUS_DELETED) {
+    ASSIGN_OR_RETURN(bool taken, NameTaken(conn, t.owner_account_id(), t.name(), t.id()));
+    if (taken) return NameTakenError(t.name());
+  }
+  ASSIGN_OR_RETURN(
+      SqliteStatement s,
+      conn.Prepare("INSERT INTO image_templates (id, owner_account_id, name, note, visibility, "
+                   "status, source_server_id, configuration, deprecated, disabled, "
+                   "delete_protected, create_operation_id, create_time_us, update_time_us, "
+                   "deprecate_time_us) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, "
+                   "?12, ?13, ?14, ?15)"));
+  BindRow(s, t);
+  absl::Status status = s.Run();
+  if (absl::IsAlreadyExists(status)) {
+    return absl::AlreadyExistsError(absl::StrCat("image template ", t.id(), " already exists"));
+  }
+  if (absl::IsFailedPrecondition(status)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("owner account ", t.owner_account_id(), " does not exist"));
+  }
+  RETURN_IF_ERROR(status);
+  return WriteChildren(conn, t);
+}
+
+}  // namespace
+
 absl::Status SqliteTemplateStore::InsertTemplate(const ImageTemplate& t) {
-  return db_->Transaction([&](SqliteConnection& conn) -> absl::Status {
-    if (t.status() != imagetemplates::v1::IMAGE_TEMPLATE_STATUS_DELETED) {
-      ASSIGN_OR_RETURN(bool taken, NameTaken(conn, t.owner_account_id(), t.name(), t.id()));
-      if (taken) return NameTakenError(t.name());
-    }
-    ASSIGN_OR_RETURN(
-        SqliteStatement s,
-        conn.Prepare("INSERT INTO image_templates (id, owner_account_id, name, note, visibility, "
-                     "status, source_server_id, configuration, deprecated, disabled, "
-                     "delete_protected, create_operation_id, create_time_us, update_time_us, "
-                     "deprecate_time_us) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, "
-                     "?12, ?13, ?14, ?15)"));
-    BindRow(s, t);
-    absl::Status status = s.Run();
-    if (absl::IsAlreadyExists(status)) {
-      return absl::AlreadyExistsError(absl::StrCat("image template ", t.id(), " already exists"));
-    }
-    if (absl::IsFailedPrecondition(status)) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("owner account ", t.owner_account_id(), " does not exist"));
-    }
-    RETURN_IF_ERROR(status);
-    return WriteChildren(conn, t);
-  });
+  return db_->Transaction(
+      [&](SqliteConnection& conn) { return InsertTemplateRow(conn, t); });
 }
 
 absl::StatusOr<ImageTemplate> SqliteTemplateStore::GetTemplate(absl::string_view id) {
@@ -477,6 +484,69 @@ absl::StatusOr<ImageTemplate> SqliteTemplateStore::MutateTemplate(absl::string_v
     return absl::OkStatus();
   }));
   return result;
+}
+
+absl::Status SqliteTemplateStore::InsertTemplateWithOperation(
+    const ImageTemplate& t, const imagetemplates::v1::Operation& operation,
+    const OperationInternals& internals) {
+  return db_->Transaction([&](SqliteConnection& conn) -> absl::Status {
+    ASSIGN_OR_RETURN(int64_t running,
+                     CountUnfinishedOperations(conn, operation.target().id(),
+                                               {imagetemplates::v1::OPERATION_KIND_CREATE_IMAGE_TEMPLATE}));
+    if (running > 0) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "server ", operation.target().id(),
+          " is busy: another operation is capturing it; wait for it to end or cancel it"));
+    }
+    RETURN_IF_ERROR(InsertTemplateRow(conn, t));
+    return InsertOperationRow(conn, operation, internals);
+  });
+}
+
+absl::Status SqliteTemplateStore::AddImageReplica(const ImageReplica& replica) {
+  return db_->Transaction([&](SqliteConnection& conn) -> absl::Status {
+    ASSIGN_OR_RETURN(SqliteStatement s,
+                     conn.Prepare("INSERT INTO image_replicas (template_id, image_id, node_id, "
+                                  "manifest_digest, create_time_us) VALUES (?, ?, ?, ?, ?) "
+                                  "ON CONFLICT (image_id, node_id) DO UPDATE SET "
+                                  "manifest_digest = excluded.manifest_digest"));
+    s.Bind(1, replica.template_id).Bind(2, replica.image_id).Bind(3, replica.node_id);
+    s.Bind(4, replica.manifest_digest).Bind(5, NowMicros());
+    absl::Status status = s.Run();
+    if (absl::IsFailedPrecondition(status)) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("storage node ", replica.node_id, " is not registered"));
+    }
+    return status;
+  });
+}
+
+absl::StatusOr<std::vector<ImageReplica>> SqliteTemplateStore::ListImageReplicas(
+    absl::string_view template_id) {
+  std::vector<ImageReplica> replicas;
+  RETURN_IF_ERROR(db_->Read([&](SqliteConnection& conn) -> absl::Status {
+    ASSIGN_OR_RETURN(SqliteStatement s,
+                     conn.Prepare("SELECT template_id, image_id, node_id, manifest_digest "
+                                  "FROM image_replicas WHERE template_id = ? "
+                                  "ORDER BY image_id, create_time_us, node_id"));
+    s.Bind(1, template_id);
+    while (true) {
+      ASSIGN_OR_RETURN(bool row, s.Step());
+      if (!row) break;
+      replicas.push_back({s.ColumnText(0), s.ColumnText(1), s.ColumnText(2), s.ColumnText(3)});
+    }
+    return absl::OkStatus();
+  }));
+  return replicas;
+}
+
+absl::Status SqliteTemplateStore::RemoveImageReplica(absl::string_view image_id,
+                                                     absl::string_view node_id) {
+  return db_->Transaction([&](SqliteConnection& conn) -> absl::Status {
+    ASSIGN_OR_RETURN(SqliteStatement s,
+                     conn.Prepare("DELETE FROM image_replicas WHERE image_id = ? AND node_id = ?"));
+    return s.Bind(1, image_id).Bind(2, node_id).Run();
+  });
 }
 
 }  // namespace controlplane

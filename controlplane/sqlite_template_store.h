@@ -35,6 +35,15 @@ class SqliteTemplateStore final : public TemplateStore {
   absl::StatusOr<TemplateUsage> GetUsage(absl::string_view account_id) override;
   absl::StatusOr<imagetemplates::v1::ImageTemplate> MutateTemplate(
       absl::string_view id, const Mutator& mutate) override;
+  absl::Status InsertTemplateWithOperation(
+      const imagetemplates::v1::ImageTemplate& image_template,
+      const imagetemplates::v1::Operation& operation,
+      const OperationInternals& internals) override;
+  absl::Status AddImageReplica(const ImageReplica& replica) override;
+  absl::StatusOr<std::vector<ImageReplica>> ListImageReplicas(
+      absl::string_view template_id) override;
+  absl::Status RemoveImageReplica(absl::string_view image_id,
+                                  absl::string_view node_id) override;
 
  private:
   SqliteDatabase* const db_;

@@ -159,6 +159,53 @@ class GrpcStorageNodeClient final : public StorageNodeClient {
         .status();
   }
 
+  absl::StatusOr<pb::ImageManifestSummary> GetImage(const std::string& image_id,
+                                                    const CallOptions& options) override {
+    return WithRetries<pb::ImageManifestSummary>(
+        options, [&]() -> absl::StatusOr<pb::ImageManifestSummary> {
+          grpc::ClientContext context;
+          context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+          pb::GetImageRequest request;
+          request.set_image_id(image_id);
+          pb::GetImageResponse response;
+          absl::Status status =
+              Annotate(common::FromGrpcStatus(stub_->GetImage(&context, request, &response)));
+          if (!status.ok()) return status;
+          return response.summary();
+        });
+  }
+
+  absl::StatusOr<pb::SendImageSummary> SendImage(const std::string& image_id,
+                                                 const std::string& peer_address,
+                                                 const CallOptions& options) override {
+    return WithRetries<pb::SendImageSummary>(
+        options, [&]() -> absl::StatusOr<pb::SendImageSummary> {
+          grpc::ClientContext context;
+          CancelPropagator cancel(&context, options.cancelled);
+          pb::SendImageRequest request;
+          request.set_image_id(image_id);
+          request.set_peer_address(peer_address);
+          auto reader = stub_->SendImage(&context, request);
+          pb::SendImageProgress progress;
+          pb::SendImageSummary summary;
+          bool done = false;
+          while (reader->Read(&progress)) {
+            if (options.on_progress) {
+              options.on_progress({progress.chunks_sent() + progress.chunks_skipped(),
+                                   progress.chunks_total()});
+            }
+            if (progress.has_summary()) {
+              summary = progress.summary();
+              done = true;
+            }
+          }
+          absl::Status status = Annotate(common::FromGrpcStatus(reader->Finish()));
+          if (!status.ok()) return status;
+          if (!done) return absl::InternalError("send ended without a summary");
+          return summary;
+        });
+  }
+
  private:
   // Names the node in every error, so an operation's error says where.
   absl::Status Annotate(const absl::Status& status) const {

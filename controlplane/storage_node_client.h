@@ -46,7 +46,18 @@ class StorageNodeClient {
       const CallOptions& options) = 0;
   // NOT_FOUND is success: the image is already gone.
   virtual absl::Status DeleteImage(const std::string& image_id, const CallOptions& options) = 0;
+  // The committed image's summary; NOT_FOUND if this node lacks it.
+  virtual absl::StatusOr<imagetemplates::storagenode::v1::ImageManifestSummary> GetImage(
+      const std::string& image_id, const CallOptions& options) = 0;
+  // SendImage to the end: copies the image to the node at `peer_address`.
+  virtual absl::StatusOr<imagetemplates::storagenode::v1::SendImageSummary> SendImage(
+      const std::string& image_id, const std::string& peer_address,
+      const CallOptions& options) = 0;
 };
+
+// Makes a client for the storage node at `address` ("host:port").
+using StorageNodeClientFactory =
+    std::function<std::unique_ptr<StorageNodeClient>(const std::string& address)>;
 
 // Over gRPC to `address`.
 std::unique_ptr<StorageNodeClient> NewGrpcStorageNodeClient(const std::string& address);

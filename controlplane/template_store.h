@@ -52,6 +52,14 @@ struct TemplateQuery {
   int limit = 50;
 };
 
+// One stored copy of a captured disk image on a storage node.
+struct ImageReplica {
+  std::string template_id;
+  std::string image_id;
+  std::string node_id;
+  std::string manifest_digest;
+};
+
 struct TemplateUsage {
   // Templates not DELETED.
   int64_t template_count = 0;
@@ -122,6 +130,24 @@ class TemplateStore {
   using Mutator = std::function<absl::Status(TemplateTransaction& txn)>;
   virtual absl::StatusOr<imagetemplates::v1::ImageTemplate> MutateTemplate(
       absl::string_view id, const Mutator& mutate) = 0;
+
+  // The create path: stores a new template and the operation that captures
+  // it in one transaction. FAILED_PRECONDITION if an operation that is not
+  // terminal already targets operation.target().id() (the source server);
+  // otherwise as InsertTemplate.
+  virtual absl::Status InsertTemplateWithOperation(
+      const imagetemplates::v1::ImageTemplate& image_template,
+      const imagetemplates::v1::Operation& operation, const OperationInternals& internals) = 0;
+
+  // Records that `replica.node_id` holds the image (idempotent).
+  // FAILED_PRECONDITION if the node is not registered.
+  virtual absl::Status AddImageReplica(const ImageReplica& replica) = 0;
+  // Every replica of the template's images.
+  virtual absl::StatusOr<std::vector<ImageReplica>> ListImageReplicas(
+      absl::string_view template_id) = 0;
+  // No-op if absent.
+  virtual absl::Status RemoveImageReplica(absl::string_view image_id,
+                                          absl::string_view node_id) = 0;
 };
 
 }  // namespace controlplane

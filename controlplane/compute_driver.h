@@ -1,0 +1,35 @@
+// The hypervisor side of a server: reads and changes its power state. The
+// create workflow takes a server offline through it and restores its earlier
+// state; the deploy workflow powers new servers on.
+#ifndef CONTROLPLANE_COMPUTE_DRIVER_H_
+#define CONTROLPLANE_COMPUTE_DRIVER_H_
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "imagetemplates/v1/inventory.pb.h"
+
+namespace controlplane {
+
+// Implementations are thread-safe. Every call gives up after `timeout` with
+// DEADLINE_EXCEEDED; UNAVAILABLE means the hypervisor could not be reached
+// (retry); NOT_FOUND means it does not know the server.
+class ComputeDriver {
+ public:
+  virtual ~ComputeDriver() = default;
+
+  virtual absl::StatusOr<imagetemplates::v1::PowerState> GetPowerState(
+      const std::string& server_id, absl::Duration timeout) = 0;
+  // Returns once the server runs; a no-op if it already does.
+  virtual absl::Status PowerOn(const std::string& server_id,
+                               absl::Duration timeout) = 0;
+  // Returns once the server is stopped (its disks quiesced); a no-op if it
+  // already is.
+  virtual absl::Status PowerOff(const std::string& server_id,
+                                absl::Duration timeout) = 0;
+};
+
+}  // namespace controlplane
+
+#endif  // CONTROLPLANE_COMPUTE_DRIVER_H_

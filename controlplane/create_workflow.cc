@@ -1,0 +1,396 @@
+#include "controlplane/create_workflow.h"
+
+#include <algorithm>
+#include <memory>
+#include <thread>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
+#include "common/log.h"
+#include "common/status_macros.h"
+#include "controlplane/ids.h"
+#include "controlplane/workflow_checkpoint.pb.h"
+#include "controlplane/workflow_util.h"
+
+namespace controlplane {
+
+namespace v1 = imagetemplates::v1;
+using internal::CreateCheckpoint;
+
+absl::StatusOr<v1::Operation> CreateWorkflow::Begin(
+    const Caller& caller, const v1::CreateImageTemplateRequest& request,
+    const std::string& name, const std::vector<std::string>& tags,
+    int64_t now_micros) {
+  absl::StatusOr<v1::Server> read =
+      deps_.inventory->ReadServer(request.server_id());
+  if (absl::IsNotFound(read.status()) ||
+      (read.ok() && !caller.is_operator &&
+       read->account_id() != caller.account_id)) {
+    return absl::NotFoundError(
+        absl::StrCat("server ", request.server_id(), " not found"));
+  }
+  RETURN_IF_ERROR(read.status());
+  const v1::Server& server = *read;
+  if (server.type() == v1::SERVER_TYPE_BARE_METAL) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("server ", server.id(),
+                     " is bare metal; image templates can be created only from "
+                     "virtual servers"));
+  }
+  if (server.state() != v1::SERVER_STATE_ACTIVE) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "server ", server.id(), " is ", v1::ServerState_Name(server.state()),
+        ", not healthy; only ACTIVE servers can be captured"));
+  }
+  if (!server.has_credentials()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("server ", server.id(),
+                     " has no software credentials recorded; record them with "
+                     "SetServerCredentials first"));
+  }
+  std::vector<const v1::ServerDisk*> selected;
+  std::vector<std::string> known;
+  for (const v1::ServerDisk& disk : server.disks()) {
+    known.push_back(absl::StrCat(disk.device_index(),
+                                 disk.boot() ? " (boot)" : "",
+                                 disk.config_drive() ? " (config drive)" : ""));
+    if (disk.boot()) selected.push_back(&disk);
+  }
+  if (selected.size() != 1) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("server ", server.id(),
+                     " has no boot disk; an operator must fix its disks"));
+  }
+  for (int index : request.data_disk_indexes()) {
+    auto disk = std::find_if(
+        server.disks().begin(), server.disks().end(),
+        [&](const v1::ServerDisk& d) { return d.device_index() == index; });
+    if (disk == server.disks().end()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("server ", server.id(), " has no disk ", index,
+                       "; its disks are ", absl::StrJoin(known, ", ")));
+    }
+    if (disk->boot()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("data_disk_indexes: ", index,
+                       " is the boot disk, which is always captured"));
+    }
+    if (disk->config_drive()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("data_disk_indexes: ", index,
+                       " is the config drive, which is never captured"));
+    }
+    selected.push_back(&*disk);
+  }
+  // Refuse now rather than fail the operation later.
+  for (const v1::ServerDisk* disk : selected) {
+    RETURN_IF_ERROR(
+        deps_.nodes->ForPortal(disk->datacenter(), disk->iscsi().portal())
+            .status());
+  }
+
+  v1::ImageTemplate t;
+  t.set_id(NewUuid());
+  t.set_owner_account_id(server.account_id());
+  t.set_name(name);
+  t.set_note(request.note());
+  for (const std::string& tag : tags) t.add_tags(tag);
+  t.set_visibility(v1::VISIBILITY_PRIVATE);
+  t.set_status(v1::IMAGE_TEMPLATE_STATUS_CREATING);
+  t.set_source_server_id(server.id());
+  *t.mutable_configuration() = TemplateConfiguration(server.configuration());
+  *t.mutable_create_time() = ToTimestamp(now_micros);
+  *t.mutable_update_time() = ToTimestamp(now_micros);
+
+  v1::Operation op;
+  op.set_id(NewUuid());
+  op.set_kind(v1::OPERATION_KIND_CREATE_IMAGE_TEMPLATE);
+  op.set_account_id(server.account_id());
+  op.set_user_id(caller.user_id);
+  op.set_request_id(request.request_id());
+  op.set_state(v1::OPERATION_STATE_PENDING);
+  op.set_image_template_id(t.id());
+  op.mutable_target()->set_type(v1::RESOURCE_TYPE_SERVER);
+  op.mutable_target()->set_id(server.id());
+  *op.mutable_create_time() = ToTimestamp(now_micros);
+  *op.mutable_update_time() = ToTimestamp(now_micros);
+  t.set_create_operation_id(op.id());
+
+  CreateCheckpoint checkpoint;
+  checkpoint.set_template_id(t.id());
+  checkpoint.set_server_id(server.id());
+  checkpoint.set_datacenter(server.datacenter());
+  for (const v1::ServerDisk* disk : selected) {
+    internal::CaptureDisk* c = checkpoint.add_disks();
+    c->set_device_index(disk->device_index());
+    c->set_boot(disk->boot());
+    c->set_volume_id(disk->san_volume_id());
+    c->set_image_id(absl::StrCat(t.id(), "-disk", disk->device_index()));
+    c->set_size_bytes(disk->size_bytes());
+  }
+  OperationInternals internals;
+  internals.params = request.SerializeAsString();
+  internals.checkpoint = checkpoint.SerializeAsString();
+  RETURN_IF_ERROR(
+      deps_.templates->InsertTemplateWithOperation(t, op, internals));
+  return op;
+}
+
+namespace {
+
+// One create in flight: its checkpoint under a lock, shared by the parallel
+// capture steps.
+class CreateRun {
+ public:
+  CreateRun(const CreateWorkflow::Dependencies& deps, OperationContext& context)
+      : deps_(deps), context_(context) {}
+
+  absl::Status Load() {
+    absl::MutexLock lock(&mu_);
+    if (!checkpoint_.ParseFromString(context_.initial_checkpoint()) ||
+        checkpoint_.template_id().empty()) {
+      return absl::InternalError("create operation has no usable checkpoint");
+    }
+    context_.SetCheckpointSource([this] {
+      absl::MutexLock lock(&mu_);
+      return checkpoint_.SerializeAsString();
+    });
+    return absl::OkStatus();
+  }
+
+  absl::Status Run() {
+    absl::Status status;
+    bool recorded;
+    {
+      absl::MutexLock lock(&mu_);
+      recorded = checkpoint_.recorded();
+    }
+    // Once ACTIVE the template stays: only the power state is left to do.
+    if (recorded || !context_.cancelled()) {
+      status = Forward();
+      if (status.ok() || context_.stopping()) return status;
+    } else {
+      status = absl::CancelledError("the operation was cancelled");
+    }
+    Undo(status);
+    if (context_.stopping()) return absl::AbortedError("stopping during undo");
+    return status;
+  }
+
+ private:
+  absl::Status Forward() {
+    CreateCheckpoint cp = Snapshot();
+    if (!cp.recorded()) {
+      if (!cp.powered_off()) {
+        RETURN_IF_ERROR(context_.RunStep(
+            "power_off", "", [&]() -> absl::Status { return PowerOff(); }));
+      }
+      RETURN_IF_ERROR(CaptureAll());
+      RETURN_IF_ERROR(
+          context_.RunStep("record_template", "", [&] { return Record(); }));
+    }
+    return context_.RunStep(
+        "power_restore", "", [&] { return RestorePower(); },
+        OperationContext::StepKind::kUndo);
+  }
+
+  absl::Status PowerOff() {
+    const std::string server_id = Snapshot().server_id();
+    bool known;
+    {
+      absl::MutexLock lock(&mu_);
+      known = checkpoint_.prior_power_state() != 0;
+    }
+    if (!known) {
+      ASSIGN_OR_RETURN(
+          v1::PowerState prior,
+          deps_.compute->GetPowerState(server_id, deps_.compute_timeout));
+      {
+        absl::MutexLock lock(&mu_);
+        checkpoint_.set_prior_power_state(prior);
+      }
+      // Durable before the server changes, so any later end restores it.
+      RETURN_IF_ERROR(context_.SaveCheckpoint());
+    }
+    RETURN_IF_ERROR(deps_.compute->PowerOff(server_id, deps_.compute_timeout));
+    absl::MutexLock lock(&mu_);
+    checkpoint_.set_powered_off(true);
+    return absl::OkStatus();
+  }
+
+  absl::Status CaptureAll() {
+    CreateCheckpoint cp = Snapshot();
+    std::vector<std::thread> threads;
+    std::vector<absl::Status> results(cp.disks_size());
+    for (int i = 0; i < cp.disks_size(); ++i) {
+      const internal::CaptureDisk& disk = cp.disks(i);
+      int slot = context_.progress().Add(disk.size_bytes(),
+                                         disk.done() ? disk.size_bytes() : 0);
+      if (disk.done()) continue;
+      threads.emplace_back([this, i, slot, disk, &results] {
+        results[i] =
+            context_.RunStep(absl::StrCat("capture_disk_", disk.device_index()),
+                             "", [&] { return Capture(i, slot, disk); });
+      });
+    }
+    for (std::thread& thread : threads) thread.join();
+    return FirstError(results);
+  }
+
+  absl::Status Capture(int index, int slot, const internal::CaptureDisk& disk) {
+    const CreateCheckpoint cp = Snapshot();
+    ASSIGN_OR_RETURN(
+        v1::SanVolume volume,
+        deps_.inventory->ReadSanVolumeWithSecret(disk.volume_id()));
+    ASSIGN_OR_RETURN(
+        StorageNodeHandle node,
+        deps_.nodes->ForPortal(cp.datacenter(), volume.iscsi().portal()));
+    // Recorded before the capture, so an undo after a crash finds the image.
+    RETURN_IF_ERROR(deps_.templates->AddImageReplica(
+        {cp.template_id(), disk.image_id(), node.node_id, ""}));
+    CallOptions options;
+    options.cancelled = context_.interrupt_flag();
+    options.on_progress = context_.progress().Callback(slot);
+    options.max_attempts = deps_.call_attempts;
+    ASSIGN_OR_RETURN(
+        auto summary,
+        node.client->Capture(disk.image_id(), IscsiUrl(volume), options));
+    RETURN_IF_ERROR(deps_.templates->AddImageReplica(
+        {cp.template_id(), disk.image_id(), node.node_id,
+         summary.manifest_digest()}));
+    context_.progress().Complete(slot);
+    absl::MutexLock lock(&mu_);
+    internal::CaptureDisk* d = checkpoint_.mutable_disks(index);
+    d->set_done(true);
+    d->set_node_id(node.node_id);
+    d->set_size_bytes(static_cast<int64_t>(summary.volume_size_bytes()));
+    d->set_stored_bytes(static_cast<int64_t>(summary.stored_bytes()));
+    d->set_manifest_digest(summary.manifest_digest());
+    return absl::OkStatus();
+  }
+
+  absl::Status Record() {
+    const CreateCheckpoint cp = Snapshot();
+    ASSIGN_OR_RETURN(v1::Server server,
+                     deps_.inventory->ReadServer(cp.server_id()));
+    const int64_t now = NowMicros();
+    RETURN_IF_ERROR(
+        deps_.templates
+            ->MutateTemplate(
+                cp.template_id(),
+                [&](TemplateTransaction& txn) -> absl::Status {
+                  v1::ImageTemplate& t = txn.image_template();
+                  if (t.status() != v1::IMAGE_TEMPLATE_STATUS_CREATING) {
+                    return absl::FailedPreconditionError(
+                        absl::StrCat("image template ", t.id(), " is ",
+                                     v1::ImageTemplateStatus_Name(t.status()),
+                                     ", no longer CREATING"));
+                  }
+                  t.clear_disks();
+                  for (const internal::CaptureDisk& d : cp.disks()) {
+                    if (!d.done() || d.manifest_digest().empty()) {
+                      return absl::InternalError(absl::StrCat(
+                          "disk ", d.device_index(), " is not captured"));
+                    }
+                    v1::ImageTemplateDisk* disk = t.add_disks();
+                    disk->set_device_index(d.device_index());
+                    disk->set_boot(d.boot());
+                    disk->set_logical_size_bytes(d.size_bytes());
+                    disk->set_stored_size_bytes(d.stored_bytes());
+                    disk->set_manifest_digest(d.manifest_digest());
+                  }
+                  *t.mutable_configuration() =
+                      TemplateConfiguration(server.configuration());
+                  t.clear_locations();
+                  v1::ImageTemplateLocation* location = t.add_locations();
+                  location->set_datacenter(cp.datacenter());
+                  location->set_status(
+                      v1::IMAGE_TEMPLATE_LOCATION_STATUS_AVAILABLE);
+                  *location->mutable_create_time() = ToTimestamp(now);
+                  t.set_status(v1::IMAGE_TEMPLATE_STATUS_ACTIVE);
+                  *t.mutable_update_time() = ToTimestamp(now);
+                  return absl::OkStatus();
+                })
+            .status());
+    absl::MutexLock lock(&mu_);
+    checkpoint_.set_recorded(true);
+    return absl::OkStatus();
+  }
+
+  absl::Status RestorePower() {
+    const CreateCheckpoint cp = Snapshot();
+    if (cp.prior_power_state() != v1::POWER_STATE_RUNNING)
+      return absl::OkStatus();
+    return deps_.compute->PowerOn(cp.server_id(), deps_.compute_timeout);
+  }
+
+  // Deletes every image of the template, marks it FAILED and restores the
+  // power state. Best effort: what cannot be deleted now stays listed as a
+  // replica, and deleting the FAILED template removes it later.
+  void Undo(const absl::Status& cause) {
+    const CreateCheckpoint cp = Snapshot();
+    common::LogInfo("operation %s: undoing create of %s: %s", context_.id(),
+                    cp.template_id(), cause.ToString());
+    auto undo = OperationContext::StepKind::kUndo;
+    absl::Status deleted = context_.RunStep(
+        "delete_images", "",
+        [&] {
+          return DeleteReplicas(deps_.templates, deps_.nodes, cp.template_id(),
+                                context_.stop_flag());
+        },
+        undo);
+    if (!deleted.ok()) {
+      common::LogWarning(
+          "operation %s: images of %s stay until the template is deleted: %s",
+          context_.id(), cp.template_id(), deleted.ToString());
+    }
+    context_
+        .RunStep(
+            "mark_failed", "",
+            [&] {
+              return deps_.templates
+                  ->MutateTemplate(
+                      cp.template_id(),
+                      [&](TemplateTransaction& txn) {
+                        v1::ImageTemplate& t = txn.image_template();
+                        if (t.status() == v1::IMAGE_TEMPLATE_STATUS_CREATING) {
+                          t.set_status(v1::IMAGE_TEMPLATE_STATUS_FAILED);
+                          *t.mutable_update_time() = ToTimestamp(NowMicros());
+                        }
+                        return absl::OkStatus();
+                      })
+                  .status();
+            },
+            undo)
+        .IgnoreError();
+    absl::Status power = context_.RunStep(
+        "power_restore", "", [&] { return RestorePower(); }, undo);
+    if (!power.ok()) {
+      common::LogError(
+          "operation %s: server %s could not be powered back on: %s",
+          context_.id(), cp.server_id(), power.ToString());
+    }
+  }
+
+  CreateCheckpoint Snapshot() {
+    absl::MutexLock lock(&mu_);
+    return checkpoint_;
+  }
+
+  const CreateWorkflow::Dependencies& deps_;
+  OperationContext& context_;
+  absl::Mutex mu_;
+  CreateCheckpoint checkpoint_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace
+
+absl::Status CreateWorkflow::Run(OperationContext& context) {
+  CreateRun run(deps_, context);
+  RETURN_IF_ERROR(run.Load());
+  return run.Run();
+}
+
+}  // namespace controlplane

@@ -1,0 +1,224 @@
+// The operation engine with scripted workflows over the real SQLite store.
+#include "controlplane/operation_runner.h"
+
+#include <atomic>
+#include <memory>
+#include <string>
+
+#include "absl/synchronization/notification.h"
+#include "controlplane/ids.h"
+#include "controlplane/sqlite_operation_store.h"
+#include "controlplane/testing/template_test_database.h"
+#include "gtest/gtest.h"
+
+namespace controlplane {
+namespace {
+
+namespace v1 = imagetemplates::v1;
+
+// Runs `script` as its workflow.
+class ScriptedWorkflow final : public Workflow {
+ public:
+  explicit ScriptedWorkflow(
+      std::function<absl::Status(OperationContext&)> script)
+      : script_(std::move(script)) {}
+  absl::Status Run(OperationContext& context) override {
+    return script_(context);
+  }
+
+ private:
+  std::function<absl::Status(OperationContext&)> script_;
+};
+
+class OperationRunnerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    db_ = *OpenTemplateTestDatabase();
+    ASSERT_TRUE(AddTestAccount(*db_, "acct").ok());
+    store_ = std::make_unique<SqliteOperationStore>(db_.get());
+    options_.poll_interval = absl::Milliseconds(50);
+    options_.step_initial_backoff = absl::Milliseconds(10);
+    options_.progress_interval = absl::Milliseconds(20);
+  }
+
+  std::string Insert(v1::OperationState state = v1::OPERATION_STATE_PENDING,
+                     const std::string& checkpoint = "") {
+    v1::Operation op;
+    op.set_id(NewUuid());
+    op.set_kind(v1::OPERATION_KIND_CREATE_IMAGE_TEMPLATE);
+    op.set_account_id("acct");
+    op.set_state(state);
+    *op.mutable_create_time() = ToTimestamp(NowMicros());
+    OperationInternals internals;
+    internals.params = "request";
+    internals.checkpoint = checkpoint;
+    EXPECT_TRUE(store_->InsertOperation(op, internals).ok());
+    return op.id();
+  }
+
+  v1::Operation WaitTerminal(const std::string& id) {
+    const absl::Time deadline = absl::Now() + absl::Seconds(20);
+    while (absl::Now() < deadline) {
+      auto op = store_->GetOperation(id);
+      if (op.ok() && IsTerminal(op->state())) return *op;
+      absl::SleepFor(absl::Milliseconds(10));
+    }
+    ADD_FAILURE() << "operation " << id << " did not end";
+    return *store_->GetOperation(id);
+  }
+
+  std::unique_ptr<SqliteDatabase> db_;
+  std::unique_ptr<SqliteOperationStore> store_;
+  OperationRunnerOptions options_;
+};
+
+TEST_F(OperationRunnerTest, RunsStepsRetriesUnavailableAndReportsProgress) {
+  std::atomic<int> calls{0};
+  ScriptedWorkflow workflow([&](OperationContext& context) -> absl::Status {
+    EXPECT_EQ(context.params(), "request");
+    context.SetCheckpointSource([] { return std::string("after-first"); });
+    int slot = context.progress().Add(1000);
+    RETURN_IF_ERROR(context.RunStep("power_off", "", [&]() -> absl::Status {
+      // Transient twice, then fine.
+      if (++calls < 3) return absl::UnavailableError("node restarting");
+      context.progress().Update(slot, 400, 1000);
+      return absl::OkStatus();
+    }));
+    absl::SleepFor(absl::Milliseconds(100));  // let the monitor write progress
+    context.progress().Complete(slot);
+    return absl::OkStatus();
+  });
+  OperationRunner runner(store_.get(), options_);
+  runner.Register(v1::OPERATION_KIND_CREATE_IMAGE_TEMPLATE, &workflow);
+  runner.Start();
+  const std::string id = Insert();
+  v1::Operation op = WaitTerminal(id);
+  EXPECT_EQ(op.state(), v1::OPERATION_STATE_SUCCEEDED);
+  ASSERT_EQ(op.finished_steps_size(), 1);
+  EXPECT_EQ(op.finished_steps(0).name(), "power_off");
+  EXPECT_EQ(op.finished_steps(0).attempt_count(), 3);
+  EXPECT_EQ(op.finished_steps(0).state(), v1::OPERATION_STATE_SUCCEEDED);
+  EXPECT_EQ(op.progress().bytes_total(), 1000);
+  EXPECT_EQ(op.progress().percent(), 100);
+  EXPECT_EQ(op.step(), "");
+  EXPECT_EQ(store_->GetInternals(id)->checkpoint, "after-first");
+}
+
+TEST_F(OperationRunnerTest, PermanentErrorsFailWithTheCause) {
+  ScriptedWorkflow workflow([](OperationContext& context) {
+    return context.RunStep("capture_disk_0", "", [] {
+      return absl::ResourceExhaustedError("storage node x: image store full");
+    });
+  });
+  OperationRunner runner(store_.get(), options_);
+  runner.Register(v1::OPERATION_KIND_CREATE_IMAGE_TEMPLATE, &workflow);
+  runner.Start();
+  v1::Operation op = WaitTerminal(Insert());
+  EXPECT_EQ(op.state(), v1::OPERATION_STATE_FAILED);
+  EXPECT_EQ(op.error().code(),
+            static_cast<int>(absl::StatusCode::kResourceExhausted));
+  EXPECT_EQ(op.error().message(), "storage node x: image store full");
+  ASSERT_EQ(op.finished_steps_size(), 1);
+  EXPECT_EQ(op.finished_steps(0).attempt_count(), 1);
+  EXPECT_EQ(op.finished_steps(0).state(), v1::OPERATION_STATE_FAILED);
+}
+
+TEST_F(OperationRunnerTest, CancelInterruptsAndUndoStepsStillRun) {
+  absl::Notification started;
+  ScriptedWorkflow workflow([&](OperationContext& context) -> absl::Status {
+    absl::Status forward =
+        context.RunStep("capture_disk_0", "", [&]() -> absl::Status {
+          started.Notify();
+          // A long transfer that only the interrupt flag stops.
+          while (!context.interrupt_flag()->load())
+            absl::SleepFor(absl::Milliseconds(5));
+          return absl::CancelledError("call cancelled");
+        });
+    EXPECT_EQ(forward.code(), absl::StatusCode::kCancelled);
+    EXPECT_EQ(
+        context.RunStep("more", "", [] { return absl::OkStatus(); }).code(),
+        absl::StatusCode::kCancelled);
+    RETURN_IF_ERROR(context.RunStep(
+        "power_restore", "", [] { return absl::OkStatus(); },
+        OperationContext::StepKind::kUndo));
+    return forward;
+  });
+  OperationRunner runner(store_.get(), options_);
+  runner.Register(v1::OPERATION_KIND_CREATE_IMAGE_TEMPLATE, &workflow);
+  runner.Start();
+  const std::string id = Insert();
+  ASSERT_TRUE(started.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  const absl::Time cancel_time = absl::Now();
+  ASSERT_TRUE(store_
+                  ->UpdateOperation(
+                      id,
+                      [](v1::Operation& op, OperationInternals& internals) {
+                        op.set_state(v1::OPERATION_STATE_CANCELLING);
+                        internals.cancel_requested = true;
+                        return absl::OkStatus();
+                      })
+                  .ok());
+  v1::Operation op = WaitTerminal(id);
+  EXPECT_LT(absl::Now() - cancel_time, absl::Seconds(2));
+  EXPECT_EQ(op.state(), v1::OPERATION_STATE_CANCELLED);
+  ASSERT_EQ(op.finished_steps_size(), 2);
+  EXPECT_EQ(op.finished_steps(0).state(), v1::OPERATION_STATE_CANCELLED);
+  EXPECT_EQ(op.finished_steps(1).name(), "power_restore");
+  EXPECT_EQ(op.finished_steps(1).state(), v1::OPERATION_STATE_SUCCEEDED);
+}
+
+TEST_F(OperationRunnerTest,
+       StopLeavesTheRowAndTheNextRunnerResumesFromTheCheckpoint) {
+  absl::Notification started;
+  ScriptedWorkflow blocking([&](OperationContext& context) -> absl::Status {
+    context.SetCheckpointSource([] { return std::string("disk0-done"); });
+    RETURN_IF_ERROR(
+        context.RunStep("capture_disk_0", "", [] { return absl::OkStatus(); }));
+    return context.RunStep("capture_disk_1", "", [&]() -> absl::Status {
+      started.Notify();
+      while (!context.interrupt_flag()->load())
+        absl::SleepFor(absl::Milliseconds(5));
+      return absl::CancelledError("call cancelled");
+    });
+  });
+  const std::string id = Insert();
+  {
+    OperationRunner runner(store_.get(), options_);
+    runner.Register(v1::OPERATION_KIND_CREATE_IMAGE_TEMPLATE, &blocking);
+    runner.Start();
+    ASSERT_TRUE(started.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  }  // The runner stops: the workflow returns ABORTED, the row stays RUNNING.
+  EXPECT_EQ(store_->GetOperation(id)->state(), v1::OPERATION_STATE_RUNNING);
+
+  std::string seen_checkpoint;
+  ScriptedWorkflow resuming([&](OperationContext& context) -> absl::Status {
+    seen_checkpoint = context.initial_checkpoint();
+    return context.RunStep("capture_disk_1", "",
+                           [] { return absl::OkStatus(); });
+  });
+  OperationRunner runner(store_.get(), options_);
+  runner.Register(v1::OPERATION_KIND_CREATE_IMAGE_TEMPLATE, &resuming);
+  runner.Start();
+  v1::Operation op = WaitTerminal(id);
+  EXPECT_EQ(op.state(), v1::OPERATION_STATE_SUCCEEDED);
+  EXPECT_EQ(seen_checkpoint, "disk0-done");
+  ASSERT_EQ(op.finished_steps_size(), 2);
+  EXPECT_EQ(op.finished_steps(0).name(), "capture_disk_0");
+  EXPECT_EQ(op.finished_steps(1).name(), "capture_disk_1");
+}
+
+TEST_F(OperationRunnerTest,
+       APendingOperationCancelledBeforeItStartsEndsCancelled) {
+  ScriptedWorkflow workflow([](OperationContext& context) -> absl::Status {
+    EXPECT_TRUE(context.cancelled());
+    return absl::CancelledError("cancelled before it started");
+  });
+  const std::string id = Insert(v1::OPERATION_STATE_CANCELLING);
+  OperationRunner runner(store_.get(), options_);
+  runner.Register(v1::OPERATION_KIND_CREATE_IMAGE_TEMPLATE, &workflow);
+  runner.Start();
+  EXPECT_EQ(WaitTerminal(id).state(), v1::OPERATION_STATE_CANCELLED);
+}
+
+}  // namespace
+}  // namespace controlplane

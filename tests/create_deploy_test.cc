@@ -1,0 +1,777 @@
+// Create and deploy end to end with real processes: two tgtd SANs, two
+// storaged nodes registered with the real controlplane binary, real files on
+// the guest disks, config drives read back with xorriso, and kill -9 of a
+// storaged during a capture and of the controlplane during a deploy.
+#include <fcntl.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/security/credentials.h"
+#include "gtest/gtest.h"
+#include "imagetemplates/storagenode/v1/storage_node.grpc.pb.h"
+#include "imagetemplates/v1/identity.grpc.pb.h"
+#include "imagetemplates/v1/image_templates.grpc.pb.h"
+#include "imagetemplates/v1/inventory.grpc.pb.h"
+#include "imagetemplates/v1/operations.grpc.pb.h"
+#include "tests/process.h"
+#include "tests/san.h"
+
+namespace tests {
+namespace {
+
+namespace v1 = imagetemplates::v1;
+namespace pb = imagetemplates::storagenode::v1;
+constexpr uint64_t kMiB = 1 << 20;
+
+#define ASSERT_OK(status) ASSERT_TRUE((status).ok()) << (status).error_message()
+#define EXPECT_CODE(status, code_)                          \
+  EXPECT_EQ((status).error_code(), grpc::StatusCode::code_) \
+      << (status).error_message()
+
+std::string ReadFile(const std::string& path, uint64_t offset = 0,
+                     uint64_t size = UINT64_MAX) {
+  std::ifstream in(path, std::ios::binary);
+  in.seekg(static_cast<std::streamoff>(offset));
+  std::string out;
+  if (size == UINT64_MAX) {
+    std::stringstream s;
+    s << in.rdbuf();
+    return s.str();
+  }
+  out.resize(size);
+  in.read(&out[0], static_cast<std::streamsize>(size));
+  out.resize(static_cast<size_t>(in.gcount()));
+  return out;
+}
+
+// Fills [0, size) of `path` with fast pseudo-random bytes (incompressible).
+void FillRandom(const std::string& path, uint64_t size, uint64_t seed) {
+  int fd = ::open(path.c_str(), O_WRONLY);
+  ASSERT_GE(fd, 0) << path;
+  std::vector<uint64_t> block(512 * 1024);
+  uint64_t x = seed * 0x9E3779B97F4A7C15ull + 1;
+  for (uint64_t off = 0; off < size; off += block.size() * 8) {
+    for (uint64_t& v : block) {
+      x ^= x << 13;
+      x ^= x >> 7;
+      x ^= x << 17;
+      v = x;
+    }
+    size_t n =
+        static_cast<size_t>(std::min<uint64_t>(block.size() * 8, size - off));
+    ASSERT_EQ(pwrite(fd, block.data(), n, static_cast<off_t>(off)),
+              static_cast<ssize_t>(n));
+  }
+  ::close(fd);
+}
+
+bool AllZero(const std::string& data) {
+  return data.find_first_not_of('\0') == std::string::npos;
+}
+
+int Shell(const std::string& command) { return std::system(command.c_str()); }
+
+template <typename Stub, typename Request, typename Response>
+grpc::Status Call(Stub& stub,
+                  grpc::Status (Stub::*rpc)(grpc::ClientContext*,
+                                            const Request&, Response*),
+                  const std::string& key, const Request& request,
+                  Response* response) {
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() +
+                       std::chrono::seconds(30));
+  if (!key.empty()) context.AddMetadata("authorization", "Bearer " + key);
+  return (stub.*rpc)(&context, request, response);
+}
+
+struct User {
+  std::string account_id;
+  std::string user_id;
+  std::string key;
+};
+
+class CreateDeployTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = MakeTempDir("e2e");
+    for (int i = 0; i < 2; ++i) {
+      auto san = San::Start();
+      ASSERT_TRUE(san.ok()) << san.status();
+      sans_.push_back(*std::move(san));
+    }
+    StartControlPlane(0);
+    admin_ = ReadFile(dir_ + "/admin.key");
+    admin_ = admin_.substr(0, admin_.find('\n'));
+    ASSERT_FALSE(admin_.empty());
+    v1::CreateDatacenterRequest dc;
+    dc.set_name("dc1");
+    v1::CreateDatacenterResponse dc_response;
+    ASSERT_OK(Call(*inventory_, &v1::InventoryService::Stub::CreateDatacenter,
+                   admin_, dc, &dc_response));
+    for (int i = 0; i < 2; ++i) StartStoraged(i);
+    WaitNodesUp();
+    v1::CreateIpPoolRequest pool;
+    pool.set_datacenter("dc1");
+    pool.set_subnet("10.20.0.0/24");
+    pool.set_gateway("10.20.0.1");
+    pool.add_dns_servers("10.20.0.2");
+    pool.add_ranges()->set_start("10.20.0.10");
+    pool.mutable_ranges(0)->set_end("10.20.0.40");
+    v1::CreateIpPoolResponse pool_response;
+    ASSERT_OK(Call(*inventory_, &v1::InventoryService::Stub::CreateIpPool,
+                   admin_, pool, &pool_response));
+    pool_id_ = pool_response.ip_pool().id();
+    acme_ = NewUser(
+        "acme",
+        {v1::PERMISSION_IMAGE_TEMPLATE_MANAGE, v1::PERMISSION_SERVER_VIEW,
+         v1::PERMISSION_SERVER_PROVISION, v1::PERMISSION_PUBLIC_IMAGE_MANAGE});
+  }
+
+  void StartControlPlane(int port) {
+    auto process = Process::StartServer(
+        {RunfilePath("controlplane/controlplane"),
+         absl::StrCat("--listen=127.0.0.1:", port), "--db=" + dir_ + "/cp.db",
+         "--admin-key-file=" + dir_ + "/admin.key", "--node-heartbeat-ms=500"},
+        dir_ + "/controlplane.log");
+    ASSERT_TRUE(process.ok()) << process.status();
+    cp_ = std::make_unique<Process>(*std::move(process));
+    auto channel =
+        grpc::CreateChannel(cp_->address(), grpc::InsecureChannelCredentials());
+    identity_ = v1::IdentityService::NewStub(channel);
+    inventory_ = v1::InventoryService::NewStub(channel);
+    templates_ = v1::ImageTemplateService::NewStub(channel);
+    operations_ = v1::OperationService::NewStub(channel);
+  }
+
+  void StartStoraged(int i) {
+    auto process = Process::StartServer(
+        {RunfilePath("storaged/storaged"), "--listen=127.0.0.1:0",
+         absl::StrCat("--store=", dir_, "/store", i), "--datacenter=dc1",
+         absl::StrCat("--node-id=n", i), "--controlplane=" + cp_->address(),
+         absl::StrCat("--portals=127.0.0.1:", sans_[i]->port())},
+        absl::StrCat(dir_, "/storaged", i, ".log"));
+    ASSERT_TRUE(process.ok()) << process.status();
+    if (static_cast<int>(storaged_.size()) <= i) storaged_.resize(i + 1);
+    storaged_[i] = std::make_unique<Process>(*std::move(process));
+  }
+
+  void WaitNodesUp() {
+    const absl::Time deadline = absl::Now() + absl::Seconds(20);
+    while (absl::Now() < deadline) {
+      v1::ListStorageNodesRequest request;
+      request.set_state(v1::STORAGE_NODE_STATE_UP);
+      v1::ListStorageNodesResponse response;
+      if (Call(*inventory_, &v1::InventoryService::Stub::ListStorageNodes,
+               admin_, request, &response)
+              .ok() &&
+          response.storage_nodes_size() == 2) {
+        return;
+      }
+      absl::SleepFor(absl::Milliseconds(100));
+    }
+    FAIL() << "storage nodes did not register";
+  }
+
+  User NewUser(const std::string& account_name,
+               const std::vector<v1::Permission>& permissions) {
+    User user;
+    v1::CreateAccountRequest account;
+    account.set_name(account_name);
+    v1::CreateAccountResponse account_response;
+    EXPECT_TRUE(Call(*identity_, &v1::IdentityService::Stub::CreateAccount,
+                     admin_, account, &account_response)
+                    .ok());
+    user.account_id = account_response.account().id();
+    v1::CreateUserRequest request;
+    request.set_account_id(user.account_id);
+    request.set_username("user");
+    for (auto p : permissions) request.add_permissions(p);
+    request.mutable_device_access()->set_all_servers(true);
+    v1::CreateUserResponse created;
+    EXPECT_TRUE(Call(*identity_, &v1::IdentityService::Stub::CreateUser, admin_,
+                     request, &created)
+                    .ok());
+    user.user_id = created.user().id();
+    v1::CreateApiKeyRequest key;
+    key.set_user_id(user.user_id);
+    v1::CreateApiKeyResponse key_response;
+    EXPECT_TRUE(Call(*identity_, &v1::IdentityService::Stub::CreateApiKey,
+                     admin_, key, &key_response)
+                    .ok());
+    user.key = key_response.secret();
+    return user;
+  }
+
+  // A LUN on SAN `san` added to the pool; returns the volume id.
+  std::string AddVolume(int san, const std::string& name, uint64_t size,
+                        Lun* out = nullptr) {
+    LunOptions options;
+    options.thin = true;
+    auto lun = sans_[san]->CreateLun(name, size, options);
+    EXPECT_TRUE(lun.ok()) << lun.status();
+    v1::CreateSanVolumeRequest request;
+    request.set_datacenter("dc1");
+    request.set_san_host(absl::StrCat("n", san));
+    request.mutable_iscsi()->set_portal(
+        absl::StrCat("127.0.0.1:", sans_[san]->port()));
+    request.mutable_iscsi()->set_iqn(lun->iqn);
+    request.mutable_iscsi()->set_lun(1);
+    request.set_size_bytes(static_cast<int64_t>(size));
+    request.set_thin(true);
+    v1::CreateSanVolumeResponse response;
+    grpc::Status status =
+        Call(*inventory_, &v1::InventoryService::Stub::CreateSanVolume, admin_,
+             request, &response);
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    backing_[response.san_volume().id()] = lun->backing_path;
+    if (out != nullptr) *out = *lun;
+    return response.san_volume().id();
+  }
+
+  // A RUNNING server of `owner` with the given disk volumes (index 0 boot).
+  std::string AddServer(const User& owner,
+                        const std::vector<std::string>& volumes) {
+    v1::CreateServerRequest request;
+    request.set_account_id(owner.account_id);
+    request.set_type(v1::SERVER_TYPE_VIRTUAL);
+    request.set_hostname("source");
+    request.set_domain("example.com");
+    request.set_datacenter("dc1");
+    request.mutable_configuration()->set_cpu_count(2);
+    request.mutable_configuration()->set_memory_mib(2048);
+    request.mutable_configuration()->set_os_reference("UBUNTU_22_64");
+    auto* nic = request.mutable_configuration()->add_network_interfaces();
+    nic->set_name("eth0");
+    nic->set_mac_address("02:00:00:00:00:01");
+    nic->set_ip_address("10.99.0.5/24");
+    for (size_t i = 0; i < volumes.size(); ++i) {
+      auto* disk = request.add_disks();
+      disk->set_device_index(static_cast<int>(i));
+      disk->set_boot(i == 0);
+      disk->set_san_volume_id(volumes[i]);
+    }
+    request.set_power_state(v1::POWER_STATE_RUNNING);
+    auto* cred = request.add_credentials();
+    cred->set_software("os");
+    cred->set_username("root");
+    cred->set_password("s3cret");
+    v1::CreateServerResponse response;
+    grpc::Status status =
+        Call(*inventory_, &v1::InventoryService::Stub::CreateServer, admin_,
+             request, &response);
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    return response.server().id();
+  }
+
+  v1::Operation WaitOperation(const std::string& key, const std::string& id,
+                              absl::Duration timeout = absl::Seconds(180)) {
+    const absl::Time deadline = absl::Now() + timeout;
+    v1::Operation op;
+    while (absl::Now() < deadline) {
+      v1::GetOperationRequest request;
+      request.set_id(id);
+      grpc::Status status =
+          Call(*operations_, &v1::OperationService::Stub::GetOperation, key,
+               request, &op);
+      if (status.ok() && (op.state() == v1::OPERATION_STATE_SUCCEEDED ||
+                          op.state() == v1::OPERATION_STATE_FAILED ||
+                          op.state() == v1::OPERATION_STATE_CANCELLED)) {
+        return op;
+      }
+      absl::SleepFor(absl::Milliseconds(100));
+    }
+    ADD_FAILURE() << "operation " << id << " did not end: " << op.DebugString();
+    return op;
+  }
+
+  v1::Operation CreateTemplate(const User& user, const std::string& server_id,
+                               const std::string& name,
+                               std::vector<int> data_disks,
+                               grpc::Status* status_out = nullptr) {
+    v1::CreateImageTemplateRequest request;
+    request.set_server_id(server_id);
+    request.set_name(name);
+    for (int d : data_disks) request.add_data_disk_indexes(d);
+    v1::Operation op;
+    grpc::Status status =
+        Call(*templates_, &v1::ImageTemplateService::Stub::CreateImageTemplate,
+             user.key, request, &op);
+    if (status_out != nullptr) {
+      *status_out = status;
+    } else {
+      EXPECT_TRUE(status.ok()) << status.error_message();
+    }
+    return op;
+  }
+
+  grpc::Status Deploy(const User& user,
+                      const v1::DeployImageTemplateRequest& request,
+                      v1::Operation* op) {
+    return Call(*templates_,
+                &v1::ImageTemplateService::Stub::DeployImageTemplate, user.key,
+                request, op);
+  }
+
+  v1::DeployImageTemplateRequest DeployRequest(const std::string& template_id,
+                                               const std::string& hostname) {
+    v1::DeployImageTemplateRequest request;
+    request.set_image_template_id(template_id);
+    request.set_datacenter("dc1");
+    request.set_quantity(1);
+    request.add_hostnames(hostname);
+    request.set_domain("example.com");
+    return request;
+  }
+
+  v1::Server GetServer(const std::string& id) {
+    v1::GetServerRequest request;
+    request.set_id(id);
+    v1::GetServerResponse response;
+    EXPECT_TRUE(Call(*inventory_, &v1::InventoryService::Stub::GetServer,
+                     admin_, request, &response)
+                    .ok());
+    return response.server();
+  }
+
+  v1::ImageTemplate GetTemplate(const std::string& id) {
+    v1::GetImageTemplateRequest request;
+    request.set_id(id);
+    v1::GetImageTemplateResponse response;
+    EXPECT_TRUE(Call(*templates_,
+                     &v1::ImageTemplateService::Stub::GetImageTemplate, admin_,
+                     request, &response)
+                    .ok());
+    return response.image_template();
+  }
+
+  std::vector<v1::SanVolume> Volumes() {
+    v1::ListSanVolumesRequest request;
+    request.set_page_size(500);
+    v1::ListSanVolumesResponse response;
+    EXPECT_TRUE(Call(*inventory_, &v1::InventoryService::Stub::ListSanVolumes,
+                     admin_, request, &response)
+                    .ok());
+    return {response.san_volumes().begin(), response.san_volumes().end()};
+  }
+
+  int64_t AllocatedAddresses() {
+    v1::GetIpPoolRequest request;
+    request.set_id(pool_id_);
+    v1::GetIpPoolResponse response;
+    EXPECT_TRUE(Call(*inventory_, &v1::InventoryService::Stub::GetIpPool,
+                     admin_, request, &response)
+                    .ok());
+    return response.ip_pool().allocated_count();
+  }
+
+  // The config drive's files, extracted with xorriso (an independent reader).
+  std::map<std::string, std::string> ReadConfigDrive(
+      const std::string& backing) {
+    static int n = 0;
+    std::string out = absl::StrCat(dir_, "/cidata", ++n);
+    EXPECT_EQ(Shell(absl::StrCat("xorriso -osirrox on -indev ", backing,
+                                 " -extract / ", out, " >/dev/null 2>&1")),
+              0);
+    std::map<std::string, std::string> files;
+    for (const char* name : {"meta-data", "network-config", "user-data"}) {
+      files[name] = ReadFile(absl::StrCat(out, "/", name));
+    }
+    return files;
+  }
+
+  std::string dir_;
+  std::vector<std::unique_ptr<San>> sans_;
+  std::unique_ptr<Process> cp_;
+  std::vector<std::unique_ptr<Process>> storaged_;
+  std::string admin_;
+  std::string pool_id_;
+  User acme_;
+  std::map<std::string, std::string> backing_;  // volume id -> LUN file
+  std::unique_ptr<v1::IdentityService::Stub> identity_;
+  std::unique_ptr<v1::InventoryService::Stub> inventory_;
+  std::unique_ptr<v1::ImageTemplateService::Stub> templates_;
+  std::unique_ptr<v1::OperationService::Stub> operations_;
+};
+
+TEST_F(CreateDeployTest, CreateThenDeployThreeServersShareAndPublish) {
+  const absl::Time start = absl::Now();
+  // Source: boot disk on SAN 0 with random data, data disk on SAN 1 holding
+  // a real ext4 filesystem with files.
+  Lun boot_lun, data_lun;
+  const uint64_t boot_size = 16 * kMiB, data_size = 16 * kMiB;
+  std::string boot_volume = AddVolume(0, "src-boot", boot_size, &boot_lun);
+  std::string data_volume = AddVolume(1, "src-data", data_size, &data_lun);
+  FillRandom(boot_lun.backing_path, boot_size - 3 * kMiB, 7);
+  std::string files = dir_ + "/files";
+  ASSERT_EQ(Shell(absl::StrCat(
+                "mkdir -p ", files, "/etc && echo hello > ", files,
+                "/etc/motd && head -c 3000000 /dev/urandom > ", files,
+                "/blob.bin && seq 1 200000 > ", files, "/numbers.txt")),
+            0);
+  ASSERT_EQ(Shell(absl::StrCat("mkfs.ext4 -q -F -d ", files, " ",
+                               data_lun.backing_path, " >/dev/null 2>&1")),
+            0);
+  const std::string boot_at_capture = ReadFile(boot_lun.backing_path);
+  const std::string data_at_capture = ReadFile(data_lun.backing_path);
+  ASSERT_EQ(boot_at_capture.size(), boot_size);
+  const std::string source = AddServer(acme_, {boot_volume, data_volume});
+
+  // Deploy targets on the SAN hosts whose nodes hold each image (storaged
+  // cannot copy images between nodes yet); one larger pair; config drives
+  // on both.
+  for (int i = 0; i < 5; ++i) {
+    AddVolume(0, absl::StrCat("boot", i), boot_size);
+    AddVolume(1, absl::StrCat("data", i), data_size);
+    AddVolume(i % 2, absl::StrCat("cfg", i), 4 * kMiB);
+  }
+  AddVolume(0, "boot-big", 32 * kMiB);
+  AddVolume(1, "data-big", 24 * kMiB);
+  // Volumes on the wrong host are never used for a disk.
+  AddVolume(1, "boot-wrong-host", 64 * kMiB);
+
+  // Pre-flight refusals.
+  grpc::Status refused;
+  CreateTemplate(acme_, source, "bad", {7}, &refused);
+  EXPECT_CODE(refused, FAILED_PRECONDITION);
+  EXPECT_TRUE(absl::StrContains(refused.error_message(), "no disk 7"))
+      << refused.error_message();
+  CreateTemplate(acme_, source, "bad", {0}, &refused);
+  EXPECT_CODE(refused, INVALID_ARGUMENT);
+
+  v1::Operation create = CreateTemplate(acme_, source, "golden", {1});
+  ASSERT_FALSE(create.id().empty());
+  const v1::ImageTemplateStatus early =
+      GetTemplate(create.image_template_id()).status();
+  EXPECT_TRUE(early == v1::IMAGE_TEMPLATE_STATUS_CREATING ||
+              early == v1::IMAGE_TEMPLATE_STATUS_ACTIVE);
+  // A second create of the same server while the first runs is refused (if
+  // the first already ended, it simply runs too).
+  v1::Operation second_create =
+      CreateTemplate(acme_, source, "golden2", {}, &refused);
+  if (!refused.ok()) {
+    EXPECT_CODE(refused, FAILED_PRECONDITION);
+    EXPECT_TRUE(absl::StrContains(refused.error_message(), "busy"))
+        << refused.error_message();
+  }
+  create = WaitOperation(acme_.key, create.id());
+  ASSERT_EQ(create.state(), v1::OPERATION_STATE_SUCCEEDED)
+      << create.DebugString();
+  if (refused.ok()) WaitOperation(acme_.key, second_create.id());
+  const absl::Duration create_time = absl::Now() - start;
+  const v1::ImageTemplate t = GetTemplate(create.image_template_id());
+  ASSERT_EQ(t.status(), v1::IMAGE_TEMPLATE_STATUS_ACTIVE);
+  ASSERT_EQ(t.disks_size(), 2);
+  EXPECT_TRUE(t.disks(0).boot());
+  EXPECT_EQ(t.disks(0).logical_size_bytes(), static_cast<int64_t>(boot_size));
+  EXPECT_TRUE(absl::StartsWith(t.disks(1).manifest_digest(), "sha256:"));
+  EXPECT_GT(t.disks(1).stored_size_bytes(), 0);
+  EXPECT_EQ(t.configuration().cpu_count(), 2);
+  EXPECT_TRUE(t.configuration().network_interfaces(0).ip_address().empty());
+  ASSERT_EQ(t.locations_size(), 1);
+  EXPECT_EQ(t.locations(0).datacenter(), "dc1");
+  EXPECT_EQ(GetServer(source).power_state(), v1::POWER_STATE_RUNNING);
+  std::set<std::string> steps;
+  for (const auto& step : create.finished_steps()) steps.insert(step.name());
+  EXPECT_TRUE(steps.count("power_off") && steps.count("capture_disk_0") &&
+              steps.count("capture_disk_1") && steps.count("record_template") &&
+              steps.count("power_restore"))
+      << create.DebugString();
+
+  // Three deploys at once; the third onto larger volumes.
+  const absl::Time deploy_start = absl::Now();
+  std::vector<v1::Operation> deploys(3);
+  std::vector<grpc::Status> statuses(3);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 3; ++i) {
+    threads.emplace_back([&, i] {
+      v1::DeployImageTemplateRequest request =
+          DeployRequest(t.id(), absl::StrCat("web", i + 1));
+      if (i == 2) {
+        auto* size = request.add_disk_sizes();
+        size->set_device_index(0);
+        size->set_size_bytes(32 * kMiB);
+        size = request.add_disk_sizes();
+        size->set_device_index(1);
+        size->set_size_bytes(24 * kMiB);
+      }
+      statuses[i] = Deploy(acme_, request, &deploys[i]);
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  std::set<std::string> addresses;
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_OK(statuses[i]);
+    v1::Operation op = WaitOperation(acme_.key, deploys[i].id());
+    ASSERT_EQ(op.state(), v1::OPERATION_STATE_SUCCEEDED) << op.DebugString();
+    ASSERT_EQ(op.deployed_servers().server_ids_size(), 1);
+    v1::Server server = GetServer(op.deployed_servers().server_ids(0));
+    EXPECT_EQ(server.state(), v1::SERVER_STATE_ACTIVE);
+    EXPECT_EQ(server.power_state(), v1::POWER_STATE_RUNNING);
+    EXPECT_EQ(server.hostname(), absl::StrCat("web", i + 1));
+    EXPECT_EQ(server.source_image_template_id(), t.id());
+    EXPECT_TRUE(server.has_credentials());
+    ASSERT_EQ(server.configuration().network_interfaces_size(), 1);
+    const v1::NetworkInterface& nic =
+        server.configuration().network_interfaces(0);
+    EXPECT_NE(nic.mac_address(), "02:00:00:00:00:01");
+    EXPECT_TRUE(absl::StartsWith(nic.ip_address(), "10.20.0."))
+        << nic.ip_address();
+    addresses.insert(nic.ip_address());
+    ASSERT_EQ(server.disks_size(), 3);
+    for (const v1::ServerDisk& disk : server.disks()) {
+      const std::string& path = backing_[disk.san_volume_id()];
+      if (disk.config_drive()) {
+        auto cidata = ReadConfigDrive(path);
+        EXPECT_TRUE(absl::StrContains(cidata["meta-data"],
+                                      "instance-id: " + server.id()))
+            << cidata["meta-data"];
+        EXPECT_TRUE(absl::StrContains(
+            cidata["meta-data"], absl::StrCat("local-hostname: web", i + 1)));
+        EXPECT_TRUE(
+            absl::StrContains(cidata["network-config"], nic.mac_address()))
+            << cidata["network-config"];
+        EXPECT_TRUE(
+            absl::StrContains(cidata["network-config"], nic.ip_address()));
+        EXPECT_TRUE(
+            absl::StrContains(cidata["network-config"], "via: 10.20.0.1"));
+        EXPECT_TRUE(absl::StrContains(cidata["network-config"], "10.20.0.2"));
+        continue;
+      }
+      const std::string& expected =
+          disk.boot() ? boot_at_capture : data_at_capture;
+      const std::string written = ReadFile(path);
+      ASSERT_EQ(written.size(), static_cast<size_t>(disk.size_bytes()));
+      EXPECT_EQ(disk.size_bytes() > static_cast<int64_t>(expected.size()),
+                i == 2);
+      EXPECT_TRUE(written.compare(0, expected.size(), expected) == 0)
+          << "disk " << disk.device_index() << " of web" << i + 1 << " differs";
+      EXPECT_TRUE(AllZero(written.substr(expected.size())));
+    }
+  }
+  EXPECT_EQ(addresses.size(), 3u);
+  const absl::Duration deploy_time = absl::Now() - deploy_start;
+
+  // Another account: a private template is invisible, a shared one deploys.
+  User globex = NewUser(
+      "globex", {v1::PERMISSION_SERVER_PROVISION, v1::PERMISSION_SERVER_VIEW});
+  v1::Operation op;
+  EXPECT_CODE(Deploy(globex, DeployRequest(t.id(), "g1"), &op), NOT_FOUND);
+  {
+    v1::ShareImageTemplateRequest share;
+    share.set_id(t.id());
+    share.add_account_ids(globex.account_id);
+    v1::ShareImageTemplateResponse response;
+    ASSERT_OK(Call(*templates_,
+                   &v1::ImageTemplateService::Stub::ShareImageTemplate,
+                   acme_.key, share, &response));
+  }
+  ASSERT_OK(Deploy(globex, DeployRequest(t.id(), "g1"), &op));
+  op = WaitOperation(globex.key, op.id());
+  EXPECT_EQ(op.state(), v1::OPERATION_STATE_SUCCEEDED) << op.DebugString();
+  EXPECT_FALSE(
+      GetServer(op.deployed_servers().server_ids(0)).has_credentials());
+
+  // A public template deploys for everybody.
+  User initech = NewUser("initech", {v1::PERMISSION_SERVER_PROVISION});
+  EXPECT_CODE(Deploy(initech, DeployRequest(t.id(), "i1"), &op), NOT_FOUND);
+  {
+    v1::PublishImageTemplateRequest publish;
+    publish.set_id(t.id());
+    v1::PublishImageTemplateResponse response;
+    ASSERT_OK(Call(*templates_,
+                   &v1::ImageTemplateService::Stub::PublishImageTemplate,
+                   acme_.key, publish, &response));
+  }
+  ASSERT_OK(Deploy(initech, DeployRequest(t.id(), "i1"), &op));
+  EXPECT_EQ(WaitOperation(initech.key, op.id()).state(),
+            v1::OPERATION_STATE_SUCCEEDED);
+
+  // The same request_id twice: one operation.
+  v1::DeployImageTemplateRequest again = DeployRequest(t.id(), "once");
+  again.set_request_id("deploy-once-1");
+  v1::Operation first, second;
+  ASSERT_OK(Deploy(acme_, again, &first));
+  ASSERT_OK(Deploy(acme_, again, &second));
+  EXPECT_EQ(first.id(), second.id());
+  EXPECT_EQ(WaitOperation(acme_.key, first.id()).state(),
+            v1::OPERATION_STATE_SUCCEEDED);
+  {
+    v1::ListServersRequest list;
+    list.set_hostname_contains("once");
+    v1::ListServersResponse servers;
+    ASSERT_OK(Call(*inventory_, &v1::InventoryService::Stub::ListServers,
+                   admin_, list, &servers));
+    EXPECT_EQ(servers.servers_size(), 1);
+  }
+  // The pool is now short of volumes: RESOURCE_EXHAUSTED, nothing taken.
+  const int64_t allocated = AllocatedAddresses();
+  v1::DeployImageTemplateRequest too_many = DeployRequest(t.id(), "x");
+  too_many.clear_hostnames();
+  too_many.set_hostname_prefix("many");
+  too_many.set_quantity(5);
+  EXPECT_CODE(Deploy(acme_, too_many, &op), RESOURCE_EXHAUSTED);
+  EXPECT_EQ(AllocatedAddresses(), allocated);
+
+  // Delete: images removed from every node, record DELETED.
+  {
+    v1::UnpublishImageTemplateRequest unpublish;
+    unpublish.set_id(t.id());
+    v1::UnpublishImageTemplateResponse response;
+    ASSERT_OK(Call(*templates_,
+                   &v1::ImageTemplateService::Stub::UnpublishImageTemplate,
+                   acme_.key, unpublish, &response));
+    v1::DeleteImageTemplateRequest del;
+    del.set_id(t.id());
+    ASSERT_OK(Call(*templates_,
+                   &v1::ImageTemplateService::Stub::DeleteImageTemplate,
+                   acme_.key, del, &op));
+    op = WaitOperation(acme_.key, op.id());
+    EXPECT_EQ(op.state(), v1::OPERATION_STATE_SUCCEEDED) << op.DebugString();
+    EXPECT_EQ(GetTemplate(t.id()).status(), v1::IMAGE_TEMPLATE_STATUS_DELETED);
+  }
+  std::printf(
+      "e2e timing: create %s, three concurrent deploys %s, whole test %s\n",
+      absl::FormatDuration(create_time).c_str(),
+      absl::FormatDuration(deploy_time).c_str(),
+      absl::FormatDuration(absl::Now() - start).c_str());
+}
+
+TEST_F(CreateDeployTest,
+       KillingStoragedDuringCaptureAndControlPlaneDuringDeploy) {
+  const uint64_t size = 1024 * kMiB;
+  Lun lun;
+  std::string boot_volume = AddVolume(0, "big-src", size, &lun);
+  FillRandom(lun.backing_path, size, 11);
+  const std::string source = AddServer(acme_, {boot_volume});
+  AddVolume(0, "big-target", size);
+  AddVolume(0, "cfg", 4 * kMiB);
+
+  // kill -9 of the node capturing the disk, restarted at once.
+  v1::Operation create = CreateTemplate(acme_, source, "big", {});
+  ASSERT_FALSE(create.id().empty());
+  const absl::Time deadline = absl::Now() + absl::Seconds(60);
+  while (absl::Now() < deadline) {
+    v1::GetOperationRequest request;
+    request.set_id(create.id());
+    ASSERT_OK(Call(*operations_, &v1::OperationService::Stub::GetOperation,
+                   acme_.key, request, &create));
+    if (create.progress().bytes_done() > 0 ||
+        create.state() >= v1::OPERATION_STATE_SUCCEEDED) {
+      break;
+    }
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  ASSERT_EQ(create.state(), v1::OPERATION_STATE_RUNNING)
+      << "capture ended before the kill";
+  EXPECT_EQ(GetServer(source).power_state(), v1::POWER_STATE_STOPPED);
+  ASSERT_TRUE(storaged_[0]->Stop(SIGKILL).ok());
+  absl::SleepFor(absl::Seconds(1));
+  StartStoraged(0);
+  create = WaitOperation(acme_.key, create.id());
+  std::printf("after storaged kill: %s %s\n",
+              v1::OperationState_Name(create.state()).c_str(),
+              create.error().message().c_str());
+  EXPECT_TRUE(create.state() == v1::OPERATION_STATE_SUCCEEDED ||
+              create.state() == v1::OPERATION_STATE_FAILED);
+  EXPECT_EQ(GetServer(source).power_state(), v1::POWER_STATE_RUNNING);
+  v1::ImageTemplate t = GetTemplate(create.image_template_id());
+  if (create.state() == v1::OPERATION_STATE_FAILED) {
+    EXPECT_EQ(t.status(), v1::IMAGE_TEMPLATE_STATUS_FAILED);
+    // Capture again, undisturbed, for the deploy below.
+    create = WaitOperation(acme_.key,
+                           CreateTemplate(acme_, source, "big2", {}).id());
+    ASSERT_EQ(create.state(), v1::OPERATION_STATE_SUCCEEDED)
+        << create.DebugString();
+    t = GetTemplate(create.image_template_id());
+  }
+  ASSERT_EQ(t.status(), v1::IMAGE_TEMPLATE_STATUS_ACTIVE);
+  {
+    // An ACTIVE template's data is all there: the node holds the image with
+    // the recorded digest.
+    WaitNodesUp();
+    v1::ListStorageNodesRequest request;
+    v1::ListStorageNodesResponse nodes;
+    ASSERT_OK(Call(*inventory_, &v1::InventoryService::Stub::ListStorageNodes,
+                   admin_, request, &nodes));
+    std::string address;
+    for (const auto& node : nodes.storage_nodes()) {
+      if (node.id() == "n0") address = node.address();
+    }
+    auto stub = pb::StorageNode::NewStub(
+        grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+    grpc::ClientContext context;
+    pb::GetImageRequest get;
+    get.set_image_id(t.id() + "-disk0");
+    pb::GetImageResponse image;
+    ASSERT_OK(stub->GetImage(&context, get, &image));
+    EXPECT_EQ(image.summary().manifest_digest(), t.disks(0).manifest_digest());
+  }
+
+  // kill -9 of the control plane during the deploy's restore.
+  v1::Operation deploy;
+  ASSERT_OK(Deploy(acme_, DeployRequest(t.id(), "crash1"), &deploy));
+  const absl::Time restore_deadline = absl::Now() + absl::Seconds(60);
+  while (absl::Now() < restore_deadline) {
+    v1::GetOperationRequest request;
+    request.set_id(deploy.id());
+    ASSERT_OK(Call(*operations_, &v1::OperationService::Stub::GetOperation,
+                   acme_.key, request, &deploy));
+    if (deploy.progress().bytes_done() > 0 ||
+        deploy.state() >= v1::OPERATION_STATE_SUCCEEDED) {
+      break;
+    }
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  ASSERT_EQ(deploy.state(), v1::OPERATION_STATE_RUNNING)
+      << "restore ended before the kill";
+  const int port = cp_->port();
+  ASSERT_TRUE(cp_->Stop(SIGKILL).ok());
+  StartControlPlane(port);
+  deploy = WaitOperation(acme_.key, deploy.id());
+  std::printf("after controlplane kill: %s %s\n",
+              v1::OperationState_Name(deploy.state()).c_str(),
+              deploy.error().message().c_str());
+  ASSERT_EQ(deploy.deployed_servers().server_ids_size(), 1);
+  v1::Server server = GetServer(deploy.deployed_servers().server_ids(0));
+  if (deploy.state() == v1::OPERATION_STATE_SUCCEEDED) {
+    EXPECT_EQ(server.state(), v1::SERVER_STATE_ACTIVE);
+    EXPECT_EQ(AllocatedAddresses(), 1);
+    for (const v1::ServerDisk& disk : server.disks()) {
+      if (disk.config_drive()) continue;
+      // Byte-identical after the resumed restore (compared in 64 MiB pieces).
+      for (uint64_t off = 0; off < size; off += 64 * kMiB) {
+        ASSERT_EQ(ReadFile(backing_[disk.san_volume_id()], off, 64 * kMiB),
+                  ReadFile(lun.backing_path, off, 64 * kMiB))
+            << "at " << off;
+      }
+    }
+  } else {
+    EXPECT_EQ(deploy.state(), v1::OPERATION_STATE_FAILED);
+    EXPECT_EQ(server.state(), v1::SERVER_STATE_FAILED);
+    EXPECT_EQ(server.disks_size(), 0);
+    EXPECT_EQ(AllocatedAddresses(), 0);
+    for (const v1::SanVolume& volume : Volumes()) {
+      EXPECT_NE(volume.attached_server_id(), server.id());
+    }
+  }
+}
+
+}  // namespace
+}  // namespace tests

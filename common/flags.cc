@@ -1,5 +1,8 @@
 #include "common/flags.h"
 
+#include <cstdio>
+#include <cstdlib>
+
 #include "absl/status/status.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -112,6 +115,22 @@ std::string FlagSet::Help() const {
     out += "\n";
   }
   return out;
+}
+
+void FlagSet::ParseFlagsOnlyOrExit(int argc, const char* const* argv, const char* program) {
+  bool help = false;
+  absl::StatusOr<std::vector<std::string>> positional = Parse(argc, argv, &help);
+  if (help) {
+    std::fputs(Help().c_str(), stdout);
+    std::exit(0);
+  }
+  if (!positional.ok() || !positional->empty()) {
+    std::string problem = positional.ok()
+                              ? absl::StrCat("unexpected argument \"", (*positional)[0], "\"")
+                              : std::string(positional.status().message());
+    std::fprintf(stderr, "%s: %s\n%s", program, problem.c_str(), Help().c_str());
+    std::exit(2);
+  }
 }
 
 }  // namespace common

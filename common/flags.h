@@ -32,6 +32,11 @@ class FlagSet {
   // Usage line followed by one line per flag with its default.
   std::string Help() const;
 
+  // For daemons, which take flags only: prints help and exits 0 on --help,
+  // prints the problem and help to stderr and exits 2 on a bad flag or any
+  // positional argument.
+  void ParseFlagsOnlyOrExit(int argc, const char* const* argv, const char* program);
+
  private:
   enum class Kind { kString, kInt, kBool };
   struct Flag {

@@ -75,19 +75,7 @@ int main(int argc, char** argv) {
             "how often storage nodes send heartbeats; a node is DOWN after 3 missed");
   flags.Int("max-operations", &config.max_operations,
             "operations (creates, deploys, deletes) running at once; others wait");
-  bool help = false;
-  auto positional = flags.Parse(argc, argv, &help);
-  if (help) {
-    std::fputs(flags.Help().c_str(), stdout);
-    return 0;
-  }
-  if (!positional.ok() || !positional->empty()) {
-    std::fprintf(stderr, "controlplane: %s\n%s",
-                 positional.ok() ? "unexpected argument"
-                                 : std::string(positional.status().message()).c_str(),
-                 flags.Help().c_str());
-    return 2;
-  }
+  flags.ParseFlagsOnlyOrExit(argc, argv, "controlplane");
   if (config.admin_key_file.empty()) config.admin_key_file = config.db + ".admin-key";
   if (config.credential_key_file.empty()) {
     config.credential_key_file = config.db + ".credential-key";

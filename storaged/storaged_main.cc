@@ -71,19 +71,7 @@ int main(int argc, char** argv) {
   flags.Int("zstd-level", &config.zstd_level, "zstd level for new chunks (1..19)");
   flags.String("port-file", &config.port_file,
                "write the bound port here once listening (for scripts and tests)");
-  bool help = false;
-  auto positional = flags.Parse(argc, argv, &help);
-  if (help) {
-    std::fputs(flags.Help().c_str(), stdout);
-    return 0;
-  }
-  if (!positional.ok() || !positional->empty()) {
-    std::fprintf(stderr, "storaged: %s\n%s",
-                 positional.ok() ? "unexpected argument"
-                                 : std::string(positional.status().message()).c_str(),
-                 flags.Help().c_str());
-    return 2;
-  }
+  flags.ParseFlagsOnlyOrExit(argc, argv, "storaged");
   common::SetLogComponent(config.node_id.empty() ? "storaged"
                                                  : "storaged[" + config.node_id + "]");
 

@@ -157,6 +157,9 @@ absl::StatusOr<std::unique_ptr<SqliteDatabase>> SqliteDatabase::Open(
   RETURN_IF_ERROR(database->ExecConstant("PRAGMA journal_mode=WAL"));
   RETURN_IF_ERROR(database->ExecConstant("PRAGMA synchronous=NORMAL"));
   RETURN_IF_ERROR(database->ExecConstant("PRAGMA foreign_keys=ON"));
+  // The default 2 MB page cache made reads of a 100k-template database go to
+  // the OS for every page (tools/bench/controlplane_bench: 46% of list time).
+  RETURN_IF_ERROR(database->ExecConstant("PRAGMA cache_size=-131072"));
 
   int64_t version = 0;
   RETURN_IF_ERROR(database->Read([&](SqliteConnection& conn) -> absl::Status {
@@ -221,7 +224,12 @@ absl::Status SqliteDatabase::Transaction(
 absl::Status SqliteDatabase::Read(
     const std::function<absl::Status(SqliteConnection&)>& work) {
   absl::MutexLock lock(&mu_);
-  return work(connection_);
+  // One read transaction for the whole unit: one snapshot, and one shared
+  // lock instead of a lock/unlock (and fstat) per statement.
+  RETURN_IF_ERROR(ExecConstant("BEGIN"));
+  absl::Status status = work(connection_);
+  absl::Status ended = ExecConstant(status.ok() ? "COMMIT" : "ROLLBACK");
+  return status.ok() ? ended : status;
 }
 
 }  // namespace controlplane

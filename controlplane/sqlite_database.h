@@ -116,8 +116,8 @@ class SqliteDatabase {
   // Runs `work` inside BEGIN IMMEDIATE ... COMMIT; an error from `work` or the
   // commit rolls everything back and is returned.
   absl::Status Transaction(const std::function<absl::Status(SqliteConnection&)>& work);
-  // Runs `work` without an explicit transaction (each statement autocommits);
-  // for reads.
+  // Runs `work` in a read transaction (BEGIN DEFERRED): every statement sees
+  // one snapshot. For reads; writes belong in Transaction.
   absl::Status Read(const std::function<absl::Status(SqliteConnection&)>& work);
 
   int schema_version() const { return schema_version_; }

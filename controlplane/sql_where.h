@@ -25,14 +25,20 @@ class SqlWhere {
     for (Value& v : values) values_.push_back(std::move(v));
     return *this;
   }
+  // Adds every fragment and value of `other`, ANDed.
+  SqlWhere& AddAll(const SqlWhere& other) {
+    fragments_.insert(fragments_.end(), other.fragments_.begin(), other.fragments_.end());
+    values_.insert(values_.end(), other.values_.begin(), other.values_.end());
+    return *this;
+  }
   // " WHERE a AND b" or "".
   std::string Sql() const {
     if (fragments_.empty()) return "";
     return " WHERE (" + absl::StrJoin(fragments_, ") AND (") + ")";
   }
-  // Binds the values from parameter 1 on; returns the next free index.
-  int Bind(SqliteStatement& stmt) const {
-    int index = 1;
+  // Binds the values from parameter `first` on; returns the next free index.
+  int Bind(SqliteStatement& stmt, int first = 1) const {
+    int index = first;
     for (const Value& v : values_) {
       if (const int64_t* i = std::get_if<int64_t>(&v)) {
         stmt.Bind(index++, *i);

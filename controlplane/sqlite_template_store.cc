@@ -5,6 +5,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/status_macros.h"
 #include "controlplane/ids.h"
 #include "controlplane/sql_where.h"
@@ -327,35 +328,25 @@ absl::StatusOr<bool> SqliteTemplateStore::IsSharedWith(absl::string_view templat
 
 absl::StatusOr<std::vector<ImageTemplate>> SqliteTemplateStore::ListTemplates(
     const TemplateQuery& q) {
-  SqlWhere where;
-  if (!q.all_accounts) {
-    // Candidates first (own, shared with the viewer, public), each from its
-    // index, so a list never scans other accounts' templates.
-    where.Add(
-        "t.id IN (SELECT id FROM image_templates WHERE owner_account_id = ? "
-        "UNION ALL SELECT template_id FROM image_template_shares WHERE account_id = ? "
-        "UNION ALL SELECT id FROM image_templates WHERE visibility = 3)",
-        {q.viewer_account_id, q.viewer_account_id});
-    where.Add("t.owner_account_id = ? OR (t.disabled = 0 AND t.status NOT IN (4, 5))",
-              {q.viewer_account_id});
-  }
+  // The filters every visible template must pass.
+  SqlWhere filters;
   if (!q.include_deprecated) {
-    where.Add("t.deprecated = 0 OR t.owner_account_id = ?", {q.viewer_account_id});
+    filters.Add("t.deprecated = 0 OR t.owner_account_id = ?", {q.viewer_account_id});
   }
   if (q.status == imagetemplates::v1::IMAGE_TEMPLATE_STATUS_UNSPECIFIED) {
-    where.Add("t.status <> 5");
+    filters.Add("t.status <> 5");
   } else {
-    where.Add("t.status = ?", {static_cast<int64_t>(q.status)});
+    filters.Add("t.status = ?", {static_cast<int64_t>(q.status)});
   }
   if (!q.name_contains.empty()) {
-    where.Add("instr(lower(t.name), lower(?)) > 0", {q.name_contains});
+    filters.Add("instr(lower(t.name), lower(?)) > 0", {q.name_contains});
   }
-  if (!q.owner_account_id.empty()) where.Add("t.owner_account_id = ?", {q.owner_account_id});
+  if (!q.owner_account_id.empty()) filters.Add("t.owner_account_id = ?", {q.owner_account_id});
   if (q.visibility != imagetemplates::v1::VISIBILITY_UNSPECIFIED) {
-    where.Add("t.visibility = ?", {static_cast<int64_t>(q.visibility)});
+    filters.Add("t.visibility = ?", {static_cast<int64_t>(q.visibility)});
   }
   if (!q.tag.empty()) {
-    where.Add(
+    filters.Add(
         "EXISTS (SELECT 1 FROM image_template_tags g WHERE g.template_id = t.id AND g.tag = ?)",
         {q.tag});
   }
@@ -364,25 +355,64 @@ absl::StatusOr<std::vector<ImageTemplate>> SqliteTemplateStore::ListTemplates(
     SqlWhere::Value key = by_name ? SqlWhere::Value(q.after->name)
                                   : SqlWhere::Value(q.after->create_time_us);
     if (by_name) {
-      where.Add(q.descending ? "(t.name, t.id) < (?, ?)" : "(t.name, t.id) > (?, ?)",
-                {key, q.after->id});
+      filters.Add(q.descending ? "(t.name, t.id) < (?, ?)" : "(t.name, t.id) > (?, ?)",
+                  {key, q.after->id});
     } else {
-      where.Add(q.descending ? "(t.create_time_us, t.id) < (?, ?)"
-                             : "(t.create_time_us, t.id) > (?, ?)",
-                {key, q.after->id});
+      filters.Add(q.descending ? "(t.create_time_us, t.id) < (?, ?)"
+                               : "(t.create_time_us, t.id) > (?, ?)",
+                  {key, q.after->id});
     }
   }
-  const char* order = by_name ? (q.descending ? " ORDER BY t.name DESC, t.id DESC"
-                                              : " ORDER BY t.name, t.id")
-                              : (q.descending ? " ORDER BY t.create_time_us DESC, t.id DESC"
-                                              : " ORDER BY t.create_time_us, t.id");
-  std::string sql = absl::StrCat("SELECT ", kColumns, " FROM image_templates t", where.Sql(),
-                                 order, " LIMIT ?");
+  const std::string key = by_name ? "name" : "create_time_us";
+  const std::string dir = q.descending ? " DESC" : "";
+  // Inside a branch the key is the template's (shares have a create time
+  // too); outside, the merged column's.
+  const std::string inner_order = absl::StrCat(" ORDER BY t.", key, dir, ", t.id", dir);
+  const std::string outer_order = absl::StrCat(" ORDER BY ", key, dir, ", id", dir);
+
+  // Operators see everything: one ordered scan. Everybody else sees three
+  // disjoint sets (own; shared with them; public), each read in key order
+  // from its own index and cut at the page size before they are merged, so
+  // a page costs the same whether 10 or 10,000 public templates exist.
+  std::vector<SqlWhere> branches;
+  std::vector<std::string> from;
+  if (q.all_accounts) {
+    branches.push_back(filters);
+    from.push_back(" FROM image_templates t");
+  } else {
+    const std::string& viewer = q.viewer_account_id;
+    SqlWhere own;
+    own.Add("t.owner_account_id = ?", {viewer});
+    SqlWhere shared;
+    shared.Add("s.account_id = ?", {viewer});
+    shared.Add("t.owner_account_id <> ? AND t.visibility <> 3", {viewer});
+    SqlWhere public_others;
+    public_others.Add("t.visibility = 3 AND t.owner_account_id <> ?", {viewer});
+    for (SqlWhere* w : {&shared, &public_others}) {
+      w->Add("t.disabled = 0 AND t.status NOT IN (4, 5)");
+    }
+    branches = {own, shared, public_others};
+    from = {" FROM image_templates t",
+            " FROM image_template_shares s JOIN image_templates t ON t.id = s.template_id",
+            " FROM image_templates t"};
+  }
+  std::vector<std::string> parts;
+  for (size_t i = 0; i < branches.size(); ++i) {
+    branches[i].AddAll(filters);
+    parts.push_back(absl::StrCat("SELECT * FROM (SELECT ", kColumns, from[i], branches[i].Sql(),
+                                 inner_order, " LIMIT ?)"));
+  }
+  std::string sql = absl::StrCat(absl::StrJoin(parts, " UNION ALL "), outer_order, " LIMIT ?");
   std::vector<ImageTemplate> result;
   RETURN_IF_ERROR(db_->Read([&](SqliteConnection& conn) -> absl::Status {
     {
       ASSIGN_OR_RETURN(SqliteStatement s, conn.Prepare(sql));
-      s.Bind(where.Bind(s), q.limit);
+      int index = 1;
+      for (const SqlWhere& w : branches) {
+        index = w.Bind(s, index);
+        s.Bind(index++, q.limit);
+      }
+      s.Bind(index, q.limit);
       while (true) {
         ASSIGN_OR_RETURN(bool row, s.Step());
         if (!row) break;

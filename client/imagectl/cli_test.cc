@@ -1,0 +1,73 @@
+#include "client/imagectl/cli.h"
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+
+#include "gtest/gtest.h"
+
+namespace imagectl {
+namespace {
+
+TEST(ResolveGlobalsTest, FlagsBeatEnvironmentBeatConfigFile) {
+  const std::string config = std::string(getenv("TEST_TMPDIR")) + "/config";
+  std::ofstream(config) << "# comment\nendpoint = file:1\napi_key=file-key\noutput=json\n";
+  unsetenv("IMAGECTL_ENDPOINT");
+  setenv("IMAGECTL_API_KEY", "env-key", 1);
+  std::vector<std::string> args = {"image", "--config=" + config, "list", "-o", "table",
+                                   "--name-contains=x", "--endpoint", "flag:2"};
+  absl::StatusOr<GlobalOptions> globals = ResolveGlobals(&args);
+  ASSERT_TRUE(globals.ok()) << globals.status();
+  EXPECT_EQ(globals->endpoint, "flag:2");
+  EXPECT_EQ(globals->api_key, "env-key");
+  EXPECT_EQ(globals->output, "table");
+  EXPECT_EQ(args, (std::vector<std::string>{"image", "list", "--name-contains=x"}));
+
+  args = {"--config", config};
+  unsetenv("IMAGECTL_API_KEY");
+  globals = ResolveGlobals(&args);
+  ASSERT_TRUE(globals.ok()) << globals.status();
+  EXPECT_EQ(globals->endpoint, "file:1");
+  EXPECT_EQ(globals->api_key, "file-key");
+  EXPECT_EQ(globals->output, "json");
+}
+
+TEST(ResolveGlobalsTest, RejectsBadValues) {
+  std::vector<std::string> args = {"-o", "yaml"};
+  EXPECT_EQ(ResolveGlobals(&args).status().code(), absl::StatusCode::kInvalidArgument);
+  args = {"--config=/nonexistent/file"};
+  EXPECT_EQ(ResolveGlobals(&args).status().code(), absl::StatusCode::kInvalidArgument);
+  args = {"--endpoint"};
+  EXPECT_EQ(ResolveGlobals(&args).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(ParseTest, SizesAndEnums) {
+  EXPECT_EQ(*ParseSize("4096"), 4096);
+  EXPECT_EQ(*ParseSize("512M"), 512LL << 20);
+  EXPECT_EQ(*ParseSize("1.5GiB"), 3LL << 29);
+  EXPECT_FALSE(ParseSize("ten").ok());
+  EXPECT_EQ(*ParseEnum(imagetemplates::v1::Visibility_descriptor(), "VISIBILITY_", "visibility",
+                       "public"),
+            imagetemplates::v1::VISIBILITY_PUBLIC);
+  EXPECT_EQ(*ParseEnum(imagetemplates::v1::Permission_descriptor(), "PERMISSION_", "permissions",
+                       "server-view"),
+            imagetemplates::v1::PERMISSION_SERVER_VIEW);
+  absl::StatusOr<int> bad = ParseEnum(imagetemplates::v1::Visibility_descriptor(), "VISIBILITY_",
+                                      "visibility", "unspecified");
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find("private, shared, public"), std::string::npos)
+      << bad.status();
+}
+
+TEST(ExitCodeTest, ByWhatTheUserShouldDo) {
+  EXPECT_EQ(ExitCodeFor(absl::StatusCode::kOk), 0);
+  EXPECT_EQ(ExitCodeFor(absl::StatusCode::kInvalidArgument), 2);
+  EXPECT_EQ(ExitCodeFor(absl::StatusCode::kNotFound), 3);
+  EXPECT_EQ(ExitCodeFor(absl::StatusCode::kPermissionDenied), 3);
+  EXPECT_EQ(ExitCodeFor(absl::StatusCode::kUnauthenticated), 3);
+  EXPECT_EQ(ExitCodeFor(absl::StatusCode::kUnavailable), 1);
+  EXPECT_EQ(ExitCodeFor(absl::StatusCode::kFailedPrecondition), 1);
+}
+
+}  // namespace
+}  // namespace imagectl

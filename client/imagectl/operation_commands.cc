@@ -1,0 +1,255 @@
+// imagectl op ... (long-running operations) and imagectl server ... (the
+// servers your user may see, shaped after `slcli vs`).
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "client/imagectl/cli.h"
+
+namespace imagectl {
+
+namespace v1 = imagetemplates::v1;
+using Args = std::vector<std::string>;
+
+namespace {
+
+constexpr char kExampleOp[] = "7c9e6679-7425-40de-944b-e07fc1f90ae7";
+constexpr char kExampleServer[] = "0d3c1f9e-8a7b-4c2d-9e1f-2a3b4c5d6e7f";
+
+std::string OpState(v1::OperationState state) {
+  return ShortEnum(v1::OperationState_Name(state), "OPERATION_STATE_");
+}
+
+int OpList(Context& ctx, const Args& args) {
+  std::string states, kinds, target, account, page_token;
+  int64_t page_size = 0;
+  common::FlagSet flags(
+      "imagectl op list [flags]\n"
+      "Lists operations (creates, deploys, deletes, copies) of your account, newest first.\n"
+      "Example:\n"
+      "  imagectl op list --states=running,pending --kinds=deploy_image_template");
+  flags.String("states", &states,
+               "comma-separated: pending, running, cancelling, succeeded, failed, cancelled");
+  flags.String("kinds", &kinds,
+               "comma-separated: create_image_template, deploy_image_template, "
+               "delete_image_template, copy_image_template");
+  flags.String("target", &target, "only operations acting on this resource id");
+  flags.String("account", &account, "operators: the account to list");
+  flags.Int("page-size", &page_size, "fetch one page of this size (default: every page)");
+  flags.String("page-token", &page_token, "fetch the page after this token");
+  Args pos;
+  if (auto rc = ParseArgs(ctx, "op list", flags, args, 0, 0, &pos)) return *rc;
+  v1::ListOperationsRequest request;
+  for (const auto& s : SplitList(states)) {
+    auto v = ParseEnum(v1::OperationState_descriptor(), "OPERATION_STATE_", "states", s);
+    if (!v.ok()) return ctx.UsageError("op list", std::string(v.status().message()));
+    request.add_states(static_cast<v1::OperationState>(*v));
+  }
+  for (const auto& k : SplitList(kinds)) {
+    auto v = ParseEnum(v1::OperationKind_descriptor(), "OPERATION_KIND_", "kinds", k);
+    if (!v.ok()) return ctx.UsageError("op list", std::string(v.status().message()));
+    request.add_kinds(static_cast<v1::OperationKind>(*v));
+  }
+  request.set_target_id(target);
+  request.set_account_id(account);
+  request.set_page_size(static_cast<int32_t>(page_size));
+  request.set_page_token(page_token);
+  auto response = ListPages(ctx, &v1::OperationService::Stub::ListOperations, request,
+                            page_size > 0 || !page_token.empty());
+  if (!response.ok()) return ctx.Fail(response.status());
+  Print(ctx, *response, [&] {
+    Table table({"ID", "KIND", "STATE", "STEP", "PROGRESS", "TARGET", "CREATED"});
+    for (const auto& op : response->operations()) {
+      table.Add({op.id(), ShortEnum(v1::OperationKind_Name(op.kind()), "OPERATION_KIND_"),
+                 OpState(op.state()), op.step(),
+                 absl::StrFormat("%.0f%%", op.progress().percent()), op.target().id(),
+                 FormatTime(op.create_time())});
+    }
+    table.Print(stdout);
+  });
+  NoteNextPage(response->next_page_token());
+  return kExitOk;
+}
+
+int OpGet(Context& ctx, const Args& args) {
+  common::FlagSet flags(absl::StrCat(
+      "imagectl op get OPERATION_ID\n"
+      "Shows an operation: state, step, progress, finished steps, result or error.\n"
+      "Example:\n  imagectl op get ",
+      kExampleOp));
+  Args pos;
+  if (auto rc = ParseArgs(ctx, "op get", flags, args, 1, 1, &pos)) return *rc;
+  v1::GetOperationRequest request;
+  request.set_id(pos[0]);
+  auto op = ctx.Call(&v1::OperationService::Stub::GetOperation, request);
+  if (!op.ok()) return ctx.Fail(op.status());
+  Print(ctx, *op, [&] { PrintOperation(*op); });
+  return kExitOk;
+}
+
+int OpWatch(Context& ctx, const Args& args) {
+  common::FlagSet flags(absl::StrCat(
+      "imagectl op watch OPERATION_ID\n"
+      "Follows an operation to its end with a progress bar; exits 4 if it fails.\n"
+      "Example:\n  imagectl op watch ",
+      kExampleOp));
+  Args pos;
+  if (auto rc = ParseArgs(ctx, "op watch", flags, args, 1, 1, &pos)) return *rc;
+  v1::Operation op;
+  op.set_id(pos[0]);
+  return FollowOperation(ctx, op, /*no_wait=*/false);
+}
+
+int OpCancel(Context& ctx, const Args& args) {
+  common::FlagSet flags(absl::StrCat(
+      "imagectl op cancel OPERATION_ID\n"
+      "Asks a running operation to stop and undo its work; it ends CANCELLED.\n"
+      "Example:\n  imagectl op cancel ",
+      kExampleOp));
+  Args pos;
+  if (auto rc = ParseArgs(ctx, "op cancel", flags, args, 1, 1, &pos)) return *rc;
+  v1::CancelOperationRequest request;
+  request.set_id(pos[0]);
+  auto op = ctx.Call(&v1::OperationService::Stub::CancelOperation, request);
+  if (!op.ok()) return ctx.Fail(op.status());
+  Print(ctx, *op, [&] { PrintOperation(*op); });
+  return kExitOk;
+}
+
+}  // namespace
+
+void PrintServerDetail(const v1::Server& s) {
+  const v1::ServerConfiguration& c = s.configuration();
+  PrintFields({
+      {"id", s.id()},
+      {"hostname", s.domain().empty() ? s.hostname() : s.hostname() + "." + s.domain()},
+      {"type", ShortEnum(v1::ServerType_Name(s.type()), "SERVER_TYPE_")},
+      {"state", ShortEnum(v1::ServerState_Name(s.state()), "SERVER_STATE_")},
+      {"power", ShortEnum(v1::PowerState_Name(s.power_state()), "POWER_STATE_")},
+      {"datacenter", s.datacenter()},
+      {"account", s.account_id()},
+      {"cpus", absl::StrCat(c.cpu_count())},
+      {"memory", absl::StrCat(c.memory_mib(), " MiB")},
+      {"os", c.os_reference()},
+      {"boot mode", ShortEnum(v1::BootMode_Name(c.boot_mode()), "BOOT_MODE_")},
+      {"credentials", s.has_credentials() ? "recorded" : "none"},
+      {"image template", s.source_image_template_id()},
+      {"created", FormatTime(s.create_time())},
+  });
+  if (c.network_interfaces_size() > 0) {
+    std::printf("\n");
+    Table nics({"NIC", "MAC", "ADDRESS", "GATEWAY", "DNS", "IP POOL"});
+    for (const auto& n : c.network_interfaces()) {
+      nics.Add({n.name(), n.mac_address(), n.ip_address(), n.gateway(),
+                absl::StrJoin(n.dns_servers(), ","), n.ip_pool_id()});
+    }
+    nics.Print(stdout);
+  }
+  if (s.disks_size() > 0) {
+    std::printf("\n");
+    Table disks({"DISK", "ROLE", "SIZE", "SAN VOLUME", "SAN HOST", "ISCSI"});
+    for (const auto& d : s.disks()) {
+      disks.Add({absl::StrCat(d.device_index()),
+                 d.boot() ? "boot" : (d.config_drive() ? "config-drive" : "data"),
+                 FormatBytes(d.size_bytes()), d.san_volume_id(), d.san_host(),
+                 absl::StrCat(d.iscsi().portal(), "/", d.iscsi().iqn(), "/", d.iscsi().lun())});
+    }
+    disks.Print(stdout);
+  }
+}
+
+int ServerList(Context& ctx, const Args& args, const std::string& command) {
+  std::string datacenter, type, state, hostname, image, account, page_token;
+  int64_t page_size = 0;
+  common::FlagSet flags(absl::StrCat(
+      "imagectl ", command,
+      " [flags]\n"
+      "Lists the servers you may see (operators: of every account), by hostname.\n"
+      "Example:\n  imagectl ",
+      command, " --datacenter=dal10 --hostname-contains=web"));
+  flags.String("datacenter", &datacenter, "only this datacenter");
+  flags.String("type", &type, "virtual or bare_metal");
+  flags.String("state", &state, "provisioning, active, failed or reclaiming");
+  flags.String("hostname-contains", &hostname, "case-insensitive substring of the hostname");
+  flags.String("image", &image, "only servers deployed from this image template id");
+  flags.String("account", &account, "operators: only this account");
+  flags.Int("page-size", &page_size, "fetch one page of this size (default: every page)");
+  flags.String("page-token", &page_token, "fetch the page after this token");
+  Args pos;
+  if (auto rc = ParseArgs(ctx, command, flags, args, 0, 0, &pos)) return *rc;
+  v1::ListServersRequest request;
+  request.set_datacenter(datacenter);
+  request.set_hostname_contains(hostname);
+  request.set_source_image_template_id(image);
+  request.set_account_id(account);
+  request.set_page_size(static_cast<int32_t>(page_size));
+  request.set_page_token(page_token);
+  if (!type.empty()) {
+    auto v = ParseEnum(v1::ServerType_descriptor(), "SERVER_TYPE_", "type", type);
+    if (!v.ok()) return ctx.UsageError(command, std::string(v.status().message()));
+    request.set_type(static_cast<v1::ServerType>(*v));
+  }
+  if (!state.empty()) {
+    auto v = ParseEnum(v1::ServerState_descriptor(), "SERVER_STATE_", "state", state);
+    if (!v.ok()) return ctx.UsageError(command, std::string(v.status().message()));
+    request.set_state(static_cast<v1::ServerState>(*v));
+  }
+  auto response = ListPages(ctx, &v1::InventoryService::Stub::ListServers, request,
+                            page_size > 0 || !page_token.empty());
+  if (!response.ok()) return ctx.Fail(response.status());
+  Print(ctx, *response, [&] {
+    Table table({"ID", "HOSTNAME", "DOMAIN", "DATACENTER", "STATE", "POWER", "ADDRESS",
+                 "IMAGE TEMPLATE"});
+    for (const auto& s : response->servers()) {
+      std::string address;
+      if (s.configuration().network_interfaces_size() > 0) {
+        address = s.configuration().network_interfaces(0).ip_address();
+      }
+      table.Add({s.id(), s.hostname(), s.domain(), s.datacenter(),
+                 ShortEnum(v1::ServerState_Name(s.state()), "SERVER_STATE_"),
+                 ShortEnum(v1::PowerState_Name(s.power_state()), "POWER_STATE_"), address,
+                 s.source_image_template_id()});
+    }
+    table.Print(stdout);
+  });
+  NoteNextPage(response->next_page_token());
+  return kExitOk;
+}
+
+namespace {
+
+int ServerDetail(Context& ctx, const Args& args) {
+  common::FlagSet flags(absl::StrCat(
+      "imagectl server detail SERVER_ID\n"
+      "Shows a server: state, configuration, network interfaces and disks.\n"
+      "Example:\n  imagectl server detail ",
+      kExampleServer));
+  Args pos;
+  if (auto rc = ParseArgs(ctx, "server detail", flags, args, 1, 1, &pos)) return *rc;
+  v1::GetServerRequest request;
+  request.set_id(pos[0]);
+  auto response = ctx.Call(&v1::InventoryService::Stub::GetServer, request);
+  if (!response.ok()) return ctx.Fail(response.status());
+  Print(ctx, response->server(), [&] { PrintServerDetail(response->server()); });
+  return kExitOk;
+}
+
+}  // namespace
+
+std::vector<Command> OperationCommands() {
+  return {
+      {"op list", "list operations", OpList},
+      {"op get", "show an operation", OpGet},
+      {"op watch", "follow an operation to its end", OpWatch},
+      {"op cancel", "cancel a running operation", OpCancel},
+  };
+}
+
+std::vector<Command> ServerCommands() {
+  return {
+      {"server list", "list the servers you may see",
+       [](Context& ctx, const Args& args) { return ServerList(ctx, args, "server list"); }},
+      {"server detail", "show a server", ServerDetail},
+  };
+}
+
+}  // namespace imagectl

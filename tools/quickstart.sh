@@ -1,0 +1,373 @@
+#!/usr/bin/env bash
+# The quick start: a whole image templates stack on this machine, then one
+# create and one deploy, checked.
+#
+#   ./tools/quickstart.sh          start (or reuse) the stack and run the demo
+#   ./tools/quickstart.sh stop     stop every process it started
+#   ./tools/quickstart.sh status   show what runs
+#
+# Everything lives under ./.quickstart/ (gitignored): binaries, logs, the SAN's
+# LUN files, the image store and the controlplane database. A second run
+# reuses all of it: processes still up stay up, stopped ones start again on
+# the same ports with the same data, and resources that exist are not made
+# twice. Needs Debian 12 and root (tgtd), or sudo.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT="$PWD"
+QS="$ROOT/.quickstart"
+BIN="$QS/bin"
+LOGS="$QS/logs"
+RUN="$QS/run"
+SAN="$QS/san"
+DC=local
+NODE=san1
+START_TIME=$(date +%s)
+
+SUDO=""
+[[ $(id -u) -ne 0 ]] && SUDO="sudo"
+PY=/usr/bin/python3  # Debian's, not a pyenv shim
+export PATH="$PATH:/usr/sbin:/sbin"
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+ran() { printf '    $ %s\n' "$*"; }
+die() { echo "quickstart: $*" >&2; exit 1; }
+
+# jq-like field access without jq: json_get '["a"]["b"]' < file
+json_get() { "$PY" -c 'import json,sys; d=json.load(sys.stdin); print(eval("d"+sys.argv[1]))' "$1"; }
+
+alive() {  # alive NAME: the pid in run/NAME.pid is a running NAME-ish process
+  local pidfile="$RUN/$1.pid"
+  [[ -s "$pidfile" ]] || return 1
+  local pid; pid=$(cat "$pidfile")
+  [[ -r /proc/$pid/cmdline ]] && tr '\0' ' ' < "/proc/$pid/cmdline" | grep -q "$2"
+}
+
+free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# Ports chosen once and kept: the database names the SAN portal, and the
+# environment file names the controlplane.
+load_ports() {
+  mkdir -p "$QS" "$BIN" "$LOGS" "$RUN" "$SAN" "$QS/state"
+  if [[ ! -s "$QS/ports" ]]; then
+    local cp=7443 san=3260
+    ss -ltn | grep -q "127.0.0.1:$cp \|0.0.0.0:$cp \|\*:$cp " && cp=$(free_port)
+    ss -ltn | grep -q ":$san " && san=$(free_port)
+    printf 'CP_PORT=%s\nSAN_PORT=%s\nTGT_CONTROL=%s\n' "$cp" "$san" $((20000 + san % 10000)) > "$QS/ports"
+  fi
+  # shellcheck disable=SC1091
+  source "$QS/ports"
+  ENDPOINT="127.0.0.1:$CP_PORT"
+  # tgtd's control socket path must fit in 108 bytes.
+  TGT_IPC="$QS/tgt.ipc"
+  if (( ${#TGT_IPC} > 90 )); then TGT_IPC="/tmp/imagetemplates-qs-$(echo "$QS" | md5sum | cut -c1-8).ipc"; fi
+  export TGT_IPC_SOCKET="$TGT_IPC"
+}
+
+tgtadm_() { $SUDO env TGT_IPC_SOCKET="$TGT_IPC" tgtadm -C "$TGT_CONTROL" "$@"; }
+
+stop_stack() {
+  load_ports
+  for name in storaged controlplane; do
+    if alive "$name" "$name"; then
+      say "stopping $name"
+      kill -TERM "$(cat "$RUN/$name.pid")" || true
+      for _ in $(seq 50); do alive "$name" "$name" || break; sleep 0.2; done
+      alive "$name" "$name" && kill -KILL "$(cat "$RUN/$name.pid")"
+    fi
+    rm -f "$RUN/$name.pid"
+  done
+  if alive tgtd tgtd; then
+    say "stopping tgtd"
+    # tgtd ignores SIGTERM: delete its targets, then the system.
+    for tid in $(tgtadm_ --lld iscsi --op show --mode target | awk '/^Target [0-9]+:/ {sub(":","",$2); print $2}'); do
+      tgtadm_ --lld iscsi --op delete --mode target --tid "$tid" --force >/dev/null 2>&1 || true
+    done
+    tgtadm_ --op delete --mode system >/dev/null 2>&1 || true
+    for _ in $(seq 50); do alive tgtd tgtd || break; sleep 0.2; done
+    alive tgtd tgtd && $SUDO kill -KILL "$(cat "$RUN/tgtd.pid")"
+  fi
+  rm -f "$RUN/tgtd.pid"
+  say "stopped; state kept in $QS (rm -rf it to start from scratch)"
+}
+
+status_stack() {
+  load_ports
+  for p in tgtd:tgtd storaged:storaged controlplane:controlplane; do
+    if alive "${p%%:*}" "${p##*:}"; then echo "${p%%:*}: running (pid $(cat "$RUN/${p%%:*}.pid"))"
+    else echo "${p%%:*}: stopped"; fi
+  done
+}
+
+case "${1:-start}" in
+  stop) stop_stack; exit 0 ;;
+  status) status_stack; exit 0 ;;
+  start) ;;
+  -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+  *) die "unknown command \"$1\"; use start, stop or status" ;;
+esac
+
+load_ports
+
+# --- 1. dependencies and build -------------------------------------------
+say "installing missing Debian packages (./tools/install-deps.sh)"
+./tools/install-deps.sh
+say "building (bazel build //controlplane //storaged //client:imagectl)"
+bazel build --curses=no --color=no //controlplane //storaged //client:imagectl 2>&1 | tail -n 2
+# Copies, so a later build (or another configuration) never swaps a binary
+# under a running process.
+for b in controlplane/controlplane storaged/storaged client/imagectl; do
+  cp -f "bazel-bin/$b" "$BIN/$(basename "$b").new" && mv -f "$BIN/$(basename "$b").new" "$BIN/$(basename "$b")"
+done
+IMAGECTL="$BIN/imagectl"
+
+# --- 2. the SAN: tgtd with its own control socket, LUNs on sparse files ---
+if alive tgtd tgtd; then
+  say "SAN: tgtd already running on 127.0.0.1:$SAN_PORT"
+else
+  say "SAN: starting tgtd on 127.0.0.1:$SAN_PORT"
+  ran "tgtd -f --iscsi portal=127.0.0.1:$SAN_PORT -C $TGT_CONTROL   (TGT_IPC_SOCKET=$TGT_IPC)"
+  setsid $SUDO env TGT_IPC_SOCKET="$TGT_IPC" tgtd -f --iscsi "portal=127.0.0.1:$SAN_PORT" \
+    -C "$TGT_CONTROL" >>"$LOGS/tgtd.log" 2>&1 < /dev/null &
+  echo $! > "$RUN/tgtd.pid"
+  for _ in $(seq 100); do tgtadm_ --op show --mode system >/dev/null 2>&1 && break; sleep 0.1; done
+  tgtadm_ --op show --mode system >/dev/null 2>&1 || die "tgtd did not start; see $LOGS/tgtd.log"
+  # With sudo, $! is sudo's pid: record tgtd's own.
+  if [[ -n "$SUDO" ]]; then
+    pgrep -f "^tgtd -f --iscsi portal=127.0.0.1:$SAN_PORT" | head -n1 > "$RUN/tgtd.pid" || true
+  fi
+fi
+
+# The guest disk: a GPT disk with one ext4 partition holding real files.
+GUEST="$SAN/source.img"
+if [[ ! -s "$GUEST" ]]; then
+  if [[ -s /var/tmp/imagetemplates-bench/disk1.img ]]; then
+    say "guest disk: copying the cached Debian disk from tools/bench/make_guest_disks.sh"
+    ran "cp --sparse=always /var/tmp/imagetemplates-bench/disk1.img $GUEST"
+    cp --sparse=always /var/tmp/imagetemplates-bench/disk1.img "$GUEST.tmp"
+  else
+    say "guest disk: a 512 MiB GPT disk, ext4 partition filled from /usr/share/doc"
+    ran "truncate -s 512M; sfdisk (gpt, one partition at 1 MiB); mkfs.ext4 -d /usr/share/doc -E offset=1048576"
+    rm -f "$GUEST.tmp"
+    truncate -s 512M "$GUEST.tmp"
+    printf 'label: gpt\nstart=2048, type=L\n' | sfdisk -q "$GUEST.tmp"
+    E2FSPROGS_FAKE_TIME=1767225600 mkfs.ext4 -q -F -L demo-root -d /usr/share/doc \
+      -E offset=1048576 "$GUEST.tmp" 510M
+  fi
+  mv "$GUEST.tmp" "$GUEST"
+fi
+GUEST_SIZE=$(stat -c %s "$GUEST")
+
+# LUNs: the source disk, two boot volumes and two config drives for deploys
+# (one pair for the demo, one for your own first deploy).
+LUNS=("source:$GUEST_SIZE" "boot1:$GUEST_SIZE" "cfg1:4194304" "boot2:$GUEST_SIZE" "cfg2:4194304")
+shown=$(tgtadm_ --lld iscsi --op show --mode target)
+tid=0
+for entry in "${LUNS[@]}"; do
+  name=${entry%%:*}; size=${entry##*:}; tid=$((tid + 1))
+  iqn="iqn.2026-11.quickstart:$name"
+  grep -q "$iqn\$" <<<"$shown" && continue
+  [[ -e "$SAN/$name.img" ]] || truncate -s "$size" "$SAN/$name.img"
+  tgtadm_ --lld iscsi --op new --mode target --tid "$tid" -T "$iqn"
+  tgtadm_ --lld iscsi --op new --mode logicalunit --tid "$tid" --lun 1 -b "$SAN/$name.img"
+  tgtadm_ --lld iscsi --op update --mode logicalunit --tid "$tid" --lun 1 --params thin_provisioning=1
+  for kv in MaxRecvDataSegmentLength=262144 FirstBurstLength=262144 MaxBurstLength=1048576 InitialR2T=No; do
+    tgtadm_ --lld iscsi --op update --mode target --tid "$tid" -n "${kv%%=*}" -v "${kv##*=}"
+  done
+  tgtadm_ --lld iscsi --op bind --mode target --tid "$tid" -I ALL
+  ran "tgtadm --op new --mode target --tid $tid -T $iqn   (LUN 1: $SAN/$name.img, thin)"
+done
+
+# --- 3. controlplane and storaged ----------------------------------------
+mkdir -p "$QS/controlplane" "$QS/store"
+if alive controlplane controlplane; then
+  say "controlplane already running on $ENDPOINT"
+else
+  say "starting the controlplane on $ENDPOINT"
+  ran "controlplane --listen=$ENDPOINT --db=$QS/controlplane/cp.db"
+  setsid "$BIN/controlplane" --listen="$ENDPOINT" --db="$QS/controlplane/cp.db" \
+    >>"$LOGS/controlplane.log" 2>&1 < /dev/null &
+  echo $! > "$RUN/controlplane.pid"
+fi
+ADMIN_KEY_FILE="$QS/controlplane/cp.db.admin-key"
+for _ in $(seq 100); do [[ -s "$ADMIN_KEY_FILE" ]] && break; sleep 0.1; done
+[[ -s "$ADMIN_KEY_FILE" ]] || die "the controlplane did not start; see $LOGS/controlplane.log"
+ADMIN_KEY=$(head -n1 "$ADMIN_KEY_FILE")
+admin() { "$IMAGECTL" --endpoint="$ENDPOINT" --api-key="$ADMIN_KEY" "$@"; }
+for _ in $(seq 100); do admin admin datacenter list >/dev/null 2>&1 && break; sleep 0.1; done
+admin whoami >/dev/null || die "the controlplane does not answer; see $LOGS/controlplane.log"
+
+say "bootstrapping the operator's inventory (as the operator, key in $ADMIN_KEY_FILE)"
+if ! admin admin datacenter list -o json | grep -q "\"name\": \"$DC\""; then
+  ran "imagectl admin datacenter create $DC"
+  admin admin datacenter create "$DC" --description="quick start" >/dev/null
+fi
+
+if alive storaged storaged; then
+  say "storaged already running"
+else
+  say "starting storaged ($NODE) for the SAN at 127.0.0.1:$SAN_PORT"
+  ran "storaged --listen=127.0.0.1:0 --store=$QS/store --datacenter=$DC --node-id=$NODE --controlplane=$ENDPOINT --portals=127.0.0.1:$SAN_PORT"
+  setsid "$BIN/storaged" --listen=127.0.0.1:0 --store="$QS/store" --datacenter="$DC" \
+    --node-id="$NODE" --controlplane="$ENDPOINT" --portals="127.0.0.1:$SAN_PORT" \
+    >>"$LOGS/storaged.log" 2>&1 < /dev/null &
+  echo $! > "$RUN/storaged.pid"
+fi
+for _ in $(seq 100); do
+  admin admin storage-node list --state=up -o json | grep -q "\"id\": \"$NODE\"" && break
+  sleep 0.2
+done
+admin admin storage-node list --state=up -o json | grep -q "\"id\": \"$NODE\"" ||
+  die "storaged did not register; see $LOGS/storaged.log"
+
+if [[ $(admin admin ip-pool list --datacenter="$DC" -o json | json_get '.get("ipPools",[]).__len__()') == 0 ]]; then
+  ran "imagectl admin ip-pool create --datacenter=$DC --subnet=10.20.0.0/24 --gateway=10.20.0.1 --dns=10.20.0.2 --ranges=10.20.0.10-10.20.0.99"
+  admin admin ip-pool create --datacenter="$DC" --subnet=10.20.0.0/24 --gateway=10.20.0.1 \
+    --dns=10.20.0.2 --ranges=10.20.0.10-10.20.0.99 >/dev/null
+fi
+
+volumes=$(admin admin san-volume list -o json)
+for entry in "${LUNS[@]}"; do
+  name=${entry%%:*}; size=${entry##*:}
+  iqn="iqn.2026-11.quickstart:$name"
+  grep -q "\"$iqn\"" <<<"$volumes" && continue
+  ran "imagectl admin san-volume create --datacenter=$DC --san-host=$NODE --portal=127.0.0.1:$SAN_PORT --iqn=$iqn --size=$size --thin"
+  admin admin san-volume create --datacenter="$DC" --san-host="$NODE" \
+    --portal="127.0.0.1:$SAN_PORT" --iqn="$iqn" --size="$size" --thin -o json \
+    | json_get '["id"]' > "$QS/state/volume-$name.id"
+done
+
+# The demo account, its user and key.
+if [[ ! -s "$QS/state/demo.key" ]]; then
+  ran "imagectl admin account create demo"
+  account=$(admin admin account list --name-contains=demo -o json |
+            json_get '.get("accounts",[{}])[0].get("id","")')
+  [[ -n "$account" ]] || account=$(admin admin account create demo -o json | json_get '["id"]')
+  echo "$account" > "$QS/state/account.id"
+  ran "imagectl admin user create --account=$account --username=demo --permissions=image_template_manage,public_image_manage,server_view,server_provision,audit_view,user_manage"
+  user=$(admin admin user create --account="$account" --username=demo \
+    --permissions=image_template_manage,public_image_manage,server_view,server_provision,audit_view,user_manage \
+    -o json | json_get '["id"]')
+  ran "imagectl admin key create --user=$user --description=quickstart"
+  admin admin key create --user="$user" --description=quickstart -o json |
+    json_get '["secret"]' > "$QS/state/demo.key.tmp"
+  chmod 600 "$QS/state/demo.key.tmp"
+  mv "$QS/state/demo.key.tmp" "$QS/state/demo.key"
+fi
+ACCOUNT=$(cat "$QS/state/account.id")
+DEMO_KEY=$(cat "$QS/state/demo.key")
+demo() { "$IMAGECTL" --endpoint="$ENDPOINT" --api-key="$DEMO_KEY" "$@"; }
+
+# The source virtual server, whose boot disk is the guest disk.
+if [[ ! -s "$QS/state/source.id" ]]; then
+  ran "imagectl admin server create --account=$ACCOUNT --hostname=demo-source --boot-volume=<source LUN> ..."
+  admin admin server create --account="$ACCOUNT" --hostname=demo-source --domain=example.com \
+    --datacenter="$DC" --cpus=2 --memory-mib=2048 --os=DEBIAN_12_64 \
+    --boot-volume="$(cat "$QS/state/volume-source.id")" \
+    --nic=eth0,02:00:00:00:00:01,10.99.0.5/24 --credential=os:root:quickstart -o json |
+    json_get '["id"]' > "$QS/state/source.id"
+fi
+SOURCE=$(cat "$QS/state/source.id")
+
+# --- 4. create and deploy (as the demo user) -------------------------------
+TEMPLATE=""
+if [[ -s "$QS/state/template.id" ]] &&
+   demo image detail "$(cat "$QS/state/template.id")" -o json 2>/dev/null | grep -q IMAGE_TEMPLATE_STATUS_ACTIVE; then
+  TEMPLATE=$(cat "$QS/state/template.id")
+  say "image template $TEMPLATE already exists (ACTIVE)"
+else
+  say "creating an image template from the demo server"
+  # A fresh name each time: a failed earlier attempt keeps its name.
+  name="demo-golden-$(date +%H%M%S)"
+  ran "imagectl image create --server=$SOURCE --name=$name --tags=demo"
+  t0=$(date +%s.%N)
+  demo image create --server="$SOURCE" --name="$name" --tags=demo -o json > "$QS/state/create.json" ||
+    die "image create failed (exit $?); see $QS/state/create.json and $LOGS/"
+  t1=$(date +%s.%N)
+  TEMPLATE=$(json_get '["imageTemplateId"]' < "$QS/state/create.json")
+  echo "$TEMPLATE" > "$QS/state/template.id"
+  printf '    captured in %.1f s\n' "$("$PY" -c "print($t1-$t0)")"
+fi
+
+SERVER=""
+if [[ -s "$QS/state/deployed.id" ]] && demo server detail "$(cat "$QS/state/deployed.id")" >/dev/null 2>&1; then
+  SERVER=$(cat "$QS/state/deployed.id")
+  say "deployed server $SERVER already exists"
+else
+  say "deploying a new server from the template"
+  ran "imagectl image deploy $TEMPLATE --datacenter=$DC --hostnames=demo-web1 --domain=example.com"
+  t0=$(date +%s.%N)
+  demo image deploy "$TEMPLATE" --datacenter="$DC" --hostnames=demo-web1 --domain=example.com \
+    -o json > "$QS/state/deploy.json" || die "image deploy failed (exit $?); see $QS/state/deploy.json and $LOGS/"
+  t1=$(date +%s.%N)
+  SERVER=$(json_get '["deployedServers"]["serverIds"][0]' < "$QS/state/deploy.json")
+  echo "$SERVER" > "$QS/state/deployed.id"
+  printf '    deployed in %.1f s\n' "$("$PY" -c "print($t1-$t0)")"
+fi
+
+# --- 5. checks ---------------------------------------------------------------
+say "checking the new server"
+demo server detail "$SERVER" -o json > "$QS/state/server.json"
+read -r BOOT_IQN CFG_IQN ADDRESS MAC < <("$PY" - "$QS/state/server.json" <<'EOF'
+import json, sys
+s = json.load(open(sys.argv[1]))
+boot = next(d for d in s["disks"] if d.get("boot"))
+cfg = next(d for d in s["disks"] if d.get("configDrive"))
+nic = s["configuration"]["networkInterfaces"][0]
+print(boot["iscsi"]["iqn"], cfg["iscsi"]["iqn"], nic["ipAddress"], nic["macAddress"])
+EOF
+)
+BOOT_FILE="$SAN/${BOOT_IQN##*:}.img"
+CFG_FILE="$SAN/${CFG_IQN##*:}.img"
+ran "cmp $GUEST $BOOT_FILE"
+cmp "$GUEST" "$BOOT_FILE" || die "the deployed boot disk differs from the source disk"
+echo "    boot disk: identical to the source disk ($(numfmt --to=iec "$GUEST_SIZE") compared)"
+rm -rf "$QS/check" && mkdir -p "$QS/check"
+ran "xorriso -osirrox on -indev $CFG_FILE -extract / $QS/check/cidata"
+xorriso -osirrox on -indev "$CFG_FILE" -extract / "$QS/check/cidata" >/dev/null 2>&1 ||
+  die "cannot read the config drive $CFG_FILE"
+grep -q "${ADDRESS%/*}" "$QS/check/cidata/network-config" && grep -qi "$MAC" "$QS/check/cidata/network-config" ||
+  die "the config drive does not hold the server's network configuration"
+grep -q "instance-id: $SERVER" "$QS/check/cidata/meta-data" || die "meta-data lacks the instance id"
+echo "    config drive: network-config gives $MAC the address $ADDRESS; meta-data names $SERVER"
+sed 's/^/      | /' "$QS/check/cidata/network-config"
+
+# --- 6. what next ------------------------------------------------------------
+cat > "$QS/env" <<EOF
+# source this file: . .quickstart/env
+export IMAGECTL_ENDPOINT=$ENDPOINT
+export IMAGECTL_API_KEY=$DEMO_KEY
+export PATH="$BIN:\$PATH"
+EOF
+chmod 600 "$QS/env"
+elapsed=$(( $(date +%s) - START_TIME ))
+cat <<EOF
+
+Done in ${elapsed} s. Running: tgtd (127.0.0.1:$SAN_PORT), storaged ($NODE), controlplane ($ENDPOINT).
+State and logs: $QS  (logs in $LOGS)
+  operator key:   $ADMIN_KEY_FILE
+  demo user key:  $QS/state/demo.key
+  image template: $TEMPLATE
+  source server:  $SOURCE
+  new server:     $SERVER ($ADDRESS)
+
+Try, as the demo user:
+  . .quickstart/env
+  imagectl image list
+  imagectl image detail $TEMPLATE
+  imagectl server list
+  imagectl image deploy $TEMPLATE --datacenter=$DC --hostnames=web2 --domain=example.com
+  imagectl op list
+  imagectl image list -o json
+  imagectl --help
+
+As the operator:
+  imagectl --api-key=\$(cat $ADMIN_KEY_FILE) admin storage-node list
+  imagectl --api-key=\$(cat $ADMIN_KEY_FILE) admin audit list
+
+With grpcurl (optional; not packaged in Debian, see https://github.com/fullstorydev/grpcurl),
+through server reflection:
+  grpcurl -plaintext $ENDPOINT list
+  grpcurl -plaintext -H "authorization: Bearer \$IMAGECTL_API_KEY" $ENDPOINT imagetemplates.v1.ImageTemplateService/ListImageTemplates
+
+Stop everything with: ./tools/quickstart.sh stop
+EOF

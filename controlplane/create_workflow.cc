@@ -171,6 +171,9 @@ class CreateRun {
     if (recorded || !context_.cancelled()) {
       status = Forward();
       if (status.ok() || context_.stopping()) return status;
+      // Only power_restore failed after the template became ACTIVE: it
+      // keeps its images; the operation reports the power failure.
+      if (Snapshot().recorded()) return status;
     } else {
       status = absl::CancelledError("the operation was cancelled");
     }

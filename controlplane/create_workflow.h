@@ -4,7 +4,9 @@
 // parallel on the node serving its SAN portal, record_template (disks,
 // configuration, location, ACTIVE), power_restore. Failure, cancel or a
 // restart in the middle end with the captured images deleted, the template
-// FAILED and the server back in its prior power state.
+// FAILED and the server back in its prior power state. Once the template is
+// ACTIVE it stays so: a power_restore that fails for good fails the
+// operation with that cause and deletes nothing.
 #ifndef CONTROLPLANE_CREATE_WORKFLOW_H_
 #define CONTROLPLANE_CREATE_WORKFLOW_H_
 

@@ -2,8 +2,10 @@
 // images from every node holding them (NOT_FOUND is fine; chunks still used by
 // other templates survive in the node's store), then delete_record marks the
 // template DELETED and drops its locations. Deletes cannot be cancelled; a
-// node that stays down fails the operation with UNAVAILABLE and leaves the
-// template DELETING.
+// node that stays down (through the step's retries) fails the operation with
+// UNAVAILABLE naming the node, after deleting the images on the other nodes,
+// and leaves the template DELETING with the replicas still to delete;
+// DeleteImageTemplate may then be called again to finish the job.
 #ifndef CONTROLPLANE_DELETE_WORKFLOW_H_
 #define CONTROLPLANE_DELETE_WORKFLOW_H_
 

@@ -292,6 +292,7 @@ absl::StatusOr<v1::Operation> ImageTemplateManager::CreateImageTemplate(
         if (deps_.create == nullptr) return Unimplemented("capturing a server");
         ASSIGN_OR_RETURN(v1::Operation op, deps_.create->Begin(caller, request, name, tags,
                                                                deps_.now_micros()));
+        deps_.operations->NotifyChange();
         return deps_.operations->GetOperation(op.id());
       });
 }
@@ -461,7 +462,16 @@ absl::StatusOr<v1::Operation> ImageTemplateManager::DeleteImageTemplate(
                                    " is being created; cancel its create operation ",
                                    t.create_operation_id(), " instead"));
                              }
-                             RETURN_IF_ERROR(RequireNotDeleting(t));
+                             // A DELETING template whose delete failed (a
+                             // storage node was down) may be deleted again.
+                             if (t.status() == v1::IMAGE_TEMPLATE_STATUS_DELETING) {
+                               ASSIGN_OR_RETURN(int64_t deleting,
+                                                txn.CountUnfinishedOperations(
+                                                    {v1::OPERATION_KIND_DELETE_IMAGE_TEMPLATE}));
+                               if (deleting > 0) RETURN_IF_ERROR(RequireNotDeleting(t));
+                             } else {
+                               RETURN_IF_ERROR(RequireNotDeleting(t));
+                             }
                              ASSIGN_OR_RETURN(
                                  int64_t running,
                                  txn.CountUnfinishedOperations(
@@ -483,6 +493,7 @@ absl::StatusOr<v1::Operation> ImageTemplateManager::DeleteImageTemplate(
                              return true;
                            })
                 .status());
+        deps_.operations->NotifyChange();
         // As GetOperation shows it.
         return deps_.operations->GetOperation(op.id());
       });
@@ -614,6 +625,7 @@ absl::StatusOr<v1::Operation> ImageTemplateManager::DeployImageTemplate(
         if (deps_.deploy == nullptr) return Unimplemented("deploying");
         ASSIGN_OR_RETURN(v1::Operation op,
                          deps_.deploy->Begin(caller, request, t, deps_.now_micros()));
+        deps_.operations->NotifyChange();
         return deps_.operations->GetOperation(op.id());
       });
 }

@@ -61,6 +61,9 @@ class ImageTemplateManager {
       const Caller& caller, const imagetemplates::v1::UpdateImageTemplateRequest& request);
   // Moves the template to DELETING, ends its shares and public listing and
   // returns a PENDING delete operation (DeleteWorkflow removes the data).
+  // A DELETING template whose last delete operation ended (failed: a storage
+  // node holding its images was down) is accepted again, with a new
+  // operation; while a delete operation runs, FAILED_PRECONDITION.
   absl::StatusOr<imagetemplates::v1::Operation> DeleteImageTemplate(
       const Caller& caller, const imagetemplates::v1::DeleteImageTemplateRequest& request);
   // Validates and checks visibility, permission and state, then reserves

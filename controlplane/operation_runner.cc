@@ -274,6 +274,7 @@ void OperationRunner::Stop() {
     for (auto& [id, context] : active_) context->RequestStop();
   }
   if (!stop_.HasBeenNotified()) stop_.Notify();
+  store_->NotifyChange();  // wakes the poller
   if (poller_.joinable()) poller_.join();
   if (monitor_.joinable()) monitor_.join();
   absl::flat_hash_map<std::string, std::thread> threads;

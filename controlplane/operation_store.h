@@ -73,8 +73,13 @@ class OperationStore {
   virtual absl::StatusOr<imagetemplates::v1::Operation> UpdateOperation(
       absl::string_view id, const Mutator& mutate) = 0;
 
-  // A counter that grows with every change made through this store.
+  // A counter that grows with every change made through this store, and
+  // with every NotifyChange.
   virtual uint64_t ChangeCount() = 0;
+  // Tells waiters that an operation was written some other way (another
+  // store inserting it in its own transaction), so the runner starts it at
+  // once rather than at its next poll.
+  virtual void NotifyChange() = 0;
   // Blocks until ChangeCount() differs from `seen` or `deadline` passes.
   virtual void WaitForChange(uint64_t seen, absl::Time deadline) = 0;
 };

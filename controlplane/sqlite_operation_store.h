@@ -32,9 +32,9 @@ class SqliteOperationStore final : public OperationStore {
       absl::string_view id, const Mutator& mutate) override;
   uint64_t ChangeCount() override;
   void WaitForChange(uint64_t seen, absl::Time deadline) override;
+  void NotifyChange() override;
 
  private:
-  void NotifyChange();
 
   SqliteDatabase* const db_;
   const std::function<int64_t()> now_micros_;

@@ -1,7 +1,9 @@
 // Create and deploy end to end with real processes: two tgtd SANs, two
 // storaged nodes registered with the real controlplane binary, real files on
-// the guest disks, config drives read back with xorriso, and kill -9 of a
-// storaged during a capture and of the controlplane during a deploy.
+// the guest disks, config drives read back with xorriso, kill -9 of a
+// storaged during a capture and of the controlplane during a deploy, cancel
+// of a create during its capture, and a storaged killed for good during a
+// deploy's restore.
 #include <fcntl.h>
 #include <signal.h>
 #include <unistd.h>
@@ -396,6 +398,39 @@ class CreateDeployTest : public ::testing::Test {
     return files;
   }
 
+  // Polls `op` until its transfer has started (bytes_done > 0) or it ended.
+  v1::Operation WaitTransferStarted(const std::string& key, v1::Operation op) {
+    const absl::Time deadline = absl::Now() + absl::Seconds(60);
+    while (absl::Now() < deadline) {
+      v1::GetOperationRequest request;
+      request.set_id(op.id());
+      EXPECT_TRUE(Call(*operations_, &v1::OperationService::Stub::GetOperation,
+                       key, request, &op)
+                      .ok());
+      if (op.progress().bytes_done() > 0 ||
+          op.state() >= v1::OPERATION_STATE_SUCCEEDED) {
+        break;
+      }
+      absl::SleepFor(absl::Milliseconds(20));
+    }
+    return op;
+  }
+
+  // A storage-node stub to the node registered as `node_id`.
+  std::unique_ptr<pb::StorageNode::Stub> NodeStub(const std::string& node_id) {
+    v1::ListStorageNodesRequest request;
+    v1::ListStorageNodesResponse nodes;
+    EXPECT_TRUE(Call(*inventory_, &v1::InventoryService::Stub::ListStorageNodes,
+                     admin_, request, &nodes)
+                    .ok());
+    std::string address;
+    for (const auto& node : nodes.storage_nodes()) {
+      if (node.id() == node_id) address = node.address();
+    }
+    return pb::StorageNode::NewStub(
+        grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  }
+
   std::string dir_;
   std::vector<std::unique_ptr<San>> sans_;
   std::unique_ptr<Process> cp_;
@@ -770,6 +805,108 @@ TEST_F(CreateDeployTest,
     for (const v1::SanVolume& volume : Volumes()) {
       EXPECT_NE(volume.attached_server_id(), server.id());
     }
+  }
+}
+
+// Cancel of a real create while storaged captures a 1 GiB disk: CANCELLED
+// within seconds, the server running again, no ACTIVE template, and the
+// node does not hold the image.
+TEST_F(CreateDeployTest, CancellingACreateDuringCaptureUndoesIt) {
+  const uint64_t size = 1024 * kMiB;
+  Lun lun;
+  std::string boot_volume = AddVolume(0, "cancel-src", size, &lun);
+  FillRandom(lun.backing_path, size, 13);
+  const std::string source = AddServer(acme_, {boot_volume});
+
+  v1::Operation create = CreateTemplate(acme_, source, "cancelled", {});
+  ASSERT_FALSE(create.id().empty());
+  create = WaitTransferStarted(acme_.key, create);
+  ASSERT_EQ(create.state(), v1::OPERATION_STATE_RUNNING)
+      << "capture ended before the cancel";
+  EXPECT_EQ(GetServer(source).power_state(), v1::POWER_STATE_STOPPED);
+  const absl::Time cancel_time = absl::Now();
+  v1::CancelOperationRequest cancel;
+  cancel.set_id(create.id());
+  v1::Operation cancelling;
+  ASSERT_OK(Call(*operations_, &v1::OperationService::Stub::CancelOperation,
+                 acme_.key, cancel, &cancelling));
+  create = WaitOperation(acme_.key, create.id(), absl::Seconds(30));
+  const absl::Duration to_end = absl::Now() - cancel_time;
+  std::printf("create cancelled at %lld of %lld bytes, ended in %s\n",
+              static_cast<long long>(cancelling.progress().bytes_done()),
+              static_cast<long long>(cancelling.progress().bytes_total()),
+              absl::FormatDuration(to_end).c_str());
+  EXPECT_EQ(create.state(), v1::OPERATION_STATE_CANCELLED)
+      << create.DebugString();
+  EXPECT_LT(to_end, absl::Seconds(5));
+  EXPECT_EQ(GetServer(source).power_state(), v1::POWER_STATE_RUNNING);
+  EXPECT_EQ(GetServer(source).state(), v1::SERVER_STATE_ACTIVE);
+  EXPECT_EQ(GetTemplate(create.image_template_id()).status(),
+            v1::IMAGE_TEMPLATE_STATUS_FAILED);
+  {
+    v1::ListImageTemplatesRequest request;
+    request.set_status(v1::IMAGE_TEMPLATE_STATUS_ACTIVE);
+    v1::ListImageTemplatesResponse response;
+    ASSERT_OK(Call(*templates_,
+                   &v1::ImageTemplateService::Stub::ListImageTemplates,
+                   acme_.key, request, &response));
+    EXPECT_EQ(response.image_templates_size(), 0);
+  }
+  auto stub = NodeStub("n0");
+  grpc::ClientContext context;
+  pb::GetImageRequest get;
+  get.set_image_id(create.image_template_id() + "-disk0");
+  pb::GetImageResponse image;
+  EXPECT_CODE(stub->GetImage(&context, get, &image), NOT_FOUND);
+}
+
+// kill -9 of the storaged restoring a deploy, never restarted: the deploy
+// fails (after its retries) with UNAVAILABLE, its volumes are FREE again,
+// no address stays allocated and the server is not ACTIVE.
+TEST_F(CreateDeployTest, KillingStoragedDuringRestoreFailsTheDeployCleanly) {
+  const uint64_t size = 1024 * kMiB;
+  Lun lun;
+  std::string boot_volume = AddVolume(0, "restore-src", size, &lun);
+  FillRandom(lun.backing_path, size, 17);
+  const std::string source = AddServer(acme_, {boot_volume});
+  v1::Operation create = WaitOperation(
+      acme_.key, CreateTemplate(acme_, source, "big", {}).id());
+  ASSERT_EQ(create.state(), v1::OPERATION_STATE_SUCCEEDED)
+      << create.DebugString();
+  AddVolume(0, "restore-target", size);
+  AddVolume(1, "restore-cfg", 4 * kMiB);
+
+  v1::Operation deploy;
+  ASSERT_OK(Deploy(acme_, DeployRequest(create.image_template_id(), "doomed"),
+                   &deploy));
+  deploy = WaitTransferStarted(acme_.key, deploy);
+  ASSERT_EQ(deploy.state(), v1::OPERATION_STATE_RUNNING)
+      << "restore ended before the kill";
+  ASSERT_TRUE(storaged_[0]->Stop(SIGKILL).ok());
+  const absl::Time kill_time = absl::Now();
+  deploy = WaitOperation(acme_.key, deploy.id());
+  std::printf("deploy after storaged kill: %s in %s: %s\n",
+              v1::OperationState_Name(deploy.state()).c_str(),
+              absl::FormatDuration(absl::Now() - kill_time).c_str(),
+              deploy.error().message().c_str());
+  EXPECT_EQ(deploy.state(), v1::OPERATION_STATE_FAILED) << deploy.DebugString();
+  EXPECT_EQ(deploy.error().code(), static_cast<int>(grpc::StatusCode::UNAVAILABLE))
+      << deploy.error().message();
+  int restore_attempts = 0;
+  for (const auto& step : deploy.finished_steps()) {
+    if (step.name() == "restore_disk_0") restore_attempts = step.attempt_count();
+  }
+  EXPECT_GT(restore_attempts, 1) << deploy.DebugString();
+  ASSERT_EQ(deploy.deployed_servers().server_ids_size(), 1);
+  const v1::Server server = GetServer(deploy.deployed_servers().server_ids(0));
+  EXPECT_EQ(server.state(), v1::SERVER_STATE_FAILED);
+  EXPECT_NE(server.power_state(), v1::POWER_STATE_RUNNING);
+  EXPECT_EQ(server.disks_size(), 0);
+  EXPECT_EQ(AllocatedAddresses(), 0);
+  for (const v1::SanVolume& volume : Volumes()) {
+    if (volume.id() == boot_volume) continue;
+    EXPECT_EQ(volume.state(), v1::SAN_VOLUME_STATE_FREE) << volume.id();
+    EXPECT_NE(volume.attached_server_id(), server.id());
   }
 }
 

@@ -1,0 +1,854 @@
+// controlplane_bench: read throughput and latency of the control plane's
+// template API (issue 3, "Benchmark"). Not a test; run it through
+// controlplane_bench.sh, which builds, seeds once, runs and prints the table.
+//
+//   controlplane_bench --controlplane=PATH --dir=DIR [--accounts=1000]
+//       [--templates-per-account=100] [--clients=16] [--seconds=10]
+//       [--warmup-seconds=2] [--phases=get,list,op-get,op-list]
+//       [--perf-dir=DIR]
+//
+// Seeding (only when DIR/cp.db does not exist): the real controlplane binary
+// bootstraps an empty database (operator account, admin key file); over its
+// public IdentityService the operator creates the accounts, one user per
+// account (IMAGE_TEMPLATE_MANAGE, SERVER_VIEW, SERVER_PROVISION) and that
+// user's API key (secrets kept in DIR/bench-keys.tsv). The controlplane is
+// stopped and the templates are written straight into the same file with
+// SqliteTemplateStore (InsertTemplate, shares through MutateTemplate): names,
+// notes, tags, disks, configuration and locations; 1 public and 10 shared
+// (with 3 other accounts each) per account, the rest private; mixed statuses,
+// some deprecated, disabled and delete-protected.
+//
+// Run: the controlplane is started again on 127.0.0.1:0 over the seeded file.
+// `--clients` threads, each with its own channel and the API key of a user in
+// its own account (accounts spread over the range), run each phase closed
+// loop: `--warmup-seconds` unmeasured, then `--seconds` measured.
+//   get      GetImageTemplate of a random template the caller's account sees
+//            (70% its own, 15% shared with it, 15% public).
+//   list     ListImageTemplates, page_size 50, one of four filters (tag,
+//            name_contains, tag + name_contains; by time or by name),
+//            following next_page_token to the end, then the next filter.
+//   op-get / op-list   the same with the operator's key (sees everything).
+//   PHASE@RATE (e.g. get@5000) runs PHASE open loop: RATE calls/s offered on
+//            a fixed schedule, latency from the scheduled start.
+// Every call is one sample. Prints a markdown table: calls/s, p50/p99/p99.9/
+// max latency, errors, CPU of the controlplane and of this process (they share
+// the machine), and the issue's goal (> 5,000 calls/s and p99 < 5 ms).
+//
+// --perf-dir: runs `perf record -g` on the controlplane during each measured
+// phase (DIR/<phase>.perf.data). perf costs throughput; use it for where the
+// time goes, not for the numbers.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <random>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_replace.h"
+#include "absl/strings/str_split.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "common/flags.h"
+#include "common/status_macros.h"
+#include "controlplane/migrations.h"
+#include "controlplane/sqlite_database.h"
+#include "controlplane/sqlite_template_store.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/security/credentials.h"
+#include "grpcpp/support/channel_arguments.h"
+#include "imagetemplates/v1/identity.grpc.pb.h"
+#include "imagetemplates/v1/image_templates.grpc.pb.h"
+#include "tests/process.h"
+
+namespace {
+
+namespace v1 = imagetemplates::v1;
+
+struct Config {
+  std::string controlplane;
+  std::string dir;
+  int64_t accounts = 1000;
+  int64_t templates_per_account = 100;
+  int64_t clients = 16;
+  int64_t seconds = 10;
+  int64_t warmup_seconds = 2;
+  int64_t page_size = 50;
+  int64_t seed = 1;
+  std::string phases = "get,list,op-get,op-list";
+  std::string perf_dir;
+};
+
+void Log(const std::string& message) { std::fprintf(stderr, "bench: %s\n", message.c_str()); }
+
+std::string ReadFirstLine(const std::string& path) {
+  std::ifstream in(path);
+  std::string line;
+  std::getline(in, line);
+  return line;
+}
+
+std::string Uuid(std::mt19937_64& rng) {
+  uint64_t hi = rng(), lo = rng();
+  hi = (hi & ~0xF000ull) | 0x4000ull;                      // version 4
+  lo = (lo & ~(0xC000ull << 48)) | (0x8000ull << 48);     // RFC 4122 variant
+  std::string hex = absl::StrFormat("%016x%016x", hi, lo);
+  return absl::StrCat(hex.substr(0, 8), "-", hex.substr(8, 4), "-", hex.substr(12, 4), "-",
+                      hex.substr(16, 4), "-", hex.substr(20));
+}
+
+google::protobuf::Timestamp Micros(int64_t us) {
+  google::protobuf::Timestamp t;
+  t.set_seconds(us / 1000000);
+  t.set_nanos(static_cast<int32_t>(us % 1000000) * 1000);
+  return t;
+}
+
+// User + system CPU seconds of a process, from /proc/<pid>/stat.
+double ProcessCpuSeconds(pid_t pid) {
+  std::string stat = ReadFirstLine(absl::StrCat("/proc/", pid, "/stat"));
+  size_t paren = stat.rfind(')');
+  if (paren == std::string::npos) return 0;
+  std::vector<std::string> fields = absl::StrSplit(stat.substr(paren + 2), ' ');
+  // After "pid (comm) ": state is field 0, utime 11, stime 12.
+  if (fields.size() < 13) return 0;
+  return (std::stod(fields[11]) + std::stod(fields[12])) / sysconf(_SC_CLK_TCK);
+}
+
+// CPU seconds the whole machine spent busy (every core), from /proc/stat.
+double MachineBusySeconds() {
+  std::vector<std::string> f =
+      absl::StrSplit(ReadFirstLine("/proc/stat"), ' ', absl::SkipEmpty());
+  // "cpu user nice system idle iowait irq softirq steal ..."
+  if (f.size() < 9) return 0;
+  double busy = 0;
+  for (int i = 1; i <= 8; ++i) {
+    if (i != 4 && i != 5) busy += std::stod(f[i]);
+  }
+  return busy / sysconf(_SC_CLK_TCK);
+}
+
+double SelfCpuSeconds() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return usage.ru_utime.tv_sec + usage.ru_stime.tv_sec +
+         (usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6;
+}
+
+template <typename Stub, typename Request, typename Response>
+grpc::Status Call(Stub& stub,
+                  grpc::Status (Stub::*rpc)(grpc::ClientContext*, const Request&, Response*),
+                  const std::string& key, const Request& request, Response* response) {
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  context.AddMetadata("authorization", "Bearer " + key);
+  return (stub.*rpc)(&context, request, response);
+}
+
+absl::Status ToStatus(const grpc::Status& s, absl::string_view what) {
+  if (s.ok()) return absl::OkStatus();
+  return absl::Status(static_cast<absl::StatusCode>(s.error_code()),
+                      absl::StrCat(what, ": ", s.error_message()));
+}
+
+// A channel of its own (no subchannel sharing with the other clients).
+std::shared_ptr<grpc::Channel> NewChannel(const std::string& address, int index) {
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  args.SetInt("imagetemplates.bench_channel", index);
+  return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+}
+
+absl::StatusOr<tests::Process> StartControlplane(const Config& config) {
+  return tests::Process::StartServer(
+      {config.controlplane, "--listen=127.0.0.1:0", "--db=" + config.dir + "/cp.db",
+       "--admin-key-file=" + config.dir + "/admin.key"},
+      config.dir + "/controlplane.log", absl::Seconds(60));
+}
+
+// --- Seeding ----------------------------------------------------------------
+
+struct AccountKey {
+  std::string account_id;
+  std::string user_id;
+  std::string secret;
+};
+
+std::string KeysPath(const Config& config) { return config.dir + "/bench-keys.tsv"; }
+
+// Creates the accounts, one user each and its API key, through the public API
+// with the operator's key, `threads` at a time.
+absl::StatusOr<std::vector<AccountKey>> SeedIdentity(const Config& config,
+                                                     const std::string& address,
+                                                     const std::string& admin_key) {
+  std::vector<AccountKey> keys(config.accounts);
+  std::atomic<int64_t> next{0};
+  absl::Mutex mu;
+  absl::Status first_error;
+  auto worker = [&](int index) {
+    auto channel = NewChannel(address, index);
+    auto identity = v1::IdentityService::NewStub(channel);
+    while (true) {
+      int64_t i = next.fetch_add(1);
+      if (i >= config.accounts) return;
+      absl::Status status = [&]() -> absl::Status {
+        v1::CreateAccountRequest account_request;
+        account_request.set_name(absl::StrFormat("bench-account-%04d", i));
+        // Every 50th account refuses public sharing, as some customers do.
+        account_request.set_block_public_sharing(i % 50 == 49);
+        v1::CreateAccountResponse account;
+        RETURN_IF_ERROR(ToStatus(Call(*identity, &v1::IdentityService::Stub::CreateAccount,
+                                       admin_key, account_request, &account),
+                                  "CreateAccount"));
+        v1::CreateUserRequest user_request;
+        user_request.set_account_id(account.account().id());
+        user_request.set_username("builder");
+        user_request.add_permissions(v1::PERMISSION_IMAGE_TEMPLATE_MANAGE);
+        user_request.add_permissions(v1::PERMISSION_SERVER_VIEW);
+        user_request.add_permissions(v1::PERMISSION_SERVER_PROVISION);
+        user_request.mutable_device_access()->set_all_servers(true);
+        v1::CreateUserResponse user;
+        RETURN_IF_ERROR(ToStatus(Call(*identity, &v1::IdentityService::Stub::CreateUser,
+                                       admin_key, user_request, &user),
+                                  "CreateUser"));
+        v1::CreateApiKeyRequest key_request;
+        key_request.set_user_id(user.user().id());
+        key_request.set_description("controlplane_bench");
+        v1::CreateApiKeyResponse key;
+        RETURN_IF_ERROR(ToStatus(Call(*identity, &v1::IdentityService::Stub::CreateApiKey,
+                                       admin_key, key_request, &key),
+                                  "CreateApiKey"));
+        keys[i] = {account.account().id(), user.user().id(), key.secret()};
+        return absl::OkStatus();
+      }();
+      if (!status.ok()) {
+        absl::MutexLock lock(&mu);
+        if (first_error.ok()) first_error = status;
+        next = config.accounts;
+        return;
+      }
+    }
+  };
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t) threads.emplace_back(worker, t);
+  for (auto& t : threads) t.join();
+  if (!first_error.ok()) return first_error;
+  return keys;
+}
+
+// Deterministic, varied template records for account number `a`.
+struct TemplateFactory {
+  static constexpr const char* kOs[] = {"ubuntu-22.04", "ubuntu-20.04", "rhel-9",  "debian-12",
+                                        "rocky-9",      "windows-2022", "sles-15", "alma-9"};
+  static constexpr const char* kOsTag[] = {"ubuntu", "ubuntu", "rhel",    "debian",
+                                           "rocky",  "windows", "sles",   "alma"};
+  static constexpr const char* kOsRef[] = {"UBUNTU_22_64", "UBUNTU_20_64", "REDHAT_9_64",
+                                           "DEBIAN_12_64", "ROCKY_9_64",   "WIN_2022-STD_64",
+                                           "SLES_15_64",   "ALMALINUX_9_64"};
+  static constexpr const char* kRole[] = {"web", "db", "cache", "worker", "gateway", "build",
+                                          "ml",  "batch"};
+  static constexpr const char* kEnv[] = {"prod", "staging", "dev"};
+  static constexpr const char* kDc[] = {"dal10", "wdc07", "fra02", "lon06", "tok04", "syd05"};
+
+  v1::ImageTemplate Make(std::mt19937_64& rng, const std::string& owner, int64_t a, int64_t j,
+                         int64_t base_time_us) const {
+    auto pick = [&](int n) { return static_cast<int>(rng() % n); };
+    const int os = pick(8), role = pick(8), env = pick(3);
+    v1::ImageTemplate t;
+    t.set_id(Uuid(rng));
+    t.set_owner_account_id(owner);
+    t.set_name(absl::StrFormat("%s-%s-%s-%04d-%02d", kOs[os], kRole[role], kEnv[env], a, j));
+    t.set_note(absl::StrFormat(
+        "Golden %s image for the %s tier (%s), captured from %s-%02d; patched monthly.",
+        kOs[os], kRole[role], kEnv[env], kRole[role], pick(40)));
+    t.add_tags(kOsTag[os]);
+    t.add_tags(os == 5 ? "windows" : "linux");
+    t.add_tags(kRole[role]);
+    t.add_tags(kEnv[env]);
+    if (role == 6 || pick(20) == 0) t.add_tags("gpu");
+    if (pick(4) == 0) t.add_tags("pci-dss");
+    // One public and ten shared templates per account; the rest private.
+    t.set_visibility(j == 0 ? v1::VISIBILITY_PUBLIC
+                            : (j <= 10 ? v1::VISIBILITY_SHARED : v1::VISIBILITY_PRIVATE));
+    int r = pick(100);
+    v1::ImageTemplateStatus status = v1::IMAGE_TEMPLATE_STATUS_ACTIVE;
+    if (j > 0) {
+      if (r >= 99) {
+        status = v1::IMAGE_TEMPLATE_STATUS_DELETED;
+      } else if (r >= 97) {
+        status = v1::IMAGE_TEMPLATE_STATUS_DELETING;
+      } else if (r >= 94) {
+        status = v1::IMAGE_TEMPLATE_STATUS_FAILED;
+      } else if (r >= 90) {
+        status = v1::IMAGE_TEMPLATE_STATUS_CREATING;
+      }
+    }
+    t.set_status(status);
+    t.set_source_server_id(Uuid(rng));
+    t.set_create_operation_id(Uuid(rng));
+    const int disks = 1 + pick(3);
+    for (int d = 0; d < disks; ++d) {
+      auto* disk = t.add_disks();
+      disk->set_device_index(d);
+      disk->set_boot(d == 0);
+      disk->set_logical_size_bytes((int64_t{25} + pick(8) * 25) << 30);
+      disk->set_stored_size_bytes(disk->logical_size_bytes() / (3 + pick(5)));
+      disk->set_manifest_digest(absl::StrFormat("sha256:%016x%016x%016x%016x", rng(), rng(),
+                                                rng(), rng()));
+    }
+    auto* config = t.mutable_configuration();
+    config->set_cpu_count(2 << pick(5));
+    config->set_memory_mib(int64_t{4096} << pick(5));
+    config->set_os_reference(kOsRef[os]);
+    config->set_boot_mode(pick(2) ? v1::BOOT_MODE_UEFI : v1::BOOT_MODE_BIOS);
+    auto* nic = config->add_network_interfaces();
+    nic->set_name("eth0");
+    nic->set_mac_address(absl::StrFormat("02:00:00:%02x:%02x:%02x", pick(256), pick(256),
+                                         pick(256)));
+    nic->set_ip_address(absl::StrFormat("10.%d.%d.%d/24", pick(256), pick(256), 2 + pick(250)));
+    nic->set_gateway("10.0.0.1");
+    nic->add_dns_servers("10.0.0.53");
+    // Created over the past year, oldest first within the account.
+    const int64_t create_us = base_time_us + j * 3600LL * 1000000 + pick(3600) * 1000000LL;
+    const int first_dc = pick(6);
+    const int locations = 1 + (pick(4) == 0);
+    for (int l = 0; l < locations; ++l) {
+      auto* location = t.add_locations();
+      location->set_datacenter(kDc[(first_dc + l) % 6]);
+      location->set_status(status == v1::IMAGE_TEMPLATE_STATUS_CREATING
+                               ? v1::IMAGE_TEMPLATE_LOCATION_STATUS_COPYING
+                               : v1::IMAGE_TEMPLATE_LOCATION_STATUS_AVAILABLE);
+      location->set_operation_id(Uuid(rng));
+      *location->mutable_create_time() = Micros(create_us + l * 600000000LL);
+    }
+    t.set_deprecated(pick(20) == 0);
+    if (t.deprecated()) *t.mutable_deprecate_time() = Micros(create_us + 86400000000LL);
+    t.set_disabled(j > 0 && pick(50) == 0);
+    t.set_delete_protected(pick(10) == 0);
+    *t.mutable_create_time() = Micros(create_us);
+    *t.mutable_update_time() = Micros(create_us + pick(86400) * 1000000LL);
+    return t;
+  }
+};
+
+absl::Status SeedTemplates(const Config& config, const std::vector<AccountKey>& keys) {
+  ASSIGN_OR_RETURN(auto db, controlplane::SqliteDatabase::Open(config.dir + "/cp.db",
+                                                                controlplane::Migrations()));
+  controlplane::SqliteTemplateStore store(db.get());
+  TemplateFactory factory;
+  std::mt19937_64 rng(config.seed);
+  const int64_t now_us = absl::ToUnixMicros(absl::Now());
+  const int64_t year_us = 365LL * 86400 * 1000000;
+  absl::Time start = absl::Now();
+  int64_t inserted = 0, shares = 0;
+  for (int64_t a = 0; a < static_cast<int64_t>(keys.size()); ++a) {
+    const int64_t base = now_us - year_us + static_cast<int64_t>(rng() % (year_us / 2));
+    for (int64_t j = 0; j < config.templates_per_account; ++j) {
+      v1::ImageTemplate t = factory.Make(rng, keys[a].account_id, a, j, base);
+      absl::Status status = store.InsertTemplate(t);
+      if (!status.ok()) return absl::Status(status.code(), absl::StrCat("InsertTemplate: ", status.message()));
+      ++inserted;
+      if (t.visibility() == v1::VISIBILITY_SHARED) {
+        std::vector<std::string> with;
+        while (with.size() < 3) {
+          int64_t other = static_cast<int64_t>(rng() % keys.size());
+          if (other == a) continue;
+          with.push_back(keys[other].account_id);
+        }
+        auto mutated = store.MutateTemplate(
+            t.id(), [&](controlplane::TemplateTransaction& txn) -> absl::Status {
+              for (const std::string& account : with) {
+                absl::Status s = txn.AddShare(account, t.create_time().seconds() * 1000000);
+                if (!s.ok()) return s;
+              }
+              return absl::OkStatus();
+            });
+        if (!mutated.ok()) return mutated.status();
+        shares += 3;
+      }
+    }
+    if ((a + 1) % 100 == 0) {
+      Log(absl::StrFormat("seeded %d templates (%d shares) in %.1f s", inserted, shares,
+                          absl::ToDoubleSeconds(absl::Now() - start)));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status WriteKeys(const Config& config, const std::vector<AccountKey>& keys) {
+  std::ofstream out(KeysPath(config), std::ios::trunc);
+  for (const AccountKey& k : keys) out << k.account_id << '\t' << k.user_id << '\t' << k.secret << '\n';
+  out.close();
+  if (!out) return absl::InternalError("cannot write " + KeysPath(config));
+  chmod(KeysPath(config).c_str(), 0600);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<AccountKey>> ReadKeys(const Config& config) {
+  std::ifstream in(KeysPath(config));
+  if (!in) return absl::NotFoundError("no " + KeysPath(config));
+  std::vector<AccountKey> keys;
+  std::string line;
+  while (std::getline(in, line)) {
+    std::vector<std::string> f = absl::StrSplit(line, '\t');
+    if (f.size() != 3) return absl::DataLossError("bad line in " + KeysPath(config));
+    keys.push_back({f[0], f[1], f[2]});
+  }
+  return keys;
+}
+
+absl::Status Seed(const Config& config) {
+  Log("seeding " + config.dir + "/cp.db");
+  absl::Time start = absl::Now();
+  std::vector<AccountKey> keys;
+  {
+    ASSIGN_OR_RETURN(tests::Process cp, StartControlplane(config));
+    std::string admin_key = ReadFirstLine(config.dir + "/admin.key");
+    if (admin_key.empty()) return absl::FailedPreconditionError("no admin key was written");
+    ASSIGN_OR_RETURN(keys, SeedIdentity(config, cp.address(), admin_key));
+    Log(absl::StrFormat("%d accounts, users and API keys through IdentityService in %.1f s",
+                        keys.size(), absl::ToDoubleSeconds(absl::Now() - start)));
+    auto stopped = cp.Stop(SIGTERM);
+    if (!stopped.ok()) return stopped.status();
+  }
+  RETURN_IF_ERROR(WriteKeys(config, keys));
+  RETURN_IF_ERROR(SeedTemplates(config, keys));
+  Log(absl::StrFormat("seeding done in %.1f s", absl::ToDoubleSeconds(absl::Now() - start)));
+  return absl::OkStatus();
+}
+
+// --- Workload ---------------------------------------------------------------
+
+// What one caller may ask for.
+struct CallerWorkload {
+  std::string label;
+  std::string key;
+  std::vector<std::string> own, shared, public_ids;  // for users
+  std::vector<std::string> all;                      // for the operator
+};
+
+absl::StatusOr<std::vector<std::string>> QueryIds(controlplane::SqliteDatabase& db,
+                                                  const char* sql, const std::string& param) {
+  std::vector<std::string> ids;
+  RETURN_IF_ERROR(db.Read([&](controlplane::SqliteConnection& conn) -> absl::Status {
+    ASSIGN_OR_RETURN(controlplane::SqliteStatement s, conn.Prepare(sql));
+    if (!param.empty()) s.Bind(1, param);
+    while (true) {
+      ASSIGN_OR_RETURN(bool row, s.Step());
+      if (!row) break;
+      ids.push_back(s.ColumnText(0));
+    }
+    return absl::OkStatus();
+  }));
+  return ids;
+}
+
+// The callers' visible ids, by the rules of ImageTemplateManager::LoadVisible.
+absl::StatusOr<std::vector<CallerWorkload>> LoadWorkload(const Config& config,
+                                                         const std::vector<AccountKey>& keys,
+                                                         CallerWorkload* operator_workload) {
+  ASSIGN_OR_RETURN(auto db, controlplane::SqliteDatabase::Open(config.dir + "/cp.db",
+                                                                controlplane::Migrations()));
+  ASSIGN_OR_RETURN(std::vector<std::string> public_ids,
+                    QueryIds(*db,
+                             "SELECT id FROM image_templates WHERE visibility = 3 AND "
+                             "disabled = 0 AND status NOT IN (4, 5)",
+                             ""));
+  std::vector<CallerWorkload> callers;
+  for (int64_t c = 0; c < config.clients; ++c) {
+    // Spread over the accounts: 0, N/clients, 2N/clients, ...
+    const AccountKey& k = keys[c * keys.size() / config.clients];
+    CallerWorkload w;
+    w.label = k.account_id;
+    w.key = k.secret;
+    ASSIGN_OR_RETURN(w.own, QueryIds(*db,
+                                      "SELECT id FROM image_templates WHERE owner_account_id = ? "
+                                      "AND status <> 5",
+                                      k.account_id));
+    ASSIGN_OR_RETURN(w.shared,
+                      QueryIds(*db,
+                               "SELECT s.template_id FROM image_template_shares s JOIN "
+                               "image_templates t ON t.id = s.template_id WHERE s.account_id = ? "
+                               "AND t.disabled = 0 AND t.status NOT IN (4, 5)",
+                               k.account_id));
+    w.public_ids = public_ids;
+    callers.push_back(std::move(w));
+  }
+  ASSIGN_OR_RETURN(operator_workload->all, QueryIds(*db, "SELECT id FROM image_templates", ""));
+  operator_workload->label = "operator";
+  operator_workload->key = ReadFirstLine(config.dir + "/admin.key");
+  return callers;
+}
+
+// --- Phases -----------------------------------------------------------------
+
+struct ListFilter {
+  const char* label;
+  const char* tag;
+  const char* name_contains;
+  v1::ImageTemplateOrderBy order;
+};
+constexpr ListFilter kListFilters[] = {
+    {"tag=linux", "linux", "", v1::IMAGE_TEMPLATE_ORDER_BY_CREATE_TIME},
+    {"tag=prod by name", "prod", "", v1::IMAGE_TEMPLATE_ORDER_BY_NAME},
+    {"name_contains=web", "", "web", v1::IMAGE_TEMPLATE_ORDER_BY_CREATE_TIME},
+    {"tag=gpu name_contains=ubuntu", "gpu", "ubuntu", v1::IMAGE_TEMPLATE_ORDER_BY_CREATE_TIME},
+};
+
+// One client thread's state.
+struct Client {
+  const CallerWorkload* workload = nullptr;
+  std::unique_ptr<v1::ImageTemplateService::Stub> stub;
+  std::mt19937_64 rng;
+  // list walk
+  size_t filter = 0;
+  std::string page_token;
+  int64_t items = 0;
+  int64_t walks = 0;
+  // results of the measured window
+  std::vector<int64_t> latencies_ns;
+  std::map<int, int64_t> errors;  // grpc code -> count
+  std::string first_error;
+};
+
+enum class Kind { kGet, kList };
+
+// One call. For lists, *walk_done says whether the walk through the pages of
+// a filter ended with it.
+grpc::Status OneCall(Client& c, Kind kind, int page_size, int64_t* items, bool* walk_done) {
+  const CallerWorkload& w = *c.workload;
+  if (kind == Kind::kGet) {
+    const std::vector<std::string>* from = &w.all;
+    if (w.all.empty()) {
+      int r = static_cast<int>(c.rng() % 100);
+      from = r < 70 ? &w.own : (r < 85 && !w.shared.empty() ? &w.shared : &w.public_ids);
+    }
+    v1::GetImageTemplateRequest request;
+    request.set_id((*from)[c.rng() % from->size()]);
+    v1::GetImageTemplateResponse response;
+    grpc::Status s = Call(*c.stub, &v1::ImageTemplateService::Stub::GetImageTemplate, w.key,
+                          request, &response);
+    if (s.ok() && response.image_template().id() != request.id()) {
+      return grpc::Status(grpc::StatusCode::INTERNAL, "wrong template returned");
+    }
+    return s;
+  }
+  const ListFilter& f = kListFilters[c.filter];
+  v1::ListImageTemplatesRequest request;
+  request.set_tag(f.tag);
+  request.set_name_contains(f.name_contains);
+  request.set_order_by(f.order);
+  request.set_page_size(page_size);
+  request.set_page_token(c.page_token);
+  v1::ListImageTemplatesResponse response;
+  grpc::Status s = Call(*c.stub, &v1::ImageTemplateService::Stub::ListImageTemplates, w.key,
+                        request, &response);
+  *items = response.image_templates_size();
+  if (s.ok() && !response.next_page_token().empty()) {
+    c.page_token = response.next_page_token();
+  } else {
+    c.page_token.clear();
+    c.filter = (c.filter + 1) % (sizeof(kListFilters) / sizeof(kListFilters[0]));
+    *walk_done = true;
+  }
+  return s;
+}
+
+struct PhaseResult {
+  std::string name;
+  Kind kind;
+  double rate = 0;  // offered calls/s; 0: closed loop
+  int callers = 0;
+  double seconds = 0;
+  std::vector<int64_t> latencies_ns;  // sorted
+  int64_t errors = 0;
+  std::string first_error;
+  double server_cpu = 0;  // cores
+  double bench_cpu = 0;   // cores
+  double other_cpu = 0;   // cores busy with anything else (other processes, kernel)
+  double items_per_page = 0;
+  int64_t walks = 0;
+};
+
+// Starts a system-wide `perf record` (perf -p misses the threads the gRPC
+// server starts later); `perf report --pid` picks the controlplane out.
+// Returns its pid or -1.
+pid_t StartPerf(const std::string& out) {
+  pid_t child = fork();
+  if (child == 0) {
+    int devnull = open("/dev/null", O_WRONLY);
+    dup2(devnull, STDOUT_FILENO);
+    dup2(devnull, STDERR_FILENO);
+    execlp("perf", "perf", "record", "-a", "-F", "999", "-g", "-o", out.c_str(),
+           static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  return child;
+}
+
+// `rate` 0: closed loop, each client calls again as soon as it has an answer.
+// Otherwise open loop: together the clients start `rate` calls per second on a
+// fixed schedule, and latency counts from the scheduled start, so time spent
+// waiting behind a slow call is not hidden (no coordinated omission).
+PhaseResult RunPhase(const Config& config, const std::string& name, Kind kind, double rate,
+                     const std::string& address, const std::vector<const CallerWorkload*>& who,
+                     pid_t server_pid) {
+  std::vector<Client> clients(who.size());
+  for (size_t i = 0; i < who.size(); ++i) {
+    clients[i].workload = who[i];
+    clients[i].stub = v1::ImageTemplateService::NewStub(NewChannel(address, static_cast<int>(i)));
+    clients[i].rng.seed(config.seed * 1000 + i);
+    clients[i].filter = i % (sizeof(kListFilters) / sizeof(kListFilters[0]));
+  }
+  using Clock = std::chrono::steady_clock;
+  std::atomic<bool> stop{false};
+  std::atomic<int64_t> window_start_ns{INT64_MAX}, window_end_ns{INT64_MAX};
+  auto ns = [](Clock::time_point t) {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+  };
+  const int64_t interval_ns =
+      rate > 0 ? static_cast<int64_t>(1e9 * static_cast<double>(who.size()) / rate) : 0;
+  const int64_t schedule_start_ns = ns(Clock::now());
+  auto worker = [&](Client& c, int index) {
+    int64_t next_ns = schedule_start_ns + interval_ns * index / static_cast<int64_t>(who.size());
+    while (!stop.load(std::memory_order_relaxed)) {
+      int64_t items = 0;
+      bool walk_done = false;
+      int64_t t0 = ns(Clock::now());
+      if (interval_ns > 0) {
+        if (next_ns > t0) {
+          std::this_thread::sleep_for(std::chrono::nanoseconds(next_ns - t0));
+        }
+        t0 = next_ns;
+        next_ns += interval_ns;
+      }
+      grpc::Status s = OneCall(c, kind, static_cast<int>(config.page_size), &items, &walk_done);
+      const int64_t t1 = ns(Clock::now());
+      // Closed loop: calls wholly inside the window. Open loop: calls that
+      // end inside it (under overload the backlog is part of the answer).
+      const int64_t from = window_start_ns.load(std::memory_order_relaxed);
+      if ((interval_ns > 0 ? t1 < from : t0 < from) ||
+          t1 > window_end_ns.load(std::memory_order_relaxed)) {
+        continue;
+      }
+      c.latencies_ns.push_back(t1 - t0);
+      c.items += items;
+      c.walks += walk_done;
+      if (!s.ok()) {
+        if (c.errors.empty()) {
+          c.first_error = absl::StrCat(s.error_code(), " ", s.error_message());
+        }
+        ++c.errors[s.error_code()];
+      }
+    }
+  };
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < clients.size(); ++i) {
+    threads.emplace_back(worker, std::ref(clients[i]), static_cast<int>(i));
+  }
+  std::this_thread::sleep_for(std::chrono::seconds(config.warmup_seconds));
+
+  pid_t perf = -1;
+  if (!config.perf_dir.empty()) {
+    perf = StartPerf(absl::StrCat(config.perf_dir, "/", name, ".perf.data"));
+    std::ofstream(absl::StrCat(config.perf_dir, "/", name, ".pid")) << server_pid << "\n";
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));  // let perf attach
+  }
+  const double server_cpu0 = ProcessCpuSeconds(server_pid), self_cpu0 = SelfCpuSeconds(),
+               machine_cpu0 = MachineBusySeconds();
+  const Clock::time_point start = Clock::now();
+  window_start_ns = ns(start);
+  std::this_thread::sleep_for(std::chrono::seconds(config.seconds));
+  const Clock::time_point end = Clock::now();
+  window_end_ns = ns(end);
+  const double server_cpu1 = ProcessCpuSeconds(server_pid), self_cpu1 = SelfCpuSeconds(),
+               machine_cpu1 = MachineBusySeconds();
+  stop = true;
+  for (auto& t : threads) t.join();
+  if (perf > 0) {
+    kill(perf, SIGINT);
+    waitpid(perf, nullptr, 0);
+  }
+
+  PhaseResult r;
+  r.name = name;
+  r.kind = kind;
+  r.rate = rate;
+  r.callers = static_cast<int>(who.size());
+  r.seconds = std::chrono::duration<double>(end - start).count();
+  r.server_cpu = (server_cpu1 - server_cpu0) / r.seconds;
+  r.bench_cpu = (self_cpu1 - self_cpu0) / r.seconds;
+  r.other_cpu =
+      std::max(0.0, (machine_cpu1 - machine_cpu0) / r.seconds - r.server_cpu - r.bench_cpu);
+  int64_t items = 0;
+  for (Client& c : clients) {
+    r.latencies_ns.insert(r.latencies_ns.end(), c.latencies_ns.begin(), c.latencies_ns.end());
+    for (const auto& [code, n] : c.errors) r.errors += n;
+    if (r.first_error.empty()) r.first_error = c.first_error;
+    items += c.items;
+    r.walks += c.walks;
+  }
+  std::sort(r.latencies_ns.begin(), r.latencies_ns.end());
+  if (!r.latencies_ns.empty()) r.items_per_page = static_cast<double>(items) / r.latencies_ns.size();
+  return r;
+}
+
+double PercentileMs(const std::vector<int64_t>& sorted, double p) {
+  if (sorted.empty()) return 0;
+  size_t index = static_cast<size_t>(p / 100.0 * (sorted.size() - 1) + 0.5);
+  return sorted[std::min(index, sorted.size() - 1)] / 1e6;
+}
+
+void PrintTable(const Config& config, const std::vector<PhaseResult>& results) {
+  constexpr double kGoalRate = 5000, kGoalP99Ms = 5;
+  absl::PrintF(
+      "\n| Workload | Callers | Calls | Calls/s | p50 ms | p99 ms | p99.9 ms | max ms | Errors "
+      "| controlplane CPU (cores) | bench CPU (cores) | other CPU (cores) | Goal: > 5,000/s | Goal: p99 < 5 ms |\n"
+      "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|:---:|\n");
+  for (const PhaseResult& r : results) {
+    const double rate = r.latencies_ns.size() / r.seconds;
+    const double p99 = PercentileMs(r.latencies_ns, 99);
+    std::string workload;
+    std::string who = absl::StartsWith(r.name, "op-") ? "operator key" : "user keys";
+    if (r.rate > 0) absl::StrAppend(&who, ", open loop at ", r.rate, "/s offered");
+    if (r.kind == Kind::kGet) {
+      workload = absl::StrCat("GetImageTemplate, ", who);
+    } else {
+      workload = absl::StrFormat(
+          "ListImageTemplates page_size %d, filtered, %s (%.1f items/page, %d walks)",
+          config.page_size, who, r.items_per_page, r.walks);
+    }
+    absl::PrintF("| %s | %d | %d | %.0f | %.2f | %.2f | %.2f | %.2f | %d | %.2f | %.2f | %.2f | %s | %s |\n",
+                workload, r.callers, r.latencies_ns.size(), rate,
+                PercentileMs(r.latencies_ns, 50), p99, PercentileMs(r.latencies_ns, 99.9),
+                r.latencies_ns.empty() ? 0.0 : r.latencies_ns.back() / 1e6, r.errors,
+                r.server_cpu, r.bench_cpu, r.other_cpu,
+                 r.rate > 0 ? "n/a (open loop)" : (rate > kGoalRate ? "pass" : "**FAIL**"),
+                p99 < kGoalP99Ms && r.errors == 0 ? "pass" : "**FAIL**");
+  }
+  absl::PrintF("\n");
+  for (const PhaseResult& r : results) {
+    if (r.errors > 0) absl::PrintF("%s: %d errors, first: %s\n", r.name, r.errors, r.first_error);
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Config config;
+  common::FlagSet flags(
+      "controlplane_bench --controlplane=PATH --dir=DIR [flags]\n"
+      "Seeds DIR/cp.db once (if missing), then measures GetImageTemplate and "
+      "ListImageTemplates against the real controlplane binary.");
+  flags.String("controlplane", &config.controlplane, "the controlplane binary");
+  flags.String("dir", &config.dir, "work directory: cp.db, admin.key, bench-keys.tsv, logs");
+  flags.Int("accounts", &config.accounts, "accounts to seed");
+  flags.Int("templates-per-account", &config.templates_per_account, "templates per account");
+  flags.Int("clients", &config.clients, "concurrent callers, one channel and account each");
+  flags.Int("seconds", &config.seconds, "measured seconds per phase");
+  flags.Int("warmup-seconds", &config.warmup_seconds, "unmeasured seconds before each phase");
+  flags.Int("page-size", &config.page_size, "ListImageTemplates page_size");
+  flags.Int("seed", &config.seed, "random seed of the data and the callers");
+  flags.String("phases", &config.phases,
+               "comma-separated: get, list, op-get, op-list; PHASE@RATE for open loop");
+  flags.String("perf-dir", &config.perf_dir,
+               "if set, perf record the controlplane in each measured phase into this directory");
+  bool help = false;
+  auto positional = flags.Parse(argc, argv, &help);
+  if (help) {
+    std::fputs(flags.Help().c_str(), stdout);
+    return 0;
+  }
+  if (!positional.ok() || !positional->empty() || config.controlplane.empty() ||
+      config.dir.empty() || config.clients < 1 || config.accounts < config.clients) {
+    std::fprintf(stderr, "controlplane_bench: bad usage\n%s", flags.Help().c_str());
+    return 2;
+  }
+  mkdir(config.dir.c_str(), 0700);
+  signal(SIGPIPE, SIG_IGN);
+
+  struct stat st;
+  if (stat((config.dir + "/cp.db").c_str(), &st) != 0) {
+    absl::Status seeded = Seed(config);
+    if (!seeded.ok()) {
+      Log("seeding failed: " + seeded.ToString());
+      return 1;
+    }
+  } else {
+    Log("reusing the seeded " + config.dir + "/cp.db");
+  }
+  auto keys = ReadKeys(config);
+  if (!keys.ok()) {
+    Log(keys.status().ToString());
+    return 1;
+  }
+  CallerWorkload operator_workload;
+  auto callers = LoadWorkload(config, *keys, &operator_workload);
+  if (!callers.ok()) {
+    Log(callers.status().ToString());
+    return 1;
+  }
+  {
+    size_t own = 0, shared = 0;
+    for (const auto& c : *callers) own += c.own.size(), shared += c.shared.size();
+    Log(absl::StrFormat(
+        "%d templates in %d accounts; callers see on average %d own, %d shared, %d public",
+        operator_workload.all.size(), keys->size(), own / callers->size(),
+        shared / callers->size(), (*callers)[0].public_ids.size()));
+  }
+
+  auto cp = StartControlplane(config);
+  if (!cp.ok()) {
+    Log(cp.status().ToString());
+    return 1;
+  }
+  Log(absl::StrFormat("controlplane pid %d on %s", cp->pid(), cp->address()));
+  std::vector<const CallerWorkload*> users, operators;
+  for (const CallerWorkload& c : *callers) users.push_back(&c);
+  for (int64_t i = 0; i < config.clients; ++i) operators.push_back(&operator_workload);
+
+  std::vector<PhaseResult> results;
+  for (absl::string_view phase : absl::StrSplit(config.phases, ',', absl::SkipEmpty())) {
+    // "get", "op-list", ...; "get@5000" offers 5,000 calls/s (open loop).
+    std::vector<std::string> parts = absl::StrSplit(phase, '@');
+    const std::string& what = parts[0];
+    double rate = 0;
+    if ((what != "get" && what != "list" && what != "op-get" && what != "op-list") ||
+        parts.size() > 2 || (parts.size() == 2 && (!absl::SimpleAtod(parts[1], &rate) || rate <= 0))) {
+      Log(absl::StrCat("unknown phase ", phase, "; want get, list, op-get or op-list, "
+                       "optionally @CALLS_PER_SECOND"));
+      return 2;
+    }
+    Kind kind = absl::EndsWith(what, "list") ? Kind::kList : Kind::kGet;
+    bool op = absl::StartsWith(what, "op-");
+    Log(absl::StrCat("phase ", phase, ": ", config.warmup_seconds, " s warm-up, ",
+                     config.seconds, " s measured"));
+    results.push_back(RunPhase(config, absl::StrReplaceAll(phase, {{"@", "-at-"}}), kind, rate,
+                               cp->address(),
+                               op ? operators : users, cp->pid()));
+  }
+  auto stopped = cp->Stop(SIGTERM);
+  if (!stopped.ok()) Log(stopped.status().ToString());
+  PrintTable(config, results);
+  return 0;
+}

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Orchestration benchmark (issue 5, "Benchmark"): end-to-end create of the
+# 2 GiB guest disk through the API and deploys from it, beside storaged's own
+# capture and restore of the same disk in the same run. Not a test.
+#
+#   tools/bench/orchestration_bench.sh [--runs N] [--deploys N] [--cache DIR]
+#                                      [--keep] [--no-build]
+#
+# Builds controlplane, storaged and orchestration_bench (-c opt from
+# .bazelrc) and copies them into a work directory (other engineers rebuild
+# bazel-bin meanwhile), makes or reuses the guest disks (make_guest_disks.sh),
+# copies disk1 as a thick file for the source LUN, then runs
+# orchestration_bench (see orchestration_bench.cc for what each row times),
+# which prints a line per run and a markdown table of medians. Needs root
+# (tgtd, apt-get for a missing tgt).
+set -euo pipefail
+
+RUNS=3
+DEPLOYS=4
+CACHE=/var/tmp/imagetemplates-bench
+KEEP=0
+BUILD=1
+while (($#)); do
+  case "$1" in
+    --runs) RUNS="$2"; shift 2 ;;
+    --runs=*) RUNS="${1#*=}"; shift ;;
+    --deploys) DEPLOYS="$2"; shift 2 ;;
+    --deploys=*) DEPLOYS="${1#*=}"; shift ;;
+    --cache) CACHE="$2"; shift 2 ;;
+    --cache=*) CACHE="${1#*=}"; shift ;;
+    --keep) KEEP=1; shift ;;
+    --no-build) BUILD=0; shift ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    *) echo "orchestration_bench: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+
+HERE="$(cd "$(dirname "$0")" && pwd)"
+REPO="$(cd "$HERE/../.." && pwd)"
+export PATH="$PATH:/usr/sbin:/sbin"
+log() { echo "bench: $*" >&2; }
+
+if ! command -v tgtd >/dev/null; then
+  log "installing tgt"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tgt >/dev/null
+fi
+if ((BUILD)); then
+  log "bazel build //controlplane //storaged //tools/bench:orchestration_bench"
+  (cd "$REPO" && bazel build //controlplane //storaged //tools/bench:orchestration_bench) >&2
+fi
+bash "$HERE/make_guest_disks.sh" "$CACHE"
+
+WORK="$(mktemp -d /var/tmp/itorch.XXXXXX)"
+cleanup() { if ((KEEP)); then log "kept $WORK"; else rm -rf "$WORK"; fi; }
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+mkdir -p "$WORK/bin"
+cp "$REPO/bazel-bin/controlplane/controlplane" "$REPO/bazel-bin/storaged/storaged" \
+  "$REPO/bazel-bin/tools/bench/orchestration_bench" "$WORK/bin/"
+log "copying disk1 as a thick file into $WORK"
+cp --sparse=never "$CACHE/disk1.img" "$WORK/source.img"
+echo "disk: $(cat "$CACHE/disk1.source" 2>/dev/null || echo unknown source)"
+"$WORK/bin/orchestration_bench" --controlplane="$WORK/bin/controlplane" \
+  --storaged="$WORK/bin/storaged" --source="$WORK/source.img" --dir="$WORK" \
+  --runs="$RUNS" --deploys="$DEPLOYS"

@@ -115,7 +115,7 @@ absl::StatusOr<std::string> BuildConfigDriveImage(const ConfigDrive& drive) {
   return out;
 }
 
-absl::Status WriteConfigDrive(const ConfigDrive& drive, Volume& volume) {
+absl::StatusOr<uint64_t> WriteConfigDrive(const ConfigDrive& drive, Volume& volume) {
   ASSIGN_OR_RETURN(std::string image, BuildConfigDriveImage(drive));
   const VolumeInfo& info = volume.info();
   uint64_t padded = (image.size() + info.block_size - 1) / info.block_size * info.block_size;
@@ -127,7 +127,8 @@ absl::Status WriteConfigDrive(const ConfigDrive& drive, Volume& volume) {
   image.resize(padded, '\0');
   std::unique_ptr<VolumeWriter> writer = volume.NewWriter({});
   RETURN_IF_ERROR(writer->Write(0, std::move(image)));
-  return writer->Flush();
+  RETURN_IF_ERROR(writer->Flush());
+  return padded;
 }
 
 }  // namespace storaged

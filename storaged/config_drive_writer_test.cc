@@ -99,7 +99,7 @@ TEST(ConfigDriveWriterSizeTest, RefusesAVolumeSmallerThanTheImage) {
   auto image = BuildConfigDriveImage(SampleDrive());
   ASSERT_TRUE(image.ok());
 
-  absl::Status status = WriteConfigDrive(SampleDrive(), **volume);
+  absl::Status status = WriteConfigDrive(SampleDrive(), **volume).status();
   EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition) << status;
   EXPECT_THAT(std::string(status.message()), HasSubstr(absl::StrCat(image->size())));
   EXPECT_THAT(std::string(status.message()), HasSubstr("65536"));

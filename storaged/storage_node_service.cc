@@ -261,11 +261,9 @@ grpc::Status StorageNodeService::WriteConfigDrive(grpc::ServerContext* context,
   if (!volume.ok()) return ToGrpcStatus(volume.status());
   JobScope job(this, pb::NODE_JOB_KIND_WRITE_CONFIG_DRIVE, "");
   ConfigDrive drive{request->meta_data(), request->user_data(), request->network_config()};
-  absl::StatusOr<std::string> iso = BuildConfigDriveImage(drive);
-  if (!iso.ok()) return ToGrpcStatus(iso.status());
-  absl::Status status = storaged::WriteConfigDrive(drive, **volume);
-  if (!status.ok()) return ToGrpcStatus(status);
-  response->set_bytes_written(iso->size());
+  absl::StatusOr<uint64_t> written = storaged::WriteConfigDrive(drive, **volume);
+  if (!written.ok()) return ToGrpcStatus(written.status());
+  response->set_bytes_written(*written);
   return grpc::Status::OK;
 }
 

@@ -9,6 +9,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/log.h"
+#include "google/protobuf/util/time_util.h"
 
 namespace controlplane {
 
@@ -59,20 +60,11 @@ std::string Sha256(absl::string_view data) {
 int64_t NowMicros() { return absl::ToUnixMicros(absl::Now()); }
 
 google::protobuf::Timestamp ToTimestamp(int64_t micros) {
-  google::protobuf::Timestamp t;
-  int64_t seconds = micros / 1000000;
-  int64_t rest = micros % 1000000;
-  if (rest < 0) {
-    rest += 1000000;
-    --seconds;
-  }
-  t.set_seconds(seconds);
-  t.set_nanos(static_cast<int32_t>(rest * 1000));
-  return t;
+  return google::protobuf::util::TimeUtil::MicrosecondsToTimestamp(micros);
 }
 
 int64_t FromTimestamp(const google::protobuf::Timestamp& timestamp) {
-  return timestamp.seconds() * 1000000 + timestamp.nanos() / 1000;
+  return google::protobuf::util::TimeUtil::TimestampToMicroseconds(timestamp);
 }
 
 }  // namespace controlplane

@@ -9,6 +9,7 @@
 #include "common/status_macros.h"
 #include "controlplane/ids.h"
 #include "controlplane/validation.h"
+#include "google/protobuf/util/time_util.h"
 
 namespace controlplane {
 
@@ -35,11 +36,7 @@ bool IsHostPort(absl::string_view text) {
 }
 
 google::protobuf::Duration ToDuration(absl::Duration d) {
-  google::protobuf::Duration out;
-  out.set_seconds(absl::ToInt64Seconds(d));
-  out.set_nanos(
-      static_cast<int32_t>(absl::ToInt64Nanoseconds(d % absl::Seconds(1))));
-  return out;
+  return google::protobuf::util::TimeUtil::NanosecondsToDuration(absl::ToInt64Nanoseconds(d));
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 #include "common/log.h"
 #include "common/status_macros.h"
 #include "controlplane/ids.h"
+#include "google/protobuf/util/time_util.h"
 
 namespace controlplane {
 
@@ -230,9 +231,7 @@ void OperationContext::FlushProgress(absl::Time now) {
                 p->set_bytes_total(static_cast<int64_t>(total));
                 p->set_bytes_per_second(rate);
                 if (eta_ms) {
-                  p->mutable_eta()->set_seconds(*eta_ms / 1000);
-                  p->mutable_eta()->set_nanos(
-                      static_cast<int32_t>(*eta_ms % 1000) * 1000000);
+                  *p->mutable_eta() = google::protobuf::util::TimeUtil::MillisecondsToDuration(*eta_ms);
                 } else {
                   p->clear_eta();
                 }

@@ -6,6 +6,7 @@
 #include "common/status_macros.h"
 #include "controlplane/ids.h"
 #include "controlplane/sql_where.h"
+#include "google/protobuf/util/time_util.h"
 
 namespace controlplane {
 namespace {
@@ -35,9 +36,7 @@ Operation FromRow(const SqliteStatement& s) {
   progress->set_bytes_total(s.ColumnInt(8));
   progress->set_bytes_per_second(s.ColumnInt(9));
   if (!s.ColumnIsNull(10)) {
-    int64_t eta_ms = s.ColumnInt(10);
-    progress->mutable_eta()->set_seconds(eta_ms / 1000);
-    progress->mutable_eta()->set_nanos(static_cast<int32_t>((eta_ms % 1000) * 1000000));
+    *progress->mutable_eta() = google::protobuf::util::TimeUtil::MillisecondsToDuration(s.ColumnInt(10));
   }
   if (op.state() == imagetemplates::v1::OPERATION_STATE_SUCCEEDED) {
     progress->set_percent(100);

@@ -4,6 +4,7 @@
 #include <chrono>
 
 #include "common/log.h"
+#include "google/protobuf/util/time_util.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
 
@@ -14,7 +15,7 @@ namespace pb = imagetemplates::storagenode::v1;
 namespace {
 
 absl::Duration FromProto(const google::protobuf::Duration& d, absl::Duration fallback) {
-  absl::Duration out = absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
+  absl::Duration out = absl::Nanoseconds(google::protobuf::util::TimeUtil::DurationToNanoseconds(d));
   return out > absl::ZeroDuration() ? out : fallback;
 }
 

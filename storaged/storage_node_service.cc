@@ -9,6 +9,7 @@
 #include "common/grpc_status.h"
 #include "common/log.h"
 #include "common/status_macros.h"
+#include "google/protobuf/util/time_util.h"
 #include "storaged/config_drive_writer.h"
 #include "storaged/image_capturer.h"
 #include "storaged/image_restorer.h"
@@ -48,9 +49,7 @@ class CancelWatcher {
 };
 
 void SetTimestamp(absl::Time time, google::protobuf::Timestamp* out) {
-  int64_t micros = absl::ToUnixMicros(time);
-  out->set_seconds(micros / 1000000);
-  out->set_nanos(static_cast<int32_t>(micros % 1000000) * 1000);
+  *out = google::protobuf::util::TimeUtil::MicrosecondsToTimestamp(absl::ToUnixMicros(time));
 }
 
 std::string DigestString(const Digest& digest) {
@@ -345,9 +344,7 @@ grpc::Status StorageNodeService::CollectGarbage(grpc::ServerContext* context,
   response->set_chunks_kept(status->chunk_count);
   response->set_chunks_removed(result->chunks_removed);
   response->set_bytes_freed(result->bytes_freed);
-  response->mutable_duration()->set_seconds(absl::ToInt64Seconds(took));
-  response->mutable_duration()->set_nanos(
-      static_cast<int32_t>(absl::ToInt64Nanoseconds(took) % 1000000000));
+  *response->mutable_duration() = google::protobuf::util::TimeUtil::NanosecondsToDuration(absl::ToInt64Nanoseconds(took));
   common::LogInfo("garbage collection%s: %u chunks, %u bytes freed",
                   request->dry_run() ? " (dry run)" : "", result->chunks_removed,
                   result->bytes_freed);

@@ -1,5 +1,6 @@
 #include "storaged/image_restorer.h"
 
+#include <algorithm>
 #include <thread>
 #include <vector>
 
@@ -11,16 +12,27 @@
 namespace storaged {
 namespace {
 
+// A stretch of consecutive chunks inside one batch: all zero, or data
+// decoded straight into one buffer that becomes the write.
+struct Run {
+  uint64_t first_chunk = 0;
+  uint64_t offset = 0;
+  uint64_t length = 0;
+  bool zero = false;
+  std::string data;  // `length` bytes unless zero
+};
+
 // Decodes chunks (decompress + digest check) on background threads ahead of
-// the writer and hands them over in index order. Work is split into batches
-// of consecutive chunks (about one compressed frame), so each frame is
-// decoded by one thread and threads hand over once per batch, not per chunk.
+// the writer and hands them over in order. Work is split into batches of
+// consecutive chunks (about one compressed frame), so each frame is decoded
+// by one thread and threads hand over once per batch, not per chunk.
 class ChunkPrefetcher {
  public:
   ChunkPrefetcher(ImageReader& image, int threads, uint64_t batch_chunks, uint64_t window)
       : image_(image),
         count_(image.manifest().ChunkCount()),
         batch_(std::max<uint64_t>(1, batch_chunks)),
+        batches_((count_ + batch_ - 1) / batch_),
         ring_(std::max<uint64_t>(window, threads + 1)) {
     for (int i = 0; i < threads; ++i) workers_.emplace_back([this] { Work(); });
   }
@@ -32,62 +44,73 @@ class ChunkPrefetcher {
     for (std::thread& t : workers_) t.join();
   }
 
-  // Chunk `index`; indexes must be asked for in order 0, 1, 2, ...
-  absl::StatusOr<std::string> Next(uint64_t index) {
-    const uint64_t batch = index / batch_;
+  uint64_t batches() const { return batches_; }
+
+  // The runs of batch `batch`, asked for in order 0, 1, 2, ...; `status`
+  // says why they stop short of the batch's end.
+  std::vector<Run> Next(uint64_t batch, absl::Status* status) {
     absl::MutexLock lock(&mu_);
     Slot& slot = ring_[batch % ring_.size()];
     mu_.Await(absl::Condition(&slot.ready));
-    const uint64_t i = index - batch * batch_;
-    if (i >= slot.chunks.size()) return slot.status;  // the batch failed before i
-    std::string out = std::move(slot.chunks[i]);
-    if (i + 1 == batch_ || index + 1 == count_) {
-      slot.ready = false;
-      slot.chunks.clear();
-      slot.status = absl::OkStatus();
-      consumed_ = batch + 1;
-    }
-    return out;
+    std::vector<Run> runs = std::move(slot.runs);
+    *status = std::move(slot.status);
+    slot.ready = false;
+    slot.runs.clear();
+    slot.status = absl::OkStatus();
+    consumed_ = batch + 1;
+    return runs;
   }
 
  private:
   struct Slot {
     bool ready = false;
-    std::vector<std::string> chunks;
-    absl::Status status;  // why chunks stops short of the batch
+    std::vector<Run> runs;
+    absl::Status status;
   };
 
   void Work() {
-    const uint64_t batches = (count_ + batch_ - 1) / batch_;
+    const Manifest& m = image_.manifest();
     while (true) {
       uint64_t batch;
       {
         absl::MutexLock lock(&mu_);
-        auto can_fetch = [this, batches]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-          return stop_ || next_ >= batches || next_ < consumed_ + ring_.size();
+        auto can_fetch = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+          return stop_ || next_ >= batches_ || next_ < consumed_ + ring_.size();
         };
         mu_.Await(absl::Condition(&can_fetch));
-        if (stop_ || next_ >= batches) return;
+        if (stop_ || next_ >= batches_) return;
         batch = next_++;
       }
-      std::vector<std::string> chunks;
+      std::vector<Run> runs;
       absl::Status status;
       const uint64_t end = std::min(count_, (batch + 1) * batch_);
-      for (uint64_t i = batch * batch_; i < end; ++i) {
-        if (image_.manifest().chunks[i].IsZero()) {
-          chunks.emplace_back();
-          continue;
+      for (uint64_t i = batch * batch_; i < end && status.ok();) {
+        Run run;
+        run.first_chunk = i;
+        run.offset = i * m.chunk_size;
+        run.zero = m.chunks[i].IsZero();
+        uint64_t j = i;
+        while (j < end && m.chunks[j].IsZero() == run.zero) {
+          run.length += m.ChunkLength(j);
+          ++j;
         }
-        absl::StatusOr<std::string> data = image_.ReadChunk(i);
-        if (!data.ok()) {
-          status = data.status();
-          break;
+        if (!run.zero) {
+          run.data.resize(run.length);
+          uint64_t pos = 0;
+          for (uint64_t k = i; k < j; ++k) {
+            status = image_.ReadChunkTo(k, run.data.data() + pos);
+            if (!status.ok()) break;
+            pos += m.ChunkLength(k);
+          }
+          run.data.resize(pos);
+          run.length = pos;
         }
-        chunks.push_back(*std::move(data));
+        if (run.length > 0) runs.push_back(std::move(run));
+        i = j;
       }
       absl::MutexLock lock(&mu_);
       Slot& slot = ring_[batch % ring_.size()];
-      slot.chunks = std::move(chunks);
+      slot.runs = std::move(runs);
       slot.status = std::move(status);
       slot.ready = true;
     }
@@ -96,10 +119,11 @@ class ChunkPrefetcher {
   ImageReader& image_;
   const uint64_t count_;
   const uint64_t batch_;
+  const uint64_t batches_;
   absl::Mutex mu_;
   std::vector<Slot> ring_ ABSL_GUARDED_BY(mu_);
   uint64_t next_ ABSL_GUARDED_BY(mu_) = 0;      // next batch to decode
-  uint64_t consumed_ ABSL_GUARDED_BY(mu_) = 0;  // batches fully handed over
+  uint64_t consumed_ ABSL_GUARDED_BY(mu_) = 0;  // batches handed over
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<std::thread> workers_;
 };
@@ -134,23 +158,38 @@ absl::StatusOr<RestoreProgress> RestoreImage(ImageReader& image, Volume& volume,
   };
 
   std::unique_ptr<VolumeWriter> writer = volume.NewWriter(options.write);
-  // Consecutive data chunks are merged into one write of up to io_bytes;
-  // consecutive zero chunks into one WriteZeroes.
-  std::string pending;
-  uint64_t pending_offset = 0;
+  // Decoded runs are written as they are, with no copy; consecutive zero
+  // chunks become one WriteZeroes.
+  //
+  // On a thin target whose unmapped blocks read as zero (LBPRZ), only the
+  // mapped parts of a zero range need zeroing: a fresh volume needs none.
+  std::vector<Extent> mapped;
+  const bool skip_unmapped = info.thin && info.zeroes_unmapped;
+  if (skip_unmapped) {
+    ASSIGN_OR_RETURN(mapped, volume.MappedExtents(0, info.size_bytes));
+  }
+  size_t next_mapped = 0;
+  auto zero_range = [&](uint64_t offset, uint64_t length) -> absl::Status {
+    if (!skip_unmapped) return writer->WriteZeroes(offset, length);
+    const uint64_t end = offset + length;
+    // Zero ranges come in ascending order, so one pass over `mapped` does.
+    while (next_mapped < mapped.size() &&
+           mapped[next_mapped].offset + mapped[next_mapped].length <= offset) {
+      ++next_mapped;
+    }
+    for (size_t i = next_mapped; i < mapped.size() && mapped[i].offset < end; ++i) {
+      uint64_t begin = std::max(offset, mapped[i].offset);
+      uint64_t stop = std::min(end, mapped[i].offset + mapped[i].length);
+      if (begin < stop) RETURN_IF_ERROR(writer->WriteZeroes(begin, stop - begin));
+    }
+    return absl::OkStatus();
+  };
   uint64_t zero_offset = 0;
   uint64_t zero_length = 0;
-  auto flush_data = [&]() -> absl::Status {
-    if (pending.empty()) return absl::OkStatus();
-    progress.bytes_written += pending.size();
-    absl::Status s = writer->Write(pending_offset, std::move(pending));
-    pending = std::string();
-    return s;
-  };
   auto flush_zero = [&]() -> absl::Status {
     if (zero_length == 0) return absl::OkStatus();
     progress.bytes_skipped += zero_length;
-    absl::Status s = writer->WriteZeroes(zero_offset, zero_length);
+    absl::Status s = zero_range(zero_offset, zero_length);
     zero_length = 0;
     return s;
   };
@@ -158,28 +197,25 @@ absl::StatusOr<RestoreProgress> RestoreImage(ImageReader& image, Volume& volume,
   // About one 4 MiB frame per batch; two batches per thread in flight.
   const int threads = std::max(1, options.prefetch_threads);
   ChunkPrefetcher prefetcher(image, threads, (4u << 20) / manifest.chunk_size, 2 * threads);
-  for (uint64_t i = 0; i < manifest.ChunkCount(); ++i) {
+  for (uint64_t b = 0; b < prefetcher.batches(); ++b) {
     if (options.cancelled != nullptr && options.cancelled->load()) {
       return absl::CancelledError("restore cancelled");
     }
-    const uint64_t offset = i * manifest.chunk_size;
-    ASSIGN_OR_RETURN(std::string data, prefetcher.Next(i));
-    if (data.empty()) {
-      RETURN_IF_ERROR(flush_data());
-      if (zero_length == 0) zero_offset = offset;
-      zero_length += manifest.ChunkLength(i);
-    } else {
-      RETURN_IF_ERROR(flush_zero());
-      if (pending.empty()) {
-        pending_offset = offset;
-        pending.reserve(options.write.io_bytes);
+    absl::Status decoded;
+    for (Run& run : prefetcher.Next(b, &decoded)) {
+      if (run.zero) {
+        if (zero_length == 0) zero_offset = run.offset;
+        zero_length += run.length;
+        continue;
       }
-      pending += data;
-      if (pending.size() >= options.write.io_bytes) RETURN_IF_ERROR(flush_data());
+      RETURN_IF_ERROR(flush_zero());
+      progress.bytes_written += run.length;
+      RETURN_IF_ERROR(writer->Write(run.offset, std::move(run.data)));
     }
+    // What precedes a bad chunk is written; nothing after it.
+    RETURN_IF_ERROR(decoded);
     report(false);
   }
-  RETURN_IF_ERROR(flush_data());
   // The tail past the image must read as zero too.
   if (info.size_bytes > manifest.volume_size) {
     if (zero_length == 0) zero_offset = manifest.volume_size;

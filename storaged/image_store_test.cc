@@ -213,6 +213,48 @@ TEST(ImageStoreTest, RoundTripRandomZeroRepeatedOddSize) {
   EXPECT_GT(status->pack_count, 1u);
 }
 
+// Pack files open in this process, as /proc/self/fd shows them.
+size_t OpenPackFiles(const std::string& dir) {
+  size_t n = 0;
+  for (const auto& e : stdfs::directory_iterator("/proc/self/fd")) {
+    std::error_code ec;
+    stdfs::path target = stdfs::read_symlink(e.path(), ec);
+    if (!ec && absl::StartsWith(target.string(), dir) &&
+        absl::EndsWith(target.string(), ".pack")) {
+      ++n;
+    }
+  }
+  return n;
+}
+
+TEST(ImageStoreTest, OpenPackFilesAreBounded) {
+  std::string dir = TestDir("openpacks");
+  ImageStoreOptions o = SmallOptions();
+  o.max_open_packs = 2;
+  auto store = OpenStore(dir, o);
+  // Unique data of ~12 MiB in 1 MiB packs: many more packs than the limit.
+  std::mt19937_64 rng(21);
+  std::string volume;
+  for (int i = 0; i < 12 * (1 << 20) / static_cast<int>(kChunk); ++i) {
+    volume += UniqueChunk(rng, kChunk);
+  }
+  ASSERT_TRUE(Capture(store.get(), "many", volume).ok());
+  ASSERT_GT(FilesIn(dir + "/packs", ".pack").size(), 4u);
+  for (int round = 0; round < 2; ++round) {
+    auto restored = Restore(store.get(), "many");
+    ASSERT_TRUE(restored.ok()) << restored.status();
+    EXPECT_TRUE(*restored == volume);
+    EXPECT_LE(OpenPackFiles(dir), 2u);
+    EXPECT_GE(OpenPackFiles(dir), 1u);
+  }
+  auto report = store->VerifyImage("many");
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_TRUE(report->ok());
+  EXPECT_LE(OpenPackFiles(dir), 2u);
+  store.reset();
+  EXPECT_EQ(OpenPackFiles(dir), 0u);
+}
+
 TEST(ImageStoreTest, PerCaptureCompressionLevel) {
   auto store = OpenStore(TestDir("levels"));
   EXPECT_EQ(store->BeginImage("x", 1 << 20, 512, 20).status().code(),

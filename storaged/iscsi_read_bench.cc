@@ -29,6 +29,9 @@ ABSL_FLAG(std::string, io_kib, "64,128,256,512,1024,4096", "I/O sizes to try, Ki
 ABSL_FLAG(std::string, depths, "1,4,8,16,32", "queue depths to try");
 ABSL_FLAG(int, repeat, 3, "runs per cell; the best is printed");
 ABSL_FLAG(bool, write, true, "also measure the writer (overwrites the LUN!)");
+ABSL_FLAG(int, sink_stall_us_per_mib, 0,
+          "the read sink sleeps this long per MiB, as a capture's sink does while "
+          "it waits for its hash threads; shows whether I/O goes on meanwhile");
 
 namespace {
 
@@ -127,9 +130,17 @@ int main(int argc, char** argv) {
             options.io_bytes = kib * 1024;
             options.queue_depth = depth;
             uint64_t sum = 0;
+            uint64_t since_stall = 0;
+            const absl::Duration stall =
+                absl::Microseconds(absl::GetFlag(FLAGS_sink_stall_us_per_mib));
             status = (*volume)->ReadExtents({{0, size}}, options,
                                             [&](uint64_t, absl::string_view data) {
                                               sum += static_cast<unsigned char>(data[0]);
+                                              since_stall += data.size();
+                                              if (since_stall >= (1u << 20)) {
+                                                since_stall -= 1u << 20;
+                                                absl::SleepFor(stall);
+                                              }
                                               return absl::OkStatus();
                                             });
           } else {

@@ -3,13 +3,17 @@
 #include <iscsi/iscsi.h>
 #include <iscsi/scsi-lowlevel.h>
 #include <poll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <deque>
 #include <functional>
+#include <thread>
 #include <utility>
 
 #include "absl/cleanup/cleanup.h"
@@ -19,6 +23,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/strip.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "common/log.h"
 #include "common/status_macros.h"
@@ -131,7 +136,9 @@ absl::StatusOr<IscsiUrl> ParseIscsiUrl(absl::string_view url) {
 }
 
 // ---------------------------------------------------------------------------
-// Session: one iscsi_context, driven by the calling thread.
+// Session: one iscsi_context, owned and driven by its own I/O thread, so the
+// connection keeps moving (completions received, queued commands issued)
+// while the caller hashes, compresses or waits for decoded data.
 
 namespace iscsi_internal {
 
@@ -139,11 +146,14 @@ enum class CommandState {
   kIdle,       // not started
   kInFlight,   // issued, or waiting to be re-issued after a reconnect
   kCompleted,  // callback ran; the session has not looked at it yet
-  kDone,       // final; `status` holds the outcome
+  kDone,       // final
 };
 
 // One SCSI command that can be (re-)issued on any context. Owns its task;
 // any buffer the issue function references must outlive the command.
+// `state`, `task`, `scsi_status` and `retries` belong to the I/O thread while
+// the command is submitted; `finished` and `status` are published under the
+// session's lock, and once `finished` the caller owns everything again.
 struct Command {
   using IssueFn = std::function<scsi_task*(iscsi_context*, int lun, Command*)>;
 
@@ -156,15 +166,19 @@ struct Command {
     if (task != nullptr) scsi_free_scsi_task(task);
     task = nullptr;
   }
-  bool done() const { return state == CommandState::kDone; }
 
   std::string what;  // "READ(16) lba 8 blocks 512", for errors
   IssueFn issue;
   scsi_task* task = nullptr;
   CommandState state = CommandState::kIdle;
   int scsi_status = 0;
-  absl::Status status;
   int retries = 0;
+  // Submitted commands issued at once while fewer than this many are
+  // outstanding on the session.
+  int max_inflight = 1;
+  bool submitted = false;
+  bool finished = false;
+  absl::Status status;
 };
 
 namespace {
@@ -192,23 +206,44 @@ int Milliseconds(absl::Duration d) {
   return static_cast<int>(std::max<int64_t>(0, absl::ToInt64Milliseconds(d)));
 }
 
-// Services `ctx` once: waits up to `max_wait` for its socket. UNAVAILABLE
-// when libiscsi reports the connection broken.
-absl::Status PumpContext(iscsi_context* ctx, absl::Duration max_wait) {
+// Services `ctx` once: waits up to `max_wait` for its socket, or for
+// `wake_fd` (an eventfd; -1 for none) to become readable. UNAVAILABLE when
+// libiscsi reports the connection broken.
+absl::Status PumpContext(iscsi_context* ctx, absl::Duration max_wait, int wake_fd = -1) {
   int events = iscsi_which_events(ctx);
+  pollfd pfds[2];
+  int nfds = 0;
+  if (events != 0) pfds[nfds++] = pollfd{iscsi_get_fd(ctx), static_cast<short>(events), 0};
+  if (wake_fd >= 0) pfds[nfds++] = pollfd{wake_fd, POLLIN, 0};
   if (events == 0) {
     // libiscsi wants a pause (e.g. between its own retries).
-    absl::SleepFor(std::min(max_wait, absl::Milliseconds(100)));
-    events = 0;
+    max_wait = std::min(max_wait, absl::Milliseconds(100));
   }
-  pollfd pfd{iscsi_get_fd(ctx), static_cast<short>(events), 0};
-  int n = events == 0 ? 0 : poll(&pfd, 1, Milliseconds(max_wait));
+  int n = nfds == 0 ? 0 : poll(pfds, nfds, Milliseconds(max_wait));
+  if (nfds == 0) absl::SleepFor(max_wait);
   if (n < 0) {
     if (errno == EINTR) return absl::OkStatus();
     return absl::InternalError(absl::StrCat("poll: ", strerror(errno)));
   }
+  short revents = 0;
+  for (int i = 0; i < nfds; ++i) {
+    if (pfds[i].fd == wake_fd) {
+      if (pfds[i].revents & POLLIN) {
+        uint64_t count;
+        (void)!read(wake_fd, &count, sizeof(count));
+      }
+    } else {
+      revents = pfds[i].revents;
+    }
+  }
+  // libiscsi checks POLLHUP before reading, so a PDU that arrived just before
+  // the peer closed (a login reject: "target not found") would be lost; read
+  // it first.
+  if ((revents & POLLIN) && (revents & (POLLHUP | POLLERR))) {
+    if (iscsi_service(ctx, POLLIN) < 0) return absl::UnavailableError(iscsi_get_error(ctx));
+  }
   // revents 0 still runs libiscsi's timeout processing.
-  if (iscsi_service(ctx, n > 0 ? pfd.revents : 0) < 0) {
+  if (iscsi_service(ctx, revents) < 0) {
     return absl::UnavailableError(iscsi_get_error(ctx));
   }
   return absl::OkStatus();
@@ -234,14 +269,157 @@ absl::Status LoginError(absl::string_view target, absl::string_view error) {
 class Session {
  public:
   Session(IscsiUrl url, IscsiVolumeOptions options)
-      : url_(std::move(url)), options_(std::move(options)), target_(url_.Redacted()) {}
+      : url_(std::move(url)), options_(std::move(options)), target_(url_.Redacted()) {
+    wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  }
 
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
 
   ~Session() {
-    std::vector<Command*> pending = inflight_;
-    Drain(pending);
+    if (thread_.joinable()) {
+      {
+        absl::MutexLock lock(&mu_);
+        stop_ = true;
+      }
+      Wake();
+      thread_.join();  // finishes what is outstanding, logs out
+    }
+    if (ctx_ != nullptr) iscsi_destroy_context(ctx_);
+    if (wake_fd_ >= 0) close(wake_fd_);
+  }
+
+  const std::string& target() const { return target_; }
+  int lun() const { return url_.lun; }
+  int reconnects() const {
+    absl::MutexLock lock(&mu_);
+    return reconnects_;
+  }
+
+  // First login on the calling thread, no retries; then the I/O thread
+  // takes the connection over.
+  absl::Status Connect() {
+    if (wake_fd_ < 0) return absl::InternalError(absl::StrCat("eventfd: ", strerror(errno)));
+    RETURN_IF_ERROR(ConnectOnce(absl::Now() + options_.connect_timeout));
+    thread_ = std::thread([this] { Loop(); });
+    return absl::OkStatus();
+  }
+
+  // Hands `cmd` to the I/O thread, which issues it (in submission order)
+  // once fewer than `max_inflight` commands are outstanding. The caller keeps
+  // `cmd` alive until Finished(cmd). Thread-safe.
+  void Submit(Command* cmd, int max_inflight) {
+    cmd->max_inflight = std::max(1, max_inflight);
+    {
+      absl::MutexLock lock(&mu_);
+      cmd->submitted = true;
+      cmd->finished = false;
+      cmd->status = absl::OkStatus();
+      queued_.push_back(cmd);
+    }
+    Wake();
+  }
+
+  bool Finished(const Command* cmd) const {
+    absl::MutexLock lock(&mu_);
+    return !cmd->submitted || cmd->finished;
+  }
+
+  // Waits until `cmd` finished; CANCELLED as soon as `*cancelled` is set
+  // (the command stays submitted: Drain it).
+  absl::Status Wait(const Command* cmd, const std::atomic<bool>* cancelled = nullptr) {
+    absl::MutexLock lock(&mu_);
+    auto finished = [cmd]() { return !cmd->submitted || cmd->finished; };
+    while (!finished()) {
+      if (cancelled != nullptr && cancelled->load()) {
+        return absl::CancelledError("I/O cancelled");
+      }
+      mu_.AwaitWithTimeout(absl::Condition(&finished), absl::Milliseconds(100));
+    }
+    return absl::OkStatus();
+  }
+
+  // Submit + wait; returns the command's status.
+  absl::Status Execute(Command* cmd) {
+    Submit(cmd, kMaxInflight);
+    RETURN_IF_ERROR(Wait(cmd));
+    return cmd->status;
+  }
+
+  // Takes the commands of `cmds` the I/O thread has not issued yet back
+  // (they finish CANCELLED), then waits until none references its buffers.
+  void Drain(const std::vector<Command*>& cmds) {
+    absl::MutexLock lock(&mu_);
+    for (Command* cmd : cmds) {
+      auto it = std::find(queued_.begin(), queued_.end(), cmd);
+      if (it == queued_.end()) continue;
+      queued_.erase(it);
+      cmd->finished = true;
+      cmd->status = absl::CancelledError(absl::StrCat(cmd->what, " withdrawn"));
+    }
+    auto all_finished = [&cmds]() {
+      return std::all_of(cmds.begin(), cmds.end(), [](const Command* c) {
+        return !c->submitted || c->finished;
+      });
+    };
+    // A failed reconnect finishes every command, so this terminates.
+    mu_.Await(absl::Condition(&all_finished));
+  }
+
+  // The I/O thread shuts the socket down, as a network failure would.
+  void BreakConnection() {
+    break_requested_ = true;
+    Wake();
+  }
+
+  static constexpr int kMaxInflight = 256;
+
+ private:
+  void Wake() {
+    uint64_t one = 1;
+    (void)!write(wake_fd_, &one, sizeof(one));
+  }
+
+  // The I/O thread: issues queued commands within their in-flight limits,
+  // services the socket, publishes completions, reconnects after losses.
+  void Loop() {
+    std::vector<Command*> issue;
+    while (true) {
+      issue.clear();
+      {
+        absl::MutexLock lock(&mu_);
+        if (stop_ && queued_.empty() && inflight_.empty()) break;
+        while (!queued_.empty() && static_cast<int>(inflight_.size() + issue.size()) <
+                                       queued_.front()->max_inflight) {
+          issue.push_back(queued_.front());
+          queued_.pop_front();
+        }
+      }
+      if (break_requested_.exchange(false) && ctx_ != nullptr) {
+        shutdown(iscsi_get_fd(ctx_), SHUT_RDWR);
+      }
+      for (Command* cmd : issue) {
+        inflight_.push_back(cmd);
+        Issue(cmd);
+      }
+      if (ctx_ == nullptr && !inflight_.empty()) transport_failed_ = true;
+      if (!transport_failed_ && ctx_ != nullptr) {
+        absl::Status pumped = PumpContext(ctx_, absl::Milliseconds(100), wake_fd_);
+        if (!pumped.ok()) {
+          transport_failed_ = true;
+          last_transport_error_ = pumped;
+        }
+        ProcessCompletions();
+      } else if (!transport_failed_) {
+        // No connection and nothing to do: wait for work.
+        pollfd pfd{wake_fd_, POLLIN, 0};
+        if (poll(&pfd, 1, 100) > 0) {
+          uint64_t count;
+          (void)!read(wake_fd_, &count, sizeof(count));
+        }
+      }
+      if (transport_failed_) Reconnect();
+    }
     if (ctx_ == nullptr) return;
     // Polite logout, bounded: the target may already be gone.
     Step logout;
@@ -251,84 +429,8 @@ class Session {
         if (!PumpContext(ctx_, absl::Milliseconds(100)).ok()) break;
       }
     }
-    iscsi_destroy_context(ctx_);
   }
 
-  const std::string& target() const { return target_; }
-  int lun() const { return url_.lun; }
-  int reconnects() const { return reconnects_; }
-
-  // First login; no retries.
-  absl::Status Connect() {
-    return ConnectOnce(absl::Now() + options_.connect_timeout);
-  }
-
-  // Issues `cmd` (kept alive by the caller until done()). Fails only when
-  // there is no connection and none can be made (UNAVAILABLE).
-  absl::Status Start(Command* cmd) {
-    if (ctx_ == nullptr) RETURN_IF_ERROR(Reconnect());
-    inflight_.push_back(cmd);
-    Issue(cmd);
-    return absl::OkStatus();
-  }
-
-  // Services the connection once, waiting up to `max_wait`; reconnects and
-  // re-issues unfinished commands after a connection loss. UNAVAILABLE if
-  // that fails (every command in flight is then done with that error).
-  absl::Status Poll(absl::Duration max_wait) {
-    if (ctx_ == nullptr) return Reconnect();
-    absl::Status pumped = PumpContext(ctx_, max_wait);
-    if (!pumped.ok()) {
-      transport_failed_ = true;
-      last_transport_error_ = pumped;
-    }
-    ProcessCompletions();
-    if (transport_failed_) return Reconnect();
-    return absl::OkStatus();
-  }
-
-  // Polls until `done()`; CANCELLED as soon as `*cancelled` is set (commands
-  // stay in flight: Drain them).
-  absl::Status RunUntil(const std::function<bool()>& done,
-                        const std::atomic<bool>* cancelled = nullptr) {
-    while (!done()) {
-      if (cancelled != nullptr && cancelled->load()) {
-        return absl::CancelledError("I/O cancelled");
-      }
-      RETURN_IF_ERROR(Poll(absl::Milliseconds(100)));
-    }
-    return absl::OkStatus();
-  }
-
-  // Start + wait; returns the command's status.
-  absl::Status Execute(Command* cmd) {
-    RETURN_IF_ERROR(Start(cmd));
-    absl::Status waited = RunUntil([cmd] { return cmd->done(); });
-    if (!cmd->done()) {
-      Drain({cmd});
-      return waited;
-    }
-    return cmd->status;
-  }
-
-  // Waits until none of `cmds` references its buffers any more.
-  void Drain(const std::vector<Command*>& cmds) {
-    auto all_done = [&cmds] {
-      return std::all_of(cmds.begin(), cmds.end(), [](Command* c) {
-        return c->state == CommandState::kDone || c->state == CommandState::kIdle;
-      });
-    };
-    while (!all_done()) {
-      // A failed reconnect finishes every command, so this terminates.
-      Poll(absl::Milliseconds(100)).IgnoreError();
-    }
-  }
-
-  void BreakConnection() {
-    if (ctx_ != nullptr) shutdown(iscsi_get_fd(ctx_), SHUT_RDWR);
-  }
-
- private:
   absl::Status ConnectOnce(absl::Time deadline) {
     iscsi_context* ctx = iscsi_create_context(options_.initiator_name.c_str());
     if (ctx == nullptr) return absl::InternalError("iscsi_create_context failed");
@@ -435,13 +537,28 @@ class Session {
     }
   }
 
+  void Finish(Command* cmd, absl::Status status) {
+    cmd->state = CommandState::kDone;
+    finished_.emplace_back(cmd, std::move(status));
+  }
+
+  // Publishes finished commands to their waiters.
+  void Publish() {
+    if (finished_.empty()) return;
+    absl::MutexLock lock(&mu_);
+    for (auto& [cmd, status] : finished_) {
+      cmd->status = std::move(status);
+      cmd->finished = true;
+    }
+    finished_.clear();
+  }
+
   void ProcessCompletions() {
     for (Command* cmd : inflight_) {
       if (cmd->state != CommandState::kCompleted) continue;
       switch (cmd->scsi_status) {
         case SCSI_STATUS_GOOD:
-          cmd->state = CommandState::kDone;
-          cmd->status = absl::OkStatus();
+          Finish(cmd, absl::OkStatus());
           break;
         case SCSI_STATUS_CHECK_CONDITION: {
           scsi_sense_key key = cmd->task->sense.key;
@@ -451,8 +568,7 @@ class Session {
               cmd->retries++ < 10) {
             Issue(cmd);
           } else {
-            cmd->status = SenseError(*cmd);
-            cmd->state = CommandState::kDone;
+            Finish(cmd, SenseError(*cmd));
           }
           break;
         }
@@ -461,9 +577,8 @@ class Session {
           if (cmd->retries++ < 1000) {
             Issue(cmd);
           } else {
-            cmd->state = CommandState::kDone;
-            cmd->status = absl::UnavailableError(
-                absl::StrCat(cmd->what, " on ", target_, ": target stays busy"));
+            Finish(cmd, absl::UnavailableError(
+                            absl::StrCat(cmd->what, " on ", target_, ": target stays busy")));
           }
           break;
         case SCSI_STATUS_CANCELLED:
@@ -484,19 +599,21 @@ class Session {
           }
           break;
         default:
-          cmd->state = CommandState::kDone;
-          cmd->status = absl::InternalError(absl::StrCat(
-              cmd->what, " on ", target_, ": SCSI status 0x", absl::Hex(cmd->scsi_status)));
+          Finish(cmd, absl::InternalError(absl::StrCat(cmd->what, " on ", target_,
+                                                       ": SCSI status 0x",
+                                                       absl::Hex(cmd->scsi_status))));
       }
     }
     inflight_.erase(std::remove_if(inflight_.begin(), inflight_.end(),
-                                   [](Command* c) { return c->done(); }),
+                                   [](Command* c) { return c->state == CommandState::kDone; }),
                     inflight_.end());
+    Publish();
   }
 
   // Drops the context (which cancels its tasks, releasing our buffers), logs
-  // in again with backoff, and re-issues every unfinished command.
-  absl::Status Reconnect() {
+  // in again with backoff, and re-issues every unfinished command. If that
+  // fails, every submitted command finishes UNAVAILABLE.
+  void Reconnect() {
     absl::Status cause = last_transport_error_.ok()
                              ? absl::UnavailableError("no connection")
                              : last_transport_error_;
@@ -523,31 +640,53 @@ class Session {
           "lost the connection to ", target_, " (", cause.message(),
           ") and could not log in again within ",
           absl::FormatDuration(options_.reconnect_timeout), ": ", connected.message()));
+      common::LogWarning("%s", failure.message());
       for (Command* cmd : inflight_) {
         cmd->FreeTask();
-        cmd->state = CommandState::kDone;
-        cmd->status = failure;
+        Finish(cmd, failure);
       }
       inflight_.clear();
-      return failure;
+      // Commands queued behind them would only wait out the same timeout.
+      {
+        absl::MutexLock lock(&mu_);
+        for (Command* cmd : queued_) {
+          cmd->status = failure;
+          cmd->finished = true;
+        }
+        queued_.clear();
+      }
+      Publish();
+      return;
     }
-    ++reconnects_;
+    {
+      absl::MutexLock lock(&mu_);
+      ++reconnects_;
+    }
     common::LogWarning("reconnected to %s after: %s; resuming %d commands", target_,
                        cause.message(), inflight_.size());
     for (Command* cmd : inflight_) Issue(cmd);
-    return absl::OkStatus();
   }
 
   const IscsiUrl url_;
   const IscsiVolumeOptions options_;
   const std::string target_;  // redacted URL for messages
+  int wake_fd_ = -1;
+  std::thread thread_;
+  std::atomic<bool> break_requested_{false};
+
+  // The I/O thread's own state (before the thread starts: Connect's).
   iscsi_context* ctx_ = nullptr;
-  std::vector<Command*> inflight_;  // started, not done; owned by callers
+  std::vector<Command*> inflight_;  // issued, not finished; owned by callers
+  std::vector<std::pair<Command*, absl::Status>> finished_;  // to publish
   bool transport_failed_ = false;
   absl::Status last_transport_error_;
-  int reconnects_ = 0;
   Step connect_step_;
   Step login_step_;
+
+  mutable absl::Mutex mu_;
+  std::deque<Command*> queued_ ABSL_GUARDED_BY(mu_);  // submitted, not issued
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  int reconnects_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace iscsi_internal
@@ -571,6 +710,14 @@ uint32_t PieceBytes(uint32_t io_bytes, const VolumeInfo& info) {
 }
 
 int Depth(int queue_depth) { return std::clamp(queue_depth, 1, 256); }
+
+// Reads completed but not yet consumed, beyond the commands in flight: the
+// I/O thread keeps the target busy while the caller's sink is slow. 32
+// pieces of 256 KiB = 8 MiB per read.
+size_t ReadWindow(int depth, uint32_t piece) {
+  size_t by_bytes = (8u << 20) / piece;
+  return std::clamp<size_t>(std::max<size_t>(2 * depth, by_bytes), depth, 512);
+}
 
 absl::Status CheckRange(const VolumeInfo& info, uint64_t offset, uint64_t length) {
   if (offset % info.block_size != 0 || length % info.block_size != 0) {
@@ -606,11 +753,16 @@ std::unique_ptr<Command> ReadCommand(uint64_t offset, uint32_t length, uint32_t 
 
 class IscsiVolumeWriter final : public VolumeWriter {
  public:
-  IscsiVolumeWriter(Session* session, const VolumeInfo& info, const WriteOptions& options)
+  IscsiVolumeWriter(Session* session, const VolumeInfo& info, const WriteOptions& options,
+                    std::atomic<int>* write_same)
       : session_(session),
         info_(info),
         piece_bytes_(PieceBytes(options.io_bytes, info)),
-        depth_(Depth(options.queue_depth)) {}
+        depth_(Depth(options.queue_depth)),
+        // Queued beyond the commands in flight, so Write returns while the
+        // target still has work: 4x the depth.
+        outstanding_(4 * depth_),
+        write_same_(write_same) {}
 
   ~IscsiVolumeWriter() override {
     std::vector<Command*> pending;
@@ -643,30 +795,30 @@ class IscsiVolumeWriter final : public VolumeWriter {
   absl::Status WriteZeroes(uint64_t offset, uint64_t length) override {
     RETURN_IF_ERROR(sticky_);
     RETURN_IF_ERROR(CheckRange(info_, offset, length));
-    const uint32_t block_size = info_.block_size;
-    if (info_.thin && info_.zeroes_unmapped) {
-      // WRITE SAME(16) with UNMAP: deallocates where the target can and
-      // writes the zero block where it cannot, so the range reads zero.
-      if (zero_block_ == nullptr) zero_block_ = std::make_shared<std::string>(block_size, '\0');
-      auto zero = zero_block_;
-      const uint64_t max_blocks = 1 << 20;  // one command per 512 MiB..4 GiB
-      for (uint64_t lba = offset / block_size, end = (offset + length) / block_size;
-           lba < end;) {
-        uint32_t blocks = static_cast<uint32_t>(std::min(max_blocks, end - lba));
-        auto* bytes = reinterpret_cast<unsigned char*>(const_cast<char*>(zero->data()));
-        RETURN_IF_ERROR(Submit(std::make_unique<Command>(
-            Describe("WRITE SAME(16) UNMAP", lba, blocks),
-            [=](iscsi_context* ctx, int lun, Command* cmd) {
-              (void)zero;
-              return iscsi_writesame16_task(ctx, lun, lba, bytes, block_size, blocks, 0, 1,
-                                            0, 0, OnCommandDone, cmd);
-            })));
-        lba += blocks;
+    if (length == 0) return absl::OkStatus();
+    if (info_.thin && info_.zeroes_unmapped && write_same_->load() >= 0) {
+      if (write_same_->load() == 0) {
+        // First use on this volume: find out whether the target takes WRITE
+        // SAME with UNMAP before relying on it. Some targets with LBPRZ
+        // reject it; they get explicit zero writes instead.
+        RETURN_IF_ERROR(Fail(DrainAll()));
+        absl::Status probe = WriteSameBatch(offset, length, /*wait=*/true);
+        if (probe.ok()) {
+          write_same_->store(1);
+          return absl::OkStatus();
+        }
+        if (!absl::IsInvalidArgument(probe) && !absl::IsUnimplemented(probe)) {
+          return Fail(probe);
+        }
+        write_same_->store(-1);
+        common::LogWarning("%s; writing zeroes explicitly instead", probe.message());
+      } else {
+        return WriteSameBatch(offset, length, /*wait=*/false);
       }
-      return absl::OkStatus();
     }
     // Thick (or unmapped blocks do not read zero): write zeroes. WRITE SAME
     // without UNMAP is one write per block on tgt, far slower.
+    const uint32_t block_size = info_.block_size;
     if (zero_piece_ == nullptr) zero_piece_ = std::make_shared<std::string>(piece_bytes_, '\0');
     auto zero = zero_piece_;
     for (uint64_t pos = 0; pos < length; pos += piece_bytes_) {
@@ -686,11 +838,7 @@ class IscsiVolumeWriter final : public VolumeWriter {
 
   absl::Status Flush() override {
     RETURN_IF_ERROR(sticky_);
-    RETURN_IF_ERROR(Fail(session_->RunUntil([this] {
-      return std::all_of(inflight_.begin(), inflight_.end(),
-                         [](const std::unique_ptr<Command>& c) { return c->done(); });
-    })));
-    RETURN_IF_ERROR(Reap());
+    RETURN_IF_ERROR(Fail(DrainAll()));
     Command sync("SYNCHRONIZE CACHE(16)", [](iscsi_context* ctx, int lun, Command* cmd) {
       return iscsi_synchronizecache16_task(ctx, lun, 0, 0, 0, 0, OnCommandDone, cmd);
     });
@@ -698,46 +846,81 @@ class IscsiVolumeWriter final : public VolumeWriter {
   }
 
  private:
+  // WRITE SAME(16) with UNMAP: deallocates where the target can and writes
+  // the zero block where it cannot, so the range reads zero. With `wait`,
+  // returns the commands' own status (not sticky).
+  absl::Status WriteSameBatch(uint64_t offset, uint64_t length, bool wait) {
+    const uint32_t block_size = info_.block_size;
+    if (zero_block_ == nullptr) zero_block_ = std::make_shared<std::string>(block_size, '\0');
+    auto zero = zero_block_;
+    const uint64_t max_blocks = 1 << 20;  // one command per 512 MiB..4 GiB
+    std::vector<std::unique_ptr<Command>> probes;
+    for (uint64_t lba = offset / block_size, end = (offset + length) / block_size;
+         lba < end;) {
+      uint32_t blocks = static_cast<uint32_t>(std::min(max_blocks, end - lba));
+      auto* bytes = reinterpret_cast<unsigned char*>(const_cast<char*>(zero->data()));
+      auto cmd = std::make_unique<Command>(
+          Describe("WRITE SAME(16) UNMAP", lba, blocks),
+          [=](iscsi_context* ctx, int lun, Command* cmd) {
+            (void)zero;
+            return iscsi_writesame16_task(ctx, lun, lba, bytes, block_size, blocks, 0, 1, 0,
+                                          0, OnCommandDone, cmd);
+          });
+      if (wait) {
+        absl::Status s = session_->Execute(cmd.get());
+        if (!s.ok()) return s;
+      } else {
+        RETURN_IF_ERROR(Submit(std::move(cmd)));
+      }
+      lba += blocks;
+    }
+    return absl::OkStatus();
+  }
+
   absl::Status Fail(absl::Status status) {
     if (sticky_.ok()) sticky_ = std::move(status);
     return sticky_;
   }
 
-  // Frees finished commands; the first failure becomes sticky.
+  // Frees finished commands from the front; the first failure becomes
+  // sticky. Completions come (nearly) in order, so looking at the front is
+  // enough to bound the queue; Flush looks at all of them.
   absl::Status Reap() {
-    for (auto it = inflight_.begin(); it != inflight_.end();) {
-      if ((*it)->done()) {
-        Fail((*it)->status).IgnoreError();
-        it = inflight_.erase(it);
-      } else {
-        ++it;
-      }
+    while (!inflight_.empty() && session_->Finished(inflight_.front().get())) {
+      Fail(inflight_.front()->status).IgnoreError();
+      inflight_.pop_front();
+    }
+    return sticky_;
+  }
+
+  absl::Status DrainAll() {
+    while (!inflight_.empty()) {
+      RETURN_IF_ERROR(session_->Wait(inflight_.front().get()));
+      RETURN_IF_ERROR(Reap());
     }
     return sticky_;
   }
 
   absl::Status Submit(std::unique_ptr<Command> cmd) {
     RETURN_IF_ERROR(Reap());
-    while (static_cast<int>(inflight_.size()) >= depth_) {
-      RETURN_IF_ERROR(Fail(session_->RunUntil([this] {
-        return std::any_of(inflight_.begin(), inflight_.end(),
-                           [](const std::unique_ptr<Command>& c) { return c->done(); });
-      })));
+    while (static_cast<int>(inflight_.size()) >= outstanding_) {
+      RETURN_IF_ERROR(Fail(session_->Wait(inflight_.front().get())));
       RETURN_IF_ERROR(Reap());
     }
     Command* raw = cmd.get();
     inflight_.push_back(std::move(cmd));
-    RETURN_IF_ERROR(Fail(session_->Start(raw)));
-    // Push the PDUs out now, so the target works while the caller prepares
-    // the next write.
-    return Fail(session_->Poll(absl::ZeroDuration()));
+    session_->Submit(raw, depth_);
+    return absl::OkStatus();
   }
 
   Session* const session_;
   const VolumeInfo info_;
   const uint32_t piece_bytes_;
   const int depth_;
-  std::deque<std::unique_ptr<Command>> inflight_;
+  const int outstanding_;
+  // The volume's: 0 unknown, 1 WRITE SAME+UNMAP works, -1 rejected.
+  std::atomic<int>* const write_same_;
+  std::deque<std::unique_ptr<Command>> inflight_;  // submitted, not reaped
   std::shared_ptr<std::string> zero_block_;
   std::shared_ptr<std::string> zero_piece_;
   absl::Status sticky_;
@@ -786,6 +969,7 @@ absl::StatusOr<std::unique_ptr<IscsiVolume>> IscsiVolume::Open(
   info.size_bytes = (rc16->returned_lba + 1) * rc16->block_length;
   info.thin = rc16->lbpme != 0;
   info.zeroes_unmapped = rc16->lbprz != 0;
+  if (options.assume_thin_lbprz_for_testing) info.thin = info.zeroes_unmapped = true;
 
   // Block Limits VPD is optional; without it the target states no limit.
   Command limits("INQUIRY Block Limits VPD", [](iscsi_context* ctx, int lun, Command* cmd) {
@@ -864,7 +1048,8 @@ absl::Status IscsiVolume::ReadExtents(const std::vector<Extent>& extents,
     previous_end = e.offset + e.length;
   }
   const uint32_t piece = PieceBytes(options.io_bytes, info_);
-  const size_t depth = static_cast<size_t>(Depth(options.queue_depth));
+  const int depth = Depth(options.queue_depth);
+  const size_t window_size = ReadWindow(depth, piece);
 
   struct Slot {
     uint64_t offset;
@@ -885,13 +1070,17 @@ absl::Status IscsiVolume::ReadExtents(const std::vector<Extent>& extents,
   size_t next_extent = 0;
   uint64_t next_pos = extents.empty() ? 0 : extents[0].offset;
   while (true) {
-    while (window.size() < depth && next_extent < extents.size()) {
+    // Every slot is submitted at once; the I/O thread keeps `depth` of them
+    // in flight and the rest wait for their turn, so the target stays busy
+    // while the sink works.
+    while (window.size() < window_size && next_extent < extents.size()) {
       const Extent& e = extents[next_extent];
       if (next_pos >= e.offset + e.length) {
         if (++next_extent < extents.size()) next_pos = extents[next_extent].offset;
         continue;
       }
-      uint32_t length = static_cast<uint32_t>(std::min<uint64_t>(piece, e.offset + e.length - next_pos));
+      uint32_t length =
+          static_cast<uint32_t>(std::min<uint64_t>(piece, e.offset + e.length - next_pos));
       Slot slot{next_pos, length, nullptr, nullptr};
       if (!spare.empty()) {
         slot.buffer = std::move(spare.back());
@@ -902,12 +1091,12 @@ absl::Status IscsiVolume::ReadExtents(const std::vector<Extent>& extents,
       slot.cmd = ReadCommand(next_pos, length, info_.block_size, slot.buffer.get());
       Command* raw = slot.cmd.get();
       window.push_back(std::move(slot));
-      RETURN_IF_ERROR(session_->Start(raw));
+      session_->Submit(raw, depth);
       next_pos += length;
     }
     if (window.empty()) break;
     Slot& head = window.front();
-    RETURN_IF_ERROR(session_->RunUntil([&head] { return head.cmd->done(); }, options.cancelled));
+    RETURN_IF_ERROR(session_->Wait(head.cmd.get(), options.cancelled));
     RETURN_IF_ERROR(head.cmd->status);
     RETURN_IF_ERROR(sink(head.offset, absl::string_view(reinterpret_cast<const char*>(
                                                             head.buffer.get()),
@@ -919,7 +1108,7 @@ absl::Status IscsiVolume::ReadExtents(const std::vector<Extent>& extents,
 }
 
 std::unique_ptr<VolumeWriter> IscsiVolume::NewWriter(const WriteOptions& options) {
-  return std::make_unique<IscsiVolumeWriter>(session_.get(), info_, options);
+  return std::make_unique<IscsiVolumeWriter>(session_.get(), info_, options, &write_same_);
 }
 
 }  // namespace storaged

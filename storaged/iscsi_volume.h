@@ -1,9 +1,11 @@
-// Volume over iSCSI with libiscsi 1.19 (no threading API): the calling thread
-// drives the one iscsi_context's poll loop; commands in flight are capped by
+// Volume over iSCSI with libiscsi 1.19 (no threading API): one I/O thread per
+// volume owns the iscsi_context and drives its poll loop, so commands keep
+// flowing while the caller works on data; commands in flight are capped by
 // the read/write options, and every buffer outlives its command.
 #ifndef STORAGED_ISCSI_VOLUME_H_
 #define STORAGED_ISCSI_VOLUME_H_
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -42,6 +44,9 @@ struct IscsiVolumeOptions {
   // After a connection loss, how long to keep trying to log in again before
   // the unfinished commands fail with UNAVAILABLE.
   absl::Duration reconnect_timeout = absl::Seconds(30);
+  // Tests: treat the LUN as thin with LBPRZ whatever it reports, to see how
+  // zeroing copes with a target that rejects WRITE SAME with UNMAP.
+  bool assume_thin_lbprz_for_testing = false;
 };
 
 namespace iscsi_internal {
@@ -83,6 +88,9 @@ class IscsiVolume final : public Volume {
 
   std::unique_ptr<iscsi_internal::Session> session_;
   VolumeInfo info_;
+  // Whether the target takes WRITE SAME with UNMAP: 0 not yet known, 1 yes,
+  // -1 rejected (zeroes are then written explicitly).
+  std::atomic<int> write_same_{0};
 };
 
 }  // namespace storaged

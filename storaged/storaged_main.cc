@@ -1,11 +1,21 @@
 // storaged: the storage node on a SAN host. Captures guest volumes over iSCSI
 // into its image store and restores them onto new volumes.
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <atomic>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <sstream>
 #include <memory>
 #include <string>
 #include <thread>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/notification.h"
@@ -34,8 +44,50 @@ struct Config {
   std::string portals;
 };
 
+// Holds an exclusive flock on DIR/.storaged.lock for the life of the
+// process: two storaged writing one store would corrupt each other's view of
+// it (packs, garbage collection). The lock file holds the owner's pid, for the
+// message. FAILED_PRECONDITION when another process holds it; UNAVAILABLE
+// when the directory cannot be used (yet).
+absl::Status LockStore(const std::string& dir, int* lock_fd) {
+  if (*lock_fd >= 0) return absl::OkStatus();
+  if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) {
+    return absl::UnavailableError(absl::StrCat("mkdir ", dir, ": ", std::strerror(errno)));
+  }
+  std::string path = dir + "/.storaged.lock";
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    return absl::UnavailableError(absl::StrCat("open ", path, ": ", std::strerror(errno)));
+  }
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    int err = errno;
+    std::stringstream owner;
+    owner << std::ifstream(path).rdbuf();
+    ::close(fd);
+    if (err == EWOULDBLOCK) {
+      std::string pid = std::string(absl::StripAsciiWhitespace(owner.str()));
+      return absl::FailedPreconditionError(absl::StrCat(
+          "store ", dir, " is in use by another storaged",
+          pid.empty() ? "" : absl::StrCat(" (pid ", pid, ")"),
+          "; each store directory belongs to one process"));
+    }
+    return absl::UnavailableError(absl::StrCat("flock ", path, ": ", std::strerror(err)));
+  }
+  std::string pid = absl::StrCat(::getpid(), "\n");
+  if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, pid.data(), pid.size(), 0) < 0) {
+    common::LogWarning("cannot record pid in %s: %s", path, std::strerror(errno));
+  }
+  *lock_fd = fd;  // kept open (and locked) until exit
+  return absl::OkStatus();
+}
+
 absl::Status OpenStore(const std::string& dir, const storaged::ImageStoreOptions& options,
                        std::unique_ptr<storaged::ImageStore>* out) {
+  static int lock_fd = -1;
+  if (absl::Status locked = LockStore(dir, &lock_fd); !locked.ok()) {
+    common::LogError("image store %s unusable: %s", dir, locked.ToString());
+    return locked;
+  }
   auto store = storaged::ImageStore::Open(dir, options);
   if (!store.ok()) {
     common::LogError("image store %s unusable: %s", dir, store.status().ToString());
@@ -89,6 +141,11 @@ int main(int argc, char** argv) {
   store_options.compression_level = static_cast<int>(config.zstd_level);
   std::unique_ptr<storaged::ImageStore> store;
   absl::Status store_status = OpenStore(config.store, store_options, &store);
+  if (absl::IsFailedPrecondition(store_status)) {
+    // Another storaged owns the store: waiting would not help.
+    std::fprintf(stderr, "storaged: %s\n", std::string(store_status.message()).c_str());
+    return 1;
+  }
   storaged::StorageNodeService storage_node(
       config.node_id, store.get(),
       [](const std::string& url) -> absl::StatusOr<std::unique_ptr<storaged::Volume>> {

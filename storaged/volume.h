@@ -68,15 +68,16 @@ class VolumeWriter {
   virtual ~VolumeWriter() = default;  // waits for commands in flight, no flush
 
   // Queues a write of `data` (length a multiple of the block size) at
-  // `offset` (block aligned) and returns once it is in flight; blocks only
-  // while queue_depth commands are outstanding. INVALID_ARGUMENT for
+  // `offset` (block aligned) and returns once it is queued; queue_depth
+  // commands are in flight at a time, and Write blocks only while a few times
+  // that many are outstanding. INVALID_ARGUMENT for
   // misaligned input, OUT_OF_RANGE past the end; I/O errors of earlier
   // commands surface here or at Flush().
   virtual absl::Status Write(uint64_t offset, std::string data) = 0;
 
   // Makes [offset, offset+length) read as zeroes: deallocates (WRITE SAME
   // with UNMAP) on thin volumes that read unmapped blocks as zero, writes
-  // zeroes otherwise.
+  // zeroes otherwise, and also where the target rejects WRITE SAME.
   virtual absl::Status WriteZeroes(uint64_t offset, uint64_t length) = 0;
 
   // Waits for every queued command, then SYNCHRONIZE CACHE. OK means the

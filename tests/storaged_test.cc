@@ -12,6 +12,7 @@
 #include <fstream>
 #include <memory>
 #include <random>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -507,6 +508,33 @@ TEST_F(StoragedTest, CancelStopsCaptureWithinASecondAndLeavesNoImage) {
   get.set_image_id("cancelled");
   pb::GetImageResponse got;
   EXPECT_EQ(stub_->GetImage(&get_context, get, &got).error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
+TEST_F(StoragedTest, SecondStoragedOnTheSameStoreFailsAtStart) {
+  const std::string log = dir_ + "/second.log";
+  auto second = Process::StartServer(
+      {RunfilePath("storaged/storaged"), "--listen=127.0.0.1:0", "--store=" + store_dir_,
+       "--datacenter=dc1", "--node-id=node2"},
+      log, absl::Seconds(10));
+  EXPECT_FALSE(second.ok());
+  std::stringstream text;
+  text << std::ifstream(log).rdbuf();
+  EXPECT_TRUE(absl::StrContains(text.str(), absl::StrCat("is in use by another storaged (pid ",
+                                                          storaged_->pid(), ")")))
+      << text.str();
+  // The first one is unaffected.
+  grpc::ClientContext context;
+  pb::GetNodeStatusResponse status;
+  EXPECT_TRUE(stub_->GetNodeStatus(&context, {}, &status).ok());
+
+  // Once it stops, the store can be opened again.
+  ASSERT_TRUE(storaged_->Stop(SIGTERM).ok());
+  storaged_.reset();
+  auto third = Process::StartServer(
+      {RunfilePath("storaged/storaged"), "--listen=127.0.0.1:0", "--store=" + store_dir_,
+       "--datacenter=dc1", "--node-id=node3"},
+      dir_ + "/third.log");
+  EXPECT_TRUE(third.ok()) << third.status();
 }
 
 TEST(StoragedHealthTest, NotServingUntilTheStoreOpens) {

@@ -4,6 +4,7 @@
 #
 #   tools/bench/capture_restore_bench.sh [--runs N] [--cache DIR] [--keep]
 #                                        [--no-build] [--perf] [--zstd-level N]
+#                                        [--storaged-bin PATH]
 #
 # Builds storaged and storagenode_client (-c opt from .bazelrc), makes or
 # reuses the guest disks (make_guest_disks.sh), starts a private tgtd and a
@@ -23,6 +24,7 @@ PERF=0
 # storaged --zstd-level (the daemon flag: CaptureVolumeRequest.zstd_level is
 # validated but not applied by storaged at the time of writing); 0 = default.
 ZSTD_LEVEL=0
+STORAGED_BIN=""
 while (($#)); do
   case "$1" in
     --runs) RUNS="$2"; shift 2 ;;
@@ -34,7 +36,10 @@ while (($#)); do
     --perf) PERF=1; shift ;;
     --zstd-level) ZSTD_LEVEL="$2"; shift 2 ;;
     --zstd-level=*) ZSTD_LEVEL="${1#*=}"; shift ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    # A storaged binary to measure instead of bazel-bin's (A/B of two builds).
+    --storaged-bin) STORAGED_BIN="$2"; shift 2 ;;
+    --storaged-bin=*) STORAGED_BIN="${1#*=}"; shift ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "capture_restore_bench: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -49,6 +54,7 @@ need_pkgs=()
 command -v tgtd >/dev/null || need_pkgs+=(tgt)
 command -v iscsi-ls >/dev/null || need_pkgs+=(libiscsi-bin)
 command -v qemu-img >/dev/null || need_pkgs+=(qemu-utils)
+[[ -x /usr/bin/time ]] || need_pkgs+=(time)
 [[ -e /usr/lib/x86_64-linux-gnu/qemu/block-iscsi.so ]] || ls /usr/lib/*/qemu/block-iscsi.so \
   >/dev/null 2>&1 || need_pkgs+=(qemu-block-extra)
 if ((${#need_pkgs[@]})); then
@@ -68,7 +74,8 @@ IPC_DIR="$(mktemp -d /tmp/itb.XXXXXX)"   # short: sockaddr_un holds 108 bytes
 export TGT_IPC_SOCKET="$IPC_DIR/ipc"
 # Private copies: other engineers rebuild bazel-bin while this runs.
 mkdir -p "$WORK/bin"
-cp "$REPO/bazel-bin/storaged/storaged" "$REPO/bazel-bin/tools/bench/storagenode_client" "$WORK/bin/"
+cp "${STORAGED_BIN:-$REPO/bazel-bin/storaged/storaged}" "$WORK/bin/storaged"
+cp "$REPO/bazel-bin/tools/bench/storagenode_client" "$WORK/bin/"
 STORAGED="$WORK/bin/storaged"
 CLIENT="$WORK/bin/storagenode_client"
 
@@ -173,6 +180,10 @@ elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.3f", b - a }'; }
 json() { sed -E "s/.*\"$1\": \"?([^,\"}]*)\"?.*/\1/" <<<"$2"; }
 median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 settle() { sync; }   # nothing dirty from the previous step leaks into the next
+# CPU seconds (user + system) a process has used so far: a second view of
+# each step beside wall time, less at the mercy of other load on the machine.
+ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+cpu_since() { awk -v a="$1" -v b="$2" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", (b - a) / hz }'; }
 
 LIVE_IMAGES=()
 empty_store() {
@@ -192,16 +203,21 @@ record() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >>"$RESULTS"; }  # run 
 
 qemu_capture() {  # run lun-name row
   rm -f "$WORK/q.qcow2"; settle
-  local t; t=$(now)
-  qemu-img convert -O qcow2 -c -o compression_type=zstd "$(url "$2")" "$WORK/q.qcow2"
+  local t g; g=$(ticks "$TGTD_PID"); t=$(now)
+  /usr/bin/time -f '%U %S' -o "$WORK/time.out" \
+    qemu-img convert -O qcow2 -c -o compression_type=zstd "$(url "$2")" "$WORK/q.qcow2"
   record "$1" "$3" qemu "$(elapsed "$t")"
+  record "$1" "${3}_cpu" qemu "$(awk '{ printf "%.2f", $1 + $2 }' "$WORK/time.out")"
+  record "$1" "${3}_tgtd_cpu" qemu "$(cpu_since "$g" "$(ticks "$TGTD_PID")")"
   record "$1" stored qemu "$(stat -c %s "$WORK/q.qcow2")"
 }
 ours_capture() {  # run lun-name row image-id
   empty_store; settle
-  local t out; t=$(now)
+  local t out c g; c=$(ticks "$STORAGED_PID"); g=$(ticks "$TGTD_PID"); t=$(now)
   out="$(client capture "$4" "$(url "$2")")"
   record "$1" "$3" storaged "$(elapsed "$t")"
+  record "$1" "${3}_cpu" storaged "$(cpu_since "$c" "$(ticks "$STORAGED_PID")")"
+  record "$1" "${3}_tgtd_cpu" storaged "$(cpu_since "$g" "$(ticks "$TGTD_PID")")"
   echo "$out" >>"$WORK/client.jsonl"
   LIVE_IMAGES+=("$4")
   record "$1" stored storaged "$(json new_stored_bytes "$out")"
@@ -212,15 +228,20 @@ ours_capture() {  # run lun-name row image-id
 }
 qemu_restore() {  # run
   blank "$WORK/target_q.img"; settle
-  local t; t=$(now)
-  qemu-img convert -n -W -m 16 -O raw "$WORK/q.qcow2" "$(url target-q)"
+  local t g; g=$(ticks "$TGTD_PID"); t=$(now)
+  /usr/bin/time -f '%U %S' -o "$WORK/time.out" \
+    qemu-img convert -n -W -m 16 -O raw "$WORK/q.qcow2" "$(url target-q)"
   record "$1" restore qemu "$(elapsed "$t")"
+  record "$1" restore_cpu qemu "$(awk '{ printf "%.2f", $1 + $2 }' "$WORK/time.out")"
+  record "$1" restore_tgtd_cpu qemu "$(cpu_since "$g" "$(ticks "$TGTD_PID")")"
 }
 ours_restore() {  # run image-id
   blank "$WORK/target_s.img"; settle
-  local t out; t=$(now)
+  local t out c g; c=$(ticks "$STORAGED_PID"); g=$(ticks "$TGTD_PID"); t=$(now)
   out="$(client restore "$2" "$(url target-s)")"
   record "$1" restore storaged "$(elapsed "$t")"
+  record "$1" restore_cpu storaged "$(cpu_since "$c" "$(ticks "$STORAGED_PID")")"
+  record "$1" restore_tgtd_cpu storaged "$(cpu_since "$g" "$(ticks "$TGTD_PID")")"
   echo "$out" >>"$WORK/client.jsonl"
 }
 
@@ -326,6 +347,16 @@ echo "| stored bytes, disk1 (empty store) | $(mb "$q_stored") | $(mb "$s_stored"
 echo "| disk2 after disk1: new stored bytes | - (no dedup) | ${s_disk2}% of disk1 (${s_disk2_t} s) | - | <= 12% | $(pass "$s_disk2" 12) |"
 echo "| restore to thin LUN | ${q_restore} s | ${s_restore} s | $(ratio "$s_restore" "$q_restore") | <= 0.7x | $(pass "$r_restore" 0.7) |"
 echo "| peak RSS of storaged (VmHWM, whole run) | - | ${hwm_mib} MiB | - | < 256 MiB | $(pass "$HWM_KB" 262143) |"
+echo
+echo "CPU seconds (user + system, medians): the tool itself, and tgtd serving it"
+echo
+echo "| row | qemu-img | qemu-img's tgtd | storaged | storaged's tgtd |"
+echo "| --- | --- | --- | --- | --- |"
+for r in capture_thin capture_thick restore; do
+  echo "| $r | $(med "${r}_cpu" qemu) | $(med "${r}_tgtd_cpu" qemu) | $(med "${r}_cpu" storaged) | $(med "${r}_tgtd_cpu" storaged) |"
+done
+echo
+echo "load average at the end: $(cat /proc/loadavg)"
 echo
 echo "restored LUN byte-identical to disk1 (cmp, run 1): storaged ${VERIFY_S}, qemu-img ${VERIFY_Q}"
 echo

@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstring>
+#include <tuple>
 #include <deque>
 #include <thread>
 #include <utility>
@@ -58,9 +60,29 @@ absl::Status InvalidId(absl::string_view id) {
 
 }  // namespace
 
+struct PackState;
+
+// Bounds the pack files open for reading: an LRU of packs whose handle is
+// open. A reader in the middle of a read keeps its handle alive (shared_ptr)
+// even if the pack is closed meanwhile, so closing never breaks a read.
+struct OpenPacks {
+  explicit OpenPacks(int limit) : limit(static_cast<size_t>(std::max(limit, 1))) {}
+  // Marks `pack` most recently used and closes the least recently used
+  // beyond the limit.
+  void Touch(const std::shared_ptr<PackState>& pack);
+  size_t open_count() {
+    absl::MutexLock lock(&mu);
+    return lru.size();
+  }
+
+  const size_t limit;
+  absl::Mutex mu;
+  std::deque<std::weak_ptr<PackState>> lru ABSL_GUARDED_BY(mu);  // newest first
+};
+
 // A sealed pack: its frame table (chunk locations live in the store index)
 // and a lazily opened read handle.
-struct PackState {
+struct PackState : std::enable_shared_from_this<PackState> {
   uint32_t number = 0;
   std::string name;
   std::string path;
@@ -70,43 +92,103 @@ struct PackState {
   // Set once garbage collection has replaced or deleted the pack; a reader
   // that raced with it looks the chunk up again.
   std::atomic<bool> retired{false};
+  OpenPacks* open_packs = nullptr;  // the store's; null: no bound
 
   absl::StatusOr<std::shared_ptr<RandomAccessFile>> File(Filesystem* fs) {
-    absl::MutexLock lock(&mu);
-    if (file == nullptr) {
-      ASSIGN_OR_RETURN(std::unique_ptr<RandomAccessFile> f,
-                       fs->OpenForRead(path));
-      file = std::move(f);
+    std::shared_ptr<RandomAccessFile> out;
+    {
+      absl::MutexLock lock(&mu);
+      if (file == nullptr) {
+        ASSIGN_OR_RETURN(std::unique_ptr<RandomAccessFile> f,
+                         fs->OpenForRead(path));
+        file = std::move(f);
+      }
+      out = file;
     }
-    return file;
+    if (open_packs != nullptr) open_packs->Touch(shared_from_this());
+    return out;
+  }
+  void Close() {
+    absl::MutexLock lock(&mu);
+    file.reset();
   }
 
   absl::Mutex mu;
   std::shared_ptr<RandomAccessFile> file ABSL_GUARDED_BY(mu);
 };
 
+void OpenPacks::Touch(const std::shared_ptr<PackState>& pack) {
+  std::vector<std::shared_ptr<PackState>> to_close;
+  {
+    absl::MutexLock lock(&mu);
+    if (!lru.empty() && lru.front().lock() == pack) return;
+    for (auto it = lru.begin(); it != lru.end();) {
+      std::shared_ptr<PackState> p = it->lock();
+      if (p == nullptr || p == pack) {
+        it = lru.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    lru.push_front(pack);
+    while (lru.size() > limit) {
+      if (std::shared_ptr<PackState> p = lru.back().lock()) {
+        to_close.push_back(std::move(p));
+      }
+      lru.pop_back();
+    }
+  }
+  for (const std::shared_ptr<PackState>& p : to_close) p->Close();
+}
+
 // A small LRU of decompressed frames, so a sequential restore decompresses
-// each frame once.
+// each frame once, even when several threads need the same frame at once:
+// the first one decodes it, the others wait for it.
 struct FrameCache {
   explicit FrameCache(int capacity) : capacity(std::max(capacity, 1)) {}
 
+  // The cached frame, or null after claiming it: the caller must then Put or
+  // Abandon it. Waits while another thread decodes the frame.
+  std::shared_ptr<const std::string> GetOrClaim(uint32_t pack, uint32_t frame) {
+    absl::MutexLock lock(&mu);
+    while (true) {
+      bool loading = false;
+      for (auto it = entries.begin(); it != entries.end(); ++it) {
+        if (it->pack == pack && it->frame == frame) {
+          Entry e = std::move(*it);
+          entries.erase(it);
+          entries.push_front(std::move(e));
+          return entries.front().data;
+        }
+      }
+      for (const auto& [p, f] : claimed) loading |= (p == pack && f == frame);
+      if (!loading) break;
+      const uint64_t seen = generation;
+      auto moved = [this, seen]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+        return generation != seen;
+      };
+      mu.Await(absl::Condition(&moved));
+    }
+    claimed.emplace_back(pack, frame);
+    return nullptr;
+  }
   std::shared_ptr<const std::string> Get(uint32_t pack, uint32_t frame) {
     absl::MutexLock lock(&mu);
     for (auto it = entries.begin(); it != entries.end(); ++it) {
-      if (it->pack == pack && it->frame == frame) {
-        Entry e = std::move(*it);
-        entries.erase(it);
-        entries.push_front(std::move(e));
-        return entries.front().data;
-      }
+      if (it->pack == pack && it->frame == frame) return it->data;
     }
     return nullptr;
   }
   void Put(uint32_t pack, uint32_t frame,
            std::shared_ptr<const std::string> data) {
     absl::MutexLock lock(&mu);
+    Unclaim(pack, frame);
     entries.push_front(Entry{pack, frame, std::move(data)});
     while (entries.size() > static_cast<size_t>(capacity)) entries.pop_back();
+  }
+  void Abandon(uint32_t pack, uint32_t frame) {
+    absl::MutexLock lock(&mu);
+    Unclaim(pack, frame);
   }
 
   struct Entry {
@@ -114,9 +196,20 @@ struct FrameCache {
     uint32_t frame;
     std::shared_ptr<const std::string> data;
   };
+  void Unclaim(uint32_t pack, uint32_t frame) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    for (auto it = claimed.begin(); it != claimed.end(); ++it) {
+      if (it->first == pack && it->second == frame) {
+        claimed.erase(it);
+        break;
+      }
+    }
+    ++generation;
+  }
   const int capacity;
   absl::Mutex mu;
   std::deque<Entry> entries ABSL_GUARDED_BY(mu);
+  std::vector<std::pair<uint32_t, uint32_t>> claimed ABSL_GUARDED_BY(mu);
+  uint64_t generation ABSL_GUARDED_BY(mu) = 0;  // bumped when a claim ends
 };
 
 // The capture pipeline: callers hash chunks and decide dedup under the store
@@ -570,6 +663,18 @@ class ImageReaderImpl final : public ImageReader {
     return data;
   }
 
+  absl::Status ReadChunkTo(uint64_t index, char* out) override {
+    if (index >= manifest_->ChunkCount()) return ReadChunk(index).status();
+    const Digest& d = manifest_->chunks[index];
+    if (d.IsZero()) {
+      std::memset(out, 0, manifest_->ChunkLength(index));
+      return absl::OkStatus();
+    }
+    absl::StatusOr<std::string> data = store_->ReadChunkByDigest(d, &cache_, out);
+    if (!data.ok()) return ReadChunk(index).status();  // its error message
+    return absl::OkStatus();
+  }
+
  private:
   ImageStore* const store_;
   const std::shared_ptr<const Manifest> manifest_;
@@ -578,6 +683,16 @@ class ImageReaderImpl final : public ImageReader {
 };
 
 }  // namespace internal
+
+absl::Status ImageReader::ReadChunkTo(uint64_t index, char* out) {
+  ASSIGN_OR_RETURN(std::string data, ReadChunk(index));
+  if (data.empty()) {
+    std::memset(out, 0, manifest().ChunkLength(index));
+  } else {
+    std::memcpy(out, data.data(), data.size());
+  }
+  return absl::OkStatus();
+}
 
 using internal::FrameCache;
 using internal::PackIndex;
@@ -589,7 +704,8 @@ ImageStore::ImageStore(std::string dir, ImageStoreOptions options)
       images_dir_(absl::StrCat(dir_, "/images")),
       options_(options),
       fs_(options.filesystem != nullptr ? options.filesystem
-                                        : PosixFilesystem()) {}
+                                        : PosixFilesystem()),
+      open_packs_(std::make_unique<internal::OpenPacks>(options.max_open_packs)) {}
 
 ImageStore::~ImageStore() = default;
 
@@ -681,6 +797,7 @@ uint32_t ImageStore::RegisterPackLocked(std::string name, PackIndex index,
   pack->path = absl::StrCat(packs_dir_, "/", name, internal::kPackSuffix);
   pack->name = std::move(name);
   pack->file_size = file_size;
+  pack->open_packs = open_packs_.get();
   for (const internal::FrameInfo& f : index.frames) {
     pack->plain_bytes += f.plain_len;
   }
@@ -786,7 +903,8 @@ absl::StatusOr<std::unique_ptr<ImageReader>> ImageStore::OpenImage(
 }
 
 absl::StatusOr<std::string> ImageStore::ReadChunkByDigest(const Digest& digest,
-                                                          FrameCache* cache) {
+                                                          FrameCache* cache,
+                                                          char* out) {
   for (int attempt = 0;; ++attempt) {
     Location loc;
     std::shared_ptr<PackState> pack;
@@ -800,7 +918,7 @@ absl::StatusOr<std::string> ImageStore::ReadChunkByDigest(const Digest& digest,
       pack = packs_.at(loc.pack);
     }
     std::shared_ptr<const std::string> frame =
-        cache != nullptr ? cache->Get(loc.pack, loc.frame) : nullptr;
+        cache != nullptr ? cache->GetOrClaim(loc.pack, loc.frame) : nullptr;
     if (frame == nullptr) {
       absl::StatusOr<std::string> plain = [&]() -> absl::StatusOr<std::string> {
         ASSIGN_OR_RETURN(std::shared_ptr<RandomAccessFile> file,
@@ -810,6 +928,7 @@ absl::StatusOr<std::string> ImageStore::ReadChunkByDigest(const Digest& digest,
                                    loc.frame);
       }();
       if (!plain.ok()) {
+        if (cache != nullptr) cache->Abandon(loc.pack, loc.frame);
         // Garbage collection moved the chunk after we looked it up.
         if (pack->retired.load() && attempt == 0) continue;
         if (absl::IsNotFound(plain.status())) {
@@ -827,6 +946,10 @@ absl::StatusOr<std::string> ImageStore::ReadChunkByDigest(const Digest& digest,
       return absl::DataLossError(
           absl::StrCat("digest mismatch in frame ", loc.frame, " of pack ",
                        pack->name));
+    }
+    if (out != nullptr) {
+      std::memcpy(out, chunk.data(), chunk.size());
+      return std::string();
     }
     return std::string(chunk);
   }
@@ -1125,6 +1248,442 @@ absl::StatusOr<StoreStatus> ImageStore::Status() const {
   status.capacity_bytes = fs.capacity_bytes;
   status.free_bytes = fs.free_bytes;
   return status;
+}
+
+
+// --- Copying images between nodes ---
+
+namespace internal {
+namespace {
+
+// A pin is a reader over a manifest made of the pinned digests: garbage
+// collection already marks every open reader's chunks live.
+class ChunkPinImpl final : public ChunkPin {
+ public:
+  explicit ChunkPinImpl(std::unique_ptr<ImageReaderImpl> reader)
+      : reader_(std::move(reader)) {}
+
+ private:
+  std::unique_ptr<ImageReaderImpl> reader_;
+};
+
+bool FrameChecksumMatches(absl::string_view stored, const FrameInfo& frame) {
+  Digest d = Sha256(stored);
+  return std::memcmp(d.bytes.data(), frame.checksum.data(),
+                     frame.checksum.size()) == 0;
+}
+
+// Received frames are at most this big decoded: a store's frame_size (4 MiB)
+// with room for senders configured larger.
+constexpr uint32_t kMaxTransferFramePlain = 16 << 20;
+
+}  // namespace
+
+class ChunkImporterImpl final : public ChunkImporter {
+ public:
+  explicit ChunkImporterImpl(ImageStore* store) : store_(store) {}
+  ~ChunkImporterImpl() override {
+    if (pack_ != nullptr) pack_->Abandon();
+  }
+
+  absl::StatusOr<bool> AddFrame(const TransferFrame& frame) override {
+    RETURN_IF_ERROR(Verify(frame));
+    return Store(frame);
+  }
+
+  absl::Status Verify(const TransferFrame& frame) const override {
+    if (frame.plain_size == 0 || frame.plain_size > kMaxTransferFramePlain ||
+        frame.chunks.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "a frame must hold 1.. chunks and 1..", kMaxTransferFramePlain,
+          " plain bytes (got ", frame.chunks.size(), " chunks, ",
+          frame.plain_size, " bytes)"));
+    }
+    for (const TransferFrame::Chunk& c : frame.chunks) {
+      if (c.length == 0 ||
+          uint64_t{c.offset} + c.length > frame.plain_size) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "chunk sha256 ", c.digest.ToHex(), " at ", c.offset, "+",
+            c.length, " lies outside the frame's ", frame.plain_size,
+            " bytes"));
+      }
+    }
+    std::string decoded;
+    absl::string_view plain;
+    if (frame.zstd) {
+      decoded.resize(frame.plain_size);
+      size_t n = ZSTD_decompressDCtx(ThreadDecompressor(), decoded.data(),
+                                     decoded.size(), frame.data.data(),
+                                     frame.data.size());
+      if (ZSTD_isError(n) || n != decoded.size()) {
+        return absl::DataLossError(absl::StrCat(
+            "a received zstd frame does not decode to ", frame.plain_size,
+            " bytes: ", ZSTD_isError(n) ? ZSTD_getErrorName(n) : "wrong length"));
+      }
+      plain = decoded;
+    } else {
+      if (frame.data.size() != frame.plain_size) {
+        return absl::DataLossError(absl::StrCat(
+            "a received raw frame has ", frame.data.size(), " bytes, not ",
+            frame.plain_size));
+      }
+      plain = frame.data;
+    }
+    // Every chunk is checked before anything is written: a corrupt or lying
+    // sender stores nothing from this frame.
+    for (const TransferFrame::Chunk& c : frame.chunks) {
+      if (Sha256(plain.substr(c.offset, c.length)) != c.digest) {
+        return absl::DataLossError(absl::StrCat(
+            "received chunk sha256 ", c.digest.ToHex(),
+            " does not match its content"));
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<bool> Store(const TransferFrame& frame) override {
+    {
+      absl::ReaderMutexLock lock(&store_->mu_);
+      bool all_present = true;
+      for (const TransferFrame::Chunk& c : frame.chunks) {
+        if (!store_->index_.contains(c.digest)) {
+          all_present = false;
+          break;
+        }
+      }
+      if (all_present) return false;
+    }
+    CompressedFrame stored;
+    stored.plain_len = frame.plain_size;
+    stored.codec = frame.zstd ? Codec::kZstd : Codec::kRaw;
+    stored.stored = frame.data;
+    stored.chunks.reserve(frame.chunks.size());
+    for (const TransferFrame::Chunk& c : frame.chunks) {
+      stored.chunks.push_back(FrameChunk{c.digest, c.offset, c.length});
+    }
+    if (pack_ == nullptr) {
+      ASSIGN_OR_RETURN(pack_, PackWriter::Create(store_->fs_,
+                                                 store_->packs_dir_,
+                                                 store_->NewPackName()));
+    }
+    if (absl::Status s = pack_->AddFrame(stored); !s.ok()) {
+      pack_->Abandon();
+      pack_.reset();
+      return s;
+    }
+    bytes_stored_ += stored.stored.size();
+    if (pack_->size() >= store_->options_.pack_size) RETURN_IF_ERROR(Seal());
+    return true;
+  }
+
+  absl::Status Finish() override {
+    if (pack_ == nullptr) return absl::OkStatus();
+    return Seal();
+  }
+
+  uint64_t bytes_stored() const override { return bytes_stored_; }
+
+ private:
+  absl::Status Seal() {
+    std::unique_ptr<PackWriter> pack = std::move(pack_);
+    uint64_t file_size = 0;
+    ASSIGN_OR_RETURN(PackIndex index, pack->Seal(&file_size));
+    absl::MutexLock lock(&store_->mu_);
+    store_->RegisterPackLocked(pack->name(), std::move(index), file_size);
+    return absl::OkStatus();
+  }
+
+  ImageStore* const store_;
+  std::unique_ptr<PackWriter> pack_;
+  uint64_t bytes_stored_ = 0;
+};
+
+}  // namespace internal
+
+absl::StatusOr<std::string> ImageStore::ReadEncodedManifest(
+    const std::string& image_id, Digest* digest) {
+  if (!internal::ValidImageId(image_id)) return internal::InvalidId(image_id);
+  {
+    absl::MutexLock lock(&mu_);
+    if (!images_.contains(image_id)) {
+      return absl::NotFoundError(
+          absl::StrCat("image ", image_id, " not found"));
+    }
+  }
+  absl::StatusOr<std::string> data = ReadWholeFile(fs_, ManifestPath(image_id));
+  if (absl::IsNotFound(data.status())) {
+    return absl::NotFoundError(absl::StrCat("image ", image_id, " not found"));
+  }
+  if (!data.ok()) return data.status();
+  absl::StatusOr<Manifest> m = DecodeManifest(*data, digest);
+  if (!m.ok()) {
+    return absl::DataLossError(
+        absl::StrCat("image ", image_id, ": ", m.status().message()));
+  }
+  return data;
+}
+
+std::vector<Digest> ImageStore::MissingChunks(
+    const std::vector<Digest>& digests) const {
+  std::vector<Digest> missing;
+  absl::ReaderMutexLock lock(&mu_);
+  for (const Digest& d : digests) {
+    if (!d.IsZero() && !index_.contains(d)) missing.push_back(d);
+  }
+  return missing;
+}
+
+std::unique_ptr<ChunkPin> ImageStore::PinChunks(std::vector<Digest> digests) {
+  auto manifest = std::make_shared<Manifest>();
+  manifest->chunks = std::move(digests);
+  return std::make_unique<internal::ChunkPinImpl>(
+      std::make_unique<internal::ImageReaderImpl>(this, std::move(manifest),
+                                                  Digest()));
+}
+
+absl::Status ImageStore::ExportChunks(
+    const std::vector<Digest>& digests,
+    const std::function<absl::Status(TransferFrame frame)>& emit,
+    const std::atomic<bool>* cancelled) {
+  struct Wanted {
+    Digest digest;
+    Location loc;
+  };
+  std::vector<Wanted> wanted;
+  wanted.reserve(digests.size());
+  absl::flat_hash_map<uint32_t, std::shared_ptr<PackState>> packs;
+  {
+    absl::ReaderMutexLock lock(&mu_);
+    for (const Digest& d : digests) {
+      auto it = index_.find(d);
+      if (it == index_.end()) {
+        return absl::DataLossError(absl::StrCat(
+            "chunk sha256 ", d.ToHex(), " is not in the store"));
+      }
+      wanted.push_back(Wanted{d, it->second});
+      packs.try_emplace(it->second.pack, packs_.at(it->second.pack));
+    }
+  }
+  // Store order: each frame is read once, sequentially through each pack.
+  std::sort(wanted.begin(), wanted.end(), [](const Wanted& a, const Wanted& b) {
+    return std::make_tuple(a.loc.pack, a.loc.frame, a.loc.offset) <
+           std::make_tuple(b.loc.pack, b.loc.frame, b.loc.offset);
+  });
+
+  internal::CCtxPtr cctx(ZSTD_createCCtx());
+  std::string plain;  // Chunks gathered into a new frame.
+  std::vector<TransferFrame::Chunk> gathered;
+  auto flush = [&]() -> absl::Status {
+    if (gathered.empty()) return absl::OkStatus();
+    std::vector<internal::FrameChunk> chunks;
+    chunks.reserve(gathered.size());
+    for (const TransferFrame::Chunk& c : gathered) {
+      chunks.push_back(internal::FrameChunk{c.digest, c.offset, c.length});
+    }
+    internal::CompressedFrame compressed = internal::CompressFrame(
+        cctx.get(), options_.compression_level, options_.min_compression_saving,
+        plain, std::move(chunks));
+    TransferFrame frame;
+    frame.zstd = compressed.codec == internal::Codec::kZstd;
+    frame.plain_size = compressed.plain_len;
+    frame.data = std::move(compressed.stored);
+    frame.chunks = std::move(gathered);
+    plain.clear();
+    gathered.clear();
+    return emit(std::move(frame));
+  };
+  // A chunk that moved (garbage collection repacked its pack) or whose frame
+  // could not be forwarded as it is: read by digest and gather it.
+  auto gather = [&](const Digest& d, absl::string_view data) -> absl::Status {
+    gathered.push_back(TransferFrame::Chunk{
+        d, static_cast<uint32_t>(plain.size()),
+        static_cast<uint32_t>(data.size())});
+    plain.append(data.data(), data.size());
+    if (plain.size() >= options_.frame_size) return flush();
+    return absl::OkStatus();
+  };
+
+  size_t i = 0;
+  while (i < wanted.size()) {
+    if (cancelled != nullptr && cancelled->load()) {
+      return absl::CancelledError("send cancelled");
+    }
+    size_t end = i;
+    uint64_t wanted_bytes = 0;
+    while (end < wanted.size() && wanted[end].loc.pack == wanted[i].loc.pack &&
+           wanted[end].loc.frame == wanted[i].loc.frame) {
+      wanted_bytes += wanted[end].loc.length;
+      ++end;
+    }
+    const std::shared_ptr<PackState>& pack = packs.at(wanted[i].loc.pack);
+    const internal::FrameInfo& info = pack->frames[wanted[i].loc.frame];
+    absl::Status done = absl::UnknownError("unread");
+    absl::StatusOr<std::shared_ptr<RandomAccessFile>> file = pack->File(fs_);
+    if (file.ok() && wanted_bytes == info.plain_len) {
+      // The whole frame is wanted: forward it as stored.
+      TransferFrame frame;
+      frame.zstd = info.codec == internal::Codec::kZstd;
+      frame.plain_size = info.plain_len;
+      frame.data.resize(info.stored_len);
+      done = (*file)->ReadAt(info.offset, info.stored_len, frame.data.data());
+      if (done.ok() && !internal::FrameChecksumMatches(frame.data, info)) {
+        done = absl::DataLossError(absl::StrCat(
+            "frame ", wanted[i].loc.frame, " of pack ", pack->name,
+            " fails its checksum"));
+      }
+      if (done.ok()) {
+        frame.forwarded = true;
+        for (size_t k = i; k < end; ++k) {
+          frame.chunks.push_back(TransferFrame::Chunk{
+              wanted[k].digest, wanted[k].loc.offset, wanted[k].loc.length});
+        }
+        RETURN_IF_ERROR(emit(std::move(frame)));
+      }
+    } else if (file.ok()) {
+      absl::StatusOr<std::string> decoded = internal::ReadFrame(
+          **file, info, internal::ThreadDecompressor(), pack->name,
+          wanted[i].loc.frame);
+      done = decoded.status();
+      if (decoded.ok()) {
+        for (size_t k = i; k < end; ++k) {
+          absl::string_view chunk = absl::string_view(*decoded).substr(
+              wanted[k].loc.offset, wanted[k].loc.length);
+          if (Sha256(chunk) != wanted[k].digest) {
+            return absl::DataLossError(absl::StrCat(
+                "chunk sha256 ", wanted[k].digest.ToHex(), " in frame ",
+                wanted[k].loc.frame, " of pack ", pack->name, " is corrupt"));
+          }
+          RETURN_IF_ERROR(gather(wanted[k].digest, chunk));
+        }
+      }
+    } else {
+      done = file.status();
+    }
+    if (!done.ok()) {
+      if (!pack->retired.load()) {
+        if (absl::IsNotFound(done) || absl::IsOutOfRange(done)) {
+          return absl::DataLossError(absl::StrCat(
+              "pack ", pack->name, " is damaged: ", done.message()));
+        }
+        return done;
+      }
+      // Garbage collection moved these chunks meanwhile: look them up again.
+      for (size_t k = i; k < end; ++k) {
+        absl::StatusOr<std::string> data =
+            ReadChunkByDigest(wanted[k].digest, nullptr);
+        if (!data.ok()) {
+          return absl::DataLossError(absl::StrCat(
+              "chunk sha256 ", wanted[k].digest.ToHex(), ": ",
+              data.status().message()));
+        }
+        RETURN_IF_ERROR(gather(wanted[k].digest, *data));
+      }
+    }
+    i = end;
+  }
+  return flush();
+}
+
+absl::StatusOr<std::unique_ptr<ChunkImporter>> ImageStore::BeginImport() {
+  return std::unique_ptr<ChunkImporter>(
+      std::make_unique<internal::ChunkImporterImpl>(this));
+}
+
+absl::StatusOr<ManifestSummary> ImageStore::ImportManifest(
+    const std::string& image_id, absl::string_view encoded,
+    const Digest& expected) {
+  if (!internal::ValidImageId(image_id)) return internal::InvalidId(image_id);
+  Digest digest;
+  absl::StatusOr<Manifest> decoded = DecodeManifest(encoded, &digest);
+  if (!decoded.ok()) {
+    return absl::DataLossError(absl::StrCat(
+        "received manifest of image ", image_id,
+        " does not decode: ", decoded.status().message()));
+  }
+  if (digest != expected) {
+    return absl::DataLossError(absl::StrCat(
+        "received manifest of image ", image_id, " has digest sha256:",
+        digest.ToHex(), ", expected sha256:", expected.ToHex()));
+  }
+  auto m = std::make_shared<const Manifest>(*std::move(decoded));
+  if (m->image_id != image_id) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "manifest: names image ", m->image_id, ", not ", image_id));
+  }
+  ManifestSummary summary;
+  summary.image_id = image_id;
+  summary.volume_size = m->volume_size;
+  summary.chunk_count = m->ChunkCount();
+  summary.logical_bytes = m->logical_bytes;
+  summary.stored_bytes = m->referenced_stored_bytes;
+  summary.new_stored_bytes = m->new_stored_bytes;
+  summary.new_chunks = m->new_chunks;
+  summary.manifest_digest = digest;
+  {
+    absl::flat_hash_set<Digest, DigestHash> unique;
+    for (const Digest& d : m->chunks) {
+      if (d.IsZero()) {
+        ++summary.zero_chunks;
+      } else {
+        ++summary.data_chunks;
+        unique.insert(d);
+      }
+    }
+    summary.unique_chunks = unique.size();
+  }
+  bool committed = false;
+  {
+    absl::MutexLock lock(&mu_);
+    committed = images_.contains(image_id);
+    if (!committed && reserved_ids_.contains(image_id)) {
+      return absl::AbortedError(absl::StrCat(
+          "a capture or import of image ", image_id, " is running"));
+    }
+    if (!committed) reserved_ids_.insert(image_id);
+  }
+  if (committed) {
+    Digest existing;
+    RETURN_IF_ERROR(ReadManifest(image_id, &existing).status());
+    if (existing != digest) {
+      return absl::AlreadyExistsError(absl::StrCat(
+          "image ", image_id, " exists with digest sha256:", existing.ToHex(),
+          ", not sha256:", digest.ToHex()));
+    }
+    return summary;
+  }
+  absl::Cleanup release = [&] {
+    absl::MutexLock lock(&mu_);
+    reserved_ids_.erase(image_id);
+  };
+  // Pinned before the presence check, so a collection either ran before it
+  // (and the check sees what it removed) or keeps every chunk.
+  internal::ImageReaderImpl pin(this, m, digest);
+  {
+    absl::ReaderMutexLock lock(&mu_);
+    uint64_t missing = 0;
+    const Digest* first = nullptr;
+    for (const Digest& d : m->chunks) {
+      if (d.IsZero() || index_.contains(d)) continue;
+      if (first == nullptr) first = &d;
+      ++missing;
+    }
+    if (missing > 0) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "image ", image_id, ": ", missing, " of ", summary.data_chunks,
+          " chunks are not in the store (the first is sha256:",
+          first->ToHex(), "); send them first"));
+    }
+  }
+  RETURN_IF_ERROR(WriteFileDurably(fs_, images_dir_, ManifestPath(image_id),
+                                   std::string(encoded)));
+  std::move(release).Cancel();
+  absl::MutexLock lock(&mu_);
+  images_[image_id] = ImageInfo{m->logical_bytes, m->referenced_stored_bytes};
+  reserved_ids_.erase(image_id);
+  // As for a capture: a collection that listed images before this one still
+  // marks its chunks.
+  if (gc_marking_) committed_while_marking_.push_back(m->chunks);
+  return summary;
 }
 
 }  // namespace storaged

@@ -17,7 +17,9 @@
 #ifndef STORAGED_IMAGE_STORE_H_
 #define STORAGED_IMAGE_STORE_H_
 
+#include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -38,9 +40,11 @@ namespace storaged {
 namespace internal {
 class ImageWriterImpl;
 class ImageReaderImpl;
+class ChunkImporterImpl;
 struct PackState;
 struct FrameCache;
 struct PackIndex;
+struct OpenPacks;
 }  // namespace internal
 
 struct ImageStoreOptions {
@@ -68,6 +72,9 @@ struct ImageStoreOptions {
   double repack_below_live_fraction = 0.5;
   // Decompressed frames each reader keeps (sequential restores hit them).
   int reader_cache_frames = 4;
+  // Pack files kept open for reading; the least recently used is closed
+  // beyond this (a node may hold thousands of packs).
+  int max_open_packs = 256;
 };
 
 // What a committed capture produced.
@@ -133,6 +140,9 @@ class ImageReader {
   // index and digest if the data is corrupt or missing; OUT_OF_RANGE for an
   // index past the end.
   virtual absl::StatusOr<std::string> ReadChunk(uint64_t index) = 0;
+  // As ReadChunk, but writes ChunkLength bytes (zeroes for an all-zero chunk)
+  // to `out`, saving a copy.
+  virtual absl::Status ReadChunkTo(uint64_t index, char* out);
 };
 
 struct VerifyReport {
@@ -160,6 +170,53 @@ struct StoreStatus {
   double dedup_ratio = 0;      // logical_bytes / stored_bytes.
   uint64_t capacity_bytes = 0;
   uint64_t free_bytes = 0;
+};
+
+// Chunks as they travel between nodes (SendImage): one frame's bytes as a
+// pack stores them (zstd or raw) and where each chunk sits in its plain data.
+// Forwarding a stored frame as it is costs no recompression on either side.
+struct TransferFrame {
+  struct Chunk {
+    Digest digest;
+    uint32_t offset = 0;
+    uint32_t length = 0;
+  };
+  bool zstd = false;        // Else raw: data is the plain bytes.
+  uint32_t plain_size = 0;  // Bytes of data after decoding.
+  std::string data;
+  std::vector<Chunk> chunks;
+  // Sent as the sender's store holds it (not recompressed).
+  bool forwarded = false;
+};
+
+// Keeps chunks from garbage collection while it exists, whether or not the
+// store holds them yet. Must not outlive its ImageStore.
+class ChunkPin {
+ public:
+  virtual ~ChunkPin() = default;
+};
+
+// Stores frames received from a peer. Not thread-safe. Destroying it without
+// Finish discards the frames not yet sealed into a pack; sealed ones hold
+// only unreferenced chunks (unless pinned), which garbage collection reclaims.
+class ChunkImporter {
+ public:
+  virtual ~ChunkImporter() = default;
+  // Decodes the frame and checks every chunk against its digest before
+  // anything is written. Returns false if the store already held every chunk
+  // (nothing written). DATA_LOSS naming the chunk on a mismatch or
+  // undecodable data; INVALID_ARGUMENT for sizes or chunk ranges that do not
+  // fit; RESOURCE_EXHAUSTED for a full disk.
+  virtual absl::StatusOr<bool> AddFrame(const TransferFrame& frame) = 0;
+  // AddFrame in two halves, so frames can be checked on several threads:
+  // Verify (thread-safe, writes nothing) and Store (a verified frame; calls
+  // must not overlap).
+  virtual absl::Status Verify(const TransferFrame& frame) const = 0;
+  virtual absl::StatusOr<bool> Store(const TransferFrame& frame) = 0;
+  // Seals the frames durably into the store; the chunks are then present.
+  virtual absl::Status Finish() = 0;
+  // Stored bytes written so far.
+  virtual uint64_t bytes_stored() const = 0;
 };
 
 // The store. Safe for concurrent use from multiple threads: captures,
@@ -209,11 +266,46 @@ class ImageStore {
 
   absl::StatusOr<StoreStatus> Status() const;
 
+  // --- Copying images between nodes (storaged/image_copier.h) ---
+
+  // The manifest file of a committed image, byte for byte, and its digest.
+  // Errors as OpenImage.
+  absl::StatusOr<std::string> ReadEncodedManifest(const std::string& image_id,
+                                                  Digest* digest);
+  // The digests among `digests` the store does not hold, in their order.
+  std::vector<Digest> MissingChunks(const std::vector<Digest>& digests) const;
+  // Keeps `digests` from garbage collection until the pin is destroyed.
+  std::unique_ptr<ChunkPin> PinChunks(std::vector<Digest> digests);
+  // Reads the chunks named by `digests` (distinct, all held by the store:
+  // the caller keeps them alive, e.g. with an ImageReader) and hands them to
+  // `emit` as frames in store order: a stored frame made only of wanted
+  // chunks goes out as it is stored (checksum checked); wanted chunks of
+  // other frames are checked against their digests and recompressed into new
+  // frames of about frame_size. DATA_LOSS for a corrupt or missing chunk;
+  // CANCELLED once `cancelled` is set; errors of `emit` as they are.
+  absl::Status ExportChunks(
+      const std::vector<Digest>& digests,
+      const std::function<absl::Status(TransferFrame frame)>& emit,
+      const std::atomic<bool>* cancelled);
+  absl::StatusOr<std::unique_ptr<ChunkImporter>> BeginImport();
+  // Commits a manifest received from a peer, byte for byte, once every chunk
+  // it names is present: tmp+fsync+rename like a capture. Repeating it with
+  // the same digest returns the committed image's summary.
+  // INVALID_ARGUMENT (image id; the manifest names another image);
+  // DATA_LOSS (undecodable, or its digest is not `expected`); ALREADY_EXISTS
+  // (committed with another digest); ABORTED (a capture or import of the id
+  // is running); FAILED_PRECONDITION (chunks missing: send them first);
+  // RESOURCE_EXHAUSTED (disk full).
+  absl::StatusOr<ManifestSummary> ImportManifest(const std::string& image_id,
+                                                 absl::string_view encoded,
+                                                 const Digest& expected);
+
   const ImageStoreOptions& options() const { return options_; }
 
  private:
   friend class internal::ImageWriterImpl;
   friend class internal::ImageReaderImpl;
+  friend class internal::ChunkImporterImpl;
 
   struct Location {
     uint32_t pack;
@@ -242,8 +334,10 @@ class ImageStore {
 
   // Plain bytes of the chunk named `digest`, checked against it. NOT_FOUND if
   // the store does not have it, DATA_LOSS if it is damaged.
+  // With `out`, the bytes go there instead and the string returned is empty.
   absl::StatusOr<std::string> ReadChunkByDigest(const Digest& digest,
-                                                internal::FrameCache* cache);
+                                                internal::FrameCache* cache,
+                                                char* out = nullptr);
   // Estimated compressed bytes of one chunk: its share of its frame.
   uint64_t StoredShareLocked(const Location& loc) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
@@ -259,6 +353,8 @@ class ImageStore {
   const ImageStoreOptions options_;
   Filesystem* const fs_;
 
+  // Declared before packs_ so that it outlives every PackState.
+  const std::unique_ptr<internal::OpenPacks> open_packs_;
   absl::Mutex gc_mu_ ABSL_ACQUIRED_BEFORE(mu_);  // One collection at a time.
   mutable absl::Mutex mu_;
   absl::flat_hash_map<Digest, Location, DigestHash> index_ ABSL_GUARDED_BY(mu_);

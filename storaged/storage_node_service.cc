@@ -1,6 +1,8 @@
 #include "storaged/storage_node_service.h"
 
 #include <atomic>
+#include <deque>
+#include <vector>
 #include <thread>
 #include <utility>
 
@@ -10,7 +12,11 @@
 #include "common/log.h"
 #include "common/status_macros.h"
 #include "google/protobuf/util/time_util.h"
+#include "absl/strings/escaping.h"
+#include "absl/algorithm/container.h"
+#include "absl/strings/strip.h"
 #include "storaged/config_drive_writer.h"
+#include "storaged/image_copier.h"
 #include "storaged/image_capturer.h"
 #include "storaged/image_restorer.h"
 
@@ -107,6 +113,21 @@ StorageNodeService::StorageNodeService(std::string node_id, ImageStore* store,
       store_(store),
       open_volume_(std::move(open_volume)),
       start_time_(absl::Now()) {}
+
+void StorageNodeService::AttachStore(ImageStore* store) {
+  {
+    absl::MutexLock lock(&receiver_mu_);
+    receiver_.reset();
+  }
+  store_.store(store);
+}
+
+absl::StatusOr<ImageReceiver*> StorageNodeService::Receiver() {
+  ASSIGN_OR_RETURN(ImageStore * store, Store());
+  absl::MutexLock lock(&receiver_mu_);
+  if (receiver_ == nullptr) receiver_ = std::make_unique<ImageReceiver>(store);
+  return receiver_.get();
+}
 
 absl::StatusOr<ImageStore*> StorageNodeService::Store() const {
   ImageStore* store = store_.load();
@@ -348,6 +369,276 @@ grpc::Status StorageNodeService::CollectGarbage(grpc::ServerContext* context,
   common::LogInfo("garbage collection%s: %u chunks, %u bytes freed",
                   request->dry_run() ? " (dry run)" : "", result->chunks_removed,
                   result->bytes_freed);
+  return grpc::Status::OK;
+}
+
+namespace {
+
+constexpr int kMaxFindDigests = 4096;
+
+// "sha256:<64 hex>" -> digest; INVALID_ARGUMENT naming `field` otherwise.
+absl::StatusOr<Digest> ParseDigestString(absl::string_view field, absl::string_view text) {
+  std::string raw;
+  if (!absl::ConsumePrefix(&text, "sha256:") || text.size() != 64 ||
+      !absl::c_all_of(text, [](char c) {
+        return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+      })) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ": must be \"sha256:\" and 64 lowercase hex digits"));
+  }
+  raw = absl::HexStringToBytes(text);
+  return Digest::FromBytes(raw.data());
+}
+
+absl::Status CheckPeerAddress(absl::string_view address) {
+  size_t colon = address.rfind(':');
+  bool ok = !address.empty() && address.size() <= 255 && colon != absl::string_view::npos &&
+            colon > 0 && colon + 1 < address.size();
+  for (char c : address) ok = ok && c > ' ' && c < 0x7f && c != '/';
+  if (ok) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat("peer_address: \"",
+                                                 absl::CHexEscape(address.substr(0, 100)),
+                                                 "\" is not HOST:PORT"));
+}
+
+}  // namespace
+
+grpc::Status StorageNodeService::SendImage(grpc::ServerContext* context,
+                                           const pb::SendImageRequest* request,
+                                           grpc::ServerWriter<pb::SendImageProgress>* writer) {
+  absl::StatusOr<ImageStore*> store = Store();
+  if (!store.ok()) return ToGrpcStatus(store.status());
+  const std::string& id = request->image_id();
+  if (absl::Status s = CheckPeerAddress(request->peer_address()); !s.ok()) {
+    return ToGrpcStatus(s);
+  }
+  JobScope job(this, pb::NODE_JOB_KIND_SEND, id);
+  CancelWatcher cancel(context);
+  std::unique_ptr<pb::StorageNode::StubInterface> peer = NewPeerStub(request->peer_address());
+  SendOptions options;
+  options.cancelled = cancel.flag();
+  options.on_progress = [&](const SendProgress& p) {
+    job.Progress(p.chunks_sent + p.chunks_skipped, p.chunks_total);
+    pb::SendImageProgress message;
+    message.set_chunks_total(p.chunks_total);
+    message.set_chunks_sent(p.chunks_sent);
+    message.set_chunks_skipped(p.chunks_skipped);
+    message.set_bytes_sent(p.bytes_sent);
+    writer->Write(message);
+  };
+  common::LogOp(id, "send to %s started", request->peer_address());
+  absl::Time start = absl::Now();
+  absl::StatusOr<SendProgress> sent = storaged::SendImage(**store, id, *peer, options);
+  if (!sent.ok()) {
+    common::LogOp(id, "send to %s failed: %s", request->peer_address(),
+                  sent.status().ToString());
+    return ToGrpcStatus(sent.status());
+  }
+  common::LogOp(id,
+                "send to %s done in %s: %u of %u chunks sent (%u bytes, %u frames forwarded, "
+                "%u built)%s",
+                request->peer_address(), absl::FormatDuration(absl::Now() - start),
+                sent->chunks_sent, sent->chunks_total, sent->bytes_sent, sent->frames_forwarded,
+                sent->frames_built, sent->already_present ? ", the peer had the image" : "");
+  pb::SendImageProgress done;
+  done.set_chunks_total(sent->chunks_total);
+  done.set_chunks_sent(sent->chunks_sent);
+  done.set_chunks_skipped(sent->chunks_skipped);
+  done.set_bytes_sent(sent->bytes_sent);
+  pb::SendImageSummary* summary = done.mutable_summary();
+  summary->set_image_id(id);
+  summary->set_manifest_digest(sent->manifest_digest);
+  summary->set_chunks_sent(sent->chunks_sent);
+  summary->set_chunks_skipped(sent->chunks_skipped);
+  summary->set_bytes_sent(sent->bytes_sent);
+  summary->set_frames_forwarded(sent->frames_forwarded);
+  summary->set_frames_built(sent->frames_built);
+  summary->set_already_present(sent->already_present);
+  writer->Write(done);
+  return grpc::Status::OK;
+}
+
+grpc::Status StorageNodeService::FindMissingChunks(grpc::ServerContext* context,
+                                                   const pb::FindMissingChunksRequest* request,
+                                                   pb::FindMissingChunksResponse* response) {
+  absl::StatusOr<ImageReceiver*> receiver = Receiver();
+  if (!receiver.ok()) return ToGrpcStatus(receiver.status());
+  if (request->chunk_digests_size() > kMaxFindDigests) {
+    return ToGrpcStatus(absl::InvalidArgumentError(
+        absl::StrCat("chunk_digests: at most ", kMaxFindDigests, " per call (got ",
+                     request->chunk_digests_size(), ")")));
+  }
+  std::vector<Digest> digests;
+  digests.reserve(request->chunk_digests_size());
+  for (const std::string& d : request->chunk_digests()) {
+    if (d.size() != 32) {
+      return ToGrpcStatus(absl::InvalidArgumentError(
+          absl::StrCat("chunk_digests: a digest has ", d.size(), " bytes, not 32")));
+    }
+    digests.push_back(Digest::FromBytes(d.data()));
+  }
+  absl::StatusOr<std::vector<Digest>> missing =
+      (*receiver)->FindMissing(request->image_id(), digests);
+  if (!missing.ok()) return ToGrpcStatus(missing.status());
+  for (const Digest& d : *missing) response->add_missing_chunk_digests(std::string(d.AsBytes()));
+  return grpc::Status::OK;
+}
+
+grpc::Status StorageNodeService::PutChunks(grpc::ServerContext* context,
+                                           grpc::ServerReader<pb::PutChunksRequest>* reader,
+                                           pb::PutChunksResponse* response) {
+  absl::StatusOr<ImageStore*> store = Store();
+  if (!store.ok()) return ToGrpcStatus(store.status());
+  absl::StatusOr<ImageReceiver*> receiver = Receiver();
+  if (!receiver.ok()) return ToGrpcStatus(receiver.status());
+  absl::StatusOr<std::unique_ptr<ChunkImporter>> importer = (*store)->BeginImport();
+  if (!importer.ok()) return ToGrpcStatus(importer.status());
+  std::string image_id;
+  std::unique_ptr<JobScope> job;
+
+  // Frames are decoded and checked on kVerifyThreads threads while the next
+  // ones arrive; storing them is serialized. At most kQueuedFrames wait.
+  constexpr int kVerifyThreads = 2;
+  constexpr size_t kQueuedFrames = 4;
+  absl::Mutex mu;
+  std::deque<TransferFrame> queue;
+  bool closed = false;
+  absl::Status error;
+  absl::Mutex store_mu;  // Serializes Store; guards the two counts.
+  uint64_t chunks_stored = 0;
+  uint64_t chunks_skipped = 0;
+  // With `mu` held.
+  auto set_error = [&](absl::Status s) {
+    if (error.ok()) error = std::move(s);
+    closed = true;
+    queue.clear();
+  };
+  std::vector<std::thread> workers;
+  for (int i = 0; i < kVerifyThreads; ++i) {
+    workers.emplace_back([&] {
+      for (;;) {
+        TransferFrame frame;
+        {
+          absl::MutexLock lock(&mu);
+          auto ready = [&] { return closed || !queue.empty(); };
+          mu.Await(absl::Condition(&ready));
+          if (queue.empty()) return;
+          frame = std::move(queue.front());
+          queue.pop_front();
+        }
+        absl::Status s = (*importer)->Verify(frame);
+        if (s.ok()) {
+          absl::MutexLock lock(&store_mu);
+          absl::StatusOr<bool> stored = (*importer)->Store(frame);
+          s = stored.status();
+          if (stored.ok()) (*stored ? chunks_stored : chunks_skipped) += frame.chunks.size();
+        }
+        if (!s.ok()) {
+          absl::MutexLock lock(&mu);
+          set_error(s);
+          return;
+        }
+      }
+    });
+  }
+  pb::PutChunksRequest request;
+  bool first = true;
+  absl::Status parse;
+  while (parse.ok() && reader->Read(&request)) {
+    if (first) {
+      image_id = request.image_id();
+      job = std::make_unique<JobScope>(this, pb::NODE_JOB_KIND_RECEIVE, image_id);
+      first = false;
+    }
+    TransferFrame frame;
+    if (request.encoding() != pb::CHUNK_ENCODING_RAW &&
+        request.encoding() != pb::CHUNK_ENCODING_ZSTD) {
+      parse = absl::InvalidArgumentError(
+          absl::StrCat("encoding: ", request.encoding(), " is not RAW or ZSTD"));
+      break;
+    }
+    frame.zstd = request.encoding() == pb::CHUNK_ENCODING_ZSTD;
+    frame.plain_size = request.plain_size();
+    if (request.frame_chunks_size() == 0) {
+      if (request.chunk_digest().size() != 32) {
+        parse = absl::InvalidArgumentError(absl::StrCat(
+            "chunk_digest: has ", request.chunk_digest().size(), " bytes, not 32"));
+        break;
+      }
+      frame.chunks.push_back(TransferFrame::Chunk{
+          Digest::FromBytes(request.chunk_digest().data()), 0, request.plain_size()});
+    } else {
+      for (const pb::FrameChunk& c : request.frame_chunks()) {
+        if (c.chunk_digest().size() != 32) {
+          parse = absl::InvalidArgumentError(absl::StrCat(
+              "frame_chunks.chunk_digest: has ", c.chunk_digest().size(), " bytes, not 32"));
+          break;
+        }
+        frame.chunks.push_back(TransferFrame::Chunk{
+            Digest::FromBytes(c.chunk_digest().data()), c.offset(), c.length()});
+      }
+      if (!parse.ok()) break;
+    }
+    frame.data = std::move(*request.mutable_data());
+    response->set_bytes_received(response->bytes_received() + frame.data.size());
+    if (!image_id.empty()) {
+      // Chunks the sender did not announce are pinned too, before they land.
+      std::vector<Digest> digests;
+      for (const TransferFrame::Chunk& c : frame.chunks) digests.push_back(c.digest);
+      (*receiver)->Pin(image_id, digests);
+    }
+    if (job != nullptr) job->Progress(response->bytes_received(), 0);
+    absl::MutexLock lock(&mu);
+    auto room = [&] { return closed || queue.size() < kQueuedFrames; };
+    mu.Await(absl::Condition(&room));
+    if (closed) break;  // A worker failed.
+    queue.push_back(std::move(frame));
+  }
+  {
+    absl::MutexLock lock(&mu);
+    if (!parse.ok()) set_error(parse);
+    closed = true;
+  }
+  for (std::thread& worker : workers) worker.join();
+  auto fail = [&](const absl::Status& status) {
+    common::LogOp(image_id, "receive failed, nothing of this stream kept: %s", status.ToString());
+    return ToGrpcStatus(status);
+  };
+  if (!error.ok()) return fail(error);
+  // A cancelled stream ends like a finished one; only the context tells.
+  if (context->IsCancelled()) return fail(absl::CancelledError("the sender cancelled"));
+  if (absl::Status s = (*importer)->Finish(); !s.ok()) return fail(s);
+  response->set_chunks_stored(chunks_stored);
+  response->set_chunks_skipped(chunks_skipped);
+  response->set_bytes_stored((*importer)->bytes_stored());
+  common::LogOp(image_id, "received %u chunks (%u bytes, %u stored), %u already present",
+                response->chunks_stored(), response->bytes_received(), response->bytes_stored(),
+                response->chunks_skipped());
+  return grpc::Status::OK;
+}
+
+grpc::Status StorageNodeService::PutManifest(grpc::ServerContext* context,
+                                             const pb::PutManifestRequest* request,
+                                             pb::PutManifestResponse* response) {
+  absl::StatusOr<ImageReceiver*> receiver = Receiver();
+  if (!receiver.ok()) return ToGrpcStatus(receiver.status());
+  absl::StatusOr<Digest> expected =
+      ParseDigestString("manifest_digest", request->manifest_digest());
+  if (!expected.ok()) return ToGrpcStatus(expected.status());
+  absl::StatusOr<ManifestSummary> summary =
+      (*receiver)->Commit(request->image_id(), request->manifest(), *expected);
+  if (!summary.ok()) {
+    common::LogOp(request->image_id(), "received manifest refused: %s",
+                  summary.status().ToString());
+    return ToGrpcStatus(summary.status());
+  }
+  common::LogOp(request->image_id(), "received image committed: %s",
+                request->manifest_digest());
+  absl::StatusOr<ImageStore*> store = Store();
+  if (!store.ok()) return ToGrpcStatus(store.status());
+  absl::StatusOr<pb::ImageManifestSummary> result = Summarize(**store, request->image_id());
+  if (!result.ok()) return ToGrpcStatus(result.status());
+  *response->mutable_summary() = *std::move(result);
   return grpc::Status::OK;
 }
 

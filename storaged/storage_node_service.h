@@ -16,6 +16,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "imagetemplates/storagenode/v1/storage_node.grpc.pb.h"
+#include "storaged/image_receiver.h"
 #include "storaged/image_store.h"
 #include "storaged/volume.h"
 
@@ -33,7 +34,7 @@ class StorageNodeService final
   // be opened: every RPC then answers UNAVAILABLE until AttachStore.
   StorageNodeService(std::string node_id, ImageStore* store, VolumeOpener open_volume);
 
-  void AttachStore(ImageStore* store) { store_.store(store); }
+  void AttachStore(ImageStore* store);
 
   grpc::Status CaptureVolume(
       grpc::ServerContext* context,
@@ -65,6 +66,22 @@ class StorageNodeService final
       grpc::ServerContext* context,
       const imagetemplates::storagenode::v1::CollectGarbageRequest* request,
       imagetemplates::storagenode::v1::CollectGarbageResponse* response) override;
+  grpc::Status SendImage(
+      grpc::ServerContext* context,
+      const imagetemplates::storagenode::v1::SendImageRequest* request,
+      grpc::ServerWriter<imagetemplates::storagenode::v1::SendImageProgress>* writer) override;
+  grpc::Status FindMissingChunks(
+      grpc::ServerContext* context,
+      const imagetemplates::storagenode::v1::FindMissingChunksRequest* request,
+      imagetemplates::storagenode::v1::FindMissingChunksResponse* response) override;
+  grpc::Status PutChunks(
+      grpc::ServerContext* context,
+      grpc::ServerReader<imagetemplates::storagenode::v1::PutChunksRequest>* reader,
+      imagetemplates::storagenode::v1::PutChunksResponse* response) override;
+  grpc::Status PutManifest(
+      grpc::ServerContext* context,
+      const imagetemplates::storagenode::v1::PutManifestRequest* request,
+      imagetemplates::storagenode::v1::PutManifestResponse* response) override;
   grpc::Status GetNodeStatus(
       grpc::ServerContext* context,
       const imagetemplates::storagenode::v1::GetNodeStatusRequest* request,
@@ -86,11 +103,16 @@ class StorageNodeService final
   absl::StatusOr<imagetemplates::storagenode::v1::ImageManifestSummary> Summarize(
       ImageStore& store, const std::string& image_id) const;
   absl::StatusOr<ImageStore*> Store() const;
+  // The receiver over the attached store; UNAVAILABLE as Store().
+  absl::StatusOr<ImageReceiver*> Receiver();
 
   const std::string node_id_;
   std::atomic<ImageStore*> store_;
   const VolumeOpener open_volume_;
   const absl::Time start_time_;
+
+  absl::Mutex receiver_mu_;
+  std::unique_ptr<ImageReceiver> receiver_ ABSL_GUARDED_BY(receiver_mu_);
 
   mutable absl::Mutex mu_;
   uint64_t next_job_id_ ABSL_GUARDED_BY(mu_) = 0;

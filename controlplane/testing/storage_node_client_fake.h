@@ -1,5 +1,6 @@
 // An in-memory storage node for workflow tests: images are names with a
-// digest, nothing touches a volume. Switches fail capture, restore or the
+// digest, nothing touches a volume; SendImage copies an image to the peer fake
+// registered under the address (the digest travels, like the real copy). Switches fail capture, restore or the
 // config drive with a given status (the next N calls or all of them), hold
 // calls until released (or until the call's cancel flag is raised, like the
 // real client), and count calls.
@@ -69,6 +70,12 @@ class FakeStorageNodeClient final : public StorageNodeClient {
   std::map<std::string, std::string> config_drives() const {
     absl::MutexLock lock(&mu_);
     return config_drives_;
+  }
+
+  // The node SendImage reaches at `address`.
+  void SetPeer(const std::string& address, FakeStorageNodeClient* peer) {
+    absl::MutexLock lock(&mu_);
+    peers_[address] = peer;
   }
 
   // A client for StorageNodeDirectory that forwards to this node.
@@ -142,7 +149,40 @@ class FakeStorageNodeClient final : public StorageNodeClient {
       const std::string& image_id, const std::string& peer_address,
       const CallOptions& options) override {
     RETURN_IF_ERROR(Enter(kSend, options));
-    return absl::UnimplementedError("the fake node cannot send images");
+    std::string digest;
+    FakeStorageNodeClient* peer = nullptr;
+    {
+      absl::MutexLock lock(&mu_);
+      auto it = images_.find(image_id);
+      if (it == images_.end()) {
+        return absl::NotFoundError(absl::StrCat("image ", image_id, " not found"));
+      }
+      digest = it->second;
+      auto p = peers_.find(peer_address);
+      if (p == peers_.end()) {
+        return absl::UnavailableError(absl::StrCat("peer ", peer_address, " unreachable"));
+      }
+      peer = p->second;
+    }
+    if (options.on_progress) options.on_progress({1, 2});
+    imagetemplates::storagenode::v1::SendImageSummary summary;
+    summary.set_image_id(image_id);
+    summary.set_manifest_digest(digest);
+    {
+      absl::MutexLock lock(&peer->mu_);
+      auto there = peer->images_.find(image_id);
+      if (there != peer->images_.end()) {
+        if (there->second != digest) {
+          return absl::AlreadyExistsError(absl::StrCat("peer holds ", image_id, " differently"));
+        }
+        summary.set_already_present(true);
+        return summary;
+      }
+      peer->images_[image_id] = digest;
+    }
+    summary.set_chunks_sent(4);
+    summary.set_bytes_sent(volume_size_ / 4);
+    return summary;
   }
 
  private:
@@ -178,6 +218,7 @@ class FakeStorageNodeClient final : public StorageNodeClient {
   std::map<Call, int> calls_ ABSL_GUARDED_BY(mu_);
   int waiting_ ABSL_GUARDED_BY(mu_) = 0;
   std::map<std::string, std::string> images_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, FakeStorageNodeClient*> peers_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::string> config_drives_ ABSL_GUARDED_BY(mu_);
   std::vector<std::string> restored_ ABSL_GUARDED_BY(mu_);
 };

@@ -1,6 +1,7 @@
-// Everything the create, deploy and delete workflows run on, in one process:
-// the SQLite stores in memory, two fake storage nodes (n0 and n1, each
-// serving one SAN portal of datacenter dc1), the inventory compute driver,
+// Everything the create, deploy, delete and copy workflows run on, in one
+// process: the SQLite stores in memory, three fake storage nodes (n0 and n1,
+// each serving one SAN portal of datacenter dc1, and n2 in dc2; each can send
+// images to the others), the inventory compute driver,
 // the workflows, an operation runner with short backoffs, and the template
 // manager for deletes. Helpers add volumes, servers and an IP pool.
 #ifndef CONTROLPLANE_TESTING_WORKFLOW_TEST_ENVIRONMENT_H_
@@ -14,6 +15,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "controlplane/copy_workflow.h"
 #include "controlplane/create_workflow.h"
 #include "controlplane/credential_cipher.h"
 #include "controlplane/delete_workflow.h"
@@ -93,14 +95,24 @@ class WorkflowTestEnvironment : public ::testing::Test {
     imagetemplates::v1::CreateDatacenterRequest dc;
     dc.set_name("dc1");
     ASSERT_TRUE(inventory_->CreateDatacenter(operator_, dc).ok());
-    for (int i = 0; i < 2; ++i) {
+    dc.set_name("dc2");
+    ASSERT_TRUE(inventory_->CreateDatacenter(operator_, dc).ok());
+    for (int i = 0; i < kNodes; ++i) {
       nodes_.push_back(std::make_unique<FakeStorageNodeClient>(NodeId(i), kDiskSize));
       ASSERT_TRUE(inventory_->UpsertStorageNode(Node(i)).ok());
+    }
+    for (int i = 0; i < kNodes; ++i) {
+      for (int j = 0; j < kNodes; ++j) {
+        if (i != j) nodes_[i]->SetPeer(Node(j).address(), nodes_[j].get());
+      }
     }
     directory_ = std::make_unique<StorageNodeDirectory>(
         inventory_.get(),
         [this](const std::string& address) {
-          return nodes_[address == Node(0).address() ? 0 : 1]->Borrow();
+          for (int i = 0; i < kNodes; ++i) {
+            if (address == Node(i).address()) return nodes_[i]->Borrow();
+          }
+          return nodes_[0]->Borrow();
         },
         absl::Hours(1));
     compute_ = std::make_unique<SwitchableComputeDriver>(inventory_.get());
@@ -115,6 +127,12 @@ class WorkflowTestEnvironment : public ::testing::Test {
     deploy.call_attempts = 1;
     deploy_ = std::make_unique<DeployWorkflow>(deploy);
     delete_ = std::make_unique<DeleteWorkflow>(templates_.get(), directory_.get());
+    CopyWorkflow::Dependencies copy;
+    copy.templates = templates_.get();
+    copy.inventory = inventory_.get();
+    copy.nodes = directory_.get();
+    copy.call_attempts = 1;
+    copy_ = std::make_unique<CopyWorkflow>(copy);
     ImageTemplateManager::Dependencies manager;
     manager.templates = templates_.get();
     manager.operations = operations_.get();
@@ -124,6 +142,7 @@ class WorkflowTestEnvironment : public ::testing::Test {
     manager.accounts = &accounts_;
     manager.create = create_.get();
     manager.deploy = deploy_.get();
+    manager.copy = copy_.get();
     manager_ = std::make_unique<ImageTemplateManager>(manager);
 
     OperationRunnerOptions options;
@@ -136,26 +155,29 @@ class WorkflowTestEnvironment : public ::testing::Test {
     runner_->Register(imagetemplates::v1::OPERATION_KIND_CREATE_IMAGE_TEMPLATE, create_.get());
     runner_->Register(imagetemplates::v1::OPERATION_KIND_DEPLOY_IMAGE_TEMPLATE, deploy_.get());
     runner_->Register(imagetemplates::v1::OPERATION_KIND_DELETE_IMAGE_TEMPLATE, delete_.get());
+    runner_->Register(imagetemplates::v1::OPERATION_KIND_COPY_IMAGE_TEMPLATE, copy_.get());
     runner_->Start();
   }
 
   void TearDown() override {
     for (auto& node : nodes_) {
       for (auto call : {FakeStorageNodeClient::kCapture, FakeStorageNodeClient::kRestore,
-                        FakeStorageNodeClient::kConfigDrive}) {
+                        FakeStorageNodeClient::kConfigDrive, FakeStorageNodeClient::kSend}) {
         node->Release(call);
       }
     }
     runner_->Stop();
   }
 
+  // n0 and n1 in dc1, n2 in dc2.
+  static constexpr int kNodes = 3;
   static std::string NodeId(int i) { return absl::StrCat("n", i); }
   static std::string Portal(int i) { return absl::StrCat("10.0.0.", i + 1, ":3260"); }
 
   static imagetemplates::v1::StorageNode Node(int i) {
     imagetemplates::v1::StorageNode node;
     node.set_id(NodeId(i));
-    node.set_datacenter("dc1");
+    node.set_datacenter(i < 2 ? "dc1" : "dc2");
     node.set_address(absl::StrCat("fake-", NodeId(i), ":7000"));
     node.add_served_portals(Portal(i));
     return node;
@@ -177,7 +199,7 @@ class WorkflowTestEnvironment : public ::testing::Test {
   // A FREE volume on node `i`'s SAN.
   std::string AddVolume(int i, int64_t size = kDiskSize) {
     imagetemplates::v1::CreateSanVolumeRequest request;
-    request.set_datacenter("dc1");
+    request.set_datacenter(Node(i).datacenter());
     request.set_san_host(NodeId(i));
     request.mutable_iscsi()->set_portal(Portal(i));
     request.mutable_iscsi()->set_iqn(absl::StrCat("iqn.2026-11.test:v", ++volumes_));
@@ -221,10 +243,10 @@ class WorkflowTestEnvironment : public ::testing::Test {
     return response.ok() ? response->server().id() : "";
   }
 
-  // An IP pool of dc1 with `count` addresses.
-  std::string AddIpPool(int count = 10) {
+  // An IP pool of `datacenter` with `count` addresses.
+  std::string AddIpPool(int count = 10, const std::string& datacenter = "dc1") {
     imagetemplates::v1::CreateIpPoolRequest request;
-    request.set_datacenter("dc1");
+    request.set_datacenter(datacenter);
     request.set_subnet("10.20.0.0/24");
     request.set_gateway("10.20.0.1");
     request.add_ranges()->set_start("10.20.0.10");
@@ -357,6 +379,7 @@ class WorkflowTestEnvironment : public ::testing::Test {
   std::unique_ptr<CreateWorkflow> create_;
   std::unique_ptr<DeployWorkflow> deploy_;
   std::unique_ptr<DeleteWorkflow> delete_;
+  std::unique_ptr<CopyWorkflow> copy_;
   std::unique_ptr<ImageTemplateManager> manager_;
   std::unique_ptr<OperationRunner> runner_;
   Caller operator_;

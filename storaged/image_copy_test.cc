@@ -1,0 +1,504 @@
+// Copying images between two stores through the real StorageNode service
+// over loopback gRPC: only missing chunks cross, stored frames are forwarded
+// as they are, a corrupt or lying sender commits nothing, cancel, re-runs,
+// and garbage collection on the receiver during a copy.
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "grpcpp/grpcpp.h"
+#include "imagetemplates/storagenode/v1/storage_node.grpc.pb.h"
+#include "storaged/digest.h"
+#include "storaged/image_copier.h"
+#include "storaged/image_receiver.h"
+#include "storaged/image_store.h"
+#include "storaged/storage_node_service.h"
+
+namespace storaged {
+namespace {
+
+namespace pb = imagetemplates::storagenode::v1;
+namespace stdfs = std::filesystem;
+
+constexpr uint32_t kChunk = 16 << 10;
+
+ImageStoreOptions Options() {
+  ImageStoreOptions o;
+  o.chunk_size = kChunk;
+  o.frame_size = 256 << 10;  // 16 chunks a frame
+  o.pack_size = 4 << 20;
+  return o;
+}
+
+// Half random, half text: zstd has something to do, every chunk distinct.
+std::string ChunkData(uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::string out(kChunk, '\0');
+  for (size_t i = 0; i < out.size(); ++i) {
+    out[i] = (i / 256) % 2 == 0 ? static_cast<char>(rng()) : "copy me, only once "[i % 19];
+  }
+  return out;
+}
+
+// A volume as chunk seeds; 0 is an all-zero chunk.
+using Seeds = std::vector<uint64_t>;
+
+// One node: a store in its own directory and the real service on a port.
+struct Node {
+  explicit Node(const std::string& name) {
+    dir = std::string(std::getenv("TEST_TMPDIR")) + "/" + name;
+    stdfs::remove_all(dir);
+    store = *ImageStore::Open(dir, Options());
+    service = std::make_unique<StorageNodeService>(
+        name, store.get(), [](const std::string&) -> absl::StatusOr<std::unique_ptr<Volume>> {
+          return absl::UnimplementedError("no volumes in this test");
+        });
+    grpc::ServerBuilder builder;
+    int port = 0;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+    builder.SetMaxReceiveMessageSize(64 << 20);
+    builder.RegisterService(service.get());
+    server = builder.BuildAndStart();
+    address = absl::StrCat("127.0.0.1:", port);
+    stub = NewPeerStub(address);
+  }
+  ~Node() { server->Shutdown(std::chrono::system_clock::now()); }
+
+  ManifestSummary Capture(const std::string& id, const Seeds& seeds) {
+    auto w = store->BeginImage(id, seeds.size() * kChunk, 512);
+    EXPECT_TRUE(w.ok()) << w.status();
+    for (size_t i = 0; i < seeds.size(); ++i) {
+      std::string data = seeds[i] == 0 ? std::string(kChunk, '\0') : ChunkData(seeds[i]);
+      EXPECT_TRUE((*w)->AddChunk(i, data).ok());
+    }
+    auto summary = (*w)->Commit();
+    EXPECT_TRUE(summary.ok()) << summary.status();
+    return *summary;
+  }
+
+  // The image's chunks as bytes, checked against their digests.
+  std::string Read(const std::string& id) {
+    auto reader = store->OpenImage(id);
+    EXPECT_TRUE(reader.ok()) << reader.status();
+    if (!reader.ok()) return "";
+    std::string out;
+    for (uint64_t i = 0; i < (*reader)->manifest().ChunkCount(); ++i) {
+      auto chunk = (*reader)->ReadChunk(i);
+      EXPECT_TRUE(chunk.ok()) << chunk.status();
+      out += chunk->empty() ? std::string(kChunk, '\0') : *chunk;
+    }
+    return out;
+  }
+
+  std::string Digest(const std::string& id) {
+    auto reader = store->OpenImage(id);
+    return reader.ok() ? absl::StrCat("sha256:", (*reader)->manifest_digest().ToHex()) : "";
+  }
+
+  std::string dir;
+  std::unique_ptr<ImageStore> store;
+  std::unique_ptr<StorageNodeService> service;
+  std::unique_ptr<grpc::Server> server;
+  std::string address;
+  std::unique_ptr<pb::StorageNode::StubInterface> stub;
+};
+
+// SendImage on `from` through its gRPC API; the summary or the status.
+absl::StatusOr<pb::SendImageSummary> Send(Node& from, Node& to, const std::string& id,
+                                          int* progress_messages = nullptr) {
+  grpc::ClientContext context;
+  pb::SendImageRequest request;
+  request.set_image_id(id);
+  request.set_peer_address(to.address);
+  auto reader = from.stub->SendImage(&context, request);
+  pb::SendImageProgress progress;
+  pb::SendImageSummary summary;
+  int messages = 0;
+  while (reader->Read(&progress)) {
+    ++messages;
+    if (progress.has_summary()) summary = progress.summary();
+  }
+  if (progress_messages != nullptr) *progress_messages = messages;
+  grpc::Status status = reader->Finish();
+  if (!status.ok()) {
+    return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
+                        status.error_message());
+  }
+  return summary;
+}
+
+Seeds Range(uint64_t first, int n) {
+  Seeds s;
+  for (int i = 0; i < n; ++i) s.push_back(first + i);
+  return s;
+}
+
+TEST(ImageCopyTest, SendsOnlyMissingChunksForwardingStoredFrames) {
+  Node src("src"), dst("dst");
+  // disk1: 256 distinct chunks and 32 zero chunks. disk2: disk1 with 40
+  // chunks rewritten (a "7% of files changed" twin).
+  Seeds disk1 = Range(1000, 256);
+  for (int i = 0; i < 32; ++i) disk1.push_back(0);
+  Seeds disk2 = disk1;
+  for (int i = 0; i < 40; ++i) disk2[3 + i * 6] = 5000 + i;
+  src.Capture("disk1", disk1);
+  ManifestSummary s2 = src.Capture("disk2", disk2);
+  ASSERT_EQ(s2.new_chunks, 40u);
+
+  auto first = Send(src, dst, "disk1");
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(first->chunks_sent(), 256u);
+  EXPECT_EQ(first->chunks_skipped(), 0u);
+  EXPECT_EQ(first->frames_built(), 0u);  // every frame of disk1 was wanted whole
+  EXPECT_EQ(first->frames_forwarded(), 16u);
+  EXPECT_EQ(first->manifest_digest(), src.Digest("disk1"));
+  EXPECT_EQ(dst.Digest("disk1"), src.Digest("disk1"));
+  EXPECT_EQ(dst.Read("disk1"), src.Read("disk1"));
+
+  uint64_t stored_before = dst.store->Status()->stored_bytes;
+  auto second = Send(src, dst, "disk2");
+  ASSERT_TRUE(second.ok()) << second.status();
+  // Only the 40 rewritten chunks cross, in disk2's own frames, as stored.
+  EXPECT_EQ(second->chunks_sent(), 40u);
+  EXPECT_EQ(second->chunks_skipped(), 216u);
+  EXPECT_EQ(second->frames_built(), 0u);
+  EXPECT_EQ(second->bytes_sent(), s2.new_stored_bytes);
+  EXPECT_LT(second->bytes_sent(), first->bytes_sent() / 4);
+  uint64_t stored_after = dst.store->Status()->stored_bytes;
+  EXPECT_GE(stored_after - stored_before, second->bytes_sent());
+  EXPECT_LT(stored_after - stored_before, second->bytes_sent() + (64 << 10));  // + pack index
+  EXPECT_EQ(dst.Digest("disk2"), src.Digest("disk2"));
+  EXPECT_EQ(dst.Read("disk2"), src.Read("disk2"));
+  auto verify = dst.store->VerifyImage("disk2");
+  ASSERT_TRUE(verify.ok());
+  EXPECT_TRUE(verify->ok());
+
+  // Again: the peer has it; nothing is sent.
+  auto again = Send(src, dst, "disk2");
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_TRUE(again->already_present());
+  EXPECT_EQ(again->chunks_sent(), 0u);
+  EXPECT_EQ(again->bytes_sent(), 0u);
+  EXPECT_EQ(dst.store->Status()->stored_bytes, stored_after);
+  // The receive ended with the commit: nothing stays pinned.
+  EXPECT_EQ(dst.service->Status()->jobs_size(), 0);
+}
+
+TEST(ImageCopyTest, PartlyWantedFramesAreRebuilt) {
+  Node src("src2"), dst("dst2");
+  Seeds image = Range(1, 64);
+  src.Capture("img", image);
+  // The peer holds every other chunk already, under another image.
+  Seeds half;
+  for (int i = 0; i < 64; i += 2) half.push_back(image[i]);
+  dst.Capture("half", half);
+  auto sent = Send(src, dst, "img");
+  ASSERT_TRUE(sent.ok()) << sent.status();
+  EXPECT_EQ(sent->chunks_sent(), 32u);
+  EXPECT_EQ(sent->chunks_skipped(), 32u);
+  EXPECT_EQ(sent->frames_forwarded(), 0u);
+  EXPECT_EQ(sent->frames_built(), 2u);  // 32 chunks of 16 KiB in 256 KiB frames
+  EXPECT_EQ(dst.Read("img"), src.Read("img"));
+  EXPECT_EQ(dst.Digest("img"), src.Digest("img"));
+}
+
+TEST(ImageCopyTest, LyingSenderIsDataLossAndNothingIsCommitted) {
+  Node dst("dst3");
+  const std::string good = ChunkData(7), bad = ChunkData(8);
+  const std::string good_digest(Sha256(good).AsBytes());
+  const std::string claimed(Sha256(ChunkData(9)).AsBytes());  // sent as `bad`
+  {
+    grpc::ClientContext context;
+    pb::FindMissingChunksRequest request;
+    request.set_image_id("lie");
+    request.add_chunk_digests(good_digest);
+    request.add_chunk_digests(claimed);
+    pb::FindMissingChunksResponse response;
+    ASSERT_TRUE(dst.stub->FindMissingChunks(&context, request, &response).ok());
+    EXPECT_EQ(response.missing_chunk_digests_size(), 2);
+  }
+  // One frame: a good chunk, then one whose content is not its digest.
+  {
+    grpc::ClientContext context;
+    pb::PutChunksResponse response;
+    auto writer = dst.stub->PutChunks(&context, &response);
+    pb::PutChunksRequest request;
+    request.set_image_id("lie");
+    request.set_encoding(pb::CHUNK_ENCODING_RAW);
+    request.set_plain_size(2 * kChunk);
+    request.set_data(good + bad);
+    for (int i = 0; i < 2; ++i) {
+      pb::FrameChunk* c = request.add_frame_chunks();
+      c->set_chunk_digest(i == 0 ? good_digest : claimed);
+      c->set_offset(i * kChunk);
+      c->set_length(kChunk);
+    }
+    writer->Write(request);
+    writer->WritesDone();
+    grpc::Status status = writer->Finish();
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::DATA_LOSS) << status.error_message();
+  }
+  // A good single chunk in an earlier message of a stream that then lies:
+  // nothing of the stream is kept.
+  {
+    grpc::ClientContext context;
+    pb::PutChunksResponse response;
+    auto writer = dst.stub->PutChunks(&context, &response);
+    pb::PutChunksRequest ok_chunk;
+    ok_chunk.set_image_id("lie");
+    ok_chunk.set_encoding(pb::CHUNK_ENCODING_RAW);
+    ok_chunk.set_plain_size(kChunk);
+    ok_chunk.set_chunk_digest(good_digest);
+    ok_chunk.set_data(good);
+    writer->Write(ok_chunk);
+    pb::PutChunksRequest lie = ok_chunk;
+    lie.set_chunk_digest(claimed);
+    lie.set_data(bad);
+    writer->Write(lie);
+    writer->WritesDone();
+    EXPECT_EQ(writer->Finish().error_code(), grpc::StatusCode::DATA_LOSS);
+    // Undecodable zstd is DATA_LOSS too.
+    grpc::ClientContext context2;
+    auto writer2 = dst.stub->PutChunks(&context2, &response);
+    pb::PutChunksRequest junk = ok_chunk;
+    junk.set_encoding(pb::CHUNK_ENCODING_ZSTD);
+    junk.set_data("not zstd at all");
+    writer2->Write(junk);
+    writer2->WritesDone();
+    EXPECT_EQ(writer2->Finish().error_code(), grpc::StatusCode::DATA_LOSS);
+  }
+  EXPECT_EQ(dst.store->MissingChunks({Sha256(good), Sha256(ChunkData(9))}).size(), 2u);
+  EXPECT_EQ(dst.store->Status()->stored_bytes, 0u);
+
+  // A manifest naming those chunks: refused while they are missing.
+  auto other = ImageStore::Open(std::string(std::getenv("TEST_TMPDIR")) + "/liar", Options());
+  ASSERT_TRUE(other.ok());
+  auto w = (*other)->BeginImage("lie", 2 * kChunk, 512);
+  ASSERT_TRUE((*w)->AddChunk(0, good).ok());
+  ASSERT_TRUE((*w)->AddChunk(1, ChunkData(9)).ok());
+  ASSERT_TRUE((*w)->Commit().ok());
+  Digest digest;
+  auto encoded = (*other)->ReadEncodedManifest("lie", &digest);
+  ASSERT_TRUE(encoded.ok());
+  auto put_manifest = [&](const std::string& bytes, const std::string& digest_text) {
+    grpc::ClientContext context;
+    pb::PutManifestRequest request;
+    request.set_image_id("lie");
+    request.set_manifest(bytes);
+    request.set_manifest_digest(digest_text);
+    pb::PutManifestResponse response;
+    return dst.stub->PutManifest(&context, request, &response).error_code();
+  };
+  const std::string digest_text = absl::StrCat("sha256:", digest.ToHex());
+  EXPECT_EQ(put_manifest(*encoded, digest_text), grpc::StatusCode::FAILED_PRECONDITION);
+  std::string altered = *encoded;
+  altered[altered.size() / 2] ^= 1;
+  EXPECT_EQ(put_manifest(altered, digest_text), grpc::StatusCode::DATA_LOSS);
+  EXPECT_EQ(put_manifest(*encoded, "sha256:" + std::string(64, '0')),
+            grpc::StatusCode::DATA_LOSS);
+  EXPECT_EQ(put_manifest(*encoded, "md5:abc"), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_TRUE(dst.store->ListImages().empty());
+
+  // Bad requests.
+  grpc::ClientContext context;
+  pb::FindMissingChunksRequest find;
+  find.add_chunk_digests("short");
+  pb::FindMissingChunksResponse found;
+  EXPECT_EQ(dst.stub->FindMissingChunks(&context, find, &found).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  grpc::ClientContext context2;
+  pb::SendImageRequest send;
+  send.set_image_id("lie");
+  send.set_peer_address("no port");
+  auto reader = dst.stub->SendImage(&context2, send);
+  pb::SendImageProgress p;
+  while (reader->Read(&p)) {
+  }
+  EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+TEST(ImageCopyTest, CorruptLocalChunkIsDataLossAndPeerGetsNothing) {
+  Node src("src4"), dst("dst4");
+  src.Capture("img", Range(100, 64));
+  // Flip a byte inside the first frame of the only pack.
+  std::string pack;
+  for (const auto& e : stdfs::directory_iterator(src.dir + "/packs")) pack = e.path();
+  ASSERT_FALSE(pack.empty());
+  {
+    std::fstream f(pack, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekg(100);
+    char c;
+    f.read(&c, 1);
+    c ^= 0x40;
+    f.seekp(100);
+    f.write(&c, 1);
+  }
+  auto sent = Send(src, dst, "img");
+  EXPECT_EQ(sent.status().code(), absl::StatusCode::kDataLoss) << sent.status();
+  EXPECT_TRUE(dst.store->ListImages().empty());
+  EXPECT_EQ(dst.store->Status()->image_count, 0u);
+  // An unknown image is NOT_FOUND, a dead peer UNAVAILABLE.
+  EXPECT_EQ(Send(src, dst, "nope").status().code(), absl::StatusCode::kNotFound);
+  Node other("src4b");
+  other.Capture("img", Range(100, 4));
+  Node gone("gone4");
+  std::string gone_address = gone.address;
+  gone.server->Shutdown(std::chrono::system_clock::now());
+  auto stub = NewPeerStub(gone_address);
+  SendOptions options;
+  options.call_timeout = absl::Seconds(5);
+  EXPECT_EQ(SendImage(*other.store, "img", *stub, options).status().code(),
+            absl::StatusCode::kUnavailable);
+}
+
+TEST(ImageCopyTest, CancelLeavesNoImageAndARerunFinishes) {
+  Node src("src5"), dst("dst5");
+  src.Capture("img", Range(1, 256));  // 16 frames
+  std::atomic<bool> cancelled{false};
+  int reports = 0;
+  SendOptions options;
+  options.cancelled = &cancelled;
+  options.progress_interval = absl::ZeroDuration();
+  options.on_progress = [&](const SendProgress& p) {
+    ++reports;
+    if (p.chunks_sent >= 32) cancelled = true;  // after two frames
+  };
+  auto sent = SendImage(*src.store, "img", *dst.stub, options);
+  EXPECT_EQ(sent.status().code(), absl::StatusCode::kCancelled) << sent.status();
+  EXPECT_GE(reports, 3);
+  EXPECT_TRUE(dst.store->ListImages().empty());
+  // The cancelled stream sealed nothing.
+  EXPECT_EQ(dst.store->Status()->stored_bytes, 0u);
+
+  cancelled = false;
+  options.on_progress = nullptr;
+  auto rerun = SendImage(*src.store, "img", *dst.stub, options);
+  ASSERT_TRUE(rerun.ok()) << rerun.status();
+  EXPECT_EQ(rerun->chunks_sent, 256u);
+  EXPECT_EQ(dst.Read("img"), src.Read("img"));
+}
+
+TEST(ImageCopyTest, ReceiverGarbageCollectionKeepsChunksOfAnImageBeingReceived) {
+  Node src("src6"), dst("dst6");
+  Seeds image = Range(1, 64);
+  src.Capture("img", image);
+  // The peer once held half of these chunks; that image is deleted, so they
+  // are garbage until the copy names them.
+  Seeds half(image.begin(), image.begin() + 32);
+  dst.Capture("old", half);
+  ASSERT_TRUE(dst.store->DeleteImage("old").ok());
+
+  // Collect right after FindMissingChunks reported them present.
+  bool collected = false;
+  SendOptions options;
+  options.progress_interval = absl::ZeroDuration();
+  options.on_progress = [&](const SendProgress& p) {
+    if (!collected && p.chunks_skipped > 0 && p.chunks_sent == 0) {
+      auto gc = dst.store->CollectGarbage(false);
+      EXPECT_TRUE(gc.ok()) << gc.status();
+      EXPECT_EQ(gc->chunks_removed, 0u);
+      collected = true;
+    }
+  };
+  auto sent = SendImage(*src.store, "img", *dst.stub, options);
+  ASSERT_TRUE(sent.ok()) << sent.status();
+  EXPECT_TRUE(collected);
+  EXPECT_EQ(sent->chunks_sent, 32u);
+  EXPECT_EQ(dst.Read("img"), src.Read("img"));
+
+  // Received chunks survive a collection between PutChunks and PutManifest.
+  src.Capture("img2", Range(500, 40));
+  std::vector<Digest> digests;
+  for (uint64_t s = 500; s < 540; ++s) digests.push_back(Sha256(ChunkData(s)));
+  {
+    grpc::ClientContext context;
+    pb::FindMissingChunksRequest request;
+    request.set_image_id("img2");
+    for (const Digest& d : digests) request.add_chunk_digests(std::string(d.AsBytes()));
+    pb::FindMissingChunksResponse response;
+    ASSERT_TRUE(dst.stub->FindMissingChunks(&context, request, &response).ok());
+    ASSERT_EQ(response.missing_chunk_digests_size(), 40);
+  }
+  {
+    grpc::ClientContext context;
+    pb::PutChunksResponse response;
+    auto writer = dst.stub->PutChunks(&context, &response);
+    bool first = true;
+    ASSERT_TRUE(src.store
+                    ->ExportChunks(
+                        digests,
+                        [&](TransferFrame frame) {
+                          pb::PutChunksRequest request;
+                          if (first) request.set_image_id("img2");
+                          first = false;
+                          request.set_encoding(frame.zstd ? pb::CHUNK_ENCODING_ZSTD
+                                                          : pb::CHUNK_ENCODING_RAW);
+                          request.set_plain_size(frame.plain_size);
+                          request.set_data(frame.data);
+                          for (const auto& c : frame.chunks) {
+                            pb::FrameChunk* out = request.add_frame_chunks();
+                            out->set_chunk_digest(std::string(c.digest.AsBytes()));
+                            out->set_offset(c.offset);
+                            out->set_length(c.length);
+                          }
+                          EXPECT_TRUE(writer->Write(request));
+                          return absl::OkStatus();
+                        },
+                        nullptr)
+                    .ok());
+    writer->WritesDone();
+    ASSERT_TRUE(writer->Finish().ok());
+    EXPECT_EQ(response.chunks_stored(), 40u);
+  }
+  auto gc = dst.store->CollectGarbage(false);
+  ASSERT_TRUE(gc.ok());
+  EXPECT_EQ(gc->chunks_removed, 0u);
+  EXPECT_TRUE(dst.store->MissingChunks(digests).empty());
+  Digest digest;
+  auto encoded = src.store->ReadEncodedManifest("img2", &digest);
+  ASSERT_TRUE(encoded.ok());
+  grpc::ClientContext context;
+  pb::PutManifestRequest request;
+  request.set_image_id("img2");
+  request.set_manifest(*encoded);
+  request.set_manifest_digest(absl::StrCat("sha256:", digest.ToHex()));
+  pb::PutManifestResponse response;
+  grpc::Status status = dst.stub->PutManifest(&context, request, &response);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(response.summary().manifest_digest(), src.Digest("img2"));
+  // Repeating the commit is fine; the image survives later collections.
+  grpc::ClientContext again_context;
+  EXPECT_TRUE(dst.stub->PutManifest(&again_context, request, &response).ok());
+  ASSERT_TRUE(dst.store->CollectGarbage(false).ok());
+  EXPECT_EQ(dst.Read("img2"), src.Read("img2"));
+}
+
+// A sender that died: its receive ends after the idle timeout, and the
+// chunks it pinned are garbage again.
+TEST(ImageCopyTest, IdleReceiveExpires) {
+  Node dst("dst7");
+  dst.Capture("old", Range(1, 8));
+  ASSERT_TRUE(dst.store->DeleteImage("old").ok());
+  std::vector<Digest> digests;
+  for (uint64_t s = 1; s <= 8; ++s) digests.push_back(Sha256(ChunkData(s)));
+  ImageReceiver receiver(dst.store.get(), absl::Milliseconds(50));
+  auto missing = receiver.FindMissing("new", digests);
+  ASSERT_TRUE(missing.ok());
+  EXPECT_TRUE(missing->empty());
+  EXPECT_EQ(receiver.pinned_count("new"), 8u);
+  EXPECT_EQ(dst.store->CollectGarbage(false)->chunks_removed, 0u);
+  absl::SleepFor(absl::Milliseconds(100));
+  receiver.Pin("other", {});  // any call sweeps idle receives
+  EXPECT_EQ(receiver.pinned_count("new"), 0u);
+  EXPECT_EQ(receiver.receive_count(), 1u);
+  EXPECT_EQ(dst.store->CollectGarbage(false)->chunks_removed, 8u);
+  EXPECT_EQ(receiver.FindMissing("../x", digests).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace storaged

@@ -5,6 +5,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "common/log.h"
 #include "common/status_macros.h"
 #include "controlplane/ids.h"
 #include "imagetemplates/v1/common.pb.h"
@@ -14,6 +15,8 @@ namespace {
 
 constexpr absl::string_view kSecretPrefix = "itk_";
 constexpr size_t kSecretBytes = 32;
+// Bounds the cache; past it the cache starts over.
+constexpr size_t kMaxCachedKeys = 100000;
 
 absl::Status Unauthenticated(absl::string_view why) {
   return absl::UnauthenticatedError(absl::StrCat(
@@ -84,6 +87,23 @@ absl::StatusOr<Caller> LoadCaller(SqliteConnection& conn, absl::string_view user
   return caller;
 }
 
+ApiKeyAuthenticator::ApiKeyAuthenticator(SqliteDatabase* db) : db_(db) {
+  // Everything LoadCaller and the key lookup read. Cascaded deletes fire the
+  // child tables' triggers too.
+  absl::Status watched =
+      db_->WatchTables({"accounts", "users", "user_permissions", "user_servers", "api_keys"});
+  cache_enabled_ = watched.ok();
+  if (!watched.ok()) {
+    common::LogError("API key cache off, every call reads the database: %s",
+                     watched.ToString());
+  }
+}
+
+int64_t ApiKeyAuthenticator::cache_hits() const {
+  absl::MutexLock lock(&mu_);
+  return cache_hits_;
+}
+
 absl::StatusOr<Caller> ApiKeyAuthenticator::Authenticate(const grpc::ServerContext& context) {
   const auto& metadata = context.client_metadata();
   auto it = metadata.find("authorization");
@@ -109,6 +129,19 @@ absl::StatusOr<Caller> ApiKeyAuthenticator::AuthenticateHeader(absl::string_view
   }
   std::string key_id(secret.substr(kIdStart, 36));
   std::string hash = Sha256(secret);
+  // Read before the tables: a change committed after this read bumps it, so
+  // what is cached under it can only be replaced, never served stale.
+  const uint64_t generation = db_->watched_generation();
+  if (cache_enabled_) {
+    absl::MutexLock lock(&mu_);
+    auto it = cache_.find(key_id);
+    if (it != cache_.end() && it->second.generation == generation &&
+        it->second.secret_hash.size() == hash.size() &&
+        CRYPTO_memcmp(it->second.secret_hash.data(), hash.data(), hash.size()) == 0) {
+      ++cache_hits_;
+      return it->second.caller;
+    }
+  }
   absl::StatusOr<Caller> result;
   absl::Status status = db_->Read([&](SqliteConnection& conn) -> absl::Status {
     ASSIGN_OR_RETURN(auto stmt, conn.Prepare(
@@ -131,6 +164,11 @@ absl::StatusOr<Caller> ApiKeyAuthenticator::AuthenticateHeader(absl::string_view
     return result.status();
   });
   if (!status.ok()) return status;
+  if (cache_enabled_) {
+    absl::MutexLock lock(&mu_);
+    if (cache_.size() >= kMaxCachedKeys) cache_.clear();
+    cache_[key_id] = CachedKey{hash, *result, generation};
+  }
   return result;
 }
 

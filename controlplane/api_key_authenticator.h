@@ -3,18 +3,24 @@
 //
 // A secret reads "itk_<key id>_<43 characters of base64url>": the key id makes
 // the lookup one primary-key hit; the 32 random bytes are the credential. Only
-// SHA-256(secret) is stored and it is compared in constant time. Nothing is
-// cached, so a revoked key or deleted user fails on the very next call.
+// SHA-256(secret) is stored and it is compared in constant time. The resolved
+// caller is cached per key id until any identity table (accounts, users,
+// permissions, device access, keys) changes, so a revoked key, a deleted user
+// or a changed permission takes effect on the very next call.
 #ifndef CONTROLPLANE_API_KEY_AUTHENTICATOR_H_
 #define CONTROLPLANE_API_KEY_AUTHENTICATOR_H_
 
+#include <cstdint>
 #include <string>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "controlplane/authenticator.h"
 #include "controlplane/caller.h"
 #include "controlplane/sqlite_database.h"
+#include "absl/synchronization/mutex.h"
 
 namespace controlplane {
 
@@ -35,17 +41,33 @@ absl::Status InsertApiKey(SqliteConnection& conn, const GeneratedApiKey& key,
 // key or peer. NOT_FOUND if the user does not exist.
 absl::StatusOr<Caller> LoadCaller(SqliteConnection& conn, absl::string_view user_id);
 
-// Thread-safe; `db` must outlive it.
+// Thread-safe; `db` must outlive it and be the database's only writer (the
+// cache learns of identity changes from db->watched_generation()).
 class ApiKeyAuthenticator final : public Authenticator {
  public:
-  explicit ApiKeyAuthenticator(SqliteDatabase* db) : db_(db) {}
+  explicit ApiKeyAuthenticator(SqliteDatabase* db);
 
   absl::StatusOr<Caller> Authenticate(const grpc::ServerContext& context) override;
   // The same, from the raw metadata value ("Bearer ...").
   absl::StatusOr<Caller> AuthenticateHeader(absl::string_view authorization);
 
+  // Calls answered from the cache, for tests.
+  int64_t cache_hits() const;
+
  private:
+  struct CachedKey {
+    std::string secret_hash;
+    Caller caller;
+    uint64_t generation;
+  };
+
   SqliteDatabase* db_;
+  // False when the identity tables could not be watched: every call reads.
+  bool cache_enabled_ = false;
+  mutable absl::Mutex mu_;
+  // By key id. Only keys that authenticated; refusals always read the table.
+  absl::flat_hash_map<std::string, CachedKey> cache_ ABSL_GUARDED_BY(mu_);
+  int64_t cache_hits_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace controlplane

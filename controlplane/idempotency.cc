@@ -12,6 +12,13 @@
 namespace controlplane {
 namespace {
 constexpr int64_t kWindowMicros = int64_t{24} * 3600 * 1000000;
+// A claim still pending after this is from a call that died mid-way.
+constexpr int64_t kStaleClaimMicros = int64_t{60} * 1000000;
+
+absl::Status DifferentRequest() {
+  return absl::InvalidArgumentError(
+      "request_id: already used for a different request; choose a new request_id");
+}
 }  // namespace
 
 std::string RequestFingerprint(absl::string_view method,
@@ -37,25 +44,66 @@ absl::StatusOr<std::optional<std::string>> FindRequest(SqliteConnection& conn,
   if (request_id.empty()) return std::nullopt;
   ASSIGN_OR_RETURN(auto stmt, conn.Prepare(
       "SELECT fingerprint, response FROM idempotent_requests "
-      "WHERE account_id = ?1 AND request_id = ?2 AND create_time >= ?3"));
+      "WHERE account_id = ?1 AND request_id = ?2 AND create_time >= ?3 AND pending = 0"));
   stmt.Bind(1, account_id).Bind(2, request_id).Bind(3, NowMicros() - kWindowMicros);
   ASSIGN_OR_RETURN(bool row, stmt.Step());
   if (!row) return std::nullopt;
-  if (stmt.ColumnBlob(0) != fingerprint) {
-    return absl::InvalidArgumentError(
-        "request_id: already used for a different request; choose a new request_id");
-  }
+  if (stmt.ColumnBlob(0) != fingerprint) return DifferentRequest();
   return stmt.ColumnBlob(1);
+}
+
+absl::StatusOr<ClaimResult> ClaimRequest(SqliteConnection& conn, absl::string_view account_id,
+                                         absl::string_view request_id,
+                                         absl::string_view fingerprint) {
+  ClaimResult result;
+  if (request_id.empty()) return result;
+  const int64_t now = NowMicros();
+  {
+    ASSIGN_OR_RETURN(auto stmt, conn.Prepare(
+        "SELECT fingerprint, response, pending, create_time FROM idempotent_requests "
+        "WHERE account_id = ?1 AND request_id = ?2"));
+    stmt.Bind(1, account_id).Bind(2, request_id);
+    ASSIGN_OR_RETURN(bool row, stmt.Step());
+    const int64_t created = row ? stmt.ColumnInt(3) : 0;
+    const bool pending = row && stmt.ColumnInt(2) != 0;
+    const bool live = row && created >= now - (pending ? kStaleClaimMicros : kWindowMicros);
+    if (live) {
+      if (stmt.ColumnBlob(0) != fingerprint) return DifferentRequest();
+      if (pending) {
+        result.running = true;
+      } else {
+        result.response = stmt.ColumnBlob(1);
+      }
+      return result;
+    }
+  }
+  // REPLACE: an expired entry or a stale claim is taken over.
+  ASSIGN_OR_RETURN(auto stmt, conn.Prepare(
+      "INSERT OR REPLACE INTO idempotent_requests "
+      "(account_id, request_id, fingerprint, response, create_time, pending) "
+      "VALUES (?1, ?2, ?3, x'', ?4, 1)"));
+  stmt.Bind(1, account_id).Bind(2, request_id).BindBlob(3, fingerprint).Bind(4, now);
+  RETURN_IF_ERROR(stmt.Run());
+  return result;
+}
+
+absl::Status ReleaseRequest(SqliteConnection& conn, absl::string_view account_id,
+                            absl::string_view request_id) {
+  if (request_id.empty()) return absl::OkStatus();
+  ASSIGN_OR_RETURN(auto stmt, conn.Prepare(
+      "DELETE FROM idempotent_requests WHERE account_id = ?1 AND request_id = ?2 AND pending = 1"));
+  return stmt.Bind(1, account_id).Bind(2, request_id).Run();
 }
 
 absl::Status RememberRequest(SqliteConnection& conn, absl::string_view account_id,
                              absl::string_view request_id, absl::string_view fingerprint,
                              absl::string_view response) {
   if (request_id.empty()) return absl::OkStatus();
-  // REPLACE: an entry older than the window may be reused.
+  // REPLACE: completes this call's claim, or reuses an expired entry.
   ASSIGN_OR_RETURN(auto stmt, conn.Prepare(
       "INSERT OR REPLACE INTO idempotent_requests "
-      "(account_id, request_id, fingerprint, response, create_time) VALUES (?1, ?2, ?3, ?4, ?5)"));
+      "(account_id, request_id, fingerprint, response, create_time, pending) "
+      "VALUES (?1, ?2, ?3, ?4, ?5, 0)"));
   stmt.Bind(1, account_id).Bind(2, request_id).BindBlob(3, fingerprint).BindBlob(4, response);
   stmt.Bind(5, NowMicros());
   return stmt.Run();

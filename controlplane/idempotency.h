@@ -29,8 +29,26 @@ absl::StatusOr<std::optional<std::string>> FindRequest(SqliteConnection& conn,
                                                        absl::string_view request_id,
                                                        absl::string_view fingerprint);
 
-// Inside the same transaction as the call's effect: remembers `response`.
-// No-op for an empty request_id.
+// Inside a transaction, before a call acts (RequestIdStore::Claim).
+struct ClaimResult {
+  // An identical call holds the request_id and has not finished.
+  bool running = false;
+  // The earlier call's response; nullopt (and not running): claimed, act now.
+  std::optional<std::string> response;
+};
+// Claims (account_id, request_id) with a pending row, unless an earlier call
+// finished (its response) or is running (`running`). A pending row older
+// than a minute is from a crashed call and is claimed again. INVALID_ARGUMENT
+// (request_id) for a different request. An empty request_id claims nothing.
+absl::StatusOr<ClaimResult> ClaimRequest(SqliteConnection& conn, absl::string_view account_id,
+                                         absl::string_view request_id,
+                                         absl::string_view fingerprint);
+// Deletes a pending claim (not a finished call's response).
+absl::Status ReleaseRequest(SqliteConnection& conn, absl::string_view account_id,
+                            absl::string_view request_id);
+
+// Inside the same transaction as the call's effect: remembers `response`
+// (completing a claim). No-op for an empty request_id.
 absl::Status RememberRequest(SqliteConnection& conn, absl::string_view account_id,
                              absl::string_view request_id, absl::string_view fingerprint,
                              absl::string_view response);

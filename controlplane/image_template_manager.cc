@@ -172,9 +172,11 @@ absl::StatusOr<Response> ImageTemplateManager::Mutation(
   absl::Status valid = ValidateRequestId(request_id);
   if (!valid.ok()) return finish(valid);
 
+  // Claimed before acting: of identical calls racing, one acts and the others
+  // get its response.
   const std::string fingerprint = RequestFingerprint(method, request);
   absl::StatusOr<std::optional<std::string>> prior =
-      deps_.request_ids->Find(caller.account_id, request_id, fingerprint);
+      deps_.request_ids->Claim(caller.account_id, request_id, fingerprint);
   if (!prior.ok()) return finish(prior.status());
   if (prior->has_value()) {
     Response response;
@@ -193,8 +195,41 @@ absl::StatusOr<Response> ImageTemplateManager::Mutation(
     absl::Status remembered = deps_.request_ids->Remember(caller.account_id, request_id,
                                                           fingerprint, result->SerializeAsString());
     if (!remembered.ok()) return finish(remembered);
+  } else {
+    // A failed call is not remembered: a retry may act. If this fails the
+    // claim goes stale and is taken over after a minute.
+    deps_.request_ids->Release(caller.account_id, request_id).IgnoreError();
   }
   return finish(std::move(result));
+}
+
+void ImageTemplateManager::AuditUnauthenticated(absl::string_view peer,
+                                                absl::string_view method,
+                                                const google::protobuf::Message& request,
+                                                const absl::Status& status) {
+  const auto* descriptor = request.GetDescriptor();
+  const auto* reflection = request.GetReflection();
+  auto text = [&](const char* name) -> std::string {
+    const auto* field = descriptor->FindFieldByName(name);
+    if (field == nullptr || field->type() != google::protobuf::FieldDescriptor::TYPE_STRING ||
+        field->is_repeated()) {
+      return "";
+    }
+    return reflection->GetString(request, field);
+  };
+  v1::ResourceReference target;
+  if (descriptor->FindFieldByName("server_id") != nullptr) {
+    target.set_type(v1::RESOURCE_TYPE_SERVER);
+    target.set_id(text("server_id"));
+  } else {
+    target.set_type(v1::RESOURCE_TYPE_IMAGE_TEMPLATE);
+    target.set_id(descriptor->FindFieldByName("image_template_id") != nullptr
+                      ? text("image_template_id")
+                      : text("id"));
+  }
+  Caller anonymous;
+  anonymous.peer = std::string(peer);
+  deps_.audit->Record(anonymous, "", method, target, status, text("request_id"));
 }
 
 absl::StatusOr<v1::ImageTemplate> ImageTemplateManager::LoadVisible(const Caller& caller,
@@ -851,12 +886,17 @@ absl::StatusOr<v1::Operation> ImageTemplateManager::AddImageTemplateLocations(
         RETURN_IF_ERROR(CheckMayChange(caller, t, v1::PERMISSION_IMAGE_TEMPLATE_MANAGE));
         RETURN_IF_ERROR(RequireActive(t, "copied"));
         for (const auto& location : t.locations()) {
-          if (seen.contains(location.datacenter())) {
+          if (seen.contains(location.datacenter()) &&
+              location.status() != v1::IMAGE_TEMPLATE_LOCATION_STATUS_FAILED) {
             return absl::AlreadyExistsError(absl::StrCat(
                 "image template ", t.id(), " already has a location in ", location.datacenter()));
           }
         }
-        return Unimplemented("copying to another datacenter");
+        if (deps_.copy == nullptr) return Unimplemented("copying to another datacenter");
+        ASSIGN_OR_RETURN(v1::Operation op,
+                         deps_.copy->Begin(caller, request, t, deps_.now_micros()));
+        deps_.operations->NotifyChange();
+        return deps_.operations->GetOperation(op.id());
       });
 }
 
@@ -877,22 +917,57 @@ ImageTemplateManager::RemoveImageTemplateLocations(
           RETURN_IF_ERROR(CheckDatacenter("datacenters", dc));
           removing.insert(dc);
         }
-        ASSIGN_OR_RETURN(v1::ImageTemplate t, LoadVisible(caller, request.id(), "id"));
-        audit_account = t.owner_account_id();
-        RETURN_IF_ERROR(CheckMayChange(caller, t, v1::PERMISSION_IMAGE_TEMPLATE_MANAGE));
-        int available_left = 0;
-        for (const auto& location : t.locations()) {
-          if (!removing.contains(location.datacenter()) &&
-              location.status() == v1::IMAGE_TEMPLATE_LOCATION_STATUS_AVAILABLE) {
-            ++available_left;
-          }
+        std::vector<std::string> removed;
+        v1::RemoveImageTemplateLocationsResponse response;
+        ASSIGN_OR_RETURN(
+            *response.mutable_image_template(),
+            ChangeTemplate(
+                caller, request.id(), audit_account,
+                [&](TemplateTransaction& txn) -> absl::StatusOr<bool> {
+                  removed.clear();
+                  v1::ImageTemplate& t = txn.image_template();
+                  RETURN_IF_ERROR(RequireNotDeleting(t));
+                  int available_left = 0;
+                  for (const auto& location : t.locations()) {
+                    if (!removing.contains(location.datacenter())) {
+                      if (location.status() == v1::IMAGE_TEMPLATE_LOCATION_STATUS_AVAILABLE) {
+                        ++available_left;
+                      }
+                    } else if (location.status() == v1::IMAGE_TEMPLATE_LOCATION_STATUS_COPYING) {
+                      return absl::FailedPreconditionError(absl::StrCat(
+                          "image template ", t.id(), " is being copied to ",
+                          location.datacenter(), " by operation ", location.operation_id(),
+                          "; cancel it or wait for it first"));
+                    }
+                  }
+                  if (available_left == 0) {
+                    return absl::FailedPreconditionError(absl::StrCat(
+                        "removing these would leave image template ", t.id(),
+                        " without an AVAILABLE location; delete the template instead"));
+                  }
+                  ASSIGN_OR_RETURN(int64_t deploying,
+                                   txn.CountUnfinishedOperations(
+                                       {v1::OPERATION_KIND_DEPLOY_IMAGE_TEMPLATE}));
+                  if (deploying > 0) {
+                    return absl::FailedPreconditionError(absl::StrCat(
+                        deploying, " deploys of image template ", t.id(),
+                        " are running; wait for them first"));
+                  }
+                  if (deps_.copy == nullptr) return Unimplemented("removing a location's data");
+                  auto* locations = t.mutable_locations();
+                  for (int i = locations->size() - 1; i >= 0; --i) {
+                    if (removing.contains((*locations)[i].datacenter())) {
+                      removed.push_back((*locations)[i].datacenter());
+                      locations->DeleteSubrange(i, 1);
+                    }
+                  }
+                  return !removed.empty();
+                }));
+        if (!removed.empty()) {
+          // The locations are gone, so nothing deploys from this data now.
+          (void)deps_.copy->RemoveLocationData(request.id(), removed);
         }
-        if (available_left == 0) {
-          return absl::FailedPreconditionError(absl::StrCat(
-              "removing these would leave image template ", t.id(),
-              " without an AVAILABLE location; delete the template instead"));
-        }
-        return Unimplemented("removing a location's data");
+        return response;
       });
 }
 

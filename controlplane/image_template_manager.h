@@ -11,6 +11,7 @@
 #include "controlplane/account_directory.h"
 #include "controlplane/audit_log.h"
 #include "controlplane/caller.h"
+#include "controlplane/copy_workflow.h"
 #include "controlplane/create_workflow.h"
 #include "controlplane/deploy_workflow.h"
 #include "controlplane/operation_store.h"
@@ -44,6 +45,9 @@ class ImageTemplateManager {
     // UNIMPLEMENTED after every check.
     CreateWorkflow* create = nullptr;
     DeployWorkflow* deploy = nullptr;
+    // Where copies to other datacenters start and removed locations' data
+    // is deleted; without it those calls end with UNIMPLEMENTED.
+    CopyWorkflow* copy = nullptr;
   };
   explicit ImageTemplateManager(Dependencies deps);
   ImageTemplateManager(const ImageTemplateManager&) = delete;
@@ -84,10 +88,13 @@ class ImageTemplateManager {
   absl::StatusOr<imagetemplates::v1::ListImageTemplateLocationsResponse>
   ListImageTemplateLocations(
       const Caller& caller, const imagetemplates::v1::ListImageTemplateLocationsRequest& request);
-  // Validates and checks, then UNIMPLEMENTED (copying is a later issue).
+  // Validates and checks, then starts the copy (CopyWorkflow::Begin: COPYING
+  // locations and a PENDING copy operation, returned).
   absl::StatusOr<imagetemplates::v1::Operation> AddImageTemplateLocations(
       const Caller& caller, const imagetemplates::v1::AddImageTemplateLocationsRequest& request);
-  // Validates and checks, then UNIMPLEMENTED (deleting data is a later issue).
+  // Validates and checks, removes the locations in one transaction, then
+  // deletes their images from the nodes of those datacenters (a node that is
+  // down keeps them until the template is deleted).
   absl::StatusOr<imagetemplates::v1::RemoveImageTemplateLocationsResponse>
   RemoveImageTemplateLocations(
       const Caller& caller,
@@ -102,6 +109,12 @@ class ImageTemplateManager {
       const Caller& caller, const imagetemplates::v1::EnableImageTemplateRequest& request);
   absl::StatusOr<imagetemplates::v1::SetDeleteProtectionResponse> SetDeleteProtection(
       const Caller& caller, const imagetemplates::v1::SetDeleteProtectionRequest& request);
+
+  // Audits a mutating call refused before it reached the manager (no valid
+  // API key): no caller, no account (operators see it), the target named by
+  // the request's id field. `method` is the RPC's name.
+  void AuditUnauthenticated(absl::string_view peer, absl::string_view method,
+                            const google::protobuf::Message& request, const absl::Status& status);
 
  private:
   // Audits and deduplicates one mutating call around `body`. `body` may set

@@ -1,8 +1,10 @@
 #include "controlplane/image_template_manager.h"
 
+#include <atomic>
 #include <memory>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -710,6 +712,43 @@ TEST_F(ImageTemplateManagerTest, RequestIdReturnsFirstResultAndRejectsOtherReque
   EXPECT_CODE(manager_->SetDeleteProtection(alice_viewer_, protect),
               StatusCode::kPermissionDenied);
   EXPECT_TRUE(manager_->SetDeleteProtection(alice_, protect).ok());
+}
+
+TEST_F(ImageTemplateManagerTest, IdenticalCallsRacingActOnce) {
+  v1::ImageTemplate t = Seed(kA, "raced");
+  v1::DeleteImageTemplateRequest request = WithId<v1::DeleteImageTemplateRequest>(t.id());
+  request.set_request_id("delete-raced-1");
+  constexpr int kThreads = 8;
+  std::vector<absl::StatusOr<v1::Operation>> results(kThreads);
+  std::atomic<int> ready{0};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kThreads; ++i) {
+    threads.emplace_back([&, i] {
+      ready.fetch_add(1);
+      while (ready.load() < kThreads) std::this_thread::yield();
+      results[i] = manager_->DeleteImageTemplate(alice_, request);
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  // Every caller gets the one operation; a second delete would have been
+  // refused (the template is DELETING) or started a second operation.
+  ASSERT_TRUE(results[0].ok()) << results[0].status();
+  for (const auto& result : results) {
+    ASSERT_TRUE(result.ok()) << result.status();
+    EXPECT_EQ(result->id(), results[0]->id());
+  }
+  int64_t operations = -1;
+  ASSERT_TRUE(db_->Read([&](SqliteConnection& conn) -> absl::Status {
+                   auto s = conn.Prepare("SELECT COUNT(*) FROM operations WHERE target_id = ?");
+                   if (!s.ok()) return s.status();
+                   s->Bind(1, t.id());
+                   auto row = s->Step();
+                   if (!row.ok()) return row.status();
+                   operations = s->ColumnInt(0);
+                   return absl::OkStatus();
+                 }).ok());
+  EXPECT_EQ(operations, 1);
+  EXPECT_EQ(Stored(t.id()).status(), v1::IMAGE_TEMPLATE_STATUS_DELETING);
 }
 
 TEST_F(ImageTemplateManagerTest, LocationsAndCopyChecks) {

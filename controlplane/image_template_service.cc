@@ -2,17 +2,33 @@
 
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "common/grpc_status.h"
 
 namespace controlplane {
+namespace {
+
+// Reads are not audited.
+bool IsMutating(absl::string_view method) {
+  return !absl::StartsWith(method, "Get") && !absl::StartsWith(method, "List");
+}
+
+}  // namespace
 
 // Each handler: authenticate, run the manager method, convert the status.
+// Mutating calls refused for their key are audited too (the manager audits
+// every other outcome).
 #define CONTROLPLANE_TEMPLATE_RPC_(Method, Request, Response)                              \
   grpc::Status ImageTemplateServiceImpl::Method(grpc::ServerContext* context,             \
                                                 const imagetemplates::v1::Request* request, \
                                                 imagetemplates::v1::Response* response) {   \
     absl::StatusOr<Caller> caller = authenticator_->Authenticate(*context);               \
-    if (!caller.ok()) return common::ToGrpcStatus(caller.status());                       \
+    if (!caller.ok()) {                                                                    \
+      if (IsMutating(#Method)) {                                                           \
+        manager_->AuditUnauthenticated(context->peer(), #Method, *request, caller.status()); \
+      }                                                                                    \
+      return common::ToGrpcStatus(caller.status());                                        \
+    }                                                                                      \
     if (caller->peer.empty()) caller->peer = context->peer();                             \
     absl::StatusOr<imagetemplates::v1::Response> result = manager_->Method(*caller, *request); \
     if (!result.ok()) return common::ToGrpcStatus(result.status());                       \

@@ -13,6 +13,9 @@ const std::vector<std::string>& Migrations() {
       "WHERE visibility = 3;"
       "CREATE INDEX image_templates_public_name ON image_templates(name, id) "
       "WHERE visibility = 3;",
+      // 5: request_id claims (idempotency.h ClaimRequest): a call holds its
+      // request_id while it acts, so two identical calls never both act.
+      "ALTER TABLE idempotent_requests ADD COLUMN pending INTEGER NOT NULL DEFAULT 0;",
   };
   return *migrations;
 }

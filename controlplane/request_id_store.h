@@ -13,20 +13,31 @@
 
 namespace controlplane {
 
-// Thread-safe. Unlike IdempotentTransaction, the lookup and the effect are
-// not one transaction: two concurrent first calls with the same id may both
-// act (the later record wins). Callers keep their effects idempotent.
+// Thread-safe. A call claims its request_id before it acts (Claim), so of
+// two identical calls racing only one acts; the other waits for its result.
 class RequestIdStore {
  public:
   virtual ~RequestIdStore() = default;
   // The serialized response of an earlier successful call with this
   // request_id from `account_id` within 24 hours, or nullopt (always for an
-  // empty request_id). INVALID_ARGUMENT (request_id) if that call was a
-  // different request.
+  // empty request_id, and while that call is still running). INVALID_ARGUMENT
+  // (request_id) if that call was a different request.
   virtual absl::StatusOr<std::optional<std::string>> Find(absl::string_view account_id,
                                                           absl::string_view request_id,
                                                           absl::string_view fingerprint) = 0;
-  // Remembers `response`. No-op for an empty request_id.
+  // Before acting: nullopt when this call now holds the request_id (always
+  // for an empty one) and must act, then Remember its response or Release
+  // the claim on failure; otherwise the response of the earlier successful
+  // call, waiting a few seconds for one that is still running.
+  // INVALID_ARGUMENT (request_id) if it was a different request; ABORTED if
+  // the earlier call is still running after the wait (retry). A claim left by
+  // a crashed process is taken over after a minute.
+  virtual absl::StatusOr<std::optional<std::string>> Claim(absl::string_view account_id,
+                                                           absl::string_view request_id,
+                                                           absl::string_view fingerprint) = 0;
+  // Drops this call's claim (it failed; a retry may act). No-op without one.
+  virtual absl::Status Release(absl::string_view account_id, absl::string_view request_id) = 0;
+  // Remembers `response`, completing a claim. No-op for an empty request_id.
   virtual absl::Status Remember(absl::string_view account_id, absl::string_view request_id,
                                 absl::string_view fingerprint, absl::string_view response) = 0;
 };

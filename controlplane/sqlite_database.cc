@@ -4,6 +4,8 @@
 
 #include <utility>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 
@@ -141,6 +143,12 @@ void SqliteConnection::FinalizeAll() {
 
 absl::StatusOr<std::unique_ptr<SqliteDatabase>> SqliteDatabase::Open(
     const std::string& path, const std::vector<std::string>& migrations) {
+  return Open(path, migrations, Options());
+}
+
+absl::StatusOr<std::unique_ptr<SqliteDatabase>> SqliteDatabase::Open(
+    const std::string& path, const std::vector<std::string>& migrations,
+    const Options& options) {
   sqlite3* db = nullptr;
   int rc = sqlite3_open_v2(path.c_str(), &db,
                            SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
@@ -189,6 +197,43 @@ absl::StatusOr<std::unique_ptr<SqliteDatabase>> SqliteDatabase::Open(
     RETURN_IF_ERROR(status);
   }
   database->schema_version_ = static_cast<int>(migrations.size());
+
+  // The read pool, opened after the migrations so that every reader sees the
+  // final schema. Each ":memory:" connection would be a database of its own.
+  const bool in_memory = path.empty() || path == ":memory:" ||
+                         absl::StartsWith(path, "file::memory:");
+  for (int i = 0; !in_memory && i < options.read_connections; ++i) {
+    sqlite3* reader = nullptr;
+    rc = sqlite3_open_v2(path.c_str(), &reader, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX,
+                         nullptr);
+    if (rc != SQLITE_OK) {
+      absl::Status status = absl::InternalError(
+          absl::StrCat("cannot open a read connection to ", path, ": ",
+                       reader ? sqlite3_errmsg(reader) : sqlite3_errstr(rc)));
+      sqlite3_close(reader);
+      return status;
+    }
+    database->readers_.push_back(
+        {reader, std::unique_ptr<SqliteConnection>(new SqliteConnection(reader))});
+    sqlite3_busy_timeout(reader, 5000);
+    // Readers share the OS page cache; a smaller private cache each.
+    for (const char* pragma : {"PRAGMA cache_size=-32768", "PRAGMA mmap_size=1073741824"}) {
+      char* error = nullptr;
+      rc = sqlite3_exec(reader, pragma, nullptr, nullptr, &error);
+      if (rc != SQLITE_OK) {
+        absl::Status status =
+            SqliteError(reader, rc, absl::StrCat(pragma, ": ", error ? error : ""));
+        sqlite3_free(error);
+        return status;
+      }
+    }
+  }
+  {
+    absl::MutexLock lock(&database->pool_mu_);
+    for (Reader& reader : database->readers_) {
+      database->idle_readers_.push_back(reader.connection.get());
+    }
+  }
   return database;
 }
 
@@ -197,7 +242,45 @@ SqliteDatabase::~SqliteDatabase() {
     absl::MutexLock lock(&mu_);
     connection_.FinalizeAll();
   }
+  for (Reader& reader : readers_) {
+    reader.connection->FinalizeAll();
+    sqlite3_close(reader.db);
+  }
   sqlite3_close(db_);
+}
+
+void SqliteDatabase::WatchedTableChanged(void* context) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+  // Runs inside a statement of Transaction, which holds mu_.
+  static_cast<SqliteDatabase*>(context)->watched_changed_ = true;
+}
+
+absl::Status SqliteDatabase::WatchTables(const std::vector<std::string>& tables) {
+  absl::MutexLock lock(&mu_);
+  int rc = sqlite3_create_function_v2(
+      db_, "cp_watched_table_changed", 0, SQLITE_UTF8, this,
+      [](sqlite3_context* context, int, sqlite3_value**) {
+        WatchedTableChanged(sqlite3_user_data(context));
+        sqlite3_result_null(context);
+      },
+      nullptr, nullptr, nullptr);
+  if (rc != SQLITE_OK) return SqliteError(db_, rc, "create function");
+  for (const std::string& table : tables) {
+    // Identifiers cannot be bound; these are the caller's constants.
+    for (char c : table) {
+      if (!absl::ascii_isalnum(c) && c != '_') {
+        return absl::InvalidArgumentError(absl::StrCat("bad table name ", table));
+      }
+    }
+    for (const char* event : {"INSERT", "UPDATE", "DELETE"}) {
+      // TEMP triggers belong to this connection only: no schema change, and
+      // the readers never see the function they call.
+      std::string sql = absl::StrCat("CREATE TEMP TRIGGER IF NOT EXISTS cp_watch_", table, "_",
+                                     event, " AFTER ", event, " ON main.", table,
+                                     " BEGIN SELECT cp_watched_table_changed(); END");
+      RETURN_IF_ERROR(ExecConstant(sql.c_str()));
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::Status SqliteDatabase::ExecConstant(const char* sql) {
@@ -215,21 +298,52 @@ absl::Status SqliteDatabase::Transaction(
     const std::function<absl::Status(SqliteConnection&)>& work) {
   absl::MutexLock lock(&mu_);
   RETURN_IF_ERROR(ExecConstant("BEGIN IMMEDIATE"));
+  watched_changed_ = false;
   absl::Status status = work(connection_);
   if (status.ok()) status = ExecConstant("COMMIT");
   if (!status.ok()) ExecConstant("ROLLBACK").IgnoreError();
+  // After the commit: a reader that loaded the old rows read the old
+  // generation first, so it cannot keep them past this bump.
+  if (status.ok() && watched_changed_) {
+    watched_generation_.fetch_add(1, std::memory_order_acq_rel);
+  }
+  watched_changed_ = false;
   return status;
 }
 
 absl::Status SqliteDatabase::Read(
     const std::function<absl::Status(SqliteConnection&)>& work) {
-  absl::MutexLock lock(&mu_);
+  if (readers_.empty()) {
+    absl::MutexLock lock(&mu_);
+    RETURN_IF_ERROR(ExecConstant("BEGIN"));
+    absl::Status status = work(connection_);
+    absl::Status ended = ExecConstant(status.ok() ? "COMMIT" : "ROLLBACK");
+    return status.ok() ? ended : status;
+  }
+  SqliteConnection* conn;
+  {
+    absl::MutexLock lock(&pool_mu_);
+    pool_mu_.Await(absl::Condition(
+        +[](std::vector<SqliteConnection*>* idle) { return !idle->empty(); }, &idle_readers_));
+    conn = idle_readers_.back();
+    idle_readers_.pop_back();
+  }
   // One read transaction for the whole unit: one snapshot, and one shared
-  // lock instead of a lock/unlock (and fstat) per statement.
-  RETURN_IF_ERROR(ExecConstant("BEGIN"));
-  absl::Status status = work(connection_);
-  absl::Status ended = ExecConstant(status.ok() ? "COMMIT" : "ROLLBACK");
-  return status.ok() ? ended : status;
+  // lock instead of a lock/unlock (and fstat) per statement. BEGIN and
+  // COMMIT are cached statements: sqlite3_exec would parse them every call.
+  auto exec = [conn](const char* sql) -> absl::Status {
+    ASSIGN_OR_RETURN(SqliteStatement stmt, conn->Prepare(sql));
+    return stmt.Run();
+  };
+  absl::Status status = exec("BEGIN");
+  if (status.ok()) {
+    status = work(*conn);
+    absl::Status ended = exec(status.ok() ? "COMMIT" : "ROLLBACK");
+    if (status.ok()) status = ended;
+  }
+  absl::MutexLock lock(&pool_mu_);
+  idle_readers_.push_back(conn);
+  return status;
 }
 
 }  // namespace controlplane

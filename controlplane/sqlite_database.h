@@ -1,10 +1,11 @@
-// A thin RAII layer over SQLite: one connection in WAL mode, statements with
-// bound parameters only (cached per SQL text), numbered migrations applied in
-// a transaction at open. SQLITE_BUSY surfaces as ABORTED (retry the
-// transaction).
+// A thin RAII layer over SQLite in WAL mode: one writer connection and a pool
+// of read-only connections, statements with bound parameters only (cached per
+// SQL text and connection), numbered migrations applied in a transaction at
+// open. SQLITE_BUSY surfaces as ABORTED (retry the transaction).
 #ifndef CONTROLPLANE_SQLITE_DATABASE_H_
 #define CONTROLPLANE_SQLITE_DATABASE_H_
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -75,7 +76,7 @@ class SqliteStatement {
 };
 
 // The connection handed to a unit of work. Not thread-safe on its own; the
-// SqliteDatabase serializes units of work.
+// SqliteDatabase hands each connection to one unit of work at a time.
 class SqliteConnection {
  public:
   // Prepares (or reuses) a statement. `sql` is constant text: values go
@@ -96,11 +97,18 @@ class SqliteConnection {
   std::unordered_map<std::string, Cached> cache_;
 };
 
-// Thread-safe: units of work run one at a time on the single connection.
-// SQLite answers indexed point queries in microseconds, so serializing them
-// costs far less than the gRPC call around them.
+// Thread-safe. Transactions run one at a time on the writer connection;
+// reads run in parallel on a pool of read-only connections (WAL lets readers
+// proceed beside the writer, each on its own snapshot), so reads are not
+// serialized on one core. An in-memory database has no pool: every unit of
+// work runs on the writer connection.
 class SqliteDatabase {
  public:
+  struct Options {
+    // Read-only connections of a file database; 0 runs reads on the writer.
+    int read_connections = 4;
+  };
+
   // Opens (creating if missing) the database at `path` (":memory:" for tests),
   // sets WAL mode, foreign keys and a busy timeout, then applies every
   // migration whose number is above the stored user_version, each in its own
@@ -109,6 +117,9 @@ class SqliteDatabase {
   // was written by a newer schema than `migrations` knows.
   static absl::StatusOr<std::unique_ptr<SqliteDatabase>> Open(
       const std::string& path, const std::vector<std::string>& migrations);
+  static absl::StatusOr<std::unique_ptr<SqliteDatabase>> Open(
+      const std::string& path, const std::vector<std::string>& migrations,
+      const Options& options);
   ~SqliteDatabase();
   SqliteDatabase(const SqliteDatabase&) = delete;
   SqliteDatabase& operator=(const SqliteDatabase&) = delete;
@@ -116,19 +127,48 @@ class SqliteDatabase {
   // Runs `work` inside BEGIN IMMEDIATE ... COMMIT; an error from `work` or the
   // commit rolls everything back and is returned.
   absl::Status Transaction(const std::function<absl::Status(SqliteConnection&)>& work);
-  // Runs `work` in a read transaction (BEGIN DEFERRED): every statement sees
-  // one snapshot. For reads; writes belong in Transaction.
+  // Runs `work` in a read transaction (BEGIN DEFERRED) on a read-only
+  // connection: every statement sees one snapshot, which includes every
+  // transaction committed before Read was called. Writes fail there; they
+  // belong in Transaction. Must not be called from inside another unit of
+  // work.
   absl::Status Read(const std::function<absl::Status(SqliteConnection&)>& work);
+
+  // Counts committed transactions that inserted, updated or deleted rows of
+  // the watched tables (for caches of what those tables hold). Every call
+  // adds `tables` to the watched set. INTERNAL if a table does not exist.
+  absl::Status WatchTables(const std::vector<std::string>& tables);
+  // Read it before reading the watched tables; whatever was read stays valid
+  // while the value is unchanged. Bumped after the commit, so a reader that
+  // saw the old data also saw the old value. Counts only this object's
+  // writes: the database must have no other writer.
+  uint64_t watched_generation() const {
+    return watched_generation_.load(std::memory_order_acquire);
+  }
 
   int schema_version() const { return schema_version_; }
 
  private:
   explicit SqliteDatabase(sqlite3* db) : db_(db), connection_(db) {}
   absl::Status ExecConstant(const char* sql);
+  static void WatchedTableChanged(void* context);
 
   absl::Mutex mu_;
   sqlite3* db_;
   SqliteConnection connection_ ABSL_GUARDED_BY(mu_);
+  // Set by the watch triggers inside the current transaction.
+  bool watched_changed_ ABSL_GUARDED_BY(mu_) = false;
+  std::atomic<uint64_t> watched_generation_{0};
+
+  // The read-only pool; empty for an in-memory database.
+  struct Reader {
+    sqlite3* db;
+    std::unique_ptr<SqliteConnection> connection;
+  };
+  std::vector<Reader> readers_;
+  absl::Mutex pool_mu_;
+  std::vector<SqliteConnection*> idle_readers_ ABSL_GUARDED_BY(pool_mu_);
+
   int schema_version_ = 0;
 };
 

@@ -1,8 +1,11 @@
 #include "controlplane/sqlite_database.h"
 
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
 #include "common/status_macros.h"
 #include "gtest/gtest.h"
 
@@ -103,6 +106,97 @@ TEST(SqliteDatabaseTest, NotADatabaseIsInternal) {
   fclose(f);
   EXPECT_EQ(SqliteDatabase::Open(path, kMigrations).status().code(),
             absl::StatusCode::kInternal);
+}
+
+absl::Status Insert(SqliteDatabase& db, const std::string& name) {
+  return db.Transaction([&](SqliteConnection& conn) -> absl::Status {
+    ASSIGN_OR_RETURN(auto stmt, conn.Prepare("INSERT INTO t (name) VALUES (?1)"));
+    return stmt.Bind(1, name).Run();
+  });
+}
+
+absl::StatusOr<int64_t> Count(SqliteDatabase& db) {
+  int64_t count = -1;
+  RETURN_IF_ERROR(db.Read([&](SqliteConnection& conn) -> absl::Status {
+    ASSIGN_OR_RETURN(auto stmt, conn.Prepare("SELECT COUNT(*) FROM t"));
+    ASSIGN_OR_RETURN(bool row, stmt.Step());
+    if (row) count = stmt.ColumnInt(0);
+    return absl::OkStatus();
+  }));
+  return count;
+}
+
+TEST(SqliteDatabaseTest, ReadPoolSeesEveryCommitAndCannotWrite) {
+  auto db = SqliteDatabase::Open(TempPath("pool.db"), kMigrations);
+  ASSERT_TRUE(db.ok()) << db.status();
+  for (int i = 0; i < 20; ++i) {
+    ASSERT_TRUE(Insert(**db, "n" + std::to_string(i)).ok());
+    // Each read may land on another pooled connection; all see the commit.
+    EXPECT_EQ(*Count(**db), i + 1);
+  }
+  absl::Status write = (*db)->Read([&](SqliteConnection& conn) -> absl::Status {
+    ASSIGN_OR_RETURN(auto stmt, conn.Prepare("INSERT INTO t (name) VALUES ('x')"));
+    return stmt.Run();
+  });
+  EXPECT_FALSE(write.ok());
+  EXPECT_EQ(*Count(**db), 20);
+}
+
+TEST(SqliteDatabaseTest, ReadsRunInParallelBesideATransaction) {
+  auto db = SqliteDatabase::Open(TempPath("parallel.db"), kMigrations);
+  ASSERT_TRUE(db.ok()) << db.status();
+  ASSERT_TRUE(Insert(**db, "a").ok());
+  // The first read waits inside its unit of work until a second read and a
+  // write have both finished: with one serialized connection it would hang.
+  absl::Notification inside, others_done;
+  std::thread first([&] {
+    EXPECT_TRUE((*db)->Read([&](SqliteConnection& conn) -> absl::Status {
+                      ASSIGN_OR_RETURN(auto stmt, conn.Prepare("SELECT COUNT(*) FROM t"));
+                      ASSIGN_OR_RETURN(bool row, stmt.Step());
+                      EXPECT_TRUE(row);
+                      EXPECT_EQ(stmt.ColumnInt(0), 1);
+                      inside.Notify();
+                      EXPECT_TRUE(others_done.WaitForNotificationWithTimeout(absl::Seconds(10)));
+                      return absl::OkStatus();
+                    }).ok());
+  });
+  inside.WaitForNotification();
+  EXPECT_EQ(*Count(**db), 1);
+  EXPECT_TRUE(Insert(**db, "b").ok());
+  EXPECT_EQ(*Count(**db), 2);
+  others_done.Notify();
+  first.join();
+}
+
+TEST(SqliteDatabaseTest, WatchedGenerationCountsCommittedChangesOfWatchedTables) {
+  for (const std::string& path : {std::string(":memory:"), TempPath("watch.db")}) {
+    auto db = SqliteDatabase::Open(path, {kMigrations[0], "CREATE TABLE other (x INTEGER)"});
+    ASSERT_TRUE(db.ok()) << db.status();
+    EXPECT_EQ((*db)->WatchTables({"nope"}).code(), absl::StatusCode::kInternal);
+    ASSERT_TRUE((*db)->WatchTables({"t"}).ok());
+    const uint64_t start = (*db)->watched_generation();
+    ASSERT_TRUE(Insert(**db, "a").ok());
+    EXPECT_EQ((*db)->watched_generation(), start + 1) << path;
+    // Another table: unchanged.
+    ASSERT_TRUE((*db)->Transaction([](SqliteConnection& conn) -> absl::Status {
+                      ASSIGN_OR_RETURN(auto stmt, conn.Prepare("INSERT INTO other VALUES (1)"));
+                      return stmt.Run();
+                    }).ok());
+    EXPECT_EQ((*db)->watched_generation(), start + 1);
+    // A rolled-back change: unchanged (nothing committed).
+    EXPECT_FALSE((*db)->Transaction([](SqliteConnection& conn) -> absl::Status {
+                       ASSIGN_OR_RETURN(auto stmt, conn.Prepare("UPDATE t SET name = 'z'"));
+                       RETURN_IF_ERROR(stmt.Run());
+                       return absl::AbortedError("undo");
+                     }).ok());
+    EXPECT_EQ((*db)->watched_generation(), start + 1);
+    // Updates and deletes count too.
+    ASSERT_TRUE((*db)->Transaction([](SqliteConnection& conn) -> absl::Status {
+                      ASSIGN_OR_RETURN(auto stmt, conn.Prepare("DELETE FROM t WHERE name = 'a'"));
+                      return stmt.Run();
+                    }).ok());
+    EXPECT_EQ((*db)->watched_generation(), start + 2);
+  }
 }
 
 }  // namespace

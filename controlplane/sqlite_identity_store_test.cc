@@ -139,6 +139,60 @@ TEST_F(IdentityStoreTest, AuthenticatorRejectsMissingMalformedUnknownAndRevokedK
   EXPECT_TRUE(store_->RevokeApiKey(op_, revoke).ok());
 }
 
+TEST_F(IdentityStoreTest, CachedCallerFollowsRevocationPermissionsAndDeletionAtOnce) {
+  std::string account = NewAccount("cache");
+  std::string user = NewUser(op_, account, "cached", {v1::PERMISSION_SERVER_VIEW});
+  v1::CreateApiKeyRequest create;
+  create.set_user_id(user);
+  auto created = store_->CreateApiKey(op_, create);
+  ASSERT_TRUE(created.ok()) << created.status();
+  const std::string header = "Bearer " + created->secret();
+  ASSERT_TRUE(auth_->AuthenticateHeader(header).ok());
+  const int64_t hits = auth_->cache_hits();
+  auto again = auth_->AuthenticateHeader(header);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(auth_->cache_hits(), hits + 1);  // served from the cache
+  EXPECT_EQ(again->user_id, user);
+  EXPECT_EQ(again->api_key_id, created->api_key().id());
+  EXPECT_TRUE(again->Has(v1::PERMISSION_SERVER_VIEW));
+  EXPECT_FALSE(again->Has(v1::PERMISSION_IMAGE_TEMPLATE_MANAGE));
+  // A wrong secret with the cached key's id is still refused.
+  std::string forged = header;
+  forged.back() = forged.back() == 'A' ? 'B' : 'A';
+  EXPECT_EQ(auth_->AuthenticateHeader(forged).status().code(),
+            absl::StatusCode::kUnauthenticated);
+
+  // A permission change shows on the very next call.
+  v1::SetUserPermissionsRequest permissions;
+  permissions.set_user_id(user);
+  permissions.add_permissions(v1::PERMISSION_IMAGE_TEMPLATE_MANAGE);
+  ASSERT_TRUE(store_->SetUserPermissions(op_, permissions).ok());
+  auto changed = auth_->AuthenticateHeader(header);
+  ASSERT_TRUE(changed.ok());
+  EXPECT_TRUE(changed->Has(v1::PERMISSION_IMAGE_TEMPLATE_MANAGE));
+  EXPECT_FALSE(changed->Has(v1::PERMISSION_SERVER_VIEW));
+  ASSERT_TRUE(auth_->AuthenticateHeader(header).ok());  // cached again
+
+  // So does a revocation: the cached entry is not served.
+  v1::RevokeApiKeyRequest revoke;
+  revoke.set_id(created->api_key().id());
+  ASSERT_TRUE(store_->RevokeApiKey(op_, revoke).ok());
+  EXPECT_EQ(auth_->AuthenticateHeader(header).status().code(),
+            absl::StatusCode::kUnauthenticated);
+
+  // And the deletion of a user whose key was cached.
+  auto second = store_->CreateApiKey(op_, create);
+  ASSERT_TRUE(second.ok()) << second.status();
+  const std::string second_header = "Bearer " + second->secret();
+  ASSERT_TRUE(auth_->AuthenticateHeader(second_header).ok());
+  ASSERT_TRUE(auth_->AuthenticateHeader(second_header).ok());
+  v1::DeleteUserRequest remove;
+  remove.set_id(user);
+  ASSERT_TRUE(store_->DeleteUser(op_, remove).ok());
+  EXPECT_EQ(auth_->AuthenticateHeader(second_header).status().code(),
+            absl::StatusCode::kUnauthenticated);
+}
+
 TEST_F(IdentityStoreTest, UserManagerManagesOwnAccountOnly) {
   std::string a = NewAccount("acme");
   std::string b = NewAccount("globex");

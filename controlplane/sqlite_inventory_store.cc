@@ -31,6 +31,42 @@ absl::Status Invalid(absl::string_view field, absl::string_view what) {
   return absl::InvalidArgumentError(absl::StrCat(field, ": ", what));
 }
 absl::Status NoSuchServer() { return absl::NotFoundError("server not found"); }
+
+// FAILED_PRECONDITION while an operation that is not terminal holds the
+// server: a create capturing it (its target) or a deploy building it (in its
+// deployed servers). Changing or removing it then would pull it from under
+// the operation.
+absl::Status RefuseWhileHeld(SqliteConnection& conn, const std::string& server_id,
+                             absl::string_view action) {
+  auto busy = [&](absl::string_view operation_id, absl::string_view what) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "server ", server_id, " is held by operation ", operation_id, " (", what,
+        "); wait for it to end or cancel it, then ", action, " the server"));
+  };
+  {
+    ASSIGN_OR_RETURN(auto stmt, conn.Prepare(
+        "SELECT id FROM operations WHERE target_id = ?1 AND kind = ?2 AND state IN (1, 2, 3) "
+        "LIMIT 1"));
+    stmt.Bind(1, server_id).Bind(2, int{v1::OPERATION_KIND_CREATE_IMAGE_TEMPLATE});
+    ASSIGN_OR_RETURN(bool row, stmt.Step());
+    if (row) return busy(stmt.ColumnText(0), "capturing it");
+  }
+  // Running deploys are few; their server lists are serialized.
+  ASSIGN_OR_RETURN(auto stmt, conn.Prepare(
+      "SELECT id, result_deployed_servers FROM operations WHERE kind = ?1 AND "
+      "state IN (1, 2, 3) AND result_deployed_servers IS NOT NULL"));
+  stmt.Bind(1, int{v1::OPERATION_KIND_DEPLOY_IMAGE_TEMPLATE});
+  while (true) {
+    ASSIGN_OR_RETURN(bool row, stmt.Step());
+    if (!row) break;
+    v1::DeployedServers servers;
+    if (!servers.ParseFromString(stmt.ColumnBlob(1))) continue;
+    for (const std::string& id : servers.server_ids()) {
+      if (id == server_id) return busy(stmt.ColumnText(0), "deploying it");
+    }
+  }
+  return absl::OkStatus();
+}
 absl::Status OperatorsOnly(absl::string_view what) {
   return absl::PermissionDeniedError(
       absl::StrCat(what, " needs PERMISSION_PLATFORM_OPERATOR"));
@@ -634,6 +670,7 @@ absl::StatusOr<v1::UpdateServerResponse> SqliteInventoryStore::UpdateServer(
       [&](SqliteConnection& conn) -> absl::StatusOr<v1::UpdateServerResponse> {
         ASSIGN_OR_RETURN(auto server, ReadServerRow(conn, request.id()));
         if (!server) return NoSuchServer();
+        RETURN_IF_ERROR(RefuseWhileHeld(conn, request.id(), "change"));
         if (paths.count("hostname")) server->set_hostname(request.hostname());
         if (paths.count("domain")) server->set_domain(request.domain());
         if (paths.count("state")) server->set_state(request.state());
@@ -671,6 +708,7 @@ absl::StatusOr<v1::DeleteServerResponse> SqliteInventoryStore::DeleteServer(
         ASSIGN_OR_RETURN(bool found,
                          Exists(conn, "SELECT 1 FROM servers WHERE id = ?1", request.id()));
         if (!found) return NoSuchServer();
+        RETURN_IF_ERROR(RefuseWhileHeld(conn, request.id(), "remove"));
         {
           ASSIGN_OR_RETURN(auto stmt, conn.Prepare("DELETE FROM server_disks WHERE server_id = ?1"));
           RETURN_IF_ERROR(stmt.Bind(1, request.id()).Run());

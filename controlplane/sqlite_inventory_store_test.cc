@@ -9,7 +9,9 @@
 #include "controlplane/api_key_authenticator.h"
 #include "controlplane/bootstrap.h"
 #include "controlplane/migrations.h"
+#include "controlplane/ids.h"
 #include "controlplane/sqlite_identity_store.h"
+#include "controlplane/sqlite_operation_store.h"
 #include "gtest/gtest.h"
 
 namespace controlplane {
@@ -175,6 +177,63 @@ TEST_F(InventoryStoreTest, ServersAreSeenOnlyInsideAccountAndDeviceAccess) {
   ASSERT_TRUE(volumes.ok());
   EXPECT_EQ(volumes->san_volumes_size(), 1);  // the deleted server's volume
   for (const auto& v : volumes->san_volumes()) EXPECT_TRUE(v.iscsi().chap_secret().empty());
+}
+
+TEST_F(InventoryStoreTest, ServerHeldByAnOperationCannotBeChangedOrRemoved) {
+  v1::Server server = NewServer(account_a_, "held", 1);
+  SqliteOperationStore operations(db_.get());
+  auto start = [&](v1::OperationKind kind) {
+    v1::Operation op;
+    op.set_id(NewUuid());
+    op.set_kind(kind);
+    op.set_account_id(account_a_);
+    op.set_state(v1::OPERATION_STATE_RUNNING);
+    if (kind == v1::OPERATION_KIND_CREATE_IMAGE_TEMPLATE) {
+      op.mutable_target()->set_type(v1::RESOURCE_TYPE_SERVER);
+      op.mutable_target()->set_id(server.id());
+    } else {
+      op.mutable_target()->set_type(v1::RESOURCE_TYPE_IMAGE_TEMPLATE);
+      op.mutable_target()->set_id(NewUuid());
+      op.mutable_deployed_servers()->add_server_ids(NewUuid());
+      op.mutable_deployed_servers()->add_server_ids(server.id());
+    }
+    EXPECT_TRUE(operations.InsertOperation(op, {}).ok());
+    return op.id();
+  };
+  auto finish = [&](const std::string& id) {
+    ASSERT_TRUE(operations.UpdateOperation(id, [](v1::Operation& op, OperationInternals&) {
+      op.set_state(v1::OPERATION_STATE_SUCCEEDED);
+      return absl::OkStatus();
+    }).ok());
+  };
+  v1::UpdateServerRequest update;
+  update.set_id(server.id());
+  update.set_hostname("renamed");
+  update.mutable_update_mask()->add_paths("hostname");
+  v1::DeleteServerRequest del;
+  del.set_id(server.id());
+  v1::GetServerRequest get;
+  get.set_id(server.id());
+  for (auto kind : {v1::OPERATION_KIND_CREATE_IMAGE_TEMPLATE,
+                    v1::OPERATION_KIND_DEPLOY_IMAGE_TEMPLATE}) {
+    std::string op = start(kind);
+    auto refused = store_->UpdateServer(op_, update);
+    EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition) << refused.status();
+    EXPECT_NE(refused.status().message().find(op), std::string::npos) << refused.status();
+    EXPECT_EQ(store_->DeleteServer(op_, del).status().code(),
+              absl::StatusCode::kFailedPrecondition);
+    auto unchanged = store_->GetServer(op_, get);
+    ASSERT_TRUE(unchanged.ok()) << unchanged.status();
+    EXPECT_EQ(unchanged->server().hostname(), "held");
+    EXPECT_EQ(unchanged->server().disks_size(), 1);
+    finish(op);
+  }
+  // Once the operations ended, both go through.
+  auto updated = store_->UpdateServer(op_, update);
+  ASSERT_TRUE(updated.ok()) << updated.status();
+  EXPECT_EQ(updated->server().hostname(), "renamed");
+  EXPECT_TRUE(store_->DeleteServer(op_, del).ok());
+  EXPECT_EQ(store_->GetServer(op_, get).status().code(), absl::StatusCode::kNotFound);
 }
 
 TEST_F(InventoryStoreTest, SecretsAreEncryptedAtRest) {

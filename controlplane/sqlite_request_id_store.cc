@@ -1,5 +1,9 @@
 #include "controlplane/sqlite_request_id_store.h"
 
+#include <algorithm>
+
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "common/status_macros.h"
 #include "controlplane/idempotency.h"
 
@@ -14,6 +18,37 @@ absl::StatusOr<std::optional<std::string>> SqliteRequestIdStore::Find(
     return absl::OkStatus();
   }));
   return response;
+}
+
+absl::StatusOr<std::optional<std::string>> SqliteRequestIdStore::Claim(
+    absl::string_view account_id, absl::string_view request_id, absl::string_view fingerprint) {
+  if (request_id.empty()) return std::nullopt;
+  // The first call's body is a few statements; poll for its result briefly.
+  const absl::Time deadline = absl::Now() + absl::Seconds(5);
+  absl::Duration pause = absl::Milliseconds(2);
+  while (true) {
+    ClaimResult claim;
+    RETURN_IF_ERROR(db_->Transaction([&](SqliteConnection& conn) -> absl::Status {
+      ASSIGN_OR_RETURN(claim, ClaimRequest(conn, account_id, request_id, fingerprint));
+      return absl::OkStatus();
+    }));
+    if (!claim.running) return claim.response;
+    if (absl::Now() + pause > deadline) {
+      return absl::AbortedError(
+          "request_id: an identical call with this request_id is still running; retry it "
+          "with the same request_id to get its result");
+    }
+    absl::SleepFor(pause);
+    pause = std::min(pause * 2, absl::Milliseconds(50));
+  }
+}
+
+absl::Status SqliteRequestIdStore::Release(absl::string_view account_id,
+                                           absl::string_view request_id) {
+  if (request_id.empty()) return absl::OkStatus();
+  return db_->Transaction([&](SqliteConnection& conn) {
+    return ReleaseRequest(conn, account_id, request_id);
+  });
 }
 
 absl::Status SqliteRequestIdStore::Remember(absl::string_view account_id,

@@ -1,5 +1,6 @@
-// RequestIdStore over the idempotent_requests table (migration 1), shared with
-// the identity services' IdempotentTransaction.
+// RequestIdStore over the idempotent_requests table (migration 1; its
+// `pending` column, migration 5, marks claims), shared with the identity
+// services' IdempotentTransaction.
 #ifndef CONTROLPLANE_SQLITE_REQUEST_ID_STORE_H_
 #define CONTROLPLANE_SQLITE_REQUEST_ID_STORE_H_
 
@@ -18,6 +19,10 @@ class SqliteRequestIdStore final : public RequestIdStore {
   absl::StatusOr<std::optional<std::string>> Find(absl::string_view account_id,
                                                   absl::string_view request_id,
                                                   absl::string_view fingerprint) override;
+  absl::StatusOr<std::optional<std::string>> Claim(absl::string_view account_id,
+                                                   absl::string_view request_id,
+                                                   absl::string_view fingerprint) override;
+  absl::Status Release(absl::string_view account_id, absl::string_view request_id) override;
   absl::Status Remember(absl::string_view account_id, absl::string_view request_id,
                         absl::string_view fingerprint, absl::string_view response) override;
 

@@ -69,12 +69,15 @@ absl::Status LoadChildren(SqliteConnection& conn, const std::vector<ImageTemplat
   if (templates.empty()) return absl::OkStatus();
   absl::flat_hash_map<std::string, ImageTemplate*> by_id;
   for (ImageTemplate* t : templates) by_id[t->id()] = t;
-  const std::string ids = JsonStringArray(templates);
+  // One template (every get) is a plain primary-key prefix lookup; more
+  // are one json_each list, so a page costs three statements, not 150.
+  const bool one = templates.size() == 1;
+  const std::string ids = one ? templates[0]->id() : JsonStringArray(templates);
+  const char* const in = one ? "template_id = ?1" : "template_id IN (SELECT value FROM json_each(?1))";
   {
     ASSIGN_OR_RETURN(SqliteStatement s,
-                     conn.Prepare("SELECT template_id, tag FROM image_template_tags WHERE "
-                                  "template_id IN (SELECT value FROM json_each(?)) "
-                                  "ORDER BY template_id, position"));
+                     conn.Prepare(absl::StrCat("SELECT template_id, tag FROM image_template_tags "
+                                               "WHERE ", in, " ORDER BY template_id, position")));
     s.Bind(1, ids);
     while (true) {
       ASSIGN_OR_RETURN(bool row, s.Step());
@@ -84,10 +87,10 @@ absl::Status LoadChildren(SqliteConnection& conn, const std::vector<ImageTemplat
   }
   {
     ASSIGN_OR_RETURN(SqliteStatement s,
-                     conn.Prepare("SELECT template_id, device_index, boot, logical_size_bytes, "
-                                  "stored_size_bytes, manifest_digest FROM image_template_disks "
-                                  "WHERE template_id IN (SELECT value FROM json_each(?)) "
-                                  "ORDER BY template_id, device_index"));
+                     conn.Prepare(absl::StrCat(
+                         "SELECT template_id, device_index, boot, logical_size_bytes, "
+                         "stored_size_bytes, manifest_digest FROM image_template_disks WHERE ",
+                         in, " ORDER BY template_id, device_index")));
     s.Bind(1, ids);
     while (true) {
       ASSIGN_OR_RETURN(bool row, s.Step());
@@ -102,10 +105,10 @@ absl::Status LoadChildren(SqliteConnection& conn, const std::vector<ImageTemplat
   }
   {
     ASSIGN_OR_RETURN(SqliteStatement s,
-                     conn.Prepare("SELECT template_id, datacenter, status, operation_id, "
-                                  "create_time_us FROM image_template_locations "
-                                  "WHERE template_id IN (SELECT value FROM json_each(?)) "
-                                  "ORDER BY template_id, rowid"));
+                     conn.Prepare(absl::StrCat(
+                         "SELECT template_id, datacenter, status, operation_id, create_time_us "
+                         "FROM image_template_locations WHERE ",
+                         in, " ORDER BY template_id, rowid")));
     s.Bind(1, ids);
     while (true) {
       ASSIGN_OR_RETURN(bool row, s.Step());
@@ -116,6 +119,50 @@ absl::Status LoadChildren(SqliteConnection& conn, const std::vector<ImageTemplat
           static_cast<imagetemplates::v1::ImageTemplateLocationStatus>(s.ColumnInt(2)));
       location->set_operation_id(s.ColumnText(3));
       *location->mutable_create_time() = ToTimestamp(s.ColumnInt(4));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// The tags, disks and locations of one template in one statement (a get
+// runs this instead of LoadChildren's three): rows tagged by table, in each
+// table's order.
+absl::Status LoadOneTemplatesChildren(SqliteConnection& conn, ImageTemplate& t) {
+  ASSIGN_OR_RETURN(
+      SqliteStatement s,
+      conn.Prepare("SELECT 1 AS k, position AS o, tag, 0, 0, 0, '' FROM image_template_tags "
+                   "WHERE template_id = ?1 "
+                   "UNION ALL SELECT 2, device_index, manifest_digest, boot, logical_size_bytes, "
+                   "stored_size_bytes, '' FROM image_template_disks WHERE template_id = ?1 "
+                   "UNION ALL SELECT 3, rowid, datacenter, status, create_time_us, 0, "
+                   "operation_id FROM image_template_locations WHERE template_id = ?1 "
+                   "ORDER BY k, o"));
+  s.Bind(1, t.id());
+  while (true) {
+    ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) break;
+    switch (s.ColumnInt(0)) {
+      case 1:
+        t.add_tags(s.ColumnText(2));
+        break;
+      case 2: {
+        auto* disk = t.add_disks();
+        disk->set_device_index(static_cast<int32_t>(s.ColumnInt(1)));
+        disk->set_manifest_digest(s.ColumnText(2));
+        disk->set_boot(s.ColumnInt(3) != 0);
+        disk->set_logical_size_bytes(s.ColumnInt(4));
+        disk->set_stored_size_bytes(s.ColumnInt(5));
+        break;
+      }
+      default: {
+        auto* location = t.add_locations();
+        location->set_datacenter(s.ColumnText(2));
+        location->set_status(
+            static_cast<imagetemplates::v1::ImageTemplateLocationStatus>(s.ColumnInt(3)));
+        *location->mutable_create_time() = ToTimestamp(s.ColumnInt(4));
+        location->set_operation_id(s.ColumnText(6));
+        break;
+      }
     }
   }
   return absl::OkStatus();
@@ -132,7 +179,7 @@ absl::StatusOr<ImageTemplate> ReadTemplate(SqliteConnection& conn, absl::string_
     if (!row) return absl::NotFoundError(absl::StrCat("image template ", id, " not found"));
     t = FromRow(s);
   }
-  RETURN_IF_ERROR(LoadChildren(conn, {&t}));
+  RETURN_IF_ERROR(LoadOneTemplatesChildren(conn, t));
   return t;
 }
 

@@ -5,7 +5,15 @@
 # templates in 1,000 accounts. Not a test.
 #
 #   tools/bench/controlplane_bench.sh [--dir DIR] [--fresh] [--seconds N]
-#       [--no-build] [--perf] [-- more controlplane_bench flags]
+#       [--no-build] [--perf] [--baseline BINDIR] [--rounds N]
+#       [-- more controlplane_bench flags]
+#
+# --baseline BINDIR: A/B against older binaries (BINDIR/controlplane and
+# BINDIR/controlplane_bench, saved from an older build) on the same machine
+# at the same time: N rounds (default 2), each runs the baseline on its own
+# copy of the database (BINDIR/db: made from DIR's seeded one on first use,
+# so keep BINDIR from before a newer schema migrated DIR) and then this
+# build, printing both tables with the load average before each.
 #
 # Builds controlplane and controlplane_bench (-c opt from .bazelrc) and copies
 # both into DIR/bin so a concurrent rebuild cannot swap them mid-run. The
@@ -21,6 +29,8 @@ DIR=/var/tmp/imagetemplates-cpbench
 FRESH=0
 BUILD=1
 PERF=0
+BASELINE=
+ROUNDS=2
 SECONDS_PER_PHASE=10
 EXTRA=()
 while (($#)); do
@@ -32,8 +42,12 @@ while (($#)); do
     --seconds=*) SECONDS_PER_PHASE="${1#*=}"; shift ;;
     --no-build) BUILD=0; shift ;;
     --perf) PERF=1; shift ;;
+    --baseline) BASELINE="$2"; shift 2 ;;
+    --baseline=*) BASELINE="${1#*=}"; shift ;;
+    --rounds) ROUNDS="$2"; shift 2 ;;
+    --rounds=*) ROUNDS="${1#*=}"; shift ;;
     --) shift; EXTRA=("$@"); break ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
     *) echo "controlplane_bench: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -57,14 +71,36 @@ if ((FRESH)) || [[ "$(cat "$DIR/dataset" 2>/dev/null)" != "$DATASET" ]]; then
     "$DIR/dataset"
 fi
 
-run() {
-  "$DIR/bin/controlplane_bench" --controlplane="$DIR/bin/controlplane" --dir="$DIR" \
+run_with() {  # BINDIR DBDIR [flags]
+  local bin="$1" db="$2"
+  shift 2
+  "$bin/controlplane_bench" --controlplane="$bin/controlplane" --dir="$db" \
     --accounts=1000 --templates-per-account=100 --seed=1 --clients=16 \
     --seconds="$SECONDS_PER_PHASE" --warmup-seconds=2 --page-size=50 \
     --phases=get,list,op-get,op-list,get@5000,list@100 "$@"
 }
+run() { run_with "$DIR/bin" "$DIR" "$@"; }
 
 log "$(nproc) cores; $(uname -r)"
+if [[ -n "$BASELINE" ]]; then
+  [[ -x "$BASELINE/controlplane" && -x "$BASELINE/controlplane_bench" ]] || {
+    log "--baseline $BASELINE needs controlplane and controlplane_bench"; exit 2; }
+  # Seed (or reuse) DIR first, with this build's bench.
+  [[ -f "$DIR/cp.db" ]] || run --phases=get --seconds=1 --warmup-seconds=0 "${EXTRA[@]}" >/dev/null
+  echo "$DATASET" > "$DIR/dataset"
+  if [[ ! -f "$BASELINE/db/cp.db" ]]; then
+    mkdir -p "$BASELINE/db"
+    cp -f "$DIR"/cp.db "$DIR"/cp.db.credential-key "$DIR"/admin.key "$DIR"/bench-keys.tsv \
+      "$BASELINE/db/"
+  fi
+  for ((round = 1; round <= ROUNDS; round++)); do
+    echo "### round $round, baseline ($BASELINE), load average $(cut -d' ' -f1-3 /proc/loadavg)"
+    run_with "$BASELINE" "$BASELINE/db" "${EXTRA[@]}"
+    echo "### round $round, this build, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+    run "${EXTRA[@]}"
+  done
+  exit 0
+fi
 run "${EXTRA[@]}"
 echo "$DATASET" > "$DIR/dataset"
 

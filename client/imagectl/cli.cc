@@ -231,8 +231,9 @@ std::string AdviceFor(absl::StatusCode code, const GlobalOptions& globals) {
       return "check the id: `imagectl image list`, `imagectl server list` and `imagectl op "
              "list` show what your key can see";
     case absl::StatusCode::kUnavailable:
-      return "is the controlplane running at " + globals.endpoint +
-             " (--endpoint)? the call was retried; try again later";
+      return "the controlplane at " + globals.endpoint +
+             " (--endpoint), or a service behind it (a storage node, the compute driver), "
+             "cannot be reached; the call was retried; try again later";
     case absl::StatusCode::kDeadlineExceeded:
       return absl::StrCat("no answer within --timeout=", globals.timeout_seconds,
                           "s; retry, or raise --timeout");
@@ -554,7 +555,8 @@ namespace {
 std::vector<Command>& Registry() {
   static std::vector<Command>* commands = [] {
     auto* all = new std::vector<Command>();
-    for (auto group : {ImageCommands, OperationCommands, ServerCommands, AdminCommands}) {
+    for (auto group : {ImageCommands, OperationCommands, ServerCommands, AdminIdentityCommands,
+                        AdminInventoryCommands}) {
       for (Command& command : group()) all->push_back(std::move(command));
     }
     return all;
@@ -581,7 +583,8 @@ void PrintGroupHelp(const std::string& prefix, FILE* out) {
   std::fprintf(out,
                "\nRun `imagectl COMMAND --help` for a command's flags and an example.\n"
                "Exit codes: 0 ok, 1 other error, 2 usage error or invalid argument, 3 not "
-               "found / permission denied / unauthenticated, 4 operation failed.\n\n%s",
+               "found / permission denied / unauthenticated, 4 operation failed or "
+               "cancelled.\n\n%s",
                GlobalHelp().c_str());
 }
 

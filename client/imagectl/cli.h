@@ -16,6 +16,7 @@
 #include "absl/status/statusor.h"
 #include "client/image_templates_client.h"
 #include "common/flags.h"
+#include "google/protobuf/descriptor.h"
 #include "google/protobuf/message.h"
 
 namespace imagectl {
@@ -194,10 +195,108 @@ struct Command {
   std::function<int(Context&, const std::vector<std::string>&)> run;
 };
 
+// The paging flags of a list command: --page-size, --page-token.
+struct Paging {
+  int64_t page_size = 0;
+  std::string page_token;
+  void Define(common::FlagSet& flags) {
+    flags.Int("page-size", &page_size, "fetch one page of this size (default: every page)");
+    flags.String("page-token", &page_token, "fetch the page after this token");
+  }
+  bool one_page() const { return page_size > 0 || !page_token.empty(); }
+  template <typename Request>
+  void Apply(Request* request) const {
+    request->set_page_size(static_cast<int32_t>(page_size));
+    request->set_page_token(page_token);
+  }
+};
+
+// The shape every list command shares: parses `flags` plus the paging flags
+// (no positional arguments), lets `fill` complete the request from the flags
+// (an error is a usage error), fetches every page (or the one asked for),
+// prints proto JSON or `table(response)`, and says how to get a next page.
+template <typename Stub, typename Request, typename Response, typename Fill, typename TableFn>
+int RunList(Context& ctx, const std::string& command, common::FlagSet& flags,
+            const std::vector<std::string>& args,
+            grpc::Status (Stub::*rpc)(grpc::ClientContext*, const Request&, Response*), Fill fill,
+            TableFn table) {
+  Paging paging;
+  paging.Define(flags);
+  std::vector<std::string> pos;
+  if (auto rc = ParseArgs(ctx, command, flags, args, 0, 0, &pos)) return *rc;
+  Request request;
+  if (absl::Status s = fill(&request); !s.ok()) {
+    return ctx.UsageError(command, std::string(s.message()));
+  }
+  paging.Apply(&request);
+  absl::StatusOr<Response> response = ListPages(ctx, rpc, request, paging.one_page());
+  if (!response.ok()) return ctx.Fail(response.status());
+  Print(ctx, *response, [&] { table(*response); });
+  NoteNextPage(response->next_page_token());
+  return static_cast<int>(kExitOk);
+}
+
+// What `imagectl PATH ARG --help` says about a command that takes one id.
+struct IdCommandSpec {
+  std::string path;         // "admin user get"
+  std::string summary;      // its line in the group's help
+  std::string arg;          // "USER_ID"
+  std::string description;  // what it does, who may run it
+  std::string example_arg;  // the id in the example
+};
+
+// A command taking one id and no flags: sets the request's string field
+// `field` to the id, calls `rpc` and hands the response to `print` (which also
+// gets the id). Most get and delete commands are one of these.
+template <typename Stub, typename Request, typename Response, typename PrintFn>
+Command IdCommand(const IdCommandSpec& spec, const std::string& field,
+                  grpc::Status (Stub::*rpc)(grpc::ClientContext*, const Request&, Response*),
+                  PrintFn print) {
+  return {spec.path, spec.summary, [=](Context& ctx, const std::vector<std::string>& args) {
+            common::FlagSet flags("imagectl " + spec.path + " " + spec.arg + "\n" +
+                                  spec.description + "\nExample:\n  imagectl " + spec.path +
+                                  " " + spec.example_arg);
+            std::vector<std::string> pos;
+            if (auto rc = ParseArgs(ctx, spec.path, flags, args, 1, 1, &pos)) return *rc;
+            Request request;
+            const google::protobuf::FieldDescriptor* id =
+                Request::descriptor()->FindFieldByName(field);
+            if (id == nullptr) {  // a mistake in the command table
+              std::fprintf(stderr, "imagectl %s: internal: no request field %s\n",
+                           spec.path.c_str(), field.c_str());
+              return static_cast<int>(kExitError);
+            }
+            request.GetReflection()->SetString(&request, id, pos[0]);
+            absl::StatusOr<Response> response = ctx.Call(rpc, std::move(request));
+            if (!response.ok()) return ctx.Fail(response.status());
+            print(ctx, pos[0], *response);
+            return static_cast<int>(kExitOk);
+          }};
+}
+
+// For IdCommand: prints `field` of the response (a sub-message) as JSON, or
+// with `table` in table mode.
+template <typename Response, typename Resource, typename TableFn>
+auto PrintPart(const Resource& (Response::*field)() const, TableFn table) {
+  return [=](Context& ctx, const std::string&, const Response& response) {
+    const Resource& resource = (response.*field)();
+    Print(ctx, resource, [&] { table(resource); });
+  };
+}
+
+// For IdCommand on a delete: the empty response as JSON ({}), or
+// "deleted WHAT ID" in table mode.
+inline auto PrintDeleted(const std::string& what) {
+  return [=](Context& ctx, const std::string& id, const google::protobuf::Message& response) {
+    Print(ctx, response, [&] { std::printf("deleted %s %s\n", what.c_str(), id.c_str()); });
+  };
+}
+
 std::vector<Command> ImageCommands();
 std::vector<Command> OperationCommands();
 std::vector<Command> ServerCommands();
-std::vector<Command> AdminCommands();
+std::vector<Command> AdminIdentityCommands();   // accounts, users, keys, quotas, audit
+std::vector<Command> AdminInventoryCommands();  // datacenters, volumes, pools, servers, nodes
 
 // Runs imagectl with argv[1..]; returns the exit code.
 int Main(int argc, char** argv);

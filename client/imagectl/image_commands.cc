@@ -86,9 +86,8 @@ void PrintTemplate(Context& ctx, const v1::ImageTemplate& t) {
 }
 
 int List(Context& ctx, const Args& args) {
-  std::string name_contains, tag, owner, visibility, status, order_by, page_token;
+  std::string name_contains, tag, owner, visibility, status, order_by;
   bool include_deprecated = false, descending = false;
-  int64_t page_size = 0;
   common::FlagSet flags(
       "imagectl image list [flags]\n"
       "Lists the image templates your account can see: its own, those shared with it and\n"
@@ -103,55 +102,48 @@ int List(Context& ctx, const Args& args) {
   flags.Bool("include-deprecated", &include_deprecated, "also list deprecated templates");
   flags.String("order-by", &order_by, "name or create_time");
   flags.Bool("descending", &descending, "reverse the order");
-  flags.Int("page-size", &page_size, "fetch one page of this size (default: every page)");
-  flags.String("page-token", &page_token, "fetch the page after this token");
-  Args pos;
-  if (auto rc = ParseArgs(ctx, "image list", flags, args, 0, 0, &pos)) return *rc;
-  v1::ListImageTemplatesRequest request;
-  request.set_name_contains(name_contains);
-  request.set_tag(tag);
-  request.set_owner_account_id(owner);
-  request.set_include_deprecated(include_deprecated);
-  request.set_descending(descending);
-  request.set_page_size(static_cast<int32_t>(page_size));
-  request.set_page_token(page_token);
-  if (!visibility.empty()) {
-    auto v = ParseEnum(v1::Visibility_descriptor(), "VISIBILITY_", "visibility", visibility);
-    if (!v.ok()) return ctx.UsageError("image list", std::string(v.status().message()));
-    request.set_visibility(static_cast<v1::Visibility>(*v));
-  }
-  if (!status.empty()) {
-    auto s = ParseEnum(v1::ImageTemplateStatus_descriptor(), "IMAGE_TEMPLATE_STATUS_",
-                       "status", status);
-    if (!s.ok()) return ctx.UsageError("image list", std::string(s.status().message()));
-    request.set_status(static_cast<v1::ImageTemplateStatus>(*s));
-  }
-  if (!order_by.empty()) {
-    auto o = ParseEnum(v1::ImageTemplateOrderBy_descriptor(), "IMAGE_TEMPLATE_ORDER_BY_",
-                       "order-by", order_by);
-    if (!o.ok()) return ctx.UsageError("image list", std::string(o.status().message()));
-    request.set_order_by(static_cast<v1::ImageTemplateOrderBy>(*o));
-  }
-  auto response = ListPages(ctx, &v1::ImageTemplateService::Stub::ListImageTemplates, request,
-                            page_size > 0 || !page_token.empty());
-  if (!response.ok()) return ctx.Fail(response.status());
-  Print(ctx, *response, [&] {
-    Table table({"ID", "NAME", "STATUS", "VISIBILITY", "DISKS", "STORED", "DATACENTERS",
-                 "CREATED"});
-    for (const auto& t : response->image_templates()) {
-      std::vector<std::string> dcs;
-      for (const auto& l : t.locations()) dcs.push_back(l.datacenter());
-      std::string status_text = Status(t.status());
-      if (t.deprecated()) status_text += ",deprecated";
-      if (t.disabled()) status_text += ",disabled";
-      table.Add({t.id(), t.name(), status_text, Visibility(t.visibility()),
-                 absl::StrCat(t.disks_size()), FormatBytes(StoredBytes(t)),
-                 absl::StrJoin(dcs, ","), FormatTime(t.create_time())});
-    }
-    table.Print(stdout);
-  });
-  NoteNextPage(response->next_page_token());
-  return kExitOk;
+  return RunList(
+      ctx, "image list", flags, args, &v1::ImageTemplateService::Stub::ListImageTemplates,
+      [&](v1::ListImageTemplatesRequest* request) {
+        request->set_name_contains(name_contains);
+        request->set_tag(tag);
+        request->set_owner_account_id(owner);
+        request->set_include_deprecated(include_deprecated);
+        request->set_descending(descending);
+        if (!visibility.empty()) {
+          auto v = ParseEnum(v1::Visibility_descriptor(), "VISIBILITY_", "visibility", visibility);
+          if (!v.ok()) return v.status();
+          request->set_visibility(static_cast<v1::Visibility>(*v));
+        }
+        if (!status.empty()) {
+          auto s = ParseEnum(v1::ImageTemplateStatus_descriptor(), "IMAGE_TEMPLATE_STATUS_",
+                             "status", status);
+          if (!s.ok()) return s.status();
+          request->set_status(static_cast<v1::ImageTemplateStatus>(*s));
+        }
+        if (!order_by.empty()) {
+          auto o = ParseEnum(v1::ImageTemplateOrderBy_descriptor(), "IMAGE_TEMPLATE_ORDER_BY_",
+                             "order-by", order_by);
+          if (!o.ok()) return o.status();
+          request->set_order_by(static_cast<v1::ImageTemplateOrderBy>(*o));
+        }
+        return absl::OkStatus();
+      },
+      [](const v1::ListImageTemplatesResponse& response) {
+        Table table({"ID", "NAME", "STATUS", "VISIBILITY", "DISKS", "STORED", "DATACENTERS",
+                     "CREATED"});
+        for (const auto& t : response.image_templates()) {
+          std::vector<std::string> dcs;
+          for (const auto& l : t.locations()) dcs.push_back(l.datacenter());
+          std::string status_text = Status(t.status());
+          if (t.deprecated()) status_text += ",deprecated";
+          if (t.disabled()) status_text += ",disabled";
+          table.Add({t.id(), t.name(), status_text, Visibility(t.visibility()),
+                     absl::StrCat(t.disks_size()), FormatBytes(StoredBytes(t)),
+                     absl::StrJoin(dcs, ","), FormatTime(t.create_time())});
+        }
+        table.Print(stdout);
+      });
 }
 
 int Detail(Context& ctx, const Args& args) {
@@ -421,20 +413,10 @@ Command TemplateAction(const std::string& verb, const std::string& summary,
                        const std::string& description,
                        grpc::Status (v1::ImageTemplateService::Stub::*rpc)(
                            grpc::ClientContext*, const Request&, Response*)) {
-  const std::string command = "image " + verb;
-  return {command, summary, [=](Context& ctx, const Args& args) {
-            common::FlagSet flags(absl::StrCat("imagectl ", command, " IMAGE_ID\n", description,
-                                               "\nExample:\n  imagectl ", command, " ",
-                                               kExampleId));
-            Args pos;
-            if (auto rc = ParseArgs(ctx, command, flags, args, 1, 1, &pos)) return *rc;
-            Request request;
-            request.set_id(pos[0]);
-            auto response = ctx.Call(rpc, request);
-            if (!response.ok()) return ctx.Fail(response.status());
-            PrintTemplate(ctx, response->image_template());
-            return static_cast<int>(kExitOk);
-          }};
+  return IdCommand({"image " + verb, summary, "IMAGE_ID", description, kExampleId}, "id", rpc,
+                   [](Context& ctx, const std::string&, const Response& response) {
+                     PrintTemplate(ctx, response.image_template());
+                   });
 }
 
 int Protect(Context& ctx, const Args& args, bool protect) {

@@ -3,6 +3,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "client/imagectl/cli.h"
 
 namespace imagectl {
@@ -20,8 +21,7 @@ std::string OpState(v1::OperationState state) {
 }
 
 int OpList(Context& ctx, const Args& args) {
-  std::string states, kinds, target, account, page_token;
-  int64_t page_size = 0;
+  std::string states, kinds, target, account;
   common::FlagSet flags(
       "imagectl op list [flags]\n"
       "Lists operations (creates, deploys, deletes, copies) of your account, newest first.\n"
@@ -34,40 +34,33 @@ int OpList(Context& ctx, const Args& args) {
                "delete_image_template, copy_image_template");
   flags.String("target", &target, "only operations acting on this resource id");
   flags.String("account", &account, "operators: the account to list");
-  flags.Int("page-size", &page_size, "fetch one page of this size (default: every page)");
-  flags.String("page-token", &page_token, "fetch the page after this token");
-  Args pos;
-  if (auto rc = ParseArgs(ctx, "op list", flags, args, 0, 0, &pos)) return *rc;
-  v1::ListOperationsRequest request;
-  for (const auto& s : SplitList(states)) {
-    auto v = ParseEnum(v1::OperationState_descriptor(), "OPERATION_STATE_", "states", s);
-    if (!v.ok()) return ctx.UsageError("op list", std::string(v.status().message()));
-    request.add_states(static_cast<v1::OperationState>(*v));
-  }
-  for (const auto& k : SplitList(kinds)) {
-    auto v = ParseEnum(v1::OperationKind_descriptor(), "OPERATION_KIND_", "kinds", k);
-    if (!v.ok()) return ctx.UsageError("op list", std::string(v.status().message()));
-    request.add_kinds(static_cast<v1::OperationKind>(*v));
-  }
-  request.set_target_id(target);
-  request.set_account_id(account);
-  request.set_page_size(static_cast<int32_t>(page_size));
-  request.set_page_token(page_token);
-  auto response = ListPages(ctx, &v1::OperationService::Stub::ListOperations, request,
-                            page_size > 0 || !page_token.empty());
-  if (!response.ok()) return ctx.Fail(response.status());
-  Print(ctx, *response, [&] {
-    Table table({"ID", "KIND", "STATE", "STEP", "PROGRESS", "TARGET", "CREATED"});
-    for (const auto& op : response->operations()) {
-      table.Add({op.id(), ShortEnum(v1::OperationKind_Name(op.kind()), "OPERATION_KIND_"),
-                 OpState(op.state()), op.step(),
-                 absl::StrFormat("%.0f%%", op.progress().percent()), op.target().id(),
-                 FormatTime(op.create_time())});
-    }
-    table.Print(stdout);
-  });
-  NoteNextPage(response->next_page_token());
-  return kExitOk;
+  return RunList(
+      ctx, "op list", flags, args, &v1::OperationService::Stub::ListOperations,
+      [&](v1::ListOperationsRequest* request) {
+        for (const auto& s : SplitList(states)) {
+          auto v = ParseEnum(v1::OperationState_descriptor(), "OPERATION_STATE_", "states", s);
+          if (!v.ok()) return v.status();
+          request->add_states(static_cast<v1::OperationState>(*v));
+        }
+        for (const auto& k : SplitList(kinds)) {
+          auto v = ParseEnum(v1::OperationKind_descriptor(), "OPERATION_KIND_", "kinds", k);
+          if (!v.ok()) return v.status();
+          request->add_kinds(static_cast<v1::OperationKind>(*v));
+        }
+        request->set_target_id(target);
+        request->set_account_id(account);
+        return absl::OkStatus();
+      },
+      [](const v1::ListOperationsResponse& response) {
+        Table table({"ID", "KIND", "STATE", "STEP", "PROGRESS", "TARGET", "CREATED"});
+        for (const auto& op : response.operations()) {
+          table.Add({op.id(), ShortEnum(v1::OperationKind_Name(op.kind()), "OPERATION_KIND_"),
+                     OpState(op.state()), op.step(),
+                     absl::StrFormat("%.0f%%", op.progress().percent()), op.target().id(),
+                     FormatTime(op.create_time())});
+        }
+        table.Print(stdout);
+      });
 }
 
 int OpGet(Context& ctx, const Args& args) {
@@ -158,8 +151,7 @@ void PrintServerDetail(const v1::Server& s) {
 }
 
 int ServerList(Context& ctx, const Args& args, const std::string& command) {
-  std::string datacenter, type, state, hostname, image, account, page_token;
-  int64_t page_size = 0;
+  std::string datacenter, type, state, hostname, image, account;
   common::FlagSet flags(absl::StrCat(
       "imagectl ", command,
       " [flags]\n"
@@ -172,47 +164,40 @@ int ServerList(Context& ctx, const Args& args, const std::string& command) {
   flags.String("hostname-contains", &hostname, "case-insensitive substring of the hostname");
   flags.String("image", &image, "only servers deployed from this image template id");
   flags.String("account", &account, "operators: only this account");
-  flags.Int("page-size", &page_size, "fetch one page of this size (default: every page)");
-  flags.String("page-token", &page_token, "fetch the page after this token");
-  Args pos;
-  if (auto rc = ParseArgs(ctx, command, flags, args, 0, 0, &pos)) return *rc;
-  v1::ListServersRequest request;
-  request.set_datacenter(datacenter);
-  request.set_hostname_contains(hostname);
-  request.set_source_image_template_id(image);
-  request.set_account_id(account);
-  request.set_page_size(static_cast<int32_t>(page_size));
-  request.set_page_token(page_token);
-  if (!type.empty()) {
-    auto v = ParseEnum(v1::ServerType_descriptor(), "SERVER_TYPE_", "type", type);
-    if (!v.ok()) return ctx.UsageError(command, std::string(v.status().message()));
-    request.set_type(static_cast<v1::ServerType>(*v));
-  }
-  if (!state.empty()) {
-    auto v = ParseEnum(v1::ServerState_descriptor(), "SERVER_STATE_", "state", state);
-    if (!v.ok()) return ctx.UsageError(command, std::string(v.status().message()));
-    request.set_state(static_cast<v1::ServerState>(*v));
-  }
-  auto response = ListPages(ctx, &v1::InventoryService::Stub::ListServers, request,
-                            page_size > 0 || !page_token.empty());
-  if (!response.ok()) return ctx.Fail(response.status());
-  Print(ctx, *response, [&] {
-    Table table({"ID", "HOSTNAME", "DOMAIN", "DATACENTER", "STATE", "POWER", "ADDRESS",
-                 "IMAGE TEMPLATE"});
-    for (const auto& s : response->servers()) {
-      std::string address;
-      if (s.configuration().network_interfaces_size() > 0) {
-        address = s.configuration().network_interfaces(0).ip_address();
-      }
-      table.Add({s.id(), s.hostname(), s.domain(), s.datacenter(),
-                 ShortEnum(v1::ServerState_Name(s.state()), "SERVER_STATE_"),
-                 ShortEnum(v1::PowerState_Name(s.power_state()), "POWER_STATE_"), address,
-                 s.source_image_template_id()});
-    }
-    table.Print(stdout);
-  });
-  NoteNextPage(response->next_page_token());
-  return kExitOk;
+  return RunList(
+      ctx, command, flags, args, &v1::InventoryService::Stub::ListServers,
+      [&](v1::ListServersRequest* request) {
+        request->set_datacenter(datacenter);
+        request->set_hostname_contains(hostname);
+        request->set_source_image_template_id(image);
+        request->set_account_id(account);
+        if (!type.empty()) {
+          auto v = ParseEnum(v1::ServerType_descriptor(), "SERVER_TYPE_", "type", type);
+          if (!v.ok()) return v.status();
+          request->set_type(static_cast<v1::ServerType>(*v));
+        }
+        if (!state.empty()) {
+          auto v = ParseEnum(v1::ServerState_descriptor(), "SERVER_STATE_", "state", state);
+          if (!v.ok()) return v.status();
+          request->set_state(static_cast<v1::ServerState>(*v));
+        }
+        return absl::OkStatus();
+      },
+      [](const v1::ListServersResponse& response) {
+        Table table({"ID", "HOSTNAME", "DOMAIN", "DATACENTER", "STATE", "POWER", "ADDRESS",
+                     "IMAGE TEMPLATE"});
+        for (const auto& s : response.servers()) {
+          std::string address;
+          if (s.configuration().network_interfaces_size() > 0) {
+            address = s.configuration().network_interfaces(0).ip_address();
+          }
+          table.Add({s.id(), s.hostname(), s.domain(), s.datacenter(),
+                     ShortEnum(v1::ServerState_Name(s.state()), "SERVER_STATE_"),
+                     ShortEnum(v1::PowerState_Name(s.power_state()), "POWER_STATE_"), address,
+                     s.source_image_template_id()});
+        }
+        table.Print(stdout);
+      });
 }
 
 namespace {
@@ -233,6 +218,68 @@ int ServerDetail(Context& ctx, const Args& args) {
   return kExitOk;
 }
 
+void CredentialsTable(const google::protobuf::RepeatedPtrField<v1::SoftwareCredential>& all) {
+  Table table({"SOFTWARE", "USERNAME", "PASSWORD"});
+  for (const auto& c : all) table.Add({c.software(), c.username(), c.password()});
+  table.Print(stdout);
+}
+
+int CredentialsSet(Context& ctx, const Args& args) {
+  bool clear = false;
+  common::FlagSet flags(absl::StrCat(
+      "imagectl server credentials set SERVER_ID (SOFTWARE:USER:PASSWORD... | --clear)\n"
+      "Replaces a server's software credentials with the ones given (server_credentials_view\n"
+      "with device access, or operators). Creating an image template needs them.\n"
+      "Example:\n  imagectl server credentials set ",
+      kExampleServer, " os:root:s3cret mysql:admin:'pa:ss'"));
+  flags.Bool("clear", &clear, "remove every credential");
+  Args pos;
+  if (auto rc = ParseArgs(ctx, "server credentials set", flags, args, 1, -1, &pos)) return *rc;
+  if (clear == (pos.size() > 1)) {
+    return ctx.UsageError("server credentials set",
+                          "give SOFTWARE:USER:PASSWORD arguments, or --clear alone");
+  }
+  v1::SetServerCredentialsRequest request;
+  request.set_server_id(pos[0]);
+  for (size_t i = 1; i < pos.size(); ++i) {
+    std::vector<std::string> parts = absl::StrSplit(pos[i], absl::MaxSplits(':', 2));
+    if (parts.size() != 3) {
+      return ctx.UsageError("server credentials set",
+                            absl::StrCat("\"", pos[i], "\" is not SOFTWARE:USER:PASSWORD"));
+    }
+    v1::SoftwareCredential* c = request.add_credentials();
+    c->set_software(parts[0]);
+    c->set_username(parts[1]);
+    c->set_password(parts[2]);
+  }
+  auto response = ctx.Call(&v1::InventoryService::Stub::SetServerCredentials, request);
+  if (!response.ok()) return ctx.Fail(response.status());
+  Print(ctx, response->server(), [&] { PrintServerDetail(response->server()); });
+  return kExitOk;
+}
+
+int Console(Context& ctx, const Args& args) {
+  int64_t lines = 100;
+  common::FlagSet flags(absl::StrCat(
+      "imagectl server console SERVER_ID [--lines=N]\n"
+      "Prints the last lines of a server's serial console, oldest first (server_view with\n"
+      "device access, or operators). UNAVAILABLE when the compute driver cannot read it.\n"
+      "Example:\n  imagectl server console ",
+      kExampleServer, " --lines=50"));
+  flags.Int("lines", &lines, "how many lines, 1..10000");
+  Args pos;
+  if (auto rc = ParseArgs(ctx, "server console", flags, args, 1, 1, &pos)) return *rc;
+  v1::GetServerConsoleRequest request;
+  request.set_server_id(pos[0]);
+  request.set_line_count(static_cast<int32_t>(lines));
+  auto response = ctx.Call(&v1::InventoryService::Stub::GetServerConsole, request);
+  if (!response.ok()) return ctx.Fail(response.status());
+  Print(ctx, *response, [&] {
+    for (const std::string& line : response->lines()) std::printf("%s\n", line.c_str());
+  });
+  return kExitOk;
+}
+
 }  // namespace
 
 std::vector<Command> OperationCommands() {
@@ -249,6 +296,16 @@ std::vector<Command> ServerCommands() {
       {"server list", "list the servers you may see",
        [](Context& ctx, const Args& args) { return ServerList(ctx, args, "server list"); }},
       {"server detail", "show a server", ServerDetail},
+      IdCommand({"server credentials get", "show a server's software credentials", "SERVER_ID",
+                 "Shows a server's software credentials with passwords (server_credentials_view\n"
+                 "with device access, or operators). The read is audited.",
+                 kExampleServer},
+                "server_id", &v1::InventoryService::Stub::GetServerCredentials,
+                [](Context& ctx, const std::string&, const v1::GetServerCredentialsResponse& r) {
+                  Print(ctx, r, [&] { CredentialsTable(r.credentials()); });
+                }),
+      {"server credentials set", "replace a server's software credentials", CredentialsSet},
+      {"server console", "print a server's serial console", Console},
   };
 }
 

@@ -5,6 +5,7 @@
 #define CONTROLPLANE_COMPUTE_DRIVER_H_
 
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -28,6 +29,20 @@ class ComputeDriver {
   // already is.
   virtual absl::Status PowerOff(const std::string& server_id,
                                 absl::Duration timeout) = 0;
+  // PowerOff that also says whether the guest ignored the request to shut
+  // down and was stopped hard (the create workflow records that).
+  virtual absl::StatusOr<bool> PowerOffReportingForce(
+      const std::string& server_id, absl::Duration timeout) {
+    absl::Status status = PowerOff(server_id, timeout);
+    if (!status.ok()) return status;
+    return false;
+  }
+  // The last `line_count` lines of the server's serial console, oldest
+  // first. UNIMPLEMENTED when the driver keeps no console.
+  virtual absl::StatusOr<std::vector<std::string>> ReadConsole(
+      const std::string& server_id, int line_count) {
+    return absl::UnimplementedError("this compute driver keeps no console");
+  }
 };
 
 }  // namespace controlplane

@@ -11,6 +11,7 @@
 #include "controlplane/api_key_authenticator.h"
 #include "controlplane/audit_service.h"
 #include "controlplane/bootstrap.h"
+#include "controlplane/copy_workflow.h"
 #include "controlplane/create_workflow.h"
 #include "controlplane/credential_cipher.h"
 #include "controlplane/delete_workflow.h"
@@ -21,6 +22,7 @@
 #include "controlplane/image_template_service.h"
 #include "controlplane/inventory_compute_driver.h"
 #include "controlplane/inventory_service.h"
+#include "controlplane/qemu_compute_driver.h"
 #include "controlplane/migrations.h"
 #include "controlplane/node_registry_service.h"
 #include "controlplane/operation_runner.h"
@@ -48,6 +50,18 @@ struct Config {
   std::string port_file;
   int64_t node_heartbeat_ms = 5000;
   int64_t max_operations = 32;
+  std::string compute_driver = "inventory";
+  std::string qemu_state_dir;
+  std::string qemu_binary = "qemu-system-x86_64";
+  std::string qemu_kernel;
+  std::string qemu_initrd;
+  std::string qemu_kernel_cmdline = "root=/dev/vda1 ro console=ttyS0 panic=-1";
+  std::string qemu_accel = "tcg,thread=multi";
+  std::string qemu_boot_marker = "login:";
+  int64_t qemu_cpus = 2;
+  int64_t qemu_memory_mib = 1024;
+  int64_t qemu_boot_timeout_s = 600;
+  int64_t power_off_timeout_s = 120;
 };
 
 }  // namespace
@@ -75,7 +89,37 @@ int main(int argc, char** argv) {
             "how often storage nodes send heartbeats; a node is DOWN after 3 missed");
   flags.Int("max-operations", &config.max_operations,
             "operations (creates, deploys, deletes) running at once; others wait");
+  flags.String("compute-driver", &config.compute_driver,
+               "what runs the servers: inventory (power state is only recorded) or qemu "
+               "(each virtual server is a qemu-system-x86_64 process on this host)");
+  flags.String("qemu-state-dir", &config.qemu_state_dir,
+               "qemu: one directory per server (QMP socket, pid, console.log); keep the "
+               "path short (unix socket limit)");
+  flags.String("qemu-binary", &config.qemu_binary, "qemu: the emulator to run");
+  flags.String("qemu-kernel", &config.qemu_kernel,
+               "qemu: kernel for direct kernel boot of every server (for example the "
+               "vmlinuz of tools/make_boot_guest.sh); empty boots through the firmware");
+  flags.String("qemu-initrd", &config.qemu_initrd, "qemu: initrd for --qemu-kernel");
+  flags.String("qemu-kernel-cmdline", &config.qemu_kernel_cmdline,
+               "qemu: kernel command line; the boot disk is /dev/vda");
+  flags.String("qemu-accel", &config.qemu_accel, "qemu: -accel value (kvm where it works)");
+  flags.Int("qemu-cpus", &config.qemu_cpus, "qemu: virtual CPUs per server");
+  flags.Int("qemu-memory-mib", &config.qemu_memory_mib, "qemu: memory per server in MiB");
+  flags.String("qemu-boot-marker", &config.qemu_boot_marker,
+               "qemu: console text that means a server booted; power on waits for it "
+               "(empty: only for QEMU to run)");
+  flags.Int("qemu-boot-timeout", &config.qemu_boot_timeout_s,
+            "qemu: seconds power on waits for the boot marker before failing and "
+            "stopping the server");
+  flags.Int("power-off-timeout", &config.power_off_timeout_s,
+            "qemu: seconds a guest has to shut down after the ACPI request before it "
+            "is stopped hard");
   flags.ParseFlagsOnlyOrExit(argc, argv, "controlplane");
+  if (config.compute_driver != "inventory" && config.compute_driver != "qemu") {
+    common::LogError("--compute-driver: must be inventory or qemu, not %s",
+                     config.compute_driver);
+    return 2;
+  }
   if (config.admin_key_file.empty()) config.admin_key_file = config.db + ".admin-key";
   if (config.credential_key_file.empty()) {
     config.credential_key_file = config.db + ".credential-key";
@@ -107,7 +151,6 @@ int main(int argc, char** argv) {
                                                    controlplane::SqliteTemplateStore::ReadUsage);
   controlplane::SqliteInventoryStore inventory_store(db->get(), cipher->get());
   controlplane::IdentityServiceImpl identity(&identity_store, &authenticator, &audit_log);
-  controlplane::InventoryServiceImpl inventory(&inventory_store, &authenticator, &audit_log);
   controlplane::AuditServiceImpl audit(&audit_log, &authenticator);
 
   controlplane::SqliteTemplateStore template_store(db->get());
@@ -123,17 +166,56 @@ int main(int argc, char** argv) {
   controlplane::StorageNodeDirectory nodes(&inventory_store,
                                            controlplane::NewGrpcStorageNodeClient,
                                            registry.liveness_window());
-  controlplane::InventoryComputeDriver compute(&inventory_store);
-  controlplane::CreateWorkflow create_workflow({&template_store, &inventory_store, &nodes,
-                                                &compute});
-  controlplane::DeployWorkflow deploy_workflow({&template_store, &inventory_store, &nodes,
-                                                &compute});
+  controlplane::InventoryComputeDriver inventory_compute(&inventory_store);
+  controlplane::ComputeDriver* compute = &inventory_compute;
+  std::unique_ptr<controlplane::QemuComputeDriver> qemu_compute;
+  absl::Duration compute_timeout = absl::Minutes(2);
+  if (config.compute_driver == "qemu") {
+    controlplane::QemuOptions qemu;
+    qemu.state_dir = config.qemu_state_dir;
+    qemu.qemu_binary = config.qemu_binary;
+    qemu.kernel = config.qemu_kernel;
+    qemu.initrd = config.qemu_initrd;
+    qemu.kernel_cmdline = config.qemu_kernel_cmdline;
+    qemu.accel = config.qemu_accel;
+    qemu.smp = static_cast<int>(std::max<int64_t>(1, config.qemu_cpus));
+    qemu.memory_mib = static_cast<int>(std::max<int64_t>(64, config.qemu_memory_mib));
+    qemu.boot_marker = config.qemu_boot_marker;
+    qemu.boot_timeout = absl::Seconds(std::max<int64_t>(1, config.qemu_boot_timeout_s));
+    qemu.power_off_timeout = absl::Seconds(std::max<int64_t>(1, config.power_off_timeout_s));
+    auto driver = controlplane::QemuComputeDriver::Create(
+        qemu, controlplane::QemuComputeDriver::InventorySpecs(&inventory_store),
+        &inventory_store);
+    if (!driver.ok()) {
+      common::LogError("--compute-driver=qemu: %s", driver.status().ToString());
+      return 2;
+    }
+    qemu_compute = std::move(*driver);
+    compute = qemu_compute.get();
+    // Power on waits for the boot; power off for the guest's shutdown.
+    compute_timeout = qemu.boot_timeout + qemu.power_off_timeout + absl::Minutes(1);
+    common::LogInfo("compute driver: qemu (state in %s, kernel %s, boot timeout %ds)",
+                    qemu.state_dir, qemu.kernel.empty() ? "from the disk" : qemu.kernel,
+                    static_cast<int>(absl::ToInt64Seconds(qemu.boot_timeout)));
+  }
+  controlplane::InventoryServiceImpl inventory(&inventory_store, &authenticator, &audit_log,
+                                               compute);
+  controlplane::CreateWorkflow::Dependencies create_deps{&template_store, &inventory_store,
+                                                         &nodes, compute};
+  create_deps.compute_timeout = compute_timeout;
+  controlplane::CreateWorkflow create_workflow(create_deps);
+  controlplane::DeployWorkflow::Dependencies deploy_deps{&template_store, &inventory_store,
+                                                         &nodes, compute};
+  deploy_deps.compute_timeout = compute_timeout;
+  controlplane::DeployWorkflow deploy_workflow(deploy_deps);
   controlplane::DeleteWorkflow delete_workflow(&template_store, &nodes);
+  controlplane::CopyWorkflow copy_workflow({&template_store, &inventory_store, &nodes});
   controlplane::ImageTemplateManager::Dependencies manager_deps{
       &template_store, &operation_store, &request_ids, &audit_log, &account_directory,
       &account_directory, nullptr};
   manager_deps.create = &create_workflow;
   manager_deps.deploy = &deploy_workflow;
+  manager_deps.copy = &copy_workflow;
   controlplane::ImageTemplateManager template_manager(manager_deps);
   controlplane::ImageTemplateServiceImpl image_templates(&authenticator, &template_manager);
   controlplane::OperationManager operation_manager(&operation_store, &request_ids, &audit_log,
@@ -147,6 +229,7 @@ int main(int argc, char** argv) {
   runner.Register(imagetemplates::v1::OPERATION_KIND_CREATE_IMAGE_TEMPLATE, &create_workflow);
   runner.Register(imagetemplates::v1::OPERATION_KIND_DEPLOY_IMAGE_TEMPLATE, &deploy_workflow);
   runner.Register(imagetemplates::v1::OPERATION_KIND_DELETE_IMAGE_TEMPLATE, &delete_workflow);
+  runner.Register(imagetemplates::v1::OPERATION_KIND_COPY_IMAGE_TEMPLATE, &copy_workflow);
   runner.Start();
 
   common::ServeOptions options;

@@ -189,6 +189,11 @@ class CreateRun {
       if (!cp.powered_off()) {
         RETURN_IF_ERROR(context_.RunStep(
             "power_off", "", [&]() -> absl::Status { return PowerOff(); }));
+        if (ForcedOff()) {
+          // The operation's record says the guest was stopped hard.
+          RETURN_IF_ERROR(context_.RunStep("power_off_forced", "",
+                                           [] { return absl::OkStatus(); }));
+        }
       }
       RETURN_IF_ERROR(CaptureAll());
       RETURN_IF_ERROR(
@@ -217,8 +222,16 @@ class CreateRun {
       // Durable before the server changes, so any later end restores it.
       RETURN_IF_ERROR(context_.SaveCheckpoint());
     }
-    RETURN_IF_ERROR(deps_.compute->PowerOff(server_id, deps_.compute_timeout));
+    ASSIGN_OR_RETURN(bool forced, deps_.compute->PowerOffReportingForce(
+                                      server_id, deps_.compute_timeout));
+    if (forced) {
+      common::LogWarning(
+          "operation %s: server %s ignored the shutdown request and was "
+          "stopped hard",
+          context_.id(), server_id);
+    }
     absl::MutexLock lock(&mu_);
+    forced_off_ = forced;
     checkpoint_.set_powered_off(true);
     return absl::OkStatus();
   }
@@ -381,11 +394,18 @@ class CreateRun {
     absl::MutexLock lock(&mu_);
     return checkpoint_;
   }
+  bool ForcedOff() {
+    absl::MutexLock lock(&mu_);
+    return forced_off_;
+  }
 
   const CreateWorkflow::Dependencies& deps_;
   OperationContext& context_;
   absl::Mutex mu_;
   CreateCheckpoint checkpoint_ ABSL_GUARDED_BY(mu_);
+  // This run's power_off stopped the guest hard (not checkpointed: only
+  // recorded as a step).
+  bool forced_off_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 }  // namespace

@@ -51,7 +51,9 @@ std::string NetworkConfig(const v1::NetworkInterface& nic, bool dhcp) {
   absl::StrAppend(&out, "    dhcp4: false\n    addresses:\n      - ",
                   nic.ip_address(), "\n");
   if (!nic.gateway().empty()) {
-    absl::StrAppend(&out, "    routes:\n      - to: default\n        via: ",
+    // 0.0.0.0/0, not netplan's "default": cloud-init 22.4 (Debian 12)
+    // rejects the keyword and then applies no network configuration at all.
+    absl::StrAppend(&out, "    routes:\n      - to: 0.0.0.0/0\n        via: ",
                     nic.gateway(), "\n");
   }
   if (nic.dns_servers_size() > 0) {

@@ -98,8 +98,27 @@ grpc::Status InventoryServiceImpl::GetServerConsole(
     grpc::ServerContext* context, const v1::GetServerConsoleRequest* request,
     v1::GetServerConsoleResponse* response) {
   return runner_.Read<v1::GetServerConsoleResponse>(
-      context, response, [&](const Caller& caller) {
-        return store_->GetServerConsole(caller, *request);
+      context, response,
+      [&](const Caller& caller) -> absl::StatusOr<v1::GetServerConsoleResponse> {
+        // The store checks the request and the caller's view of the server,
+        // then answers UNAVAILABLE: it keeps no console. The driver may.
+        absl::StatusOr<v1::GetServerConsoleResponse> checked =
+            store_->GetServerConsole(caller, *request);
+        if (compute_ == nullptr || !absl::IsUnavailable(checked.status())) {
+          return checked;
+        }
+        absl::StatusOr<std::vector<std::string>> lines = compute_->ReadConsole(
+            request->server_id(),
+            request->line_count() == 0 ? 100 : request->line_count());
+        if (absl::IsUnimplemented(lines.status())) return checked;
+        if (!lines.ok()) return lines.status();
+        v1::GetServerConsoleResponse console;
+        for (std::string& line : *lines) console.add_lines(std::move(line));
+        const absl::Time now = absl::Now();
+        console.mutable_read_time()->set_seconds(absl::ToUnixSeconds(now));
+        console.mutable_read_time()->set_nanos(static_cast<int32_t>(
+            absl::ToInt64Nanoseconds(now - absl::FromUnixSeconds(absl::ToUnixSeconds(now)))));
+        return console;
       });
 }
 

@@ -2,6 +2,7 @@
 #ifndef CONTROLPLANE_INVENTORY_SERVICE_H_
 #define CONTROLPLANE_INVENTORY_SERVICE_H_
 
+#include "controlplane/compute_driver.h"
 #include "controlplane/inventory_store.h"
 #include "controlplane/rpc_runner.h"
 #include "imagetemplates/v1/inventory.grpc.pb.h"
@@ -14,9 +15,10 @@ namespace controlplane {
 class InventoryServiceImpl final
     : public imagetemplates::v1::InventoryService::Service {
  public:
+  // `compute` (may be null) serves GetServerConsole.
   InventoryServiceImpl(InventoryStore* store, Authenticator* authenticator,
-                       AuditLog* audit)
-      : store_(store), runner_(authenticator, audit) {}
+                       AuditLog* audit, ComputeDriver* compute = nullptr)
+      : store_(store), compute_(compute), runner_(authenticator, audit) {}
 
   grpc::Status CreateServer(
       grpc::ServerContext* context,
@@ -105,6 +107,7 @@ class InventoryServiceImpl final
 
  private:
   InventoryStore* store_;
+  ComputeDriver* compute_;
   RpcRunner runner_;
 };
 

@@ -158,11 +158,14 @@ fi
 GUEST_SIZE=$(stat -c %s "$GUEST")
 
 # LUNs: the source disk, two boot volumes and two config drives for deploys
-# (one pair for the demo, one for your own first deploy).
+# (one pair for the demo, one for your own first deploy), all in the pool;
+# and a spare pair on the SAN only, which the README's operator example adds
+# to the pool (2 GiB: at least the guest disk).
 LUNS=("source:$GUEST_SIZE" "boot1:$GUEST_SIZE" "cfg1:4194304" "boot2:$GUEST_SIZE" "cfg2:4194304")
+SPARE_LUNS=("spare-boot:2147483648" "spare-cfg:4194304")
 shown=$(tgtadm_ --lld iscsi --op show --mode target)
 tid=0
-for entry in "${LUNS[@]}"; do
+for entry in "${LUNS[@]}" "${SPARE_LUNS[@]}"; do
   name=${entry%%:*}; size=${entry##*:}; tid=$((tid + 1))
   iqn="iqn.2026-11.quickstart:$name"
   grep -q "$iqn\$" <<<"$shown" && continue

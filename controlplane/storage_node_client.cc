@@ -1,11 +1,10 @@
 #include "controlplane/storage_node_client.h"
 
 #include <chrono>
-#include <thread>
 
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
+#include "common/grpc_cancel_propagator.h"
 #include "common/grpc_status.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
@@ -15,30 +14,6 @@ namespace controlplane {
 namespace pb = imagetemplates::storagenode::v1;
 
 namespace {
-
-// Cancels `context` when `flag` turns true, until destroyed.
-class CancelPropagator {
- public:
-  CancelPropagator(grpc::ClientContext* context, const std::atomic<bool>* flag) {
-    if (flag == nullptr) return;
-    thread_ = std::thread([this, context, flag] {
-      while (!done_.WaitForNotificationWithTimeout(absl::Milliseconds(50))) {
-        if (flag->load()) {
-          context->TryCancel();
-          return;
-        }
-      }
-    });
-  }
-  ~CancelPropagator() {
-    done_.Notify();
-    if (thread_.joinable()) thread_.join();
-  }
-
- private:
-  absl::Notification done_;
-  std::thread thread_;
-};
 
 // Runs `attempt` until it succeeds, fails with something other than
 // UNAVAILABLE, the attempts run out, or the caller cancels.
@@ -74,7 +49,7 @@ class GrpcStorageNodeClient final : public StorageNodeClient {
     return WithRetries<pb::ImageManifestSummary>(
         options, [&]() -> absl::StatusOr<pb::ImageManifestSummary> {
           grpc::ClientContext context;
-          CancelPropagator cancel(&context, options.cancelled);
+          common::GrpcCancelPropagator cancel(&context, options.cancelled);
           pb::CaptureVolumeRequest request;
           request.set_image_id(image_id);
           request.set_source_url(source_url);
@@ -104,7 +79,7 @@ class GrpcStorageNodeClient final : public StorageNodeClient {
                                              const CallOptions& options) override {
     return WithRetries<pb::RestoreSummary>(options, [&]() -> absl::StatusOr<pb::RestoreSummary> {
       grpc::ClientContext context;
-      CancelPropagator cancel(&context, options.cancelled);
+      common::GrpcCancelPropagator cancel(&context, options.cancelled);
       pb::RestoreVolumeRequest request;
       request.set_image_id(image_id);
       request.set_target_url(target_url);
@@ -134,7 +109,7 @@ class GrpcStorageNodeClient final : public StorageNodeClient {
     return WithRetries<bool>(options, [&]() -> absl::StatusOr<bool> {
              grpc::ClientContext context;
              context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
-             CancelPropagator cancel(&context, options.cancelled);
+             common::GrpcCancelPropagator cancel(&context, options.cancelled);
              pb::WriteConfigDriveResponse response;
              absl::Status status =
                  Annotate(common::FromGrpcStatus(stub_->WriteConfigDrive(&context, request, &response)));
@@ -181,7 +156,7 @@ class GrpcStorageNodeClient final : public StorageNodeClient {
     return WithRetries<pb::SendImageSummary>(
         options, [&]() -> absl::StatusOr<pb::SendImageSummary> {
           grpc::ClientContext context;
-          CancelPropagator cancel(&context, options.cancelled);
+          common::GrpcCancelPropagator cancel(&context, options.cancelled);
           pb::SendImageRequest request;
           request.set_image_id(image_id);
           request.set_peer_address(peer_address);

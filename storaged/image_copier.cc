@@ -1,14 +1,13 @@
 #include "storaged/image_copier.h"
 
 #include <chrono>
-#include <thread>
 #include <utility>
 #include <vector>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
+#include "common/grpc_cancel_propagator.h"
 #include "common/grpc_status.h"
 #include "common/log.h"
 #include "common/status_macros.h"
@@ -22,31 +21,6 @@ namespace pb = imagetemplates::storagenode::v1;
 namespace {
 
 constexpr size_t kFindBatch = 4096;
-
-// Cancels `context` once `flag` turns true, until destroyed: a Write blocked
-// by flow control returns then.
-class CancelPropagator {
- public:
-  CancelPropagator(grpc::ClientContext* context, const std::atomic<bool>* flag) {
-    if (flag == nullptr) return;
-    thread_ = std::thread([this, context, flag] {
-      while (!done_.WaitForNotificationWithTimeout(absl::Milliseconds(50))) {
-        if (flag->load()) {
-          context->TryCancel();
-          return;
-        }
-      }
-    });
-  }
-  ~CancelPropagator() {
-    done_.Notify();
-    if (thread_.joinable()) thread_.join();
-  }
-
- private:
-  absl::Notification done_;
-  std::thread thread_;
-};
 
 void SetDeadline(grpc::ClientContext* context, absl::Duration timeout) {
   context->set_deadline(std::chrono::system_clock::now() +
@@ -100,7 +74,7 @@ absl::StatusOr<SendProgress> SendImage(ImageStore& store, const std::string& ima
   {
     grpc::ClientContext context;
     SetDeadline(&context, options.call_timeout);
-    CancelPropagator cancel(&context, options.cancelled);
+    common::GrpcCancelPropagator cancel(&context, options.cancelled);
     pb::GetImageRequest request;
     request.set_image_id(image_id);
     pb::GetImageResponse response;
@@ -146,7 +120,7 @@ absl::StatusOr<SendProgress> SendImage(ImageStore& store, const std::string& ima
 
   if (!missing.empty()) {
     grpc::ClientContext context;
-    CancelPropagator cancel(&context, options.cancelled);
+    common::GrpcCancelPropagator cancel(&context, options.cancelled);
     pb::PutChunksResponse response;
     std::unique_ptr<grpc::ClientWriterInterface<pb::PutChunksRequest>> writer =
         peer.PutChunks(&context, &response);

@@ -3,14 +3,22 @@
 # create and one deploy, checked.
 #
 #   ./tools/quickstart.sh          start (or reuse) the stack and run the demo
-#   ./tools/quickstart.sh stop     stop every process it started
+#   ./tools/quickstart.sh stop     stop every process it started (and the VMs)
 #   ./tools/quickstart.sh status   show what runs
 #
+# By default the servers are real virtual machines: the demo server's disk is
+# the bootable Debian 12 guest from tools/make_boot_guest.sh, the
+# controlplane runs them with --compute-driver=qemu (TCG, no KVM needed), and
+# the deployed server boots from its SAN volume; the deploy finishes once its
+# console shows the guest's identity line. QUICKSTART_VMS=0 is the fast
+# mode: a small disk and the inventory driver, so nothing boots. The mode is
+# fixed when .quickstart/ is made (rm -rf it to switch).
+#
 # Everything lives under ./.quickstart/ (gitignored): binaries, logs, the SAN's
-# LUN files, the image store and the controlplane database. A second run
-# reuses all of it: processes still up stay up, stopped ones start again on
-# the same ports with the same data, and resources that exist are not made
-# twice. Needs Debian 12 and root (tgtd), or sudo.
+# LUN files, the image store, the controlplane database and the VMs' state. A
+# second run reuses all of it: processes still up stay up, stopped ones start
+# again on the same ports with the same data, and resources that exist are
+# not made twice. Needs Debian 12 and root (tgtd, debootstrap), or sudo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
@@ -61,6 +69,25 @@ load_ports() {
   TGT_IPC="$QS/tgt.ipc"
   if (( ${#TGT_IPC} > 90 )); then TGT_IPC="/tmp/imagetemplates-qs-$(echo "$QS" | md5sum | cut -c1-8).ipc"; fi
   export TGT_IPC_SOCKET="$TGT_IPC"
+  # The VMs' state (one directory per server with its QMP socket): the
+  # socket path <dir>/<36-char id>/qmp.sock must fit in 107 bytes.
+  VMS_DIR="$QS/vms"
+  if (( ${#VMS_DIR} > 56 )); then VMS_DIR="/tmp/itq-$(echo "$QS" | md5sum | cut -c1-8)"; fi
+  # The mode this state was made in; a state from before the VM mode had
+  # none and is the fast mode.
+  if [[ -s "$QS/mode" ]]; then SAVED_VMS=$(cat "$QS/mode")
+  elif [[ -e "$SAN/source.img" ]]; then SAVED_VMS=0
+  else SAVED_VMS=""; fi
+}
+
+vm_pids() {  # the live QEMU processes of the quick start's servers
+  local f pid
+  for f in "$VMS_DIR"/*/qemu.pid; do
+    [[ -s "$f" ]] || continue
+    pid=$(cat "$f")
+    [[ -r /proc/$pid/cmdline ]] && tr '\0' ' ' < "/proc/$pid/cmdline" | grep -q qemu-system && echo "$pid"
+  done
+  return 0
 }
 
 tgtadm_() { $SUDO env TGT_IPC_SOCKET="$TGT_IPC" tgtadm -C "$TGT_CONTROL" "$@"; }
@@ -76,6 +103,18 @@ stop_stack() {
     fi
     rm -f "$RUN/$name.pid"
   done
+  # The VMs after the controlplane (it would see them stop), before the SAN
+  # (their disks). A hard stop: the guests do not shut down cleanly.
+  local vms; vms=$(vm_pids)
+  if [[ -n "$vms" ]]; then
+    say "stopping the VMs (QEMU pids ${vms//$'\n'/ })"
+    # shellcheck disable=SC2086
+    $SUDO kill -TERM $vms 2>/dev/null || true
+    for _ in $(seq 50); do [[ -z "$(vm_pids)" ]] && break; sleep 0.2; done
+    vms=$(vm_pids)
+    # shellcheck disable=SC2086
+    [[ -n "$vms" ]] && $SUDO kill -KILL $vms
+  fi
   if alive tgtd tgtd; then
     say "stopping tgtd"
     # tgtd ignores SIGTERM: delete its targets, then the system.
@@ -96,6 +135,18 @@ status_stack() {
     if alive "${p%%:*}" "${p##*:}"; then echo "${p%%:*}: running (pid $(cat "$RUN/${p%%:*}.pid"))"
     else echo "${p%%:*}: stopped"; fi
   done
+  local f pid n=0
+  for f in "$VMS_DIR"/*/qemu.pid; do
+    [[ -s "$f" ]] || continue
+    pid=$(cat "$f"); n=$((n + 1))
+    if [[ -r /proc/$pid/cmdline ]] && tr '\0' ' ' < "/proc/$pid/cmdline" | grep -q qemu-system; then
+      echo "vm $(basename "$(dirname "$f")"): running (QEMU pid $pid)"
+    else echo "vm $(basename "$(dirname "$f")"): stopped"; fi
+  done
+  case "$SAVED_VMS" in
+    1) echo "mode: VMs (QEMU servers in $VMS_DIR)" ;;
+    0) echo "mode: fast (QUICKSTART_VMS=0, nothing boots)" ;;
+  esac
 }
 
 case "${1:-start}" in
@@ -107,6 +158,15 @@ case "${1:-start}" in
 esac
 
 load_ports
+if [[ -n "$SAVED_VMS" ]]; then
+  [[ -z "${QUICKSTART_VMS:-}" || "$QUICKSTART_VMS" == "$SAVED_VMS" ]] ||
+    die "$QS was made with QUICKSTART_VMS=$SAVED_VMS; to switch: ./tools/quickstart.sh stop && rm -rf $QS"
+  VMS=$SAVED_VMS
+else
+  VMS=${QUICKSTART_VMS:-1}
+  [[ "$VMS" == 0 || "$VMS" == 1 ]] || die "QUICKSTART_VMS must be 0 or 1, not \"$VMS\""
+fi
+echo "$VMS" > "$QS/mode"
 
 # --- 1. dependencies and build -------------------------------------------
 say "installing missing Debian packages (./tools/install-deps.sh)"
@@ -119,6 +179,11 @@ for b in controlplane/controlplane storaged/storaged client/imagectl; do
   cp -f "bazel-bin/$b" "$BIN/$(basename "$b").new" && mv -f "$BIN/$(basename "$b").new" "$BIN/$(basename "$b")"
 done
 IMAGECTL="$BIN/imagectl"
+GUEST_CACHE=/var/tmp/imagetemplates-guest
+if [[ "$VMS" == 1 ]]; then
+  say "the bootable Debian 12 guest (./tools/make_boot_guest.sh; cached in $GUEST_CACHE, first time ~10 min)"
+  $SUDO ./tools/make_boot_guest.sh "$GUEST_CACHE"
+fi
 
 # --- 2. the SAN: tgtd with its own control socket, LUNs on sparse files ---
 if alive tgtd tgtd; then
@@ -140,7 +205,11 @@ fi
 # The guest disk: a GPT disk with one ext4 partition holding real files.
 GUEST="$SAN/source.img"
 if [[ ! -s "$GUEST" ]]; then
-  if [[ -s /var/tmp/imagetemplates-bench/disk1.img ]]; then
+  if [[ "$VMS" == 1 ]]; then
+    say "guest disk: copying the bootable Debian 12 disk from tools/make_boot_guest.sh"
+    ran "cp --sparse=always $GUEST_CACHE/disk.img $GUEST"
+    cp --sparse=always "$GUEST_CACHE/disk.img" "$GUEST.tmp"
+  elif [[ -s /var/tmp/imagetemplates-bench/disk1.img ]]; then
     say "guest disk: copying the cached Debian disk from tools/bench/make_guest_disks.sh"
     ran "cp --sparse=always /var/tmp/imagetemplates-bench/disk1.img $GUEST"
     cp --sparse=always /var/tmp/imagetemplates-bench/disk1.img "$GUEST.tmp"
@@ -182,12 +251,23 @@ done
 
 # --- 3. controlplane and storaged ----------------------------------------
 mkdir -p "$QS/controlplane" "$QS/store"
+# VM mode: every server is a QEMU process booting the guest's kernel from the
+# cache with its SAN volumes as disks; power on (the deploy's last step)
+# waits for the line the guest prints once cloud-init has finished.
+BOOT_MARKER="imagetemplates-identity:"
+COMPUTE_FLAGS=()
+if [[ "$VMS" == 1 ]]; then
+  mkdir -p "$VMS_DIR"
+  COMPUTE_FLAGS=(--compute-driver=qemu --qemu-state-dir="$VMS_DIR"
+    --qemu-kernel="$GUEST_CACHE/vmlinuz" --qemu-initrd="$GUEST_CACHE/initrd.img"
+    --qemu-boot-marker="$BOOT_MARKER" --qemu-boot-timeout=900 --power-off-timeout=120)
+fi
 if alive controlplane controlplane; then
   say "controlplane already running on $ENDPOINT"
 else
   say "starting the controlplane on $ENDPOINT"
-  ran "controlplane --listen=$ENDPOINT --db=$QS/controlplane/cp.db"
-  setsid "$BIN/controlplane" --listen="$ENDPOINT" --db="$QS/controlplane/cp.db" \
+  ran "controlplane --listen=$ENDPOINT --db=$QS/controlplane/cp.db ${COMPUTE_FLAGS[*]}"
+  setsid "$BIN/controlplane" --listen="$ENDPOINT" --db="$QS/controlplane/cp.db" "${COMPUTE_FLAGS[@]}" \
     >>"$LOGS/controlplane.log" 2>&1 < /dev/null &
   echo $! > "$RUN/controlplane.pid"
 fi
@@ -296,7 +376,11 @@ if [[ -s "$QS/state/deployed.id" ]] && demo server detail "$(cat "$QS/state/depl
   SERVER=$(cat "$QS/state/deployed.id")
   say "deployed server $SERVER already exists"
 else
-  say "deploying a new server from the template"
+  if [[ "$VMS" == 1 ]]; then
+    say "deploying a new server from the template; it boots under QEMU (TCG: a few minutes)"
+  else
+    say "deploying a new server from the template"
+  fi
   ran "imagectl image deploy $TEMPLATE --datacenter=$DC --hostnames=demo-web1 --domain=example.com"
   t0=$(date +%s.%N)
   demo image deploy "$TEMPLATE" --datacenter="$DC" --hostnames=demo-web1 --domain=example.com \
@@ -305,6 +389,12 @@ else
   SERVER=$(json_get '["deployedServers"]["serverIds"][0]' < "$QS/state/deploy.json")
   echo "$SERVER" > "$QS/state/deployed.id"
   printf '    deployed in %.1f s\n' "$("$PY" -c "print($t1-$t0)")"
+  if [[ "$VMS" == 1 && -e "$VMS_DIR/$SERVER/qemu.pid" ]]; then
+    # From QEMU's start (its pid file) to the deploy's end (the boot marker).
+    "$PY" -c "import os,sys; print(round($t1-os.stat(sys.argv[1]).st_mtime))" \
+      "$VMS_DIR/$SERVER/qemu.pid" > "$QS/state/boot.seconds"
+    echo "    of which booting: $(cat "$QS/state/boot.seconds") s from QEMU's start to \"$BOOT_MARKER\" on its console"
+  fi
 fi
 
 # --- 5. checks ---------------------------------------------------------------
@@ -321,9 +411,28 @@ EOF
 )
 BOOT_FILE="$SAN/${BOOT_IQN##*:}.img"
 CFG_FILE="$SAN/${CFG_IQN##*:}.img"
-ran "cmp $GUEST $BOOT_FILE"
-cmp "$GUEST" "$BOOT_FILE" || die "the deployed boot disk differs from the source disk"
-echo "    boot disk: identical to the source disk ($(numfmt --to=iec "$GUEST_SIZE") compared)"
+if [[ "$VMS" == 0 ]]; then
+  ran "cmp $GUEST $BOOT_FILE"
+  cmp "$GUEST" "$BOOT_FILE" || die "the deployed boot disk differs from the source disk"
+  echo "    boot disk: identical to the source disk ($(numfmt --to=iec "$GUEST_SIZE") compared)"
+else
+  # The booted guest has written to its disk (logs, machine-id, SSH keys):
+  # compare the partition table and files the boot leaves alone.
+  ran "cmp -n 1MiB $GUEST $BOOT_FILE; debugfs -R 'cat FILE' on both for the kernel, bash, python3, os-release"
+  cmp -n 1048576 "$GUEST" "$BOOT_FILE" || die "the deployed disk's partition table differs from the source's"
+  # -c: read only what is asked; the guest has the deployed file system
+  # mounted, so its bitmaps on the LUN are not consistent.
+  fs() { debugfs -c -R "$2" "$1?offset=1048576" 2>/dev/null; }
+  kernel=$(fs "$GUEST" 'ls -p /boot' | awk -F/ '$6 ~ /^vmlinuz-/ {print $6; exit}')
+  [[ -n "$kernel" ]] || die "no kernel in the source disk's /boot"
+  for f in "/boot/$kernel" /usr/bin/bash /usr/bin/python3.11 /usr/lib/os-release /etc/fstab; do
+    [[ $(fs "$GUEST" "cat $f" | wc -c) -gt 0 ]] || die "$f is missing on the source disk"
+    a=$(fs "$GUEST" "cat $f" | sha256sum | cut -c1-64)
+    b=$(fs "$BOOT_FILE" "cat $f" | sha256sum | cut -c1-64)
+    [[ "$a" == "$b" ]] || die "$f differs between the source disk and the deployed disk"
+  done
+  echo "    boot disk: same partition table and same /boot/$kernel, bash, python3.11, os-release, fstab as the source disk"
+fi
 rm -rf "$QS/check" && mkdir -p "$QS/check"
 ran "xorriso -osirrox on -indev $CFG_FILE -extract / $QS/check/cidata"
 xorriso -osirrox on -indev "$CFG_FILE" -extract / "$QS/check/cidata" >/dev/null 2>&1 ||
@@ -333,6 +442,27 @@ grep -q "${ADDRESS%/*}" "$QS/check/cidata/network-config" && grep -qi "$MAC" "$Q
 grep -q "instance-id: $SERVER" "$QS/check/cidata/meta-data" || die "meta-data lacks the instance id"
 echo "    config drive: network-config gives $MAC the address $ADDRESS; meta-data names $SERVER"
 sed 's/^/      | /' "$QS/check/cidata/network-config"
+if [[ "$VMS" == 1 ]]; then
+  # What the guest itself says, through GetServerConsole.
+  ran "imagectl server console $SERVER --lines=2000"
+  demo server console "$SERVER" --lines=2000 > "$QS/check/console.txt" ||
+    die "imagectl server console failed"
+  identity=$(grep -a "$BOOT_MARKER" "$QS/check/console.txt" | tail -n1 | tr -d '\r')
+  grep -q "$BOOT_MARKER hostname=demo-web1 " <<<"$identity" ||
+    die "the console's identity line does not name demo-web1: \"$identity\" (see $QS/check/console.txt)"
+  addr_line=$(grep -a "ci-info" "$QS/check/console.txt" | grep -aF " ${ADDRESS%/*} " | grep -ai "$MAC" | tail -n1 | tr -d '\r')
+  [[ -n "$addr_line" ]] ||
+    die "the console does not show ${ADDRESS%/*} on $MAC (cloud-init's ci-info table; see $QS/check/console.txt)"
+  echo "    console: the guest booted as demo-web1 with ${ADDRESS%/*} on $MAC:"
+  printf '      | %s\n' "$identity" "$addr_line"
+  vm_pid=$(cat "$VMS_DIR/$SERVER/qemu.pid" 2>/dev/null || true)
+  if [[ -n "$vm_pid" ]] && grep -qx "$vm_pid" <<<"$(vm_pids)"; then
+    vm_state="running (QEMU pid $vm_pid)"
+  else
+    vm_state="not running (stopped by quickstart stop; the console above is from its last boot; there is no power API yet)"
+  fi
+  echo "    new server: $vm_state"
+fi
 
 # --- 6. what next ------------------------------------------------------------
 cat > "$QS/env" <<EOF
@@ -343,9 +473,19 @@ export PATH="$BIN:\$PATH"
 EOF
 chmod 600 "$QS/env"
 elapsed=$(( $(date +%s) - START_TIME ))
+vm_note=""
+console_hint=""
+if [[ "$VMS" == 1 ]]; then
+  console_hint="
+  imagectl server console $SERVER"
+  vm_note="
+VMs: QEMU (TCG) per server, state and console logs in $VMS_DIR/<server id>/."
+  [[ -s "$QS/state/boot.seconds" ]] &&
+    vm_note+=" The new server booted in $(cat "$QS/state/boot.seconds") s (QEMU start to its identity line)."
+fi
 cat <<EOF
 
-Done in ${elapsed} s. Running: tgtd (127.0.0.1:$SAN_PORT), storaged ($NODE), controlplane ($ENDPOINT).
+Done in ${elapsed} s. Running: tgtd (127.0.0.1:$SAN_PORT), storaged ($NODE), controlplane ($ENDPOINT).$vm_note
 State and logs: $QS  (logs in $LOGS)
   operator key:   $ADMIN_KEY_FILE
   demo user key:  $QS/state/demo.key
@@ -357,7 +497,7 @@ Try, as the demo user:
   . .quickstart/env
   imagectl image list
   imagectl image detail $TEMPLATE
-  imagectl server list
+  imagectl server list${console_hint}
   imagectl image deploy $TEMPLATE --datacenter=$DC --hostnames=web2 --domain=example.com
   imagectl op list
   imagectl image list -o json

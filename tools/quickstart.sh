@@ -84,7 +84,7 @@ vm_pids() {  # the live QEMU processes of the quick start's servers
   local f pid
   for f in "$VMS_DIR"/*/qemu.pid; do
     [[ -s "$f" ]] || continue
-    pid=$(cat "$f")
+    pid=$(cat "$f" 2>/dev/null) || continue  # QEMU removes it as it exits
     [[ -r /proc/$pid/cmdline ]] && tr '\0' ' ' < "/proc/$pid/cmdline" | grep -q qemu-system && echo "$pid"
   done
   return 0
@@ -138,7 +138,7 @@ status_stack() {
   local f pid n=0
   for f in "$VMS_DIR"/*/qemu.pid; do
     [[ -s "$f" ]] || continue
-    pid=$(cat "$f"); n=$((n + 1))
+    pid=$(cat "$f" 2>/dev/null) || continue; n=$((n + 1))
     if [[ -r /proc/$pid/cmdline ]] && tr '\0' ' ' < "/proc/$pid/cmdline" | grep -q qemu-system; then
       echo "vm $(basename "$(dirname "$f")"): running (QEMU pid $pid)"
     else echo "vm $(basename "$(dirname "$f")"): stopped"; fi

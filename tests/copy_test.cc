@@ -8,7 +8,6 @@
 #include <fcntl.h>
 #include <unistd.h>
 
-#include <chrono>
 #include <fstream>
 #include <memory>
 #include <regex>
@@ -28,6 +27,7 @@
 #include "imagetemplates/v1/inventory.grpc.pb.h"
 #include "imagetemplates/v1/operations.grpc.pb.h"
 #include "tests/process.h"
+#include "tests/rpc.h"
 #include "tests/san.h"
 
 namespace tests {
@@ -64,16 +64,6 @@ void FillRandom(const std::string& path, uint64_t offset, uint64_t size, uint64_
               static_cast<ssize_t>(n));
   }
   ::close(fd);
-}
-
-template <typename Stub, typename Request, typename Response>
-grpc::Status Call(Stub& stub,
-                  grpc::Status (Stub::*rpc)(grpc::ClientContext*, const Request&, Response*),
-                  const std::string& key, const Request& request, Response* response) {
-  grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
-  if (!key.empty()) context.AddMetadata("authorization", "Bearer " + key);
-  return (stub.*rpc)(&context, request, response);
 }
 
 class CopyTest : public ::testing::Test {

@@ -8,7 +8,6 @@
 #include <signal.h>
 #include <unistd.h>
 
-#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -33,6 +32,7 @@
 #include "imagetemplates/v1/inventory.grpc.pb.h"
 #include "imagetemplates/v1/operations.grpc.pb.h"
 #include "tests/process.h"
+#include "tests/rpc.h"
 #include "tests/san.h"
 
 namespace tests {
@@ -89,19 +89,6 @@ bool AllZero(const std::string& data) {
 }
 
 int Shell(const std::string& command) { return std::system(command.c_str()); }
-
-template <typename Stub, typename Request, typename Response>
-grpc::Status Call(Stub& stub,
-                  grpc::Status (Stub::*rpc)(grpc::ClientContext*,
-                                            const Request&, Response*),
-                  const std::string& key, const Request& request,
-                  Response* response) {
-  grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() +
-                       std::chrono::seconds(30));
-  if (!key.empty()) context.AddMetadata("authorization", "Bearer " + key);
-  return (stub.*rpc)(&context, request, response);
-}
 
 struct User {
   std::string account_id;

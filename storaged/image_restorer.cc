@@ -158,6 +158,16 @@ absl::StatusOr<RestoreProgress> RestoreImage(ImageReader& image, Volume& volume,
   };
 
   std::unique_ptr<VolumeWriter> writer = volume.NewWriter(options.write);
+  uint64_t sent_since_flush = 0;
+  auto sent = [&](uint64_t bytes) -> absl::Status {
+    sent_since_flush += bytes;
+    if (options.background_flush_bytes == 0 ||
+        sent_since_flush < options.background_flush_bytes) {
+      return absl::OkStatus();
+    }
+    sent_since_flush = 0;
+    return writer->StartFlush();
+  };
   // Decoded runs are written as they are, with no copy; consecutive zero
   // chunks become one WriteZeroes.
   //
@@ -170,7 +180,10 @@ absl::StatusOr<RestoreProgress> RestoreImage(ImageReader& image, Volume& volume,
   }
   size_t next_mapped = 0;
   auto zero_range = [&](uint64_t offset, uint64_t length) -> absl::Status {
-    if (!skip_unmapped) return writer->WriteZeroes(offset, length);
+    if (!skip_unmapped) {
+      RETURN_IF_ERROR(writer->WriteZeroes(offset, length));
+      return sent(length);
+    }
     const uint64_t end = offset + length;
     // Zero ranges come in ascending order, so one pass over `mapped` does.
     while (next_mapped < mapped.size() &&
@@ -180,7 +193,10 @@ absl::StatusOr<RestoreProgress> RestoreImage(ImageReader& image, Volume& volume,
     for (size_t i = next_mapped; i < mapped.size() && mapped[i].offset < end; ++i) {
       uint64_t begin = std::max(offset, mapped[i].offset);
       uint64_t stop = std::min(end, mapped[i].offset + mapped[i].length);
-      if (begin < stop) RETURN_IF_ERROR(writer->WriteZeroes(begin, stop - begin));
+      if (begin < stop) {
+        RETURN_IF_ERROR(writer->WriteZeroes(begin, stop - begin));
+        RETURN_IF_ERROR(sent(stop - begin));
+      }
     }
     return absl::OkStatus();
   };
@@ -211,6 +227,7 @@ absl::StatusOr<RestoreProgress> RestoreImage(ImageReader& image, Volume& volume,
       RETURN_IF_ERROR(flush_zero());
       progress.bytes_written += run.length;
       RETURN_IF_ERROR(writer->Write(run.offset, std::move(run.data)));
+      RETURN_IF_ERROR(sent(run.length));
     }
     // What precedes a bad chunk is written; nothing after it.
     RETURN_IF_ERROR(decoded);

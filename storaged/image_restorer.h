@@ -29,6 +29,11 @@ struct RestoreOptions {
   absl::Duration progress_interval = absl::Milliseconds(250);
   // Chunks decoded ahead of the writer by background threads.
   int prefetch_threads = 2;
+  // A background SYNCHRONIZE CACHE after every this many bytes sent, so the
+  // target writes back during the restore rather than all at the final
+  // flush (2 GiB guest disk on tgtd: final flush 60-80 ms -> 6-9 ms, restore
+  // 0.43 -> 0.38 s; 32 and 64 MiB measured alike). 0 = only the final flush.
+  uint64_t background_flush_bytes = 32 << 20;
 };
 
 // Writes `image` onto `volume` and flushes. FAILED_PRECONDITION (naming both

@@ -767,6 +767,7 @@ class IscsiVolumeWriter final : public VolumeWriter {
   ~IscsiVolumeWriter() override {
     std::vector<Command*> pending;
     for (auto& cmd : inflight_) pending.push_back(cmd.get());
+    if (background_sync_ != nullptr) pending.push_back(background_sync_.get());
     session_->Drain(pending);
   }
 
@@ -839,10 +840,18 @@ class IscsiVolumeWriter final : public VolumeWriter {
   absl::Status Flush() override {
     RETURN_IF_ERROR(sticky_);
     RETURN_IF_ERROR(Fail(DrainAll()));
-    Command sync("SYNCHRONIZE CACHE(16)", [](iscsi_context* ctx, int lun, Command* cmd) {
-      return iscsi_synchronizecache16_task(ctx, lun, 0, 0, 0, 0, OnCommandDone, cmd);
-    });
-    return Fail(session_->Execute(&sync));
+    std::unique_ptr<Command> sync = SyncCommand();
+    return Fail(session_->Execute(sync.get()));
+  }
+
+  absl::Status StartFlush() override {
+    RETURN_IF_ERROR(Reap());
+    if (background_sync_ != nullptr) return absl::OkStatus();
+    // Kept out of inflight_: it takes far longer than a write, and the
+    // queue is bounded by its front.
+    background_sync_ = SyncCommand();
+    session_->Submit(background_sync_.get(), depth_);
+    return absl::OkStatus();
   }
 
  private:
@@ -882,10 +891,21 @@ class IscsiVolumeWriter final : public VolumeWriter {
     return sticky_;
   }
 
+  static std::unique_ptr<Command> SyncCommand() {
+    return std::make_unique<Command>(
+        "SYNCHRONIZE CACHE(16)", [](iscsi_context* ctx, int lun, Command* cmd) {
+          return iscsi_synchronizecache16_task(ctx, lun, 0, 0, 0, 0, OnCommandDone, cmd);
+        });
+  }
+
   // Frees finished commands from the front; the first failure becomes
   // sticky. Completions come (nearly) in order, so looking at the front is
   // enough to bound the queue; Flush looks at all of them.
   absl::Status Reap() {
+    if (background_sync_ != nullptr && session_->Finished(background_sync_.get())) {
+      Fail(background_sync_->status).IgnoreError();
+      background_sync_.reset();
+    }
     while (!inflight_.empty() && session_->Finished(inflight_.front().get())) {
       Fail(inflight_.front()->status).IgnoreError();
       inflight_.pop_front();
@@ -896,6 +916,10 @@ class IscsiVolumeWriter final : public VolumeWriter {
   absl::Status DrainAll() {
     while (!inflight_.empty()) {
       RETURN_IF_ERROR(session_->Wait(inflight_.front().get()));
+      RETURN_IF_ERROR(Reap());
+    }
+    if (background_sync_ != nullptr) {
+      RETURN_IF_ERROR(session_->Wait(background_sync_.get()));
       RETURN_IF_ERROR(Reap());
     }
     return sticky_;
@@ -921,6 +945,7 @@ class IscsiVolumeWriter final : public VolumeWriter {
   // The volume's: 0 unknown, 1 WRITE SAME+UNMAP works, -1 rejected.
   std::atomic<int>* const write_same_;
   std::deque<std::unique_ptr<Command>> inflight_;  // submitted, not reaped
+  std::unique_ptr<Command> background_sync_;       // StartFlush's, not reaped
   std::shared_ptr<std::string> zero_block_;
   std::shared_ptr<std::string> zero_piece_;
   absl::Status sticky_;

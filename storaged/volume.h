@@ -83,6 +83,13 @@ class VolumeWriter {
   // Waits for every queued command, then SYNCHRONIZE CACHE. OK means the
   // data is durable on the target.
   virtual absl::Status Flush() = 0;
+
+  // Queues a SYNCHRONIZE CACHE without waiting for it, so the target starts
+  // writing back what it holds while more writes arrive and the final
+  // Flush has little left to do. Promises no durability; does nothing while
+  // an earlier one is still running. Its error surfaces later, like a
+  // write's.
+  virtual absl::Status StartFlush() = 0;
 };
 
 // One open LUN. Not thread-safe: call from one thread at a time. Errors, for

@@ -32,6 +32,8 @@ class FaultVolume final : public Volume {
     write_error_ = std::move(status);
   }
   void FailMappedExtents(absl::Status status) { mapped_error_ = std::move(status); }
+  // StartFlush calls made on this volume's writers so far.
+  int start_flushes() const { return start_flushes_; }
 
   const VolumeInfo& info() const override { return base_->info(); }
 
@@ -75,6 +77,11 @@ class FaultVolume final : public Volume {
       if (!sticky_.ok()) return sticky_;
       return base_->Flush();
     }
+    absl::Status StartFlush() override {
+      if (!sticky_.ok()) return sticky_;
+      ++owner_->start_flushes_;
+      return base_->StartFlush();
+    }
 
    private:
     absl::Status Charge(uint64_t bytes) {
@@ -96,6 +103,7 @@ class FaultVolume final : public Volume {
   std::optional<uint64_t> write_budget_;
   absl::Status write_error_;
   absl::Status mapped_error_;
+  int start_flushes_ = 0;
 };
 
 }  // namespace storaged

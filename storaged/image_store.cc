@@ -19,6 +19,7 @@
 #include "absl/time/clock.h"
 #include "common/log.h"
 #include "common/status_macros.h"
+#include "storaged/internal/frame_cache.h"
 #include "storaged/internal/pack.h"
 
 namespace storaged {
@@ -140,77 +141,6 @@ void OpenPacks::Touch(const std::shared_ptr<PackState>& pack) {
   }
   for (const std::shared_ptr<PackState>& p : to_close) p->Close();
 }
-
-// A small LRU of decompressed frames, so a sequential restore decompresses
-// each frame once, even when several threads need the same frame at once:
-// the first one decodes it, the others wait for it.
-struct FrameCache {
-  explicit FrameCache(int capacity) : capacity(std::max(capacity, 1)) {}
-
-  // The cached frame, or null after claiming it: the caller must then Put or
-  // Abandon it. Waits while another thread decodes the frame.
-  std::shared_ptr<const std::string> GetOrClaim(uint32_t pack, uint32_t frame) {
-    absl::MutexLock lock(&mu);
-    while (true) {
-      bool loading = false;
-      for (auto it = entries.begin(); it != entries.end(); ++it) {
-        if (it->pack == pack && it->frame == frame) {
-          Entry e = std::move(*it);
-          entries.erase(it);
-          entries.push_front(std::move(e));
-          return entries.front().data;
-        }
-      }
-      for (const auto& [p, f] : claimed) loading |= (p == pack && f == frame);
-      if (!loading) break;
-      const uint64_t seen = generation;
-      auto moved = [this, seen]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
-        return generation != seen;
-      };
-      mu.Await(absl::Condition(&moved));
-    }
-    claimed.emplace_back(pack, frame);
-    return nullptr;
-  }
-  std::shared_ptr<const std::string> Get(uint32_t pack, uint32_t frame) {
-    absl::MutexLock lock(&mu);
-    for (auto it = entries.begin(); it != entries.end(); ++it) {
-      if (it->pack == pack && it->frame == frame) return it->data;
-    }
-    return nullptr;
-  }
-  void Put(uint32_t pack, uint32_t frame,
-           std::shared_ptr<const std::string> data) {
-    absl::MutexLock lock(&mu);
-    Unclaim(pack, frame);
-    entries.push_front(Entry{pack, frame, std::move(data)});
-    while (entries.size() > static_cast<size_t>(capacity)) entries.pop_back();
-  }
-  void Abandon(uint32_t pack, uint32_t frame) {
-    absl::MutexLock lock(&mu);
-    Unclaim(pack, frame);
-  }
-
-  struct Entry {
-    uint32_t pack;
-    uint32_t frame;
-    std::shared_ptr<const std::string> data;
-  };
-  void Unclaim(uint32_t pack, uint32_t frame) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
-    for (auto it = claimed.begin(); it != claimed.end(); ++it) {
-      if (it->first == pack && it->second == frame) {
-        claimed.erase(it);
-        break;
-      }
-    }
-    ++generation;
-  }
-  const int capacity;
-  absl::Mutex mu;
-  std::deque<Entry> entries ABSL_GUARDED_BY(mu);
-  std::vector<std::pair<uint32_t, uint32_t>> claimed ABSL_GUARDED_BY(mu);
-  uint64_t generation ABSL_GUARDED_BY(mu) = 0;  // bumped when a claim ends
-};
 
 // The capture pipeline: callers hash chunks and decide dedup under the store
 // lock; new chunks gather into a frame; full frames go through a bounded
@@ -625,14 +555,16 @@ class ImageReaderImpl final : public ImageReader {
                   Digest digest)
       : store_(store),
         manifest_(std::move(manifest)),
-        digest_(digest),
-        cache_(store->options_.reader_cache_frames) {
+        digest_(digest) {
     absl::MutexLock lock(&store_->mu_);
     store_->readers_[this] = manifest_;
   }
   ~ImageReaderImpl() override {
     absl::MutexLock lock(&store_->mu_);
     store_->readers_.erase(this);
+    // Frames are shared only by readers running at the same time: the next
+    // restore reads (and checks) everything from disk again.
+    if (store_->readers_.empty()) store_->shared_frames_->Clear();
   }
   ImageReaderImpl(const ImageReaderImpl&) = delete;
   ImageReaderImpl& operator=(const ImageReaderImpl&) = delete;
@@ -649,7 +581,8 @@ class ImageReaderImpl final : public ImageReader {
     }
     const Digest& d = manifest_->chunks[index];
     if (d.IsZero()) return std::string();
-    absl::StatusOr<std::string> data = store_->ReadChunkByDigest(d, &cache_);
+    absl::StatusOr<std::string> data =
+        store_->ReadChunkByDigest(d, store_->shared_frames_.get());
     if (!data.ok()) {
       std::string what =
           absl::StrCat("chunk ", index, " (sha256 ", d.ToHex(), ") of image ",
@@ -670,7 +603,8 @@ class ImageReaderImpl final : public ImageReader {
       std::memset(out, 0, manifest_->ChunkLength(index));
       return absl::OkStatus();
     }
-    absl::StatusOr<std::string> data = store_->ReadChunkByDigest(d, &cache_, out);
+    absl::StatusOr<std::string> data =
+        store_->ReadChunkByDigest(d, store_->shared_frames_.get(), out);
     if (!data.ok()) return ReadChunk(index).status();  // its error message
     return absl::OkStatus();
   }
@@ -679,7 +613,6 @@ class ImageReaderImpl final : public ImageReader {
   ImageStore* const store_;
   const std::shared_ptr<const Manifest> manifest_;
   const Digest digest_;
-  FrameCache cache_;
 };
 
 }  // namespace internal
@@ -705,7 +638,8 @@ ImageStore::ImageStore(std::string dir, ImageStoreOptions options)
       options_(options),
       fs_(options.filesystem != nullptr ? options.filesystem
                                         : PosixFilesystem()),
-      open_packs_(std::make_unique<internal::OpenPacks>(options.max_open_packs)) {}
+      open_packs_(std::make_unique<internal::OpenPacks>(options.max_open_packs)),
+      shared_frames_(std::make_unique<internal::FrameCache>(options.shared_cache_frames)) {}
 
 ImageStore::~ImageStore() = default;
 
@@ -917,7 +851,7 @@ absl::StatusOr<std::string> ImageStore::ReadChunkByDigest(const Digest& digest,
       loc = it->second;
       pack = packs_.at(loc.pack);
     }
-    std::shared_ptr<const std::string> frame =
+    std::shared_ptr<internal::CachedFrame> frame =
         cache != nullptr ? cache->GetOrClaim(loc.pack, loc.frame) : nullptr;
     if (frame == nullptr) {
       absl::StatusOr<std::string> plain = [&]() -> absl::StatusOr<std::string> {
@@ -937,15 +871,18 @@ absl::StatusOr<std::string> ImageStore::ReadChunkByDigest(const Digest& digest,
         }
         return plain.status();
       }
-      frame = std::make_shared<const std::string>(std::move(plain).value());
+      frame = std::make_shared<internal::CachedFrame>(std::move(plain).value());
       if (cache != nullptr) cache->Put(loc.pack, loc.frame, frame);
     }
     absl::string_view chunk =
-        absl::string_view(*frame).substr(loc.offset, loc.length);
-    if (Sha256(chunk) != digest) {
-      return absl::DataLossError(
-          absl::StrCat("digest mismatch in frame ", loc.frame, " of pack ",
-                       pack->name));
+        absl::string_view(frame->plain()).substr(loc.offset, loc.length);
+    if (!frame->Verified(loc.offset, digest)) {
+      if (Sha256(chunk) != digest) {
+        return absl::DataLossError(
+            absl::StrCat("digest mismatch in frame ", loc.frame, " of pack ",
+                         pack->name));
+      }
+      frame->MarkVerified(loc.offset, digest);
     }
     if (out != nullptr) {
       std::memcpy(out, chunk.data(), chunk.size());
@@ -959,7 +896,8 @@ absl::StatusOr<VerifyReport> ImageStore::VerifyImage(
     const std::string& image_id) {
   ASSIGN_OR_RETURN(std::unique_ptr<ImageReader> reader, OpenImage(image_id));
   const Manifest& m = reader->manifest();
-  FrameCache cache(options_.reader_cache_frames);
+  // Its own cache: verification reads every frame from disk.
+  FrameCache cache(2);
   // A chunk repeated within the image is checked once.
   absl::flat_hash_map<Digest, absl::StatusCode, DigestHash> checked;
   VerifyReport report;

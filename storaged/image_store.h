@@ -70,8 +70,10 @@ struct ImageStoreOptions {
   // Garbage collection rewrites packs whose live share of plain bytes is
   // below this fraction.
   double repack_below_live_fraction = 0.5;
-  // Decompressed frames each reader keeps (sequential restores hit them).
-  int reader_cache_frames = 4;
+  // Decompressed frames kept for all readers together: a sequential
+  // restore hits them, and restores of one image running at once (a deploy
+  // of several servers) decompress and hash each frame once between them.
+  int shared_cache_frames = 8;
   // Pack files kept open for reading; the least recently used is closed
   // beyond this (a node may hold thousands of packs).
   int max_open_packs = 256;
@@ -355,6 +357,7 @@ class ImageStore {
 
   // Declared before packs_ so that it outlives every PackState.
   const std::unique_ptr<internal::OpenPacks> open_packs_;
+  const std::unique_ptr<internal::FrameCache> shared_frames_;
   absl::Mutex gc_mu_ ABSL_ACQUIRED_BEFORE(mu_);  // One collection at a time.
   mutable absl::Mutex mu_;
   absl::flat_hash_map<Digest, Location, DigestHash> index_ ABSL_GUARDED_BY(mu_);

@@ -9,6 +9,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
 #include "gtest/gtest.h"
 #include "storaged/digest.h"
 #include "storaged/filesystem.h"
@@ -378,6 +379,48 @@ TEST(ImageStoreTest, CorruptPackByteIsDataLossAndVerifyListsIt) {
     ++good;
   }
   EXPECT_GT(good, 0);
+}
+
+// Readers open at the same time share decoded, checked frames (a deploy of
+// several servers decodes each frame once); once none is open, a new reader
+// reads from disk again, and verification always does.
+TEST(ImageStoreTest, ConcurrentReadersShareFramesUntilTheLastCloses) {
+  std::string dir = TestDir("shared_frames");
+  auto store = OpenStore(dir);
+  const std::string volume = MakeVolume(1 << 20, 9);  // 4 frames: fits the cache
+  ASSERT_TRUE(Capture(store.get(), "img", volume).ok());
+  auto first = store->OpenImage("img");
+  ASSERT_TRUE(first.ok());
+  auto restored = [](ImageReader& r) -> absl::StatusOr<std::string> {
+    std::string out(r.manifest().volume_size, '\0');
+    for (uint64_t i = 0; i < r.manifest().ChunkCount(); ++i) {
+      RETURN_IF_ERROR(r.ReadChunkTo(i, out.data() + i * r.manifest().chunk_size));
+    }
+    return out;
+  };
+  auto a = restored(**first);
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_TRUE(*a == volume);
+
+  auto packs = FilesIn(dir + "/packs", ".pack");
+  ASSERT_FALSE(packs.empty());
+  FlipByte(packs[0], 16 + 100);  // inside the first frame
+
+  // Decoded before the damage and still held for the open reader.
+  auto second = store->OpenImage("img");
+  ASSERT_TRUE(second.ok());
+  auto b = restored(**second);
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_TRUE(*b == volume);
+  auto report = store->VerifyImage("img");
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_FALSE(report->corrupt_chunks.empty());
+
+  first->reset();
+  second->reset();
+  auto third = store->OpenImage("img");
+  ASSERT_TRUE(third.ok());
+  EXPECT_EQ(restored(**third).status().code(), absl::StatusCode::kDataLoss);
 }
 
 TEST(ImageStoreTest, DeletedPackIsListedMissing) {

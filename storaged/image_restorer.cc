@@ -8,6 +8,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "common/status_macros.h"
+#include "storaged/buffer_pool.h"
 
 namespace storaged {
 namespace {
@@ -19,7 +20,7 @@ struct Run {
   uint64_t offset = 0;
   uint64_t length = 0;
   bool zero = false;
-  std::string data;  // `length` bytes unless zero
+  std::shared_ptr<std::string> data;  // `length` bytes unless zero
 };
 
 // Decodes chunks (decompress + digest check) on background threads ahead of
@@ -30,6 +31,9 @@ class ChunkPrefetcher {
  public:
   ChunkPrefetcher(ImageReader& image, int threads, uint64_t batch_chunks, uint64_t window)
       : image_(image),
+        // The writer lets go of a batch as the decoders take the next one:
+        // a couple of spare buffers are enough.
+        buffers_(2),
         count_(image.manifest().ChunkCount()),
         batch_(std::max<uint64_t>(1, batch_chunks)),
         batches_((count_ + batch_ - 1) / batch_),
@@ -95,14 +99,14 @@ class ChunkPrefetcher {
           ++j;
         }
         if (!run.zero) {
-          run.data.resize(run.length);
+          run.data = buffers_.Take(run.length);
           uint64_t pos = 0;
           for (uint64_t k = i; k < j; ++k) {
-            status = image_.ReadChunkTo(k, run.data.data() + pos);
+            status = image_.ReadChunkTo(k, run.data->data() + pos);
             if (!status.ok()) break;
             pos += m.ChunkLength(k);
           }
-          run.data.resize(pos);
+          run.data->resize(pos);
           run.length = pos;
         }
         if (run.length > 0) runs.push_back(std::move(run));
@@ -117,6 +121,7 @@ class ChunkPrefetcher {
   }
 
   ImageReader& image_;
+  BufferPool buffers_;
   const uint64_t count_;
   const uint64_t batch_;
   const uint64_t batches_;

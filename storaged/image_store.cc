@@ -558,10 +558,12 @@ class ImageReaderImpl final : public ImageReader {
         digest_(digest) {
     absl::MutexLock lock(&store_->mu_);
     store_->readers_[this] = manifest_;
+    store_->ResizeSharedFramesLocked();
   }
   ~ImageReaderImpl() override {
     absl::MutexLock lock(&store_->mu_);
     store_->readers_.erase(this);
+    store_->ResizeSharedFramesLocked();
     // Frames are shared only by readers running at the same time: the next
     // restore reads (and checks) everything from disk again.
     if (store_->readers_.empty()) store_->shared_frames_->Clear();
@@ -639,7 +641,10 @@ ImageStore::ImageStore(std::string dir, ImageStoreOptions options)
       fs_(options.filesystem != nullptr ? options.filesystem
                                         : PosixFilesystem()),
       open_packs_(std::make_unique<internal::OpenPacks>(options.max_open_packs)),
-      shared_frames_(std::make_unique<internal::FrameCache>(options.shared_cache_frames)) {}
+      shared_frames_(std::make_unique<internal::FrameCache>(options.reader_cache_frames)),
+      // A decode takes the buffer of the frame the cache just dropped, so a
+      // couple of spare buffers are enough.
+      frame_buffers_(std::make_unique<BufferPool>(2)) {}
 
 ImageStore::~ImageStore() = default;
 
@@ -836,6 +841,12 @@ absl::StatusOr<std::unique_ptr<ImageReader>> ImageStore::OpenImage(
       this, std::make_shared<const Manifest>(std::move(m)), digest));
 }
 
+void ImageStore::ResizeSharedFramesLocked() {
+  const int readers = static_cast<int>(std::max<size_t>(1, readers_.size()));
+  shared_frames_->SetCapacity(std::min(options_.shared_cache_max_frames,
+                                       readers * options_.reader_cache_frames));
+}
+
 absl::StatusOr<std::string> ImageStore::ReadChunkByDigest(const Digest& digest,
                                                           FrameCache* cache,
                                                           char* out) {
@@ -854,24 +865,27 @@ absl::StatusOr<std::string> ImageStore::ReadChunkByDigest(const Digest& digest,
     std::shared_ptr<internal::CachedFrame> frame =
         cache != nullptr ? cache->GetOrClaim(loc.pack, loc.frame) : nullptr;
     if (frame == nullptr) {
-      absl::StatusOr<std::string> plain = [&]() -> absl::StatusOr<std::string> {
+      // Sized up front: a reused buffer of that size is not zero-filled again.
+      std::shared_ptr<std::string> plain =
+          frame_buffers_->Take(pack->frames[loc.frame].plain_len);
+      absl::Status read = [&]() -> absl::Status {
         ASSIGN_OR_RETURN(std::shared_ptr<RandomAccessFile> file,
                          pack->File(fs_));
-        return internal::ReadFrame(*file, pack->frames[loc.frame],
-                                   internal::ThreadDecompressor(), pack->name,
-                                   loc.frame);
+        return internal::ReadFrameInto(*file, pack->frames[loc.frame],
+                                       internal::ThreadDecompressor(), pack->name,
+                                       loc.frame, plain.get());
       }();
-      if (!plain.ok()) {
+      if (!read.ok()) {
         if (cache != nullptr) cache->Abandon(loc.pack, loc.frame);
         // Garbage collection moved the chunk after we looked it up.
         if (pack->retired.load() && attempt == 0) continue;
-        if (absl::IsNotFound(plain.status())) {
+        if (absl::IsNotFound(read)) {
           return absl::NotFoundError(absl::StrCat(
-              "pack ", pack->name, " is missing: ", plain.status().message()));
+              "pack ", pack->name, " is missing: ", read.message()));
         }
-        return plain.status();
+        return read;
       }
-      frame = std::make_shared<internal::CachedFrame>(std::move(plain).value());
+      frame = std::make_shared<internal::CachedFrame>(std::move(plain));
       if (cache != nullptr) cache->Put(loc.pack, loc.frame, frame);
     }
     absl::string_view chunk =

@@ -771,10 +771,10 @@ class IscsiVolumeWriter final : public VolumeWriter {
     session_->Drain(pending);
   }
 
-  absl::Status Write(uint64_t offset, std::string data) override {
+  using VolumeWriter::Write;
+  absl::Status Write(uint64_t offset, std::shared_ptr<const std::string> shared) override {
     RETURN_IF_ERROR(sticky_);
-    RETURN_IF_ERROR(CheckRange(info_, offset, data.size()));
-    auto shared = std::make_shared<const std::string>(std::move(data));
+    RETURN_IF_ERROR(CheckRange(info_, offset, shared->size()));
     for (uint64_t pos = 0; pos < shared->size(); pos += piece_bytes_) {
       uint32_t length =
           static_cast<uint32_t>(std::min<uint64_t>(piece_bytes_, shared->size() - pos));

@@ -1,5 +1,7 @@
 #include "storaged/storage_node_service.h"
 
+#include <malloc.h>
+
 #include <atomic>
 #include <deque>
 #include <vector>
@@ -82,6 +84,19 @@ pb::ImageManifestSummary ToSummary(const Manifest& manifest, const Digest& diges
 
 }  // namespace
 
+// Hands the heap's free memory back to the kernel when a call that moved a
+// volume's worth of data returns (declared first, so it runs after every
+// other local is gone). glibc keeps freed buffers and manifests in its
+// arenas otherwise, and the next capture or restore would start from the
+// last one's high-water mark.
+class ReleaseMemoryOnReturn {
+ public:
+  ReleaseMemoryOnReturn() = default;
+  ReleaseMemoryOnReturn(const ReleaseMemoryOnReturn&) = delete;
+  ReleaseMemoryOnReturn& operator=(const ReleaseMemoryOnReturn&) = delete;
+  ~ReleaseMemoryOnReturn() { malloc_trim(0); }
+};
+
 // Registers a running job for GetNodeStatus for as long as it lives.
 class StorageNodeService::JobScope {
  public:
@@ -147,6 +162,7 @@ absl::StatusOr<pb::ImageManifestSummary> StorageNodeService::Summarize(
 grpc::Status StorageNodeService::CaptureVolume(
     grpc::ServerContext* context, const pb::CaptureVolumeRequest* request,
     grpc::ServerWriter<pb::CaptureVolumeProgress>* writer) {
+  ReleaseMemoryOnReturn release;
   absl::StatusOr<ImageStore*> store = Store();
   if (!store.ok()) return ToGrpcStatus(store.status());
   const std::string& id = request->image_id();
@@ -212,6 +228,7 @@ grpc::Status StorageNodeService::CaptureVolume(
 grpc::Status StorageNodeService::RestoreVolume(
     grpc::ServerContext* context, const pb::RestoreVolumeRequest* request,
     grpc::ServerWriter<pb::RestoreVolumeProgress>* writer) {
+  ReleaseMemoryOnReturn release;
   absl::StatusOr<ImageStore*> store = Store();
   if (!store.ok()) return ToGrpcStatus(store.status());
   const std::string& id = request->image_id();
@@ -290,6 +307,7 @@ grpc::Status StorageNodeService::WriteConfigDrive(grpc::ServerContext* context,
 grpc::Status StorageNodeService::VerifyImage(grpc::ServerContext* context,
                                              const pb::VerifyImageRequest* request,
                                              grpc::ServerWriter<pb::VerifyImageProgress>* writer) {
+  ReleaseMemoryOnReturn release;
   absl::StatusOr<ImageStore*> store = Store();
   if (!store.ok()) return ToGrpcStatus(store.status());
   const std::string& id = request->image_id();
@@ -352,6 +370,7 @@ grpc::Status StorageNodeService::GetImage(grpc::ServerContext* context,
 grpc::Status StorageNodeService::CollectGarbage(grpc::ServerContext* context,
                                                 const pb::CollectGarbageRequest* request,
                                                 pb::CollectGarbageResponse* response) {
+  ReleaseMemoryOnReturn release;
   absl::StatusOr<ImageStore*> store = Store();
   if (!store.ok()) return ToGrpcStatus(store.status());
   JobScope job(this, pb::NODE_JOB_KIND_COLLECT_GARBAGE, "");
@@ -406,6 +425,7 @@ absl::Status CheckPeerAddress(absl::string_view address) {
 grpc::Status StorageNodeService::SendImage(grpc::ServerContext* context,
                                            const pb::SendImageRequest* request,
                                            grpc::ServerWriter<pb::SendImageProgress>* writer) {
+  ReleaseMemoryOnReturn release;
   absl::StatusOr<ImageStore*> store = Store();
   if (!store.ok()) return ToGrpcStatus(store.status());
   const std::string& id = request->image_id();
@@ -620,6 +640,7 @@ grpc::Status StorageNodeService::PutChunks(grpc::ServerContext* context,
 grpc::Status StorageNodeService::PutManifest(grpc::ServerContext* context,
                                              const pb::PutManifestRequest* request,
                                              pb::PutManifestResponse* response) {
+  ReleaseMemoryOnReturn release;
   absl::StatusOr<ImageReceiver*> receiver = Receiver();
   if (!receiver.ok()) return ToGrpcStatus(receiver.status());
   absl::StatusOr<Digest> expected =

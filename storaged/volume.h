@@ -9,6 +9,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -73,7 +74,11 @@ class VolumeWriter {
   // that many are outstanding. INVALID_ARGUMENT for
   // misaligned input, OUT_OF_RANGE past the end; I/O errors of earlier
   // commands surface here or at Flush().
-  virtual absl::Status Write(uint64_t offset, std::string data) = 0;
+  // The writer holds `data` until the target has it.
+  virtual absl::Status Write(uint64_t offset, std::shared_ptr<const std::string> data) = 0;
+  absl::Status Write(uint64_t offset, std::string data) {
+    return Write(offset, std::make_shared<const std::string>(std::move(data)));
+  }
 
   // Makes [offset, offset+length) read as zeroes: deallocates (WRITE SAME
   // with UNMAP) on thin volumes that read unmapped blocks as zero, writes

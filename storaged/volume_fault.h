@@ -65,8 +65,9 @@ class FaultVolume final : public Volume {
     Writer(FaultVolume* owner, std::unique_ptr<VolumeWriter> base)
         : owner_(owner), base_(std::move(base)) {}
 
-    absl::Status Write(uint64_t offset, std::string data) override {
-      if (absl::Status s = Charge(data.size()); !s.ok()) return sticky_ = s;
+    using VolumeWriter::Write;
+    absl::Status Write(uint64_t offset, std::shared_ptr<const std::string> data) override {
+      if (absl::Status s = Charge(data->size()); !s.ok()) return sticky_ = s;
       return base_->Write(offset, std::move(data));
     }
     absl::Status WriteZeroes(uint64_t offset, uint64_t length) override {

@@ -23,9 +23,9 @@ namespace internal {
 // many readers take it.
 class CachedFrame {
  public:
-  explicit CachedFrame(std::string plain) : plain_(std::move(plain)) {}
+  explicit CachedFrame(std::shared_ptr<std::string> plain) : plain_(std::move(plain)) {}
 
-  const std::string& plain() const { return plain_; }
+  const std::string& plain() const { return *plain_; }
 
   // Whether the chunk at `offset` has already matched `digest`.
   bool Verified(uint32_t offset, const Digest& digest) const {
@@ -39,7 +39,7 @@ class CachedFrame {
   }
 
  private:
-  const std::string plain_;
+  const std::shared_ptr<std::string> plain_;
   mutable absl::Mutex mu_;
   absl::flat_hash_map<uint32_t, Digest> verified_ ABSL_GUARDED_BY(mu_);
 };
@@ -52,6 +52,12 @@ class CachedFrame {
 class FrameCache {
  public:
   explicit FrameCache(int capacity) : capacity_(std::max(capacity, 1)) {}
+
+  // Changes how many frames are kept; extra ones go at the next Put.
+  void SetCapacity(int capacity) {
+    absl::MutexLock lock(&mu_);
+    capacity_ = std::max(capacity, 1);
+  }
 
   // The cached frame, or null after claiming it: the caller must then Put or
   // Abandon it. Waits while another thread decodes the frame.
@@ -114,8 +120,8 @@ class FrameCache {
     ++generation_;
   }
 
-  const int capacity_;
   absl::Mutex mu_;
+  int capacity_ ABSL_GUARDED_BY(mu_);
   std::deque<Entry> entries_ ABSL_GUARDED_BY(mu_);
   std::vector<std::pair<uint32_t, uint32_t>> claimed_ ABSL_GUARDED_BY(mu_);
   uint64_t generation_ ABSL_GUARDED_BY(mu_) = 0;  // bumped when a claim ends

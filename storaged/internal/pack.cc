@@ -65,6 +65,14 @@ absl::StatusOr<std::string> ReadFrame(const RandomAccessFile& file,
                                       const FrameInfo& frame, ZSTD_DCtx* dctx,
                                       absl::string_view pack_name,
                                       uint32_t frame_number) {
+  std::string plain;
+  RETURN_IF_ERROR(ReadFrameInto(file, frame, dctx, pack_name, frame_number, &plain));
+  return plain;
+}
+
+absl::Status ReadFrameInto(const RandomAccessFile& file, const FrameInfo& frame,
+                           ZSTD_DCtx* dctx, absl::string_view pack_name,
+                           uint32_t frame_number, std::string* plain) {
   auto where = [&] {
     return absl::StrCat("frame ", frame_number, " of pack ", pack_name);
   };
@@ -81,17 +89,18 @@ absl::StatusOr<std::string> ReadFrame(const RandomAccessFile& file,
     if (stored.size() != frame.plain_len) {
       return absl::DataLossError(absl::StrCat(where(), " has a bad length"));
     }
-    return stored;
+    *plain = std::move(stored);
+    return absl::OkStatus();
   }
-  std::string plain(frame.plain_len, '\0');
-  size_t n = ZSTD_decompressDCtx(dctx, plain.data(), plain.size(),
+  plain->resize(frame.plain_len);
+  size_t n = ZSTD_decompressDCtx(dctx, plain->data(), plain->size(),
                                  stored.data(), stored.size());
-  if (ZSTD_isError(n) || n != plain.size()) {
+  if (ZSTD_isError(n) || n != plain->size()) {
     return absl::DataLossError(absl::StrCat(
         where(), " does not decompress: ",
         ZSTD_isError(n) ? ZSTD_getErrorName(n) : "wrong length"));
   }
-  return plain;
+  return absl::OkStatus();
 }
 
 absl::StatusOr<PackIndex> ReadPackIndex(const RandomAccessFile& file,

@@ -88,6 +88,10 @@ absl::StatusOr<std::string> ReadFrame(const RandomAccessFile& file,
                                       const FrameInfo& frame, ZSTD_DCtx* dctx,
                                       absl::string_view pack_name,
                                       uint32_t frame_number);
+// The same into `*plain` (resized), so a caller can reuse its buffer.
+absl::Status ReadFrameInto(const RandomAccessFile& file, const FrameInfo& frame,
+                           ZSTD_DCtx* dctx, absl::string_view pack_name,
+                           uint32_t frame_number, std::string* plain);
 
 // Reads and checks the index of a pack of `file_size` bytes. DATA_LOSS if
 // the footer or index is damaged.

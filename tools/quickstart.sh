@@ -174,9 +174,11 @@ say "installing missing Debian packages (./tools/install-deps.sh)"
 say "building (bazel build //controlplane //storaged //client:imagectl)"
 bazel build --curses=no --color=no //controlplane //storaged //client:imagectl 2>&1 | tail -n 2
 # Copies, so a later build (or another configuration) never swaps a binary
-# under a running process.
+# under a running process. From `bazel info`, not the bazel-bin symlink,
+# which follows whichever configuration built last (e.g. test.sh --asan).
+OPT_BIN="$(bazel info bazel-bin 2>/dev/null)"
 for b in controlplane/controlplane storaged/storaged client/imagectl; do
-  cp -f "bazel-bin/$b" "$BIN/$(basename "$b").new" && mv -f "$BIN/$(basename "$b").new" "$BIN/$(basename "$b")"
+  cp -f "$OPT_BIN/$b" "$BIN/$(basename "$b").new" && mv -f "$BIN/$(basename "$b").new" "$BIN/$(basename "$b")"
 done
 IMAGECTL="$BIN/imagectl"
 GUEST_CACHE=/var/tmp/imagetemplates-guest

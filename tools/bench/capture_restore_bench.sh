@@ -36,7 +36,7 @@ while (($#)); do
     --perf) PERF=1; shift ;;
     --zstd-level) ZSTD_LEVEL="$2"; shift 2 ;;
     --zstd-level=*) ZSTD_LEVEL="${1#*=}"; shift ;;
-    # A storaged binary to measure instead of bazel-bin's (A/B of two builds).
+    # A storaged binary to measure instead of this build's (A/B of two builds).
     --storaged-bin) STORAGED_BIN="$2"; shift 2 ;;
     --storaged-bin=*) STORAGED_BIN="${1#*=}"; shift ;;
     -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
@@ -74,8 +74,11 @@ IPC_DIR="$(mktemp -d /tmp/itb.XXXXXX)"   # short: sockaddr_un holds 108 bytes
 export TGT_IPC_SOCKET="$IPC_DIR/ipc"
 # Private copies: other engineers rebuild bazel-bin while this runs.
 mkdir -p "$WORK/bin"
-cp "${STORAGED_BIN:-$REPO/bazel-bin/storaged/storaged}" "$WORK/bin/storaged"
-cp "$REPO/bazel-bin/tools/bench/storagenode_client" "$WORK/bin/"
+# The optimized build's directory: the bazel-bin symlink follows whichever
+# configuration ran last (an --config=asan test run points it at slow binaries).
+OPT_BIN="$(cd "$REPO" && bazel info bazel-bin 2>/dev/null)"
+cp "${STORAGED_BIN:-$OPT_BIN/storaged/storaged}" "$WORK/bin/storaged"
+cp "$OPT_BIN/tools/bench/storagenode_client" "$WORK/bin/"
 STORAGED="$WORK/bin/storaged"
 CLIENT="$WORK/bin/storagenode_client"
 

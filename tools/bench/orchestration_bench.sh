@@ -56,8 +56,11 @@ cleanup() { if ((KEEP)); then log "kept $WORK"; else rm -rf "$WORK"; fi; }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 mkdir -p "$WORK/bin"
-cp "$REPO/bazel-bin/controlplane/controlplane" "$REPO/bazel-bin/storaged/storaged" \
-  "$REPO/bazel-bin/tools/bench/orchestration_bench" "$WORK/bin/"
+# The optimized build's directory: the bazel-bin symlink follows whichever
+# configuration ran last (an --config=asan test run points it at slow binaries).
+OPT_BIN="$(cd "$REPO" && bazel info bazel-bin 2>/dev/null)"
+cp "$OPT_BIN/controlplane/controlplane" "$OPT_BIN/storaged/storaged" \
+  "$OPT_BIN/tools/bench/orchestration_bench" "$WORK/bin/"
 log "copying disk1 as a thick file into $WORK"
 cp --sparse=never "$CACHE/disk1.img" "$WORK/source.img"
 echo "disk: $(cat "$CACHE/disk1.source" 2>/dev/null || echo unknown source)"

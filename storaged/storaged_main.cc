@@ -1,6 +1,7 @@
 // storaged: the storage node on a SAN host. Captures guest volumes over iSCSI
 // into its image store and restores them onto new volumes.
 #include <fcntl.h>
+#include <malloc.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -101,6 +102,12 @@ absl::Status OpenStore(const std::string& dir, const storaged::ImageStoreOptions
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Captures, restores and copies run on whichever gRPC and worker threads
+  // are free; with glibc's default of 8 heaps per core each 4 MiB buffer
+  // lands in another heap and freed memory stays stranded there: resident
+  // memory grew by ~40 MiB per capture and reached 302 MiB in the capture
+  // benchmark. Two heaps: 97-111 MiB peak over the same captures, no slower.
+  mallopt(M_ARENA_MAX, 2);
   common::BlockTerminationSignals();
   common::SetLogComponent("storaged");
   Config config;

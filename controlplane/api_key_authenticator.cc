@@ -87,7 +87,9 @@ absl::StatusOr<Caller> LoadCaller(SqliteConnection& conn, absl::string_view user
   return caller;
 }
 
-ApiKeyAuthenticator::ApiKeyAuthenticator(SqliteDatabase* db) : db_(db) {
+ApiKeyAuthenticator::ApiKeyAuthenticator(SqliteDatabase* db, FailedAuthLimiter::Options limiter,
+                                         std::function<absl::Time()> now)
+    : db_(db), limiter_(limiter, std::move(now)) {
   // Everything LoadCaller and the key lookup read. Cascaded deletes fire the
   // child tables' triggers too.
   absl::Status watched =
@@ -104,18 +106,21 @@ int64_t ApiKeyAuthenticator::cache_hits() const {
   return cache_hits_;
 }
 
-absl::StatusOr<Caller> ApiKeyAuthenticator::Authenticate(const grpc::ServerContext& context) {
+absl::StatusOr<Caller> ApiKeyAuthenticator::Authenticate(
+    const grpc::ServerContextBase& context) {
   const auto& metadata = context.client_metadata();
   auto it = metadata.find("authorization");
+  const std::string peer = context.peer();
   absl::StatusOr<Caller> caller =
       it == metadata.end()
           ? Unauthenticated("no authorization metadata")
-          : AuthenticateHeader(absl::string_view(it->second.data(), it->second.size()));
-  if (caller.ok()) caller->peer = context.peer();
+          : AuthenticateHeader(absl::string_view(it->second.data(), it->second.size()), peer);
+  if (caller.ok()) caller->peer = peer;
   return caller;
 }
 
-absl::StatusOr<Caller> ApiKeyAuthenticator::AuthenticateHeader(absl::string_view authorization) {
+absl::StatusOr<Caller> ApiKeyAuthenticator::AuthenticateHeader(absl::string_view authorization,
+                                                               absl::string_view peer) {
   constexpr absl::string_view kBearer = "Bearer ";
   if (!absl::StartsWith(authorization, kBearer)) {
     return Unauthenticated("authorization metadata is not \"Bearer <api key>\"");
@@ -142,16 +147,20 @@ absl::StatusOr<Caller> ApiKeyAuthenticator::AuthenticateHeader(absl::string_view
       return it->second.caller;
     }
   }
+  // Only unproven keys reach the table, so only they are throttled.
+  const std::string address = peer.empty() ? "" : FailedAuthLimiter::AddressOf(peer);
+  if (!address.empty()) RETURN_IF_ERROR(limiter_.Check(address));
+  bool unknown = false;
   absl::StatusOr<Caller> result;
   absl::Status status = db_->Read([&](SqliteConnection& conn) -> absl::Status {
     ASSIGN_OR_RETURN(auto stmt, conn.Prepare(
         "SELECT secret_hash, revoke_time IS NOT NULL, user_id FROM api_keys WHERE id = ?1"));
     stmt.Bind(1, key_id);
     ASSIGN_OR_RETURN(bool row, stmt.Step());
-    if (!row) return Unauthenticated("unknown API key");
-    std::string stored = stmt.ColumnBlob(0);
-    if (stored.size() != hash.size() ||
+    std::string stored = row ? stmt.ColumnBlob(0) : "";
+    if (!row || stored.size() != hash.size() ||
         CRYPTO_memcmp(stored.data(), hash.data(), hash.size()) != 0) {
+      unknown = true;
       return Unauthenticated("unknown API key");
     }
     if (stmt.ColumnInt(1) != 0) return Unauthenticated("API key revoked");
@@ -163,7 +172,11 @@ absl::StatusOr<Caller> ApiKeyAuthenticator::AuthenticateHeader(absl::string_view
     if (result.ok()) result->api_key_id = key_id;
     return result.status();
   });
-  if (!status.ok()) return status;
+  if (!status.ok()) {
+    // A guess (or a typo); revoked keys and deleted users are not guesses.
+    if (unknown && !address.empty()) limiter_.RecordFailure(address);
+    return status;
+  }
   if (cache_enabled_) {
     absl::MutexLock lock(&mu_);
     if (cache_.size() >= kMaxCachedKeys) cache_.clear();

@@ -6,11 +6,13 @@
 // SHA-256(secret) is stored and it is compared in constant time. The resolved
 // caller is cached per key id until any identity table (accounts, users,
 // permissions, device access, keys) changes, so a revoked key, a deleted user
-// or a changed permission takes effect on the very next call.
+// or a changed permission takes effect on the very next call. Unknown keys
+// are throttled per client address (FailedAuthLimiter).
 #ifndef CONTROLPLANE_API_KEY_AUTHENTICATOR_H_
 #define CONTROLPLANE_API_KEY_AUTHENTICATOR_H_
 
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include "absl/base/thread_annotations.h"
@@ -19,6 +21,7 @@
 #include "absl/strings/string_view.h"
 #include "controlplane/authenticator.h"
 #include "controlplane/caller.h"
+#include "controlplane/failed_auth_limiter.h"
 #include "controlplane/sqlite_database.h"
 #include "absl/synchronization/mutex.h"
 
@@ -45,11 +48,18 @@ absl::StatusOr<Caller> LoadCaller(SqliteConnection& conn, absl::string_view user
 // cache learns of identity changes from db->watched_generation()).
 class ApiKeyAuthenticator final : public Authenticator {
  public:
-  explicit ApiKeyAuthenticator(SqliteDatabase* db);
+  explicit ApiKeyAuthenticator(SqliteDatabase* db,
+                               FailedAuthLimiter::Options limiter = FailedAuthLimiter::Options(),
+                               std::function<absl::Time()> now = [] { return absl::Now(); });
 
-  absl::StatusOr<Caller> Authenticate(const grpc::ServerContext& context) override;
-  // The same, from the raw metadata value ("Bearer ...").
-  absl::StatusOr<Caller> AuthenticateHeader(absl::string_view authorization);
+  // Throttled by the call's peer address.
+  absl::StatusOr<Caller> Authenticate(const grpc::ServerContextBase& context) override;
+  // The same, from the raw metadata value ("Bearer ...") and the gRPC peer
+  // string; an empty peer is never throttled. While the peer's address is
+  // throttled, a key not cached from an earlier success is refused with
+  // UNAUTHENTICATED saying how long to wait, without a database read.
+  absl::StatusOr<Caller> AuthenticateHeader(absl::string_view authorization,
+                                            absl::string_view peer = "");
 
   // Calls answered from the cache, for tests.
   int64_t cache_hits() const;
@@ -62,6 +72,7 @@ class ApiKeyAuthenticator final : public Authenticator {
   };
 
   SqliteDatabase* db_;
+  FailedAuthLimiter limiter_;
   // False when the identity tables could not be watched: every call reads.
   bool cache_enabled_ = false;
   mutable absl::Mutex mu_;

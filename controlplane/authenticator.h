@@ -12,9 +12,10 @@ namespace controlplane {
 class Authenticator {
  public:
   virtual ~Authenticator() = default;
-  // The caller behind the call's API key. UNAUTHENTICATED if the metadata is
-  // missing or malformed, or the key is unknown or revoked.
-  virtual absl::StatusOr<Caller> Authenticate(const grpc::ServerContext& context) = 0;
+  // The caller behind the call's API key (a sync or a callback call).
+  // UNAUTHENTICATED if the metadata is missing or malformed, or the key is
+  // unknown or revoked.
+  virtual absl::StatusOr<Caller> Authenticate(const grpc::ServerContextBase& context) = 0;
 };
 
 }  // namespace controlplane

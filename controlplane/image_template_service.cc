@@ -15,30 +15,52 @@ bool IsMutating(absl::string_view method) {
 
 }  // namespace
 
-// Each handler: authenticate, run the manager method, convert the status.
-// Mutating calls refused for their key are audited too (the manager audits
-// every other outcome).
-#define CONTROLPLANE_TEMPLATE_RPC_(Method, Request, Response)                              \
-  grpc::Status ImageTemplateServiceImpl::Method(grpc::ServerContext* context,             \
-                                                const imagetemplates::v1::Request* request, \
-                                                imagetemplates::v1::Response* response) {   \
-    absl::StatusOr<Caller> caller = authenticator_->Authenticate(*context);               \
-    if (!caller.ok()) {                                                                    \
-      if (IsMutating(#Method)) {                                                           \
-        manager_->AuditUnauthenticated(context->peer(), #Method, *request, caller.status()); \
-      }                                                                                    \
-      return common::ToGrpcStatus(caller.status());                                        \
-    }                                                                                      \
-    if (caller->peer.empty()) caller->peer = context->peer();                             \
-    absl::StatusOr<imagetemplates::v1::Response> result = manager_->Method(*caller, *request); \
-    if (!result.ok()) return common::ToGrpcStatus(result.status());                       \
-    *response = std::move(*result);                                                        \
-    return grpc::Status::OK;                                                               \
+template <typename Request, typename Response>
+grpc::Status ImageTemplateServiceImpl::Handle(
+    const grpc::ServerContextBase& context, absl::string_view name, const Request& request,
+    Response* response,
+    absl::StatusOr<Response> (ImageTemplateManager::*method)(const Caller&, const Request&)) {
+  absl::StatusOr<Caller> caller = authenticator_->Authenticate(context);
+  if (!caller.ok()) {
+    if (IsMutating(name)) {
+      manager_->AuditUnauthenticated(context.peer(), name, request, caller.status());
+    }
+    return common::ToGrpcStatus(caller.status());
+  }
+  if (caller->peer.empty()) caller->peer = context.peer();
+  absl::StatusOr<Response> result = (manager_->*method)(*caller, request);
+  if (!result.ok()) return common::ToGrpcStatus(result.status());
+  *response = std::move(*result);
+  return grpc::Status::OK;
+}
+
+grpc::ServerUnaryReactor* ImageTemplateServiceImpl::GetImageTemplate(
+    grpc::CallbackServerContext* context,
+    const imagetemplates::v1::GetImageTemplateRequest* request,
+    imagetemplates::v1::GetImageTemplateResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(Handle(*context, "GetImageTemplate", *request, response,
+                         &ImageTemplateManager::GetImageTemplate));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* ImageTemplateServiceImpl::ListImageTemplates(
+    grpc::CallbackServerContext* context,
+    const imagetemplates::v1::ListImageTemplatesRequest* request,
+    imagetemplates::v1::ListImageTemplatesResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(Handle(*context, "ListImageTemplates", *request, response,
+                         &ImageTemplateManager::ListImageTemplates));
+  return reactor;
+}
+
+#define CONTROLPLANE_TEMPLATE_RPC_(Method, Request, Response)                                  \
+  grpc::Status ImageTemplateServiceImpl::Method(grpc::ServerContext* context,                   \
+                                                const imagetemplates::v1::Request* request,     \
+                                                imagetemplates::v1::Response* response) {       \
+    return Handle(*context, #Method, *request, response, &ImageTemplateManager::Method);      \
   }
 CONTROLPLANE_TEMPLATE_RPC_(CreateImageTemplate, CreateImageTemplateRequest, Operation)
-CONTROLPLANE_TEMPLATE_RPC_(GetImageTemplate, GetImageTemplateRequest, GetImageTemplateResponse)
-CONTROLPLANE_TEMPLATE_RPC_(ListImageTemplates, ListImageTemplatesRequest,
-                           ListImageTemplatesResponse)
 CONTROLPLANE_TEMPLATE_RPC_(UpdateImageTemplate, UpdateImageTemplateRequest,
                            UpdateImageTemplateResponse)
 CONTROLPLANE_TEMPLATE_RPC_(DeleteImageTemplate, DeleteImageTemplateRequest, Operation)

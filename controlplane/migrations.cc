@@ -16,6 +16,7 @@ const std::vector<std::string>& Migrations() {
       // 5: request_id claims (idempotency.h ClaimRequest): a call holds its
       // request_id while it acts, so two identical calls never both act.
       "ALTER TABLE idempotent_requests ADD COLUMN pending INTEGER NOT NULL DEFAULT 0;",
+      ListSpeedupSchema(),
   };
   return *migrations;
 }

@@ -17,6 +17,10 @@ std::string TemplateOperationSchema();
 // Migration 3: operation checkpoints and image replicas (workflow_schema.cc).
 std::string WorkflowSchema();
 
+// Migration 6: image_templates.version (for TemplateCache), tag_list and
+// name_folded, and covering indexes for the list queries (template_schema.cc).
+std::string ListSpeedupSchema();
+
 const std::vector<std::string>& Migrations();
 
 }  // namespace controlplane

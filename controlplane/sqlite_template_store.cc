@@ -6,10 +6,12 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/log.h"
 #include "common/status_macros.h"
 #include "controlplane/ids.h"
 #include "controlplane/sql_where.h"
 #include "controlplane/sqlite_operation_store.h"
+#include "controlplane/validation.h"
 
 namespace controlplane {
 namespace {
@@ -21,6 +23,20 @@ constexpr char kColumns[] =
     "t.id, t.owner_account_id, t.name, t.note, t.visibility, t.status, t.source_server_id, "
     "t.configuration, t.deprecated, t.disabled, t.delete_protected, t.create_operation_id, "
     "t.create_time_us, t.update_time_us, t.deprecate_time_us";
+
+// Separates the tags in image_templates.tag_list (migration 6).
+constexpr char kTagSeparator = '\x1f';
+
+// "\x1fa\x1fb\x1f" for tags a, b; "" for none.
+std::string TagList(const ImageTemplate& t) {
+  if (t.tags_size() == 0) return "";
+  std::string out(1, kTagSeparator);
+  for (const std::string& tag : t.tags()) {
+    out += tag;
+    out += kTagSeparator;
+  }
+  return out;
+}
 
 ImageTemplate FromRow(const SqliteStatement& s) {
   ImageTemplate t;
@@ -44,12 +60,12 @@ ImageTemplate FromRow(const SqliteStatement& s) {
 }
 
 // A JSON array of strings, for `IN (SELECT value FROM json_each(?))`.
-std::string JsonStringArray(const std::vector<ImageTemplate*>& templates) {
+std::string JsonStringArray(const std::vector<const std::string*>& ids) {
   std::string out = "[";
-  for (size_t i = 0; i < templates.size(); ++i) {
+  for (size_t i = 0; i < ids.size(); ++i) {
     if (i > 0) out += ',';
     out += '"';
-    for (char c : templates[i]->id()) {
+    for (char c : *ids[i]) {
       if (c == '"' || c == '\\') {
         out += '\\';
         out += c;
@@ -72,7 +88,9 @@ absl::Status LoadChildren(SqliteConnection& conn, const std::vector<ImageTemplat
   // One template (every get) is a plain primary-key prefix lookup; more
   // are one json_each list, so a page costs three statements, not 150.
   const bool one = templates.size() == 1;
-  const std::string ids = one ? templates[0]->id() : JsonStringArray(templates);
+  std::vector<const std::string*> id_list;
+  for (ImageTemplate* t : templates) id_list.push_back(&t->id());
+  const std::string ids = one ? templates[0]->id() : JsonStringArray(id_list);
   const char* const in = one ? "template_id = ?1" : "template_id IN (SELECT value FROM json_each(?1))";
   {
     ASSIGN_OR_RETURN(SqliteStatement s,
@@ -200,6 +218,13 @@ absl::Status NameTakenError(absl::string_view name) {
 
 // Replaces the tags, disks and locations of `t` with those in the message.
 absl::Status WriteChildren(SqliteConnection& conn, const ImageTemplate& t) {
+  for (const std::string& tag : t.tags()) {
+    // tag_list could not tell such a tag from two (callers validate tags as
+    // printable anyway).
+    if (tag.find(kTagSeparator) != std::string::npos) {
+      return absl::InvalidArgumentError("tags: must not contain control characters");
+    }
+  }
   for (const char* sql : {"DELETE FROM image_template_tags WHERE template_id = ?",
                           "DELETE FROM image_template_disks WHERE template_id = ?",
                           "DELETE FROM image_template_locations WHERE template_id = ?"}) {
@@ -234,7 +259,7 @@ absl::Status WriteChildren(SqliteConnection& conn, const ImageTemplate& t) {
   return absl::OkStatus();
 }
 
-// Binds the columns written by both INSERT and UPDATE as ?2..?14 (?1 = id).
+// Binds the columns written by both INSERT and UPDATE as ?2..?17 (?1 = id).
 void BindRow(SqliteStatement& s, const ImageTemplate& t) {
   s.Bind(1, t.id())
       .Bind(2, t.owner_account_id())
@@ -252,6 +277,8 @@ void BindRow(SqliteStatement& s, const ImageTemplate& t) {
   } else {
     s.BindNull(15);
   }
+  s.Bind(16, TagList(t));
+  s.Bind(17, LowercaseUtf8(t.name()));
 }
 
 class SqliteTemplateTransaction final : public TemplateTransaction {
@@ -328,9 +355,12 @@ absl::Status InsertTemplateRow(SqliteConnection& conn, const ImageTemplate& t) {
       conn.Prepare("INSERT INTO image_templates (id, owner_account_id, name, note, visibility, "
                    "status, source_server_id, configuration, deprecated, disabled, "
                    "delete_protected, create_operation_id, create_time_us, update_time_us, "
-                   "deprecate_time_us) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, "
-                   "?12, ?13, ?14, ?15)"));
+                   "deprecate_time_us, tag_list, name_folded, version) VALUES (?1, ?2, ?3, ?4, "
+                   "?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"));
   BindRow(s, t);
+  // Rows are never deleted, so ids are not reused; starting at the insert
+  // time keeps even a re-created id off the versions it had before.
+  s.Bind(18, NowMicros());
   absl::Status status = s.Run();
   if (absl::IsAlreadyExists(status)) {
     return absl::AlreadyExistsError(absl::StrCat("image template ", t.id(), " already exists"));
@@ -345,6 +375,41 @@ absl::Status InsertTemplateRow(SqliteConnection& conn, const ImageTemplate& t) {
 
 }  // namespace
 
+SqliteTemplateStore::SqliteTemplateStore(SqliteDatabase* db, size_t cache_entries)
+    : db_(db), cache_(cache_entries) {
+  absl::Status folded = FoldNames();
+  if (!folded.ok()) {
+    common::LogError("name_contains may miss templates with non-ASCII names: %s",
+                     folded.ToString());
+  }
+}
+
+absl::Status SqliteTemplateStore::FoldNames() {
+  int64_t count = 0;
+  RETURN_IF_ERROR(db_->Transaction([&](SqliteConnection& conn) -> absl::Status {
+    std::vector<std::pair<std::string, std::string>> rows;
+    {
+      ASSIGN_OR_RETURN(SqliteStatement s, conn.Prepare("SELECT id, name FROM image_templates "
+                                                       "WHERE name_folded IS NULL"));
+      while (true) {
+        ASSIGN_OR_RETURN(bool row, s.Step());
+        if (!row) break;
+        rows.emplace_back(s.ColumnText(0), s.ColumnText(1));
+      }
+    }
+    for (const auto& [id, name] : rows) {
+      // Not a change of the template: version (and the cache) stay.
+      ASSIGN_OR_RETURN(SqliteStatement s, conn.Prepare("UPDATE image_templates SET "
+                                                       "name_folded = ? WHERE id = ?"));
+      RETURN_IF_ERROR(s.Bind(1, LowercaseUtf8(name)).Bind(2, id).Run());
+    }
+    count = static_cast<int64_t>(rows.size());
+    return absl::OkStatus();
+  }));
+  if (count > 0) common::LogInfo("lowercased %d non-ASCII template names", count);
+  return absl::OkStatus();
+}
+
 absl::Status SqliteTemplateStore::InsertTemplate(const ImageTemplate& t) {
   return db_->Transaction(
       [&](SqliteConnection& conn) { return InsertTemplateRow(conn, t); });
@@ -353,7 +418,19 @@ absl::Status SqliteTemplateStore::InsertTemplate(const ImageTemplate& t) {
 absl::StatusOr<ImageTemplate> SqliteTemplateStore::GetTemplate(absl::string_view id) {
   ImageTemplate t;
   RETURN_IF_ERROR(db_->Read([&](SqliteConnection& conn) -> absl::Status {
+    ASSIGN_OR_RETURN(SqliteStatement s,
+                     conn.Prepare("SELECT version FROM image_templates WHERE id = ?"));
+    s.Bind(1, id);
+    ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) return absl::NotFoundError(absl::StrCat("image template ", id, " not found"));
+    const int64_t version = s.ColumnInt(0);
+    if (auto cached = cache_.Find(id, version)) {
+      t = *cached;
+      return absl::OkStatus();
+    }
+    // Same snapshot as the version read above.
     ASSIGN_OR_RETURN(t, ReadTemplate(conn, id));
+    cache_.Put(version, std::make_shared<const ImageTemplate>(t));
     return absl::OkStatus();
   }));
   return t;
@@ -386,13 +463,18 @@ absl::StatusOr<std::vector<ImageTemplate>> SqliteTemplateStore::ListTemplates(
     filters.Add("t.status = ?", {static_cast<int64_t>(q.status)});
   }
   if (!q.name_contains.empty()) {
-    filters.Add("instr(lower(t.name), lower(?)) > 0", {q.name_contains});
+    filters.Add("instr(t.name_folded, ?) > 0", {LowercaseUtf8(q.name_contains)});
   }
   if (!q.owner_account_id.empty()) filters.Add("t.owner_account_id = ?", {q.owner_account_id});
   if (q.visibility != imagetemplates::v1::VISIBILITY_UNSPECIFIED) {
     filters.Add("t.visibility = ?", {static_cast<int64_t>(q.visibility)});
   }
-  if (!q.tag.empty()) {
+  if (!q.tag.empty() && q.tag.find(kTagSeparator) == std::string::npos) {
+    // A test on the row (and on the covering indexes), not a probe per row.
+    filters.Add("instr(t.tag_list, ?) > 0",
+                {absl::StrCat(std::string(1, kTagSeparator), q.tag,
+                              std::string(1, kTagSeparator))});
+  } else if (!q.tag.empty()) {
     filters.Add(
         "EXISTS (SELECT 1 FROM image_template_tags g WHERE g.template_id = t.id AND g.tag = ?)",
         {q.tag});
@@ -446,12 +528,16 @@ absl::StatusOr<std::vector<ImageTemplate>> SqliteTemplateStore::ListTemplates(
   std::vector<std::string> parts;
   for (size_t i = 0; i < branches.size(); ++i) {
     branches[i].AddAll(filters);
-    parts.push_back(absl::StrCat("SELECT * FROM (SELECT ", kColumns, from[i], branches[i].Sql(),
-                                 inner_order, " LIMIT ?)"));
+    // Only what orders and identifies the page: the covering indexes answer
+    // it without table rows, and TemplateCache supplies the templates.
+    parts.push_back(absl::StrCat("SELECT * FROM (SELECT t.id, t.version, t.create_time_us, t.name",
+                                 from[i], branches[i].Sql(), inner_order, " LIMIT ?)"));
   }
   std::string sql = absl::StrCat(absl::StrJoin(parts, " UNION ALL "), outer_order, " LIMIT ?");
   std::vector<ImageTemplate> result;
   RETURN_IF_ERROR(db_->Read([&](SqliteConnection& conn) -> absl::Status {
+    std::vector<std::string> ids;
+    std::vector<int64_t> versions;
     {
       ASSIGN_OR_RETURN(SqliteStatement s, conn.Prepare(sql));
       int index = 1;
@@ -463,12 +549,48 @@ absl::StatusOr<std::vector<ImageTemplate>> SqliteTemplateStore::ListTemplates(
       while (true) {
         ASSIGN_OR_RETURN(bool row, s.Step());
         if (!row) break;
-        result.push_back(FromRow(s));
+        ids.push_back(s.ColumnText(0));
+        versions.push_back(s.ColumnInt(1));
       }
     }
-    std::vector<ImageTemplate*> pointers;
-    for (ImageTemplate& t : result) pointers.push_back(&t);
-    return LoadChildren(conn, pointers);
+    result.resize(ids.size());
+    // The rows the cache lacks at the version this snapshot holds.
+    absl::flat_hash_map<std::string, size_t> missing;
+    std::vector<const std::string*> missing_ids;
+    for (size_t i = 0; i < ids.size(); ++i) {
+      if (auto cached = cache_.Find(ids[i], versions[i])) {
+        result[i] = *cached;
+      } else {
+        missing[ids[i]] = i;
+        missing_ids.push_back(&ids[i]);
+      }
+    }
+    if (missing.empty()) return absl::OkStatus();
+    std::vector<ImageTemplate*> loaded;
+    {
+      ASSIGN_OR_RETURN(
+          SqliteStatement s,
+          conn.Prepare(absl::StrCat("SELECT ", kColumns, " FROM image_templates t "
+                                    "WHERE t.id IN (SELECT value FROM json_each(?1))")));
+      s.Bind(1, JsonStringArray(missing_ids));
+      while (true) {
+        ASSIGN_OR_RETURN(bool row, s.Step());
+        if (!row) break;
+        ImageTemplate t = FromRow(s);
+        auto it = missing.find(t.id());
+        if (it == missing.end()) continue;
+        result[it->second] = std::move(t);
+        loaded.push_back(&result[it->second]);
+      }
+    }
+    if (loaded.size() != missing.size()) {
+      return absl::InternalError("image template rows changed inside one read snapshot");
+    }
+    RETURN_IF_ERROR(LoadChildren(conn, loaded));
+    for (ImageTemplate* t : loaded) {
+      cache_.Put(versions[missing[t->id()]], std::make_shared<const ImageTemplate>(*t));
+    }
+    return absl::OkStatus();
   }));
   return result;
 }
@@ -553,7 +675,8 @@ absl::StatusOr<ImageTemplate> SqliteTemplateStore::MutateTemplate(absl::string_v
                      "visibility = ?5, status = ?6, source_server_id = ?7, configuration = ?8, "
                      "deprecated = ?9, disabled = ?10, delete_protected = ?11, "
                      "create_operation_id = ?12, create_time_us = ?13, update_time_us = ?14, "
-                     "deprecate_time_us = ?15 WHERE id = ?1"));
+                     "deprecate_time_us = ?15, tag_list = ?16, name_folded = ?17, "
+                     "version = version + 1 WHERE id = ?1"));
     BindRow(s, after);
     RETURN_IF_ERROR(s.Run());
     RETURN_IF_ERROR(WriteChildren(conn, after));

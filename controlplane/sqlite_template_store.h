@@ -6,14 +6,22 @@
 #include <string>
 
 #include "controlplane/sqlite_database.h"
+#include "controlplane/template_cache.h"
 #include "controlplane/template_store.h"
 
 namespace controlplane {
 
-// Thread-safe. Does not own the database, which must outlive it.
+// Thread-safe. Does not own the database, which must outlive it. Gets and
+// lists answer from a TemplateCache of decoded templates, each checked
+// against its row's version in the reader's snapshot (migration 6).
 class SqliteTemplateStore final : public TemplateStore {
  public:
-  explicit SqliteTemplateStore(SqliteDatabase* db) : db_(db) {}
+  // Templates kept decoded: about 1 KiB each.
+  static constexpr size_t kDefaultCacheEntries = 50000;
+
+  // Fills name_folded of rows migration 6 could not (non-ASCII names); a
+  // failure is logged, not fatal.
+  explicit SqliteTemplateStore(SqliteDatabase* db, size_t cache_entries = kDefaultCacheEntries);
   SqliteTemplateStore(const SqliteTemplateStore&) = delete;
   SqliteTemplateStore& operator=(const SqliteTemplateStore&) = delete;
 
@@ -45,8 +53,14 @@ class SqliteTemplateStore final : public TemplateStore {
   absl::Status RemoveImageReplica(absl::string_view image_id,
                                   absl::string_view node_id) override;
 
+  // The decoded-template cache, for tests.
+  const TemplateCache& cache() const { return cache_; }
+
  private:
+  absl::Status FoldNames();
+
   SqliteDatabase* const db_;
+  TemplateCache cache_;
 };
 
 }  // namespace controlplane

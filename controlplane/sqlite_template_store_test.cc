@@ -1,6 +1,7 @@
 #include "controlplane/sqlite_template_store.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <map>
 #include <memory>
 #include <set>
@@ -339,6 +340,209 @@ TEST_F(SqliteTemplateStoreTest, SharesAndUsage) {
   EXPECT_EQ(store_->GetUsage(kBob)->template_count, 0);
   EXPECT_TRUE(*store_->NameInUse(kAlice, "a"));
   EXPECT_FALSE(*store_->NameInUse(kBob, "a"));
+}
+
+// TemplateCache: every read checks the row's version in its own snapshot, so
+// a write (through this store or another one on the same database, as
+// another process would) is seen by the very next get and list.
+TEST_F(SqliteTemplateStoreTest, CachedTemplatesAreNeverServedStale) {
+  v1::ImageTemplate t = MakeTemplate(kAlice, "before", 100);
+  t.add_tags("web");
+  t.add_tags("prod");
+  ASSERT_TRUE(store_->InsertTemplate(t).ok());
+  TemplateQuery alice;
+  alice.viewer_account_id = kAlice;
+  alice.tag = "web";
+  TemplateQuery bob;
+  bob.viewer_account_id = kBob;
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_EQ(store_->GetTemplate(t.id())->DebugString(), t.DebugString());
+    ASSERT_EQ(Names(alice), std::vector<std::string>{"before"});
+    ASSERT_TRUE(Names(bob).empty());
+  }
+  // The reads above were answered from the cache, so what follows tests it.
+  ASSERT_GE(store_->cache().hits(), 2);
+
+  auto changed = store_->MutateTemplate(t.id(), [](TemplateTransaction& txn) {
+    v1::ImageTemplate& m = txn.image_template();
+    m.set_name("after");
+    m.set_note("new note");
+    m.clear_tags();
+    m.add_tags("db");
+    m.mutable_disks(0)->set_stored_size_bytes(4242);
+    auto* location = m.add_locations();
+    location->set_datacenter("fra02");
+    location->set_status(v1::IMAGE_TEMPLATE_LOCATION_STATUS_AVAILABLE);
+    *location->mutable_create_time() = ToTimestamp(7000);
+    m.set_visibility(v1::VISIBILITY_PUBLIC);
+    return absl::OkStatus();
+  });
+  ASSERT_TRUE(changed.ok()) << changed.status();
+  EXPECT_EQ(store_->GetTemplate(t.id())->DebugString(), changed->DebugString());
+  EXPECT_TRUE(Names(alice).empty());  // no longer tagged web
+  alice.tag = "db";
+  auto listed = store_->ListTemplates(alice);
+  ASSERT_TRUE(listed.ok()) << listed.status();
+  ASSERT_EQ(listed->size(), 1u);
+  EXPECT_EQ((*listed)[0].DebugString(), changed->DebugString());
+  EXPECT_EQ(Names(bob), std::vector<std::string>{"after"});  // published
+
+  // Another store on the same database has its own cache; its write still
+  // reaches this store's readers.
+  SqliteTemplateStore other(db_.get());
+  ASSERT_EQ(other.GetTemplate(t.id())->name(), "after");
+  auto unpublished = other.MutateTemplate(t.id(), [](TemplateTransaction& txn) {
+    txn.image_template().set_visibility(v1::VISIBILITY_PRIVATE);
+    txn.image_template().set_name("again");
+    return absl::OkStatus();
+  });
+  ASSERT_TRUE(unpublished.ok()) << unpublished.status();
+  EXPECT_EQ(store_->GetTemplate(t.id())->DebugString(), unpublished->DebugString());
+  EXPECT_EQ(Names(alice), std::vector<std::string>{"again"});
+  EXPECT_TRUE(Names(bob).empty());
+  EXPECT_EQ(other.GetTemplate(t.id())->name(), "again");
+}
+
+TEST_F(SqliteTemplateStoreTest, CacheEvictsPastItsSizeAndStillAnswers) {
+  SqliteTemplateStore small(db_.get(), /*cache_entries=*/16);
+  std::vector<v1::ImageTemplate> all;
+  for (int i = 0; i < 100; ++i) all.push_back(Insert(kAlice, absl::StrCat("t", i), i));
+  for (int round = 0; round < 2; ++round) {
+    for (const v1::ImageTemplate& t : all) {
+      auto got = small.GetTemplate(t.id());
+      ASSERT_TRUE(got.ok()) << got.status();
+      EXPECT_EQ(got->DebugString(), t.DebugString());
+    }
+  }
+  EXPECT_LE(small.cache().size(), 16u);
+}
+
+TEST_F(SqliteTemplateStoreTest, TagFilterMatchesWholeTagsOnly) {
+  v1::ImageTemplate a = MakeTemplate(kAlice, "a", 1);
+  a.add_tags("web-prod");
+  a.add_tags("x y");
+  ASSERT_TRUE(store_->InsertTemplate(a).ok());
+  v1::ImageTemplate b = MakeTemplate(kAlice, "b", 2);
+  b.add_tags("prod");
+  ASSERT_TRUE(store_->InsertTemplate(b).ok());
+  TemplateQuery q;
+  q.viewer_account_id = kAlice;
+  q.tag = "prod";
+  EXPECT_EQ(Names(q), std::vector<std::string>{"b"});
+  q.tag = "web";
+  EXPECT_TRUE(Names(q).empty());
+  q.tag = "x y";
+  EXPECT_EQ(Names(q), std::vector<std::string>{"a"});
+  q.tag = std::string("web-prod\x1fx y");  // two tags are not one
+  EXPECT_TRUE(Names(q).empty());
+  // The separator of tag_list never enters a stored tag.
+  v1::ImageTemplate bad = MakeTemplate(kAlice, "bad", 3);
+  bad.add_tags(std::string("a\x1f" "b"));
+  EXPECT_EQ(store_->InsertTemplate(bad).code(), absl::StatusCode::kInvalidArgument);
+}
+
+// Migration 6 fills tag_list for templates written before it.
+TEST(SqliteTemplateStoreMigrationTest, TagListIsBackfilled) {
+  const std::string path = ::testing::TempDir() + "/tag_list_backfill.db";
+  for (const char* suffix : {"", "-wal", "-shm"}) std::remove((path + suffix).c_str());
+  const std::string id = NewUuid();
+  {
+    std::vector<std::string> before(Migrations().begin(), Migrations().begin() + 5);
+    auto db = SqliteDatabase::Open(path, before);
+    ASSERT_TRUE(db.ok()) << db.status();
+    ASSERT_TRUE(AddTestAccount(**db, kAlice).ok());
+    ASSERT_TRUE((*db)->Transaction([&](SqliteConnection& conn) -> absl::Status {
+      ASSIGN_OR_RETURN(SqliteStatement s,
+                       conn.Prepare("INSERT INTO image_templates (id, owner_account_id, name, "
+                                    "visibility, status, create_time_us, update_time_us) "
+                                    "VALUES (?, ?, 'old', 1, 2, 5, 5)"));
+      RETURN_IF_ERROR(s.Bind(1, id).Bind(2, kAlice).Run());
+      int position = 0;
+      for (const char* tag : {"linux", "gpu"}) {
+        ASSIGN_OR_RETURN(SqliteStatement t,
+                         conn.Prepare("INSERT INTO image_template_tags (template_id, position, "
+                                      "tag) VALUES (?, ?, ?)"));
+        RETURN_IF_ERROR(t.Bind(1, id).Bind(2, position++).Bind(3, tag).Run());
+      }
+      return absl::OkStatus();
+    }).ok());
+  }
+  auto db = SqliteDatabase::Open(path, Migrations());
+  ASSERT_TRUE(db.ok()) << db.status();
+  SqliteTemplateStore store(db->get());
+  TemplateQuery q;
+  q.viewer_account_id = kAlice;
+  for (const char* tag : {"gpu", "linux"}) {
+    q.tag = tag;
+    auto rows = store.ListTemplates(q);
+    ASSERT_TRUE(rows.ok()) << rows.status();
+    ASSERT_EQ(rows->size(), 1u) << tag;
+    EXPECT_EQ((*rows)[0].tags_size(), 2);
+  }
+  q.tag = "lin";
+  EXPECT_TRUE(store.ListTemplates(q)->empty());
+}
+
+TEST_F(SqliteTemplateStoreTest, NameContainsIgnoresCaseBeyondAscii) {
+  Insert(kAlice, "\xc3\x84PFEL-Server", 1);           // ÄPFEL-Server
+  Insert(kAlice, "Stra\xc3\x9f" "e-db", 2);            // Straße-db
+  Insert(kAlice, "\xce\x94\xce\x95\xce\x9b\xce\xa4\xce\x91-web", 3);  // ΔΕΛΤΑ-web
+  Insert(kAlice, "\xd0\x94\xd0\xbe\xd0\xbc", 4);       // Дом
+  TemplateQuery q;
+  q.viewer_account_id = kAlice;
+  auto names = [&](const std::string& contains) {
+    q.name_contains = contains;
+    return Names(q);
+  };
+  EXPECT_EQ(names("\xc3\xa4pfel"), std::vector<std::string>{"\xc3\x84PFEL-Server"});  // äpfel
+  EXPECT_EQ(names("\xc3\x84" "Pfel-SERVER"), std::vector<std::string>{"\xc3\x84PFEL-Server"});
+  EXPECT_EQ(names("STRA\xe1\xba\x9e" "E"), std::vector<std::string>{"Stra\xc3\x9f" "e-db"});  // STRAẞE
+  EXPECT_EQ(names("\xce\xb4\xce\xb5\xce\xbb\xcf\x84\xce\xb1"),                   // δελτα
+            std::vector<std::string>{"\xce\x94\xce\x95\xce\x9b\xce\xa4\xce\x91-web"});
+  EXPECT_EQ(names("\xd0\xb4\xd0\x9e\xd0\x9c"), std::vector<std::string>{"\xd0\x94\xd0\xbe\xd0\xbc"});
+  EXPECT_TRUE(names("apfel").empty());  // ä is not a
+  // A rename folds the new name.
+  v1::ImageTemplate t = Insert(kAlice, "plain", 5);
+  ASSERT_TRUE(store_->MutateTemplate(t.id(), [](TemplateTransaction& txn) {
+    txn.image_template().set_name("\xc3\x96L-Image");  // ÖL-Image
+    return absl::OkStatus();
+  }).ok());
+  EXPECT_EQ(names("\xc3\xb6l-i"), std::vector<std::string>{"\xc3\x96L-Image"});
+  EXPECT_TRUE(names("plain").empty());
+}
+
+// Names written before migration 6 that SQL could not lowercase are folded
+// when the store starts.
+TEST(SqliteTemplateStoreMigrationTest, NonAsciiNamesAreFoldedAtStart) {
+  const std::string path = ::testing::TempDir() + "/name_fold_backfill.db";
+  for (const char* suffix : {"", "-wal", "-shm"}) std::remove((path + suffix).c_str());
+  {
+    std::vector<std::string> before(Migrations().begin(), Migrations().begin() + 5);
+    auto db = SqliteDatabase::Open(path, before);
+    ASSERT_TRUE(db.ok()) << db.status();
+    ASSERT_TRUE(AddTestAccount(**db, kAlice).ok());
+    ASSERT_TRUE((*db)->Transaction([&](SqliteConnection& conn) -> absl::Status {
+      for (const char* name : {"\xc3\x84PFEL", "Plain-ASCII"}) {
+        ASSIGN_OR_RETURN(SqliteStatement s,
+                         conn.Prepare("INSERT INTO image_templates (id, owner_account_id, name, "
+                                      "visibility, status, create_time_us, update_time_us) "
+                                      "VALUES (?, ?, ?, 1, 2, 5, 5)"));
+        RETURN_IF_ERROR(s.Bind(1, NewUuid()).Bind(2, kAlice).Bind(3, name).Run());
+      }
+      return absl::OkStatus();
+    }).ok());
+  }
+  auto db = SqliteDatabase::Open(path, Migrations());
+  ASSERT_TRUE(db.ok()) << db.status();
+  SqliteTemplateStore store(db->get());
+  TemplateQuery q;
+  q.viewer_account_id = kAlice;
+  for (const char* contains : {"\xc3\xa4pfel", "plain"}) {
+    q.name_contains = contains;
+    auto rows = store.ListTemplates(q);
+    ASSERT_TRUE(rows.ok()) << rows.status();
+    EXPECT_EQ(rows->size(), 1u) << contains;
+  }
 }
 
 }  // namespace

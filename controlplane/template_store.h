@@ -33,7 +33,7 @@ struct TemplateQuery {
   // template counts as visible) when all_accounts is set, for operators.
   std::string viewer_account_id;
   bool all_accounts = false;
-  // Case-insensitive (ASCII) substring of the name; empty: any.
+  // Case-insensitive (Unicode lowercase) substring of the name; empty: any.
   std::string name_contains;
   // Empty: any owner.
   std::string owner_account_id;

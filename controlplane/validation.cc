@@ -1,5 +1,8 @@
 #include "controlplane/validation.h"
 
+#include <locale.h>
+#include <wctype.h>
+
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "controlplane/ids.h"
@@ -62,6 +65,44 @@ absl::StatusOr<int> CheckChars(absl::string_view field, absl::string_view value,
 }
 
 }  // namespace
+
+std::string LowercaseUtf8(absl::string_view value) {
+  // C.UTF-8 maps all of Unicode whatever the process's own locale is.
+  static const locale_t utf8 = newlocale(LC_CTYPE_MASK, "C.UTF-8", static_cast<locale_t>(0));
+  std::string out;
+  out.reserve(value.size());
+  size_t i = 0;
+  while (i < value.size()) {
+    const size_t start = i;
+    int32_t cp = NextCodePoint(value, &i);
+    if (cp < 0) {
+      out += value[start];
+      i = start + 1;
+      continue;
+    }
+    if (cp < 0x80) {
+      out += absl::ascii_tolower(static_cast<unsigned char>(cp));
+      continue;
+    }
+    if (utf8 != static_cast<locale_t>(0)) {
+      cp = static_cast<int32_t>(towlower_l(static_cast<wint_t>(cp), utf8));
+    }
+    if (cp < 0x80) {  // İ (U+0130) -> i, K (U+212A) -> k
+      out += static_cast<char>(cp);
+    } else if (cp < 0x800) {
+      out += static_cast<char>(0xc0 | (cp >> 6));
+    } else if (cp < 0x10000) {
+      out += static_cast<char>(0xe0 | (cp >> 12));
+      out += static_cast<char>(0x80 | ((cp >> 6) & 0x3f));
+    } else {
+      out += static_cast<char>(0xf0 | (cp >> 18));
+      out += static_cast<char>(0x80 | ((cp >> 12) & 0x3f));
+      out += static_cast<char>(0x80 | ((cp >> 6) & 0x3f));
+    }
+    if (cp >= 0x80) out += static_cast<char>(0x80 | (cp & 0x3f));
+  }
+  return out;
+}
 
 int Utf8Length(absl::string_view value) {
   int count = 0;

@@ -39,6 +39,12 @@ absl::Status ValidateEnum(absl::string_view field, int value, bool (*is_valid)(i
 // Number of UTF-8 code points, or -1 if `value` is not valid UTF-8.
 int Utf8Length(absl::string_view value);
 
+// `value` with every code point lowercased by Unicode's simple mapping
+// ("ÄPFEL" -> "äpfel", "ΔΕΛΤΑ" -> "δελτα"), for case-insensitive matching;
+// bytes that are not valid UTF-8 are copied unchanged. Needs glibc's C.UTF-8
+// locale (Debian's libc-bin); without it only ASCII is lowercased.
+std::string LowercaseUtf8(absl::string_view value);
+
 }  // namespace controlplane
 
 #endif  // CONTROLPLANE_VALIDATION_H_

@@ -39,5 +39,18 @@ TEST(ValidationTest, UuidsAndRequestIds) {
   EXPECT_FALSE(ValidateRequestId("a b").ok());
 }
 
+TEST(ValidationTest, LowercaseUtf8IsUnicodeAware) {
+  EXPECT_EQ(LowercaseUtf8("Web-SERVER 1"), "web-server 1");
+  EXPECT_EQ(LowercaseUtf8("\xc3\x84PFEL"), "\xc3\xa4pfel");                   // ÄPFEL -> äpfel
+  EXPECT_EQ(LowercaseUtf8("\xce\x94\xce\x95\xce\x9b"), "\xce\xb4\xce\xb5\xce\xbb");  // ΔΕΛ -> δελ
+  EXPECT_EQ(LowercaseUtf8("\xd0\x94\xd0\xbe\xd0\xbc"), "\xd0\xb4\xd0\xbe\xd0\xbc");  // Дом -> дом
+  EXPECT_EQ(LowercaseUtf8("\xe1\xba\x9e"), "\xc3\x9f");                        // ẞ -> ß (3 -> 2 bytes)
+  EXPECT_EQ(LowercaseUtf8("\xf0\x90\x90\x80"), "\xf0\x90\x90\xa8");            // Deseret, 4 bytes
+  EXPECT_EQ(LowercaseUtf8("\xef\xbc\xa1"), "\xef\xbd\x81");                    // fullwidth Ａ -> ａ
+  EXPECT_EQ(LowercaseUtf8("caf\xc3\xa9 \xe2\x9c\x93"), "caf\xc3\xa9 \xe2\x9c\x93");  // unchanged
+  EXPECT_EQ(LowercaseUtf8("\xc4\xb0\xe2\x84\xaa"), "ik");  // İ K (Kelvin) -> ASCII
+  EXPECT_EQ(LowercaseUtf8("A\xc3Z"), "a\xc3z");  // a stray byte is kept
+}
+
 }  // namespace
 }  // namespace controlplane

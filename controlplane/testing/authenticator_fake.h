@@ -23,7 +23,7 @@ class FakeAuthenticator final : public Authenticator {
     callers_.erase(key);
   }
 
-  absl::StatusOr<Caller> Authenticate(const grpc::ServerContext& context) override {
+  absl::StatusOr<Caller> Authenticate(const grpc::ServerContextBase& context) override {
     const auto& metadata = context.client_metadata();
     auto it = metadata.find("authorization");
     if (it == metadata.end()) {

@@ -77,7 +77,7 @@ run_with() {  # BINDIR DBDIR [flags]
   "$bin/controlplane_bench" --controlplane="$bin/controlplane" --dir="$db" \
     --accounts=1000 --templates-per-account=100 --seed=1 --clients=16 \
     --seconds="$SECONDS_PER_PHASE" --warmup-seconds=2 --page-size=50 \
-    --phases=get,list,op-get,op-list,get@5000,list@100 "$@"
+    --phases=get,list,op-get,op-list,get@5000,list@100,list@500 "$@"
 }
 run() { run_with "$DIR/bin" "$DIR" "$@"; }
 

@@ -1,0 +1,75 @@
+// ApiKeyAuthenticator's throttle of unknown keys, against a real database.
+#include "controlplane/api_key_authenticator.h"
+
+#include <unistd.h>
+
+#include <fstream>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "controlplane/bootstrap.h"
+#include "controlplane/migrations.h"
+#include "gtest/gtest.h"
+
+namespace controlplane {
+namespace {
+
+std::string ReadFirstLine(const std::string& path) {
+  std::ifstream in(path);
+  std::string line;
+  std::getline(in, line);
+  return line;
+}
+
+TEST(ApiKeyAuthenticatorTest, UnknownKeysAreThrottledPerAddress) {
+  const char* tmp = getenv("TEST_TMPDIR");
+  const std::string base = absl::StrCat(tmp ? tmp : "/tmp", "/auth_throttle_", getpid());
+  auto db = SqliteDatabase::Open(base + ".db", Migrations());
+  ASSERT_TRUE(db.ok()) << db.status();
+  ASSERT_TRUE(Bootstrap(db->get(), base + ".key").ok());
+  const std::string good = "Bearer " + ReadFirstLine(base + ".key");
+
+  absl::Time now = absl::FromUnixSeconds(1000);
+  FailedAuthLimiter::Options options;
+  options.burst = 3;
+  options.per_second = 1;
+  ApiKeyAuthenticator auth(db->get(), options, [&] { return now; });
+  const std::string attacker = "ipv4:192.0.2.7:40000";
+  const std::string attacker_other_port = "ipv4:192.0.2.7:40001";
+  const std::string neighbour = "ipv4:192.0.2.8:40000";
+  // Well-formed keys the table does not have.
+  const std::string guess =
+      "Bearer itk_00000000-0000-4000-8000-000000000001_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+
+  // The good key, proven once from the attacker's address, is cached.
+  ASSERT_TRUE(auth.AuthenticateHeader(good, attacker).ok());
+  for (int i = 0; i < 3; ++i) {
+    absl::StatusOr<Caller> refused = auth.AuthenticateHeader(guess, attacker);
+    EXPECT_EQ(refused.status().code(), absl::StatusCode::kUnauthenticated);
+    EXPECT_NE(refused.status().message().find("unknown API key"), absl::string_view::npos);
+  }
+  // The fourth guess, from any port of that address, is refused unread.
+  absl::StatusOr<Caller> throttled = auth.AuthenticateHeader(guess, attacker_other_port);
+  EXPECT_EQ(throttled.status().code(), absl::StatusCode::kUnauthenticated);
+  EXPECT_NE(throttled.status().message().find("too many failed authentications from "
+                                              "ipv4:192.0.2.7"),
+            absl::string_view::npos)
+      << throttled.status();
+  // A key that authenticated before still works from there; another address
+  // is not throttled at all.
+  EXPECT_TRUE(auth.AuthenticateHeader(good, attacker).ok());
+  EXPECT_NE(auth.AuthenticateHeader(guess, neighbour).status().message().find("unknown API key"),
+            absl::string_view::npos);
+  // No peer (internal callers): never throttled.
+  EXPECT_NE(auth.AuthenticateHeader(guess).status().message().find("unknown API key"),
+            absl::string_view::npos);
+  // After a second, one more try is let through to the table.
+  now += absl::Seconds(1);
+  EXPECT_NE(auth.AuthenticateHeader(guess, attacker).status().message().find("unknown API key"),
+            absl::string_view::npos);
+  EXPECT_NE(auth.AuthenticateHeader(guess, attacker).status().message().find("too many"),
+            absl::string_view::npos);
+}
+
+}  // namespace
+}  // namespace controlplane

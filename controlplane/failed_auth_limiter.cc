@@ -1,0 +1,71 @@
+#include "controlplane/failed_auth_limiter.h"
+
+#include <algorithm>
+#include <cmath>
+#include <utility>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "common/log.h"
+
+namespace controlplane {
+
+FailedAuthLimiter::FailedAuthLimiter(Options options, std::function<absl::Time()> now)
+    : options_(options), now_(std::move(now)) {}
+
+std::string FailedAuthLimiter::AddressOf(absl::string_view peer) {
+  if (absl::StartsWith(peer, "ipv4:") || absl::StartsWith(peer, "ipv6:")) {
+    size_t colon = peer.rfind(':');
+    // "ipv4:" alone has its colon at 4: nothing to strip.
+    if (colon != absl::string_view::npos && colon > 4) return std::string(peer.substr(0, colon));
+  }
+  return std::string(peer);
+}
+
+void FailedAuthLimiter::Refill(Bucket& bucket, absl::Time now) const {
+  if (now > bucket.updated) {
+    bucket.tokens = std::min(options_.burst,
+                             bucket.tokens + absl::ToDoubleSeconds(now - bucket.updated) *
+                                                 options_.per_second);
+    bucket.updated = now;
+  }
+}
+
+absl::Status FailedAuthLimiter::Check(absl::string_view address) {
+  const absl::Time now = now_();
+  absl::MutexLock lock(&mu_);
+  auto it = buckets_.find(address);
+  if (it == buckets_.end()) return absl::OkStatus();
+  Refill(it->second, now);
+  if (it->second.tokens >= 1) return absl::OkStatus();
+  const double wait = options_.per_second > 0 ? (1 - it->second.tokens) / options_.per_second : 1;
+  return absl::UnauthenticatedError(absl::StrCat(
+      "too many failed authentications from ", address, "; retry in ",
+      static_cast<int64_t>(std::ceil(wait)), " s with a valid API key"));
+}
+
+void FailedAuthLimiter::RecordFailure(absl::string_view address) {
+  const absl::Time now = now_();
+  absl::MutexLock lock(&mu_);
+  auto it = buckets_.find(address);
+  if (it == buckets_.end()) {
+    if (buckets_.size() >= options_.max_addresses) {
+      // Forget addresses that have earned their whole burst back.
+      absl::erase_if(buckets_, [&](auto& entry) {
+        Refill(entry.second, now);
+        return entry.second.tokens >= options_.burst;
+      });
+      if (buckets_.size() >= options_.max_addresses) buckets_.clear();
+    }
+    it = buckets_.emplace(std::string(address), Bucket{options_.burst, now}).first;
+  }
+  Refill(it->second, now);
+  const bool was_open = it->second.tokens >= 1;
+  it->second.tokens = std::max(0.0, it->second.tokens - 1);
+  if (was_open && it->second.tokens < 1) {
+    common::LogError("throttling API key attempts from %s: %.0f failed in a burst", address,
+                     options_.burst);
+  }
+}
+
+}  // namespace controlplane

@@ -103,11 +103,12 @@ absl::Status OperationContext::SaveCheckpoint() {
     source = checkpoint_source_;
   }
   if (!source) return absl::OkStatus();
-  std::string checkpoint = source();
+  // Taken inside the write: parallel steps' writes land in the order of
+  // their snapshots, so an older snapshot never overwrites a newer one.
   return store_
       ->UpdateOperation(id(),
                         [&](v1::Operation&, OperationInternals& internals) {
-                          internals.checkpoint = checkpoint;
+                          internals.checkpoint = source();
                           return absl::OkStatus();
                         })
       .status();
@@ -164,7 +165,6 @@ absl::Status OperationContext::RunStep(
     absl::MutexLock lock(&mu_);
     source = checkpoint_source_;
   }
-  std::string checkpoint = source ? source() : std::string();
   const int64_t end = NowMicros();
   absl::Status recorded =
       store_
@@ -188,7 +188,8 @@ absl::Status OperationContext::RunStep(
                   step->mutable_error()->set_message(
                       std::string(status.message()));
                 }
-                if (source) internals.checkpoint = checkpoint;
+                // Inside the write, as in SaveCheckpoint.
+                if (source) internals.checkpoint = source();
                 return absl::OkStatus();
               })
           .status();

@@ -4,7 +4,9 @@
 #include <atomic>
 #include <memory>
 #include <string>
+#include <thread>
 
+#include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "controlplane/ids.h"
 #include "controlplane/sqlite_operation_store.h"
@@ -218,6 +220,45 @@ TEST_F(OperationRunnerTest,
   runner.Register(v1::OPERATION_KIND_CREATE_IMAGE_TEMPLATE, &workflow);
   runner.Start();
   EXPECT_EQ(WaitTerminal(id).state(), v1::OPERATION_STATE_CANCELLED);
+}
+
+// Parallel steps save checkpoints at once: each write takes its snapshot
+// inside the write, so a snapshot taken earlier never lands last (a copy's
+// "created" flag saved by one disk must not be overwritten by another disk's
+// older snapshot).
+TEST_F(OperationRunnerTest, ParallelCheckpointWritesNeverGoBackwards) {
+  const std::string id = Insert(v1::OPERATION_STATE_RUNNING);
+  OperationContext context(store_.get(), options_, *store_->GetOperation(id),
+                           *store_->GetInternals(id));
+  absl::Mutex mu;
+  std::string state = "old";
+  absl::Notification first_snapshot, release;
+  std::atomic<int> calls{0};
+  context.SetCheckpointSource([&] {
+    std::string value;
+    {
+      absl::MutexLock lock(&mu);
+      value = state;
+    }
+    if (calls++ == 0) {
+      first_snapshot.Notify();
+      release.WaitForNotification();
+    }
+    return value;
+  });
+  std::thread first([&] { EXPECT_TRUE(context.SaveCheckpoint().ok()); });
+  first_snapshot.WaitForNotification();
+  {
+    absl::MutexLock lock(&mu);
+    state = "new";
+  }
+  std::thread second([&] { EXPECT_TRUE(context.SaveCheckpoint().ok()); });
+  // Long enough for the second write to land first, were it not ordered.
+  absl::SleepFor(absl::Milliseconds(100));
+  release.Notify();
+  first.join();
+  second.join();
+  EXPECT_EQ(store_->GetInternals(id)->checkpoint, "new");
 }
 
 }  // namespace

@@ -1,11 +1,14 @@
 #include "controlplane/copy_workflow.h"
 
 #include <algorithm>
+#include <atomic>
+#include <thread>
 #include <utility>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "common/log.h"
 #include "common/status_macros.h"
 #include "controlplane/ids.h"
@@ -114,11 +117,30 @@ class CopyRun {
   }
 
   absl::Status Run() {
-    absl::Status status = context_.cancelled()
-                              ? absl::CancelledError("the operation was cancelled")
-                              : Forward();
-    if (status.ok() || context_.stopping()) return status;
-    if (Snapshot().recorded()) return status;  // AVAILABLE stays AVAILABLE.
+    const CopyCheckpoint cp = Snapshot();
+    absl::Status status;
+    if (cp.failure_code() != 0) {
+      // An earlier process failed the copy and was undoing it: finish that,
+      // never copy again (its undo may already have deleted finished disks).
+      status = absl::Status(static_cast<absl::StatusCode>(cp.failure_code()),
+                            cp.failure_message());
+      common::LogInfo("operation %s: resuming the undo of a failed copy: %s", context_.id(),
+                      status.ToString());
+    } else {
+      status = context_.cancelled() ? absl::CancelledError("the operation was cancelled")
+                                    : Forward();
+      if (status.ok() || context_.stopping()) return status;
+      if (Snapshot().recorded()) return status;  // AVAILABLE stays AVAILABLE.
+      {
+        absl::MutexLock lock(&mu_);
+        checkpoint_.set_failure_code(static_cast<int>(status.code()));
+        checkpoint_.set_failure_message(std::string(status.message()));
+      }
+      if (absl::Status saved = context_.SaveCheckpoint(); !saved.ok()) {
+        common::LogWarning("operation %s: recording the failure: %s", context_.id(),
+                           saved.ToString());
+      }
+    }
     Undo(status);
     if (context_.stopping()) return absl::AbortedError("stopping during undo");
     return status;
@@ -134,17 +156,73 @@ class CopyRun {
     CopyCheckpoint cp = Snapshot();
     if (cp.recorded()) return absl::OkStatus();
     std::vector<int> slots;
-    for (const CopyImage& image : cp.images()) {
+    std::vector<int> todo;
+    for (int i = 0; i < cp.images_size(); ++i) {
+      const CopyImage& image = cp.images(i);
       slots.push_back(context_.progress().Add(
           static_cast<uint64_t>(image.size_bytes()), image.done() ? image.size_bytes() : 0));
+      if (!image.done()) todo.push_back(i);
     }
-    for (int i = 0; i < cp.images_size(); ++i) {
-      if (cp.images(i).done()) continue;
-      const std::string disk = cp.images(i).image_id().substr(cp.template_id().size() + 1);
-      RETURN_IF_ERROR(context_.RunStep(absl::StrCat("copy_", cp.images(i).datacenter(), "_", disk),
-                                       "", [&] { return Copy(i, slots[i]); }));
-    }
+    RETURN_IF_ERROR(CopyAll(cp, todo, slots));
     return context_.RunStep("record_locations", "", [&] { return Record(); });
+  }
+
+  // Runs the copy step of every image in `todo`, at most parallel_copies at
+  // once. The first failure stops the rest (calls in flight are cancelled,
+  // images not started are not started) and is returned.
+  absl::Status CopyAll(const CopyCheckpoint& cp, const std::vector<int>& todo,
+                       const std::vector<int>& slots) {
+    if (todo.empty()) return absl::OkStatus();
+    // Raised by a failed copy, or mirrored from the operation's cancel and
+    // shutdown flag: the calls in flight watch this one.
+    std::atomic<bool> abandon{false};
+    absl::Notification finished;
+    std::thread watcher([&] {
+      while (!finished.WaitForNotificationWithTimeout(absl::Milliseconds(20))) {
+        if (context_.interrupt_flag()->load()) {
+          abandon = true;
+          return;
+        }
+      }
+    });
+    std::atomic<size_t> next{0};
+    std::vector<absl::Status> results(todo.size());
+    auto worker = [&] {
+      for (size_t k = next++; k < todo.size(); k = next++) {
+        const int i = todo[k];
+        if (abandon.load()) {
+          results[k] = context_.stopping() ? absl::AbortedError("the control plane is stopping")
+                       : context_.cancelled()
+                           ? absl::CancelledError("the operation was cancelled")
+                           : absl::CancelledError("not started: another disk's copy failed");
+          continue;
+        }
+        const std::string disk = cp.images(i).image_id().substr(cp.template_id().size() + 1);
+        results[k] = context_.RunStep(
+            absl::StrCat("copy_", cp.images(i).datacenter(), "_", disk), "",
+            [&]() -> absl::Status {
+              if (abandon.load() && !context_.interrupt_flag()->load()) {
+                return absl::CancelledError("stopped: another disk's copy failed");
+              }
+              absl::Status status = Copy(i, slots[i], &abandon);
+              if (!status.ok() && abandon.load() && !context_.interrupt_flag()->load()) {
+                return absl::CancelledError("stopped: another disk's copy failed");
+              }
+              return status;
+            });
+        if (!results[k].ok()) abandon = true;
+      }
+    };
+    const int workers =
+        std::min(static_cast<int>(todo.size()), std::max(1, deps_.parallel_copies));
+    std::vector<std::thread> threads;
+    for (int w = 1; w < workers; ++w) threads.emplace_back(worker);
+    worker();
+    for (std::thread& thread : threads) thread.join();
+    finished.Notify();
+    watcher.join();
+    // The cause wins over the copies it stopped (CANCELLED).
+    return FirstError(results);
   }
 
   // A live node of `datacenter`, the one with the most free space.
@@ -163,27 +241,32 @@ class CopyRun {
     return best->id();
   }
 
-  absl::Status Copy(int i, int slot) {
+  // Copies image `i`; its calls stop once `abandon` is raised.
+  absl::Status Copy(int i, int slot, const std::atomic<bool>* abandon) {
     CopyImage image = Snapshot().images(i);
     const std::string template_id = Snapshot().template_id();
     if (image.node_id().empty()) {
-      ASSIGN_OR_RETURN(std::string node_id, ChooseNode(image.datacenter()));
-      {
-        absl::MutexLock lock(&mu_);
-        checkpoint_.mutable_images(i)->set_node_id(node_id);
-        // Every disk of a datacenter goes to the same node.
-        for (CopyImage& other : *checkpoint_.mutable_images()) {
-          if (other.datacenter() == image.datacenter() && other.node_id().empty()) {
-            other.set_node_id(node_id);
+      // One choice per datacenter even with disks copied in parallel.
+      absl::MutexLock choosing(&choose_mu_);
+      image = Snapshot().images(i);
+      if (image.node_id().empty()) {
+        ASSIGN_OR_RETURN(std::string node_id, ChooseNode(image.datacenter()));
+        {
+          absl::MutexLock lock(&mu_);
+          // Every disk of a datacenter goes to the same node.
+          for (CopyImage& other : *checkpoint_.mutable_images()) {
+            if (other.datacenter() == image.datacenter() && other.node_id().empty()) {
+              other.set_node_id(node_id);
+            }
           }
         }
+        RETURN_IF_ERROR(context_.SaveCheckpoint());
+        image = Snapshot().images(i);
       }
-      RETURN_IF_ERROR(context_.SaveCheckpoint());
-      image = Snapshot().images(i);
     }
     ASSIGN_OR_RETURN(StorageNodeHandle destination, deps_.nodes->ById(image.node_id()));
     CallOptions options;
-    options.cancelled = context_.interrupt_flag();
+    options.cancelled = abandon;
     options.max_attempts = deps_.call_attempts;
     absl::StatusOr<imagetemplates::storagenode::v1::ImageManifestSummary> present =
         destination.client->GetImage(image.image_id(), options);
@@ -348,6 +431,8 @@ class CopyRun {
 
   const CopyWorkflow::Dependencies& deps_;
   OperationContext& context_;
+  // Held while a destination node is chosen; before mu_.
+  absl::Mutex choose_mu_;
   absl::Mutex mu_;
   CopyCheckpoint checkpoint_ ABSL_GUARDED_BY(mu_);
 };

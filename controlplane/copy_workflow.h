@@ -2,13 +2,15 @@
 // datacenter must have a live storage node; then one transaction adds a
 // COPYING location per datacenter and inserts the PENDING copy operation.
 // The operation (Run): copy_<datacenter>_disk<i> for every disk and target,
-// each sending the image from a live node holding it (storaged SendImage:
-// only chunks the destination lacks cross) to a live node of the target
-// datacenter and recording the replica; then record_locations marks the
-// locations AVAILABLE, so deploys may use them. Failure or cancel: undo_copies
-// deletes the images this operation created on destination nodes (images
-// that were there before stay), then the locations turn FAILED (failure) or
-// are removed (cancel).
+// up to parallel_copies at once, each sending the image from a live node
+// holding it (storaged SendImage: only chunks the destination lacks cross) to
+// a live node of the target datacenter and recording the replica; then
+// record_locations marks the locations AVAILABLE, so deploys may use them.
+// Failure or cancel: the copies still running are stopped, the cause is
+// checkpointed (a restart finishes the undo, it never copies again),
+// undo_copies deletes the images this operation created on destination nodes
+// (images that were there before stay), then the locations turn FAILED
+// (failure) or are removed (cancel).
 //
 // RemoveLocationData deletes a removed location's images from the nodes of
 // its datacenter (RemoveImageTemplateLocations).
@@ -37,6 +39,8 @@ class CopyWorkflow final : public Workflow {
     StorageNodeDirectory* nodes = nullptr;
     // Attempts of each storaged call on UNAVAILABLE (the step retries too).
     int call_attempts = 3;
+    // Disk images copied at once (each a SendImage between two nodes).
+    int parallel_copies = 3;
   };
   explicit CopyWorkflow(Dependencies deps) : deps_(deps) {}
 

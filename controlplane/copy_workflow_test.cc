@@ -1,8 +1,9 @@
 // CopyWorkflow through ImageTemplateManager and the operation runner, over
 // the SQLite stores and fake storage nodes (n0, n1 in dc1; n2 in dc2): a copy
-// makes the template deployable in dc2; failure and cancel delete what the
-// copy created (and nothing that was there before); removing a location
-// deletes its data.
+// makes the template deployable in dc2, its two disks copied at once; failure
+// and cancel delete what the copy created (and nothing that was there
+// before), also across a restart during the undo; removing a location deletes
+// its data.
 #include "controlplane/copy_workflow.h"
 
 #include <string>
@@ -49,6 +50,22 @@ class CopyWorkflowTest : public WorkflowTestEnvironment {
     const v1::ImageTemplate t = *templates_->GetTemplate(id);
     for (const auto& l : t.locations()) out[l.datacenter()] = l.status();
     return out;
+  }
+  // A new runner on the same stores, as after a control-plane restart
+  // (after runner_->Stop()).
+  void StartNewRunner() {
+    OperationRunnerOptions options;
+    options.poll_interval = absl::Milliseconds(20);
+    options.step_max_attempts = 4;
+    options.step_initial_backoff = absl::Milliseconds(10);
+    options.step_max_backoff = absl::Milliseconds(40);
+    options.progress_interval = absl::Milliseconds(20);
+    runner_ = std::make_unique<OperationRunner>(operations_.get(), options);
+    runner_->Register(v1::OPERATION_KIND_CREATE_IMAGE_TEMPLATE, create_.get());
+    runner_->Register(v1::OPERATION_KIND_DEPLOY_IMAGE_TEMPLATE, deploy_.get());
+    runner_->Register(v1::OPERATION_KIND_DELETE_IMAGE_TEMPLATE, delete_.get());
+    runner_->Register(v1::OPERATION_KIND_COPY_IMAGE_TEMPLATE, copy_.get());
+    runner_->Start();
   }
   int ReplicasOn(const std::string& template_id, const std::string& node) {
     int n = 0;
@@ -108,15 +125,98 @@ TEST_F(CopyWorkflowTest, CopiesEveryDiskThenTheTemplateDeploysInTheNewDatacenter
   EXPECT_EQ(nodes_[0]->calls(Fake::kRestore), 0);
 }
 
-TEST_F(CopyWorkflowTest, FailureDeletesWhatTheCopyCreatedAndTheLocationCanBeRetried) {
+TEST_F(CopyWorkflowTest, BothDisksAreCopiedAtOnce) {
   const v1::ImageTemplate t = ActiveTemplate("golden");
-  nodes_[1]->Fail(Fake::kSend, absl::DataLossError("n1: chunk sha256 ab.. is corrupt"));
+  nodes_[0]->Block(Fake::kSend);
+  nodes_[1]->Block(Fake::kSend);
   auto started = Add(t.id(), "dc2");
   ASSERT_TRUE(started.ok()) << started.status();
+  // Both sends are in flight together: one disk does not wait for the other.
+  EXPECT_TRUE(WaitFor([&] { return nodes_[0]->waiting() == 1 && nodes_[1]->waiting() == 1; }));
+  nodes_[0]->Release(Fake::kSend);
+  nodes_[1]->Release(Fake::kSend);
+  v1::Operation op = WaitTerminal(started->id());
+  ASSERT_EQ(op.state(), v1::OPERATION_STATE_SUCCEEDED) << op.DebugString();
+  EXPECT_EQ(Step(op, "copy_dc2_disk0").state(), v1::OPERATION_STATE_SUCCEEDED);
+  EXPECT_EQ(Step(op, "copy_dc2_disk1").state(), v1::OPERATION_STATE_SUCCEEDED);
+  EXPECT_EQ(nodes_[0]->calls(Fake::kSend), 1);
+  EXPECT_EQ(nodes_[1]->calls(Fake::kSend), 1);
+  auto on_n2 = nodes_[2]->images();
+  ASSERT_EQ(on_n2.size(), 2u);
+  EXPECT_EQ(on_n2[t.id() + "-disk0"], t.disks(0).manifest_digest());
+  EXPECT_EQ(on_n2[t.id() + "-disk1"], t.disks(1).manifest_digest());
+  EXPECT_EQ(ReplicasOn(t.id(), "n2"), 2);
+  EXPECT_EQ(op.progress().bytes_done(), op.progress().bytes_total());
+  EXPECT_EQ(Locations(t.id())["dc2"], v1::IMAGE_TEMPLATE_LOCATION_STATUS_AVAILABLE);
+}
+
+// A failed copy stops its sibling in flight at once (its step CANCELLED),
+// and the undo leaves nothing on n2.
+TEST_F(CopyWorkflowTest, AFailedDiskStopsTheCopyStillRunning) {
+  const v1::ImageTemplate t = ActiveTemplate("golden");
+  nodes_[0]->Block(Fake::kSend);  // disk0 stays in flight until cancelled
+  nodes_[1]->Fail(Fake::kSend, absl::DataLossError("n1: chunk sha256 cd.. is corrupt"));
+  const absl::Time start = absl::Now();
+  auto started = Add(t.id(), "dc2");
+  ASSERT_TRUE(started.ok()) << started.status();
+  v1::Operation op = WaitTerminal(started->id());
+  EXPECT_LT(absl::Now() - start, absl::Seconds(3));
+  EXPECT_EQ(op.state(), v1::OPERATION_STATE_FAILED) << op.DebugString();
+  EXPECT_EQ(op.error().code(), static_cast<int>(absl::StatusCode::kDataLoss));
+  EXPECT_EQ(Step(op, "copy_dc2_disk1").state(), v1::OPERATION_STATE_FAILED);
+  const v1::OperationStep disk0 = Step(op, "copy_dc2_disk0");
+  EXPECT_EQ(disk0.state(), v1::OPERATION_STATE_CANCELLED) << op.DebugString();
+  EXPECT_TRUE(absl::StrContains(disk0.error().message(), "another disk")) << disk0.DebugString();
+  EXPECT_TRUE(nodes_[2]->images().empty());
+  EXPECT_EQ(ReplicasOn(t.id(), "n2"), 0);
+  EXPECT_EQ(Locations(t.id())["dc2"], v1::IMAGE_TEMPLATE_LOCATION_STATUS_FAILED);
+}
+
+// A control plane stopped while it undoes a failed copy finishes the undo
+// at the next start: it does not copy again (the undo may already have
+// deleted finished disks), and fails with the first cause.
+TEST_F(CopyWorkflowTest, ARestartDuringTheUndoFinishesTheUndo) {
+  const v1::ImageTemplate t = ActiveTemplate("golden");
+  nodes_[1]->Block(Fake::kSend);
+  auto started = Add(t.id(), "dc2");
+  ASSERT_TRUE(started.ok()) << started.status();
+  ASSERT_TRUE(WaitFor([&] { return nodes_[2]->images().size() == 1u; }));
+  nodes_[1]->Fail(Fake::kSend, absl::DataLossError("n1: chunk sha256 ef.. is corrupt"));
+  nodes_[2]->Block(Fake::kDelete);
+  nodes_[1]->Release(Fake::kSend);
+  ASSERT_TRUE(WaitFor([&] { return nodes_[2]->waiting() == 1; }));  // undoing
+  runner_->Stop();
+  nodes_[2]->Release(Fake::kDelete);
+  ASSERT_EQ(operations_->GetOperation(started->id())->state(), v1::OPERATION_STATE_RUNNING);
+  nodes_[1]->Fail(Fake::kSend, absl::OkStatus(), 0);  // a copy now would succeed
+
+  StartNewRunner();
+  v1::Operation op = WaitTerminal(started->id());
+  EXPECT_EQ(op.state(), v1::OPERATION_STATE_FAILED) << op.DebugString();
+  EXPECT_EQ(op.error().code(), static_cast<int>(absl::StatusCode::kDataLoss));
+  EXPECT_TRUE(absl::StrContains(op.error().message(), "corrupt")) << op.error().message();
+  EXPECT_EQ(nodes_[1]->calls(Fake::kSend), 1);  // not copied again
+  EXPECT_TRUE(nodes_[2]->images().empty());
+  EXPECT_EQ(ReplicasOn(t.id(), "n2"), 0);
+  EXPECT_EQ(Locations(t.id())["dc2"], v1::IMAGE_TEMPLATE_LOCATION_STATUS_FAILED);
+}
+
+TEST_F(CopyWorkflowTest, FailureDeletesWhatTheCopyCreatedAndTheLocationCanBeRetried) {
+  const v1::ImageTemplate t = ActiveTemplate("golden");
+  // disk0 reaches n2 first, then disk1's copy fails.
+  nodes_[1]->Block(Fake::kSend);
+  auto started = Add(t.id(), "dc2");
+  ASSERT_TRUE(started.ok()) << started.status();
+  ASSERT_TRUE(WaitFor([&] { return nodes_[2]->images().size() == 1u; }));
+  ASSERT_TRUE(WaitFor([&] { return ReplicasOn(t.id(), "n2") == 1; }));
+  nodes_[1]->Fail(Fake::kSend, absl::DataLossError("n1: chunk sha256 ab.. is corrupt"));
+  nodes_[1]->Release(Fake::kSend);
   v1::Operation op = WaitTerminal(started->id());
   EXPECT_EQ(op.state(), v1::OPERATION_STATE_FAILED);
   EXPECT_EQ(op.error().code(), static_cast<int>(absl::StatusCode::kDataLoss));
   EXPECT_TRUE(absl::StrContains(op.error().message(), "corrupt")) << op.error().message();
+  EXPECT_EQ(Step(op, "copy_dc2_disk0").state(), v1::OPERATION_STATE_SUCCEEDED);
+  EXPECT_EQ(Step(op, "copy_dc2_disk1").state(), v1::OPERATION_STATE_FAILED);
   EXPECT_EQ(Step(op, "undo_copies").state(), v1::OPERATION_STATE_SUCCEEDED);
   // disk0 had reached n2; the undo deleted it.
   EXPECT_TRUE(nodes_[2]->images().empty());

@@ -4,31 +4,29 @@
 // AddImageTemplateLocations has copied it there (storaged SendImage, only
 // missing chunks); then a deploy in dc2 restores a byte-identical disk from
 // n1. A second template sharing most data copies only its new chunks.
-// Removing the location deletes the images on n1.
-#include <fcntl.h>
-#include <unistd.h>
+// Removing the location deletes the images on n1. kill -9 of the
+// controlplane in the middle of a two-disk copy: after the restart the copy
+// finishes or fails cleanly; with the source node gone too, it fails cleanly.
+#include <signal.h>
 
-#include <fstream>
+#include <chrono>
+#include <cstdio>
 #include <memory>
 #include <regex>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
-#include "grpcpp/create_channel.h"
-#include "grpcpp/security/credentials.h"
 #include "gtest/gtest.h"
 #include "imagetemplates/storagenode/v1/storage_node.grpc.pb.h"
-#include "imagetemplates/v1/identity.grpc.pb.h"
 #include "imagetemplates/v1/image_templates.grpc.pb.h"
 #include "imagetemplates/v1/inventory.grpc.pb.h"
 #include "imagetemplates/v1/operations.grpc.pb.h"
-#include "tests/process.h"
 #include "tests/rpc.h"
 #include "tests/san.h"
+#include "tests/stack.h"
 
 namespace tests {
 namespace {
@@ -39,153 +37,29 @@ constexpr uint64_t kMiB = 1 << 20;
 
 #define ASSERT_OK(status) ASSERT_TRUE((status).ok()) << (status).error_message()
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-// Fills [offset, offset + size) of `path` with pseudo-random bytes.
-void FillRandom(const std::string& path, uint64_t offset, uint64_t size, uint64_t seed) {
-  int fd = ::open(path.c_str(), O_WRONLY);
-  ASSERT_GE(fd, 0) << path;
-  std::vector<uint64_t> block(64 * 1024);
-  uint64_t x = seed * 0x9E3779B97F4A7C15ull + 1;
-  for (uint64_t off = 0; off < size; off += block.size() * 8) {
-    for (uint64_t& v : block) {
-      x ^= x << 13;
-      x ^= x >> 7;
-      x ^= x << 17;
-      v = x;
-    }
-    size_t n = static_cast<size_t>(std::min<uint64_t>(block.size() * 8, size - off));
-    ASSERT_EQ(pwrite(fd, block.data(), n, static_cast<off_t>(offset + off)),
-              static_cast<ssize_t>(n));
-  }
-  ::close(fd);
+StackOptions CopyStack() {
+  StackOptions options;
+  options.dir_prefix = "copy";
+  options.node_datacenters = {"dc1", "dc2"};
+  return options;
 }
 
 class CopyTest : public ::testing::Test {
  protected:
+  CopyTest() : stack_(CopyStack()) {}
+
   void SetUp() override {
-    dir_ = MakeTempDir("copy");
-    for (int i = 0; i < 2; ++i) {
-      auto san = San::Start();
-      ASSERT_TRUE(san.ok()) << san.status();
-      sans_.push_back(*std::move(san));
-    }
-    auto process = Process::StartServer(
-        {RunfilePath("controlplane/controlplane"), "--listen=127.0.0.1:0",
-         "--db=" + dir_ + "/cp.db", "--admin-key-file=" + dir_ + "/admin.key",
-         "--node-heartbeat-ms=500"},
-        dir_ + "/controlplane.log");
-    ASSERT_TRUE(process.ok()) << process.status();
-    cp_ = std::make_unique<Process>(*std::move(process));
-    auto channel = grpc::CreateChannel(cp_->address(), grpc::InsecureChannelCredentials());
-    identity_ = v1::IdentityService::NewStub(channel);
-    inventory_ = v1::InventoryService::NewStub(channel);
-    templates_ = v1::ImageTemplateService::NewStub(channel);
-    operations_ = v1::OperationService::NewStub(channel);
-    admin_ = ReadFile(dir_ + "/admin.key");
-    admin_ = admin_.substr(0, admin_.find('\n'));
-    for (const char* name : {"dc1", "dc2"}) {
-      v1::CreateDatacenterRequest dc;
-      dc.set_name(name);
-      v1::CreateDatacenterResponse response;
-      ASSERT_OK(Call(*inventory_, &v1::InventoryService::Stub::CreateDatacenter, admin_, dc,
-                     &response));
-    }
-    for (int i = 0; i < 2; ++i) {
-      auto node = Process::StartServer(
-          {RunfilePath("storaged/storaged"), "--listen=127.0.0.1:0",
-           absl::StrCat("--store=", dir_, "/store", i), absl::StrCat("--datacenter=dc", i + 1),
-           absl::StrCat("--node-id=n", i), "--controlplane=" + cp_->address(),
-           absl::StrCat("--portals=127.0.0.1:", sans_[i]->port())},
-          absl::StrCat(dir_, "/storaged", i, ".log"));
-      ASSERT_TRUE(node.ok()) << node.status();
-      storaged_.push_back(std::make_unique<Process>(*std::move(node)));
-    }
-    WaitNodesUp();
-    v1::CreateIpPoolRequest pool;
-    pool.set_datacenter("dc2");
-    pool.set_subnet("10.30.0.0/24");
-    pool.set_gateway("10.30.0.1");
-    pool.add_ranges()->set_start("10.30.0.10");
-    pool.mutable_ranges(0)->set_end("10.30.0.20");
-    v1::CreateIpPoolResponse pool_response;
-    ASSERT_OK(Call(*inventory_, &v1::InventoryService::Stub::CreateIpPool, admin_, pool,
-                   &pool_response));
-    NewUser();
+    ASSERT_NO_FATAL_FAILURE(stack_.Start());
+    stack_.AddIpPool("dc2", "10.30.0.0/24", "10.30.0.1", "10.30.0.10", "10.30.0.20");
+    const User user = stack_.NewUser(
+        "acme", {v1::PERMISSION_IMAGE_TEMPLATE_MANAGE, v1::PERMISSION_SERVER_VIEW,
+                 v1::PERMISSION_SERVER_PROVISION});
+    key_ = user.key;
+    account_id_ = user.account_id;
   }
 
-  void WaitNodesUp() {
-    const absl::Time deadline = absl::Now() + absl::Seconds(20);
-    while (absl::Now() < deadline) {
-      v1::ListStorageNodesRequest request;
-      request.set_state(v1::STORAGE_NODE_STATE_UP);
-      v1::ListStorageNodesResponse response;
-      if (Call(*inventory_, &v1::InventoryService::Stub::ListStorageNodes, admin_, request,
-               &response)
-              .ok() &&
-          response.storage_nodes_size() == 2) {
-        for (const auto& node : response.storage_nodes()) addresses_[node.id()] = node.address();
-        return;
-      }
-      absl::SleepFor(absl::Milliseconds(100));
-    }
-    FAIL() << "storage nodes did not register";
-  }
-
-  void NewUser() {
-    v1::CreateAccountRequest account;
-    account.set_name("acme");
-    v1::CreateAccountResponse account_response;
-    ASSERT_OK(Call(*identity_, &v1::IdentityService::Stub::CreateAccount, admin_, account,
-                   &account_response));
-    account_id_ = account_response.account().id();
-    v1::CreateUserRequest request;
-    request.set_account_id(account_id_);
-    request.set_username("user");
-    for (auto p : {v1::PERMISSION_IMAGE_TEMPLATE_MANAGE, v1::PERMISSION_SERVER_VIEW,
-                   v1::PERMISSION_SERVER_PROVISION}) {
-      request.add_permissions(p);
-    }
-    request.mutable_device_access()->set_all_servers(true);
-    v1::CreateUserResponse created;
-    ASSERT_OK(Call(*identity_, &v1::IdentityService::Stub::CreateUser, admin_, request, &created));
-    v1::CreateApiKeyRequest key;
-    key.set_user_id(created.user().id());
-    v1::CreateApiKeyResponse key_response;
-    ASSERT_OK(Call(*identity_, &v1::IdentityService::Stub::CreateApiKey, admin_, key,
-                   &key_response));
-    key_ = key_response.secret();
-  }
-
-  // A thin LUN on SAN `san` (in datacenter dc<san+1>) added to the pool.
-  std::string AddVolume(int san, const std::string& name, uint64_t size, Lun* out = nullptr) {
-    LunOptions options;
-    options.thin = true;
-    auto lun = sans_[san]->CreateLun(name, size, options);
-    EXPECT_TRUE(lun.ok()) << lun.status();
-    v1::CreateSanVolumeRequest request;
-    request.set_datacenter(absl::StrCat("dc", san + 1));
-    request.set_san_host(absl::StrCat("n", san));
-    request.mutable_iscsi()->set_portal(absl::StrCat("127.0.0.1:", sans_[san]->port()));
-    request.mutable_iscsi()->set_iqn(lun->iqn);
-    request.mutable_iscsi()->set_lun(1);
-    request.set_size_bytes(static_cast<int64_t>(size));
-    request.set_thin(true);
-    v1::CreateSanVolumeResponse response;
-    grpc::Status status =
-        Call(*inventory_, &v1::InventoryService::Stub::CreateSanVolume, admin_, request, &response);
-    EXPECT_TRUE(status.ok()) << status.error_message();
-    backing_[response.san_volume().id()] = lun->backing_path;
-    if (out != nullptr) *out = *lun;
-    return response.san_volume().id();
-  }
-
-  std::string AddServer(const std::string& hostname, const std::string& boot_volume) {
+  // A RUNNING server in dc1 with `volumes` as its disks (the first boots).
+  std::string AddServer(const std::string& hostname, const std::vector<std::string>& volumes) {
     v1::CreateServerRequest request;
     request.set_account_id(account_id_);
     request.set_type(v1::SERVER_TYPE_VIRTUAL);
@@ -198,48 +72,39 @@ class CopyTest : public ::testing::Test {
     auto* nic = request.mutable_configuration()->add_network_interfaces();
     nic->set_name("eth0");
     nic->set_mac_address("02:00:00:00:00:01");
-    auto* disk = request.add_disks();
-    disk->set_device_index(0);
-    disk->set_boot(true);
-    disk->set_san_volume_id(boot_volume);
+    for (size_t i = 0; i < volumes.size(); ++i) {
+      auto* disk = request.add_disks();
+      disk->set_device_index(static_cast<int>(i));
+      disk->set_boot(i == 0);
+      disk->set_san_volume_id(volumes[i]);
+    }
     request.set_power_state(v1::POWER_STATE_RUNNING);
     auto* cred = request.add_credentials();
     cred->set_software("os");
     cred->set_username("root");
     cred->set_password("s3cret");
     v1::CreateServerResponse response;
-    grpc::Status status =
-        Call(*inventory_, &v1::InventoryService::Stub::CreateServer, admin_, request, &response);
+    grpc::Status status = Call(stack_.inventory(), &v1::InventoryService::Stub::CreateServer,
+                               stack_.admin_key(), request, &response);
     EXPECT_TRUE(status.ok()) << status.error_message();
     return response.server().id();
   }
 
   v1::Operation Wait(const std::string& id) {
-    const absl::Time deadline = absl::Now() + absl::Seconds(120);
-    v1::Operation op;
-    while (absl::Now() < deadline) {
-      v1::GetOperationRequest request;
-      request.set_id(id);
-      if (Call(*operations_, &v1::OperationService::Stub::GetOperation, key_, request, &op).ok() &&
-          (op.state() == v1::OPERATION_STATE_SUCCEEDED ||
-           op.state() == v1::OPERATION_STATE_FAILED ||
-           op.state() == v1::OPERATION_STATE_CANCELLED)) {
-        return op;
-      }
-      absl::SleepFor(absl::Milliseconds(100));
-    }
-    ADD_FAILURE() << "operation " << id << " did not end: " << op.DebugString();
-    return op;
+    return stack_.WaitOperation(key_, id, absl::Seconds(120));
   }
 
-  // Captures the server; returns the ACTIVE template.
-  v1::ImageTemplate Create(const std::string& name, const std::string& server_id) {
+  // Captures the server (all its disks); returns the ACTIVE template.
+  v1::ImageTemplate Create(const std::string& name, const std::string& server_id,
+                           int disks = 1) {
     v1::CreateImageTemplateRequest request;
     request.set_server_id(server_id);
     request.set_name(name);
+    for (int d = 1; d < disks; ++d) request.add_data_disk_indexes(d);
     v1::Operation op;
-    grpc::Status status =
-        Call(*templates_, &v1::ImageTemplateService::Stub::CreateImageTemplate, key_, request, &op);
+    grpc::Status status = Call(stack_.templates(),
+                               &v1::ImageTemplateService::Stub::CreateImageTemplate, key_,
+                               request, &op);
     EXPECT_TRUE(status.ok()) << status.error_message();
     if (!status.ok()) return v1::ImageTemplate();
     op = Wait(op.id());
@@ -247,22 +112,14 @@ class CopyTest : public ::testing::Test {
     return GetTemplate(op.image_template_id());
   }
 
-  v1::ImageTemplate GetTemplate(const std::string& id) {
-    v1::GetImageTemplateRequest request;
-    request.set_id(id);
-    v1::GetImageTemplateResponse response;
-    EXPECT_TRUE(Call(*templates_, &v1::ImageTemplateService::Stub::GetImageTemplate, key_,
-                     request, &response)
-                    .ok());
-    return response.image_template();
-  }
+  v1::ImageTemplate GetTemplate(const std::string& id) { return stack_.GetTemplate(key_, id); }
 
   grpc::Status AddLocation(const std::string& id, const std::string& dc, v1::Operation* op) {
     v1::AddImageTemplateLocationsRequest request;
     request.set_id(id);
     request.add_datacenters(dc);
-    return Call(*templates_, &v1::ImageTemplateService::Stub::AddImageTemplateLocations, key_,
-                request, op);
+    return Call(stack_.templates(), &v1::ImageTemplateService::Stub::AddImageTemplateLocations,
+                key_, request, op);
   }
 
   grpc::Status Deploy(const std::string& id, const std::string& dc, v1::Operation* op) {
@@ -272,13 +129,12 @@ class CopyTest : public ::testing::Test {
     request.set_quantity(1);
     request.add_hostnames("copied");
     request.set_domain("example.com");
-    return Call(*templates_, &v1::ImageTemplateService::Stub::DeployImageTemplate, key_, request,
-                op);
+    return Call(stack_.templates(), &v1::ImageTemplateService::Stub::DeployImageTemplate, key_,
+                request, op);
   }
 
   grpc::Status NodeImage(int node, const std::string& image_id, pb::ImageManifestSummary* out) {
-    auto stub = pb::StorageNode::NewStub(
-        grpc::CreateChannel(addresses_[absl::StrCat("n", node)], grpc::InsecureChannelCredentials()));
+    auto stub = stack_.NodeStub(absl::StrCat("n", node));
     pb::GetImageRequest request;
     request.set_image_id(image_id);
     pb::GetImageResponse response;
@@ -287,11 +143,28 @@ class CopyTest : public ::testing::Test {
     return status;
   }
 
+  // VerifyImage on node `node`: the manifest and every chunk of `image_id`
+  // read back and checked against their digests.
+  bool NodeImageVerified(int node, const std::string& image_id) {
+    auto stub = stack_.NodeStub(absl::StrCat("n", node));
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
+    pb::VerifyImageRequest request;
+    request.set_image_id(image_id);
+    auto reader = stub->VerifyImage(&context, request);
+    pb::VerifyImageProgress progress, last;
+    while (reader->Read(&progress)) last = progress;
+    grpc::Status status = reader->Finish();
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    EXPECT_TRUE(last.result().ok()) << last.DebugString();
+    return status.ok() && last.has_result() && last.result().ok();
+  }
+
   // "<sent> of <total> chunks sent (<bytes> bytes" from n0's log line about
   // sending `image_id`.
   bool SendCounts(const std::string& image_id, uint64_t* sent, uint64_t* total,
                   uint64_t* bytes) {
-    std::string log = ReadFile(dir_ + "/storaged0.log");
+    std::string log = ReadFile(stack_.StoragedLog(0));
     std::regex line("op=" + image_id +
                     " send to \\S+ done in \\S+: ([0-9]+) of ([0-9]+) chunks sent \\(([0-9]+) bytes");
     std::smatch m;
@@ -300,33 +173,49 @@ class CopyTest : public ::testing::Test {
            absl::SimpleAtoi(m[3].str(), bytes);
   }
 
-  std::string dir_;
-  std::vector<std::unique_ptr<San>> sans_;
-  std::unique_ptr<Process> cp_;
-  std::vector<std::unique_ptr<Process>> storaged_;
-  std::map<std::string, std::string> addresses_;
-  std::string admin_, key_, account_id_;
-  std::map<std::string, std::string> backing_;
-  std::unique_ptr<v1::IdentityService::Stub> identity_;
-  std::unique_ptr<v1::InventoryService::Stub> inventory_;
-  std::unique_ptr<v1::ImageTemplateService::Stub> templates_;
-  std::unique_ptr<v1::OperationService::Stub> operations_;
+  // A two-disk template of 512 and 256 MiB of random data captured on n0
+  // (`luns` its sources), with volumes for one server from it on n1.
+  v1::ImageTemplate BigTemplate(std::vector<Lun>* luns) {
+    luns->resize(2);
+    std::vector<std::string> sources;
+    for (int d = 0; d < 2; ++d) {
+      sources.push_back(
+          stack_.AddVolume(0, absl::StrCat("big-src", d), kBigSizes[d], &(*luns)[d]));
+      FillRandom((*luns)[d].backing_path, 0, kBigSizes[d], 23 + d);
+      stack_.AddVolume(1, absl::StrCat("big-dst", d), kBigSizes[d]);
+    }
+    stack_.AddVolume(1, "cfg", kMiB);
+    return Create("big", AddServer("big", sources), 2);
+  }
+
+  // Starts the copy of `template_id` to dc2 and returns once bytes cross.
+  void StartCopyAndWaitForBytes(const std::string& template_id, v1::Operation* op) {
+    ASSERT_OK(AddLocation(template_id, "dc2", op));
+    *op = stack_.WaitTransferStarted(key_, op->id());
+    ASSERT_EQ(op->state(), v1::OPERATION_STATE_RUNNING) << "copy ended before the kill";
+    ASSERT_LT(op->progress().bytes_done(), op->progress().bytes_total());
+  }
+
+  static constexpr uint64_t kBigSizes[2] = {512 * kMiB, 256 * kMiB};
+
+  Stack stack_;
+  std::string key_, account_id_;
 };
 
 TEST_F(CopyTest, CopyToSecondDatacenterThenDeployThereByteIdentical) {
   const uint64_t size = 24 * kMiB;
   Lun lun;
-  const std::string source = AddVolume(0, "src", size, &lun);
+  const std::string source = stack_.AddVolume(0, "src", size, &lun);
   FillRandom(lun.backing_path, 0, 20 * kMiB, 11);  // the tail stays zero
   const std::string at_capture = ReadFile(lun.backing_path);
-  const std::string server = AddServer("source", source);
+  const std::string server = AddServer("source", {source});
   const v1::ImageTemplate t = Create("golden", server);
   ASSERT_EQ(t.disks_size(), 1);
   const std::string image_id = t.id() + "-disk0";
 
   // Room in dc2 for one server.
-  const std::string target = AddVolume(1, "dst", size);
-  AddVolume(1, "cfg", kMiB);
+  const std::string target = stack_.AddVolume(1, "dst", size);
+  stack_.AddVolume(1, "cfg", kMiB);
   v1::Operation op;
   grpc::Status refused = Deploy(t.id(), "dc2", &op);
   EXPECT_EQ(refused.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
@@ -353,7 +242,7 @@ TEST_F(CopyTest, CopyToSecondDatacenterThenDeployThereByteIdentical) {
   ASSERT_OK(Deploy(t.id(), "dc2", &op));
   op = Wait(op.id());
   ASSERT_EQ(op.state(), v1::OPERATION_STATE_SUCCEEDED) << op.DebugString();
-  const std::string deployed = ReadFile(backing_[target]);
+  const std::string deployed = ReadFile(stack_.backing(target));
   ASSERT_EQ(deployed.size(), at_capture.size());
   EXPECT_TRUE(deployed == at_capture) << "the disk deployed in dc2 differs from the source";
 
@@ -375,12 +264,124 @@ TEST_F(CopyTest, CopyToSecondDatacenterThenDeployThereByteIdentical) {
   remove.set_id(t.id());
   remove.add_datacenters("dc2");
   v1::RemoveImageTemplateLocationsResponse removed;
-  ASSERT_OK(Call(*templates_, &v1::ImageTemplateService::Stub::RemoveImageTemplateLocations,
-                 key_, remove, &removed));
+  ASSERT_OK(Call(stack_.templates(),
+                 &v1::ImageTemplateService::Stub::RemoveImageTemplateLocations, key_, remove,
+                 &removed));
   EXPECT_EQ(removed.image_template().locations_size(), 1);
   EXPECT_EQ(NodeImage(1, image_id, &on_n1).error_code(), grpc::StatusCode::NOT_FOUND);
   ASSERT_OK(NodeImage(1, t2.id() + "-disk0", &on_n1));
   EXPECT_EQ(Deploy(t.id(), "dc2", &op).error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+}
+
+// kill -9 of the controlplane while a two-disk template (512 and 256 MiB of
+// random data, copied at once) crosses from n0 to n1, restarted on the same
+// port and database: the copy either finishes (dc2 AVAILABLE, a deploy there
+// byte-identical) or fails cleanly (dc2 FAILED or gone, and the images this
+// copy created on n1 deleted). n1 never holds a half-written image: each is
+// there complete and verified, or not at all.
+TEST_F(CopyTest, KillingTheControlPlaneDuringACopyFinishesOrUndoesIt) {
+  std::vector<Lun> luns;
+  const v1::ImageTemplate t = BigTemplate(&luns);
+  ASSERT_EQ(t.disks_size(), 2);
+  v1::Operation op;
+  ASSERT_NO_FATAL_FAILURE(StartCopyAndWaitForBytes(t.id(), &op));
+  ASSERT_NO_FATAL_FAILURE(stack_.KillAndRestartControlPlane());
+  op = Wait(op.id());
+  std::printf("copy after controlplane kill: %s %s\n",
+              v1::OperationState_Name(op.state()).c_str(), op.error().message().c_str());
+  // The kill cut n0's sends short: the first send of the larger disk failed.
+  const std::string n0_log = ReadFile(stack_.StoragedLog(0));
+  EXPECT_TRUE(std::regex_search(
+      n0_log, std::regex("op=" + t.id() + "-disk0 send to \\S+ failed")))
+      << n0_log;
+
+  const v1::ImageTemplate after = GetTemplate(t.id());
+  const v1::ImageTemplateLocation* dc2 = nullptr;
+  for (const auto& location : after.locations()) {
+    if (location.datacenter() == "dc2") dc2 = &location;
+  }
+  if (op.state() == v1::OPERATION_STATE_SUCCEEDED) {
+    ASSERT_NE(dc2, nullptr) << after.DebugString();
+    EXPECT_EQ(dc2->status(), v1::IMAGE_TEMPLATE_LOCATION_STATUS_AVAILABLE);
+    for (int d = 0; d < 2; ++d) {
+      const std::string image_id = absl::StrCat(t.id(), "-disk", d);
+      pb::ImageManifestSummary on_n1;
+      ASSERT_OK(NodeImage(1, image_id, &on_n1));
+      EXPECT_EQ(on_n1.manifest_digest(), t.disks(d).manifest_digest());
+      EXPECT_TRUE(NodeImageVerified(1, image_id));
+    }
+    // The nodes' heartbeats back off while the controlplane is away.
+    ASSERT_NO_FATAL_FAILURE(stack_.WaitNodesUp());
+    ASSERT_OK(Deploy(t.id(), "dc2", &op));
+    op = Wait(op.id());
+    ASSERT_EQ(op.state(), v1::OPERATION_STATE_SUCCEEDED) << op.DebugString();
+    ASSERT_EQ(op.deployed_servers().server_ids_size(), 1);
+    const v1::Server server = stack_.GetServer(key_, op.deployed_servers().server_ids(0));
+    int compared = 0;
+    for (const v1::ServerDisk& disk : server.disks()) {
+      if (disk.config_drive()) continue;
+      const int d = disk.device_index();
+      ASSERT_TRUE(d == 0 || d == 1) << disk.DebugString();
+      for (uint64_t off = 0; off < kBigSizes[d]; off += 64 * kMiB) {
+        ASSERT_TRUE(ReadFile(stack_.backing(disk.san_volume_id()), off, 64 * kMiB) ==
+                    ReadFile(luns[d].backing_path, off, 64 * kMiB))
+            << "disk " << d << " deployed in dc2 differs at " << off;
+      }
+      ++compared;
+    }
+    EXPECT_EQ(compared, 2);
+  } else {
+    EXPECT_EQ(op.state(), v1::OPERATION_STATE_FAILED) << op.DebugString();
+    if (dc2 != nullptr) {
+      EXPECT_EQ(dc2->status(), v1::IMAGE_TEMPLATE_LOCATION_STATUS_FAILED);
+    }
+    for (int d = 0; d < 2; ++d) {
+      pb::ImageManifestSummary on_n1;
+      const grpc::Status held = NodeImage(1, absl::StrCat(t.id(), "-disk", d), &on_n1);
+      EXPECT_EQ(held.error_code(), grpc::StatusCode::NOT_FOUND) << held.error_message();
+    }
+    v1::Operation refused;
+    EXPECT_EQ(Deploy(t.id(), "dc2", &refused).error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  }
+}
+
+// The same kill, and the source node n0 killed for good: after the restart
+// the copy cannot finish, so it fails (UNAVAILABLE, after the step's
+// retries), dc2 turns FAILED and n1 holds neither image.
+TEST_F(CopyTest, KillingTheControlPlaneAndTheSourceNodeFailsTheCopyCleanly) {
+  std::vector<Lun> luns;
+  const v1::ImageTemplate t = BigTemplate(&luns);
+  ASSERT_EQ(t.disks_size(), 2);
+  v1::Operation op;
+  ASSERT_NO_FATAL_FAILURE(StartCopyAndWaitForBytes(t.id(), &op));
+  ASSERT_TRUE(stack_.storaged(0).Stop(SIGKILL).ok());
+  ASSERT_NO_FATAL_FAILURE(stack_.KillAndRestartControlPlane());
+  op = Wait(op.id());
+  std::printf("copy after controlplane and n0 kill: %s %s\n",
+              v1::OperationState_Name(op.state()).c_str(), op.error().message().c_str());
+  EXPECT_EQ(op.state(), v1::OPERATION_STATE_FAILED) << op.DebugString();
+  EXPECT_EQ(op.error().code(), static_cast<int>(grpc::StatusCode::UNAVAILABLE))
+      << op.error().message();
+  bool undone = false;
+  for (const auto& step : op.finished_steps()) {
+    if (step.name() == "undo_copies") undone = step.state() == v1::OPERATION_STATE_SUCCEEDED;
+  }
+  EXPECT_TRUE(undone) << op.DebugString();
+  const v1::ImageTemplate after = GetTemplate(t.id());
+  ASSERT_EQ(after.locations_size(), 2) << after.DebugString();
+  for (const auto& location : after.locations()) {
+    EXPECT_EQ(location.status(), location.datacenter() == "dc2"
+                                     ? v1::IMAGE_TEMPLATE_LOCATION_STATUS_FAILED
+                                     : v1::IMAGE_TEMPLATE_LOCATION_STATUS_AVAILABLE)
+        << location.DebugString();
+  }
+  for (int d = 0; d < 2; ++d) {
+    pb::ImageManifestSummary on_n1;
+    const grpc::Status held = NodeImage(1, absl::StrCat(t.id(), "-disk", d), &on_n1);
+    EXPECT_EQ(held.error_code(), grpc::StatusCode::NOT_FOUND) << held.error_message();
+  }
+  v1::Operation refused;
+  EXPECT_EQ(Deploy(t.id(), "dc2", &refused).error_code(), grpc::StatusCode::FAILED_PRECONDITION);
 }
 
 }  // namespace

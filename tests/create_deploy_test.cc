@@ -4,18 +4,12 @@
 // storaged during a capture and of the controlplane during a deploy, cancel
 // of a create during its capture, and a storaged killed for good during a
 // deploy's restore.
-#include <fcntl.h>
 #include <signal.h>
-#include <unistd.h>
 
 #include <cstdio>
-#include <cstdlib>
-#include <cstring>
-#include <fstream>
 #include <map>
 #include <memory>
 #include <set>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -23,8 +17,6 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
-#include "grpcpp/create_channel.h"
-#include "grpcpp/security/credentials.h"
 #include "gtest/gtest.h"
 #include "imagetemplates/storagenode/v1/storage_node.grpc.pb.h"
 #include "imagetemplates/v1/identity.grpc.pb.h"
@@ -34,6 +26,7 @@
 #include "tests/process.h"
 #include "tests/rpc.h"
 #include "tests/san.h"
+#include "tests/stack.h"
 
 namespace tests {
 namespace {
@@ -47,191 +40,32 @@ constexpr uint64_t kMiB = 1 << 20;
   EXPECT_EQ((status).error_code(), grpc::StatusCode::code_) \
       << (status).error_message()
 
-std::string ReadFile(const std::string& path, uint64_t offset = 0,
-                     uint64_t size = UINT64_MAX) {
-  std::ifstream in(path, std::ios::binary);
-  in.seekg(static_cast<std::streamoff>(offset));
-  std::string out;
-  if (size == UINT64_MAX) {
-    std::stringstream s;
-    s << in.rdbuf();
-    return s.str();
-  }
-  out.resize(size);
-  in.read(&out[0], static_cast<std::streamsize>(size));
-  out.resize(static_cast<size_t>(in.gcount()));
-  return out;
-}
-
-// Fills [0, size) of `path` with fast pseudo-random bytes (incompressible).
-void FillRandom(const std::string& path, uint64_t size, uint64_t seed) {
-  int fd = ::open(path.c_str(), O_WRONLY);
-  ASSERT_GE(fd, 0) << path;
-  std::vector<uint64_t> block(512 * 1024);
-  uint64_t x = seed * 0x9E3779B97F4A7C15ull + 1;
-  for (uint64_t off = 0; off < size; off += block.size() * 8) {
-    for (uint64_t& v : block) {
-      x ^= x << 13;
-      x ^= x >> 7;
-      x ^= x << 17;
-      v = x;
-    }
-    size_t n =
-        static_cast<size_t>(std::min<uint64_t>(block.size() * 8, size - off));
-    ASSERT_EQ(pwrite(fd, block.data(), n, static_cast<off_t>(off)),
-              static_cast<ssize_t>(n));
-  }
-  ::close(fd);
-}
-
 bool AllZero(const std::string& data) {
   return data.find_first_not_of('\0') == std::string::npos;
 }
 
-int Shell(const std::string& command) { return std::system(command.c_str()); }
-
-struct User {
-  std::string account_id;
-  std::string user_id;
-  std::string key;
-};
-
 class CreateDeployTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = MakeTempDir("e2e");
-    for (int i = 0; i < 2; ++i) {
-      auto san = San::Start();
-      ASSERT_TRUE(san.ok()) << san.status();
-      sans_.push_back(*std::move(san));
-    }
-    StartControlPlane(0);
-    admin_ = ReadFile(dir_ + "/admin.key");
-    admin_ = admin_.substr(0, admin_.find('\n'));
-    ASSERT_FALSE(admin_.empty());
-    v1::CreateDatacenterRequest dc;
-    dc.set_name("dc1");
-    v1::CreateDatacenterResponse dc_response;
-    ASSERT_OK(Call(*inventory_, &v1::InventoryService::Stub::CreateDatacenter,
-                   admin_, dc, &dc_response));
-    for (int i = 0; i < 2; ++i) StartStoraged(i);
-    WaitNodesUp();
-    v1::CreateIpPoolRequest pool;
-    pool.set_datacenter("dc1");
-    pool.set_subnet("10.20.0.0/24");
-    pool.set_gateway("10.20.0.1");
-    pool.add_dns_servers("10.20.0.2");
-    pool.add_ranges()->set_start("10.20.0.10");
-    pool.mutable_ranges(0)->set_end("10.20.0.40");
-    v1::CreateIpPoolResponse pool_response;
-    ASSERT_OK(Call(*inventory_, &v1::InventoryService::Stub::CreateIpPool,
-                   admin_, pool, &pool_response));
-    pool_id_ = pool_response.ip_pool().id();
-    acme_ = NewUser(
+    ASSERT_NO_FATAL_FAILURE(stack_.Start());
+    dir_ = stack_.dir();
+    admin_ = stack_.admin_key();
+    pool_id_ = stack_.AddIpPool("dc1", "10.20.0.0/24", "10.20.0.1", "10.20.0.10",
+                                "10.20.0.40", {"10.20.0.2"});
+    acme_ = stack_.NewUser(
         "acme",
         {v1::PERMISSION_IMAGE_TEMPLATE_MANAGE, v1::PERMISSION_SERVER_VIEW,
          v1::PERMISSION_SERVER_PROVISION, v1::PERMISSION_PUBLIC_IMAGE_MANAGE});
   }
 
-  void StartControlPlane(int port) {
-    auto process = Process::StartServer(
-        {RunfilePath("controlplane/controlplane"),
-         absl::StrCat("--listen=127.0.0.1:", port), "--db=" + dir_ + "/cp.db",
-         "--admin-key-file=" + dir_ + "/admin.key", "--node-heartbeat-ms=500"},
-        dir_ + "/controlplane.log");
-    ASSERT_TRUE(process.ok()) << process.status();
-    cp_ = std::make_unique<Process>(*std::move(process));
-    auto channel =
-        grpc::CreateChannel(cp_->address(), grpc::InsecureChannelCredentials());
-    identity_ = v1::IdentityService::NewStub(channel);
-    inventory_ = v1::InventoryService::NewStub(channel);
-    templates_ = v1::ImageTemplateService::NewStub(channel);
-    operations_ = v1::OperationService::NewStub(channel);
-  }
-
-  void StartStoraged(int i) {
-    auto process = Process::StartServer(
-        {RunfilePath("storaged/storaged"), "--listen=127.0.0.1:0",
-         absl::StrCat("--store=", dir_, "/store", i), "--datacenter=dc1",
-         absl::StrCat("--node-id=n", i), "--controlplane=" + cp_->address(),
-         absl::StrCat("--portals=127.0.0.1:", sans_[i]->port())},
-        absl::StrCat(dir_, "/storaged", i, ".log"));
-    ASSERT_TRUE(process.ok()) << process.status();
-    if (static_cast<int>(storaged_.size()) <= i) storaged_.resize(i + 1);
-    storaged_[i] = std::make_unique<Process>(*std::move(process));
-  }
-
-  void WaitNodesUp() {
-    const absl::Time deadline = absl::Now() + absl::Seconds(20);
-    while (absl::Now() < deadline) {
-      v1::ListStorageNodesRequest request;
-      request.set_state(v1::STORAGE_NODE_STATE_UP);
-      v1::ListStorageNodesResponse response;
-      if (Call(*inventory_, &v1::InventoryService::Stub::ListStorageNodes,
-               admin_, request, &response)
-              .ok() &&
-          response.storage_nodes_size() == 2) {
-        return;
-      }
-      absl::SleepFor(absl::Milliseconds(100));
-    }
-    FAIL() << "storage nodes did not register";
-  }
-
   User NewUser(const std::string& account_name,
                const std::vector<v1::Permission>& permissions) {
-    User user;
-    v1::CreateAccountRequest account;
-    account.set_name(account_name);
-    v1::CreateAccountResponse account_response;
-    EXPECT_TRUE(Call(*identity_, &v1::IdentityService::Stub::CreateAccount,
-                     admin_, account, &account_response)
-                    .ok());
-    user.account_id = account_response.account().id();
-    v1::CreateUserRequest request;
-    request.set_account_id(user.account_id);
-    request.set_username("user");
-    for (auto p : permissions) request.add_permissions(p);
-    request.mutable_device_access()->set_all_servers(true);
-    v1::CreateUserResponse created;
-    EXPECT_TRUE(Call(*identity_, &v1::IdentityService::Stub::CreateUser, admin_,
-                     request, &created)
-                    .ok());
-    user.user_id = created.user().id();
-    v1::CreateApiKeyRequest key;
-    key.set_user_id(user.user_id);
-    v1::CreateApiKeyResponse key_response;
-    EXPECT_TRUE(Call(*identity_, &v1::IdentityService::Stub::CreateApiKey,
-                     admin_, key, &key_response)
-                    .ok());
-    user.key = key_response.secret();
-    return user;
+    return stack_.NewUser(account_name, permissions);
   }
 
-  // A LUN on SAN `san` added to the pool; returns the volume id.
   std::string AddVolume(int san, const std::string& name, uint64_t size,
                         Lun* out = nullptr) {
-    LunOptions options;
-    options.thin = true;
-    auto lun = sans_[san]->CreateLun(name, size, options);
-    EXPECT_TRUE(lun.ok()) << lun.status();
-    v1::CreateSanVolumeRequest request;
-    request.set_datacenter("dc1");
-    request.set_san_host(absl::StrCat("n", san));
-    request.mutable_iscsi()->set_portal(
-        absl::StrCat("127.0.0.1:", sans_[san]->port()));
-    request.mutable_iscsi()->set_iqn(lun->iqn);
-    request.mutable_iscsi()->set_lun(1);
-    request.set_size_bytes(static_cast<int64_t>(size));
-    request.set_thin(true);
-    v1::CreateSanVolumeResponse response;
-    grpc::Status status =
-        Call(*inventory_, &v1::InventoryService::Stub::CreateSanVolume, admin_,
-             request, &response);
-    EXPECT_TRUE(status.ok()) << status.error_message();
-    backing_[response.san_volume().id()] = lun->backing_path;
-    if (out != nullptr) *out = *lun;
-    return response.san_volume().id();
+    return stack_.AddVolume(san, name, size, out);
   }
 
   // A RUNNING server of `owner` with the given disk volumes (index 0 boot).
@@ -263,31 +97,10 @@ class CreateDeployTest : public ::testing::Test {
     cred->set_password("s3cret");
     v1::CreateServerResponse response;
     grpc::Status status =
-        Call(*inventory_, &v1::InventoryService::Stub::CreateServer, admin_,
+        Call(stack_.inventory(), &v1::InventoryService::Stub::CreateServer, admin_,
              request, &response);
     EXPECT_TRUE(status.ok()) << status.error_message();
     return response.server().id();
-  }
-
-  v1::Operation WaitOperation(const std::string& key, const std::string& id,
-                              absl::Duration timeout = absl::Seconds(180)) {
-    const absl::Time deadline = absl::Now() + timeout;
-    v1::Operation op;
-    while (absl::Now() < deadline) {
-      v1::GetOperationRequest request;
-      request.set_id(id);
-      grpc::Status status =
-          Call(*operations_, &v1::OperationService::Stub::GetOperation, key,
-               request, &op);
-      if (status.ok() && (op.state() == v1::OPERATION_STATE_SUCCEEDED ||
-                          op.state() == v1::OPERATION_STATE_FAILED ||
-                          op.state() == v1::OPERATION_STATE_CANCELLED)) {
-        return op;
-      }
-      absl::SleepFor(absl::Milliseconds(100));
-    }
-    ADD_FAILURE() << "operation " << id << " did not end: " << op.DebugString();
-    return op;
   }
 
   v1::Operation CreateTemplate(const User& user, const std::string& server_id,
@@ -300,7 +113,7 @@ class CreateDeployTest : public ::testing::Test {
     for (int d : data_disks) request.add_data_disk_indexes(d);
     v1::Operation op;
     grpc::Status status =
-        Call(*templates_, &v1::ImageTemplateService::Stub::CreateImageTemplate,
+        Call(stack_.templates(), &v1::ImageTemplateService::Stub::CreateImageTemplate,
              user.key, request, &op);
     if (status_out != nullptr) {
       *status_out = status;
@@ -313,7 +126,7 @@ class CreateDeployTest : public ::testing::Test {
   grpc::Status Deploy(const User& user,
                       const v1::DeployImageTemplateRequest& request,
                       v1::Operation* op) {
-    return Call(*templates_,
+    return Call(stack_.templates(),
                 &v1::ImageTemplateService::Stub::DeployImageTemplate, user.key,
                 request, op);
   }
@@ -329,32 +142,20 @@ class CreateDeployTest : public ::testing::Test {
     return request;
   }
 
-  v1::Server GetServer(const std::string& id) {
-    v1::GetServerRequest request;
-    request.set_id(id);
-    v1::GetServerResponse response;
-    EXPECT_TRUE(Call(*inventory_, &v1::InventoryService::Stub::GetServer,
-                     admin_, request, &response)
-                    .ok());
-    return response.server();
+  v1::Operation WaitOperation(const std::string& key, const std::string& id,
+                              absl::Duration timeout = absl::Seconds(180)) {
+    return stack_.WaitOperation(key, id, timeout);
   }
-
+  v1::Server GetServer(const std::string& id) { return stack_.GetServer(admin_, id); }
   v1::ImageTemplate GetTemplate(const std::string& id) {
-    v1::GetImageTemplateRequest request;
-    request.set_id(id);
-    v1::GetImageTemplateResponse response;
-    EXPECT_TRUE(Call(*templates_,
-                     &v1::ImageTemplateService::Stub::GetImageTemplate, admin_,
-                     request, &response)
-                    .ok());
-    return response.image_template();
+    return stack_.GetTemplate(admin_, id);
   }
 
   std::vector<v1::SanVolume> Volumes() {
     v1::ListSanVolumesRequest request;
     request.set_page_size(500);
     v1::ListSanVolumesResponse response;
-    EXPECT_TRUE(Call(*inventory_, &v1::InventoryService::Stub::ListSanVolumes,
+    EXPECT_TRUE(Call(stack_.inventory(), &v1::InventoryService::Stub::ListSanVolumes,
                      admin_, request, &response)
                     .ok());
     return {response.san_volumes().begin(), response.san_volumes().end()};
@@ -364,7 +165,7 @@ class CreateDeployTest : public ::testing::Test {
     v1::GetIpPoolRequest request;
     request.set_id(pool_id_);
     v1::GetIpPoolResponse response;
-    EXPECT_TRUE(Call(*inventory_, &v1::InventoryService::Stub::GetIpPool,
+    EXPECT_TRUE(Call(stack_.inventory(), &v1::InventoryService::Stub::GetIpPool,
                      admin_, request, &response)
                     .ok());
     return response.ip_pool().allocated_count();
@@ -385,51 +186,11 @@ class CreateDeployTest : public ::testing::Test {
     return files;
   }
 
-  // Polls `op` until its transfer has started (bytes_done > 0) or it ended.
-  v1::Operation WaitTransferStarted(const std::string& key, v1::Operation op) {
-    const absl::Time deadline = absl::Now() + absl::Seconds(60);
-    while (absl::Now() < deadline) {
-      v1::GetOperationRequest request;
-      request.set_id(op.id());
-      EXPECT_TRUE(Call(*operations_, &v1::OperationService::Stub::GetOperation,
-                       key, request, &op)
-                      .ok());
-      if (op.progress().bytes_done() > 0 ||
-          op.state() >= v1::OPERATION_STATE_SUCCEEDED) {
-        break;
-      }
-      absl::SleepFor(absl::Milliseconds(20));
-    }
-    return op;
-  }
-
-  // A storage-node stub to the node registered as `node_id`.
-  std::unique_ptr<pb::StorageNode::Stub> NodeStub(const std::string& node_id) {
-    v1::ListStorageNodesRequest request;
-    v1::ListStorageNodesResponse nodes;
-    EXPECT_TRUE(Call(*inventory_, &v1::InventoryService::Stub::ListStorageNodes,
-                     admin_, request, &nodes)
-                    .ok());
-    std::string address;
-    for (const auto& node : nodes.storage_nodes()) {
-      if (node.id() == node_id) address = node.address();
-    }
-    return pb::StorageNode::NewStub(
-        grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
-  }
-
+  Stack stack_;
   std::string dir_;
-  std::vector<std::unique_ptr<San>> sans_;
-  std::unique_ptr<Process> cp_;
-  std::vector<std::unique_ptr<Process>> storaged_;
   std::string admin_;
   std::string pool_id_;
   User acme_;
-  std::map<std::string, std::string> backing_;  // volume id -> LUN file
-  std::unique_ptr<v1::IdentityService::Stub> identity_;
-  std::unique_ptr<v1::InventoryService::Stub> inventory_;
-  std::unique_ptr<v1::ImageTemplateService::Stub> templates_;
-  std::unique_ptr<v1::OperationService::Stub> operations_;
 };
 
 TEST_F(CreateDeployTest, CreateThenDeployThreeServersShareAndPublish) {
@@ -440,7 +201,7 @@ TEST_F(CreateDeployTest, CreateThenDeployThreeServersShareAndPublish) {
   const uint64_t boot_size = 16 * kMiB, data_size = 16 * kMiB;
   std::string boot_volume = AddVolume(0, "src-boot", boot_size, &boot_lun);
   std::string data_volume = AddVolume(1, "src-data", data_size, &data_lun);
-  FillRandom(boot_lun.backing_path, boot_size - 3 * kMiB, 7);
+  FillRandom(boot_lun.backing_path, 0, boot_size - 3 * kMiB, 7);
   std::string files = dir_ + "/files";
   ASSERT_EQ(Shell(absl::StrCat(
                 "mkdir -p ", files, "/etc && echo hello > ", files,
@@ -558,7 +319,7 @@ TEST_F(CreateDeployTest, CreateThenDeployThreeServersShareAndPublish) {
     addresses.insert(nic.ip_address());
     ASSERT_EQ(server.disks_size(), 3);
     for (const v1::ServerDisk& disk : server.disks()) {
-      const std::string& path = backing_[disk.san_volume_id()];
+      const std::string& path = stack_.backing(disk.san_volume_id());
       if (disk.config_drive()) {
         auto cidata = ReadConfigDrive(path);
         EXPECT_TRUE(absl::StrContains(cidata["meta-data"],
@@ -600,7 +361,7 @@ TEST_F(CreateDeployTest, CreateThenDeployThreeServersShareAndPublish) {
     share.set_id(t.id());
     share.add_account_ids(globex.account_id);
     v1::ShareImageTemplateResponse response;
-    ASSERT_OK(Call(*templates_,
+    ASSERT_OK(Call(stack_.templates(),
                    &v1::ImageTemplateService::Stub::ShareImageTemplate,
                    acme_.key, share, &response));
   }
@@ -617,7 +378,7 @@ TEST_F(CreateDeployTest, CreateThenDeployThreeServersShareAndPublish) {
     v1::PublishImageTemplateRequest publish;
     publish.set_id(t.id());
     v1::PublishImageTemplateResponse response;
-    ASSERT_OK(Call(*templates_,
+    ASSERT_OK(Call(stack_.templates(),
                    &v1::ImageTemplateService::Stub::PublishImageTemplate,
                    acme_.key, publish, &response));
   }
@@ -638,7 +399,7 @@ TEST_F(CreateDeployTest, CreateThenDeployThreeServersShareAndPublish) {
     v1::ListServersRequest list;
     list.set_hostname_contains("once");
     v1::ListServersResponse servers;
-    ASSERT_OK(Call(*inventory_, &v1::InventoryService::Stub::ListServers,
+    ASSERT_OK(Call(stack_.inventory(), &v1::InventoryService::Stub::ListServers,
                    admin_, list, &servers));
     EXPECT_EQ(servers.servers_size(), 1);
   }
@@ -656,12 +417,12 @@ TEST_F(CreateDeployTest, CreateThenDeployThreeServersShareAndPublish) {
     v1::UnpublishImageTemplateRequest unpublish;
     unpublish.set_id(t.id());
     v1::UnpublishImageTemplateResponse response;
-    ASSERT_OK(Call(*templates_,
+    ASSERT_OK(Call(stack_.templates(),
                    &v1::ImageTemplateService::Stub::UnpublishImageTemplate,
                    acme_.key, unpublish, &response));
     v1::DeleteImageTemplateRequest del;
     del.set_id(t.id());
-    ASSERT_OK(Call(*templates_,
+    ASSERT_OK(Call(stack_.templates(),
                    &v1::ImageTemplateService::Stub::DeleteImageTemplate,
                    acme_.key, del, &op));
     op = WaitOperation(acme_.key, op.id());
@@ -680,7 +441,7 @@ TEST_F(CreateDeployTest,
   const uint64_t size = 1024 * kMiB;
   Lun lun;
   std::string boot_volume = AddVolume(0, "big-src", size, &lun);
-  FillRandom(lun.backing_path, size, 11);
+  FillRandom(lun.backing_path, 0, size, 11);
   const std::string source = AddServer(acme_, {boot_volume});
   AddVolume(0, "big-target", size);
   AddVolume(0, "cfg", 4 * kMiB);
@@ -688,24 +449,13 @@ TEST_F(CreateDeployTest,
   // kill -9 of the node capturing the disk, restarted at once.
   v1::Operation create = CreateTemplate(acme_, source, "big", {});
   ASSERT_FALSE(create.id().empty());
-  const absl::Time deadline = absl::Now() + absl::Seconds(60);
-  while (absl::Now() < deadline) {
-    v1::GetOperationRequest request;
-    request.set_id(create.id());
-    ASSERT_OK(Call(*operations_, &v1::OperationService::Stub::GetOperation,
-                   acme_.key, request, &create));
-    if (create.progress().bytes_done() > 0 ||
-        create.state() >= v1::OPERATION_STATE_SUCCEEDED) {
-      break;
-    }
-    absl::SleepFor(absl::Milliseconds(20));
-  }
+  create = stack_.WaitTransferStarted(acme_.key, create.id());
   ASSERT_EQ(create.state(), v1::OPERATION_STATE_RUNNING)
       << "capture ended before the kill";
   EXPECT_EQ(GetServer(source).power_state(), v1::POWER_STATE_STOPPED);
-  ASSERT_TRUE(storaged_[0]->Stop(SIGKILL).ok());
+  ASSERT_TRUE(stack_.storaged(0).Stop(SIGKILL).ok());
   absl::SleepFor(absl::Seconds(1));
-  StartStoraged(0);
+  ASSERT_NO_FATAL_FAILURE(stack_.StartStoraged(0));
   create = WaitOperation(acme_.key, create.id());
   std::printf("after storaged kill: %s %s\n",
               v1::OperationState_Name(create.state()).c_str(),
@@ -727,17 +477,8 @@ TEST_F(CreateDeployTest,
   {
     // An ACTIVE template's data is all there: the node holds the image with
     // the recorded digest.
-    WaitNodesUp();
-    v1::ListStorageNodesRequest request;
-    v1::ListStorageNodesResponse nodes;
-    ASSERT_OK(Call(*inventory_, &v1::InventoryService::Stub::ListStorageNodes,
-                   admin_, request, &nodes));
-    std::string address;
-    for (const auto& node : nodes.storage_nodes()) {
-      if (node.id() == "n0") address = node.address();
-    }
-    auto stub = pb::StorageNode::NewStub(
-        grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+    ASSERT_NO_FATAL_FAILURE(stack_.WaitNodesUp());
+    auto stub = stack_.NodeStub("n0");
     grpc::ClientContext context;
     pb::GetImageRequest get;
     get.set_image_id(t.id() + "-disk0");
@@ -749,23 +490,10 @@ TEST_F(CreateDeployTest,
   // kill -9 of the control plane during the deploy's restore.
   v1::Operation deploy;
   ASSERT_OK(Deploy(acme_, DeployRequest(t.id(), "crash1"), &deploy));
-  const absl::Time restore_deadline = absl::Now() + absl::Seconds(60);
-  while (absl::Now() < restore_deadline) {
-    v1::GetOperationRequest request;
-    request.set_id(deploy.id());
-    ASSERT_OK(Call(*operations_, &v1::OperationService::Stub::GetOperation,
-                   acme_.key, request, &deploy));
-    if (deploy.progress().bytes_done() > 0 ||
-        deploy.state() >= v1::OPERATION_STATE_SUCCEEDED) {
-      break;
-    }
-    absl::SleepFor(absl::Milliseconds(20));
-  }
+  deploy = stack_.WaitTransferStarted(acme_.key, deploy.id());
   ASSERT_EQ(deploy.state(), v1::OPERATION_STATE_RUNNING)
       << "restore ended before the kill";
-  const int port = cp_->port();
-  ASSERT_TRUE(cp_->Stop(SIGKILL).ok());
-  StartControlPlane(port);
+  ASSERT_NO_FATAL_FAILURE(stack_.KillAndRestartControlPlane());
   deploy = WaitOperation(acme_.key, deploy.id());
   std::printf("after controlplane kill: %s %s\n",
               v1::OperationState_Name(deploy.state()).c_str(),
@@ -779,7 +507,7 @@ TEST_F(CreateDeployTest,
       if (disk.config_drive()) continue;
       // Byte-identical after the resumed restore (compared in 64 MiB pieces).
       for (uint64_t off = 0; off < size; off += 64 * kMiB) {
-        ASSERT_EQ(ReadFile(backing_[disk.san_volume_id()], off, 64 * kMiB),
+        ASSERT_EQ(ReadFile(stack_.backing(disk.san_volume_id()), off, 64 * kMiB),
                   ReadFile(lun.backing_path, off, 64 * kMiB))
             << "at " << off;
       }
@@ -802,12 +530,12 @@ TEST_F(CreateDeployTest, CancellingACreateDuringCaptureUndoesIt) {
   const uint64_t size = 1024 * kMiB;
   Lun lun;
   std::string boot_volume = AddVolume(0, "cancel-src", size, &lun);
-  FillRandom(lun.backing_path, size, 13);
+  FillRandom(lun.backing_path, 0, size, 13);
   const std::string source = AddServer(acme_, {boot_volume});
 
   v1::Operation create = CreateTemplate(acme_, source, "cancelled", {});
   ASSERT_FALSE(create.id().empty());
-  create = WaitTransferStarted(acme_.key, create);
+  create = stack_.WaitTransferStarted(acme_.key, create.id());
   ASSERT_EQ(create.state(), v1::OPERATION_STATE_RUNNING)
       << "capture ended before the cancel";
   EXPECT_EQ(GetServer(source).power_state(), v1::POWER_STATE_STOPPED);
@@ -815,7 +543,7 @@ TEST_F(CreateDeployTest, CancellingACreateDuringCaptureUndoesIt) {
   v1::CancelOperationRequest cancel;
   cancel.set_id(create.id());
   v1::Operation cancelling;
-  ASSERT_OK(Call(*operations_, &v1::OperationService::Stub::CancelOperation,
+  ASSERT_OK(Call(stack_.operations(), &v1::OperationService::Stub::CancelOperation,
                  acme_.key, cancel, &cancelling));
   create = WaitOperation(acme_.key, create.id(), absl::Seconds(30));
   const absl::Duration to_end = absl::Now() - cancel_time;
@@ -834,12 +562,12 @@ TEST_F(CreateDeployTest, CancellingACreateDuringCaptureUndoesIt) {
     v1::ListImageTemplatesRequest request;
     request.set_status(v1::IMAGE_TEMPLATE_STATUS_ACTIVE);
     v1::ListImageTemplatesResponse response;
-    ASSERT_OK(Call(*templates_,
+    ASSERT_OK(Call(stack_.templates(),
                    &v1::ImageTemplateService::Stub::ListImageTemplates,
                    acme_.key, request, &response));
     EXPECT_EQ(response.image_templates_size(), 0);
   }
-  auto stub = NodeStub("n0");
+  auto stub = stack_.NodeStub("n0");
   grpc::ClientContext context;
   pb::GetImageRequest get;
   get.set_image_id(create.image_template_id() + "-disk0");
@@ -854,7 +582,7 @@ TEST_F(CreateDeployTest, KillingStoragedDuringRestoreFailsTheDeployCleanly) {
   const uint64_t size = 1024 * kMiB;
   Lun lun;
   std::string boot_volume = AddVolume(0, "restore-src", size, &lun);
-  FillRandom(lun.backing_path, size, 17);
+  FillRandom(lun.backing_path, 0, size, 17);
   const std::string source = AddServer(acme_, {boot_volume});
   v1::Operation create = WaitOperation(
       acme_.key, CreateTemplate(acme_, source, "big", {}).id());
@@ -866,10 +594,10 @@ TEST_F(CreateDeployTest, KillingStoragedDuringRestoreFailsTheDeployCleanly) {
   v1::Operation deploy;
   ASSERT_OK(Deploy(acme_, DeployRequest(create.image_template_id(), "doomed"),
                    &deploy));
-  deploy = WaitTransferStarted(acme_.key, deploy);
+  deploy = stack_.WaitTransferStarted(acme_.key, deploy.id());
   ASSERT_EQ(deploy.state(), v1::OPERATION_STATE_RUNNING)
       << "restore ended before the kill";
-  ASSERT_TRUE(storaged_[0]->Stop(SIGKILL).ok());
+  ASSERT_TRUE(stack_.storaged(0).Stop(SIGKILL).ok());
   const absl::Time kill_time = absl::Now();
   deploy = WaitOperation(acme_.key, deploy.id());
   std::printf("deploy after storaged kill: %s in %s: %s\n",

@@ -44,7 +44,9 @@
 #include "imagetemplates/v1/inventory.grpc.pb.h"
 #include "imagetemplates/v1/operations.grpc.pb.h"
 #include "tests/process.h"
+#include "tests/rpc.h"
 #include "tests/san.h"
+#include "tests/stack.h"
 
 namespace tests {
 namespace {
@@ -58,29 +60,10 @@ constexpr char kSourceMac[] = "02:00:00:00:00:01";
 
 #define ASSERT_OK(status) ASSERT_TRUE((status).ok()) << (status).error_message()
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
+// Calls wait longer than elsewhere: the machine is busy booting guests.
+constexpr std::chrono::seconds kCallTimeout(60);
 
 bool Exists(const std::string& path) { return access(path.c_str(), R_OK) == 0; }
-
-int Shell(const std::string& command) { return std::system(command.c_str()); }
-
-template <typename Stub, typename Request, typename Response>
-grpc::Status Call(Stub& stub,
-                  grpc::Status (Stub::*rpc)(grpc::ClientContext*,
-                                            const Request&, Response*),
-                  const std::string& key, const Request& request,
-                  Response* response) {
-  grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() +
-                       std::chrono::seconds(60));
-  if (!key.empty()) context.AddMetadata("authorization", "Bearer " + key);
-  return (stub.*rpc)(&context, request, response);
-}
 
 // "key=value" fields of the guest's identity line.
 std::map<std::string, std::string> IdentityFields(const std::string& line) {
@@ -130,62 +113,31 @@ class QemuE2eTest : public ::testing::Test {
     }
     ASSERT_EQ(Shell("command -v qemu-system-x86_64 >/dev/null"), 0)
         << "qemu-system-x86_64 is missing (tools/install-deps.sh installs it)";
-    dir_ = MakeTempDir("qemu-e2e");
     // Short: QMP socket paths are limited to 107 bytes.
     char state[] = "/tmp/itq-XXXXXX";
     ASSERT_NE(mkdtemp(state), nullptr);
     state_dir_ = state;
-    auto san = San::Start();
-    ASSERT_TRUE(san.ok()) << san.status();
-    san_ = *std::move(san);
-
-    auto cp = Process::StartServer(
-        {RunfilePath("controlplane/controlplane"), "--listen=127.0.0.1:0",
-         "--db=" + dir_ + "/cp.db", "--admin-key-file=" + dir_ + "/admin.key",
-         "--node-heartbeat-ms=500", "--compute-driver=qemu",
-         "--qemu-state-dir=" + state_dir_, "--qemu-kernel=" + guest_ + "/vmlinuz",
-         "--qemu-initrd=" + guest_ + "/initrd.img",
-         std::string("--qemu-boot-marker=") + kIdentity,
-         "--qemu-boot-timeout=900", "--power-off-timeout=240"},
-        dir_ + "/controlplane.log");
-    ASSERT_TRUE(cp.ok()) << cp.status();
-    cp_ = std::make_unique<Process>(*std::move(cp));
-    auto channel =
-        grpc::CreateChannel(cp_->address(), grpc::InsecureChannelCredentials());
-    identity_ = v1::IdentityService::NewStub(channel);
-    inventory_ = v1::InventoryService::NewStub(channel);
-    templates_ = v1::ImageTemplateService::NewStub(channel);
-    operations_ = v1::OperationService::NewStub(channel);
-    admin_ = ReadFile(dir_ + "/admin.key");
-    admin_ = admin_.substr(0, admin_.find('\n'));
-    ASSERT_FALSE(admin_.empty());
-
-    v1::CreateDatacenterRequest dc;
-    dc.set_name("dc1");
-    v1::CreateDatacenterResponse dc_response;
-    ASSERT_OK(Call(*inventory_, &v1::InventoryService::Stub::CreateDatacenter,
-                   admin_, dc, &dc_response));
-    auto storaged = Process::StartServer(
-        {RunfilePath("storaged/storaged"), "--listen=127.0.0.1:0",
-         "--store=" + dir_ + "/store", "--datacenter=dc1", "--node-id=n0",
-         "--controlplane=" + cp_->address(),
-         absl::StrCat("--portals=127.0.0.1:", san_->port())},
-        dir_ + "/storaged.log");
-    ASSERT_TRUE(storaged.ok()) << storaged.status();
-    storaged_ = std::make_unique<Process>(*std::move(storaged));
-    WaitNodeUp();
-
-    v1::CreateIpPoolRequest pool;
-    pool.set_datacenter("dc1");
-    pool.set_subnet("10.20.0.0/24");
-    pool.set_gateway("10.20.0.1");
-    pool.add_dns_servers("10.20.0.2");
-    pool.add_ranges()->set_start("10.20.0.10");
-    pool.mutable_ranges(0)->set_end("10.20.0.40");
-    v1::CreateIpPoolResponse pool_response;
-    ASSERT_OK(Call(*inventory_, &v1::InventoryService::Stub::CreateIpPool,
-                   admin_, pool, &pool_response));
-    MakeUser();
+    StackOptions options;
+    options.dir_prefix = "qemu-e2e";
+    options.node_datacenters = {"dc1"};
+    options.controlplane_flags = {
+        "--compute-driver=qemu", "--qemu-state-dir=" + state_dir_,
+        "--qemu-kernel=" + guest_ + "/vmlinuz", "--qemu-initrd=" + guest_ + "/initrd.img",
+        std::string("--qemu-boot-marker=") + kIdentity, "--qemu-boot-timeout=900",
+        "--power-off-timeout=240"};
+    stack_ = std::make_unique<Stack>(options);
+    stack_->Start();
+    dir_ = stack_->dir();  // for TearDown's logs, also after a failed start
+    ASSERT_FALSE(HasFatalFailure());
+    admin_ = stack_->admin_key();
+    stack_->AddIpPool("dc1", "10.20.0.0/24", "10.20.0.1", "10.20.0.10", "10.20.0.40",
+                      {"10.20.0.2"});
+    const User user = stack_->NewUser(
+        "acme", {v1::PERMISSION_IMAGE_TEMPLATE_MANAGE, v1::PERMISSION_SERVER_VIEW,
+                 v1::PERMISSION_SERVER_PROVISION});
+    account_id_ = user.account_id;
+    key_ = user.key;
+    ASSERT_FALSE(key_.empty());
   }
 
   void TearDown() override {
@@ -200,52 +152,9 @@ class QemuE2eTest : public ::testing::Test {
       }
       Shell("rm -rf '" + state_dir_ + "'");
     }
-    if (getenv("TEST_UNDECLARED_OUTPUTS_DIR") != nullptr) {
+    if (getenv("TEST_UNDECLARED_OUTPUTS_DIR") != nullptr && !dir_.empty()) {
       Shell(absl::StrCat("cp ", dir_, "/*.log \"$TEST_UNDECLARED_OUTPUTS_DIR\"/ 2>/dev/null"));
     }
-  }
-
-  void WaitNodeUp() {
-    const absl::Time deadline = absl::Now() + absl::Seconds(20);
-    while (absl::Now() < deadline) {
-      v1::ListStorageNodesRequest request;
-      request.set_state(v1::STORAGE_NODE_STATE_UP);
-      v1::ListStorageNodesResponse response;
-      if (Call(*inventory_, &v1::InventoryService::Stub::ListStorageNodes,
-               admin_, request, &response)
-              .ok() &&
-          response.storage_nodes_size() == 1) {
-        return;
-      }
-      absl::SleepFor(absl::Milliseconds(100));
-    }
-    FAIL() << "storage node did not register";
-  }
-
-  void MakeUser() {
-    v1::CreateAccountRequest account;
-    account.set_name("acme");
-    v1::CreateAccountResponse account_response;
-    ASSERT_OK(Call(*identity_, &v1::IdentityService::Stub::CreateAccount,
-                   admin_, account, &account_response));
-    account_id_ = account_response.account().id();
-    v1::CreateUserRequest request;
-    request.set_account_id(account_id_);
-    request.set_username("user");
-    for (auto p : {v1::PERMISSION_IMAGE_TEMPLATE_MANAGE, v1::PERMISSION_SERVER_VIEW,
-                   v1::PERMISSION_SERVER_PROVISION}) {
-      request.add_permissions(p);
-    }
-    request.mutable_device_access()->set_all_servers(true);
-    v1::CreateUserResponse created;
-    ASSERT_OK(Call(*identity_, &v1::IdentityService::Stub::CreateUser, admin_,
-                   request, &created));
-    v1::CreateApiKeyRequest key;
-    key.set_user_id(created.user().id());
-    v1::CreateApiKeyResponse key_response;
-    ASSERT_OK(Call(*identity_, &v1::IdentityService::Stub::CreateApiKey, admin_,
-                   key, &key_response));
-    key_ = key_response.secret();
   }
 
   // A thin LUN added to the pool, its bytes from `contents` (a file copied
@@ -260,22 +169,7 @@ class QemuE2eTest : public ::testing::Test {
                       options.backing_path + "'"),
                 0);
     }
-    auto lun = san_->CreateLun(name, size, options);
-    EXPECT_TRUE(lun.ok()) << lun.status();
-    v1::CreateSanVolumeRequest request;
-    request.set_datacenter("dc1");
-    request.set_san_host("n0");
-    request.mutable_iscsi()->set_portal(absl::StrCat("127.0.0.1:", san_->port()));
-    request.mutable_iscsi()->set_iqn(lun->iqn);
-    request.mutable_iscsi()->set_lun(1);
-    request.set_size_bytes(static_cast<int64_t>(size));
-    request.set_thin(true);
-    v1::CreateSanVolumeResponse response;
-    grpc::Status status = Call(*inventory_, &v1::InventoryService::Stub::CreateSanVolume,
-                               admin_, request, &response);
-    EXPECT_TRUE(status.ok()) << status.error_message();
-    if (out != nullptr) *out = *lun;
-    return response.san_volume().id();
+    return stack_->AddVolume(0, name, size, out, options);
   }
 
   // A NoCloud seed for the source (what a deploy writes for new servers).
@@ -328,29 +222,14 @@ class QemuE2eTest : public ::testing::Test {
     cred->set_username("root");
     cred->set_password("s3cret");
     v1::CreateServerResponse response;
-    grpc::Status status = Call(*inventory_, &v1::InventoryService::Stub::CreateServer,
-                               admin_, request, &response);
+    grpc::Status status = Call(stack_->inventory(), &v1::InventoryService::Stub::CreateServer,
+                               admin_, request, &response, kCallTimeout);
     EXPECT_TRUE(status.ok()) << status.error_message();
     return response.server().id();
   }
 
   v1::Operation WaitOperation(const std::string& id, absl::Duration timeout) {
-    const absl::Time deadline = absl::Now() + timeout;
-    v1::Operation op;
-    while (absl::Now() < deadline) {
-      v1::GetOperationRequest request;
-      request.set_id(id);
-      grpc::Status status = Call(*operations_, &v1::OperationService::Stub::GetOperation,
-                                 key_, request, &op);
-      if (status.ok() && (op.state() == v1::OPERATION_STATE_SUCCEEDED ||
-                          op.state() == v1::OPERATION_STATE_FAILED ||
-                          op.state() == v1::OPERATION_STATE_CANCELLED)) {
-        return op;
-      }
-      absl::SleepFor(absl::Seconds(1));
-    }
-    ADD_FAILURE() << "operation " << id << " did not end: " << op.DebugString();
-    return op;
+    return stack_->WaitOperation(key_, id, timeout, absl::Seconds(1));
   }
 
   v1::Operation Create(const std::string& server_id, const std::string& name) {
@@ -358,8 +237,9 @@ class QemuE2eTest : public ::testing::Test {
     request.set_server_id(server_id);
     request.set_name(name);
     v1::Operation op;
-    grpc::Status status = Call(*templates_, &v1::ImageTemplateService::Stub::CreateImageTemplate,
-                               key_, request, &op);
+    grpc::Status status = Call(stack_->templates(),
+                               &v1::ImageTemplateService::Stub::CreateImageTemplate, key_,
+                               request, &op, kCallTimeout);
     EXPECT_TRUE(status.ok()) << status.error_message();
     return op;
   }
@@ -373,8 +253,9 @@ class QemuE2eTest : public ::testing::Test {
     for (const std::string& h : hostnames) request.add_hostnames(h);
     request.set_domain("example.com");
     v1::Operation op;
-    grpc::Status status = Call(*templates_, &v1::ImageTemplateService::Stub::DeployImageTemplate,
-                               key_, request, &op);
+    grpc::Status status = Call(stack_->templates(),
+                               &v1::ImageTemplateService::Stub::DeployImageTemplate, key_,
+                               request, &op, kCallTimeout);
     EXPECT_TRUE(status.ok()) << status.error_message();
     return op;
   }
@@ -383,8 +264,8 @@ class QemuE2eTest : public ::testing::Test {
     v1::GetImageTemplateRequest request;
     request.set_id(id);
     v1::GetImageTemplateResponse response;
-    EXPECT_TRUE(Call(*templates_, &v1::ImageTemplateService::Stub::GetImageTemplate,
-                     key_, request, &response)
+    EXPECT_TRUE(Call(stack_->templates(), &v1::ImageTemplateService::Stub::GetImageTemplate,
+                     key_, request, &response, kCallTimeout)
                     .ok());
     return response.image_template();
   }
@@ -393,8 +274,8 @@ class QemuE2eTest : public ::testing::Test {
     v1::GetServerRequest request;
     request.set_id(id);
     v1::GetServerResponse response;
-    EXPECT_TRUE(Call(*inventory_, &v1::InventoryService::Stub::GetServer, key_,
-                     request, &response)
+    EXPECT_TRUE(Call(stack_->inventory(), &v1::InventoryService::Stub::GetServer, key_,
+                     request, &response, kCallTimeout)
                     .ok());
     return response.server();
   }
@@ -406,8 +287,9 @@ class QemuE2eTest : public ::testing::Test {
     request.set_server_id(server_id);
     request.set_line_count(10000);
     v1::GetServerConsoleResponse response;
-    grpc::Status status = Call(*inventory_, &v1::InventoryService::Stub::GetServerConsole,
-                               key_, request, &response);
+    grpc::Status status = Call(stack_->inventory(),
+                               &v1::InventoryService::Stub::GetServerConsole, key_, request,
+                               &response, kCallTimeout);
     EXPECT_TRUE(status.ok()) << status.error_message();
     return {response.lines().begin(), response.lines().end()};
   }
@@ -422,19 +304,13 @@ class QemuE2eTest : public ::testing::Test {
   }
 
   std::string guest_;
-  std::string dir_;
   std::string state_dir_;
-  std::unique_ptr<San> san_;
-  std::unique_ptr<Process> cp_;
-  std::unique_ptr<Process> storaged_;
+  std::unique_ptr<Stack> stack_;
+  std::string dir_;
   std::string admin_;
   std::string account_id_;
   std::string key_;
   std::set<std::string> started_servers_;
-  std::unique_ptr<v1::IdentityService::Stub> identity_;
-  std::unique_ptr<v1::InventoryService::Stub> inventory_;
-  std::unique_ptr<v1::ImageTemplateService::Stub> templates_;
-  std::unique_ptr<v1::OperationService::Stub> operations_;
 };
 
 TEST_F(QemuE2eTest, RunningSourceCapturedAndDeployedServersBootWithOwnIdentity) {
@@ -458,8 +334,7 @@ TEST_F(QemuE2eTest, RunningSourceCapturedAndDeployedServersBootWithOwnIdentity) 
   options.initrd = guest_ + "/initrd.img";
   options.boot_marker = kIdentity;
   options.boot_timeout = absl::Minutes(15);
-  const std::string portal = absl::StrCat("127.0.0.1:", san_->port());
-  auto hypervisor = controlplane::QemuComputeDriver::Create(
+    auto hypervisor = controlplane::QemuComputeDriver::Create(
       options,
       [&](const std::string& id) -> absl::StatusOr<controlplane::QemuMachineSpec> {
         if (id != source) return absl::NotFoundError(id);
@@ -503,12 +378,12 @@ TEST_F(QemuE2eTest, RunningSourceCapturedAndDeployedServersBootWithOwnIdentity) 
 
   // The capture's first read came after QEMU had exited: the driver logs the
   // exit, storaged logs the capture's start (it reads nothing before).
-  const std::string cp_log = ReadFile(dir_ + "/controlplane.log");
+  const std::string cp_log = ReadFile(stack_->ControlPlaneLog());
   const std::string off_line =
       FirstLine(cp_log, {"qemu: server " + source, "powered off: guest shut down"});
   ASSERT_FALSE(off_line.empty()) << cp_log;
   const std::string capture_line =
-      FirstLine(ReadFile(dir_ + "/storaged.log"), {"capture started"});
+      FirstLine(ReadFile(stack_->StoragedLog(0)), {"capture started"});
   ASSERT_FALSE(capture_line.empty());
   const absl::Time qemu_exit = LogTime(off_line);
   const absl::Time capture_start = LogTime(capture_line);

@@ -1,14 +1,17 @@
 // Copying images between two stores through the real StorageNode service
 // over loopback gRPC: only missing chunks cross, stored frames are forwarded
 // as they are, a corrupt or lying sender commits nothing, cancel, re-runs,
-// and garbage collection on the receiver during a copy.
+// and garbage collection on the receiver during a copy; DeleteImage during a
+// receive, and racing with the commit.
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <random>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/barrier.h"
 #include "gtest/gtest.h"
 #include "grpcpp/grpcpp.h"
 #include "imagetemplates/storagenode/v1/storage_node.grpc.pb.h"
@@ -492,12 +495,229 @@ TEST(ImageCopyTest, IdleReceiveExpires) {
   EXPECT_EQ(receiver.pinned_count("new"), 8u);
   EXPECT_EQ(dst.store->CollectGarbage(false)->chunks_removed, 0u);
   absl::SleepFor(absl::Milliseconds(100));
-  receiver.Pin("other", {});  // any call sweeps idle receives
+  ASSERT_TRUE(receiver.Pin("other", {}).ok());  // any call sweeps idle receives
   EXPECT_EQ(receiver.pinned_count("new"), 0u);
   EXPECT_EQ(receiver.receive_count(), 1u);
   EXPECT_EQ(dst.store->CollectGarbage(false)->chunks_removed, 8u);
   EXPECT_EQ(receiver.FindMissing("../x", digests).status().code(),
             absl::StatusCode::kInvalidArgument);
+}
+
+// PutChunks of an image's chunks as the copier sends them.
+grpc::Status PutChunks(Node& from, Node& to, const std::string& id,
+                       const std::vector<Digest>& digests) {
+  grpc::ClientContext context;
+  pb::PutChunksResponse response;
+  auto writer = to.stub->PutChunks(&context, &response);
+  bool first = true;
+  absl::Status exported = from.store->ExportChunks(
+      digests,
+      [&](TransferFrame frame) {
+        pb::PutChunksRequest request;
+        if (first) request.set_image_id(id);
+        first = false;
+        request.set_encoding(frame.zstd ? pb::CHUNK_ENCODING_ZSTD : pb::CHUNK_ENCODING_RAW);
+        request.set_plain_size(frame.plain_size);
+        request.set_data(frame.data);
+        for (const auto& c : frame.chunks) {
+          pb::FrameChunk* out = request.add_frame_chunks();
+          out->set_chunk_digest(std::string(c.digest.AsBytes()));
+          out->set_offset(c.offset);
+          out->set_length(c.length);
+        }
+        writer->Write(request);  // false once the peer ended the stream
+        return absl::OkStatus();
+      },
+      nullptr);
+  EXPECT_TRUE(exported.ok()) << exported;
+  writer->WritesDone();
+  return writer->Finish();
+}
+
+// The undo of a cancelled copy deletes the image on the receiver while the
+// sender, not yet stopped, is between PutChunks and PutManifest.
+TEST(ImageCopyTest, DeleteImageDuringAReceiveRefusesItsManifestAndUnpinsItsChunks) {
+  Node src("src8"), dst("dst8");
+  src.Capture("img", Range(800, 40));
+  std::vector<Digest> digests;
+  for (uint64_t s = 800; s < 840; ++s) digests.push_back(Sha256(ChunkData(s)));
+  auto find = [&](const std::string& id) {
+    grpc::ClientContext context;
+    pb::FindMissingChunksRequest request;
+    request.set_image_id(id);
+    for (const Digest& d : digests) request.add_chunk_digests(std::string(d.AsBytes()));
+    pb::FindMissingChunksResponse response;
+    grpc::Status status = dst.stub->FindMissingChunks(&context, request, &response);
+    return std::make_pair(status, response.missing_chunk_digests_size());
+  };
+  auto [found, missing] = find("img");
+  ASSERT_TRUE(found.ok()) << found.error_message();
+  ASSERT_EQ(missing, 40);
+  grpc::Status put = PutChunks(src, dst, "img", digests);
+  ASSERT_TRUE(put.ok()) << put.error_message();
+  EXPECT_TRUE(dst.store->MissingChunks(digests).empty());
+  // Pinned by the receive: a collection keeps them.
+  EXPECT_EQ(dst.store->CollectGarbage(false)->chunks_removed, 0u);
+
+  auto delete_image = [&](const std::string& id) {
+    grpc::ClientContext context;
+    pb::DeleteImageRequest request;
+    request.set_image_id(id);
+    pb::DeleteImageResponse response;
+    return dst.stub->DeleteImage(&context, request, &response);
+  };
+  // Only a receive, no committed image: the delete ended it, so OK.
+  grpc::Status deleted = delete_image("img");
+  EXPECT_TRUE(deleted.ok()) << deleted.error_message();
+
+  Digest digest;
+  auto encoded = src.store->ReadEncodedManifest("img", &digest);
+  ASSERT_TRUE(encoded.ok());
+  grpc::ClientContext manifest_context;
+  pb::PutManifestRequest request;
+  request.set_image_id("img");
+  request.set_manifest(*encoded);
+  request.set_manifest_digest(absl::StrCat("sha256:", digest.ToHex()));
+  pb::PutManifestResponse response;
+  grpc::Status committed = dst.stub->PutManifest(&manifest_context, request, &response);
+  EXPECT_EQ(committed.error_code(), grpc::StatusCode::ABORTED) << committed.error_message();
+  EXPECT_NE(committed.error_message().find("receive of image img was cancelled by DeleteImage"),
+            std::string::npos)
+      << committed.error_message();
+  // Nor can the sender start over within the tombstone.
+  EXPECT_EQ(find("img").first.error_code(), grpc::StatusCode::ABORTED);
+  EXPECT_EQ(PutChunks(src, dst, "img", digests).error_code(), grpc::StatusCode::ABORTED);
+
+  grpc::ClientContext get_context;
+  pb::GetImageRequest get;
+  get.set_image_id("img");
+  pb::GetImageResponse got;
+  EXPECT_EQ(dst.stub->GetImage(&get_context, get, &got).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+  EXPECT_TRUE(dst.store->ListImages().empty());
+  // Nothing left to delete now.
+  EXPECT_EQ(delete_image("img").error_code(), grpc::StatusCode::NOT_FOUND);
+  // The pins went with the receive: the received chunks are garbage.
+  auto gc = dst.store->CollectGarbage(false);
+  ASSERT_TRUE(gc.ok()) << gc.status();
+  EXPECT_EQ(gc->chunks_removed, 40u);
+  EXPECT_EQ(dst.store->MissingChunks(digests).size(), 40u);
+  EXPECT_EQ(dst.store->Status()->stored_bytes, 0u);
+
+  // Other ids are unaffected.
+  src.Capture("other", Range(800, 40));
+  auto sent = SendImage(*src.store, "other", *dst.stub, SendOptions());
+  ASSERT_TRUE(sent.ok()) << sent.status();
+  EXPECT_EQ(dst.Read("other"), src.Read("other"));
+}
+
+// The tombstone ends after its time; then the id can be received again.
+TEST(ImageCopyTest, DeleteTombstoneExpires) {
+  Node src("src9"), dst("dst9");
+  src.Capture("img", Range(900, 4));
+  std::vector<Digest> digests;
+  for (uint64_t s = 900; s < 904; ++s) digests.push_back(Sha256(ChunkData(s)));
+  ImageReceiver receiver(dst.store.get(), absl::Minutes(15), absl::Seconds(1));
+  ASSERT_TRUE(receiver.FindMissing("img", digests).ok());
+  EXPECT_EQ(receiver.pinned_count("img"), 4u);
+  EXPECT_TRUE(receiver.Delete("img").ok());
+  EXPECT_EQ(receiver.receive_count(), 0u);
+  EXPECT_EQ(receiver.Pin("img", digests).code(), absl::StatusCode::kAborted);
+  EXPECT_EQ(receiver.receive_count(), 0u);
+  EXPECT_EQ(receiver.Delete("img").code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(receiver.Delete("../x").code(), absl::StatusCode::kInvalidArgument);
+  absl::SleepFor(absl::Milliseconds(1500));
+  ASSERT_TRUE(receiver.FindMissing("img", digests).ok());
+  EXPECT_EQ(receiver.pinned_count("img"), 4u);
+}
+
+// PutManifest and DeleteImage at the same moment, many times: the delete
+// either refuses the commit or deletes the committed image, never returns OK
+// with the image left behind.
+TEST(ImageCopyTest, DeleteImageRacingWithPutManifestLeavesNoImage) {
+  Node src("src10"), dst("dst10");
+  const Seeds seeds = Range(1000, 6);
+  src.Capture("base", seeds);
+  ASSERT_TRUE(SendImage(*src.store, "base", *dst.stub, SendOptions()).ok());
+  std::vector<Digest> digests;
+  for (uint64_t s : seeds) digests.push_back(Sha256(ChunkData(s)));
+
+  constexpr int kIterations = 150;
+  int refused = 0, deleted_after_commit = 0;
+  for (int i = 0; i < kIterations; ++i) {
+    // A distinct id each time: each delete leaves a tombstone.
+    const std::string id = absl::StrCat("race", i);
+    src.Capture(id, seeds);
+    Digest digest;
+    auto encoded = src.store->ReadEncodedManifest(id, &digest);
+    ASSERT_TRUE(encoded.ok());
+    // Every other one with a receive open, as the copier leaves it; the
+    // rest as a sender that skipped FindMissingChunks.
+    if (i % 2 == 0) {
+      grpc::ClientContext context;
+      pb::FindMissingChunksRequest request;
+      request.set_image_id(id);
+      for (const Digest& d : digests) request.add_chunk_digests(std::string(d.AsBytes()));
+      pb::FindMissingChunksResponse response;
+      ASSERT_TRUE(dst.stub->FindMissingChunks(&context, request, &response).ok());
+      ASSERT_EQ(response.missing_chunk_digests_size(), 0);
+    }
+    absl::Barrier* start = new absl::Barrier(2);  // the last to pass deletes it
+    grpc::Status commit_status, delete_status;
+    std::thread committer([&] {
+      grpc::ClientContext context;
+      pb::PutManifestRequest request;
+      request.set_image_id(id);
+      request.set_manifest(*encoded);
+      request.set_manifest_digest(absl::StrCat("sha256:", digest.ToHex()));
+      pb::PutManifestResponse response;
+      if (start->Block()) delete start;
+      commit_status = dst.stub->PutManifest(&context, request, &response);
+    });
+    std::thread deleter([&] {
+      grpc::ClientContext context;
+      pb::DeleteImageRequest request;
+      request.set_image_id(id);
+      pb::DeleteImageResponse response;
+      if (start->Block()) delete start;
+      delete_status = dst.stub->DeleteImage(&context, request, &response);
+    });
+    committer.join();
+    deleter.join();
+
+    grpc::ClientContext get_context;
+    pb::GetImageRequest get;
+    get.set_image_id(id);
+    pb::GetImageResponse got;
+    const grpc::Status present = dst.stub->GetImage(&get_context, get, &got);
+    ASSERT_TRUE(commit_status.ok() || commit_status.error_code() == grpc::StatusCode::ABORTED)
+        << i << ": " << commit_status.error_message();
+    if (i % 2 == 0) {
+      // A receive or a commit was there to delete.
+      ASSERT_TRUE(delete_status.ok()) << i << ": " << delete_status.error_message();
+    } else {
+      ASSERT_TRUE(delete_status.ok() ||
+                  delete_status.error_code() == grpc::StatusCode::NOT_FOUND)
+          << i << ": " << delete_status.error_message();
+    }
+    if (delete_status.ok()) {
+      ASSERT_EQ(present.error_code(), grpc::StatusCode::NOT_FOUND)
+          << i << ": image left after DeleteImage returned OK (commit: "
+          << commit_status.error_message() << ")";
+    }
+    // A refused commit is refused by the delete, never half-done.
+    if (!commit_status.ok()) {
+      EXPECT_EQ(present.error_code(), grpc::StatusCode::NOT_FOUND) << i;
+      ++refused;
+    } else if (delete_status.ok()) {
+      ++deleted_after_commit;
+    }
+  }
+  std::cerr << "race: " << refused << " commits refused, " << deleted_after_commit
+            << " committed then deleted, of " << kIterations << "\n";
+  // Only "base" is left, and it reads back intact.
+  EXPECT_EQ(dst.store->ListImages(), std::vector<std::string>{"base"});
+  EXPECT_EQ(dst.Read("base"), src.Read("base"));
 }
 
 }  // namespace

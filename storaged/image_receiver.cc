@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/log.h"
+#include "common/status_macros.h"
 
 namespace storaged {
 
@@ -22,8 +23,9 @@ bool ValidImageId(absl::string_view id) {
 
 }  // namespace
 
-ImageReceiver::ImageReceiver(ImageStore* store, absl::Duration idle_timeout)
-    : store_(store), idle_timeout_(idle_timeout) {}
+ImageReceiver::ImageReceiver(ImageStore* store, absl::Duration idle_timeout,
+                             absl::Duration tombstone_ttl)
+    : store_(store), idle_timeout_(idle_timeout), tombstone_ttl_(tombstone_ttl) {}
 
 void ImageReceiver::ExpireLocked(absl::Time now) {
   for (auto it = receives_.begin(); it != receives_.end();) {
@@ -35,6 +37,28 @@ void ImageReceiver::ExpireLocked(absl::Time now) {
       ++it;
     }
   }
+  for (auto it = tombstones_.begin(); it != tombstones_.end();) {
+    if (now >= it->second) {
+      tombstones_.erase(it++);
+    } else {
+      ++it;
+    }
+  }
+}
+
+absl::Status ImageReceiver::CheckNotDeletedLocked(const std::string& image_id,
+                                                  absl::Time now) {
+  auto it = tombstones_.find(image_id);
+  if (it == tombstones_.end() || now >= it->second) return absl::OkStatus();
+  return absl::AbortedError(absl::StrCat(
+      "receive of image ", image_id,
+      " was cancelled by DeleteImage; the id can be received again in ",
+      absl::FormatDuration(absl::Ceil(it->second - now, absl::Seconds(1)))));
+}
+
+absl::Status ImageReceiver::CheckNotDeleted(const std::string& image_id) {
+  absl::MutexLock lock(&mu_);
+  return CheckNotDeletedLocked(image_id, absl::Now());
 }
 
 absl::StatusOr<std::vector<Digest>> ImageReceiver::FindMissing(
@@ -45,16 +69,17 @@ absl::StatusOr<std::vector<Digest>> ImageReceiver::FindMissing(
           "image_id: must be 1-128 characters of A-Z, a-z, 0-9, '_' or '-'");
     }
     // Pinned first: a chunk reported present stays present until the commit.
-    Pin(image_id, digests);
+    RETURN_IF_ERROR(Pin(image_id, digests));
   }
   return store_->MissingChunks(digests);
 }
 
-void ImageReceiver::Pin(const std::string& image_id,
-                        const std::vector<Digest>& digests) {
+absl::Status ImageReceiver::Pin(const std::string& image_id,
+                                const std::vector<Digest>& digests) {
   absl::MutexLock lock(&mu_);
   const absl::Time now = absl::Now();
   ExpireLocked(now);
+  RETURN_IF_ERROR(CheckNotDeletedLocked(image_id, now));
   Receive& receive = receives_[image_id];
   receive.last_used = now;
   std::vector<Digest> fresh;
@@ -62,6 +87,7 @@ void ImageReceiver::Pin(const std::string& image_id,
     if (!d.IsZero() && receive.pinned.insert(d).second) fresh.push_back(d);
   }
   if (!fresh.empty()) receive.pins.push_back(store_->PinChunks(std::move(fresh)));
+  return absl::OkStatus();
 }
 
 absl::StatusOr<ManifestSummary> ImageReceiver::Commit(const std::string& image_id,
@@ -69,16 +95,56 @@ absl::StatusOr<ManifestSummary> ImageReceiver::Commit(const std::string& image_i
                                                       const Digest& expected) {
   {
     absl::MutexLock lock(&mu_);
+    const absl::Time now = absl::Now();
+    RETURN_IF_ERROR(CheckNotDeletedLocked(image_id, now));
     auto it = receives_.find(image_id);
-    if (it != receives_.end()) it->second.last_used = absl::Now();
+    if (it != receives_.end()) it->second.last_used = now;
+    // Registered under the same lock as the check: Delete either refuses
+    // this commit or waits for it to end.
+    ++committing_[image_id];
   }
   absl::StatusOr<ManifestSummary> summary =
       store_->ImportManifest(image_id, encoded, expected);
-  if (summary.ok()) {
-    absl::MutexLock lock(&mu_);
-    receives_.erase(image_id);
-  }
+  absl::MutexLock lock(&mu_);
+  auto it = committing_.find(image_id);
+  if (--it->second == 0) committing_.erase(it);
+  if (summary.ok()) receives_.erase(image_id);
   return summary;
+}
+
+absl::Status ImageReceiver::Delete(const std::string& image_id) {
+  if (!ValidImageId(image_id)) {
+    return absl::InvalidArgumentError(
+        "image_id: must be 1-128 characters of A-Z, a-z, 0-9, '_' or '-'");
+  }
+  bool aborted = false;
+  Receive ended;  // Its pins are released outside the lock.
+  {
+    absl::MutexLock lock(&mu_);
+    const absl::Time now = absl::Now();
+    ExpireLocked(now);
+    // Every delete leaves a tombstone, not only one that ended a receive: a
+    // sender that skipped FindMissing (an all-zero image) has no receive.
+    tombstones_[image_id] = now + tombstone_ttl_;
+    auto it = receives_.find(image_id);
+    if (it != receives_.end()) {
+      ended = std::move(it->second);
+      receives_.erase(it);
+      aborted = true;
+    }
+    if (committing_.contains(image_id)) aborted = true;
+    auto committed = [this, &image_id]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return !committing_.contains(image_id);
+    };
+    mu_.Await(absl::Condition(&committed));
+  }
+  ended.pins.clear();
+  if (aborted) {
+    common::LogOp(image_id, "receive cancelled by DeleteImage: its chunks are no longer pinned");
+  }
+  absl::Status deleted = store_->DeleteImage(image_id);
+  if (aborted && absl::IsNotFound(deleted)) return absl::OkStatus();
+  return deleted;
 }
 
 size_t ImageReceiver::receive_count() const {

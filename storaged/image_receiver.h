@@ -3,8 +3,15 @@
 // chunks from garbage collection between those calls. The calls are separate
 // RPCs, so the protection is a "receive" per image id that pins every chunk
 // the sender named; it ends when the manifest commits, or after it has been
-// idle for `idle_timeout` (a sender that died), and does not survive a
-// restart (the sender's next attempt starts over).
+// idle for `idle_timeout` (a sender that died), when DeleteImage aborts it,
+// and does not survive a restart (the sender's next attempt starts over).
+//
+// DeleteImage goes through the receiver (Delete) because a cancelled sender
+// may still be pushing: Delete waits out a commit of the id in progress and
+// leaves a tombstone for `tombstone_ttl` that refuses the id's FindMissing,
+// Pin and Commit, so a request still in flight cannot bring the image back.
+// The tombstone is short (15 s by default): a sender's cancel reaches its
+// streams within a frame, and a copy retried after an undo must not wait.
 #ifndef STORAGED_IMAGE_RECEIVER_H_
 #define STORAGED_IMAGE_RECEIVER_H_
 
@@ -27,21 +34,37 @@ namespace storaged {
 class ImageReceiver {
  public:
   explicit ImageReceiver(ImageStore* store,
-                         absl::Duration idle_timeout = absl::Minutes(15));
+                         absl::Duration idle_timeout = absl::Minutes(15),
+                         absl::Duration tombstone_ttl = absl::Seconds(15));
   ImageReceiver(const ImageReceiver&) = delete;
   ImageReceiver& operator=(const ImageReceiver&) = delete;
 
   // The digests among `digests` the store lacks, in order. With an image id,
   // all of `digests` stay pinned for that image's receive. INVALID_ARGUMENT
-  // for a malformed image id.
+  // for a malformed image id; ABORTED while the id is tombstoned.
   absl::StatusOr<std::vector<Digest>> FindMissing(
       const std::string& image_id, const std::vector<Digest>& digests);
   // Pins `digests` for the receive of `image_id` (those not pinned yet).
-  void Pin(const std::string& image_id, const std::vector<Digest>& digests);
-  // ImageStore::ImportManifest; the receive ends once it succeeds.
+  // ABORTED (nothing pinned) while the id is tombstoned.
+  absl::Status Pin(const std::string& image_id, const std::vector<Digest>& digests);
+  // ImageStore::ImportManifest; the receive ends once it succeeds. ABORTED
+  // while the id is tombstoned.
   absl::StatusOr<ManifestSummary> Commit(const std::string& image_id,
                                          absl::string_view encoded,
                                          const Digest& expected);
+  // ABORTED while `image_id` is tombstoned by Delete, else OK.
+  absl::Status CheckNotDeleted(const std::string& image_id);
+  // Tombstones `image_id`, ends its receive (releasing its pins), waits for
+  // a Commit of it already running, then ImageStore::DeleteImage. A Commit
+  // racing with Delete thus either commits before the store delete (and the
+  // image is deleted) or is refused; the image is never there once Delete
+  // returned OK. OK if it deleted an image or ended a receive or commit (a
+  // receive in progress is "the image" the caller wants gone); NOT_FOUND if
+  // there was none of these; INVALID_ARGUMENT for a malformed id. The
+  // tombstone is left even on NOT_FOUND (a sender of an all-zero image skips
+  // FindMissing, so has no receive to find), so receiving the id again
+  // within `tombstone_ttl` of any delete is ABORTED.
+  absl::Status Delete(const std::string& image_id);
 
   // Receives open now (for tests and status).
   size_t receive_count() const;
@@ -55,11 +78,18 @@ class ImageReceiver {
     absl::Time last_used;
   };
   void ExpireLocked(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status CheckNotDeletedLocked(const std::string& image_id, absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   ImageStore* const store_;
   const absl::Duration idle_timeout_;
+  const absl::Duration tombstone_ttl_;
   mutable absl::Mutex mu_;
   absl::flat_hash_map<std::string, Receive> receives_ ABSL_GUARDED_BY(mu_);
+  // Commit calls inside ImportManifest, per image id.
+  absl::flat_hash_map<std::string, int> committing_ ABSL_GUARDED_BY(mu_);
+  // Ids Delete tombstoned, and when each tombstone ends.
+  absl::flat_hash_map<std::string, absl::Time> tombstones_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace storaged

@@ -349,9 +349,11 @@ grpc::Status StorageNodeService::VerifyImage(grpc::ServerContext* context,
 grpc::Status StorageNodeService::DeleteImage(grpc::ServerContext* context,
                                              const pb::DeleteImageRequest* request,
                                              pb::DeleteImageResponse* response) {
-  absl::StatusOr<ImageStore*> store = Store();
-  if (!store.ok()) return ToGrpcStatus(store.status());
-  absl::Status status = (*store)->DeleteImage(request->image_id());
+  // Through the receiver: a receive of the id in progress is cancelled and
+  // a commit racing with this delete cannot outlive it.
+  absl::StatusOr<ImageReceiver*> receiver = Receiver();
+  if (!receiver.ok()) return ToGrpcStatus(receiver.status());
+  absl::Status status = (*receiver)->Delete(request->image_id());
   if (status.ok()) common::LogOp(request->image_id(), "image deleted");
   return ToGrpcStatus(status);
 }
@@ -605,7 +607,8 @@ grpc::Status StorageNodeService::PutChunks(grpc::ServerContext* context,
       // Chunks the sender did not announce are pinned too, before they land.
       std::vector<Digest> digests;
       for (const TransferFrame::Chunk& c : frame.chunks) digests.push_back(c.digest);
-      (*receiver)->Pin(image_id, digests);
+      parse = (*receiver)->Pin(image_id, digests);
+      if (!parse.ok()) break;
     }
     if (job != nullptr) job->Progress(response->bytes_received(), 0);
     absl::MutexLock lock(&mu);
@@ -627,6 +630,10 @@ grpc::Status StorageNodeService::PutChunks(grpc::ServerContext* context,
   if (!error.ok()) return fail(error);
   // A cancelled stream ends like a finished one; only the context tells.
   if (context->IsCancelled()) return fail(absl::CancelledError("the sender cancelled"));
+  // A DeleteImage during the stream: keep nothing (its chunks are unpinned).
+  if (!image_id.empty()) {
+    if (absl::Status s = (*receiver)->CheckNotDeleted(image_id); !s.ok()) return fail(s);
+  }
   if (absl::Status s = (*importer)->Finish(); !s.ok()) return fail(s);
   response->set_chunks_stored(chunks_stored);
   response->set_chunks_skipped(chunks_skipped);
@@ -658,6 +665,12 @@ grpc::Status StorageNodeService::PutManifest(grpc::ServerContext* context,
   absl::StatusOr<ImageStore*> store = Store();
   if (!store.ok()) return ToGrpcStatus(store.status());
   absl::StatusOr<pb::ImageManifestSummary> result = Summarize(**store, request->image_id());
+  if (absl::IsNotFound(result.status())) {
+    // Only a DeleteImage since the commit removes it; the sender must not
+    // count the image as copied.
+    return ToGrpcStatus(absl::AbortedError(absl::StrCat(
+        "image ", request->image_id(), " was committed and then deleted by DeleteImage")));
+  }
   if (!result.ok()) return ToGrpcStatus(result.status());
   *response->mutable_summary() = *std::move(result);
   return grpc::Status::OK;

@@ -12,6 +12,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -171,21 +172,64 @@ std::string QemuEscape(absl::string_view value) {
   return absl::StrReplaceAll(value, {{",", ",,"}});
 }
 
-std::string DriveOption(const std::string& file) {
-  bool iscsi = absl::StartsWith(file, "iscsi://");
-  // The SAN is shared storage: no host cache between the guest and the LUN.
-  return absl::StrCat("file=", QemuEscape(file), ",if=virtio,format=raw,cache=",
-                      iscsi ? "none" : "writeback");
+// The QEMU secret object holding drive `index`'s CHAP secret.
+std::string SecretId(size_t index) { return absl::StrCat("chap", index); }
+std::string SecretFile(const std::string& dir, size_t index) {
+  return absl::StrCat(dir, "/", SecretId(index), ".secret");
 }
 
-std::string IscsiUrl(const v1::SanVolume& volume) {
-  const v1::IscsiAddress& iscsi = volume.iscsi();
-  std::string credentials;
-  if (!iscsi.chap_user().empty()) {
-    credentials = absl::StrCat(iscsi.chap_user(), "%", iscsi.chap_secret(), "@");
+// `-object` (CHAP only) and `-drive` options of drive `index`.
+std::vector<std::string> DriveArgs(const QemuDrive& drive, size_t index,
+                                   const std::string& dir) {
+  if (!drive.path.empty()) {
+    return {"-drive", absl::StrCat("file=", QemuEscape(drive.path),
+                                   ",if=virtio,format=raw,cache=writeback")};
   }
-  return absl::StrCat("iscsi://", credentials, iscsi.portal(), "/", iscsi.iqn(),
-                      "/", iscsi.lun());
+  std::vector<std::string> args;
+  // The SAN is shared storage: no host cache between the guest and the LUN.
+  std::string option = absl::StrCat(
+      "file.driver=iscsi,file.transport=tcp,file.portal=", QemuEscape(drive.portal),
+      ",file.target=", QemuEscape(drive.iqn), ",file.lun=", drive.lun,
+      ",if=virtio,format=raw,cache=none");
+  if (!drive.chap_user.empty()) {
+    args.insert(args.end(), {"-object", absl::StrCat("secret,id=", SecretId(index),
+                                                     ",format=raw,file=",
+                                                     QemuEscape(SecretFile(dir, index)))});
+    absl::StrAppend(&option, ",file.user=", QemuEscape(drive.chap_user),
+                    ",file.password-secret=", SecretId(index));
+  }
+  args.insert(args.end(), {"-drive", option});
+  return args;
+}
+
+QemuDrive LunDrive(const v1::SanVolume& volume) {
+  const v1::IscsiAddress& iscsi = volume.iscsi();
+  QemuDrive drive;
+  drive.portal = iscsi.portal();
+  drive.iqn = iscsi.iqn();
+  drive.lun = iscsi.lun();
+  drive.chap_user = iscsi.chap_user();
+  drive.chap_secret = iscsi.chap_secret();
+  return drive;
+}
+
+// Writes `secret` to a new file only its owner can read.
+absl::Status WriteSecret(const std::string& path, const std::string& secret) {
+  unlink(path.c_str());
+  int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd < 0) return absl::InternalError(absl::StrCat(path, ": ", strerror(errno)));
+  bool ok = write(fd, secret.data(), secret.size()) == static_cast<ssize_t>(secret.size());
+  close(fd);
+  if (!ok) return absl::InternalError(absl::StrCat(path, ": short write"));
+  return absl::OkStatus();
+}
+
+// Every drive of `spec` in QEMU's order: disks, then the config drive.
+std::vector<const QemuDrive*> AllDrives(const QemuMachineSpec& spec) {
+  std::vector<const QemuDrive*> drives;
+  for (const QemuDrive& d : spec.disks) drives.push_back(&d);
+  if (spec.config_drive.has_value()) drives.push_back(&*spec.config_drive);
+  return drives;
 }
 
 std::string Seconds(absl::Duration d) {
@@ -249,9 +293,9 @@ QemuSpecSource QemuComputeDriver::InventorySpecs(InventoryStore* inventory) {
       ASSIGN_OR_RETURN(v1::SanVolume volume,
                        inventory->ReadSanVolumeWithSecret(disk.san_volume_id()));
       if (disk.config_drive()) {
-        spec.config_drive = IscsiUrl(volume);
+        spec.config_drive = LunDrive(volume);
       } else {
-        spec.disks.push_back(IscsiUrl(volume));
+        spec.disks.push_back(LunDrive(volume));
       }
     }
     if (spec.disks.empty()) {
@@ -368,11 +412,10 @@ std::vector<std::string> QemuComputeDriver::QemuArgs(
     }
     args.insert(args.end(), {"-append", options_.kernel_cmdline});
   }
-  for (const std::string& disk : spec.disks) {
-    args.insert(args.end(), {"-drive", DriveOption(disk)});
-  }
-  if (!spec.config_drive.empty()) {
-    args.insert(args.end(), {"-drive", DriveOption(spec.config_drive)});
+  const std::vector<const QemuDrive*> drives = AllDrives(spec);
+  for (size_t i = 0; i < drives.size(); ++i) {
+    std::vector<std::string> drive = DriveArgs(*drives[i], i, dir);
+    args.insert(args.end(), drive.begin(), drive.end());
   }
   if (!spec.mac.empty()) {
     // restrict=on: the guest reaches nothing outside this process.
@@ -394,6 +437,18 @@ absl::StatusOr<int> QemuComputeDriver::Start(const QemuMachineSpec& spec,
   const std::string log_path = absl::StrCat(dir, "/", kQemuLog);
   unlink(socket_path.c_str());
   unlink(pid_path.c_str());
+
+  // CHAP secrets for QEMU to read at start; gone once it has started.
+  std::vector<std::string> secret_files;
+  auto remove_secrets = absl::MakeCleanup([&secret_files] {
+    for (const std::string& f : secret_files) unlink(f.c_str());
+  });
+  const std::vector<const QemuDrive*> drives = AllDrives(spec);
+  for (size_t i = 0; i < drives.size(); ++i) {
+    if (drives[i]->chap_user.empty()) continue;
+    secret_files.push_back(SecretFile(dir, i));
+    RETURN_IF_ERROR(WriteSecret(secret_files.back(), drives[i]->chap_secret));
+  }
 
   std::vector<std::string> args = QemuArgs(spec);
   std::vector<char*> argv;
@@ -440,8 +495,10 @@ absl::StatusOr<int> QemuComputeDriver::Start(const QemuMachineSpec& spec,
     }
     std::string message = absl::StrCat("server ", spec.server_id,
                                        ": QEMU did not start: ", why);
-    // The SAN not answering is worth a retry; anything else is not.
-    if (absl::StrContains(log, "iSCSI") || absl::StrContains(log, "iscsi")) {
+    // The SAN not answering is worth a retry; anything else (a CHAP
+    // secret the target refuses included) is not.
+    if (!absl::StrContains(log, "Authentication failure") &&
+        (absl::StrContains(log, "iSCSI") || absl::StrContains(log, "iscsi"))) {
       return absl::UnavailableError(message);
     }
     return absl::FailedPreconditionError(message);

@@ -18,6 +18,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -32,15 +33,27 @@
 
 namespace controlplane {
 
+// One raw disk of a server: a local file, or a LUN QEMU opens itself.
+struct QemuDrive {
+  std::string path;  // a local file (tests); empty for a LUN
+  std::string portal;
+  std::string iqn;
+  uint32_t lun = 0;
+  // CHAP, when the LUN needs it. The secret reaches QEMU through a 0600
+  // file in the server's directory, removed once QEMU has started: never on
+  // its command line, which every local user can read.
+  std::string chap_user;
+  std::string chap_secret;
+};
+
 // What QEMU needs to know of one server.
 struct QemuMachineSpec {
   // The server's UUID: names its state directory and is the SMBIOS UUID.
   std::string server_id;
-  // QEMU drive file names (iscsi:// URLs or local paths), raw format, in
-  // device order, the boot disk first.
-  std::vector<std::string> disks;
-  // The config drive's file name; empty if the server has none.
-  std::string config_drive;
+  // In device order, the boot disk first.
+  std::vector<QemuDrive> disks;
+  // The config drive; none if the server has none.
+  std::optional<QemuDrive> config_drive;
   // The first NIC's MAC; empty for no NIC.
   std::string mac;
 };

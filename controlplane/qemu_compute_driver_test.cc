@@ -8,19 +8,25 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <optional>
 #include <string>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/san.h"
 
 namespace controlplane {
 namespace {
 
 namespace v1 = imagetemplates::v1;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 constexpr char kServer[] = "0b6a3c1e-2f4d-4e5a-9b8c-7d6e5f4a3b2c";
 
@@ -63,8 +69,17 @@ class QemuComputeDriverTest : public ::testing::Test {
     ASSERT_EQ(system(rm.c_str()), 0);
   }
 
-  // A driver whose one server boots from `disk` (none if empty).
+  // A driver whose one server boots from the local file `disk` (none if
+  // empty).
   void MakeDriver(QemuOptions options, const std::string& disk) {
+    std::optional<QemuDrive> drive;
+    if (!disk.empty()) {
+      drive.emplace();
+      drive->path = disk;
+    }
+    MakeDriver(std::move(options), drive);
+  }
+  void MakeDriver(QemuOptions options, std::optional<QemuDrive> disk) {
     options.state_dir = dir_ + "/state";
     options.memory_mib = 128;
     options.smp = 1;
@@ -75,7 +90,7 @@ class QemuComputeDriverTest : public ::testing::Test {
           if (id != kServer) return absl::NotFoundError("server_id: unknown");
           QemuMachineSpec spec;
           spec.server_id = id;
-          if (!disk.empty()) spec.disks.push_back(disk);
+          if (disk.has_value()) spec.disks.push_back(*disk);
           spec.mac = "52:54:00:12:34:56";
           return spec;
         },
@@ -184,6 +199,50 @@ TEST_F(QemuComputeDriverTest, QemuThatCannotStartSaysWhy) {
   EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition) << status;
   EXPECT_THAT(std::string(status.message()), HasSubstr("QEMU did not start"));
   EXPECT_THAT(std::string(status.message()), HasSubstr("missing.img"));
+}
+
+// A LUN behind CHAP: QEMU logs in with the secret, which never shows on its
+// command line and does not stay on disk; a refused secret is not retried.
+TEST_F(QemuComputeDriverTest, ChapSecretStaysOffTheCommandLine) {
+  auto san = tests::San::Start();
+  ASSERT_TRUE(san.ok()) << san.status();
+  auto lun = (*san)->CreateLun("chap", 16 << 20);
+  ASSERT_TRUE(lun.ok()) << lun.status();
+  ASSERT_TRUE((*san)->SetChap("chap", "alice", "s3cret-passw0rd").ok());
+  QemuDrive drive;
+  drive.portal = absl::StrCat("127.0.0.1:", (*san)->port());
+  drive.iqn = lun->iqn;
+  drive.lun = 1;
+  drive.chap_user = "alice";
+  drive.chap_secret = "s3cret-passw0rd";
+  QemuOptions options;
+  options.boot_marker = "";
+  MakeDriver(options, drive);
+
+  ASSERT_TRUE(driver_->PowerOn(kServer, absl::Seconds(60)).ok());
+  int pid = driver_->LivePid(kServer);
+  ASSERT_NE(pid, 0);
+  std::ifstream in("/proc/" + std::to_string(pid) + "/cmdline", std::ios::binary);
+  std::string cmdline((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_THAT(cmdline, HasSubstr("password-secret=chap0"));
+  EXPECT_THAT(cmdline, HasSubstr(lun->iqn));
+  EXPECT_THAT(cmdline, Not(HasSubstr("s3cret-passw0rd")));
+  std::string listing;
+  for (const auto& e : std::filesystem::directory_iterator(dir_ + "/state/" + kServer)) {
+    listing += e.path().filename().string() + " ";
+  }
+  EXPECT_THAT(listing, Not(HasSubstr(".secret"))) << listing;
+  auto forced = driver_->PowerOffReportingForce(kServer, absl::Seconds(60));
+  ASSERT_TRUE(forced.ok()) << forced.status();
+
+  // The target refuses a wrong secret: a clear error, not UNAVAILABLE (that
+  // would be retried as if the SAN were down).
+  drive.chap_secret = "wrong-password";
+  MakeDriver(options, drive);
+  absl::Status status = driver_->PowerOn(kServer, absl::Seconds(60));
+  EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition) << status;
+  EXPECT_THAT(std::string(status.message()), HasSubstr("Authentication failure"));
+  EXPECT_THAT(std::string(status.message()), Not(HasSubstr("wrong-password")));
 }
 
 TEST_F(QemuComputeDriverTest, ConsoleLinesAreCleanUtf8) {

@@ -31,6 +31,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
@@ -326,6 +327,15 @@ TEST_F(QemuE2eTest, RunningSourceCapturedAndDeployedServersBootWithOwnIdentity) 
     AddVolume(absl::StrCat("cfg", i), 4 * kMiB);
   }
 
+  // "iscsi://127.0.0.1:PORT/IQN/1" as QEMU's drive options.
+  auto LunDrive = [](const Lun& lun) {
+    controlplane::QemuDrive drive;
+    absl::string_view rest = absl::StripPrefix(lun.url, "iscsi://");
+    drive.portal = std::string(rest.substr(0, rest.find('/')));
+    drive.iqn = lun.iqn;
+    drive.lun = 1;
+    return drive;
+  };
   // The hypervisor boots the source from its LUN: a driver on the same state
   // directory as the control plane's, so the control plane finds it running.
   controlplane::QemuOptions options;
@@ -340,8 +350,8 @@ TEST_F(QemuE2eTest, RunningSourceCapturedAndDeployedServersBootWithOwnIdentity) 
         if (id != source) return absl::NotFoundError(id);
         controlplane::QemuMachineSpec spec;
         spec.server_id = id;
-        spec.disks = {boot_lun.url};
-        spec.config_drive = seed_lun.url;
+        spec.disks = {LunDrive(boot_lun)};
+        spec.config_drive = LunDrive(seed_lun);
         spec.mac = kSourceMac;
         return spec;
       },

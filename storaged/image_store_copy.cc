@@ -1,0 +1,459 @@
+// ImageStore, sending and receiving images between nodes: which chunks a
+// node lacks, exporting stored frames, importing received ones into a new
+// pack, and committing a received manifest.
+#include <zstd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/cleanup/cleanup.h"
+#include "absl/strings/str_cat.h"
+#include "common/log.h"
+#include "common/status_macros.h"
+#include "storaged/image_store.h"
+#include "storaged/internal/image_store_parts.h"
+#include "storaged/internal/pack.h"
+
+namespace storaged {
+
+namespace internal {
+namespace {
+
+// A pin is a reader over a manifest made of the pinned digests: garbage
+// collection already marks every open reader's chunks live.
+class ChunkPinImpl final : public ChunkPin {
+ public:
+  explicit ChunkPinImpl(std::unique_ptr<ImageReaderImpl> reader)
+      : reader_(std::move(reader)) {}
+
+ private:
+  std::unique_ptr<ImageReaderImpl> reader_;
+};
+
+bool FrameChecksumMatches(absl::string_view stored, const FrameInfo& frame) {
+  Digest d = Sha256(stored);
+  return std::memcmp(d.bytes.data(), frame.checksum.data(),
+                     frame.checksum.size()) == 0;
+}
+
+// Received frames are at most this big decoded: a store's frame_size (4 MiB)
+// with room for senders configured larger.
+constexpr uint32_t kMaxTransferFramePlain = 16 << 20;
+
+}  // namespace
+
+class ChunkImporterImpl final : public ChunkImporter {
+ public:
+  explicit ChunkImporterImpl(ImageStore* store) : store_(store) {}
+  ~ChunkImporterImpl() override {
+    if (pack_ != nullptr) pack_->Abandon();
+  }
+
+  absl::StatusOr<bool> AddFrame(const TransferFrame& frame) override {
+    RETURN_IF_ERROR(Verify(frame));
+    return Store(frame);
+  }
+
+  absl::Status Verify(const TransferFrame& frame) const override {
+    if (frame.plain_size == 0 || frame.plain_size > kMaxTransferFramePlain ||
+        frame.chunks.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "a frame must hold 1.. chunks and 1..", kMaxTransferFramePlain,
+          " plain bytes (got ", frame.chunks.size(), " chunks, ",
+          frame.plain_size, " bytes)"));
+    }
+    for (const TransferFrame::Chunk& c : frame.chunks) {
+      if (c.length == 0 ||
+          uint64_t{c.offset} + c.length > frame.plain_size) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "chunk sha256 ", c.digest.ToHex(), " at ", c.offset, "+",
+            c.length, " lies outside the frame's ", frame.plain_size,
+            " bytes"));
+      }
+    }
+    std::string decoded;
+    absl::string_view plain;
+    if (frame.zstd) {
+      decoded.resize(frame.plain_size);
+      size_t n = ZSTD_decompressDCtx(ThreadDecompressor(), decoded.data(),
+                                     decoded.size(), frame.data.data(),
+                                     frame.data.size());
+      if (ZSTD_isError(n) || n != decoded.size()) {
+        return absl::DataLossError(absl::StrCat(
+            "a received zstd frame does not decode to ", frame.plain_size,
+            " bytes: ", ZSTD_isError(n) ? ZSTD_getErrorName(n) : "wrong length"));
+      }
+      plain = decoded;
+    } else {
+      if (frame.data.size() != frame.plain_size) {
+        return absl::DataLossError(absl::StrCat(
+            "a received raw frame has ", frame.data.size(), " bytes, not ",
+            frame.plain_size));
+      }
+      plain = frame.data;
+    }
+    // Every chunk is checked before anything is written: a corrupt or lying
+    // sender stores nothing from this frame.
+    for (const TransferFrame::Chunk& c : frame.chunks) {
+      if (Sha256(plain.substr(c.offset, c.length)) != c.digest) {
+        return absl::DataLossError(absl::StrCat(
+            "received chunk sha256 ", c.digest.ToHex(),
+            " does not match its content"));
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<bool> Store(const TransferFrame& frame) override {
+    {
+      absl::ReaderMutexLock lock(&store_->mu_);
+      bool all_present = true;
+      for (const TransferFrame::Chunk& c : frame.chunks) {
+        if (!store_->index_.contains(c.digest)) {
+          all_present = false;
+          break;
+        }
+      }
+      if (all_present) return false;
+    }
+    CompressedFrame stored;
+    stored.plain_len = frame.plain_size;
+    stored.codec = frame.zstd ? Codec::kZstd : Codec::kRaw;
+    stored.stored = frame.data;
+    stored.chunks.reserve(frame.chunks.size());
+    for (const TransferFrame::Chunk& c : frame.chunks) {
+      stored.chunks.push_back(FrameChunk{c.digest, c.offset, c.length});
+    }
+    if (pack_ == nullptr) {
+      ASSIGN_OR_RETURN(pack_, PackWriter::Create(store_->fs_,
+                                                 store_->packs_dir_,
+                                                 store_->NewPackName()));
+    }
+    if (absl::Status s = pack_->AddFrame(stored); !s.ok()) {
+      pack_->Abandon();
+      pack_.reset();
+      return s;
+    }
+    bytes_stored_ += stored.stored.size();
+    if (pack_->size() >= store_->options_.pack_size) RETURN_IF_ERROR(Seal());
+    return true;
+  }
+
+  absl::Status Finish() override {
+    if (pack_ == nullptr) return absl::OkStatus();
+    return Seal();
+  }
+
+  uint64_t bytes_stored() const override { return bytes_stored_; }
+
+ private:
+  absl::Status Seal() {
+    std::unique_ptr<PackWriter> pack = std::move(pack_);
+    uint64_t file_size = 0;
+    ASSIGN_OR_RETURN(PackIndex index, pack->Seal(&file_size));
+    absl::MutexLock lock(&store_->mu_);
+    store_->RegisterPackLocked(pack->name(), std::move(index), file_size);
+    return absl::OkStatus();
+  }
+
+  ImageStore* const store_;
+  std::unique_ptr<PackWriter> pack_;
+  uint64_t bytes_stored_ = 0;
+};
+
+}  // namespace internal
+
+using internal::PackIndex;
+using internal::PackState;
+
+absl::StatusOr<std::string> ImageStore::ReadEncodedManifest(
+    const std::string& image_id, Digest* digest) {
+  if (!internal::ValidImageId(image_id)) return internal::InvalidId(image_id);
+  {
+    absl::MutexLock lock(&mu_);
+    if (!images_.contains(image_id)) {
+      return absl::NotFoundError(
+          absl::StrCat("image ", image_id, " not found"));
+    }
+  }
+  absl::StatusOr<std::string> data = ReadWholeFile(fs_, ManifestPath(image_id));
+  if (absl::IsNotFound(data.status())) {
+    return absl::NotFoundError(absl::StrCat("image ", image_id, " not found"));
+  }
+  if (!data.ok()) return data.status();
+  absl::StatusOr<Manifest> m = DecodeManifest(*data, digest);
+  if (!m.ok()) {
+    return absl::DataLossError(
+        absl::StrCat("image ", image_id, ": ", m.status().message()));
+  }
+  return data;
+}
+
+std::vector<Digest> ImageStore::MissingChunks(
+    const std::vector<Digest>& digests) const {
+  std::vector<Digest> missing;
+  absl::ReaderMutexLock lock(&mu_);
+  for (const Digest& d : digests) {
+    if (!d.IsZero() && !index_.contains(d)) missing.push_back(d);
+  }
+  return missing;
+}
+
+std::unique_ptr<ChunkPin> ImageStore::PinChunks(std::vector<Digest> digests) {
+  auto manifest = std::make_shared<Manifest>();
+  manifest->chunks = std::move(digests);
+  return std::make_unique<internal::ChunkPinImpl>(
+      std::make_unique<internal::ImageReaderImpl>(this, std::move(manifest),
+                                                  Digest()));
+}
+
+absl::Status ImageStore::ExportChunks(
+    const std::vector<Digest>& digests,
+    const std::function<absl::Status(TransferFrame frame)>& emit,
+    const std::atomic<bool>* cancelled) {
+  struct Wanted {
+    Digest digest;
+    Location loc;
+  };
+  std::vector<Wanted> wanted;
+  wanted.reserve(digests.size());
+  absl::flat_hash_map<uint32_t, std::shared_ptr<PackState>> packs;
+  {
+    absl::ReaderMutexLock lock(&mu_);
+    for (const Digest& d : digests) {
+      auto it = index_.find(d);
+      if (it == index_.end()) {
+        return absl::DataLossError(absl::StrCat(
+            "chunk sha256 ", d.ToHex(), " is not in the store"));
+      }
+      wanted.push_back(Wanted{d, it->second});
+      packs.try_emplace(it->second.pack, packs_.at(it->second.pack));
+    }
+  }
+  // Store order: each frame is read once, sequentially through each pack.
+  std::sort(wanted.begin(), wanted.end(), [](const Wanted& a, const Wanted& b) {
+    return std::make_tuple(a.loc.pack, a.loc.frame, a.loc.offset) <
+           std::make_tuple(b.loc.pack, b.loc.frame, b.loc.offset);
+  });
+
+  internal::CCtxPtr cctx(ZSTD_createCCtx());
+  std::string plain;  // Chunks gathered into a new frame.
+  std::vector<TransferFrame::Chunk> gathered;
+  auto flush = [&]() -> absl::Status {
+    if (gathered.empty()) return absl::OkStatus();
+    std::vector<internal::FrameChunk> chunks;
+    chunks.reserve(gathered.size());
+    for (const TransferFrame::Chunk& c : gathered) {
+      chunks.push_back(internal::FrameChunk{c.digest, c.offset, c.length});
+    }
+    internal::CompressedFrame compressed = internal::CompressFrame(
+        cctx.get(), options_.compression_level, options_.min_compression_saving,
+        plain, std::move(chunks));
+    TransferFrame frame;
+    frame.zstd = compressed.codec == internal::Codec::kZstd;
+    frame.plain_size = compressed.plain_len;
+    frame.data = std::move(compressed.stored);
+    frame.chunks = std::move(gathered);
+    plain.clear();
+    gathered.clear();
+    return emit(std::move(frame));
+  };
+  // A chunk that moved (garbage collection repacked its pack) or whose frame
+  // could not be forwarded as it is: read by digest and gather it.
+  auto gather = [&](const Digest& d, absl::string_view data) -> absl::Status {
+    gathered.push_back(TransferFrame::Chunk{
+        d, static_cast<uint32_t>(plain.size()),
+        static_cast<uint32_t>(data.size())});
+    plain.append(data.data(), data.size());
+    if (plain.size() >= options_.frame_size) return flush();
+    return absl::OkStatus();
+  };
+
+  size_t i = 0;
+  while (i < wanted.size()) {
+    if (cancelled != nullptr && cancelled->load()) {
+      return absl::CancelledError("send cancelled");
+    }
+    size_t end = i;
+    uint64_t wanted_bytes = 0;
+    while (end < wanted.size() && wanted[end].loc.pack == wanted[i].loc.pack &&
+           wanted[end].loc.frame == wanted[i].loc.frame) {
+      wanted_bytes += wanted[end].loc.length;
+      ++end;
+    }
+    const std::shared_ptr<PackState>& pack = packs.at(wanted[i].loc.pack);
+    const internal::FrameInfo& info = pack->frames[wanted[i].loc.frame];
+    absl::Status done = absl::UnknownError("unread");
+    absl::StatusOr<std::shared_ptr<RandomAccessFile>> file = pack->File(fs_);
+    if (file.ok() && wanted_bytes == info.plain_len) {
+      // The whole frame is wanted: forward it as stored.
+      TransferFrame frame;
+      frame.zstd = info.codec == internal::Codec::kZstd;
+      frame.plain_size = info.plain_len;
+      frame.data.resize(info.stored_len);
+      done = (*file)->ReadAt(info.offset, info.stored_len, frame.data.data());
+      if (done.ok() && !internal::FrameChecksumMatches(frame.data, info)) {
+        done = absl::DataLossError(absl::StrCat(
+            "frame ", wanted[i].loc.frame, " of pack ", pack->name,
+            " fails its checksum"));
+      }
+      if (done.ok()) {
+        frame.forwarded = true;
+        for (size_t k = i; k < end; ++k) {
+          frame.chunks.push_back(TransferFrame::Chunk{
+              wanted[k].digest, wanted[k].loc.offset, wanted[k].loc.length});
+        }
+        RETURN_IF_ERROR(emit(std::move(frame)));
+      }
+    } else if (file.ok()) {
+      absl::StatusOr<std::string> decoded = internal::ReadFrame(
+          **file, info, internal::ThreadDecompressor(), pack->name,
+          wanted[i].loc.frame);
+      done = decoded.status();
+      if (decoded.ok()) {
+        for (size_t k = i; k < end; ++k) {
+          absl::string_view chunk = absl::string_view(*decoded).substr(
+              wanted[k].loc.offset, wanted[k].loc.length);
+          if (Sha256(chunk) != wanted[k].digest) {
+            return absl::DataLossError(absl::StrCat(
+                "chunk sha256 ", wanted[k].digest.ToHex(), " in frame ",
+                wanted[k].loc.frame, " of pack ", pack->name, " is corrupt"));
+          }
+          RETURN_IF_ERROR(gather(wanted[k].digest, chunk));
+        }
+      }
+    } else {
+      done = file.status();
+    }
+    if (!done.ok()) {
+      if (!pack->retired.load()) {
+        if (absl::IsNotFound(done) || absl::IsOutOfRange(done)) {
+          return absl::DataLossError(absl::StrCat(
+              "pack ", pack->name, " is damaged: ", done.message()));
+        }
+        return done;
+      }
+      // Garbage collection moved these chunks meanwhile: look them up again.
+      for (size_t k = i; k < end; ++k) {
+        absl::StatusOr<std::string> data =
+            ReadChunkByDigest(wanted[k].digest, nullptr);
+        if (!data.ok()) {
+          return absl::DataLossError(absl::StrCat(
+              "chunk sha256 ", wanted[k].digest.ToHex(), ": ",
+              data.status().message()));
+        }
+        RETURN_IF_ERROR(gather(wanted[k].digest, *data));
+      }
+    }
+    i = end;
+  }
+  return flush();
+}
+
+absl::StatusOr<std::unique_ptr<ChunkImporter>> ImageStore::BeginImport() {
+  return std::unique_ptr<ChunkImporter>(
+      std::make_unique<internal::ChunkImporterImpl>(this));
+}
+
+absl::StatusOr<ManifestSummary> ImageStore::ImportManifest(
+    const std::string& image_id, absl::string_view encoded,
+    const Digest& expected) {
+  if (!internal::ValidImageId(image_id)) return internal::InvalidId(image_id);
+  Digest digest;
+  absl::StatusOr<Manifest> decoded = DecodeManifest(encoded, &digest);
+  if (!decoded.ok()) {
+    return absl::DataLossError(absl::StrCat(
+        "received manifest of image ", image_id,
+        " does not decode: ", decoded.status().message()));
+  }
+  if (digest != expected) {
+    return absl::DataLossError(absl::StrCat(
+        "received manifest of image ", image_id, " has digest sha256:",
+        digest.ToHex(), ", expected sha256:", expected.ToHex()));
+  }
+  auto m = std::make_shared<const Manifest>(*std::move(decoded));
+  if (m->image_id != image_id) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "manifest: names image ", m->image_id, ", not ", image_id));
+  }
+  ManifestSummary summary;
+  summary.image_id = image_id;
+  summary.volume_size = m->volume_size;
+  summary.chunk_count = m->ChunkCount();
+  summary.logical_bytes = m->logical_bytes;
+  summary.stored_bytes = m->referenced_stored_bytes;
+  summary.new_stored_bytes = m->new_stored_bytes;
+  summary.new_chunks = m->new_chunks;
+  summary.manifest_digest = digest;
+  {
+    absl::flat_hash_set<Digest, DigestHash> unique;
+    for (const Digest& d : m->chunks) {
+      if (d.IsZero()) {
+        ++summary.zero_chunks;
+      } else {
+        ++summary.data_chunks;
+        unique.insert(d);
+      }
+    }
+    summary.unique_chunks = unique.size();
+  }
+  bool committed = false;
+  {
+    absl::MutexLock lock(&mu_);
+    committed = images_.contains(image_id);
+    if (!committed && reserved_ids_.contains(image_id)) {
+      return absl::AbortedError(absl::StrCat(
+          "a capture or import of image ", image_id, " is running"));
+    }
+    if (!committed) reserved_ids_.insert(image_id);
+  }
+  if (committed) {
+    Digest existing;
+    RETURN_IF_ERROR(ReadManifest(image_id, &existing).status());
+    if (existing != digest) {
+      return absl::AlreadyExistsError(absl::StrCat(
+          "image ", image_id, " exists with digest sha256:", existing.ToHex(),
+          ", not sha256:", digest.ToHex()));
+    }
+    return summary;
+  }
+  absl::Cleanup release = [&] {
+    absl::MutexLock lock(&mu_);
+    reserved_ids_.erase(image_id);
+  };
+  // Pinned before the presence check, so a collection either ran before it
+  // (and the check sees what it removed) or keeps every chunk.
+  internal::ImageReaderImpl pin(this, m, digest);
+  {
+    absl::ReaderMutexLock lock(&mu_);
+    uint64_t missing = 0;
+    const Digest* first = nullptr;
+    for (const Digest& d : m->chunks) {
+      if (d.IsZero() || index_.contains(d)) continue;
+      if (first == nullptr) first = &d;
+      ++missing;
+    }
+    if (missing > 0) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "image ", image_id, ": ", missing, " of ", summary.data_chunks,
+          " chunks are not in the store (the first is sha256:",
+          first->ToHex(), "); send them first"));
+    }
+  }
+  RETURN_IF_ERROR(WriteFileDurably(fs_, images_dir_, ManifestPath(image_id),
+                                   std::string(encoded)));
+  std::move(release).Cancel();
+  absl::MutexLock lock(&mu_);
+  images_[image_id] = ImageInfo{m->logical_bytes, m->referenced_stored_bytes};
+  reserved_ids_.erase(image_id);
+  // As for a capture: a collection that listed images before this one still
+  // marks its chunks.
+  if (gc_marking_) committed_while_marking_.push_back(m->chunks);
+  return summary;
+}
+
+}  // namespace storaged

@@ -123,9 +123,6 @@ absl::Status ImageReceiver::Delete(const std::string& image_id) {
     absl::MutexLock lock(&mu_);
     const absl::Time now = absl::Now();
     ExpireLocked(now);
-    // Every delete leaves a tombstone, not only one that ended a receive: a
-    // sender that skipped FindMissing (an all-zero image) has no receive.
-    tombstones_[image_id] = now + tombstone_ttl_;
     auto it = receives_.find(image_id);
     if (it != receives_.end()) {
       ended = std::move(it->second);
@@ -133,6 +130,11 @@ absl::Status ImageReceiver::Delete(const std::string& image_id) {
       aborted = true;
     }
     if (committing_.contains(image_id)) aborted = true;
+    // Only a delete that cut a sender off leaves a tombstone: deleting a
+    // committed image (removing a datacenter) must not block copying it
+    // there again. A sender with no receive open (an all-zero image skips
+    // FindMissing) whose manifest arrives after the delete still commits.
+    if (aborted) tombstones_[image_id] = now + tombstone_ttl_;
     auto committed = [this, &image_id]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
       return !committing_.contains(image_id);
     };

@@ -7,9 +7,10 @@
 // and does not survive a restart (the sender's next attempt starts over).
 //
 // DeleteImage goes through the receiver (Delete) because a cancelled sender
-// may still be pushing: Delete waits out a commit of the id in progress and
-// leaves a tombstone for `tombstone_ttl` that refuses the id's FindMissing,
-// Pin and Commit, so a request still in flight cannot bring the image back.
+// may still be pushing: Delete ends the id's receive, waits out a commit of
+// the id in progress and, when it did either, leaves a tombstone for
+// `tombstone_ttl` that refuses the id's FindMissing, Pin and Commit, so a
+// request still in flight cannot bring the image back.
 // The tombstone is short (15 s by default): a sender's cancel reaches its
 // streams within a frame, and a copy retried after an undo must not wait.
 #ifndef STORAGED_IMAGE_RECEIVER_H_
@@ -54,16 +55,16 @@ class ImageReceiver {
                                          const Digest& expected);
   // ABORTED while `image_id` is tombstoned by Delete, else OK.
   absl::Status CheckNotDeleted(const std::string& image_id);
-  // Tombstones `image_id`, ends its receive (releasing its pins), waits for
-  // a Commit of it already running, then ImageStore::DeleteImage. A Commit
-  // racing with Delete thus either commits before the store delete (and the
-  // image is deleted) or is refused; the image is never there once Delete
-  // returned OK. OK if it deleted an image or ended a receive or commit (a
+  // Ends `image_id`'s receive (releasing its pins), waits for a Commit of it
+  // already running, tombstones the id if it did either, then
+  // ImageStore::DeleteImage. A sender's Commit racing with Delete thus either
+  // commits before the store delete (and the image is deleted) or is
+  // refused. OK if it deleted an image or ended a receive or commit (a
   // receive in progress is "the image" the caller wants gone); NOT_FOUND if
-  // there was none of these; INVALID_ARGUMENT for a malformed id. The
-  // tombstone is left even on NOT_FOUND (a sender of an all-zero image skips
-  // FindMissing, so has no receive to find), so receiving the id again
-  // within `tombstone_ttl` of any delete is ABORTED.
+  // there was none of these; INVALID_ARGUMENT for a malformed id. Deleting a
+  // committed image leaves no tombstone, so it can be copied here again at
+  // once; nor does a delete that found nothing, so a sender with no receive
+  // open (an all-zero image skips FindMissing) can still commit after it.
   absl::Status Delete(const std::string& image_id);
 
   // Receives open now (for tests and status).

@@ -60,34 +60,7 @@ class CopyTest : public ::testing::Test {
 
   // A RUNNING server in dc1 with `volumes` as its disks (the first boots).
   std::string AddServer(const std::string& hostname, const std::vector<std::string>& volumes) {
-    v1::CreateServerRequest request;
-    request.set_account_id(account_id_);
-    request.set_type(v1::SERVER_TYPE_VIRTUAL);
-    request.set_hostname(hostname);
-    request.set_domain("example.com");
-    request.set_datacenter("dc1");
-    request.mutable_configuration()->set_cpu_count(1);
-    request.mutable_configuration()->set_memory_mib(1024);
-    request.mutable_configuration()->set_os_reference("UBUNTU_22_64");
-    auto* nic = request.mutable_configuration()->add_network_interfaces();
-    nic->set_name("eth0");
-    nic->set_mac_address("02:00:00:00:00:01");
-    for (size_t i = 0; i < volumes.size(); ++i) {
-      auto* disk = request.add_disks();
-      disk->set_device_index(static_cast<int>(i));
-      disk->set_boot(i == 0);
-      disk->set_san_volume_id(volumes[i]);
-    }
-    request.set_power_state(v1::POWER_STATE_RUNNING);
-    auto* cred = request.add_credentials();
-    cred->set_software("os");
-    cred->set_username("root");
-    cred->set_password("s3cret");
-    v1::CreateServerResponse response;
-    grpc::Status status = Call(stack_.inventory(), &v1::InventoryService::Stub::CreateServer,
-                               stack_.admin_key(), request, &response);
-    EXPECT_TRUE(status.ok()) << status.error_message();
-    return response.server().id();
+    return stack_.CreateServer(Stack::ServerRequest(account_id_, hostname, volumes));
   }
 
   v1::Operation Wait(const std::string& id) {

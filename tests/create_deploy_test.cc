@@ -71,36 +71,12 @@ class CreateDeployTest : public ::testing::Test {
   // A RUNNING server of `owner` with the given disk volumes (index 0 boot).
   std::string AddServer(const User& owner,
                         const std::vector<std::string>& volumes) {
-    v1::CreateServerRequest request;
-    request.set_account_id(owner.account_id);
-    request.set_type(v1::SERVER_TYPE_VIRTUAL);
-    request.set_hostname("source");
-    request.set_domain("example.com");
-    request.set_datacenter("dc1");
+    v1::CreateServerRequest request = Stack::ServerRequest(owner.account_id, "source", volumes);
     request.mutable_configuration()->set_cpu_count(2);
     request.mutable_configuration()->set_memory_mib(2048);
-    request.mutable_configuration()->set_os_reference("UBUNTU_22_64");
-    auto* nic = request.mutable_configuration()->add_network_interfaces();
-    nic->set_name("eth0");
-    nic->set_mac_address("02:00:00:00:00:01");
-    nic->set_ip_address("10.99.0.5/24");
-    for (size_t i = 0; i < volumes.size(); ++i) {
-      auto* disk = request.add_disks();
-      disk->set_device_index(static_cast<int>(i));
-      disk->set_boot(i == 0);
-      disk->set_san_volume_id(volumes[i]);
-    }
-    request.set_power_state(v1::POWER_STATE_RUNNING);
-    auto* cred = request.add_credentials();
-    cred->set_software("os");
-    cred->set_username("root");
-    cred->set_password("s3cret");
-    v1::CreateServerResponse response;
-    grpc::Status status =
-        Call(stack_.inventory(), &v1::InventoryService::Stub::CreateServer, admin_,
-             request, &response);
-    EXPECT_TRUE(status.ok()) << status.error_message();
-    return response.server().id();
+    request.mutable_configuration()->mutable_network_interfaces(0)->set_ip_address(
+        "10.99.0.5/24");
+    return stack_.CreateServer(request);
   }
 
   v1::Operation CreateTemplate(const User& user, const std::string& server_id,

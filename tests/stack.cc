@@ -222,6 +222,43 @@ v1::ImageTemplate Stack::GetTemplate(const std::string& key, const std::string& 
   return response.image_template();
 }
 
+v1::CreateServerRequest Stack::ServerRequest(const std::string& account_id,
+                                             const std::string& hostname,
+                                             const std::vector<std::string>& volumes) {
+  v1::CreateServerRequest request;
+  request.set_account_id(account_id);
+  request.set_type(v1::SERVER_TYPE_VIRTUAL);
+  request.set_hostname(hostname);
+  request.set_domain("example.com");
+  request.set_datacenter("dc1");
+  request.mutable_configuration()->set_cpu_count(1);
+  request.mutable_configuration()->set_memory_mib(1024);
+  request.mutable_configuration()->set_os_reference("UBUNTU_22_64");
+  auto* nic = request.mutable_configuration()->add_network_interfaces();
+  nic->set_name("eth0");
+  nic->set_mac_address("02:00:00:00:00:01");
+  for (size_t i = 0; i < volumes.size(); ++i) {
+    auto* disk = request.add_disks();
+    disk->set_device_index(static_cast<int>(i));
+    disk->set_boot(i == 0);
+    disk->set_san_volume_id(volumes[i]);
+  }
+  request.set_power_state(v1::POWER_STATE_RUNNING);
+  auto* cred = request.add_credentials();
+  cred->set_software("os");
+  cred->set_username("root");
+  cred->set_password("s3cret");
+  return request;
+}
+
+std::string Stack::CreateServer(const v1::CreateServerRequest& request) {
+  v1::CreateServerResponse response;
+  grpc::Status status = Call(*inventory_, &v1::InventoryService::Stub::CreateServer, admin_,
+                             request, &response);
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  return response.server().id();
+}
+
 v1::Server Stack::GetServer(const std::string& key, const std::string& id) {
   v1::GetServerRequest request;
   request.set_id(id);

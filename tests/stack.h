@@ -93,6 +93,14 @@ class Stack {
                                                     const std::string& id);
   imagetemplates::v1::ImageTemplate GetTemplate(const std::string& key, const std::string& id);
   imagetemplates::v1::Server GetServer(const std::string& key, const std::string& id);
+  // A RUNNING virtual server of `account_id` in dc1: 1 CPU, 1024 MiB, NIC
+  // eth0 with MAC 02:00:00:00:00:01, a root credential, and `volumes` as its
+  // disks in order (the first boots). Callers adjust it, then CreateServer.
+  static imagetemplates::v1::CreateServerRequest ServerRequest(
+      const std::string& account_id, const std::string& hostname,
+      const std::vector<std::string>& volumes);
+  // Creates the server as the operator; its id (a test failure if refused).
+  std::string CreateServer(const imagetemplates::v1::CreateServerRequest& request);
   // A stub to storaged `node_id` at the address it registered now.
   std::unique_ptr<imagetemplates::storagenode::v1::StorageNode::Stub> NodeStub(
       const std::string& node_id);

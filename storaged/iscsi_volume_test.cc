@@ -14,6 +14,7 @@
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "storaged/testing/tgtd_fixture.h"
 #include "storaged/volume_fault.h"
 #include "tests/san.h"
 
@@ -84,40 +85,15 @@ absl::StatusOr<std::string> ReadAll(Volume& volume, const std::vector<Extent>& e
   return out;
 }
 
-class IscsiVolumeTest : public ::testing::Test {
+class IscsiVolumeTest : public TgtdFixture {
  protected:
-  static void SetUpTestSuite() {
-    auto san = tests::San::Start();
-    ASSERT_TRUE(san.ok()) << san.status();
-    san_ = std::move(*san).release();
-  }
-  static void TearDownTestSuite() {
-    delete san_;
-    san_ = nullptr;
-  }
-
-  tests::Lun MakeLun(uint64_t size, bool thin, uint32_t block_size = 512) {
-    tests::LunOptions options;
-    options.thin = thin;
-    options.block_size = block_size;
-    auto lun = san_->CreateLun(absl::StrCat("lun", next_++), size, options);
-    EXPECT_TRUE(lun.ok()) << lun.status();
-    return *lun;
-  }
-
   static std::unique_ptr<IscsiVolume> OpenOrDie(const std::string& url,
                                                 const IscsiVolumeOptions& options = {}) {
     auto volume = IscsiVolume::Open(url, options);
     EXPECT_TRUE(volume.ok()) << volume.status();
     return volume.ok() ? std::move(*volume) : nullptr;
   }
-
-  static tests::San* san_;
-  static int next_;
 };
-
-tests::San* IscsiVolumeTest::san_ = nullptr;
-int IscsiVolumeTest::next_ = 0;
 
 TEST(ParseIscsiUrlTest, ParsesFullAndMinimalForms) {
   auto url = ParseIscsiUrl("iscsi://alice%s3cr@t/x@10.0.0.5:3261/iqn.2026-11.test:a/3");
@@ -410,7 +386,7 @@ TEST_F(IscsiVolumeTest, OpenErrorsHaveDistinctCodes) {
 
 TEST_F(IscsiVolumeTest, ChapCredentialsAreChecked) {
   tests::Lun lun = MakeLun(4 * kMiB, false);
-  ASSERT_TRUE(san_->SetChap("lun" + std::to_string(next_ - 1), "bob", "secretpass123").ok());
+  ASSERT_TRUE(san_->SetChap(TargetName(lun), "bob", "secretpass123").ok());
   const std::string rest = absl::StrCat("127.0.0.1:", san_->port(), "/", lun.iqn, "/1");
 
   auto volume = IscsiVolume::Open(absl::StrCat("iscsi://bob%wrongpass999@", rest));
@@ -515,7 +491,7 @@ TEST_F(IscsiVolumeTest, TransientConnectionLossIsResumed) {
   int pieces = 0;
   absl::Status status = volume->ReadExtents({{0, size}}, {}, [&](uint64_t, absl::string_view d) {
     if (++pieces == 5) {
-      EXPECT_TRUE(san_->DropConnections(lun.iqn.substr(lun.iqn.find(':') + 1)).ok());
+      EXPECT_TRUE(san_->DropConnections(TargetName(lun)).ok());
     }
     if (pieces == 20) volume->BreakConnectionForTesting();
     read.append(d.data(), d.size());

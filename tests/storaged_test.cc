@@ -129,7 +129,9 @@ class StoragedTest : public ::testing::Test {
     bool summary = false;
     while (reader->Read(&progress)) summary |= progress.has_summary();
     grpc::Status status = reader->Finish();
-    if (status.ok()) EXPECT_TRUE(summary);
+    if (status.ok()) {
+      EXPECT_TRUE(summary);
+    }
     return status;
   }
 

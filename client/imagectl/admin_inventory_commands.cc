@@ -182,6 +182,13 @@ void PrintIpPoolRow(Table* table, const v1::IpPool& p) {
 const std::vector<std::string> kIpPoolHeaders = {"ID",  "DATACENTER", "SUBNET", "GATEWAY",
                                                  "DNS", "RANGES",     "USED"};
 
+// One pool as a one-row table (ip-pool create and get).
+void IpPoolTable(const v1::IpPool& p) {
+  Table table(kIpPoolHeaders);
+  PrintIpPoolRow(&table, p);
+  table.Print(stdout);
+}
+
 int IpPoolCreate(Context& ctx, const Args& args) {
   std::string datacenter, subnet, gateway, dns, ranges;
   common::FlagSet flags(
@@ -219,11 +226,7 @@ int IpPoolCreate(Context& ctx, const Args& args) {
   }
   auto response = ctx.Call(&v1::InventoryService::Stub::CreateIpPool, request);
   if (!response.ok()) return ctx.Fail(response.status());
-  Print(ctx, response->ip_pool(), [&] {
-    Table table(kIpPoolHeaders);
-    PrintIpPoolRow(&table, response->ip_pool());
-    table.Print(stdout);
-  });
+  Print(ctx, response->ip_pool(), [&] { IpPoolTable(response->ip_pool()); });
   return kExitOk;
 }
 
@@ -510,12 +513,7 @@ std::vector<Command> AdminInventoryCommands() {
                  "server_provision users).",
                  kExamplePool},
                 "id", &Stub::GetIpPool,
-                PrintPart(&v1::GetIpPoolResponse::ip_pool,
-                          [](const v1::IpPool& p) {
-                            Table table(kIpPoolHeaders);
-                            PrintIpPoolRow(&table, p);
-                            table.Print(stdout);
-                          })),
+                PrintPart(&v1::GetIpPoolResponse::ip_pool, IpPoolTable)),
       IdCommand({"admin ip-pool delete", "remove an IP pool", "IP_POOL_ID",
                  "Removes an IP pool (operators); refused while any of its "
                  "addresses is\n"

@@ -1,0 +1,343 @@
+// SqliteInventoryStore: what a deploy does to the inventory. Provisioning
+// takes volumes and creates servers in one transaction; the network step
+// allocates an address; a failed deploy releases both.
+#include "controlplane/sqlite_inventory_store.h"
+
+#include <algorithm>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "common/status_macros.h"
+#include "controlplane/ids.h"
+#include "controlplane/internal/sqlite_inventory_store_parts.h"
+#include "controlplane/sqlite_operation_store.h"
+
+namespace controlplane {
+
+namespace v1 = imagetemplates::v1;
+using internal::Exists;
+using internal::FormatIpv4;
+using internal::NoSuchServer;
+using internal::ReadPoolRow;
+using internal::ReadServerRow;
+
+namespace {
+
+std::string NewMac() {
+  // Locally administered, unicast (02:...).
+  std::string bytes = RandomBytes(5);
+  std::string mac = "02";
+  for (unsigned char b : bytes) {
+    absl::StrAppend(&mac, ":", absl::Hex(b, absl::kZeroPad2));
+  }
+  return mac;
+}
+
+// Free addresses of a pool: total minus allocated.
+absl::StatusOr<int64_t> FreeAddresses(SqliteConnection& conn, absl::string_view pool_id) {
+  ASSIGN_OR_RETURN(auto stmt, conn.Prepare(
+      "SELECT total_count - (SELECT COUNT(*) FROM ip_allocations a WHERE a.pool_id = p.id) "
+      "FROM ip_pools p WHERE p.id = ?1"));
+  stmt.Bind(1, pool_id);
+  ASSIGN_OR_RETURN(bool row, stmt.Step());
+  if (!row) return absl::NotFoundError(absl::StrCat("IP pool ", pool_id, " not found"));
+  return stmt.ColumnInt(0);
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<v1::Server>> SqliteInventoryStore::ProvisionServers(
+    const ProvisionPlan& plan, const OperationBuilder& build_operation) {
+  if (plan.server_ids.size() != plan.hostnames.size() || plan.server_ids.empty()) {
+    return absl::InvalidArgumentError("one hostname per server is needed");
+  }
+  std::vector<v1::SoftwareCredential> credentials;
+  if (!plan.credentials_from_server_id.empty()) {
+    absl::StatusOr<std::vector<v1::SoftwareCredential>> read =
+        ReadCredentials(plan.credentials_from_server_id);
+    // The source server may be gone by now; its template still deploys.
+    if (read.ok()) credentials = *std::move(read);
+  }
+  google::protobuf::RepeatedPtrField<v1::SoftwareCredential> creds(credentials.begin(),
+                                                                   credentials.end());
+  std::vector<v1::Server> servers;
+  RETURN_IF_ERROR(db_->Transaction([&](SqliteConnection& conn) -> absl::Status {
+    servers.clear();
+    ASSIGN_OR_RETURN(bool dc, Exists(conn, "SELECT 1 FROM datacenters WHERE name = ?1",
+                                     plan.datacenter));
+    if (!dc) return absl::NotFoundError(absl::StrCat("datacenter ", plan.datacenter, " not found"));
+    for (const std::string& hostname : plan.hostnames) {
+      ASSIGN_OR_RETURN(auto stmt, conn.Prepare(
+          "SELECT 1 FROM servers WHERE account_id = ?1 AND lower(hostname) = lower(?2) "
+          "AND lower(domain) = lower(?3) AND state <> ?4"));
+      stmt.Bind(1, plan.account_id).Bind(2, hostname).Bind(3, plan.domain);
+      ASSIGN_OR_RETURN(bool taken, stmt.Bind(4, int{v1::SERVER_STATE_FAILED}).Step());
+      if (taken) {
+        return absl::AlreadyExistsError(absl::StrCat(
+            "hostnames: ", hostname, plan.domain.empty() ? "" : ".", plan.domain,
+            " is already used in the account; choose another hostname"));
+      }
+    }
+    // Addresses are taken in the network step; check now that they exist.
+    for (const auto& [pool_id, needed] : plan.addresses_needed) {
+      int64_t free = 0;
+      if (pool_id.empty()) {
+        ASSIGN_OR_RETURN(auto stmt, conn.Prepare(
+            "SELECT COALESCE(SUM(p.total_count - (SELECT COUNT(*) FROM ip_allocations a "
+            "WHERE a.pool_id = p.id)), 0) FROM ip_pools p WHERE p.datacenter = ?1"));
+        stmt.Bind(1, plan.datacenter);
+        ASSIGN_OR_RETURN(bool row, stmt.Step());
+        free = row ? stmt.ColumnInt(0) : 0;
+      } else {
+        ASSIGN_OR_RETURN(auto stmt, conn.Prepare("SELECT datacenter FROM ip_pools WHERE id = ?1"));
+        stmt.Bind(1, pool_id);
+        ASSIGN_OR_RETURN(bool row, stmt.Step());
+        if (!row || stmt.ColumnText(0) != plan.datacenter) {
+          return absl::NotFoundError(absl::StrCat(
+              "networks.ip_pool_id: IP pool ", pool_id, " not found in ", plan.datacenter));
+        }
+        ASSIGN_OR_RETURN(free, FreeAddresses(conn, pool_id));
+      }
+      if (free < needed) {
+        return absl::ResourceExhaustedError(absl::StrCat(
+            "the IP pools ", pool_id.empty() ? "of " + plan.datacenter : pool_id, " have ", free,
+            " free addresses, the deploy needs ", needed,
+            "; deploy fewer servers or ask an operator to add addresses"));
+      }
+    }
+    const int64_t now = NowMicros();
+    for (size_t i = 0; i < plan.server_ids.size(); ++i) {
+      const std::string& id = plan.server_ids[i];
+      v1::ServerConfiguration config = plan.configuration;
+      if (config.network_interfaces_size() == 0) config.add_network_interfaces()->set_name("eth0");
+      for (v1::NetworkInterface& nic : *config.mutable_network_interfaces()) {
+        std::string name = nic.name();
+        nic.Clear();
+        nic.set_name(name);
+        nic.set_mac_address(NewMac());
+      }
+      {
+        ASSIGN_OR_RETURN(auto stmt, conn.Prepare(
+            "INSERT INTO servers (id, account_id, type, hostname, domain, datacenter, state, "
+            "power_state, configuration, source_image_template_id, create_time, update_time) "
+            "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11)"));
+        stmt.Bind(1, id).Bind(2, plan.account_id).Bind(3, int{v1::SERVER_TYPE_VIRTUAL});
+        stmt.Bind(4, plan.hostnames[i]).Bind(5, plan.domain).Bind(6, plan.datacenter);
+        stmt.Bind(7, int{v1::SERVER_STATE_PROVISIONING}).Bind(8, int{v1::POWER_STATE_STOPPED});
+        stmt.BindBlob(9, config.SerializeAsString()).Bind(10, plan.source_image_template_id);
+        RETURN_IF_ERROR(stmt.Bind(11, now).Run());
+      }
+      struct Need {
+        int32_t device_index;
+        bool boot;
+        bool config_drive;
+        int64_t min_size;
+        const std::vector<std::string>* preferred;
+      };
+      std::vector<Need> needs;
+      for (const ProvisionDisk& disk : plan.disks) {
+        needs.push_back({disk.device_index, disk.boot, false, disk.min_size_bytes,
+                         &disk.preferred_san_hosts});
+      }
+      // Big disks first and the smallest volume that fits, so no request
+      // takes a bigger volume than it needs.
+      std::sort(needs.begin(), needs.end(),
+                [](const Need& a, const Need& b) { return a.min_size > b.min_size; });
+      static const std::vector<std::string> kNone;
+      needs.push_back({plan.config_drive_index, false, true, plan.config_drive_min_bytes, &kNone});
+      for (const Need& need : needs) {
+        ASSIGN_OR_RETURN(auto pick, conn.Prepare(
+            "SELECT id FROM san_volumes WHERE datacenter = ?1 AND state = ?2 AND size_bytes >= ?3 "
+            "AND (json_array_length(?4) = 0 OR san_host IN (SELECT value FROM json_each(?4))) "
+            "ORDER BY size_bytes, id LIMIT 1"));
+        std::string preferred = "[";
+        for (size_t h = 0; h < need.preferred->size(); ++h) {
+          absl::StrAppend(&preferred, h ? "," : "", "\"", (*need.preferred)[h], "\"");
+        }
+        preferred += "]";
+        pick.Bind(1, plan.datacenter).Bind(2, int{v1::SAN_VOLUME_STATE_FREE});
+        pick.Bind(3, need.min_size).Bind(4, preferred);
+        ASSIGN_OR_RETURN(bool row, pick.Step());
+        if (!row) {
+          return absl::ResourceExhaustedError(absl::StrCat(
+              "datacenter ", plan.datacenter, " has too few FREE SAN volumes: ",
+              plan.server_ids.size(), " servers need one of at least ", need.min_size,
+              " bytes for ", need.config_drive ? "the config drive" : "disk ",
+              need.config_drive ? "" : absl::StrCat(need.device_index),
+              need.preferred->empty() ? ""
+                                      : absl::StrCat(" on SAN hosts ",
+                                                     absl::StrJoin(*need.preferred, ", ")),
+              " each; ask an operator to add volumes or deploy fewer servers"));
+        }
+        const std::string volume_id = pick.ColumnText(0);
+        ASSIGN_OR_RETURN(auto attach, conn.Prepare(
+            "UPDATE san_volumes SET state = ?2, attached_server_id = ?3 WHERE id = ?1"));
+        attach.Bind(1, volume_id).Bind(2, int{v1::SAN_VOLUME_STATE_ATTACHED});
+        RETURN_IF_ERROR(attach.Bind(3, id).Run());
+        ASSIGN_OR_RETURN(auto insert, conn.Prepare(
+            "INSERT INTO server_disks (server_id, device_index, boot, config_drive, "
+            "san_volume_id) VALUES (?1, ?2, ?3, ?4, ?5)"));
+        insert.Bind(1, id).Bind(2, need.device_index).Bind(3, need.boot);
+        RETURN_IF_ERROR(insert.Bind(4, need.config_drive).Bind(5, volume_id).Run());
+      }
+      RETURN_IF_ERROR(WriteCredentials(conn, id, creds));
+      if (!plan.grant_user_id.empty()) {
+        ASSIGN_OR_RETURN(auto grant, conn.Prepare(
+            "INSERT OR IGNORE INTO user_servers (user_id, server_id) VALUES (?1, ?2)"));
+        RETURN_IF_ERROR(grant.Bind(1, plan.grant_user_id).Bind(2, id).Run());
+      }
+      ASSIGN_OR_RETURN(auto server, ReadServerRow(conn, id));
+      if (!server) return absl::InternalError("new server vanished");
+      servers.push_back(*std::move(server));
+    }
+    ASSIGN_OR_RETURN(auto operation, build_operation(servers));
+    return InsertOperationRow(conn, operation.first, operation.second);
+  }));
+  return servers;
+}
+
+absl::StatusOr<AddressAssignment> SqliteInventoryStore::AllocateAddress(
+    const std::string& server_id, const std::string& ip_pool_id) {
+  AddressAssignment result;
+  RETURN_IF_ERROR(db_->Transaction([&](SqliteConnection& conn) -> absl::Status {
+    ASSIGN_OR_RETURN(auto server, ReadServerRow(conn, server_id));
+    if (!server) return NoSuchServer();
+    std::string pool_id;
+    std::optional<uint32_t> address;
+    {
+      ASSIGN_OR_RETURN(auto stmt, conn.Prepare(
+          "SELECT pool_id, address FROM ip_allocations WHERE server_id = ?1 LIMIT 1"));
+      stmt.Bind(1, server_id);
+      ASSIGN_OR_RETURN(bool row, stmt.Step());
+      if (row) {
+        pool_id = stmt.ColumnText(0);
+        address = static_cast<uint32_t>(stmt.ColumnInt(1));
+      }
+    }
+    if (!address) {
+      std::vector<std::string> candidates;
+      if (!ip_pool_id.empty()) {
+        candidates.push_back(ip_pool_id);
+      } else {
+        ASSIGN_OR_RETURN(auto stmt, conn.Prepare(
+            "SELECT id FROM ip_pools WHERE datacenter = ?1 ORDER BY create_time, id"));
+        stmt.Bind(1, server->datacenter());
+        while (true) {
+          ASSIGN_OR_RETURN(bool row, stmt.Step());
+          if (!row) break;
+          candidates.push_back(stmt.ColumnText(0));
+        }
+      }
+      for (const std::string& candidate : candidates) {
+        ASSIGN_OR_RETURN(auto pool, ReadPoolRow(conn, candidate));
+        if (!pool) return absl::NotFoundError(absl::StrCat("IP pool ", candidate, " not found"));
+        if (pool->datacenter() != server->datacenter()) {
+          return absl::FailedPreconditionError(absl::StrCat(
+              "IP pool ", candidate, " lies in ", pool->datacenter(), ", the server in ",
+              server->datacenter()));
+        }
+        ASSIGN_OR_RETURN(auto ranges, conn.Prepare(
+            "SELECT first_address, last_address FROM ip_pool_ranges WHERE pool_id = ?1 "
+            "ORDER BY first_address"));
+        ranges.Bind(1, candidate);
+        while (!address) {
+          ASSIGN_OR_RETURN(bool row, ranges.Step());
+          if (!row) break;
+          uint32_t next = static_cast<uint32_t>(ranges.ColumnInt(0));
+          const uint32_t last = static_cast<uint32_t>(ranges.ColumnInt(1));
+          // Walk the allocations of this range in order; the first gap wins.
+          ASSIGN_OR_RETURN(auto used, conn.Prepare(
+              "SELECT address FROM ip_allocations WHERE pool_id = ?1 AND address BETWEEN ?2 "
+              "AND ?3 ORDER BY address"));
+          used.Bind(1, candidate).Bind(2, int64_t{next}).Bind(3, int64_t{last});
+          bool full = false;
+          while (true) {
+            ASSIGN_OR_RETURN(bool taken, used.Step());
+            if (!taken) break;
+            uint32_t a = static_cast<uint32_t>(used.ColumnInt(0));
+            if (a != next) break;
+            if (next == last) {
+              full = true;
+              break;
+            }
+            ++next;
+          }
+          if (!full) address = next;
+        }
+        if (address) {
+          pool_id = candidate;
+          break;
+        }
+      }
+      if (!address) {
+        return absl::ResourceExhaustedError(absl::StrCat(
+            "no free address in ", ip_pool_id.empty() ? "the IP pools of " + server->datacenter()
+                                                      : "IP pool " + ip_pool_id,
+            "; ask an operator to add addresses"));
+      }
+      ASSIGN_OR_RETURN(auto insert, conn.Prepare(
+          "INSERT INTO ip_allocations (pool_id, address, server_id, create_time) "
+          "VALUES (?1, ?2, ?3, ?4)"));
+      insert.Bind(1, pool_id).Bind(2, int64_t{*address}).Bind(3, server_id);
+      RETURN_IF_ERROR(insert.Bind(4, NowMicros()).Run());
+    }
+    ASSIGN_OR_RETURN(auto pool, ReadPoolRow(conn, pool_id));
+    if (!pool) return absl::InternalError("allocated pool vanished");
+    std::vector<absl::string_view> subnet = absl::StrSplit(pool->subnet(), '/');
+    result.ip_pool_id = pool_id;
+    result.address = absl::StrCat(FormatIpv4(*address), "/", subnet.size() == 2 ? subnet[1] : "32");
+    result.gateway = pool->gateway();
+    result.dns_servers.assign(pool->dns_servers().begin(), pool->dns_servers().end());
+    v1::ServerConfiguration config = server->configuration();
+    if (config.network_interfaces_size() == 0) config.add_network_interfaces()->set_name("eth0");
+    v1::NetworkInterface* nic = config.mutable_network_interfaces(0);
+    nic->set_ip_address(result.address);
+    nic->set_gateway(result.gateway);
+    nic->clear_dns_servers();
+    for (const std::string& dns : result.dns_servers) nic->add_dns_servers(dns);
+    nic->set_ip_pool_id(pool_id);
+    ASSIGN_OR_RETURN(auto update, conn.Prepare(
+        "UPDATE servers SET configuration = ?2, update_time = ?3 WHERE id = ?1"));
+    update.Bind(1, server_id).BindBlob(2, config.SerializeAsString());
+    return update.Bind(3, NowMicros()).Run();
+  }));
+  return result;
+}
+
+absl::Status SqliteInventoryStore::ReleaseServer(const std::string& server_id) {
+  return db_->Transaction([&](SqliteConnection& conn) -> absl::Status {
+    ASSIGN_OR_RETURN(auto server, ReadServerRow(conn, server_id));
+    if (!server) return absl::OkStatus();
+    for (const char* sql : {"DELETE FROM server_disks WHERE server_id = ?1",
+                            "DELETE FROM ip_allocations WHERE server_id = ?1"}) {
+      ASSIGN_OR_RETURN(auto stmt, conn.Prepare(sql));
+      RETURN_IF_ERROR(stmt.Bind(1, server_id).Run());
+    }
+    {
+      ASSIGN_OR_RETURN(auto stmt, conn.Prepare(
+          "UPDATE san_volumes SET state = ?2, attached_server_id = NULL "
+          "WHERE attached_server_id = ?1"));
+      RETURN_IF_ERROR(stmt.Bind(1, server_id).Bind(2, int{v1::SAN_VOLUME_STATE_FREE}).Run());
+    }
+    v1::ServerConfiguration config = server->configuration();
+    for (v1::NetworkInterface& nic : *config.mutable_network_interfaces()) {
+      nic.clear_ip_address();
+      nic.clear_gateway();
+      nic.clear_dns_servers();
+      nic.clear_ip_pool_id();
+    }
+    ASSIGN_OR_RETURN(auto stmt, conn.Prepare(
+        "UPDATE servers SET state = ?2, power_state = ?3, configuration = ?4, update_time = ?5 "
+        "WHERE id = ?1"));
+    stmt.Bind(1, server_id).Bind(2, int{v1::SERVER_STATE_FAILED});
+    stmt.Bind(3, int{v1::POWER_STATE_STOPPED}).BindBlob(4, config.SerializeAsString());
+    return stmt.Bind(5, NowMicros()).Run();
+  });
+}
+
+}  // namespace controlplane

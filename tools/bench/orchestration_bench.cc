@@ -18,7 +18,12 @@
 //   API deploy 1  DeployImageTemplate of one server until SUCCEEDED (volume
 //                 allocation, restore, address, config drive, activate);
 //   raw restore N N RestoreVolume calls at once onto N blank thin LUNs;
-//   API deploy N  N DeployImageTemplate calls at once, until all SUCCEEDED.
+//   API deploy N  N DeployImageTemplate calls at once, until all SUCCEEDED;
+//   API deploy xN one DeployImageTemplate of quantity N until SUCCEEDED.
+// Beside the N-server rows: the storaged's CPU seconds (user + system) over
+// the row, which shows whether the N restores shared their decoding (the
+// store's frame cache), and for API deploy N how far apart the N restore
+// steps started.
 // Odd runs measure the raw side first, even runs the API side. Prints one
 // line per run and a markdown table of medians with the issue's goals:
 // API create and deploy 1 at most 10% over raw capture and restore, N
@@ -30,6 +35,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <fstream>
+#include <iterator>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -38,6 +44,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/flags.h"
@@ -172,6 +179,18 @@ class Bench {
     server_id_ = AddServer(source_volume);
   }
 
+  // CPU seconds (user + system) `process` has used so far.
+  static double CpuSeconds(const tests::Process& process) {
+    std::ifstream in(absl::StrCat("/proc/", process.pid(), "/stat"));
+    std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    std::vector<std::string> fields =
+        absl::StrSplit(stat.substr(stat.rfind(')') + 2), ' ');
+    if (fields.size() < 13) Die("cannot read /proc/PID/stat of " + process.address());
+    return static_cast<double>(std::stoll(fields[11]) + std::stoll(fields[12])) /
+           static_cast<double>(::sysconf(_SC_CLK_TCK));
+  }
+
   void Run(int run) {
     Row row;
     if (run % 2) {
@@ -184,11 +203,14 @@ class Bench {
     std::printf(
         "run %d: raw capture %.2f s, API create %.2f s (capture step %.2f s); "
         "raw restore %.2f s, API deploy 1 %.2f s (restore step %.2f s); "
-        "%lld concurrent deploys %.2f s, raw restores %.2f s\n",
+        "%lld concurrent deploys %.2f s (storaged %.2f CPU-s, restores started "
+        "within %.3f s), raw restores %.2f s (%.2f CPU-s), one deploy of %lld "
+        "%.2f s (%.2f CPU-s)\n",
         run, row.raw_capture, row.api_create, row.create_capture_step,
         row.raw_restore, row.api_deploy1, row.deploy_restore_step,
-        static_cast<long long>(config_.deploys), row.api_deployn,
-        row.raw_restoren);
+        static_cast<long long>(config_.deploys), row.api_deployn, row.api_deployn_cpu,
+        row.api_deployn_spread, row.raw_restoren, row.raw_restoren_cpu,
+        static_cast<long long>(config_.deploys), row.api_deployq, row.api_deployq_cpu);
     std::fflush(stdout);
     rows_.push_back(row);
   }
@@ -209,6 +231,7 @@ class Bench {
     const double deploy_over = api_deploy1 / raw_restore - 1;
     const double concurrency = api_deployn / api_deploy1;
     const double raw_restoren = median(&Row::raw_restoren);
+    const double api_deployq = median(&Row::api_deployq);
     auto pass = [](bool ok) { return ok ? "pass" : "FAIL"; };
     std::printf(
         "\nOrchestration benchmark, %s, %u cores, %.2f GiB disk (%s), medians "
@@ -236,6 +259,18 @@ class Bench {
         static_cast<long long>(config_.deploys), raw_restoren, raw_restore,
         raw_restoren / raw_restore, api_deployn, api_deploy1, concurrency,
         pass(concurrency <= 2.5));
+    std::printf(
+        "| one deploy of %lld servers vs 1 | - | %.2f s vs %.2f s | %.2fx | <= 2.5x | %s |\n",
+        static_cast<long long>(config_.deploys), api_deployq, api_deploy1,
+        api_deployq / api_deploy1, pass(api_deployq / api_deploy1 <= 2.5));
+    std::printf(
+        "\nstoraged CPU seconds (medians): raw %lld restores %.2f, %lld deploys "
+        "%.2f, one deploy of %lld %.2f; the %lld deploys' restore steps started "
+        "within %.3f s of each other\n",
+        static_cast<long long>(config_.deploys), median(&Row::raw_restoren_cpu),
+        static_cast<long long>(config_.deploys), median(&Row::api_deployn_cpu),
+        static_cast<long long>(config_.deploys), median(&Row::api_deployq_cpu),
+        static_cast<long long>(config_.deploys), median(&Row::api_deployn_spread));
   }
 
  private:
@@ -247,7 +282,12 @@ class Bench {
     double api_deploy1 = 0;
     double deploy_restore_step = 0;
     double api_deployn = 0;
+    double api_deployn_cpu = 0;
+    double api_deployn_spread = 0;  // last restore step start - first
+    double api_deployq = 0;
+    double api_deployq_cpu = 0;
     double raw_restoren = 0;
+    double raw_restoren_cpu = 0;
   };
 
   std::string san_url(const std::string& name) {
@@ -486,6 +526,7 @@ class Bench {
     // N restores at once onto the deploy targets (FREE in the inventory,
     // blanked again after).
     std::vector<std::thread> threads;
+    const double cpu = CpuSeconds(*raw_node_);
     const absl::Time start = absl::Now();
     for (int i = 0; i < config_.deploys; ++i) {
       threads.emplace_back([&, i] {
@@ -502,6 +543,7 @@ class Bench {
     }
     for (std::thread& thread : threads) thread.join();
     row.raw_restoren = Seconds(start);
+    row.raw_restoren_cpu = CpuSeconds(*raw_node_) - cpu;
     for (const std::string& target : targets_) Blank(target);
     ::sync();
     grpc::ClientContext context;
@@ -511,12 +553,12 @@ class Bench {
     Check(raw_stub_->DeleteImage(&context, request, &response), "DeleteImage");
   }
 
-  std::string Deploy(const std::string& template_id, const std::string& host) {
+  std::string Deploy(const std::string& template_id, const std::vector<std::string>& hosts) {
     v1::DeployImageTemplateRequest request;
     request.set_image_template_id(template_id);
     request.set_datacenter("dc1");
-    request.set_quantity(1);
-    request.add_hostnames(host);
+    request.set_quantity(static_cast<int32_t>(hosts.size()));
+    for (const std::string& host : hosts) request.add_hostnames(host);
     request.set_domain("example.com");
     v1::Operation op;
     Check(Call(*templates_,
@@ -560,7 +602,7 @@ class Bench {
     const std::string template_id = op.image_template_id();
 
     start = absl::Now();
-    v1::Operation one = Wait(Deploy(template_id, absl::StrCat("one-", run)));
+    v1::Operation one = Wait(Deploy(template_id, {absl::StrCat("one-", run)}));
     row.api_deploy1 = Seconds(start);
     row.deploy_restore_step = StepSeconds(one, "restore_disk_0");
     std::printf("run %d deploy steps: %s\n", run, Steps(one).c_str());
@@ -569,15 +611,40 @@ class Bench {
     std::vector<std::string> ids(config_.deploys);
     std::vector<v1::Operation> many(config_.deploys);
     std::vector<std::thread> threads;
+    double cpu = CpuSeconds(*node_);
     start = absl::Now();
     for (int i = 0; i < config_.deploys; ++i) {
       threads.emplace_back([&, i] {
-        many[i] = Wait(Deploy(template_id, absl::StrCat("many-", run, "-", i)));
+        many[i] = Wait(Deploy(template_id, {absl::StrCat("many-", run, "-", i)}));
       });
     }
     for (std::thread& thread : threads) thread.join();
     row.api_deployn = Seconds(start);
+    row.api_deployn_cpu = CpuSeconds(*node_) - cpu;
+    std::vector<double> starts;
+    for (const v1::Operation& op : many) {
+      for (const auto& step : op.finished_steps()) {
+        if (step.name() != "restore_disk_0") continue;
+        starts.push_back(static_cast<double>(step.start_time().seconds()) +
+                         step.start_time().nanos() / 1e9);
+      }
+    }
+    if (!starts.empty()) {
+      row.api_deployn_spread = *std::max_element(starts.begin(), starts.end()) -
+                               *std::min_element(starts.begin(), starts.end());
+    }
     DeleteServers(many);
+
+    std::vector<std::string> hosts;
+    for (int i = 0; i < config_.deploys; ++i) hosts.push_back(absl::StrCat("q-", run, "-", i));
+    cpu = CpuSeconds(*node_);
+    start = absl::Now();
+    v1::Operation quantity = Wait(Deploy(template_id, hosts));
+    row.api_deployq = Seconds(start);
+    row.api_deployq_cpu = CpuSeconds(*node_) - cpu;
+    std::printf("run %d deploy of %lld steps: %s\n", run,
+                static_cast<long long>(config_.deploys), Steps(quantity).c_str());
+    DeleteServers({quantity});
 
     v1::DeleteImageTemplateRequest del;
     del.set_id(template_id);

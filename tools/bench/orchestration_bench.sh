@@ -64,6 +64,16 @@ cp "$OPT_BIN/controlplane/controlplane" "$OPT_BIN/storaged/storaged" \
 log "copying disk1 as a thick file into $WORK"
 cp --sparse=never "$CACHE/disk1.img" "$WORK/source.img"
 echo "disk: $(cat "$CACHE/disk1.source" 2>/dev/null || echo unknown source)"
+# Restores are durable (SYNCHRONIZE CACHE -> tgtd fdatasync), so N deploys
+# write N disks' data through to the one disk under every LUN here: its
+# flushed write speed bounds the N-deploy rows. Measured before and after.
+disk_speed() {
+  dd if=/dev/zero of="$WORK/dd.test" bs=4M count=64 conv=fdatasync 2>&1 | tail -n 1 |
+    sed -E 's/.*, ([0-9.]+ [kMG]?B\/s)$/\1/'
+  rm -f "$WORK/dd.test"
+}
+echo "flushed write speed of $WORK's disk (256 MiB, dd conv=fdatasync): $(disk_speed) before"
 "$WORK/bin/orchestration_bench" --controlplane="$WORK/bin/controlplane" \
   --storaged="$WORK/bin/storaged" --source="$WORK/source.img" --dir="$WORK" \
   --runs="$RUNS" --deploys="$DEPLOYS"
+echo "flushed write speed of $WORK's disk: $(disk_speed) after"

@@ -56,9 +56,9 @@ absl::StatusOr<SendProgress> SendImage(ImageStore& store, const std::string& ima
   std::vector<Digest> unique;
   {
     absl::flat_hash_set<Digest, DigestHash> seen;
-    for (const Digest& d : reader->manifest().chunks) {
-      if (!d.IsZero() && seen.insert(d).second) unique.push_back(d);
-    }
+    reader->manifest().chunks.ForEachData([&](uint64_t, const Digest& d) {
+      if (seen.insert(d).second) unique.push_back(d);
+    });
   }
   SendProgress progress;
   progress.chunks_total = unique.size();

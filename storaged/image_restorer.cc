@@ -26,7 +26,9 @@ struct Run {
 // Decodes chunks (decompress + digest check) on background threads ahead of
 // the writer and hands them over in order. Work is split into batches of
 // consecutive chunks (about one compressed frame), so each frame is decoded
-// by one thread and threads hand over once per batch, not per chunk.
+// by one thread and threads hand over once per batch, not per chunk. A
+// stretch of zero chunks between data is one batch, whatever its length, so
+// a sparse 2 TiB image costs a batch per data stretch, not 500,000.
 class ChunkPrefetcher {
  public:
   ChunkPrefetcher(ImageReader& image, int threads, uint64_t batch_chunks, uint64_t window)
@@ -36,8 +38,8 @@ class ChunkPrefetcher {
         buffers_(2),
         count_(image.manifest().ChunkCount()),
         batch_(std::max<uint64_t>(1, batch_chunks)),
-        batches_((count_ + batch_ - 1) / batch_),
         ring_(std::max<uint64_t>(window, threads + 1)) {
+    if (count_ == 0) total_ = 0;
     for (int i = 0; i < threads; ++i) workers_.emplace_back([this] { Work(); });
   }
   ~ChunkPrefetcher() {
@@ -48,21 +50,23 @@ class ChunkPrefetcher {
     for (std::thread& t : workers_) t.join();
   }
 
-  uint64_t batches() const { return batches_; }
-
   // The runs of batch `batch`, asked for in order 0, 1, 2, ...; `status`
-  // says why they stop short of the batch's end.
-  std::vector<Run> Next(uint64_t batch, absl::Status* status) {
+  // says why they stop short of the batch's end. False past the last batch.
+  bool Next(uint64_t batch, std::vector<Run>* runs, absl::Status* status) {
     absl::MutexLock lock(&mu_);
     Slot& slot = ring_[batch % ring_.size()];
-    mu_.Await(absl::Condition(&slot.ready));
-    std::vector<Run> runs = std::move(slot.runs);
+    auto ready = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return slot.ready || batch >= total_;
+    };
+    mu_.Await(absl::Condition(&ready));
+    if (!slot.ready) return false;
+    *runs = std::move(slot.runs);
     *status = std::move(slot.status);
     slot.ready = false;
     slot.runs.clear();
     slot.status = absl::OkStatus();
     consumed_ = batch + 1;
-    return runs;
+    return true;
   }
 
  private:
@@ -72,43 +76,61 @@ class ChunkPrefetcher {
     absl::Status status;
   };
 
+  // Bytes of chunks [first, end).
+  uint64_t Bytes(uint64_t first, uint64_t end) const {
+    const Manifest& m = image_.manifest();
+    return std::min(end * m.chunk_size, m.volume_size) - first * m.chunk_size;
+  }
+
   void Work() {
     const Manifest& m = image_.manifest();
+    const ChunkTable& table = m.chunks;
     while (true) {
-      uint64_t batch;
+      uint64_t batch, begin, end;
       {
         absl::MutexLock lock(&mu_);
         auto can_fetch = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-          return stop_ || next_ >= batches_ || next_ < consumed_ + ring_.size();
+          return stop_ || cursor_ >= count_ || next_ < consumed_ + ring_.size();
         };
         mu_.Await(absl::Condition(&can_fetch));
-        if (stop_ || next_ >= batches_) return;
+        if (stop_ || cursor_ >= count_) return;
         batch = next_++;
+        begin = cursor_;
+        size_t r = table.FindRun(begin);
+        uint64_t data = r < table.run_count() ? std::max(begin, table.run(r).first) : count_;
+        // A zero stretch whole, else about a frame's worth of chunks.
+        end = data > begin ? data : std::min(count_, begin + batch_);
+        cursor_ = end;
+        if (cursor_ >= count_) total_ = next_;
       }
       std::vector<Run> runs;
       absl::Status status;
-      const uint64_t end = std::min(count_, (batch + 1) * batch_);
-      for (uint64_t i = batch * batch_; i < end && status.ok();) {
+      size_t r = table.FindRun(begin);
+      for (uint64_t i = begin; i < end && status.ok();) {
         Run run;
         run.first_chunk = i;
         run.offset = i * m.chunk_size;
-        run.zero = m.chunks[i].IsZero();
-        uint64_t j = i;
-        while (j < end && m.chunks[j].IsZero() == run.zero) {
-          run.length += m.ChunkLength(j);
-          ++j;
+        uint64_t data = r < table.run_count() ? std::max(i, table.run(r).first) : end;
+        if (data > i) {
+          run.zero = true;
+          uint64_t j = std::min(data, end);
+          run.length = Bytes(i, j);
+          runs.push_back(std::move(run));
+          i = j;
+          continue;
         }
-        if (!run.zero) {
-          run.data = buffers_.Take(run.length);
-          uint64_t pos = 0;
-          for (uint64_t k = i; k < j; ++k) {
-            status = image_.ReadChunkTo(k, run.data->data() + pos);
-            if (!status.ok()) break;
-            pos += m.ChunkLength(k);
-          }
-          run.data->resize(pos);
-          run.length = pos;
+        const uint64_t run_end = table.run(r).end();
+        const uint64_t j = std::min(run_end, end);
+        if (j == run_end) ++r;
+        run.data = buffers_.Take(Bytes(i, j));
+        uint64_t pos = 0;
+        for (uint64_t k = i; k < j; ++k) {
+          status = image_.ReadChunkTo(k, run.data->data() + pos);
+          if (!status.ok()) break;
+          pos += m.ChunkLength(k);
         }
+        run.data->resize(pos);
+        run.length = pos;
         if (run.length > 0) runs.push_back(std::move(run));
         i = j;
       }
@@ -124,10 +146,12 @@ class ChunkPrefetcher {
   BufferPool buffers_;
   const uint64_t count_;
   const uint64_t batch_;
-  const uint64_t batches_;
   absl::Mutex mu_;
   std::vector<Slot> ring_ ABSL_GUARDED_BY(mu_);
   uint64_t next_ ABSL_GUARDED_BY(mu_) = 0;      // next batch to decode
+  uint64_t cursor_ ABSL_GUARDED_BY(mu_) = 0;    // its first chunk
+  // Batches in all, once the last is claimed.
+  uint64_t total_ ABSL_GUARDED_BY(mu_) = UINT64_MAX;
   uint64_t consumed_ ABSL_GUARDED_BY(mu_) = 0;  // batches handed over
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<std::thread> workers_;
@@ -218,12 +242,13 @@ absl::StatusOr<RestoreProgress> RestoreImage(ImageReader& image, Volume& volume,
   // About one 4 MiB frame per batch; two batches per thread in flight.
   const int threads = std::max(1, options.prefetch_threads);
   ChunkPrefetcher prefetcher(image, threads, (4u << 20) / manifest.chunk_size, 2 * threads);
-  for (uint64_t b = 0; b < prefetcher.batches(); ++b) {
+  std::vector<Run> runs;
+  absl::Status decoded;
+  for (uint64_t b = 0; prefetcher.Next(b, &runs, &decoded); ++b) {
     if (options.cancelled != nullptr && options.cancelled->load()) {
       return absl::CancelledError("restore cancelled");
     }
-    absl::Status decoded;
-    for (Run& run : prefetcher.Next(b, &decoded)) {
+    for (Run& run : runs) {
       if (run.zero) {
         if (zero_length == 0) zero_offset = run.offset;
         zero_length += run.length;

@@ -11,6 +11,7 @@
 #include <utility>
 
 #include "absl/cleanup/cleanup.h"
+#include "absl/container/btree_map.h"
 #include "absl/random/random.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
@@ -86,7 +87,8 @@ void OpenPacks::Touch(const std::shared_ptr<PackState>& pack) {
 // lock; new chunks gather into a frame; full frames go through a bounded
 // queue to compression workers, which append them to the capture's current
 // pack and seal it when full. Memory is bounded by the queue, whatever the
-// volume size (beyond 32 bytes per chunk index for the manifest).
+// volume size, beyond 32 bytes per data chunk for the manifest (zero chunks
+// cost nothing: a 2 TiB thin volume with little data takes kilobytes).
 class ImageWriterImpl final : public ImageWriter {
  public:
   ImageWriterImpl(ImageStore* store, std::string id, uint64_t volume_size,
@@ -99,8 +101,7 @@ class ImageWriterImpl final : public ImageWriter {
         chunk_size_(store->options_.chunk_size),
         chunk_count_(ChunkCountFor(volume_size, chunk_size_)),
         queue_capacity_(2 * NumThreads()),
-        chunks_(chunk_count_),
-        added_(chunk_count_, 0) {}
+        chunks_(chunk_count_) {}
 
   ~ImageWriterImpl() override { Abort(); }
   ImageWriterImpl(const ImageWriterImpl&) = delete;
@@ -137,20 +138,24 @@ class ImageWriterImpl final : public ImageWriter {
       absl::MutexLock store_lock(&store_->mu_);
       absl::MutexLock lock(&mu_);
       RETURN_IF_ERROR(CheckOpenLocked());
-      if (added_[index]) {
-        if (chunks_[index] == digest) return absl::OkStatus();
+      if (const Digest* old = AddedLocked(index)) {
+        if (*old == digest) return absl::OkStatus();
         return absl::InvalidArgumentError(absl::StrCat(
             "chunk ", index, " was already added with other content"));
       }
-      added_[index] = 1;
-      chunks_[index] = digest;
-      ++added_count_;
+      if (zero) {
+        AddZeroRangeLocked(index, index + 1);
+      } else {
+        ahead_.emplace(index, digest);
+      }
+      AdvanceLocked();
       // Registered in chunks_ under the store lock, so a collection that
       // sees the index entry also sees this capture's reference to it.
       if (!zero && !store_->index_.contains(digest) &&
           pending_.insert(digest).second) {
         write = true;
         ++active_adds_;
+        ++new_chunks_;
       }
     }
     if (!write) return absl::OkStatus();
@@ -169,15 +174,22 @@ class ImageWriterImpl final : public ImageWriter {
     }
     absl::MutexLock lock(&mu_);
     RETURN_IF_ERROR(CheckOpenLocked());
-    for (uint64_t i = first_index; i < first_index + count; ++i) {
-      if (added_[i]) {
-        if (chunks_[i].IsZero()) continue;
-        return absl::InvalidArgumentError(absl::StrCat(
-            "chunk ", i, " was already added with other content"));
-      }
-      added_[i] = 1;
-      ++added_count_;
+    if (count == 0) return absl::OkStatus();
+    const uint64_t end = first_index + count;
+    // A data chunk already added inside the range: in the table or ahead.
+    uint64_t conflict = end;
+    size_t r = chunks_.FindRun(first_index);
+    if (r < chunks_.run_count()) {
+      conflict = std::max(first_index, chunks_.run(r).first);
     }
+    auto it = ahead_.lower_bound(first_index);
+    if (it != ahead_.end()) conflict = std::min(conflict, it->first);
+    if (conflict < end) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "chunk ", conflict, " was already added with other content"));
+    }
+    AddZeroRangeLocked(std::max(first_index, frontier_), end);
+    AdvanceLocked();
     return absl::OkStatus();
   }
 
@@ -216,8 +228,10 @@ class ImageWriterImpl final : public ImageWriter {
   // collection with the store lock held.
   void MarkLive(absl::flat_hash_set<Digest, DigestHash>* live) {
     absl::MutexLock lock(&mu_);
-    for (uint64_t i = 0; i < chunk_count_; ++i) {
-      if (added_[i] && !chunks_[i].IsZero()) live->insert(chunks_[i]);
+    chunks_.ForEachData([&](uint64_t, const Digest& d) { live->insert(d); });
+    for (const auto& [index, d] : ahead_) live->insert(d);
+    if (committing_ != nullptr) {
+      committing_->chunks.ForEachData([&](uint64_t, const Digest& d) { live->insert(d); });
     }
   }
 
@@ -233,6 +247,50 @@ class ImageWriterImpl final : public ImageWriter {
   size_t NumThreads() const {
     return static_cast<size_t>(
         std::max(1, store_->options_.compression_threads));
+  }
+
+  // The digest chunk `index` was added with (zero for an all-zero chunk), or
+  // null if it was not added yet.
+  const Digest* AddedLocked(uint64_t index) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    static const Digest kZero;
+    if (index < frontier_) return &chunks_.At(index);
+    auto it = ahead_.find(index);
+    if (it != ahead_.end()) return &it->second;
+    auto z = ahead_zero_.upper_bound(index);
+    if (z != ahead_zero_.begin() && std::prev(z)->second > index) return &kZero;
+    return nullptr;
+  }
+
+  // Marks [begin, end) all-zero, merging with the ranges it touches; every
+  // index in it is at or past frontier_ and holds no data chunk.
+  void AddZeroRangeLocked(uint64_t begin, uint64_t end)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (begin >= end) return;
+    auto it = ahead_zero_.upper_bound(begin);
+    if (it != ahead_zero_.begin() && std::prev(it)->second >= begin) {
+      --it;
+      begin = it->first;
+    }
+    while (it != ahead_zero_.end() && it->first <= end) {
+      end = std::max(end, it->second);
+      it = ahead_zero_.erase(it);
+    }
+    ahead_zero_.emplace(begin, end);
+  }
+
+  // Moves what was added in order from frontier_ on into chunks_.
+  void AdvanceLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    for (;;) {
+      if (!ahead_.empty() && ahead_.begin()->first == frontier_) {
+        chunks_.Append(frontier_++, ahead_.begin()->second);
+        ahead_.erase(ahead_.begin());
+      } else if (!ahead_zero_.empty() && ahead_zero_.begin()->first == frontier_) {
+        frontier_ = ahead_zero_.begin()->second;
+        ahead_zero_.erase(ahead_zero_.begin());
+      } else {
+        return;
+      }
+    }
   }
 
   absl::Status CheckOpenLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -354,6 +412,12 @@ class ImageWriterImpl final : public ImageWriter {
     uint64_t file_size = 0;
     ASSIGN_OR_RETURN(PackIndex index, pack->Seal(&file_size));
     absl::MutexLock store_lock(&store_->mu_);
+    {
+      // The store's index dedups these from now on: pending_ holds only
+      // chunks not sealed yet, not every new chunk of a dense volume.
+      absl::MutexLock lock(&mu_);
+      for (const PackChunk& c : index.chunks) pending_.erase(c.digest);
+    }
     store_->RegisterPackLocked(pack->name(), std::move(index), file_size);
     return absl::OkStatus();
   }
@@ -362,11 +426,9 @@ class ImageWriterImpl final : public ImageWriter {
     {
       absl::MutexLock lock(&mu_);
       RETURN_IF_ERROR(CheckOpenLocked());
-      if (added_count_ != chunk_count_) {
-        uint64_t missing = 0;
-        while (missing < chunk_count_ && added_[missing]) ++missing;
+      if (frontier_ != chunk_count_) {
         return absl::FailedPreconditionError(absl::StrCat(
-            "cannot commit image ", id_, ": chunk ", missing, " of ",
+            "cannot commit image ", id_, ": chunk ", frontier_, " of ",
             chunk_count_, " was never added"));
       }
       state_ = State::kCommitting;
@@ -393,7 +455,8 @@ class ImageWriterImpl final : public ImageWriter {
     }
 
     // Every pack of this capture is sealed: now the manifest.
-    Manifest m;
+    auto manifest = std::make_shared<Manifest>();
+    Manifest& m = *manifest;
     m.image_id = id_;
     m.volume_size = volume_size_;
     m.block_size = block_size_;
@@ -404,26 +467,31 @@ class ImageWriterImpl final : public ImageWriter {
     {
       absl::ReaderMutexLock store_lock(&store_->mu_);
       absl::MutexLock lock(&mu_);
-      m.chunks = chunks_;
-      m.new_chunks = pending_.size();
-      absl::flat_hash_set<Digest, DigestHash> seen;
-      for (uint64_t i = 0; i < chunk_count_; ++i) {
-        const Digest& d = chunks_[i];
-        if (d.IsZero()) {
-          ++summary.zero_chunks;
-          continue;
-        }
-        ++summary.data_chunks;
+      // Adding is over (the state is kCommitting): the table moves, no copy.
+      m.chunks = std::move(chunks_);
+      chunks_ = ChunkTable(chunk_count_);
+      committing_ = manifest;  // MarkLive's until the image is listed
+      m.new_chunks = new_chunks_;
+      summary.data_chunks = m.chunks.data_count();
+      summary.zero_chunks = m.chunks.zero_count();
+      // Distinct chunks by their index entry, which stays put while the
+      // store lock is held: 8 bytes each instead of a 32-byte digest.
+      absl::flat_hash_set<const ImageStore::Location*> seen;
+      absl::Status lost;
+      m.chunks.ForEachData([&](uint64_t i, const Digest& d) {
         m.logical_bytes += ChunkLength(i);
-        if (!seen.insert(d).second) continue;
+        if (!lost.ok()) return;
         auto it = store_->index_.find(d);
         if (it == store_->index_.end()) {
-          return absl::InternalError(absl::StrCat(
+          lost = absl::InternalError(absl::StrCat(
               "capture of image ", id_, " lost chunk ", i, " (sha256 ",
               d.ToHex(), ") before commit"));
+          return;
         }
+        if (!seen.insert(&it->second).second) return;
         m.referenced_stored_bytes += store_->StoredShareLocked(it->second);
-      }
+      });
+      RETURN_IF_ERROR(lost);
       summary.unique_chunks = seen.size();
     }
     std::string encoded = EncodeManifest(m, &summary.manifest_digest);
@@ -437,7 +505,7 @@ class ImageWriterImpl final : public ImageWriter {
       store_->reserved_ids_.erase(id_);
       store_->writers_.erase(this);
       if (store_->gc_marking_) {
-        store_->committed_while_marking_.push_back(m.chunks);
+        store_->committed_while_marking_.push_back(manifest);
       }
       absl::MutexLock lock(&mu_);
       state_ = State::kDone;
@@ -466,11 +534,21 @@ class ImageWriterImpl final : public ImageWriter {
   absl::Mutex mu_;
   State state_ ABSL_GUARDED_BY(mu_) = State::kOpen;
   absl::Status error_ ABSL_GUARDED_BY(mu_);
-  std::vector<Digest> chunks_ ABSL_GUARDED_BY(mu_);
-  std::vector<uint8_t> added_ ABSL_GUARDED_BY(mu_);
-  uint64_t added_count_ ABSL_GUARDED_BY(mu_) = 0;
-  // Chunks this capture stores itself (dedup within the capture).
+  // Chunks are added slightly out of order (several hashing threads): those
+  // below frontier_ (every index there added) are in chunks_, the rest wait
+  // in ahead_ (data) and ahead_zero_ ([begin, end) ranges, disjoint and not
+  // touching) until the indexes before them arrive. Memory follows the data
+  // chunks and the disorder, never the volume size.
+  ChunkTable chunks_ ABSL_GUARDED_BY(mu_);
+  uint64_t frontier_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::btree_map<uint64_t, Digest> ahead_ ABSL_GUARDED_BY(mu_);
+  absl::btree_map<uint64_t, uint64_t> ahead_zero_ ABSL_GUARDED_BY(mu_);
+  // The manifest being committed: chunks_ moved into it.
+  std::shared_ptr<const Manifest> committing_ ABSL_GUARDED_BY(mu_);
+  // Chunks this capture stores itself and has not sealed into a pack yet
+  // (dedup within the capture; sealed ones are in the store's index).
   absl::flat_hash_set<Digest, DigestHash> pending_ ABSL_GUARDED_BY(mu_);
+  uint64_t new_chunks_ ABSL_GUARDED_BY(mu_) = 0;  // distinct chunks stored
   // AddChunk calls between the dedup decision and the frame append.
   int active_adds_ ABSL_GUARDED_BY(mu_) = 0;
 
@@ -788,9 +866,9 @@ absl::StatusOr<VerifyReport> ImageStore::VerifyImage(
   // A chunk repeated within the image is checked once.
   absl::flat_hash_map<Digest, absl::StatusCode, DigestHash> checked;
   VerifyReport report;
-  for (uint64_t i = 0; i < m.ChunkCount(); ++i) {
-    const Digest& d = m.chunks[i];
-    if (d.IsZero()) continue;
+  absl::Status failed;
+  m.chunks.ForEachData([&](uint64_t i, const Digest& d) {
+    if (!failed.ok()) return;
     ++report.chunks_checked;
     absl::StatusCode code;
     auto it = checked.find(d);
@@ -801,7 +879,8 @@ absl::StatusOr<VerifyReport> ImageStore::VerifyImage(
       code = data.status().code();
       if (!data.ok() && !absl::IsNotFound(data.status()) &&
           !absl::IsDataLoss(data.status())) {
-        return data.status();  // An I/O error says nothing about the data.
+        failed = data.status();  // An I/O error says nothing about the data.
+        return;
       }
       if (!data.ok() && report.errors.size() < internal::kMaxReportedErrors) {
         report.errors.push_back(absl::StrCat("chunk ", i, " (sha256 ",
@@ -812,7 +891,8 @@ absl::StatusOr<VerifyReport> ImageStore::VerifyImage(
     }
     if (code == absl::StatusCode::kNotFound) report.missing_chunks.push_back(i);
     if (code == absl::StatusCode::kDataLoss) report.corrupt_chunks.push_back(i);
-  }
+  });
+  RETURN_IF_ERROR(failed);
   return report;
 }
 
@@ -871,9 +951,7 @@ absl::StatusOr<GcResult> ImageStore::CollectGarbage(bool dry_run) {
                        m.status().message(),
                        "; delete or restore that image first"));
     }
-    for (const Digest& d : m->chunks) {
-      if (!d.IsZero()) live.insert(d);
-    }
+    m->chunks.ForEachData([&](uint64_t, const Digest& d) { live.insert(d); });
   }
 
   GcResult result;
@@ -885,17 +963,12 @@ absl::StatusOr<GcResult> ImageStore::CollectGarbage(bool dry_run) {
     // Finish marking and sweep the index in one critical section, so no
     // capture can pick up a chunk between being judged dead and removed.
     absl::MutexLock lock(&mu_);
-    for (const std::vector<Digest>& chunks : committed_while_marking_) {
-      for (const Digest& d : chunks) {
-        if (!d.IsZero()) live.insert(d);
-      }
+    auto mark = [&](uint64_t, const Digest& d) { live.insert(d); };
+    for (const auto& manifest : committed_while_marking_) {
+      manifest->chunks.ForEachData(mark);
     }
     for (internal::ImageWriterImpl* w : writers_) w->MarkLive(&live);
-    for (const auto& [reader, manifest] : readers_) {
-      for (const Digest& d : manifest->chunks) {
-        if (!d.IsZero()) live.insert(d);
-      }
-    }
+    for (const auto& [reader, manifest] : readers_) manifest->chunks.ForEachData(mark);
     absl::flat_hash_map<uint32_t, uint64_t> live_plain;
     std::vector<Digest> dead;
     for (const auto& [d, loc] : index_) {

@@ -102,8 +102,10 @@ struct ManifestSummary {
 };
 
 // Receives the chunks of one volume being captured. Thread-safe: AddChunk
-// may be called from several threads, in any order. Destroying a writer that
-// was not committed aborts it. Must not outlive its ImageStore.
+// may be called from several threads, in any order (memory grows with the
+// chunks added ahead of the lowest missing index, so callers keep that window
+// small). Holds 32 bytes per data chunk; zero chunks cost nothing. Destroying
+// a writer that was not committed aborts it. Must not outlive its ImageStore.
 class ImageWriter {
  public:
   virtual ~ImageWriter() = default;
@@ -386,7 +388,7 @@ class ImageStore {
   // While a collection reads manifests, captures that commit keep their
   // chunks marked here, since the collection's list of images predates them.
   bool gc_marking_ ABSL_GUARDED_BY(mu_) = false;
-  std::vector<std::vector<Digest>> committed_while_marking_
+  std::vector<std::shared_ptr<const Manifest>> committed_while_marking_
       ABSL_GUARDED_BY(mu_);
 };
 

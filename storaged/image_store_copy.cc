@@ -204,8 +204,14 @@ std::vector<Digest> ImageStore::MissingChunks(
 }
 
 std::unique_ptr<ChunkPin> ImageStore::PinChunks(std::vector<Digest> digests) {
+  // A stand-in manifest naming them, which garbage collection marks as an
+  // open reader's.
   auto manifest = std::make_shared<Manifest>();
-  manifest->chunks = std::move(digests);
+  manifest->chunks = ChunkTable(digests.size());
+  for (size_t i = 0; i < digests.size(); ++i) {
+    if (!digests[i].IsZero()) manifest->chunks.Append(i, digests[i]);
+  }
+  std::vector<Digest>().swap(digests);
   return std::make_unique<internal::ChunkPinImpl>(
       std::make_unique<internal::ImageReaderImpl>(this, std::move(manifest),
                                                   Digest()));
@@ -390,15 +396,10 @@ absl::StatusOr<ManifestSummary> ImageStore::ImportManifest(
   summary.new_chunks = m->new_chunks;
   summary.manifest_digest = digest;
   {
+    summary.data_chunks = m->chunks.data_count();
+    summary.zero_chunks = m->chunks.zero_count();
     absl::flat_hash_set<Digest, DigestHash> unique;
-    for (const Digest& d : m->chunks) {
-      if (d.IsZero()) {
-        ++summary.zero_chunks;
-      } else {
-        ++summary.data_chunks;
-        unique.insert(d);
-      }
-    }
+    m->chunks.ForEachData([&](uint64_t, const Digest& d) { unique.insert(d); });
     summary.unique_chunks = unique.size();
   }
   bool committed = false;
@@ -432,11 +433,11 @@ absl::StatusOr<ManifestSummary> ImageStore::ImportManifest(
     absl::ReaderMutexLock lock(&mu_);
     uint64_t missing = 0;
     const Digest* first = nullptr;
-    for (const Digest& d : m->chunks) {
-      if (d.IsZero() || index_.contains(d)) continue;
+    m->chunks.ForEachData([&](uint64_t, const Digest& d) {
+      if (index_.contains(d)) return;
       if (first == nullptr) first = &d;
       ++missing;
-    }
+    });
     if (missing > 0) {
       return absl::FailedPreconditionError(absl::StrCat(
           "image ", image_id, ": ", missing, " of ", summary.data_chunks,
@@ -452,7 +453,7 @@ absl::StatusOr<ManifestSummary> ImageStore::ImportManifest(
   reserved_ids_.erase(image_id);
   // As for a capture: a collection that listed images before this one still
   // marks its chunks.
-  if (gc_marking_) committed_while_marking_.push_back(m->chunks);
+  if (gc_marking_) committed_while_marking_.push_back(m);
   return summary;
 }
 

@@ -1,5 +1,7 @@
 #include "storaged/manifest.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "storaged/internal/coding.h"
 
@@ -13,6 +15,53 @@ constexpr uint8_t kDataChunk = 1;
 constexpr size_t kMaxIdLength = 1024;
 
 }  // namespace
+
+ChunkTable::Run ChunkTable::run(size_t i) const {
+  const RunStart& r = runs_[i];
+  const uint64_t end_pos = i + 1 < runs_.size() ? runs_[i + 1].pos : data_count_;
+  return Run{r.first, end_pos - r.pos};
+}
+
+size_t ChunkTable::FindRun(uint64_t index) const {
+  // The last run starting at or before `index`, unless it ends before it.
+  auto it = std::upper_bound(runs_.begin(), runs_.end(), index,
+                             [](uint64_t i, const RunStart& r) { return i < r.first; });
+  if (it == runs_.begin()) return 0;
+  size_t r = static_cast<size_t>(it - runs_.begin()) - 1;
+  return run(r).end() > index ? r : r + 1;
+}
+
+const Digest& ChunkTable::At(uint64_t index) const {
+  static const Digest kZero;
+  size_t r = FindRun(index);
+  if (r == runs_.size() || index < runs_[r].first) return kZero;
+  return DigestAt(runs_[r].pos + (index - runs_[r].first));
+}
+
+void ChunkTable::Append(uint64_t index, const Digest& digest) {
+  if (runs_.empty() || run(runs_.size() - 1).end() != index) {
+    runs_.push_back(RunStart{index, data_count_});
+  }
+  if (blocks_.empty() || blocks_.back().size() == kBlockDigests) blocks_.emplace_back();
+  blocks_.back().push_back(digest);
+  ++data_count_;
+}
+
+size_t ChunkTable::MemoryBytes() const {
+  size_t bytes = blocks_.capacity() * sizeof(blocks_[0]) + runs_.capacity() * sizeof(RunStart);
+  for (const std::vector<Digest>& b : blocks_) bytes += b.capacity() * sizeof(Digest);
+  return bytes;
+}
+
+bool operator==(const ChunkTable& a, const ChunkTable& b) {
+  if (a.size_ != b.size_ || a.blocks_ != b.blocks_ || a.runs_.size() != b.runs_.size()) {
+    return false;
+  }
+  for (size_t i = 0; i < a.runs_.size(); ++i) {
+    if (a.runs_[i].first != b.runs_[i].first || a.runs_[i].pos != b.runs_[i].pos) return false;
+  }
+  return true;
+}
 
 uint32_t Manifest::ChunkLength(uint64_t index) const {
   uint64_t start = index * chunk_size;
@@ -39,21 +88,21 @@ std::string EncodeManifest(const Manifest& m, Digest* digest) {
   PutFixed64(&out, m.referenced_stored_bytes);
   PutFixed64(&out, m.new_chunks);
   PutFixed64(&out, m.chunks.size());
-  out.reserve(out.size() + m.chunks.size() * 33 + 32);
-  size_t i = 0;
-  while (i < m.chunks.size()) {
-    if (m.chunks[i].IsZero()) {
-      size_t j = i;
-      while (j < m.chunks.size() && m.chunks[j].IsZero()) ++j;
-      PutFixed8(&out, kZeroRun);
-      PutFixed64(&out, j - i);
-      i = j;
-    } else {
-      PutFixed8(&out, kDataChunk);
-      out.append(reinterpret_cast<const char*>(m.chunks[i].bytes.data()), 32);
-      ++i;
-    }
-  }
+  out.reserve(out.size() + m.chunks.data_count() * 33 + (m.chunks.run_count() + 1) * 9 + 32);
+  // Maximal zero runs between the runs of data chunks, as v1 always wrote.
+  uint64_t next = 0;
+  auto zero_run_to = [&](uint64_t index) {
+    if (index <= next) return;
+    PutFixed8(&out, kZeroRun);
+    PutFixed64(&out, index - next);
+  };
+  m.chunks.ForEachData([&](uint64_t index, const Digest& d) {
+    zero_run_to(index);
+    PutFixed8(&out, kDataChunk);
+    out.append(reinterpret_cast<const char*>(d.bytes.data()), 32);
+    next = index + 1;
+  });
+  zero_run_to(m.chunks.size());
   Digest d = Sha256(out);
   out.append(reinterpret_cast<const char*>(d.bytes.data()), 32);
   if (digest != nullptr) *digest = d;
@@ -103,26 +152,26 @@ absl::StatusOr<Manifest> DecodeManifest(absl::string_view data,
   if (count > in.remaining() * (uint64_t{1} << 32)) {
     return corrupt("chunk count too large");
   }
-  m.chunks.reserve(count < in.remaining() / 33 + 1 ? count
-                                                   : in.remaining() / 33 + 1);
-  while (m.chunks.size() < count && in.ok()) {
+  m.chunks = ChunkTable(count);
+  uint64_t next = 0;  // chunk index of the next record
+  while (next < count && in.ok()) {
     uint8_t tag = in.Fixed8();
     if (tag == kZeroRun) {
       uint64_t run = in.Fixed64();
-      if (run == 0 || run > count - m.chunks.size()) {
-        return corrupt("bad zero run");
-      }
-      m.chunks.resize(m.chunks.size() + run);
+      if (!in.ok()) break;
+      if (run == 0 || run > count - next) return corrupt("bad zero run");
+      next += run;
     } else if (tag == kDataChunk) {
       absl::string_view b = in.Bytes(32);
       if (!in.ok()) break;
-      m.chunks.push_back(Digest::FromBytes(b.data()));
-      if (m.chunks.back().IsZero()) return corrupt("zero digest");
+      Digest d = Digest::FromBytes(b.data());
+      if (d.IsZero()) return corrupt("zero digest");
+      m.chunks.Append(next++, d);
     } else {
       return corrupt("bad chunk record");
     }
   }
-  if (!in.ok() || m.chunks.size() != count) return corrupt("truncated chunks");
+  if (!in.ok() || next != count) return corrupt("truncated chunks");
   if (in.remaining() != 0) return corrupt("trailing bytes");
   return m;
 }

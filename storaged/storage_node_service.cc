@@ -71,9 +71,7 @@ pb::ImageManifestSummary ToSummary(const Manifest& manifest, const Digest& diges
   out.set_block_size(manifest.block_size);
   out.set_chunk_size(manifest.chunk_size);
   out.set_chunk_count(manifest.ChunkCount());
-  uint64_t zero = 0;
-  for (const Digest& d : manifest.chunks) zero += d.IsZero() ? 1 : 0;
-  out.set_zero_chunk_count(zero);
+  out.set_zero_chunk_count(manifest.chunks.zero_count());
   out.set_logical_bytes(manifest.logical_bytes);
   out.set_stored_bytes(manifest.referenced_stored_bytes);
   out.set_new_stored_bytes(manifest.new_stored_bytes);
@@ -329,10 +327,10 @@ grpc::Status StorageNodeService::VerifyImage(grpc::ServerContext* context,
   const Manifest& manifest = (*image)->manifest();
   result->set_manifest_ok(true);
   for (uint64_t index : report->corrupt_chunks) {
-    result->add_corrupt_chunk_digests(std::string(manifest.chunks[index].AsBytes()));
+    result->add_corrupt_chunk_digests(std::string(manifest.chunks.At(index).AsBytes()));
   }
   for (uint64_t index : report->missing_chunks) {
-    result->add_missing_chunk_digests(std::string(manifest.chunks[index].AsBytes()));
+    result->add_missing_chunk_digests(std::string(manifest.chunks.At(index).AsBytes()));
   }
   result->set_ok(report->ok());
   done.set_chunks_checked(report->chunks_checked);

@@ -130,7 +130,7 @@ class ImageReaderImpl final : public ImageReader {
                        manifest_->image_id, "'s ", manifest_->ChunkCount(),
                        " chunks"));
     }
-    const Digest& d = manifest_->chunks[index];
+    const Digest& d = manifest_->chunks.At(index);
     if (d.IsZero()) return std::string();
     absl::StatusOr<std::string> data =
         store_->ReadChunkByDigest(d, store_->shared_frames_.get());
@@ -149,7 +149,7 @@ class ImageReaderImpl final : public ImageReader {
 
   absl::Status ReadChunkTo(uint64_t index, char* out) override {
     if (index >= manifest_->ChunkCount()) return ReadChunk(index).status();
-    const Digest& d = manifest_->chunks[index];
+    const Digest& d = manifest_->chunks.At(index);
     if (d.IsZero()) {
       std::memset(out, 0, manifest_->ChunkLength(index));
       return absl::OkStatus();

@@ -14,6 +14,7 @@
 #include "gtest/gtest.h"
 #include "storaged/image_store.h"
 #include "storaged/iscsi_volume.h"
+#include "storaged/testing/tgtd_fixture.h"
 #include "storaged/volume_fault.h"
 #include "tests/san.h"
 
@@ -43,18 +44,8 @@ std::string MakeVolume(uint64_t size) {
   return v;
 }
 
-class ImageRestorerTest : public ::testing::Test {
+class ImageRestorerTest : public TgtdFixture {
  protected:
-  static void SetUpTestSuite() {
-    auto san = tests::San::Start();
-    ASSERT_TRUE(san.ok()) << san.status();
-    san_ = std::move(*san).release();
-  }
-  static void TearDownTestSuite() {
-    delete san_;
-    san_ = nullptr;
-  }
-
   void SetUp() override {
     std::string dir = absl::StrCat(std::getenv("TEST_TMPDIR"), "/store-",
                                    ::testing::UnitTest::GetInstance()->current_test_info()->name());
@@ -75,21 +66,8 @@ class ImageRestorerTest : public ::testing::Test {
     ASSERT_TRUE((*w)->Commit().ok());
   }
 
-  tests::Lun MakeLun(uint64_t size, bool thin) {
-    tests::LunOptions options;
-    options.thin = thin;
-    auto lun = san_->CreateLun(absl::StrCat("lun", next_++), size, options);
-    EXPECT_TRUE(lun.ok()) << lun.status();
-    return *lun;
-  }
-
-  static tests::San* san_;
-  static int next_;
   std::unique_ptr<ImageStore> store_;
 };
-
-tests::San* ImageRestorerTest::san_ = nullptr;
-int ImageRestorerTest::next_ = 0;
 
 TEST_F(ImageRestorerTest, BackgroundFlushesFollowTheBytesSent) {
   const uint64_t size = 16 * kMiB;

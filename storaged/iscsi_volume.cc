@@ -1037,8 +1037,10 @@ absl::StatusOr<std::vector<Extent>> IscsiVolume::MappedExtents(uint64_t offset,
           absl::StrCat("unparsable GET LBA STATUS answer from ", session_->target()));
     }
     uint64_t next = lba;
+    bool empty_descriptor = false;
     for (uint32_t i = 0; i < status->num_descriptors; ++i) {
       const scsi_lba_status_descriptor& d = status->descriptors[i];
+      empty_descriptor |= d.num_blocks == 0 && d.lba <= lba;
       uint64_t d_begin = std::max<uint64_t>(d.lba, lba);
       uint64_t d_end = std::min<uint64_t>(d.lba + d.num_blocks, end_lba);
       if (d.lba + d.num_blocks > next) next = d.lba + d.num_blocks;
@@ -1051,6 +1053,22 @@ absl::StatusOr<std::vector<Extent>> IscsiVolume::MappedExtents(uint64_t offset,
         out.push_back({begin_bytes, end_bytes - begin_bytes});
       }
       if (d_end >= end_lba) break;
+    }
+    if (next <= lba && empty_descriptor) {
+      // tgt truncates a descriptor's length to its 32-bit field, so a hole of
+      // exactly 2^32 blocks (2 TiB at 512 bytes) comes back 0 blocks long.
+      // Count a short stretch as mapped (reading an unmapped one costs a
+      // read of zeroes, never data) and ask again past it.
+      constexpr uint64_t kProbeBytes = 1 << 20;
+      const uint64_t probe_end = std::min(end_lba, lba + std::max<uint64_t>(1, kProbeBytes / bs));
+      const uint64_t begin_bytes = std::max(lba * bs, offset);
+      const uint64_t end_bytes = std::min(probe_end * bs, end);
+      if (!out.empty() && out.back().offset + out.back().length == begin_bytes) {
+        out.back().length += end_bytes - begin_bytes;
+      } else {
+        out.push_back({begin_bytes, end_bytes - begin_bytes});
+      }
+      next = probe_end;
     }
     if (next <= lba) {
       return absl::InternalError(absl::StrCat("GET LBA STATUS at lba ", lba, " on ",

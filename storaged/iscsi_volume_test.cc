@@ -254,6 +254,36 @@ TEST_F(IscsiVolumeTest, MappedExtentsMatchBackingFileHoles) {
   EXPECT_THAT(*mapped, ElementsAre(Extent{kMiB, 7 * kMiB}));
 }
 
+// tgt answers a hole of 2^32 blocks (2 TiB at 512 bytes) with a length of 0
+// (its 32-bit field wraps). MappedExtents must neither fail nor skip data:
+// it counts a short stretch as mapped and asks again past it.
+TEST_F(IscsiVolumeTest, MappedExtentsSurviveAHoleOf2To32Blocks) {
+  const uint64_t size = uint64_t{1} << 41;  // 2^32 blocks of 512 bytes
+  tests::Lun lun = MakeLun(size, /*thin=*/true);
+  auto volume = OpenOrDie(lun.url);
+  ASSERT_NE(volume, nullptr);
+  ASSERT_EQ(volume->info().size_bytes, size);
+
+  auto mapped = volume->MappedExtents(0, size);
+  ASSERT_TRUE(mapped.ok()) << mapped.status();
+  EXPECT_THAT(*mapped, ElementsAre(Extent{0, kMiB}));
+
+  // Data past the probe is found, and the holes on both sides of it (each
+  // under 2^32 blocks) are answered as they are.
+  const uint64_t at = size / 2;
+  {
+    auto writer = volume->NewWriter({});
+    ASSERT_TRUE(writer->Write(at, RandomBytes(64 * 1024, 11)).ok());
+    ASSERT_TRUE(writer->Flush().ok());
+  }
+  mapped = volume->MappedExtents(0, size);
+  ASSERT_TRUE(mapped.ok()) << mapped.status();
+  EXPECT_EQ(*mapped, FileDataRanges(lun.backing_path));
+  ASSERT_EQ(mapped->size(), 1u);
+  EXPECT_LE(mapped->front().offset, at);
+  EXPECT_GE(mapped->front().offset + mapped->front().length, at + 64 * 1024);
+}
+
 class WriteZeroesTest : public IscsiVolumeTest, public ::testing::WithParamInterface<bool> {};
 
 TEST_P(WriteZeroesTest, RangeReadsZeroAndThinVolumesRegainHoles) {

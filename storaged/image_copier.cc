@@ -151,7 +151,8 @@ absl::StatusOr<SendProgress> SendImage(ImageStore& store, const std::string& ima
         },
         options.cancelled);
     if (!exported.ok() && exported != closed) {
-      // Ours failed (a corrupt local chunk, cancel): the peer keeps nothing.
+      // Ours failed (a corrupt local chunk, cancel): the peer gets no image;
+      // it keeps the frames it has checked, for a later attempt.
       context.TryCancel();
       writer->Finish();
       if (Cancelled(options)) return absl::CancelledError("send cancelled");

@@ -625,12 +625,24 @@ grpc::Status StorageNodeService::PutChunks(grpc::ServerContext* context,
     common::LogOp(image_id, "receive failed, nothing of this stream kept: %s", status.ToString());
     return ToGrpcStatus(status);
   };
+  // A frame that failed its checks, or a malformed message: keep nothing
+  // from a sender that lies.
   if (!error.ok()) return fail(error);
-  // A cancelled stream ends like a finished one; only the context tells.
-  if (context->IsCancelled()) return fail(absl::CancelledError("the sender cancelled"));
   // A DeleteImage during the stream: keep nothing (its chunks are unpinned).
   if (!image_id.empty()) {
     if (absl::Status s = (*receiver)->CheckNotDeleted(image_id); !s.ok()) return fail(s);
+  }
+  // A stream cut off (the sender cancelled, died or lost the network) ends
+  // like a finished one; only the context tells. Every frame stored so far
+  // passed its digest checks, so it is sealed and kept: a resumed copy finds
+  // those chunks present and sends only the rest. They stay pinned by this
+  // image's receive until it commits, is deleted or goes idle.
+  if (context->IsCancelled()) {
+    absl::Status sealed = (*importer)->Finish();
+    common::LogOp(image_id, "receive cut off; kept %u chunks (%u bytes stored)%s",
+                  chunks_stored, (*importer)->bytes_stored(),
+                  sealed.ok() ? "" : absl::StrCat(", but sealing failed: ", sealed.ToString()));
+    return ToGrpcStatus(absl::CancelledError("the sender cancelled"));
   }
   if (absl::Status s = (*importer)->Finish(); !s.ok()) return fail(s);
   response->set_chunks_stored(chunks_stored);

@@ -113,43 +113,62 @@ absl::StatusOr<Caller> ApiKeyAuthenticator::Authenticate(
   const std::string peer = context.peer();
   absl::StatusOr<Caller> caller =
       it == metadata.end()
-          ? Unauthenticated("no authorization metadata")
+          ? RefuseUnread(peer, Unauthenticated("no authorization metadata"))
           : AuthenticateHeader(absl::string_view(it->second.data(), it->second.size()), peer);
   if (caller.ok()) caller->peer = peer;
   return caller;
+}
+
+absl::Status ApiKeyAuthenticator::RefuseUnread(absl::string_view peer, absl::Status status) {
+  if (peer.empty()) return status;
+  const std::string address = FailedAuthLimiter::AddressOf(peer);
+  RETURN_IF_ERROR(limiter_.Check(address));
+  return CountFailure(address, std::move(status));
+}
+
+absl::Status ApiKeyAuthenticator::CountFailure(absl::string_view address, absl::Status status) {
+  if (limiter_.RecordFailure(address)) return MarkThrottled(std::move(status), address);
+  return status;
 }
 
 absl::StatusOr<Caller> ApiKeyAuthenticator::AuthenticateHeader(absl::string_view authorization,
                                                                absl::string_view peer) {
   constexpr absl::string_view kBearer = "Bearer ";
   if (!absl::StartsWith(authorization, kBearer)) {
-    return Unauthenticated("authorization metadata is not \"Bearer <api key>\"");
+    return RefuseUnread(peer,
+                        Unauthenticated("authorization metadata is not \"Bearer <api key>\""));
   }
   absl::string_view secret = authorization.substr(kBearer.size());
   // itk_ + 36-character UUID + _ + secret part.
   constexpr size_t kIdStart = kSecretPrefix.size();
   if (!absl::StartsWith(secret, kSecretPrefix) || secret.size() < kIdStart + 37 + 1 ||
       secret[kIdStart + 36] != '_' || !IsUuid(secret.substr(kIdStart, 36))) {
-    return Unauthenticated("malformed API key");
+    return RefuseUnread(peer, Unauthenticated("malformed API key"));
   }
   std::string key_id(secret.substr(kIdStart, 36));
   std::string hash = Sha256(secret);
   // Read before the tables: a change committed after this read bumps it, so
   // what is cached under it can only be replaced, never served stale.
   const uint64_t generation = db_->watched_generation();
+  // A key that authenticated before, even if the identity tables changed
+  // since (its entry is stale, so the table is read again).
+  bool proven = false;
   if (cache_enabled_) {
     absl::MutexLock lock(&mu_);
     auto it = cache_.find(key_id);
-    if (it != cache_.end() && it->second.generation == generation &&
-        it->second.secret_hash.size() == hash.size() &&
+    if (it != cache_.end() && it->second.secret_hash.size() == hash.size() &&
         CRYPTO_memcmp(it->second.secret_hash.data(), hash.data(), hash.size()) == 0) {
-      ++cache_hits_;
-      return it->second.caller;
+      if (it->second.generation == generation) {
+        ++cache_hits_;
+        return it->second.caller;
+      }
+      proven = true;
     }
   }
-  // Only unproven keys reach the table, so only they are throttled.
+  // Only unproven keys are throttled: a proven one is no guess, and a good
+  // client behind a throttled address keeps working after an identity change.
   const std::string address = peer.empty() ? "" : FailedAuthLimiter::AddressOf(peer);
-  if (!address.empty()) RETURN_IF_ERROR(limiter_.Check(address));
+  if (!address.empty() && !proven) RETURN_IF_ERROR(limiter_.Check(address));
   bool unknown = false;
   absl::StatusOr<Caller> result;
   absl::Status status = db_->Read([&](SqliteConnection& conn) -> absl::Status {
@@ -173,8 +192,13 @@ absl::StatusOr<Caller> ApiKeyAuthenticator::AuthenticateHeader(absl::string_view
     return result.status();
   });
   if (!status.ok()) {
+    if (proven && absl::IsUnauthenticated(status)) {
+      // Revoked, or its user deleted: no longer proven.
+      absl::MutexLock lock(&mu_);
+      cache_.erase(key_id);
+    }
     // A guess (or a typo); revoked keys and deleted users are not guesses.
-    if (unknown && !address.empty()) limiter_.RecordFailure(address);
+    if (unknown && !address.empty()) return CountFailure(address, std::move(status));
     return status;
   }
   if (cache_enabled_) {

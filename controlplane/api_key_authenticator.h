@@ -6,8 +6,10 @@
 // SHA-256(secret) is stored and it is compared in constant time. The resolved
 // caller is cached per key id until any identity table (accounts, users,
 // permissions, device access, keys) changes, so a revoked key, a deleted user
-// or a changed permission takes effect on the very next call. Unknown keys
-// are throttled per client address (FailedAuthLimiter).
+// or a changed permission takes effect on the very next call. Failed
+// authentications (missing, malformed or unknown keys) are throttled per
+// client address (FailedAuthLimiter); refusals of a throttled address are
+// marked (MarkThrottled) so that the audit log summarizes them.
 #ifndef CONTROLPLANE_API_KEY_AUTHENTICATOR_H_
 #define CONTROLPLANE_API_KEY_AUTHENTICATOR_H_
 
@@ -56,8 +58,9 @@ class ApiKeyAuthenticator final : public Authenticator {
   absl::StatusOr<Caller> Authenticate(const grpc::ServerContextBase& context) override;
   // The same, from the raw metadata value ("Bearer ...") and the gRPC peer
   // string; an empty peer is never throttled. While the peer's address is
-  // throttled, a key not cached from an earlier success is refused with
-  // UNAUTHENTICATED saying how long to wait, without a database read.
+  // throttled, a key that never authenticated here (since the cache last
+  // started over) is refused with UNAUTHENTICATED saying how long to wait,
+  // without a database read; a key that did is still read and served.
   absl::StatusOr<Caller> AuthenticateHeader(absl::string_view authorization,
                                             absl::string_view peer = "");
 
@@ -65,6 +68,13 @@ class ApiKeyAuthenticator final : public Authenticator {
   int64_t cache_hits() const;
 
  private:
+  // `status`, a refusal decided without reading the table (no or a malformed
+  // key), counted against the peer's address like an unknown key.
+  absl::Status RefuseUnread(absl::string_view peer, absl::Status status);
+  // Counts a failure of `address`; marks `status` if the address was
+  // already throttled.
+  absl::Status CountFailure(absl::string_view address, absl::Status status);
+
   struct CachedKey {
     std::string secret_hash;
     Caller caller;

@@ -69,6 +69,58 @@ TEST(ApiKeyAuthenticatorTest, UnknownKeysAreThrottledPerAddress) {
             absl::string_view::npos);
   EXPECT_NE(auth.AuthenticateHeader(guess, attacker).status().message().find("too many"),
             absl::string_view::npos);
+
+  // An identity change (a new key) makes the good key's cache entry stale:
+  // it is read again, still not throttled, while guesses still are.
+  ASSERT_TRUE(db->get()
+                  ->Transaction([&](SqliteConnection& conn) {
+                    auto stmt = conn.Prepare("SELECT id FROM users LIMIT 1");
+                    if (!stmt.ok()) return stmt.status();
+                    auto row = stmt->Step();
+                    if (!row.ok()) return row.status();
+                    return InsertApiKey(conn, GenerateApiKey(), stmt->ColumnText(0), "new", 1);
+                  })
+                  .ok());
+  const int64_t hits = auth.cache_hits();
+  EXPECT_TRUE(auth.AuthenticateHeader(good, attacker).ok());
+  EXPECT_EQ(auth.cache_hits(), hits);  // read from the table
+  EXPECT_TRUE(auth.AuthenticateHeader(good, attacker).ok());
+  EXPECT_EQ(auth.cache_hits(), hits + 1);
+  EXPECT_NE(auth.AuthenticateHeader(guess, attacker).status().message().find("too many"),
+            absl::string_view::npos);
+}
+
+TEST(ApiKeyAuthenticatorTest, MissingAndMalformedKeysCountAsFailures) {
+  const char* tmp = getenv("TEST_TMPDIR");
+  const std::string base = absl::StrCat(tmp ? tmp : "/tmp", "/auth_malformed_", getpid());
+  auto db = SqliteDatabase::Open(base + ".db", Migrations());
+  ASSERT_TRUE(db.ok()) << db.status();
+  absl::Time now = absl::FromUnixSeconds(1000);
+  FailedAuthLimiter::Options options;
+  options.burst = 2;
+  options.per_second = 1;
+  ApiKeyAuthenticator auth(db->get(), options, [&] { return now; });
+  const std::string peer = "ipv4:192.0.2.9:1234";
+  absl::Status first = auth.AuthenticateHeader("Bearer nope", peer).status();
+  EXPECT_NE(first.message().find("malformed API key"), absl::string_view::npos) << first;
+  EXPECT_FALSE(ThrottledAddress(first).has_value());
+  absl::Status second = auth.AuthenticateHeader("Basic abc", peer).status();
+  EXPECT_NE(second.message().find("is not \"Bearer <api key>\""), absl::string_view::npos)
+      << second;
+  EXPECT_FALSE(ThrottledAddress(second).has_value());
+  // The burst of 2 is spent: refused as throttled, marked with the address.
+  absl::Status third = auth.AuthenticateHeader("Bearer nope", peer).status();
+  EXPECT_EQ(third.code(), absl::StatusCode::kUnauthenticated);
+  EXPECT_NE(third.message().find("too many failed authentications from ipv4:192.0.2.9"),
+            absl::string_view::npos)
+      << third;
+  EXPECT_EQ(ThrottledAddress(third), "ipv4:192.0.2.9");
+  // A try earned back fails as malformed, still marked: the address is
+  // throttled until its burst is back.
+  now += absl::Seconds(1);
+  absl::Status fourth = auth.AuthenticateHeader("Bearer nope", peer).status();
+  EXPECT_NE(fourth.message().find("malformed API key"), absl::string_view::npos) << fourth;
+  EXPECT_EQ(ThrottledAddress(fourth), "ipv4:192.0.2.9");
 }
 
 }  // namespace

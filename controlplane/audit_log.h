@@ -1,4 +1,5 @@
-// Records every mutating call, allowed or refused.
+// Records every mutating call, allowed or refused (floods of refusals from a
+// throttled address as counted summaries).
 #ifndef CONTROLPLANE_AUDIT_LOG_H_
 #define CONTROLPLANE_AUDIT_LOG_H_
 
@@ -20,6 +21,10 @@ class AuditLog {
   // `account_id` the account whose audit log shows it (usually the caller's;
   // the owner's for actions on another account's resources). Failures to
   // write are logged, never returned: auditing must not change the outcome.
+  // An outcome marked by MarkThrottled (authenticator.h) is one of a flood
+  // of refusals from one address: an implementation may count it into a
+  // summary event (count, address, method, time window) instead of writing
+  // it alone, so that the flood cannot cost a write per call.
   virtual void Record(const Caller& caller, absl::string_view account_id,
                       absl::string_view method,
                       const imagetemplates::v1::ResourceReference& target,

@@ -7,6 +7,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
+#include "controlplane/authenticator.h"
 
 namespace controlplane {
 
@@ -29,6 +30,7 @@ void FailedAuthLimiter::Refill(Bucket& bucket, absl::Time now) const {
                                                  options_.per_second);
     bucket.updated = now;
   }
+  if (bucket.tokens >= options_.burst) bucket.throttled = false;
 }
 
 absl::Status FailedAuthLimiter::Check(absl::string_view address) {
@@ -39,12 +41,13 @@ absl::Status FailedAuthLimiter::Check(absl::string_view address) {
   Refill(it->second, now);
   if (it->second.tokens >= 1) return absl::OkStatus();
   const double wait = options_.per_second > 0 ? (1 - it->second.tokens) / options_.per_second : 1;
-  return absl::UnauthenticatedError(absl::StrCat(
-      "too many failed authentications from ", address, "; retry in ",
-      static_cast<int64_t>(std::ceil(wait)), " s with a valid API key"));
+  return MarkThrottled(absl::UnauthenticatedError(absl::StrCat(
+                           "too many failed authentications from ", address, "; retry in ",
+                           static_cast<int64_t>(std::ceil(wait)), " s with a valid API key")),
+                       address);
 }
 
-void FailedAuthLimiter::RecordFailure(absl::string_view address) {
+bool FailedAuthLimiter::RecordFailure(absl::string_view address) {
   const absl::Time now = now_();
   absl::MutexLock lock(&mu_);
   auto it = buckets_.find(address);
@@ -59,13 +62,19 @@ void FailedAuthLimiter::RecordFailure(absl::string_view address) {
     }
     it = buckets_.emplace(std::string(address), Bucket{options_.burst, now}).first;
   }
-  Refill(it->second, now);
-  const bool was_open = it->second.tokens >= 1;
-  it->second.tokens = std::max(0.0, it->second.tokens - 1);
-  if (was_open && it->second.tokens < 1) {
-    common::LogError("throttling API key attempts from %s: %.0f failed in a burst", address,
-                     options_.burst);
+  Bucket& bucket = it->second;
+  Refill(bucket, now);
+  const bool was_throttled = bucket.throttled;
+  bucket.tokens = std::max(0.0, bucket.tokens - 1);
+  if (!bucket.throttled && bucket.tokens < 1) {
+    bucket.throttled = true;
+    common::LogError(
+        "throttling API key attempts from %s: %.0f failed in a burst; its refusals are "
+        "audited in summaries until it has been quiet for %.0f s",
+        address, options_.burst,
+        options_.per_second > 0 ? options_.burst / options_.per_second : 0);
   }
+  return was_throttled;
 }
 
 }  // namespace controlplane

@@ -1,8 +1,11 @@
 // Throttles API key guessing: a token bucket per client address of failed
-// authentications (keys the database does not know). While an address's
+// authentications (missing, malformed or unknown keys). While an address's
 // bucket is empty, keys it has not already proven are refused without a
 // database read; keys that authenticated before (cached) still work, so a
-// client with a good key behind the same address keeps working.
+// client with a good key behind the same address keeps working. An address
+// stays throttled from the failure that empties its bucket until it has
+// earned the whole burst back; its refusals in that time are marked
+// (MarkThrottled) so that the audit log summarizes them.
 #ifndef CONTROLPLANE_FAILED_AUTH_LIMITER_H_
 #define CONTROLPLANE_FAILED_AUTH_LIMITER_H_
 
@@ -37,10 +40,12 @@ class FailedAuthLimiter {
   FailedAuthLimiter& operator=(const FailedAuthLimiter&) = delete;
 
   // OK if `address` may try an unproven key now; otherwise UNAUTHENTICATED
-  // saying how long to wait.
+  // saying how long to wait, marked with MarkThrottled.
   absl::Status Check(absl::string_view address);
-  // Records one failed authentication from `address`.
-  void RecordFailure(absl::string_view address);
+  // Records one failed authentication from `address`. True if the address
+  // was already throttled before it (the refusal belongs to a flood and is
+  // to be marked); false for the failures of the burst.
+  bool RecordFailure(absl::string_view address);
 
   // The client address of a gRPC peer string, without the port:
   // "ipv4:10.0.0.1:5000" -> "ipv4:10.0.0.1", "ipv6:[::1]:5000" -> "ipv6:[::1]";
@@ -51,6 +56,8 @@ class FailedAuthLimiter {
   struct Bucket {
     double tokens;
     absl::Time updated;
+    // Set when the bucket runs empty, cleared when it is full again.
+    bool throttled = false;
   };
   // Refills `bucket` up to now.
   void Refill(Bucket& bucket, absl::Time now) const;

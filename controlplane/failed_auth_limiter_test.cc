@@ -1,5 +1,6 @@
 #include "controlplane/failed_auth_limiter.h"
 
+#include "controlplane/authenticator.h"
 #include "gtest/gtest.h"
 
 namespace controlplane {
@@ -81,6 +82,35 @@ TEST_F(FailedAuthLimiterTest, TracksBoundedAddressesAndKeepsThrottledOnes) {
   idle.RecordFailure("ipv4:10.0.0.2");
   idle.RecordFailure("ipv4:10.0.0.3");  // table full: 10.0.0.1 (full) goes
   EXPECT_FALSE(idle.Check("ipv4:10.9.9.9").ok());
+}
+
+TEST_F(FailedAuthLimiterTest, ThrottledUntilTheWholeBurstIsEarnedBack) {
+  FailedAuthLimiter limiter(Options(3, 1, 100), clock_);
+  const std::string a = "ipv4:10.0.0.1";
+  // The burst's failures are not marked, not even the one that empties it.
+  for (int i = 0; i < 3; ++i) EXPECT_FALSE(limiter.RecordFailure(a)) << i;
+  absl::Status refused = limiter.Check(a);
+  EXPECT_EQ(refused.code(), absl::StatusCode::kUnauthenticated);
+  EXPECT_EQ(ThrottledAddress(refused), a);
+  // A try earned back while throttled fails marked: the flood goes on.
+  now_ += absl::Seconds(1);
+  ASSERT_TRUE(limiter.Check(a).ok());
+  EXPECT_TRUE(limiter.RecordFailure(a));
+  // 2.9 s quiet: 2.9 tokens, not the whole burst; still throttled.
+  now_ += absl::Seconds(2.9);
+  ASSERT_TRUE(limiter.Check(a).ok());
+  EXPECT_TRUE(limiter.RecordFailure(a));
+  // 3 s quiet from empty-ish: full again, so the next failures are a new
+  // burst, audited one by one.
+  now_ += absl::Seconds(3);
+  ASSERT_TRUE(limiter.Check(a).ok());
+  EXPECT_FALSE(limiter.RecordFailure(a));
+  EXPECT_FALSE(limiter.RecordFailure(a));
+  EXPECT_FALSE(limiter.RecordFailure(a));
+  EXPECT_TRUE(ThrottledAddress(limiter.Check(a)).has_value());
+  // Other addresses and OK statuses carry no mark.
+  EXPECT_FALSE(ThrottledAddress(limiter.Check("ipv4:10.0.0.2")).has_value());
+  EXPECT_FALSE(ThrottledAddress(absl::UnauthenticatedError("x")).has_value());
 }
 
 }  // namespace

@@ -1,6 +1,8 @@
 // The shared shape of every RPC handler of the public API: authenticate the
 // call, run the business logic with the Caller, audit mutating calls (allowed
-// or refused, including failed authentication), convert the status once.
+// or refused, including failed authentication; the audit log counts the
+// refusals of an address throttled for failed authentications into summaries,
+// see MarkThrottled), convert the status once.
 #ifndef CONTROLPLANE_RPC_RUNNER_H_
 #define CONTROLPLANE_RPC_RUNNER_H_
 

@@ -1,11 +1,14 @@
 #include "controlplane/sqlite_audit_log.h"
 
 #include <limits>
+#include <optional>
+#include <utility>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
 #include "common/status_macros.h"
+#include "controlplane/authenticator.h"
 #include "controlplane/ids.h"
 #include "controlplane/page_token.h"
 #include "controlplane/validation.h"
@@ -16,28 +19,120 @@ using imagetemplates::v1::AuditEvent;
 using imagetemplates::v1::ListAuditEventsRequest;
 using imagetemplates::v1::ListAuditEventsResponse;
 
+namespace {
+
+// One audit_events row.
+struct EventRow {
+  int64_t time = 0;
+  absl::string_view account_id, user_id, api_key_id, method;
+  const imagetemplates::v1::ResourceReference* target = nullptr;
+  absl::StatusCode code = absl::StatusCode::kOk;
+  absl::string_view message, request_id, operation_id, peer;
+};
+
+absl::Status InsertEvent(SqliteConnection& conn, const EventRow& row) {
+  ASSIGN_OR_RETURN(auto stmt, conn.Prepare(
+      "INSERT INTO audit_events (id, time, account_id, user_id, api_key_id, method, "
+      "target_type, target_id, outcome_code, outcome_message, request_id, operation_id, "
+      "peer) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"));
+  // std::string: a default string_view has no data and would bind NULL.
+  stmt.Bind(1, NewUuid()).Bind(2, row.time).Bind(3, std::string(row.account_id));
+  stmt.Bind(4, std::string(row.user_id)).Bind(5, std::string(row.api_key_id));
+  stmt.Bind(6, std::string(row.method)).Bind(7, static_cast<int>(row.target->type()));
+  stmt.Bind(8, row.target->id()).Bind(9, static_cast<int>(row.code));
+  stmt.Bind(10, std::string(row.message)).Bind(11, std::string(row.request_id));
+  stmt.Bind(12, std::string(row.operation_id)).Bind(13, std::string(row.peer));
+  return stmt.Run();
+}
+
+}  // namespace
+
+SqliteAuditLog::SqliteAuditLog(SqliteDatabase* db, Options options)
+    : db_(db), options_(std::move(options)), refusals_(options_.summaries) {
+  if (options_.flush_every > absl::ZeroDuration()) flusher_ = std::thread([this] { FlushLoop(); });
+}
+
+SqliteAuditLog::~SqliteAuditLog() {
+  if (flusher_.joinable()) {
+    {
+      absl::MutexLock lock(&stop_mu_);
+      stop_ = true;
+    }
+    flusher_.join();
+  }
+  WriteSummaries(refusals_.TakeAll());
+}
+
+void SqliteAuditLog::FlushLoop() {
+  while (true) {
+    {
+      absl::MutexLock lock(&stop_mu_);
+      stop_mu_.AwaitWithTimeout(absl::Condition(&stop_), options_.flush_every);
+      if (stop_) return;
+    }
+    FlushDueSummaries();
+  }
+}
+
+void SqliteAuditLog::FlushDueSummaries() { WriteSummaries(refusals_.TakeDue(options_.now())); }
+
 void SqliteAuditLog::Record(const Caller& caller, absl::string_view account_id,
                             absl::string_view method,
                             const imagetemplates::v1::ResourceReference& target,
                             const absl::Status& outcome, absl::string_view request_id,
                             absl::string_view operation_id) {
-  absl::Status status = db_->Transaction([&](SqliteConnection& conn) -> absl::Status {
-    ASSIGN_OR_RETURN(auto stmt, conn.Prepare(
-        "INSERT INTO audit_events (id, time, account_id, user_id, api_key_id, method, "
-        "target_type, target_id, outcome_code, outcome_message, request_id, operation_id, "
-        "peer) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"));
-    stmt.Bind(1, NewUuid()).Bind(2, NowMicros()).Bind(3, std::string(account_id)).Bind(4, caller.user_id);
-    stmt.Bind(5, caller.api_key_id).Bind(6, std::string(method)).Bind(7, static_cast<int>(target.type()));
-    stmt.Bind(8, target.id()).Bind(9, static_cast<int>(outcome.code()));
-    // std::string: a default string_view has no data and would bind NULL.
-    stmt.Bind(10, std::string(outcome.message())).Bind(11, std::string(request_id));
-    stmt.Bind(12, std::string(operation_id));
-    stmt.Bind(13, caller.peer);
-    return stmt.Run();
-  });
+  if (std::optional<std::string> address = ThrottledAddress(outcome);
+      address.has_value() && !outcome.ok()) {
+    // Counted, no write: a flood must not cost a row per call.
+    WriteSummaries(refusals_.Add(*address, method, target, outcome, options_.now()));
+    return;
+  }
+  const std::string message(outcome.message());
+  EventRow row;
+  row.time = NowMicros();
+  row.account_id = account_id;
+  row.user_id = caller.user_id;
+  row.api_key_id = caller.api_key_id;
+  row.method = method;
+  row.target = &target;
+  row.code = outcome.code();
+  row.message = message;
+  row.request_id = request_id;
+  row.operation_id = operation_id;
+  row.peer = caller.peer;
+  absl::Status status =
+      db_->Transaction([&](SqliteConnection& conn) { return InsertEvent(conn, row); });
   if (!status.ok()) {
     common::LogError("audit: cannot record %s by user %s: %s", method, caller.user_id,
                      status.ToString());
+  }
+}
+
+void SqliteAuditLog::WriteSummaries(const std::vector<ThrottledRefusals::Summary>& summaries) {
+  if (summaries.empty()) return;
+  absl::Status status = db_->Transaction([&](SqliteConnection& conn) -> absl::Status {
+    for (const ThrottledRefusals::Summary& summary : summaries) {
+      const std::string message = ThrottledRefusals::Message(summary);
+      EventRow row;
+      // When the last of its calls was answered.
+      row.time = absl::ToUnixMicros(summary.last);
+      row.method = summary.method;
+      row.target = &summary.target;
+      row.code = summary.last_outcome.code();
+      row.message = message;
+      row.peer = summary.address;
+      RETURN_IF_ERROR(InsertEvent(conn, row));
+    }
+    return absl::OkStatus();
+  });
+  for (const ThrottledRefusals::Summary& summary : summaries) {
+    if (status.ok()) {
+      common::LogInfo("audit: %d refused calls to %s from throttled %s recorded as one event",
+                      summary.count, summary.method, summary.address);
+    } else {
+      common::LogError("audit: cannot record %d refused calls to %s from throttled %s: %s",
+                       summary.count, summary.method, summary.address, status.ToString());
+    }
   }
 }
 

@@ -51,31 +51,11 @@ double CopySeconds(const std::string& binary) {
     volumes.push_back(stack.AddVolume(0, absl::StrCat("disk", d), size, &lun));
     FillRandom(lun.backing_path, 0, size, 100 + d);
   }
-  v1::CreateServerRequest server;
-  server.set_account_id(user.account_id);
-  server.set_type(v1::SERVER_TYPE_VIRTUAL);
-  server.set_hostname("bench");
-  server.set_domain("example.com");
-  server.set_datacenter("dc1");
-  server.mutable_configuration()->set_cpu_count(1);
-  server.mutable_configuration()->set_memory_mib(1024);
-  server.mutable_configuration()->set_os_reference("UBUNTU_22_64");
-  for (int d = 0; d < 2; ++d) {
-    auto* disk = server.add_disks();
-    disk->set_device_index(d);
-    disk->set_boot(d == 0);
-    disk->set_san_volume_id(volumes[d]);
-  }
-  auto* cred = server.add_credentials();
-  cred->set_software("os");
-  cred->set_username("root");
-  cred->set_password("s3cret");
-  v1::CreateServerResponse created;
-  EXPECT_TRUE(Call(stack.inventory(), &v1::InventoryService::Stub::CreateServer,
-                   stack.admin_key(), server, &created)
-                  .ok());
+  const std::string server =
+      stack.CreateServer(Stack::ServerRequest(user.account_id, "bench", volumes));
+  if (server.empty()) return -1;
   v1::CreateImageTemplateRequest create;
-  create.set_server_id(created.server().id());
+  create.set_server_id(server);
   create.set_name("bench");
   create.add_data_disk_indexes(1);
   v1::Operation op;

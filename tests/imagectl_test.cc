@@ -1,14 +1,12 @@
-// imagectl end to end: a real tgtd, storaged and controlplane, driven only
-// through the imagectl binary as a user would (subprocesses, stdout parsed as
-// proto JSON, exit codes checked).
+// imagectl end to end: a real tgtd, storaged and controlplane (tests/stack.h,
+// one node n0 in dc1), driven only through the imagectl binary as a user
+// would (subprocesses, stdout parsed as proto JSON, exit codes checked).
 #include <fcntl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <cstdlib>
-#include <map>
 #include <fstream>
-#include <sstream>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -24,20 +22,13 @@
 #include "imagetemplates/v1/inventory.pb.h"
 #include "imagetemplates/v1/operations.pb.h"
 #include "tests/process.h"
-#include "tests/san.h"
+#include "tests/stack.h"
 
 namespace tests {
 namespace {
 
 namespace v1 = imagetemplates::v1;
 constexpr uint64_t kMiB = 1 << 20;
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 struct Result {
   int code = -1;
@@ -55,29 +46,22 @@ Message Parse(const Result& result) {
   return message;
 }
 
+StackOptions OneNode() {
+  StackOptions options;
+  options.dir_prefix = "imagectl";
+  options.node_datacenters = {"dc1"};
+  return options;
+}
+
 class ImagectlTest : public ::testing::Test {
  protected:
+  // SAN, controlplane, dc1 and storaged n0 UP.
   void SetUp() override {
-    dir_ = MakeTempDir("imagectl");
-    auto san = San::Start();
-    ASSERT_TRUE(san.ok()) << san.status();
-    san_ = *std::move(san);
-    auto cp = Process::StartServer(
-        {RunfilePath("controlplane/controlplane"), "--listen=127.0.0.1:0",
-         "--db=" + dir_ + "/cp.db", "--node-heartbeat-ms=500"},
-        dir_ + "/controlplane.log");
-    ASSERT_TRUE(cp.ok()) << cp.status();
-    cp_ = std::make_unique<Process>(*std::move(cp));
-    admin_key_ = std::string(absl::StripAsciiWhitespace(ReadFile(dir_ + "/cp.db.admin-key")));
-    ASSERT_FALSE(admin_key_.empty());
-    auto storaged = Process::StartServer(
-        {RunfilePath("storaged/storaged"), "--listen=127.0.0.1:0", "--store=" + dir_ + "/store",
-         "--datacenter=dc1", "--node-id=n0", "--controlplane=" + cp_->address(),
-         absl::StrCat("--portals=127.0.0.1:", san_->port())},
-        dir_ + "/storaged.log");
-    ASSERT_TRUE(storaged.ok()) << storaged.status();
-    storaged_ = std::make_unique<Process>(*std::move(storaged));
+    ASSERT_NO_FATAL_FAILURE(stack_.Start());
+    dir_ = stack_.dir();
   }
+
+  std::string Endpoint() { return stack_.controlplane().address(); }
 
   // Runs imagectl with `args`; the environment carries only what `env` says
   // (plus HOME pointing at an empty directory, so no user config leaks in).
@@ -114,20 +98,21 @@ class ImagectlTest : public ::testing::Test {
 
   // imagectl as the operator, flags only.
   Result Admin(std::vector<std::string> args) {
-    args.insert(args.begin(), {"--endpoint=" + cp_->address(), "--api-key=" + admin_key_});
+    args.insert(args.begin(), {"--endpoint=" + Endpoint(), "--api-key=" + stack_.admin_key()});
     return Run(args);
   }
 
   // imagectl as alice, through the environment.
   Result User(const std::vector<std::string>& args) {
-    return Run(args, {"IMAGECTL_ENDPOINT=" + cp_->address(), "IMAGECTL_API_KEY=" + user_key_});
+    return Run(args, {"IMAGECTL_ENDPOINT=" + Endpoint(), "IMAGECTL_API_KEY=" + user_key_});
   }
 
-  // A thin LUN added to the pool; returns the SAN volume id.
+  // A thin LUN added to the pool with `admin san-volume create`; returns the
+  // SAN volume id.
   std::string AddVolume(const std::string& name, uint64_t size, Lun* lun_out = nullptr) {
     LunOptions options;
     options.thin = true;
-    auto lun = san_->CreateLun(name, size, options);
+    auto lun = stack_.san(0).CreateLun(name, size, options);
     EXPECT_TRUE(lun.ok()) << lun.status();
     if (lun_out != nullptr) *lun_out = *lun;
     return AddVolumeRecord(lun->iqn, size);
@@ -136,22 +121,18 @@ class ImagectlTest : public ::testing::Test {
   // A pool record for target `iqn` on the SAN, which need not exist there.
   std::string AddVolumeRecord(const std::string& iqn, uint64_t size) {
     Result r = Admin({"admin", "san-volume", "create", "--datacenter=dc1", "--san-host=n0",
-                      absl::StrCat("--portal=127.0.0.1:", san_->port()), "--iqn=" + iqn,
+                      absl::StrCat("--portal=127.0.0.1:", stack_.san(0).port()), "--iqn=" + iqn,
                       absl::StrCat("--size=", size), "--thin", "-o", "json"});
     EXPECT_EQ(r.code, 0) << r.err;
     return Parse<v1::SanVolume>(r).id();
   }
 
-  // As the operator: datacenter dc1, storaged n0 UP, an IP pool, account acme
-  // and its user alice (user_key_) with `permissions`. Returns acme's id.
+  // As the operator: an IP pool in dc1, account acme and its user alice
+  // (user_key_) with `permissions`. Returns acme's id.
   std::string Bootstrap(const std::string& permissions) {
-    Result r = Admin({"admin", "datacenter", "create", "dc1", "-o", "json"});
-    EXPECT_EQ(r.code, 0) << r.err;
-    EXPECT_EQ(Parse<v1::Datacenter>(r).name(), "dc1");
-    WaitNodeUp();
-    r = Admin({"admin", "ip-pool", "create", "--datacenter=dc1", "--subnet=10.20.0.0/24",
-               "--gateway=10.20.0.1", "--dns=10.20.0.2", "--ranges=10.20.0.10-10.20.0.20", "-o",
-               "json"});
+    Result r = Admin({"admin", "ip-pool", "create", "--datacenter=dc1",
+                      "--subnet=10.20.0.0/24", "--gateway=10.20.0.1", "--dns=10.20.0.2",
+                      "--ranges=10.20.0.10-10.20.0.20", "-o", "json"});
     EXPECT_EQ(r.code, 0) << r.err;
     pool_ = Parse<v1::IpPool>(r);
     EXPECT_EQ(pool_.total_count(), 11);
@@ -194,11 +175,8 @@ class ImagectlTest : public ::testing::Test {
     return Parse<v1::Server>(r).id();
   }
 
+  Stack stack_{OneNode()};
   std::string dir_;
-  std::unique_ptr<San> san_;
-  std::unique_ptr<Process> cp_;
-  std::unique_ptr<Process> storaged_;
-  std::string admin_key_;
   std::string user_key_;
   v1::User alice_;
   v1::IpPool pool_;
@@ -216,10 +194,9 @@ TEST_F(ImagectlTest, BootstrapCreateDeployAndErrors) {
   Lun source_lun;
   const std::string source_volume = AddVolume("src", 16 * kMiB, &source_lun);
   const std::string files = dir_ + "/files";
-  ASSERT_EQ(std::system(absl::StrCat("mkdir -p ", files, " && seq 1 100000 > ", files,
-                                     "/numbers && mkfs.ext4 -q -F -d ", files, " ",
-                                     source_lun.backing_path, " >/dev/null 2>&1")
-                            .c_str()),
+  ASSERT_EQ(Shell(absl::StrCat("mkdir -p ", files, " && seq 1 100000 > ", files,
+                               "/numbers && mkfs.ext4 -q -F -d ", files, " ",
+                               source_lun.backing_path, " >/dev/null 2>&1")),
             0);
   Lun target_lun;
   AddVolume("boot1", 16 * kMiB, &target_lun);
@@ -295,11 +272,12 @@ TEST_F(ImagectlTest, BootstrapCreateDeployAndErrors) {
 
   // A copy to a second datacenter, whose storaged serves another SAN host:
   // `image datacenter add` follows the copy operation like create and deploy.
-  r = Admin({"admin", "datacenter", "create", "dc2"});
+  r = Admin({"admin", "datacenter", "create", "dc2", "-o", "json"});
   ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(Parse<v1::Datacenter>(r).name(), "dc2");
   auto storaged2 = Process::StartServer(
       {RunfilePath("storaged/storaged"), "--listen=127.0.0.1:0", "--store=" + dir_ + "/store2",
-       "--datacenter=dc2", "--node-id=n1", "--controlplane=" + cp_->address(),
+       "--datacenter=dc2", "--node-id=n1", "--controlplane=" + Endpoint(),
        "--portals=127.0.0.1:1"},
       dir_ + "/storaged2.log");
   ASSERT_TRUE(storaged2.ok()) << storaged2.status();
@@ -339,7 +317,7 @@ TEST_F(ImagectlTest, BootstrapCreateDeployAndErrors) {
 
   // A config file works as well as the environment.
   const std::string config = dir_ + "/imagectl.config";
-  std::ofstream(config) << "endpoint=" << cp_->address() << "\napi_key=" << user_key_ << "\n";
+  std::ofstream(config) << "endpoint=" << Endpoint() << "\napi_key=" << user_key_ << "\n";
   r = Run({"--config=" + config, "image", "detail", image, "-o", "json"});
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_EQ(Parse<v1::ImageTemplate>(r).note(), "nginx");
@@ -355,7 +333,7 @@ TEST_F(ImagectlTest, BootstrapCreateDeployAndErrors) {
   EXPECT_TRUE(absl::StrContains(r.err, "NOT_FOUND")) << r.err;
   EXPECT_TRUE(absl::StrContains(r.err, "what to do")) << r.err;
   EXPECT_TRUE(r.out.empty()) << r.out;
-  r = Run({"--endpoint=" + cp_->address(), "--api-key=not-a-key", "image", "list"});
+  r = Run({"--endpoint=" + Endpoint(), "--api-key=not-a-key", "image", "list"});
   EXPECT_EQ(r.code, 3) << r.err;
   EXPECT_TRUE(absl::StrContains(r.err, "UNAUTHENTICATED")) << r.err;
   r = User({"admin", "account", "list"});
@@ -447,7 +425,7 @@ TEST_F(ImagectlTest, AdminGetUpdateDeleteCommands) {
   r = Admin({"admin", "key", "revoke", bob_key.api_key().id(), "-o", "json"});
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_TRUE(Parse<v1::ApiKey>(r).revoked());
-  r = Run({"--endpoint=" + cp_->address(), "--api-key=" + bob_key.secret(), "whoami"});
+  r = Run({"--endpoint=" + Endpoint(), "--api-key=" + bob_key.secret(), "whoami"});
   EXPECT_EQ(r.code, 3) << r.err;  // revoked at once
   r = User({"admin", "user", "delete", bob.id()});
   ASSERT_EQ(r.code, 0) << r.err;
@@ -468,7 +446,7 @@ TEST_F(ImagectlTest, AdminGetUpdateDeleteCommands) {
   EXPECT_EQ(node.datacenter(), "dc1");
   EXPECT_EQ(node.state(), v1::STORAGE_NODE_STATE_UP);
   ASSERT_EQ(node.served_portals_size(), 1);
-  EXPECT_EQ(node.served_portals(0), absl::StrCat("127.0.0.1:", san_->port()));
+  EXPECT_EQ(node.served_portals(0), absl::StrCat("127.0.0.1:", stack_.san(0).port()));
   EXPECT_GT(node.capacity_bytes(), 0);
   r = Admin({"admin", "storage-node", "get", "n0"});
   ASSERT_EQ(r.code, 0) << r.err;
@@ -667,10 +645,8 @@ TEST_F(ImagectlTest, FailedAndCancelledOperationsExitFour) {
   const absl::Time t0 = absl::Now();
   Lun lun;
   const std::string volume = AddVolume("big", size, &lun);
-  ASSERT_EQ(std::system(absl::StrCat("head -c ", size, " /dev/urandom | dd of=",
-                                     lun.backing_path,
-                                     " bs=1M conv=notrunc status=none")
-                            .c_str()),
+  ASSERT_EQ(Shell(absl::StrCat("head -c ", size, " /dev/urandom | dd of=", lun.backing_path,
+                               " bs=1M conv=notrunc status=none")),
             0);
   const std::string source = AddServer(account, "big", volume);
   ASSERT_FALSE(HasFailure());

@@ -235,17 +235,26 @@ void ImageTemplateManager::AuditUnauthenticated(absl::string_view peer,
 absl::StatusOr<v1::ImageTemplate> ImageTemplateManager::LoadVisible(const Caller& caller,
                                                                     absl::string_view id,
                                                                     absl::string_view field) {
+  ASSIGN_OR_RETURN(std::shared_ptr<const EncodedTemplate> t,
+                   LoadVisibleEncoded(caller, id, field));
+  return t->image_template;
+}
+
+absl::StatusOr<std::shared_ptr<const EncodedTemplate>> ImageTemplateManager::LoadVisibleEncoded(
+    const Caller& caller, absl::string_view id, absl::string_view field) {
   RETURN_IF_ERROR(CheckId(field, id));
-  absl::StatusOr<v1::ImageTemplate> t = deps_.templates->GetTemplate(id);
-  if (absl::IsNotFound(t.status())) return NotFound(id);
-  RETURN_IF_ERROR(t.status());
+  absl::StatusOr<std::shared_ptr<const EncodedTemplate>> encoded =
+      deps_.templates->GetEncodedTemplate(id);
+  if (absl::IsNotFound(encoded.status())) return NotFound(id);
+  RETURN_IF_ERROR(encoded.status());
+  const v1::ImageTemplate& t = (*encoded)->image_template;
   bool shared = false;
-  if (!caller.is_operator && t->owner_account_id() != caller.account_id &&
-      t->visibility() != v1::VISIBILITY_PUBLIC) {
+  if (!caller.is_operator && t.owner_account_id() != caller.account_id &&
+      t.visibility() != v1::VISIBILITY_PUBLIC) {
     ASSIGN_OR_RETURN(shared, deps_.templates->IsSharedWith(id, caller.account_id));
   }
-  if (!Visible(caller, *t, shared)) return NotFound(id);
-  return t;
+  if (!Visible(caller, t, shared)) return NotFound(id);
+  return encoded;
 }
 
 absl::StatusOr<v1::ImageTemplate> ImageTemplateManager::ChangeTemplate(
@@ -339,7 +348,22 @@ absl::StatusOr<v1::GetImageTemplateResponse> ImageTemplateManager::GetImageTempl
   return response;
 }
 
+absl::StatusOr<std::shared_ptr<const EncodedTemplate>>
+ImageTemplateManager::GetEncodedImageTemplate(const Caller& caller,
+                                              const v1::GetImageTemplateRequest& request) {
+  return LoadVisibleEncoded(caller, request.id(), "id");
+}
+
 absl::StatusOr<v1::ListImageTemplatesResponse> ImageTemplateManager::ListImageTemplates(
+    const Caller& caller, const v1::ListImageTemplatesRequest& request) {
+  ASSIGN_OR_RETURN(TemplatePage page, ListImageTemplatePage(caller, request));
+  v1::ListImageTemplatesResponse response;
+  for (const auto& t : page.image_templates) *response.add_image_templates() = t->image_template;
+  response.set_next_page_token(std::move(page.next_page_token));
+  return response;
+}
+
+absl::StatusOr<ImageTemplateManager::TemplatePage> ImageTemplateManager::ListImageTemplatePage(
     const Caller& caller, const v1::ListImageTemplatesRequest& request) {
   ASSIGN_OR_RETURN(int page_size, PageSize(request.page_size()));
   if (request.name_contains().empty()) {
@@ -399,19 +423,18 @@ absl::StatusOr<v1::ListImageTemplatesResponse> ImageTemplateManager::ListImageTe
     query.after = cursor;
   }
 
-  ASSIGN_OR_RETURN(std::vector<v1::ImageTemplate> rows, deps_.templates->ListTemplates(query));
-  v1::ListImageTemplatesResponse response;
-  const bool more = static_cast<int>(rows.size()) > page_size;
-  if (more) rows.resize(page_size);
-  for (v1::ImageTemplate& t : rows) *response.add_image_templates() = std::move(t);
+  TemplatePage page;
+  ASSIGN_OR_RETURN(page.image_templates, deps_.templates->ListEncodedTemplates(query));
+  const bool more = static_cast<int>(page.image_templates.size()) > page_size;
+  if (more) page.image_templates.resize(page_size);
   if (more) {
-    const v1::ImageTemplate& last = response.image_templates(page_size - 1);
+    const v1::ImageTemplate& last = page.image_templates.back()->image_template;
     std::string key = query.order == TemplateOrder::kName
                           ? last.name()
                           : absl::StrCat(FromTimestamp(last.create_time()));
-    response.set_next_page_token(EncodePageToken({key, last.id()}, filters));
+    page.next_page_token = EncodePageToken({key, last.id()}, filters);
   }
-  return response;
+  return page;
 }
 
 absl::StatusOr<v1::UpdateImageTemplateResponse> ImageTemplateManager::UpdateImageTemplate(

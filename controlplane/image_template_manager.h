@@ -5,7 +5,9 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "controlplane/account_directory.h"
@@ -59,7 +61,19 @@ class ImageTemplateManager {
       const Caller& caller, const imagetemplates::v1::CreateImageTemplateRequest& request);
   absl::StatusOr<imagetemplates::v1::GetImageTemplateResponse> GetImageTemplate(
       const Caller& caller, const imagetemplates::v1::GetImageTemplateRequest& request);
+  // The template GetImageTemplate returns, as the store's immutable encoded
+  // template: the service sends its cached wire bytes as they are.
+  absl::StatusOr<std::shared_ptr<const EncodedTemplate>> GetEncodedImageTemplate(
+      const Caller& caller, const imagetemplates::v1::GetImageTemplateRequest& request);
   absl::StatusOr<imagetemplates::v1::ListImageTemplatesResponse> ListImageTemplates(
+      const Caller& caller, const imagetemplates::v1::ListImageTemplatesRequest& request);
+  // The page ListImageTemplates returns, as the store's immutable encoded
+  // templates: the service sends their cached wire bytes as they are.
+  struct TemplatePage {
+    std::vector<std::shared_ptr<const EncodedTemplate>> image_templates;
+    std::string next_page_token;
+  };
+  absl::StatusOr<TemplatePage> ListImageTemplatePage(
       const Caller& caller, const imagetemplates::v1::ListImageTemplatesRequest& request);
   absl::StatusOr<imagetemplates::v1::UpdateImageTemplateResponse> UpdateImageTemplate(
       const Caller& caller, const imagetemplates::v1::UpdateImageTemplateRequest& request);
@@ -131,6 +145,9 @@ class ImageTemplateManager {
   absl::StatusOr<imagetemplates::v1::ImageTemplate> LoadVisible(const Caller& caller,
                                                                 absl::string_view id,
                                                                 absl::string_view field);
+  // The same check, answering with the store's encoded template.
+  absl::StatusOr<std::shared_ptr<const EncodedTemplate>> LoadVisibleEncoded(
+      const Caller& caller, absl::string_view id, absl::string_view field);
 
   // Runs `change` on a visible template the caller may manage (visibility
   // and IMAGE_TEMPLATE_MANAGE re-checked inside the transaction). `change`

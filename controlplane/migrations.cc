@@ -17,6 +17,7 @@ const std::vector<std::string>& Migrations() {
       // request_id while it acts, so two identical calls never both act.
       "ALTER TABLE idempotent_requests ADD COLUMN pending INTEGER NOT NULL DEFAULT 0;",
       ListSpeedupSchema(),
+      ShareListSchema(),
   };
   return *migrations;
 }

@@ -20,6 +20,8 @@ std::string WorkflowSchema();
 // Migration 6: image_templates.version (for TemplateCache), tag_list and
 // name_folded, and covering indexes for the list queries (template_schema.cc).
 std::string ListSpeedupSchema();
+// Migration 7: a covering index by id for the shares branch of a list.
+std::string ShareListSchema();
 
 const std::vector<std::string>& Migrations();
 

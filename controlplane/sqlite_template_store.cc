@@ -1,7 +1,11 @@
 #include "controlplane/sqlite_template_store.h"
 
+#include <cstdint>
+#include <memory>
+#include <optional>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
@@ -416,7 +420,13 @@ absl::Status SqliteTemplateStore::InsertTemplate(const ImageTemplate& t) {
 }
 
 absl::StatusOr<ImageTemplate> SqliteTemplateStore::GetTemplate(absl::string_view id) {
-  ImageTemplate t;
+  ASSIGN_OR_RETURN(std::shared_ptr<const EncodedTemplate> t, GetEncodedTemplate(id));
+  return t->image_template;
+}
+
+absl::StatusOr<std::shared_ptr<const EncodedTemplate>> SqliteTemplateStore::GetEncodedTemplate(
+    absl::string_view id) {
+  std::shared_ptr<const EncodedTemplate> t;
   RETURN_IF_ERROR(db_->Read([&](SqliteConnection& conn) -> absl::Status {
     ASSIGN_OR_RETURN(SqliteStatement s,
                      conn.Prepare("SELECT version FROM image_templates WHERE id = ?"));
@@ -424,13 +434,11 @@ absl::StatusOr<ImageTemplate> SqliteTemplateStore::GetTemplate(absl::string_view
     ASSIGN_OR_RETURN(bool row, s.Step());
     if (!row) return absl::NotFoundError(absl::StrCat("image template ", id, " not found"));
     const int64_t version = s.ColumnInt(0);
-    if (auto cached = cache_.Find(id, version)) {
-      t = *cached;
-      return absl::OkStatus();
-    }
+    if ((t = cache_.Find(id, version))) return absl::OkStatus();
     // Same snapshot as the version read above.
-    ASSIGN_OR_RETURN(t, ReadTemplate(conn, id));
-    cache_.Put(version, std::make_shared<const ImageTemplate>(t));
+    ASSIGN_OR_RETURN(ImageTemplate read, ReadTemplate(conn, id));
+    t = std::make_shared<const EncodedTemplate>(std::move(read));
+    cache_.Put(version, t);
     return absl::OkStatus();
   }));
   return t;
@@ -450,8 +458,30 @@ absl::StatusOr<bool> SqliteTemplateStore::IsSharedWith(absl::string_view templat
   return shared;
 }
 
+namespace {
+
+// What orders and identifies a row of a list page.
+struct PageKey {
+  std::string id;
+  int64_t version = 0;
+  int64_t create_time_us = 0;
+  std::string name;
+};
+
+}  // namespace
+
 absl::StatusOr<std::vector<ImageTemplate>> SqliteTemplateStore::ListTemplates(
     const TemplateQuery& q) {
+  ASSIGN_OR_RETURN(std::vector<std::shared_ptr<const EncodedTemplate>> encoded,
+                   ListEncodedTemplates(q));
+  std::vector<ImageTemplate> result;
+  result.reserve(encoded.size());
+  for (const auto& t : encoded) result.push_back(t->image_template);
+  return result;
+}
+
+absl::StatusOr<std::vector<std::shared_ptr<const EncodedTemplate>>>
+SqliteTemplateStore::ListEncodedTemplates(const TemplateQuery& q) {
   // The filters every visible template must pass.
   SqlWhere filters;
   if (!q.include_deprecated) {
@@ -494,15 +524,12 @@ absl::StatusOr<std::vector<ImageTemplate>> SqliteTemplateStore::ListTemplates(
   }
   const std::string key = by_name ? "name" : "create_time_us";
   const std::string dir = q.descending ? " DESC" : "";
-  // Inside a branch the key is the template's (shares have a create time
-  // too); outside, the merged column's.
-  const std::string inner_order = absl::StrCat(" ORDER BY t.", key, dir, ", t.id", dir);
-  const std::string outer_order = absl::StrCat(" ORDER BY ", key, dir, ", id", dir);
+  const std::string order = absl::StrCat(" ORDER BY t.", key, dir, ", t.id", dir, " LIMIT ?");
 
   // Operators see everything: one ordered scan. Everybody else sees three
   // disjoint sets (own; shared with them; public), each read in key order
-  // from its own index and cut at the page size before they are merged, so
-  // a page costs the same whether 10 or 10,000 public templates exist.
+  // from its own index, so a page costs the same whether 10 or 10,000 public
+  // templates exist.
   std::vector<SqlWhere> branches;
   std::vector<std::string> from;
   if (q.all_accounts) {
@@ -522,51 +549,83 @@ absl::StatusOr<std::vector<ImageTemplate>> SqliteTemplateStore::ListTemplates(
     }
     branches = {own, shared, public_others};
     from = {" FROM image_templates t",
-            " FROM image_template_shares s JOIN image_templates t ON t.id = s.template_id",
+            " FROM image_template_shares s JOIN image_templates t "
+            "INDEXED BY image_templates_id_cover ON t.id = s.template_id",
             " FROM image_templates t"};
   }
-  std::vector<std::string> parts;
+  std::vector<std::string> sql;
   for (size_t i = 0; i < branches.size(); ++i) {
     branches[i].AddAll(filters);
     // Only what orders and identifies the page: the covering indexes answer
     // it without table rows, and TemplateCache supplies the templates.
-    parts.push_back(absl::StrCat("SELECT * FROM (SELECT t.id, t.version, t.create_time_us, t.name",
-                                 from[i], branches[i].Sql(), inner_order, " LIMIT ?)"));
+    sql.push_back(absl::StrCat("SELECT t.id, t.version, t.create_time_us, t.name", from[i],
+                               branches[i].Sql(), order));
   }
-  std::string sql = absl::StrCat(absl::StrJoin(parts, " UNION ALL "), outer_order, " LIMIT ?");
-  std::vector<ImageTemplate> result;
+  // Whether `a` comes before `b` on a page: SQLite's order above (integers,
+  // then BINARY text, which is what std::string::compare does).
+  auto before = [&](const PageKey& a, const PageKey& b) {
+    int c = by_name ? a.name.compare(b.name)
+                    : (a.create_time_us < b.create_time_us    ? -1
+                       : a.create_time_us > b.create_time_us ? 1
+                                                             : 0);
+    if (c == 0) c = a.id.compare(b.id);
+    return q.descending ? c > 0 : c < 0;
+  };
+  const size_t limit = q.limit < 0 ? SIZE_MAX : static_cast<size_t>(q.limit);
+
+  std::vector<std::shared_ptr<const EncodedTemplate>> result;
   RETURN_IF_ERROR(db_->Read([&](SqliteConnection& conn) -> absl::Status {
-    std::vector<std::string> ids;
-    std::vector<int64_t> versions;
+    std::vector<PageKey> rows;
     {
-      ASSIGN_OR_RETURN(SqliteStatement s, conn.Prepare(sql));
-      int index = 1;
-      for (const SqlWhere& w : branches) {
-        index = w.Bind(s, index);
-        s.Bind(index++, q.limit);
+      // The branches are merged here one row at a time, not by a UNION ALL
+      // ... ORDER BY, so each is read only as far as the page takes rows
+      // from it (not `limit` matches each) and no temporary b-tree sorts
+      // them again.
+      std::vector<SqliteStatement> statements;
+      statements.reserve(branches.size());
+      std::vector<std::optional<PageKey>> heads(branches.size());
+      auto advance = [&](size_t i) -> absl::Status {
+        ASSIGN_OR_RETURN(bool row, statements[i].Step());
+        if (!row) {
+          heads[i].reset();
+          return absl::OkStatus();
+        }
+        const SqliteStatement& s = statements[i];
+        heads[i] = PageKey{s.ColumnText(0), s.ColumnInt(1), s.ColumnInt(2), s.ColumnText(3)};
+        return absl::OkStatus();
+      };
+      for (size_t i = 0; i < branches.size(); ++i) {
+        ASSIGN_OR_RETURN(SqliteStatement s, conn.Prepare(sql[i]));
+        const int index = branches[i].Bind(s, 1);
+        s.Bind(index, q.limit);
+        statements.push_back(std::move(s));
+        RETURN_IF_ERROR(advance(i));
       }
-      s.Bind(index, q.limit);
-      while (true) {
-        ASSIGN_OR_RETURN(bool row, s.Step());
-        if (!row) break;
-        ids.push_back(s.ColumnText(0));
-        versions.push_back(s.ColumnInt(1));
+      while (rows.size() < limit) {
+        size_t next = heads.size();
+        for (size_t i = 0; i < heads.size(); ++i) {
+          if (heads[i] && (next == heads.size() || before(*heads[i], *heads[next]))) next = i;
+        }
+        if (next == heads.size()) break;
+        rows.push_back(std::move(*heads[next]));
+        RETURN_IF_ERROR(advance(next));
       }
     }
-    result.resize(ids.size());
+    result.resize(rows.size());
     // The rows the cache lacks at the version this snapshot holds.
     absl::flat_hash_map<std::string, size_t> missing;
     std::vector<const std::string*> missing_ids;
-    for (size_t i = 0; i < ids.size(); ++i) {
-      if (auto cached = cache_.Find(ids[i], versions[i])) {
-        result[i] = *cached;
+    for (size_t i = 0; i < rows.size(); ++i) {
+      if (auto cached = cache_.Find(rows[i].id, rows[i].version)) {
+        result[i] = std::move(cached);
       } else {
-        missing[ids[i]] = i;
-        missing_ids.push_back(&ids[i]);
+        missing[rows[i].id] = i;
+        missing_ids.push_back(&rows[i].id);
       }
     }
     if (missing.empty()) return absl::OkStatus();
-    std::vector<ImageTemplate*> loaded;
+    std::vector<ImageTemplate> loaded(missing.size());
+    std::vector<size_t> loaded_index;
     {
       ASSIGN_OR_RETURN(
           SqliteStatement s,
@@ -578,17 +637,22 @@ absl::StatusOr<std::vector<ImageTemplate>> SqliteTemplateStore::ListTemplates(
         if (!row) break;
         ImageTemplate t = FromRow(s);
         auto it = missing.find(t.id());
-        if (it == missing.end()) continue;
-        result[it->second] = std::move(t);
-        loaded.push_back(&result[it->second]);
+        if (it == missing.end() || loaded_index.size() == loaded.size()) continue;
+        loaded[loaded_index.size()] = std::move(t);
+        loaded_index.push_back(it->second);
       }
     }
-    if (loaded.size() != missing.size()) {
+    if (loaded_index.size() != missing.size()) {
       return absl::InternalError("image template rows changed inside one read snapshot");
     }
-    RETURN_IF_ERROR(LoadChildren(conn, loaded));
-    for (ImageTemplate* t : loaded) {
-      cache_.Put(versions[missing[t->id()]], std::make_shared<const ImageTemplate>(*t));
+    std::vector<ImageTemplate*> to_fill;
+    for (ImageTemplate& t : loaded) to_fill.push_back(&t);
+    RETURN_IF_ERROR(LoadChildren(conn, to_fill));
+    for (size_t j = 0; j < loaded.size(); ++j) {
+      const size_t i = loaded_index[j];
+      auto encoded = std::make_shared<const EncodedTemplate>(std::move(loaded[j]));
+      cache_.Put(rows[i].version, encoded);
+      result[i] = std::move(encoded);
     }
     return absl::OkStatus();
   }));

@@ -3,7 +3,9 @@
 #define CONTROLPLANE_SQLITE_TEMPLATE_STORE_H_
 
 #include <cstdint>
+#include <memory>
 #include <string>
+#include <vector>
 
 #include "controlplane/sqlite_database.h"
 #include "controlplane/template_cache.h"
@@ -13,10 +15,12 @@ namespace controlplane {
 
 // Thread-safe. Does not own the database, which must outlive it. Gets and
 // lists answer from a TemplateCache of decoded templates, each checked
-// against its row's version in the reader's snapshot (migration 6).
+// against its row's version in the reader's snapshot (migration 6); a get
+// or a list page hands out the cached entries themselves
+// (Get/ListEncodedTemplates).
 class SqliteTemplateStore final : public TemplateStore {
  public:
-  // Templates kept decoded: about 1 KiB each.
+  // Templates kept decoded and encoded: about 1.5 KiB each.
   static constexpr size_t kDefaultCacheEntries = 50000;
 
   // Fills name_folded of rows migration 6 could not (non-ASCII names); a
@@ -32,9 +36,13 @@ class SqliteTemplateStore final : public TemplateStore {
 
   absl::Status InsertTemplate(const imagetemplates::v1::ImageTemplate& image_template) override;
   absl::StatusOr<imagetemplates::v1::ImageTemplate> GetTemplate(absl::string_view id) override;
+  absl::StatusOr<std::shared_ptr<const EncodedTemplate>> GetEncodedTemplate(
+      absl::string_view id) override;
   absl::StatusOr<bool> IsSharedWith(absl::string_view template_id,
                                     absl::string_view account_id) override;
   absl::StatusOr<std::vector<imagetemplates::v1::ImageTemplate>> ListTemplates(
+      const TemplateQuery& query) override;
+  absl::StatusOr<std::vector<std::shared_ptr<const EncodedTemplate>>> ListEncodedTemplates(
       const TemplateQuery& query) override;
   absl::StatusOr<std::vector<imagetemplates::v1::ImageTemplateShare>> ListShares(
       absl::string_view template_id, absl::string_view after_account_id, int limit) override;

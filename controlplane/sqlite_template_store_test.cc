@@ -6,6 +6,7 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -401,6 +402,154 @@ TEST_F(SqliteTemplateStoreTest, CachedTemplatesAreNeverServedStale) {
   EXPECT_EQ(Names(alice), std::vector<std::string>{"again"});
   EXPECT_TRUE(Names(bob).empty());
   EXPECT_EQ(other.GetTemplate(t.id())->name(), "again");
+}
+
+// The encoded path (what ListImageTemplates sends): the wire bytes are the
+// template's current encoding after any write, through this store or another
+// store on the same database, and a row that stops being visible is gone.
+TEST_F(SqliteTemplateStoreTest, EncodedTemplatesFollowEveryWrite) {
+  v1::ImageTemplate t = MakeTemplate(kAlice, "enc", 100);
+  t.add_tags("web");
+  t.set_note("first");
+  t.mutable_configuration()->set_cpu_count(2);
+  ASSERT_TRUE(store_->InsertTemplate(t).ok());
+  ASSERT_TRUE(store_->MutateTemplate(t.id(), [](TemplateTransaction& txn) {
+    return txn.AddShare(kBob, 5);
+  }).ok());
+  TemplateQuery alice;
+  alice.viewer_account_id = kAlice;
+  TemplateQuery bob;
+  bob.viewer_account_id = kBob;
+  auto wire_of = [&](const TemplateQuery& q) -> std::vector<v1::ImageTemplate> {
+    auto rows = store_->ListEncodedTemplates(q);
+    EXPECT_TRUE(rows.ok()) << rows.status();
+    std::vector<v1::ImageTemplate> out;
+    if (!rows.ok()) return out;
+    for (const auto& row : *rows) {
+      v1::ImageTemplate parsed;
+      EXPECT_TRUE(parsed.ParseFromString(row->wire));
+      // The bytes and the decoded message are the same template.
+      EXPECT_EQ(parsed.DebugString(), row->image_template.DebugString());
+      out.push_back(parsed);
+    }
+    return out;
+  };
+  for (int i = 0; i < 2; ++i) {  // the second round is answered from the cache
+    auto listed = wire_of(bob);
+    ASSERT_EQ(listed.size(), 1u);
+    EXPECT_EQ(listed[0].DebugString(), t.DebugString());
+  }
+  const int64_t hits = store_->cache().hits();
+
+  // A write through another store (another process, as far as this store's
+  // cache knows) shows in the very next list.
+  SqliteTemplateStore other(db_.get());
+  auto changed = other.MutateTemplate(t.id(), [](TemplateTransaction& txn) {
+    v1::ImageTemplate& m = txn.image_template();
+    m.set_note("second");
+    m.add_tags("db");
+    m.mutable_configuration()->set_cpu_count(8);
+    m.mutable_disks(0)->set_stored_size_bytes(777);
+    return absl::OkStatus();
+  });
+  ASSERT_TRUE(changed.ok()) << changed.status();
+  auto listed = wire_of(bob);
+  ASSERT_EQ(listed.size(), 1u);
+  EXPECT_EQ(listed[0].DebugString(), changed->DebugString());
+  EXPECT_EQ(listed[0].note(), "second");
+  EXPECT_EQ(listed[0].configuration().cpu_count(), 8);
+  listed = wire_of(alice);
+  ASSERT_EQ(listed.size(), 1u);
+  EXPECT_EQ(listed[0].DebugString(), changed->DebugString());
+  EXPECT_GT(store_->cache().hits(), hits);  // alice's list hit bob's fresh entry
+
+  // Disabled: the owner still lists it (new bytes), the share holder does not.
+  auto disabled = other.MutateTemplate(t.id(), [](TemplateTransaction& txn) {
+    txn.image_template().set_disabled(true);
+    return absl::OkStatus();
+  });
+  ASSERT_TRUE(disabled.ok()) << disabled.status();
+  EXPECT_TRUE(wire_of(bob).empty());
+  listed = wire_of(alice);
+  ASSERT_EQ(listed.size(), 1u);
+  EXPECT_TRUE(listed[0].disabled());
+  EXPECT_EQ(listed[0].DebugString(), disabled->DebugString());
+  // Unshared and enabled again: still nothing for bob.
+  ASSERT_TRUE(other.MutateTemplate(t.id(), [](TemplateTransaction& txn) {
+    txn.image_template().set_disabled(false);
+    return txn.RemoveShare(kBob);
+  }).ok());
+  EXPECT_TRUE(wire_of(bob).empty());
+}
+
+// A viewer's page merges three index scans (own, shared with it, public) row
+// by row; every page, in both orders and directions, must be the one sorted
+// list of what the viewer may see, with ties on the key broken by id.
+TEST_F(SqliteTemplateStoreTest, PagesMergeOwnSharedAndPublicInOrder) {
+  std::vector<v1::ImageTemplate> visible;  // to alice
+  auto add = [&](const std::string& owner, const std::string& name, int64_t time,
+                 v1::Visibility visibility, bool share_with_alice, bool disabled,
+                 bool expect_visible) {
+    v1::ImageTemplate t = MakeTemplate(owner, name, time);
+    t.set_visibility(visibility);
+    t.set_disabled(disabled);
+    ASSERT_TRUE(store_->InsertTemplate(t).ok());
+    if (share_with_alice) {
+      ASSERT_TRUE(store_->MutateTemplate(t.id(), [](TemplateTransaction& txn) {
+        return txn.AddShare(kAlice, 1);
+      }).ok());
+    }
+    if (expect_visible) visible.push_back(t);
+  };
+  for (int i = 0; i < 12; ++i) {
+    // Create times repeat across branches (i / 3) and each name is used by
+    // three owners, so the id decides many places.
+    const int64_t time = 1000 + i / 3;
+    const std::string name = absl::StrCat("n", i % 5);
+    add(kAlice, absl::StrCat(name, "-", i), time, i % 2 ? v1::VISIBILITY_PUBLIC
+                                                          : v1::VISIBILITY_PRIVATE,
+        false, i % 4 == 0, true);
+    add(kBob, absl::StrCat(name, "-", i), time + (i % 2), v1::VISIBILITY_PRIVATE, i % 3 != 0,
+        false, i % 3 != 0);
+    add(kCarol, absl::StrCat(name, "-", i), time, v1::VISIBILITY_PUBLIC, false, i % 5 == 0, i % 5 != 0);
+    if (i % 4 == 1) {
+      add(kCarol, absl::StrCat(name, "-c", i), time, v1::VISIBILITY_PRIVATE, true, false, true);
+    }
+  }
+  for (TemplateOrder order : {TemplateOrder::kCreateTime, TemplateOrder::kName}) {
+    for (bool descending : {false, true}) {
+      auto key = [&](const v1::ImageTemplate& t) {
+        return std::make_tuple(order == TemplateOrder::kName ? t.name() : std::string(),
+                               FromTimestamp(t.create_time()), t.id());
+      };
+      std::vector<v1::ImageTemplate> want = visible;
+      std::sort(want.begin(), want.end(), [&](const auto& a, const auto& b) {
+        auto ka = key(a), kb = key(b);
+        if (order == TemplateOrder::kName) {
+          std::get<1>(ka) = std::get<1>(kb) = 0;
+        }
+        return descending ? kb < ka : ka < kb;
+      });
+      TemplateQuery q;
+      q.viewer_account_id = kAlice;
+      q.order = order;
+      q.descending = descending;
+      q.limit = 4;
+      std::vector<std::string> got;
+      for (int page = 0; page < 100; ++page) {
+        auto rows = store_->ListTemplates(q);
+        ASSERT_TRUE(rows.ok()) << rows.status();
+        for (const auto& t : *rows) got.push_back(t.id());
+        if (static_cast<int>(rows->size()) < q.limit) break;
+        const v1::ImageTemplate& last = rows->back();
+        q.after = TemplateCursor{last.name(), FromTimestamp(last.create_time()), last.id()};
+      }
+      std::vector<std::string> want_ids;
+      for (const auto& t : want) want_ids.push_back(t.id());
+      EXPECT_EQ(got, want_ids) << "order " << static_cast<int>(order) << " descending "
+                               << descending;
+    }
+  }
 }
 
 TEST_F(SqliteTemplateStoreTest, CacheEvictsPastItsSizeAndStillAnswers) {

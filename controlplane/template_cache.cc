@@ -13,8 +13,8 @@ TemplateCache::Shard& TemplateCache::ShardFor(absl::string_view id) {
   return shards_[absl::Hash<absl::string_view>()(id) % kShards];
 }
 
-std::shared_ptr<const imagetemplates::v1::ImageTemplate> TemplateCache::Find(
-    absl::string_view id, int64_t version) {
+std::shared_ptr<const EncodedTemplate> TemplateCache::Find(absl::string_view id,
+                                                          int64_t version) {
   Shard& shard = ShardFor(id);
   absl::MutexLock lock(&shard.mu);
   auto it = shard.entries.find(id);
@@ -26,19 +26,19 @@ std::shared_ptr<const imagetemplates::v1::ImageTemplate> TemplateCache::Find(
   return it->second.image_template;
 }
 
-void TemplateCache::Put(int64_t version,
-                        std::shared_ptr<const imagetemplates::v1::ImageTemplate> t) {
-  Shard& shard = ShardFor(t->id());
+void TemplateCache::Put(int64_t version, std::shared_ptr<const EncodedTemplate> t) {
+  const std::string& id = t->image_template.id();
+  Shard& shard = ShardFor(id);
   absl::MutexLock lock(&shard.mu);
-  auto it = shard.entries.find(t->id());
+  auto it = shard.entries.find(id);
   if (it != shard.entries.end()) {
     it->second = Entry{version, std::move(t)};
     return;
   }
   // Full: drop whichever entry iterates first (hash order, so arbitrary).
   if (shard.entries.size() >= max_per_shard_) shard.entries.erase(shard.entries.begin());
-  std::string id = t->id();
-  shard.entries.emplace(std::move(id), Entry{version, std::move(t)});
+  std::string key = id;
+  shard.entries.emplace(std::move(key), Entry{version, std::move(t)});
 }
 
 size_t TemplateCache::size() const {

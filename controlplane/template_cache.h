@@ -1,6 +1,8 @@
 // Decoded image templates (row, tags, disks, locations, configuration) kept
 // between reads, so a list page or a get whose rows have not changed skips
-// reading the children and parsing the configuration again.
+// reading the children and parsing the configuration again, and sends each
+// template's cached encoding (EncodedTemplate::wire) instead of serializing
+// it again.
 //
 // An entry is valid for one value of its row's `version` column
 // (image_templates.version, migration 6): SqliteTemplateStore bumps it in the
@@ -20,7 +22,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
-#include "imagetemplates/v1/image_templates.pb.h"
+#include "controlplane/template_store.h"
 
 namespace controlplane {
 
@@ -35,11 +37,10 @@ class TemplateCache {
 
   // The template cached for `id` at `version`, or null (absent, or cached at
   // another version).
-  std::shared_ptr<const imagetemplates::v1::ImageTemplate> Find(absl::string_view id,
-                                                                int64_t version);
+  std::shared_ptr<const EncodedTemplate> Find(absl::string_view id, int64_t version);
   // Caches `t` as the content of its row at `version`, replacing any other
   // version.
-  void Put(int64_t version, std::shared_ptr<const imagetemplates::v1::ImageTemplate> t);
+  void Put(int64_t version, std::shared_ptr<const EncodedTemplate> t);
 
   // For tests and logs.
   size_t size() const;
@@ -50,7 +51,7 @@ class TemplateCache {
   static constexpr size_t kShards = 16;
   struct Entry {
     int64_t version;
-    std::shared_ptr<const imagetemplates::v1::ImageTemplate> image_template;
+    std::shared_ptr<const EncodedTemplate> image_template;
   };
   struct Shard {
     mutable absl::Mutex mu;

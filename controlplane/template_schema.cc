@@ -180,4 +180,16 @@ CREATE INDEX image_templates_public_name ON image_templates(
 )sql";
 }
 
+// Migration 7: the shares branch of a list (templates shared with the
+// viewer) looks each shared template up by id; this index answers the lookup
+// with every column the branch filters and reads, so it touches no table row
+// (whose configuration blob may spill onto overflow pages).
+std::string ShareListSchema() {
+  return R"sql(
+CREATE INDEX image_templates_id_cover ON image_templates(
+  id, owner_account_id, visibility, status, deprecated, disabled, create_time_us, name,
+  name_folded, tag_list, version);
+)sql";
+}
+
 }  // namespace controlplane

@@ -1,6 +1,7 @@
 // ImageTemplateService and OperationService over a real in-process gRPC
 // server: authentication, status codes at the wire, and WatchOperation
 // streaming.
+#include <future>
 #include <memory>
 #include <string>
 #include <thread>
@@ -18,6 +19,8 @@
 #include "controlplane/testing/audit_log_fake.h"
 #include "controlplane/testing/authenticator_fake.h"
 #include "controlplane/testing/template_test_database.h"
+#include "absl/strings/str_cat.h"
+#include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 
@@ -87,6 +90,7 @@ class TemplateServicesTest : public ::testing::Test {
     ASSERT_NE(server_, nullptr);
     auto channel = grpc::CreateChannel("127.0.0.1:" + std::to_string(port),
                                        grpc::InsecureChannelCredentials());
+    channel_ = channel;
     templates_stub_ = v1::ImageTemplateService::NewStub(channel);
     operations_stub_ = v1::OperationService::NewStub(channel);
   }
@@ -156,6 +160,7 @@ class TemplateServicesTest : public ::testing::Test {
   std::unique_ptr<ImageTemplateServiceImpl> template_service_;
   std::unique_ptr<OperationServiceImpl> operation_service_;
   std::unique_ptr<grpc::Server> server_;
+  std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::ImageTemplateService::Stub> templates_stub_;
   std::unique_ptr<v1::OperationService::Stub> operations_stub_;
 };
@@ -196,6 +201,135 @@ TEST_F(TemplateServicesTest, MissingOrRevokedKeyIsUnauthenticated) {
   }
   EXPECT_EQ(templates_->GetTemplate(t.id())->status(), v1::IMAGE_TEMPLATE_STATUS_ACTIVE);
   EXPECT_EQ(operations_->GetOperation(op.id())->state(), v1::OPERATION_STATE_RUNNING);
+}
+
+// ListImageTemplates sends each template's cached encoding (a raw method):
+// over the wire it is exactly the manager's ListImageTemplatesResponse, page
+// by page, and a change made through the API shows in the next list.
+TEST_F(TemplateServicesTest, ListOverGrpcIsTheManagersResponseAndFollowsUpdates) {
+  std::vector<v1::ImageTemplate> seeded;
+  for (int i = 0; i < 5; ++i) seeded.push_back(Seed(kA, absl::StrCat("t", i)));
+  Seed(kB, "bob-private");
+  Caller alice;
+  alice.account_id = kA;
+  v1::ListImageTemplatesRequest request;
+  request.set_page_size(2);
+  request.set_order_by(v1::IMAGE_TEMPLATE_ORDER_BY_NAME);
+  std::vector<std::string> names;
+  int pages = 0;
+  do {
+    v1::ListImageTemplatesResponse wire;
+    grpc::Status status =
+        templates_stub_->ListImageTemplates(Context("alice-key").get(), request, &wire);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    auto direct = template_manager_->ListImageTemplates(alice, request);
+    ASSERT_TRUE(direct.ok()) << direct.status();
+    EXPECT_EQ(wire.DebugString(), direct->DebugString());
+    for (const auto& t : wire.image_templates()) names.push_back(t.name());
+    request.set_page_token(wire.next_page_token());
+  } while (!request.page_token().empty() && ++pages < 10);
+  EXPECT_EQ(names, (std::vector<std::string>{"t0", "t1", "t2", "t3", "t4"}));
+  EXPECT_EQ(pages, 2);
+
+  v1::UpdateImageTemplateRequest update;
+  update.set_id(seeded[0].id());
+  update.set_note("changed");
+  update.mutable_update_mask()->add_paths("note");
+  v1::UpdateImageTemplateResponse updated;
+  ASSERT_TRUE(
+      templates_stub_->UpdateImageTemplate(Context("alice-key").get(), update, &updated).ok());
+  request.clear_page_token();
+  v1::ListImageTemplatesResponse first;
+  ASSERT_TRUE(templates_stub_->ListImageTemplates(Context("alice-key").get(), request, &first)
+                  .ok());
+  ASSERT_EQ(first.image_templates_size(), 2);
+  EXPECT_EQ(first.image_templates(0).note(), "changed");
+  EXPECT_EQ(first.image_templates(0).DebugString(), updated.image_template().DebugString());
+  EXPECT_FALSE(first.next_page_token().empty());
+
+  v1::ListImageTemplatesResponse bobs;
+  ASSERT_TRUE(templates_stub_->ListImageTemplates(Context("bob-key").get(), {}, &bobs).ok());
+  ASSERT_EQ(bobs.image_templates_size(), 1);
+  EXPECT_EQ(bobs.image_templates(0).name(), "bob-private");
+  EXPECT_TRUE(bobs.next_page_token().empty());
+
+  v1::ListImageTemplatesRequest bad;
+  bad.set_page_size(-1);
+  v1::ListImageTemplatesResponse none;
+  EXPECT_EQ(templates_stub_->ListImageTemplates(Context("alice-key").get(), bad, &none)
+                .error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+// GetImageTemplate sends the cached encoding too: the manager's response,
+// the latest version after an update, and NOT_FOUND alike for a template the
+// caller may not see and one that does not exist.
+TEST_F(TemplateServicesTest, GetOverGrpcIsTheManagersResponseAndFollowsUpdates) {
+  v1::ImageTemplate t = Seed(kA, "t");
+  v1::ImageTemplate bobs = Seed(kB, "bob-private");
+  Caller alice;
+  alice.account_id = kA;
+  v1::GetImageTemplateRequest get;
+  get.set_id(t.id());
+  for (int i = 0; i < 2; ++i) {  // the second is answered from the cache
+    v1::GetImageTemplateResponse wire;
+    ASSERT_TRUE(templates_stub_->GetImageTemplate(Context("alice-key").get(), get, &wire).ok());
+    auto direct = template_manager_->GetImageTemplate(alice, get);
+    ASSERT_TRUE(direct.ok()) << direct.status();
+    EXPECT_EQ(wire.DebugString(), direct->DebugString());
+    EXPECT_EQ(wire.image_template().DebugString(), t.DebugString());
+  }
+  v1::UpdateImageTemplateRequest update;
+  update.set_id(t.id());
+  update.set_name("renamed");
+  update.mutable_update_mask()->add_paths("name");
+  v1::UpdateImageTemplateResponse updated;
+  ASSERT_TRUE(
+      templates_stub_->UpdateImageTemplate(Context("alice-key").get(), update, &updated).ok());
+  v1::GetImageTemplateResponse after;
+  ASSERT_TRUE(templates_stub_->GetImageTemplate(Context("alice-key").get(), get, &after).ok());
+  EXPECT_EQ(after.image_template().name(), "renamed");
+  EXPECT_EQ(after.image_template().DebugString(), updated.image_template().DebugString());
+
+  v1::GetImageTemplateRequest hidden;
+  hidden.set_id(bobs.id());
+  v1::GetImageTemplateRequest missing;
+  missing.set_id(NewUuid());
+  std::vector<std::string> messages;
+  for (const auto* request : {&hidden, &missing}) {
+    v1::GetImageTemplateResponse none;
+    grpc::Status status =
+        templates_stub_->GetImageTemplate(Context("alice-key").get(), *request, &none);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::NOT_FOUND);
+    std::string message = status.error_message();
+    const size_t at = message.find(request->id());
+    ASSERT_NE(at, std::string::npos) << message;
+    messages.push_back(message.replace(at, request->id().size(), "ID"));
+  }
+  EXPECT_EQ(messages[0], messages[1]);  // nothing tells hidden from missing
+}
+
+// Bytes that are no request of the method are refused as such.
+TEST_F(TemplateServicesTest, RawReadsRefuseBytesThatAreNoRequest) {
+  Seed(kA, "t");
+  grpc::GenericStub generic(channel_);
+  // Field 1 says 5 bytes follow; 2 do.
+  const std::string truncated("\x0a\x05"
+                              "ab");
+  for (const char* method : {"/imagetemplates.v1.ImageTemplateService/ListImageTemplates",
+                             "/imagetemplates.v1.ImageTemplateService/GetImageTemplate"}) {
+    grpc::Slice slice(truncated);
+    grpc::ByteBuffer request(&slice, 1);
+    grpc::ByteBuffer response;
+    auto context = Context("alice-key");
+    std::promise<grpc::Status> done;
+    generic.UnaryCall(context.get(), method, grpc::StubOptions(), &request, &response,
+                      [&done](grpc::Status status) { done.set_value(status); });
+    grpc::Status status = done.get_future().get();
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT)
+        << method << ": " << status.error_message();
+    EXPECT_NE(status.error_message().find("request: not a "), std::string::npos);
+  }
 }
 
 TEST_F(TemplateServicesTest, DeleteOverGrpcReturnsAnOperationTheOwnerCanRead) {

@@ -4,8 +4,10 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -50,6 +52,16 @@ struct TemplateQuery {
   bool descending = false;
   std::optional<TemplateCursor> after;
   int limit = 50;
+};
+
+// A template as a list page returns it: decoded, and encoded as an
+// ImageTemplate message (`wire`), so a page is sent without serializing each
+// template again. Immutable; shared with the store's cache.
+struct EncodedTemplate {
+  explicit EncodedTemplate(imagetemplates::v1::ImageTemplate t)
+      : image_template(std::move(t)), wire(image_template.SerializeAsString()) {}
+  const imagetemplates::v1::ImageTemplate image_template;
+  const std::string wire;
 };
 
 // One stored copy of a captured disk image on a storage node.
@@ -104,6 +116,14 @@ class TemplateStore {
 
   // NOT_FOUND if no template has this id.
   virtual absl::StatusOr<imagetemplates::v1::ImageTemplate> GetTemplate(absl::string_view id) = 0;
+  // The same, encoded (SqliteTemplateStore answers from its cache without
+  // copying or serializing it).
+  virtual absl::StatusOr<std::shared_ptr<const EncodedTemplate>> GetEncodedTemplate(
+      absl::string_view id) {
+    absl::StatusOr<imagetemplates::v1::ImageTemplate> t = GetTemplate(id);
+    if (!t.ok()) return t.status();
+    return std::make_shared<const EncodedTemplate>(*std::move(t));
+  }
 
   virtual absl::StatusOr<bool> IsSharedWith(absl::string_view template_id,
                                             absl::string_view account_id) = 0;
@@ -111,6 +131,17 @@ class TemplateStore {
   // Up to query.limit templates in query order.
   virtual absl::StatusOr<std::vector<imagetemplates::v1::ImageTemplate>> ListTemplates(
       const TemplateQuery& query) = 0;
+  // The same templates, encoded (SqliteTemplateStore answers from its cache
+  // without copying or serializing them).
+  virtual absl::StatusOr<std::vector<std::shared_ptr<const EncodedTemplate>>>
+  ListEncodedTemplates(const TemplateQuery& query) {
+    absl::StatusOr<std::vector<imagetemplates::v1::ImageTemplate>> rows = ListTemplates(query);
+    if (!rows.ok()) return rows.status();
+    std::vector<std::shared_ptr<const EncodedTemplate>> out;
+    out.reserve(rows->size());
+    for (auto& t : *rows) out.push_back(std::make_shared<const EncodedTemplate>(std::move(t)));
+    return out;
+  }
 
   // Up to `limit` shares ordered by account id, after `after_account_id`
   // (empty: from the start).

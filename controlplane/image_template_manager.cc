@@ -148,6 +148,11 @@ absl::Status Unimplemented(absl::string_view what) {
             "(it comes with the create/deploy issue); every check before it passed"));
 }
 
+// Audit events name the full gRPC method, as every other service's do.
+std::string FullMethodName(absl::string_view method) {
+  return absl::StrCat("/imagetemplates.v1.ImageTemplateService/", method);
+}
+
 }  // namespace
 
 ImageTemplateManager::ImageTemplateManager(Dependencies deps) : deps_(std::move(deps)) {
@@ -165,8 +170,8 @@ absl::StatusOr<Response> ImageTemplateManager::Mutation(
     if constexpr (std::is_same_v<Response, v1::Operation>) {
       if (result.ok()) operation_id = result->id();
     }
-    deps_.audit->Record(caller, audit_account, method, target, result.status(), request_id,
-                        operation_id);
+    deps_.audit->Record(caller, audit_account, FullMethodName(method), target, result.status(),
+                        request_id, operation_id);
     return result;
   };
   absl::Status valid = ValidateRequestId(request_id);
@@ -229,7 +234,7 @@ void ImageTemplateManager::AuditUnauthenticated(absl::string_view peer,
   }
   Caller anonymous;
   anonymous.peer = std::string(peer);
-  deps_.audit->Record(anonymous, "", method, target, status, text("request_id"));
+  deps_.audit->Record(anonymous, "", FullMethodName(method), target, status, text("request_id"));
 }
 
 absl::StatusOr<v1::ImageTemplate> ImageTemplateManager::LoadVisible(const Caller& caller,

@@ -262,7 +262,7 @@ TEST_F(ImageTemplateManagerTest, PermissionDenials) {
   EXPECT_EQ(Stored(t.id()).note(), "n");
   auto events = audit_.events();
   ASSERT_EQ(events.size(), 6u);
-  EXPECT_EQ(events[0].method, "UpdateImageTemplate");
+  EXPECT_EQ(events[0].method, "/imagetemplates.v1.ImageTemplateService/UpdateImageTemplate");
   EXPECT_EQ(events[0].code, StatusCode::kPermissionDenied);
   EXPECT_EQ(events[0].target.id(), t.id());
   EXPECT_EQ(events[5].code, StatusCode::kOk);
@@ -462,7 +462,8 @@ TEST_F(ImageTemplateManagerTest, DeleteProtectionAndDelete) {
               StatusCode::kFailedPrecondition);
   EXPECT_CODE(manager_->DisableImageTemplate(alice_, WithId<v1::DisableImageTemplateRequest>(t.id())),
               StatusCode::kFailedPrecondition);
-  EXPECT_EQ(audit_.events().back().method, "DisableImageTemplate");
+  EXPECT_EQ(audit_.events().back().method,
+            "/imagetemplates.v1.ImageTemplateService/DisableImageTemplate");
 }
 
 TEST_F(ImageTemplateManagerTest, DeleteRefusedWhileDeployRuns) {
@@ -512,7 +513,7 @@ TEST_F(ImageTemplateManagerTest, CreateChecksQuotaNameAndDeviceAccess) {
   EXPECT_INVALID(manager_->CreateImageTemplate(alice_, create), "data_disk_indexes");
   auto events = audit_.events();
   ASSERT_FALSE(events.empty());
-  EXPECT_EQ(events.back().method, "CreateImageTemplate");
+  EXPECT_EQ(events.back().method, "/imagetemplates.v1.ImageTemplateService/CreateImageTemplate");
   EXPECT_EQ(events.back().target.type(), v1::RESOURCE_TYPE_SERVER);
   EXPECT_EQ(events.back().code, StatusCode::kInvalidArgument);
 }

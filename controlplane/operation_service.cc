@@ -183,7 +183,8 @@ absl::StatusOr<v1::Operation> OperationManager::CancelOperation(
   v1::ResourceReference target;
   target.set_type(v1::RESOURCE_TYPE_OPERATION);
   target.set_id(request.id());
-  audit_->Record(caller, audit_account, "CancelOperation", target, result.status(),
+  audit_->Record(caller, audit_account, "/imagetemplates.v1.OperationService/CancelOperation",
+                 target, result.status(),
                  request.request_id(), request.id());
   return result;
 }

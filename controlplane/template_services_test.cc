@@ -446,7 +446,7 @@ TEST_F(TemplateServicesTest, CancelMovesToCancellingAndChecksPermission) {
 
   auto events = audit_.events();
   ASSERT_EQ(events.size(), 7u);
-  EXPECT_EQ(events[0].method, "CancelOperation");
+  EXPECT_EQ(events[0].method, "/imagetemplates.v1.OperationService/CancelOperation");
   EXPECT_EQ(events[0].code, absl::StatusCode::kNotFound);
   EXPECT_EQ(events[0].account_id, kB);
   EXPECT_EQ(events[1].code, absl::StatusCode::kPermissionDenied);

@@ -825,6 +825,8 @@ TEST_F(TemplateRpcTest, MutatingCallsAreAuditedAllowedOrRefused) {
   };
   const v1::AuditEvent* share_event = find("ShareImageTemplate");
   ASSERT_NE(share_event, nullptr);
+  // The full gRPC method name, as ListAuditEvents' method filter takes it.
+  EXPECT_EQ(share_event->method(), "/imagetemplates.v1.ImageTemplateService/ShareImageTemplate");
   EXPECT_EQ(share_event->outcome().code(), 0);
   EXPECT_EQ(share_event->account_id(), a_);
   EXPECT_EQ(share_event->request_id(), "share-audit-1");
@@ -838,6 +840,7 @@ TEST_F(TemplateRpcTest, MutatingCallsAreAuditedAllowedOrRefused) {
   const v1::AuditEvent* delete_event = find("DeleteImageTemplate");
   ASSERT_NE(delete_event, nullptr);
   EXPECT_EQ(delete_event->outcome().code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(delete_event->method(), "/imagetemplates.v1.ImageTemplateService/DeleteImageTemplate");
 
   // The account's own log shows its calls; another account's user sees none.
   v1::ListAuditEventsRequest own;

@@ -3,12 +3,14 @@
 // as they are, a corrupt or lying sender commits nothing, cancel, re-runs,
 // and garbage collection on the receiver during a copy; DeleteImage during a
 // receive, and racing with the commit.
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <random>
 #include <thread>
+#include <tuple>
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/barrier.h"
@@ -21,6 +23,7 @@
 #include "storaged/image_copier.h"
 #include "storaged/image_receiver.h"
 #include "storaged/image_store.h"
+#include "storaged/manifest.h"
 #include "storaged/storage_node_service.h"
 
 namespace storaged {
@@ -326,6 +329,59 @@ TEST(ImageCopyTest, LyingSenderIsDataLossAndNothingIsCommitted) {
   EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::INVALID_ARGUMENT);
 }
 
+// A peer's manifest is untrusted: one that names a stored chunk at an index
+// of another length (a reader would copy 16 KiB into an 8 KiB slot), or has
+// another chunk size, a bad block size or a wrong logical size, is refused
+// and nothing is committed.
+TEST(ImageCopyTest, ManifestsThatDisagreeWithTheirChunksAreRefused) {
+  Node dst("dst3b");
+  dst.Capture("x", {7});  // the store now holds ChunkData(7), 16 KiB
+  const Digest x = Sha256(ChunkData(7));
+  auto put = [&](Manifest m) {
+    Digest digest;
+    std::string encoded = EncodeManifest(m, &digest);
+    grpc::ClientContext context;
+    pb::PutManifestRequest request;
+    request.set_image_id(m.image_id);
+    request.set_manifest(encoded);
+    request.set_manifest_digest(absl::StrCat("sha256:", digest.ToHex()));
+    pb::PutManifestResponse response;
+    grpc::Status status = dst.stub->PutManifest(&context, request, &response);
+    return std::make_pair(status.error_code(), status.error_message());
+  };
+  auto manifest = [&](uint64_t volume_size, uint32_t chunk_size, uint32_t block_size) {
+    Manifest m;
+    m.image_id = "bad";
+    m.volume_size = volume_size;
+    m.block_size = block_size;
+    m.chunk_size = chunk_size;
+    m.chunks = ChunkTable(ChunkCountFor(volume_size, chunk_size));
+    m.chunks.Append(0, x);
+    m.logical_bytes = std::min<uint64_t>(volume_size, chunk_size);
+    return m;
+  };
+  // Chunk 0 of an 8 KiB volume is 8 KiB; x is 16 KiB.
+  auto [code, message] = put(manifest(8 << 10, kChunk, 512));
+  EXPECT_EQ(code, grpc::StatusCode::DATA_LOSS) << message;
+  EXPECT_NE(message.find("16384 bytes long, not 8192"), std::string::npos) << message;
+  std::tie(code, message) = put(manifest(64 << 10, 2 * kChunk, 512));
+  EXPECT_EQ(code, grpc::StatusCode::INVALID_ARGUMENT) << message;
+  EXPECT_NE(message.find("chunk size 32768"), std::string::npos) << message;
+  std::tie(code, message) = put(manifest(kChunk, kChunk, 768));
+  EXPECT_EQ(code, grpc::StatusCode::INVALID_ARGUMENT) << message;
+  Manifest lying = manifest(kChunk, kChunk, 512);
+  lying.logical_bytes = 1 << 30;
+  std::tie(code, message) = put(lying);
+  EXPECT_EQ(code, grpc::StatusCode::DATA_LOSS) << message;
+  // The same chunk at an index of its own length commits.
+  std::tie(code, message) = put(manifest(kChunk, kChunk, 512));
+  EXPECT_EQ(code, grpc::StatusCode::OK) << message;
+  EXPECT_EQ(dst.Read("bad"), ChunkData(7));
+  std::vector<std::string> ids = dst.store->ListImages();
+  std::sort(ids.begin(), ids.end());
+  EXPECT_EQ(ids, (std::vector<std::string>{"bad", "x"}));
+}
+
 TEST(ImageCopyTest, CorruptLocalChunkIsDataLossAndPeerGetsNothing) {
   Node src("src4"), dst("dst4");
   src.Capture("img", Range(100, 64));
@@ -368,9 +424,27 @@ TEST(ImageCopyTest, CancelLeavesNoImageKeepsCheckedFramesAndARerunSendsTheRest) 
   SendOptions options;
   options.cancelled = &cancelled;
   options.progress_interval = absl::ZeroDuration();
+  // The bytes dst's receive of "img" has read off the stream so far.
+  auto received = [&]() -> uint64_t {
+    grpc::ClientContext context;
+    pb::GetNodeStatusResponse status;
+    if (!dst.stub->GetNodeStatus(&context, pb::GetNodeStatusRequest(), &status).ok()) return 0;
+    for (const pb::NodeJob& job : status.status().jobs()) {
+      if (job.kind() == pb::NODE_JOB_KIND_RECEIVE && job.image_id() == "img") {
+        return job.bytes_done();
+      }
+    }
+    return 0;
+  };
   options.on_progress = [&](const SendProgress& p) {
     ++reports;
-    if (p.chunks_sent >= 32) cancelled = true;  // after two frames
+    if (p.chunks_sent < 32 || cancelled) return;  // two frames sent
+    // Cancel once the peer has read some of them: a cancel can overtake
+    // frames still buffered in gRPC, which the peer then never sees.
+    for (absl::Time until = absl::Now() + absl::Seconds(10);
+         received() == 0 && absl::Now() < until; absl::SleepFor(absl::Milliseconds(2))) {
+    }
+    cancelled = true;
   };
   auto sent = SendImage(*src.store, "img", *dst.stub, options);
   EXPECT_EQ(sent.status().code(), absl::StatusCode::kCancelled) << sent.status();
@@ -512,6 +586,12 @@ TEST(ImageCopyTest, IdleReceiveExpires) {
   EXPECT_TRUE(missing->empty());
   EXPECT_EQ(receiver.pinned_count("new"), 8u);
   EXPECT_EQ(dst.store->CollectGarbage(false)->chunks_removed, 0u);
+  absl::SleepFor(absl::Milliseconds(100));
+  receiver.ExpireIdle();  // as the service's CollectGarbage does first
+  EXPECT_EQ(receiver.pinned_count("new"), 0u);
+  EXPECT_EQ(receiver.receive_count(), 0u);
+  ASSERT_TRUE(receiver.FindMissing("new", digests).ok());
+  ASSERT_TRUE(receiver.Pin("other", {}).ok());
   absl::SleepFor(absl::Milliseconds(100));
   ASSERT_TRUE(receiver.Pin("other", {}).ok());  // any call sweeps idle receives
   EXPECT_EQ(receiver.pinned_count("new"), 0u);

@@ -46,6 +46,11 @@ void ImageReceiver::ExpireLocked(absl::Time now) {
   }
 }
 
+void ImageReceiver::ExpireIdle() {
+  absl::MutexLock lock(&mu_);
+  ExpireLocked(absl::Now());
+}
+
 absl::Status ImageReceiver::CheckNotDeletedLocked(const std::string& image_id,
                                                   absl::Time now) {
   auto it = tombstones_.find(image_id);

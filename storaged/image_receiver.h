@@ -67,6 +67,11 @@ class ImageReceiver {
   // open (an all-zero image skips FindMissing) can still commit after it.
   absl::Status Delete(const std::string& image_id);
 
+  // Ends receives idle for longer than `idle_timeout` (their pins go) and
+  // expired tombstones. Other calls do it too; garbage collection calls it
+  // first, so a cut-off receive nobody resumes does not pin chunks forever.
+  void ExpireIdle();
+
   // Receives open now (for tests and status).
   size_t receive_count() const;
   // Digests pinned for `image_id`'s receive.

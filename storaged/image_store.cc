@@ -800,6 +800,7 @@ void ImageStore::ResizeSharedFramesLocked() {
 
 absl::StatusOr<std::string> ImageStore::ReadChunkByDigest(const Digest& digest,
                                                           FrameCache* cache,
+                                                          uint32_t expected_length,
                                                           char* out) {
   for (int attempt = 0;; ++attempt) {
     Location loc;
@@ -812,6 +813,10 @@ absl::StatusOr<std::string> ImageStore::ReadChunkByDigest(const Digest& digest,
       }
       loc = it->second;
       pack = packs_.at(loc.pack);
+    }
+    if (expected_length != 0 && loc.length != expected_length) {
+      return absl::DataLossError(absl::StrCat("the stored chunk is ", loc.length,
+                                              " bytes long, not ", expected_length));
     }
     std::shared_ptr<internal::CachedFrame> frame =
         cache != nullptr ? cache->GetOrClaim(loc.pack, loc.frame) : nullptr;
@@ -875,7 +880,7 @@ absl::StatusOr<VerifyReport> ImageStore::VerifyImage(
     if (it != checked.end()) {
       code = it->second;
     } else {
-      absl::StatusOr<std::string> data = ReadChunkByDigest(d, &cache);
+      absl::StatusOr<std::string> data = ReadChunkByDigest(d, &cache, m.ChunkLength(i));
       code = data.status().code();
       if (!data.ok() && !absl::IsNotFound(data.status()) &&
           !absl::IsDataLoss(data.status())) {

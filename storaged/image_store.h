@@ -345,10 +345,14 @@ class ImageStore {
   void ResizeSharedFramesLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // Plain bytes of the chunk named `digest`, checked against it. NOT_FOUND if
-  // the store does not have it, DATA_LOSS if it is damaged.
-  // With `out`, the bytes go there instead and the string returned is empty.
+  // the store does not have it, DATA_LOSS if it is damaged or, with
+  // `expected_length` non-zero, is not that long (an image naming a chunk of
+  // another length at an index).
+  // With `out` (room for `expected_length` bytes), the bytes go there instead
+  // and the string returned is empty.
   absl::StatusOr<std::string> ReadChunkByDigest(const Digest& digest,
                                                 internal::FrameCache* cache,
+                                                uint32_t expected_length = 0,
                                                 char* out = nullptr);
   // Estimated compressed bytes of one chunk: its share of its frame.
   uint64_t StoredShareLocked(const Location& loc) const

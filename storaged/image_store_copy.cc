@@ -386,6 +386,26 @@ absl::StatusOr<ManifestSummary> ImageStore::ImportManifest(
     return absl::InvalidArgumentError(absl::StrCat(
         "manifest: names image ", m->image_id, ", not ", image_id));
   }
+  // A peer's manifest is checked like a capture's would be: readers trust
+  // that chunk i of an image is ChunkLength(i) bytes long.
+  if (m->chunk_size != options_.chunk_size) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "manifest: chunk size ", m->chunk_size, ", this store's is ", options_.chunk_size));
+  }
+  if (m->block_size < 512 || m->block_size > m->chunk_size ||
+      (m->block_size & (m->block_size - 1)) != 0 || m->volume_size % m->block_size != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "manifest: block size ", m->block_size, " is not a power of two from 512 to the chunk ",
+        "size dividing the volume size ", m->volume_size));
+  }
+  {
+    uint64_t logical = 0;
+    m->chunks.ForEachData([&](uint64_t i, const Digest&) { logical += m->ChunkLength(i); });
+    if (logical != m->logical_bytes) {
+      return absl::DataLossError(absl::StrCat("manifest: logical_bytes ", m->logical_bytes,
+                                              ", but its data chunks hold ", logical));
+    }
+  }
   ManifestSummary summary;
   summary.image_id = image_id;
   summary.volume_size = m->volume_size;
@@ -433,11 +453,18 @@ absl::StatusOr<ManifestSummary> ImageStore::ImportManifest(
     absl::ReaderMutexLock lock(&mu_);
     uint64_t missing = 0;
     const Digest* first = nullptr;
-    m->chunks.ForEachData([&](uint64_t, const Digest& d) {
-      if (index_.contains(d)) return;
-      if (first == nullptr) first = &d;
-      ++missing;
+    std::string wrong_length;
+    m->chunks.ForEachData([&](uint64_t i, const Digest& d) {
+      auto it = index_.find(d);
+      if (it == index_.end()) {
+        if (first == nullptr) first = &d;
+        ++missing;
+      } else if (it->second.length != m->ChunkLength(i) && wrong_length.empty()) {
+        wrong_length = absl::StrCat("manifest: chunk ", i, " is sha256:", d.ToHex(), ", ",
+                                    it->second.length, " bytes long, not ", m->ChunkLength(i));
+      }
     });
+    if (!wrong_length.empty()) return absl::DataLossError(wrong_length);
     if (missing > 0) {
       return absl::FailedPreconditionError(absl::StrCat(
           "image ", image_id, ": ", missing, " of ", summary.data_chunks,

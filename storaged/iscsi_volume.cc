@@ -27,6 +27,7 @@
 #include "absl/time/clock.h"
 #include "common/log.h"
 #include "common/status_macros.h"
+#include "storaged/internal/lba_status.h"
 
 namespace storaged {
 
@@ -1024,6 +1025,9 @@ absl::StatusOr<std::vector<Extent>> IscsiVolume::MappedExtents(uint64_t offset,
   const uint64_t end_lba = (end + bs - 1) / bs;
   // One call answers up to this many ranges; tgt walks SEEK_DATA/SEEK_HOLE.
   constexpr uint32_t kDescriptors = 4096;
+  constexpr uint64_t kProbeBytes = 1 << 20;
+  std::vector<internal::BlockRange> mapped;
+  std::vector<internal::LbaStatus> answer;
   for (uint64_t lba = offset / bs; lba < end_lba;) {
     Command cmd(Describe("GET LBA STATUS", lba, 0), [lba](iscsi_context* ctx, int lun,
                                                          Command* c) {
@@ -1036,45 +1040,23 @@ absl::StatusOr<std::vector<Extent>> IscsiVolume::MappedExtents(uint64_t offset,
       return absl::InternalError(
           absl::StrCat("unparsable GET LBA STATUS answer from ", session_->target()));
     }
-    uint64_t next = lba;
-    bool empty_descriptor = false;
+    answer.clear();
     for (uint32_t i = 0; i < status->num_descriptors; ++i) {
       const scsi_lba_status_descriptor& d = status->descriptors[i];
-      empty_descriptor |= d.num_blocks == 0 && d.lba <= lba;
-      uint64_t d_begin = std::max<uint64_t>(d.lba, lba);
-      uint64_t d_end = std::min<uint64_t>(d.lba + d.num_blocks, end_lba);
-      if (d.lba + d.num_blocks > next) next = d.lba + d.num_blocks;
-      if (d_begin >= d_end || d.provisioning != SCSI_PROVISIONING_TYPE_MAPPED) continue;
-      uint64_t begin_bytes = std::max(d_begin * bs, offset);
-      uint64_t end_bytes = std::min(d_end * bs, end);
-      if (!out.empty() && out.back().offset + out.back().length == begin_bytes) {
-        out.back().length += end_bytes - begin_bytes;
-      } else {
-        out.push_back({begin_bytes, end_bytes - begin_bytes});
-      }
-      if (d_end >= end_lba) break;
+      answer.push_back({d.lba, d.num_blocks, d.provisioning == SCSI_PROVISIONING_TYPE_MAPPED});
     }
-    if (next <= lba && empty_descriptor) {
-      // tgt truncates a descriptor's length to its 32-bit field, so a hole of
-      // exactly 2^32 blocks (2 TiB at 512 bytes) comes back 0 blocks long.
-      // Count a short stretch as mapped (reading an unmapped one costs a
-      // read of zeroes, never data) and ask again past it.
-      constexpr uint64_t kProbeBytes = 1 << 20;
-      const uint64_t probe_end = std::min(end_lba, lba + std::max<uint64_t>(1, kProbeBytes / bs));
-      const uint64_t begin_bytes = std::max(lba * bs, offset);
-      const uint64_t end_bytes = std::min(probe_end * bs, end);
-      if (!out.empty() && out.back().offset + out.back().length == begin_bytes) {
-        out.back().length += end_bytes - begin_bytes;
-      } else {
-        out.push_back({begin_bytes, end_bytes - begin_bytes});
-      }
-      next = probe_end;
-    }
+    const uint64_t next = internal::AddLbaStatus(
+        answer, lba, end_lba, std::max<uint64_t>(1, kProbeBytes / bs), &mapped);
     if (next <= lba) {
       return absl::InternalError(absl::StrCat("GET LBA STATUS at lba ", lba, " on ",
                                               session_->target(), " made no progress"));
     }
     lba = next;
+  }
+  for (const internal::BlockRange& r : mapped) {
+    const uint64_t begin_bytes = std::max(r.first * bs, offset);
+    const uint64_t end_bytes = std::min(r.end * bs, end);
+    if (begin_bytes < end_bytes) out.push_back({begin_bytes, end_bytes - begin_bytes});
   }
   return out;
 }

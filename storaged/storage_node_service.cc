@@ -375,6 +375,10 @@ grpc::Status StorageNodeService::CollectGarbage(grpc::ServerContext* context,
   if (!store.ok()) return ToGrpcStatus(store.status());
   JobScope job(this, pb::NODE_JOB_KIND_COLLECT_GARBAGE, "");
   absl::Time start = absl::Now();
+  // Receives abandoned by their senders stop pinning chunks first.
+  if (absl::StatusOr<ImageReceiver*> receiver = Receiver(); receiver.ok()) {
+    (*receiver)->ExpireIdle();
+  }
   absl::StatusOr<GcResult> result = (*store)->CollectGarbage(request->dry_run());
   if (!result.ok()) return ToGrpcStatus(result.status());
   absl::StatusOr<StoreStatus> status = (*store)->Status();

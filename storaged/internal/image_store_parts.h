@@ -133,7 +133,8 @@ class ImageReaderImpl final : public ImageReader {
     const Digest& d = manifest_->chunks.At(index);
     if (d.IsZero()) return std::string();
     absl::StatusOr<std::string> data =
-        store_->ReadChunkByDigest(d, store_->shared_frames_.get());
+        store_->ReadChunkByDigest(d, store_->shared_frames_.get(),
+                                  manifest_->ChunkLength(index));
     if (!data.ok()) {
       std::string what =
           absl::StrCat("chunk ", index, " (sha256 ", d.ToHex(), ") of image ",
@@ -155,7 +156,8 @@ class ImageReaderImpl final : public ImageReader {
       return absl::OkStatus();
     }
     absl::StatusOr<std::string> data =
-        store_->ReadChunkByDigest(d, store_->shared_frames_.get(), out);
+        store_->ReadChunkByDigest(d, store_->shared_frames_.get(),
+                                  manifest_->ChunkLength(index), out);
     if (!data.ok()) return ReadChunk(index).status();  // its error message
     return absl::OkStatus();
   }

@@ -1,0 +1,37 @@
+#include "storaged/internal/lba_status.h"
+
+#include <algorithm>
+
+namespace storaged {
+namespace internal {
+namespace {
+
+void AddMapped(uint64_t first, uint64_t end, std::vector<BlockRange>* mapped) {
+  if (first >= end) return;
+  if (!mapped->empty() && mapped->back().end == first) {
+    mapped->back().end = end;
+  } else {
+    mapped->push_back({first, end});
+  }
+}
+
+}  // namespace
+
+uint64_t AddLbaStatus(absl::Span<const LbaStatus> answer, uint64_t lba, uint64_t end_lba,
+                      uint64_t probe_blocks, std::vector<BlockRange>* mapped) {
+  uint64_t cursor = lba;  // every block below it is accounted for
+  for (const LbaStatus& d : answer) {
+    if (d.lba > cursor || cursor >= end_lba) break;
+    const uint64_t end = std::min(end_lba, d.lba + std::min(d.blocks, ~d.lba));
+    if (d.mapped) AddMapped(cursor, end, mapped);
+    cursor = std::max(cursor, end);
+  }
+  if (cursor == lba && !answer.empty() && lba < end_lba) {
+    cursor = std::min(end_lba, lba + std::max<uint64_t>(1, probe_blocks));
+    AddMapped(lba, cursor, mapped);
+  }
+  return cursor;
+}
+
+}  // namespace internal
+}  // namespace storaged

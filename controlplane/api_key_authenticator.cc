@@ -23,6 +23,12 @@ absl::Status Unauthenticated(absl::string_view why) {
       why, "; send the metadata \"authorization: Bearer <api key>\" with a valid, unrevoked key"));
 }
 
+FailedAuthLimiter::Options WithLabel(FailedAuthLimiter::Options options,
+                                     absl::string_view label) {
+  options.log_label = label;
+  return options;
+}
+
 }  // namespace
 
 GeneratedApiKey GenerateApiKey() {
@@ -89,7 +95,9 @@ absl::StatusOr<Caller> LoadCaller(SqliteConnection& conn, absl::string_view user
 
 ApiKeyAuthenticator::ApiKeyAuthenticator(SqliteDatabase* db, FailedAuthLimiter::Options limiter,
                                          std::function<absl::Time()> now)
-    : db_(db), limiter_(limiter, std::move(now)) {
+    : db_(db),
+      limiter_(WithLabel(limiter, "throttling unproven API keys from"), now),
+      refusals_(WithLabel(limiter, "auditing refused calls in summaries from"), std::move(now)) {
   // Everything LoadCaller and the key lookup read. Cascaded deletes fire the
   // child tables' triggers too.
   absl::Status watched =
@@ -121,13 +129,18 @@ absl::StatusOr<Caller> ApiKeyAuthenticator::Authenticate(
 
 absl::Status ApiKeyAuthenticator::RefuseUnread(absl::string_view peer, absl::Status status) {
   if (peer.empty()) return status;
+  // Not counted in limiter_: such a call reads nothing and guesses no
+  // secret, and must not lock the address's unproven good keys out.
   const std::string address = FailedAuthLimiter::AddressOf(peer);
-  RETURN_IF_ERROR(limiter_.Check(address));
-  return CountFailure(address, std::move(status));
+  if (refusals_.RecordFailure(address)) return MarkThrottled(std::move(status), address);
+  return status;
 }
 
 absl::Status ApiKeyAuthenticator::CountFailure(absl::string_view address, absl::Status status) {
-  if (limiter_.RecordFailure(address)) return MarkThrottled(std::move(status), address);
+  const bool guessing = limiter_.RecordFailure(address);
+  if (refusals_.RecordFailure(address) || guessing) {
+    return MarkThrottled(std::move(status), address);
+  }
   return status;
 }
 
@@ -168,7 +181,14 @@ absl::StatusOr<Caller> ApiKeyAuthenticator::AuthenticateHeader(absl::string_view
   // Only unproven keys are throttled: a proven one is no guess, and a good
   // client behind a throttled address keeps working after an identity change.
   const std::string address = peer.empty() ? "" : FailedAuthLimiter::AddressOf(peer);
-  if (!address.empty() && !proven) RETURN_IF_ERROR(limiter_.Check(address));
+  if (!address.empty() && !proven) {
+    absl::Status allowed = limiter_.Check(address);
+    if (!allowed.ok()) {
+      // Keeps the address's refusals summarized while the flood lasts.
+      refusals_.RecordFailure(address);
+      return allowed;
+    }
+  }
   bool unknown = false;
   absl::StatusOr<Caller> result;
   absl::Status status = db_->Read([&](SqliteConnection& conn) -> absl::Status {

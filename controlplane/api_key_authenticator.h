@@ -6,10 +6,13 @@
 // SHA-256(secret) is stored and it is compared in constant time. The resolved
 // caller is cached per key id until any identity table (accounts, users,
 // permissions, device access, keys) changes, so a revoked key, a deleted user
-// or a changed permission takes effect on the very next call. Failed
-// authentications (missing, malformed or unknown keys) are throttled per
-// client address (FailedAuthLimiter); refusals of a throttled address are
-// marked (MarkThrottled) so that the audit log summarizes them.
+// or a changed permission takes effect on the very next call. Unknown keys
+// (guesses, each a database read) are throttled per client address
+// (FailedAuthLimiter). Missing and malformed keys are refused without a read
+// and never throttle anything; every refusal of an address (missing,
+// malformed, unknown or throttled key) counts in a second per-address bucket
+// of the same size, and once that is empty the address's refusals are marked
+// (MarkThrottled) so that the audit log summarizes them.
 #ifndef CONTROLPLANE_API_KEY_AUTHENTICATOR_H_
 #define CONTROLPLANE_API_KEY_AUTHENTICATOR_H_
 
@@ -69,10 +72,10 @@ class ApiKeyAuthenticator final : public Authenticator {
 
  private:
   // `status`, a refusal decided without reading the table (no or a malformed
-  // key), counted against the peer's address like an unknown key.
+  // key): counted in refusals_ only, marked if the address floods.
   absl::Status RefuseUnread(absl::string_view peer, absl::Status status);
-  // Counts a failure of `address`; marks `status` if the address was
-  // already throttled.
+  // Counts an unknown key of `address` in both buckets; marks `status` if
+  // either was already empty.
   absl::Status CountFailure(absl::string_view address, absl::Status status);
 
   struct CachedKey {
@@ -82,7 +85,10 @@ class ApiKeyAuthenticator final : public Authenticator {
   };
 
   SqliteDatabase* db_;
+  // Unknown keys: gates the database reads of unproven keys.
   FailedAuthLimiter limiter_;
+  // Every refusal: decides only which refusals are marked for summaries.
+  FailedAuthLimiter refusals_;
   // False when the identity tables could not be watched: every call reads.
   bool cache_enabled_ = false;
   mutable absl::Mutex mu_;

@@ -69,9 +69,8 @@ bool FailedAuthLimiter::RecordFailure(absl::string_view address) {
   if (!bucket.throttled && bucket.tokens < 1) {
     bucket.throttled = true;
     common::LogError(
-        "throttling API key attempts from %s: %.0f failed in a burst; its refusals are "
-        "audited in summaries until it has been quiet for %.0f s",
-        address, options_.burst,
+        "%s %s: %.0f failed authentications in a burst; until it has been quiet for %.0f s",
+        options_.log_label, address, options_.burst,
         options_.per_second > 0 ? options_.burst / options_.per_second : 0);
   }
   return was_throttled;

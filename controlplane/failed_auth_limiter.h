@@ -1,5 +1,7 @@
 // Throttles API key guessing: a token bucket per client address of failed
-// authentications (missing, malformed or unknown keys). While an address's
+// authentications (ApiKeyAuthenticator counts unknown keys in one instance,
+// and every refusal in a second that only decides what the audit log
+// summarizes). While an address's
 // bucket is empty, keys it has not already proven are refused without a
 // database read; keys that authenticated before (cached) still work, so a
 // client with a good key behind the same address keeps working. An address
@@ -32,6 +34,8 @@ class FailedAuthLimiter {
     double per_second = 10;
     // Addresses tracked at once; past it, idle (full) buckets are dropped.
     size_t max_addresses = 10000;
+    // Starts the log line of an address that runs its bucket empty.
+    absl::string_view log_label = "throttling API key attempts from";
   };
 
   explicit FailedAuthLimiter(Options options,

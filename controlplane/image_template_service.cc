@@ -77,14 +77,16 @@ grpc::Status ImageTemplateServiceImpl::RawRead(
     const grpc::CallbackServerContext& context, const grpc::ByteBuffer& request_bytes,
     grpc::ByteBuffer* response,
     const std::function<absl::StatusOr<std::string>(const Caller&, const Request&)>& run) {
+  // Authenticate first, as every other method does: an unauthenticated
+  // caller learns nothing about its request.
+  absl::StatusOr<Caller> caller = authenticator_->Authenticate(context);
+  if (!caller.ok()) return common::ToGrpcStatus(caller.status());
   Request request;
   grpc::ByteBuffer copy(request_bytes);  // shares the slices; parsing consumes it
   if (!grpc::SerializationTraits<Request>::Deserialize(&copy, &request).ok()) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                         absl::StrCat("request: not a ", Request::descriptor()->name()));
   }
-  absl::StatusOr<Caller> caller = authenticator_->Authenticate(context);
-  if (!caller.ok()) return common::ToGrpcStatus(caller.status());
   if (caller->peer.empty()) caller->peer = context.peer();
   absl::StatusOr<std::string> wire = run(*caller, request);
   if (!wire.ok()) return common::ToGrpcStatus(wire.status());

@@ -18,6 +18,13 @@ const std::vector<std::string>& Migrations() {
       "ALTER TABLE idempotent_requests ADD COLUMN pending INTEGER NOT NULL DEFAULT 0;",
       ListSpeedupSchema(),
       ShareListSchema(),
+      // 8: audit events recorded before the template and operation services
+      // named the full gRPC method ("DeleteImageTemplate") get the full name,
+      // which ListAuditEvents' exact method filter matches.
+      "UPDATE audit_events SET method = '/imagetemplates.v1.OperationService/CancelOperation' "
+      "WHERE method = 'CancelOperation';"
+      "UPDATE audit_events SET method = '/imagetemplates.v1.ImageTemplateService/' || method "
+      "WHERE method <> '' AND substr(method, 1, 1) <> '/';",
   };
   return *migrations;
 }

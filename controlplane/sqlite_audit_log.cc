@@ -110,12 +110,15 @@ void SqliteAuditLog::Record(const Caller& caller, absl::string_view account_id,
 
 void SqliteAuditLog::WriteSummaries(const std::vector<ThrottledRefusals::Summary>& summaries) {
   if (summaries.empty()) return;
+  // When written, not when its last call was answered (up to an interval
+  // earlier): a reader polling by time window must not miss it. The window
+  // is in the message.
+  const int64_t written = absl::ToUnixMicros(options_.now());
   absl::Status status = db_->Transaction([&](SqliteConnection& conn) -> absl::Status {
     for (const ThrottledRefusals::Summary& summary : summaries) {
       const std::string message = ThrottledRefusals::Message(summary);
       EventRow row;
-      // When the last of its calls was answered.
-      row.time = absl::ToUnixMicros(summary.last);
+      row.time = written;
       row.method = summary.method;
       row.target = &summary.target;
       row.code = summary.last_outcome.code();

@@ -18,6 +18,7 @@
 #include "controlplane/bootstrap.h"
 #include "controlplane/ids.h"
 #include "controlplane/migrations.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
 namespace controlplane {
@@ -166,8 +167,13 @@ TEST_F(SqliteAuditLogTest, ThrottledRefusalsAreCountedNotWrittenOneByOne) {
     absl::Status s =
         Call(i % 2 ? kMalformed : kUnknown, attacker_ + ":3", i < 200 ? kShare : kCreate);
     ASSERT_EQ(s.code(), absl::StatusCode::kUnauthenticated);
-    EXPECT_TRUE(absl::StrContains(s.message(), "too many failed authentications from " + attacker_))
-        << s;
+    // Malformed keys are never throttled, only summarized; unknown keys
+    // have their own bucket (3 of 5 spent in the burst): 2 more are looked
+    // up, then they are refused unread.
+    const std::string why = i % 2  ? "malformed API key"
+                            : i < 4 ? "unknown API key"
+                                    : "too many failed authentications from " + attacker_;
+    EXPECT_TRUE(absl::StrContains(s.message(), why)) << i << ": " << s;
     EXPECT_EQ(ThrottledAddress(s), attacker_);
   }
   EXPECT_EQ(Events().size(), 6u);
@@ -221,6 +227,13 @@ TEST_F(SqliteAuditLogTest, ThrottledRefusalsAreCountedNotWrittenOneByOne) {
   ASSERT_EQ(events.size(), 10u);
   EXPECT_EQ(SummaryCount(events.back()), 100);
   EXPECT_EQ(events.back().method(), kCreate);
+  // Timed when written, not at its last call 4 s earlier, so that a reader
+  // polling by time window finds it; the window is in the message.
+  EXPECT_EQ(FromTimestamp(events.back().time()), absl::ToUnixMicros(now_));
+  EXPECT_TRUE(absl::StrContains(events.back().outcome().message(),
+                                "between 2027-01-15T08:00:00.000000Z and "
+                                "2027-01-15T08:00:00.000000Z"))
+      << events.back().outcome().message();
 
   // The flood stops; after its bucket is full again (10 s) the address is
   // no longer throttled and its next failures are audited one by one.
@@ -235,6 +248,82 @@ TEST_F(SqliteAuditLogTest, ThrottledRefusalsAreCountedNotWrittenOneByOne) {
   EXPECT_EQ(counted.singles, 5 + 1);
   EXPECT_EQ(counted.summaries, 2);
   EXPECT_EQ(counted.singles + counted.summarized, refused);
+}
+
+TEST_F(SqliteAuditLogTest, KeylessFloodIsSummarizedAndThrottlesNoKey) {
+  // 200 calls without a key from a shared address (NAT): the burst of 5 is
+  // audited one by one, the rest counted.
+  for (int i = 0; i < 200; ++i) {
+    absl::Status s = Call(i % 2 ? "" : kMalformed, attacker_ + ":1", kShare);
+    ASSERT_EQ(s.code(), absl::StatusCode::kUnauthenticated);
+    EXPECT_FALSE(absl::StrContains(s.message(), "too many")) << i << ": " << s;
+  }
+  EXPECT_EQ(Events().size(), 5u);
+  // The operator's key, never used before, works from that address.
+  ASSERT_TRUE(Call(admin_, attacker_ + ":2", kCreate).ok());
+  now_ += absl::Seconds(4);
+  log_->FlushDueSummaries();
+  Refused counted = CountRefused(attacker_);
+  EXPECT_EQ(counted.singles, 5);
+  EXPECT_EQ(counted.summaries, 1);
+  EXPECT_EQ(counted.summarized, 195);
+}
+
+TEST(AuditMigrationTest, OldShortMethodNamesGetTheFullName) {
+  const char* tmp = getenv("TEST_TMPDIR");
+  const std::string path =
+      absl::StrCat(tmp ? tmp : "/tmp", "/audit_migration_", getpid(), ".db");
+  // A database written before migration 8, with rows of both namings.
+  {
+    std::vector<std::string> before(Migrations().begin(), Migrations().begin() + 7);
+    auto db = SqliteDatabase::Open(path, before);
+    ASSERT_TRUE(db.ok()) << db.status();
+    ASSERT_TRUE((*db)->Transaction([](SqliteConnection& conn) -> absl::Status {
+                       int n = 0;
+                       for (const char* method :
+                            {"DeleteImageTemplate", "CancelOperation",
+                             "/imagetemplates.v1.ImageTemplateService/DeleteImageTemplate",
+                             "/imagetemplates.v1.InventoryService/CreateDatacenter"}) {
+                         auto stmt = conn.Prepare(
+                             "INSERT INTO audit_events (id, time, account_id, user_id, "
+                             "api_key_id, method, target_type, target_id, outcome_code, "
+                             "outcome_message, request_id, operation_id, peer) VALUES "
+                             "(?1, ?2, '', '', '', ?3, 0, '', 0, '', '', '', '')");
+                         if (!stmt.ok()) return stmt.status();
+                         stmt->Bind(1, NewUuid()).Bind(2, ++n).Bind(3, std::string(method));
+                         absl::Status run = stmt->Run();
+                         if (!run.ok()) return run;
+                       }
+                       return absl::OkStatus();
+                     }).ok());
+  }
+  auto db = SqliteDatabase::Open(path, Migrations());
+  ASSERT_TRUE(db.ok()) << db.status();
+  SqliteAuditLog log(db->get());
+  Caller op;
+  op.is_operator = true;
+  auto methods = [&](const std::string& filter) {
+    v1::ListAuditEventsRequest request;
+    request.set_method(filter);
+    std::vector<std::string> out;
+    auto page = log.List(op, request);
+    EXPECT_TRUE(page.ok()) << page.status();
+    if (page.ok()) {
+      for (const auto& event : page->audit_events()) out.push_back(event.method());
+    }
+    return out;
+  };
+  using ::testing::ElementsAre;
+  EXPECT_THAT(methods("/imagetemplates.v1.ImageTemplateService/DeleteImageTemplate"),
+              ElementsAre("/imagetemplates.v1.ImageTemplateService/DeleteImageTemplate",
+                          "/imagetemplates.v1.ImageTemplateService/DeleteImageTemplate"));
+  EXPECT_THAT(methods("/imagetemplates.v1.OperationService/CancelOperation"),
+              ElementsAre("/imagetemplates.v1.OperationService/CancelOperation"));
+  EXPECT_THAT(methods(""),
+              ElementsAre("/imagetemplates.v1.InventoryService/CreateDatacenter",
+                          "/imagetemplates.v1.ImageTemplateService/DeleteImageTemplate",
+                          "/imagetemplates.v1.OperationService/CancelOperation",
+                          "/imagetemplates.v1.ImageTemplateService/DeleteImageTemplate"));
 }
 
 TEST_F(SqliteAuditLogTest, OpenWindowsAreWrittenAtShutdown) {

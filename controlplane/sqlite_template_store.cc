@@ -656,6 +656,13 @@ SqliteTemplateStore::ListEncodedTemplates(const TemplateQuery& q) {
     }
     return absl::OkStatus();
   }));
+  // Two scans yielding one id would leave a slot unfilled; callers
+  // dereference every entry.
+  for (const auto& entry : result) {
+    if (entry == nullptr) {
+      return absl::InternalError("image template list page has an unfilled entry");
+    }
+  }
   return result;
 }
 

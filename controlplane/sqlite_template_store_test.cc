@@ -552,6 +552,34 @@ TEST_F(SqliteTemplateStoreTest, PagesMergeOwnSharedAndPublicInOrder) {
   }
 }
 
+// The branches are disjoint by construction; if two ever yielded one id, the
+// page would have an unfilled entry, which must be an error, not a null that
+// the service dereferences.
+TEST_F(SqliteTemplateStoreTest, DuplicateRowsOfOnePageAreAnInternalError) {
+  v1::ImageTemplate t = Insert(kBob, "dup", 1);
+  // Shares without their primary key, so that one share can be listed twice.
+  ASSERT_TRUE(db_->Transaction([&](SqliteConnection& conn) -> absl::Status {
+                   for (const char* sql :
+                        {"DROP TABLE image_template_shares",
+                         "CREATE TABLE image_template_shares (template_id TEXT, "
+                         "account_id TEXT, create_time_us INTEGER)"}) {
+                     ASSIGN_OR_RETURN(auto stmt, conn.Prepare(sql));
+                     RETURN_IF_ERROR(stmt.Run());
+                   }
+                   for (int i = 0; i < 2; ++i) {
+                     ASSIGN_OR_RETURN(auto stmt, conn.Prepare(
+                         "INSERT INTO image_template_shares VALUES (?1, ?2, 1)"));
+                     stmt.Bind(1, t.id()).Bind(2, kAlice);
+                     RETURN_IF_ERROR(stmt.Run());
+                   }
+                   return absl::OkStatus();
+                 }).ok());
+  TemplateQuery alice;
+  alice.viewer_account_id = kAlice;
+  auto rows = store_->ListEncodedTemplates(alice);
+  EXPECT_EQ(rows.status().code(), absl::StatusCode::kInternal) << rows.status();
+}
+
 TEST_F(SqliteTemplateStoreTest, CacheEvictsPastItsSizeAndStillAnswers) {
   SqliteTemplateStore small(db_.get(), /*cache_entries=*/16);
   std::vector<v1::ImageTemplate> all;

@@ -316,19 +316,28 @@ TEST_F(TemplateServicesTest, RawReadsRefuseBytesThatAreNoRequest) {
   // Field 1 says 5 bytes follow; 2 do.
   const std::string truncated("\x0a\x05"
                               "ab");
-  for (const char* method : {"/imagetemplates.v1.ImageTemplateService/ListImageTemplates",
-                             "/imagetemplates.v1.ImageTemplateService/GetImageTemplate"}) {
+  auto call = [&](const char* method, const std::string& key) {
     grpc::Slice slice(truncated);
     grpc::ByteBuffer request(&slice, 1);
     grpc::ByteBuffer response;
-    auto context = Context("alice-key");
+    auto context = Context(key);
     std::promise<grpc::Status> done;
     generic.UnaryCall(context.get(), method, grpc::StubOptions(), &request, &response,
                       [&done](grpc::Status status) { done.set_value(status); });
-    grpc::Status status = done.get_future().get();
+    return done.get_future().get();
+  };
+  for (const char* method : {"/imagetemplates.v1.ImageTemplateService/ListImageTemplates",
+                             "/imagetemplates.v1.ImageTemplateService/GetImageTemplate"}) {
+    grpc::Status status = call(method, "alice-key");
     EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT)
         << method << ": " << status.error_message();
     EXPECT_NE(status.error_message().find("request: not a "), std::string::npos);
+    // Without a key the caller is refused before its bytes are read, as by
+    // every other method.
+    status = call(method, "");
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAUTHENTICATED)
+        << method << ": " << status.error_message();
+    EXPECT_EQ(status.error_message().find("request: not a "), std::string::npos);
   }
 }
 

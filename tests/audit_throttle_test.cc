@@ -176,11 +176,18 @@ TEST_F(AuditThrottleTest, FloodIsRefusedAndAuditedInSummaries) {
     }
     grpc::Status status = BadCall(i);
     unauthenticated += status.error_code() == grpc::StatusCode::UNAUTHENTICATED;
-    throttled += absl::StrContains(status.error_message(),
-                                   "too many failed authentications from ipv4:127.0.0.1");
+    const bool too_many = absl::StrContains(
+        status.error_message(), "too many failed authentications from ipv4:127.0.0.1");
+    // Unknown keys (half the flood) are throttled; malformed ones cost no
+    // read and never are, so they cannot lock out the address's good keys.
+    if ((i / 2) % 2) {
+      EXPECT_FALSE(too_many) << i << ": " << status.error_message();
+    } else {
+      throttled += too_many;
+    }
   }
   EXPECT_EQ(unauthenticated, kFlood);
-  EXPECT_GE(throttled, kFlood - 100 - 100) << "the flood was never throttled";
+  EXPECT_GE(throttled, kFlood / 2 - 100 - 100) << "the flood was never throttled";
 
   // Summaries are written once their window spans 10 s.
   const absl::Time flood_end = absl::Now();

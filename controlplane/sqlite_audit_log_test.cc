@@ -6,7 +6,6 @@
 #include <unistd.h>
 
 #include <atomic>
-#include <cstdio>
 #include <fstream>
 #include <memory>
 #include <string>
@@ -18,6 +17,7 @@
 #include "controlplane/bootstrap.h"
 #include "controlplane/ids.h"
 #include "controlplane/migrations.h"
+#include "controlplane/testing/audit_summary.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -38,16 +38,6 @@ std::string ReadFirstLine(const std::string& path) {
   std::string line;
   std::getline(in, line);
   return line;
-}
-
-// The count of a summary event, or 0 for an event of one call.
-int64_t SummaryCount(const v1::AuditEvent& event) {
-  long long count = 0;
-  if (std::sscanf(event.outcome().message().c_str(), "summary of %lld refused calls",
-                  &count) != 1) {
-    return 0;
-  }
-  return count;
 }
 
 class SqliteAuditLogTest : public ::testing::Test {

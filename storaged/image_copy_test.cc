@@ -115,6 +115,20 @@ struct Node {
   std::unique_ptr<pb::StorageNode::StubInterface> stub;
 };
 
+// PutManifest of `encoded` as image `id` on `to`, with `digest_text`
+// ("sha256:HEX") as the expected digest; `response` may be null.
+grpc::Status PutManifest(Node& to, const std::string& id, const std::string& encoded,
+                         const std::string& digest_text,
+                         pb::PutManifestResponse* response = nullptr) {
+  grpc::ClientContext context;
+  pb::PutManifestRequest request;
+  request.set_image_id(id);
+  request.set_manifest(encoded);
+  request.set_manifest_digest(digest_text);
+  pb::PutManifestResponse ignored;
+  return to.stub->PutManifest(&context, request, response != nullptr ? response : &ignored);
+}
+
 // SendImage on `from` through its gRPC API; the summary or the status.
 absl::StatusOr<pb::SendImageSummary> Send(Node& from, Node& to, const std::string& id,
                                           int* progress_messages = nullptr) {
@@ -293,13 +307,7 @@ TEST(ImageCopyTest, LyingSenderIsDataLossAndNothingIsCommitted) {
   auto encoded = (*other)->ReadEncodedManifest("lie", &digest);
   ASSERT_TRUE(encoded.ok());
   auto put_manifest = [&](const std::string& bytes, const std::string& digest_text) {
-    grpc::ClientContext context;
-    pb::PutManifestRequest request;
-    request.set_image_id("lie");
-    request.set_manifest(bytes);
-    request.set_manifest_digest(digest_text);
-    pb::PutManifestResponse response;
-    return dst.stub->PutManifest(&context, request, &response).error_code();
+    return PutManifest(dst, "lie", bytes, digest_text).error_code();
   };
   const std::string digest_text = absl::StrCat("sha256:", digest.ToHex());
   EXPECT_EQ(put_manifest(*encoded, digest_text), grpc::StatusCode::FAILED_PRECONDITION);
@@ -340,13 +348,8 @@ TEST(ImageCopyTest, ManifestsThatDisagreeWithTheirChunksAreRefused) {
   auto put = [&](Manifest m) {
     Digest digest;
     std::string encoded = EncodeManifest(m, &digest);
-    grpc::ClientContext context;
-    pb::PutManifestRequest request;
-    request.set_image_id(m.image_id);
-    request.set_manifest(encoded);
-    request.set_manifest_digest(absl::StrCat("sha256:", digest.ToHex()));
-    pb::PutManifestResponse response;
-    grpc::Status status = dst.stub->PutManifest(&context, request, &response);
+    grpc::Status status =
+        PutManifest(dst, m.image_id, encoded, absl::StrCat("sha256:", digest.ToHex()));
     return std::make_pair(status.error_code(), status.error_message());
   };
   auto manifest = [&](uint64_t volume_size, uint32_t chunk_size, uint32_t block_size) {
@@ -556,18 +559,13 @@ TEST(ImageCopyTest, ReceiverGarbageCollectionKeepsChunksOfAnImageBeingReceived) 
   Digest digest;
   auto encoded = src.store->ReadEncodedManifest("img2", &digest);
   ASSERT_TRUE(encoded.ok());
-  grpc::ClientContext context;
-  pb::PutManifestRequest request;
-  request.set_image_id("img2");
-  request.set_manifest(*encoded);
-  request.set_manifest_digest(absl::StrCat("sha256:", digest.ToHex()));
+  const std::string digest_text = absl::StrCat("sha256:", digest.ToHex());
   pb::PutManifestResponse response;
-  grpc::Status status = dst.stub->PutManifest(&context, request, &response);
+  grpc::Status status = PutManifest(dst, "img2", *encoded, digest_text, &response);
   ASSERT_TRUE(status.ok()) << status.error_message();
   EXPECT_EQ(response.summary().manifest_digest(), src.Digest("img2"));
   // Repeating the commit is fine; the image survives later collections.
-  grpc::ClientContext again_context;
-  EXPECT_TRUE(dst.stub->PutManifest(&again_context, request, &response).ok());
+  EXPECT_TRUE(PutManifest(dst, "img2", *encoded, digest_text).ok());
   ASSERT_TRUE(dst.store->CollectGarbage(false).ok());
   EXPECT_EQ(dst.Read("img2"), src.Read("img2"));
 }
@@ -671,13 +669,8 @@ TEST(ImageCopyTest, DeleteImageDuringAReceiveRefusesItsManifestAndUnpinsItsChunk
   Digest digest;
   auto encoded = src.store->ReadEncodedManifest("img", &digest);
   ASSERT_TRUE(encoded.ok());
-  grpc::ClientContext manifest_context;
-  pb::PutManifestRequest request;
-  request.set_image_id("img");
-  request.set_manifest(*encoded);
-  request.set_manifest_digest(absl::StrCat("sha256:", digest.ToHex()));
-  pb::PutManifestResponse response;
-  grpc::Status committed = dst.stub->PutManifest(&manifest_context, request, &response);
+  grpc::Status committed =
+      PutManifest(dst, "img", *encoded, absl::StrCat("sha256:", digest.ToHex()));
   EXPECT_EQ(committed.error_code(), grpc::StatusCode::ABORTED) << committed.error_message();
   EXPECT_NE(committed.error_message().find("receive of image img was cancelled by DeleteImage"),
             std::string::npos)

@@ -398,14 +398,6 @@ absl::StatusOr<ManifestSummary> ImageStore::ImportManifest(
         "manifest: block size ", m->block_size, " is not a power of two from 512 to the chunk ",
         "size dividing the volume size ", m->volume_size));
   }
-  {
-    uint64_t logical = 0;
-    m->chunks.ForEachData([&](uint64_t i, const Digest&) { logical += m->ChunkLength(i); });
-    if (logical != m->logical_bytes) {
-      return absl::DataLossError(absl::StrCat("manifest: logical_bytes ", m->logical_bytes,
-                                              ", but its data chunks hold ", logical));
-    }
-  }
   ManifestSummary summary;
   summary.image_id = image_id;
   summary.volume_size = m->volume_size;
@@ -419,7 +411,15 @@ absl::StatusOr<ManifestSummary> ImageStore::ImportManifest(
     summary.data_chunks = m->chunks.data_count();
     summary.zero_chunks = m->chunks.zero_count();
     absl::flat_hash_set<Digest, DigestHash> unique;
-    m->chunks.ForEachData([&](uint64_t, const Digest& d) { unique.insert(d); });
+    uint64_t logical = 0;
+    m->chunks.ForEachData([&](uint64_t i, const Digest& d) {
+      unique.insert(d);
+      logical += m->ChunkLength(i);
+    });
+    if (logical != m->logical_bytes) {
+      return absl::DataLossError(absl::StrCat("manifest: logical_bytes ", m->logical_bytes,
+                                              ", but its data chunks hold ", logical));
+    }
     summary.unique_chunks = unique.size();
   }
   bool committed = false;

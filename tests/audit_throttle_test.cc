@@ -15,6 +15,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/time/clock.h"
+#include "controlplane/testing/audit_summary.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
 #include "gtest/gtest.h"
@@ -42,15 +43,7 @@ std::string ReadFirstLine(const std::string& path) {
   return line;
 }
 
-// The count of a summary event; 0 for an event of one call.
-int64_t SummaryCount(const v1::AuditEvent& event) {
-  long long count = 0;
-  if (std::sscanf(event.outcome().message().c_str(), "summary of %lld refused calls",
-                  &count) != 1) {
-    return 0;
-  }
-  return count;
-}
+using ::controlplane::SummaryCount;
 
 struct Refused {
   int singles = 0;

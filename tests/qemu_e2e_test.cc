@@ -156,6 +156,10 @@ class QemuE2eTest : public ::testing::Test {
     if (getenv("TEST_UNDECLARED_OUTPUTS_DIR") != nullptr && !dir_.empty()) {
       Shell(absl::StrCat("cp ", dir_, "/*.log \"$TEST_UNDECLARED_OUTPUTS_DIR\"/ 2>/dev/null"));
     }
+    // The stack deletes its stores and SAN LUNs; the copied guest disks here
+    // are this test's own.
+    stack_.reset();
+    if (!dir_.empty() && !KeepTestData()) Shell("rm -f '" + dir_ + "'/*.img");
   }
 
   // A thin LUN added to the pool, its bytes from `contents` (a file copied

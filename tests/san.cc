@@ -115,6 +115,11 @@ std::string MakeTempDir(const char* base) {
 
 }  // namespace
 
+bool KeepTestData() {
+  const char* keep = getenv("IMAGETEMPLATES_KEEP_TEST_DATA");
+  return keep != nullptr && std::string(keep) == "1";
+}
+
 absl::StatusOr<std::unique_ptr<San>> San::Start() {
   std::unique_ptr<San> san(new San());
   const char* test_tmpdir = getenv("TEST_TMPDIR");
@@ -228,6 +233,7 @@ absl::StatusOr<Lun> San::CreateLun(const std::string& name, uint64_t size_bytes,
   steps.push_back({"--lld", "iscsi", "--op", "bind", "--mode", "target", "--tid", tid, "-I",
                    "ALL"});
   tids_[name] = lun.tid;
+  if (options.backing_path.empty()) created_files_.push_back(lun.backing_path);
   for (const auto& step : steps) {
     absl::StatusOr<std::string> out = Admin(step);
     if (!out.ok()) return out.status();
@@ -296,6 +302,10 @@ absl::Status San::Stop() {
     unlink(absl::StrCat(ipc_socket_, ".", control_port_, suffix).c_str());
   }
   rmdir(ipc_dir_.c_str());
+  if (!KeepTestData()) {
+    for (const std::string& path : created_files_) unlink(path.c_str());
+    created_files_.clear();
+  }
   return status;
 }
 

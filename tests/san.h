@@ -34,6 +34,11 @@ struct Lun {
   int tid = 0;
 };
 
+// True when IMAGETEMPLATES_KEEP_TEST_DATA=1: tests keep LUN files and
+// stores for inspection instead of deleting them when they stop (a suite
+// that keeps every test's gigabytes until it ends can fill the disk).
+bool KeepTestData();
+
 // Owns one tgtd process. Not thread-safe. The destructor stops tgtd.
 class San {
  public:
@@ -61,7 +66,8 @@ class San {
   absl::Status DropConnections(const std::string& name);
 
   // Deletes the targets and shuts tgtd down (tgtd ignores SIGTERM); SIGKILL
-  // as a last resort. Idempotent.
+  // as a last resort; then deletes the backing files CreateLun made in dir()
+  // unless KeepTestData(). Idempotent.
   absl::Status Stop();
 
   int port() const { return port_; }
@@ -82,6 +88,7 @@ class San {
   pid_t pid_ = -1;
   int next_tid_ = 1;
   std::map<std::string, int> tids_;  // target name -> tid
+  std::vector<std::string> created_files_;  // default backing files, in dir_
 };
 
 }  // namespace tests

@@ -6,11 +6,13 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <set>
 #include <sstream>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "grpcpp/create_channel.h"
@@ -25,7 +27,18 @@ namespace pb = imagetemplates::storagenode::v1;
 
 Stack::Stack(StackOptions options) : options_(std::move(options)) {}
 
-Stack::~Stack() = default;
+Stack::~Stack() {
+  // The daemons first: they hold the stores open (the SANs go with the members).
+  storaged_.clear();
+  cp_.reset();
+  if (dir_.empty() || KeepTestData()) return;
+  std::error_code error;
+  for (const auto& entry : std::filesystem::directory_iterator(dir_, error)) {
+    if (absl::StartsWith(entry.path().filename().string(), "store")) {
+      std::filesystem::remove_all(entry.path(), error);
+    }
+  }
+}
 
 void Stack::Start() {
   dir_ = MakeTempDir(options_.dir_prefix);

@@ -45,8 +45,9 @@ struct User {
   std::string key;
 };
 
-// Not thread-safe except where noted. Destroying it kills the daemons and
-// stops the SANs.
+// Not thread-safe except where noted. Destroying it kills the daemons, stops
+// the SANs and deletes the stores and LUN files (logs and the database stay;
+// see KeepTestData()).
 class Stack {
  public:
   explicit Stack(StackOptions options = {});

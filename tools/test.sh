@@ -45,6 +45,14 @@ if [[ $wants_guest -eq 1 ]]; then
     echo "test.sh: building the guest failed; //tests:qemu_e2e_test will fail" >&2
 fi
 
+# Build outputs (~4.5 GiB for both configurations), the guest (~1.7 GiB) and
+# the largest tests' LUNs and stores (~3 GiB each, two at a time) share a disk.
+free_gib=$(df -P -BG "$HOME" | awk 'NR == 2 { print int($4) }')
+echo "test.sh: ${free_gib} GiB free on the disk of $HOME"
+if [[ ${free_gib:-0} -lt 12 ]]; then
+  echo "test.sh: warning: the suite needs about 12 GiB free; tests may fail with 'No space left on device'" >&2
+fi
+
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 bazel test "${config[@]}" "${tag_filters[@]}" "${test_env[@]}" --test_summary=short \
@@ -59,6 +67,9 @@ fi
 if [[ $passed -eq 0 && $failed -eq 0 ]]; then
   echo "no tests ran"
   failed=1
+fi
+if grep -q "No space left on device" "$log"; then
+  echo "test.sh: a test ran out of disk space ($(df -P -BG "$HOME" | awk 'NR == 2 { print $4 }') free now)" >&2
 fi
 echo "$passed passed, $failed failed"
 [[ $failed -eq 0 ]]

@@ -448,23 +448,11 @@ absl::StatusOr<v1::UpdateImageTemplateResponse> ImageTemplateManager::UpdateImag
       caller, "UpdateImageTemplate", request, request.request_id(), TemplateRef(request.id()),
       [&](std::string& audit_account) -> absl::StatusOr<v1::UpdateImageTemplateResponse> {
         RETURN_IF_ERROR(CheckId("id", request.id()));
-        if (request.update_mask().paths().empty()) {
-          return absl::InvalidArgumentError(
-              "update_mask: name the fields to change: \"name\", \"note\", \"tags\"");
-        }
-        bool set_name = false, set_note = false, set_tags = false;
-        for (const std::string& path : request.update_mask().paths()) {
-          if (path == "name") {
-            set_name = true;
-          } else if (path == "note") {
-            set_note = true;
-          } else if (path == "tags") {
-            set_tags = true;
-          } else {
-            return absl::InvalidArgumentError(absl::StrCat(
-                "update_mask: unknown path \"", path, "\"; use \"name\", \"note\" or \"tags\""));
-          }
-        }
+        ASSIGN_OR_RETURN(auto paths,
+                         ValidateUpdateMask(request.update_mask(), {"name", "note", "tags"}));
+        const bool set_name = paths.contains("name");
+        const bool set_note = paths.contains("note");
+        const bool set_tags = paths.contains("tags");
         std::string name;
         std::vector<std::string> tags;
         if (set_name) {

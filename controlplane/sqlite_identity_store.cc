@@ -215,10 +215,6 @@ v1::ApiKey ReadApiKeyRow(const SqliteStatement& stmt) {
   return key;
 }
 
-absl::Status BadMask(absl::string_view path) {
-  return absl::InvalidArgumentError(absl::StrCat("update_mask: unknown path \"", path, "\""));
-}
-
 }  // namespace
 
 absl::StatusOr<QuotaLimits> SqliteIdentityStore::ReadQuotaLimits(SqliteConnection& conn,
@@ -366,20 +362,10 @@ absl::StatusOr<v1::UpdateAccountResponse> SqliteIdentityStore::UpdateAccount(
   if (!caller.Has(v1::PERMISSION_USER_MANAGE)) {
     return absl::PermissionDeniedError("changing an account needs PERMISSION_USER_MANAGE");
   }
-  if (request.update_mask().paths_size() == 0) {
-    return absl::InvalidArgumentError("update_mask: must name at least one field");
-  }
-  bool set_name = false;
-  bool set_block = false;
-  for (const std::string& path : request.update_mask().paths()) {
-    if (path == "name") {
-      set_name = true;
-    } else if (path == "block_public_sharing") {
-      set_block = true;
-    } else {
-      return BadMask(path);
-    }
-  }
+  ASSIGN_OR_RETURN(auto paths,
+                   ValidateUpdateMask(request.update_mask(), {"name", "block_public_sharing"}));
+  const bool set_name = paths.contains("name");
+  const bool set_block = paths.contains("block_public_sharing");
   std::string name;
   if (set_name) {
     ASSIGN_OR_RETURN(name, ValidateName("name", request.name(), kMaxAccountName));
@@ -702,20 +688,10 @@ absl::StatusOr<v1::SetQuotaResponse> SqliteIdentityStore::SetQuota(
   if (!caller.is_operator) {
     return absl::PermissionDeniedError("setting quotas needs PERMISSION_PLATFORM_OPERATOR");
   }
-  if (request.update_mask().paths_size() == 0) {
-    return absl::InvalidArgumentError("update_mask: must name at least one field");
-  }
-  bool set_templates = false;
-  bool set_bytes = false;
-  for (const std::string& path : request.update_mask().paths()) {
-    if (path == "max_image_templates") {
-      set_templates = true;
-    } else if (path == "max_stored_bytes") {
-      set_bytes = true;
-    } else {
-      return BadMask(path);
-    }
-  }
+  ASSIGN_OR_RETURN(auto paths, ValidateUpdateMask(request.update_mask(),
+                                                  {"max_image_templates", "max_stored_bytes"}));
+  const bool set_templates = paths.contains("max_image_templates");
+  const bool set_bytes = paths.contains("max_stored_bytes");
   if (set_templates && request.max_image_templates() < 0) {
     return absl::InvalidArgumentError("max_image_templates: must not be negative");
   }

@@ -420,17 +420,9 @@ absl::StatusOr<v1::UpdateServerResponse> SqliteInventoryStore::UpdateServer(
     }));
     return OperatorsOnly("changing servers");
   }
-  if (request.update_mask().paths_size() == 0) {
-    return Invalid("update_mask", "must name at least one field");
-  }
-  std::set<std::string> paths;
-  for (const std::string& path : request.update_mask().paths()) {
-    if (path != "hostname" && path != "domain" && path != "state" && path != "power_state" &&
-        path != "configuration") {
-      return Invalid("update_mask", absl::StrCat("unknown path \"", path, "\""));
-    }
-    paths.insert(path);
-  }
+  ASSIGN_OR_RETURN(auto paths,
+                   ValidateUpdateMask(request.update_mask(), {"hostname", "domain", "state",
+                                                              "power_state", "configuration"}));
   if (paths.count("hostname")) RETURN_IF_ERROR(ValidateHostname(request.hostname()));
   if (paths.count("domain")) RETURN_IF_ERROR(ValidateDomain(request.domain()));
   if (paths.count("state")) {

@@ -3,8 +3,11 @@
 #include <locale.h>
 #include <wctype.h>
 
+#include <algorithm>
+
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "controlplane/ids.h"
 
 namespace controlplane {
@@ -156,6 +159,27 @@ absl::Status ValidateUuid(absl::string_view field, absl::string_view value) {
   if (value.empty()) return Invalid(field, "must not be empty");
   if (!IsUuid(value)) return Invalid(field, "must be a lowercase UUID");
   return absl::OkStatus();
+}
+
+absl::StatusOr<absl::flat_hash_set<std::string>> ValidateUpdateMask(
+    const google::protobuf::FieldMask& mask, std::initializer_list<absl::string_view> allowed) {
+  const std::string choices =
+      absl::StrJoin(allowed, ", ", [](std::string* out, absl::string_view path) {
+        absl::StrAppend(out, "\"", path, "\"");
+      });
+  if (mask.paths().empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("update_mask: name the fields to change: ", choices));
+  }
+  absl::flat_hash_set<std::string> paths;
+  for (const std::string& path : mask.paths()) {
+    if (std::find(allowed.begin(), allowed.end(), path) == allowed.end()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("update_mask: unknown path \"", path, "\"; use ", choices));
+    }
+    paths.insert(path);
+  }
+  return paths;
 }
 
 absl::Status ValidateRequestId(absl::string_view value) {

@@ -3,11 +3,14 @@
 #ifndef CONTROLPLANE_VALIDATION_H_
 #define CONTROLPLANE_VALIDATION_H_
 
+#include <initializer_list>
 #include <string>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "google/protobuf/field_mask.pb.h"
 
 namespace controlplane {
 
@@ -35,6 +38,12 @@ absl::Status ValidateRequestId(absl::string_view value);
 // is accepted only when `allow_unspecified`.
 absl::Status ValidateEnum(absl::string_view field, int value, bool (*is_valid)(int),
                           bool allow_unspecified);
+
+// The paths an update names, each one of `allowed`. INVALID_ARGUMENT
+// ("update_mask: ...", listing the allowed paths) for an empty mask or any
+// other path.
+absl::StatusOr<absl::flat_hash_set<std::string>> ValidateUpdateMask(
+    const google::protobuf::FieldMask& mask, std::initializer_list<absl::string_view> allowed);
 
 // Number of UTF-8 code points, or -1 if `value` is not valid UTF-8.
 int Utf8Length(absl::string_view value);

@@ -52,5 +52,25 @@ TEST(ValidationTest, LowercaseUtf8IsUnicodeAware) {
   EXPECT_EQ(LowercaseUtf8("A\xc3Z"), "a\xc3z");  // a stray byte is kept
 }
 
+TEST(ValidationTest, UpdateMasksNameOnlyAllowedPaths) {
+  google::protobuf::FieldMask mask;
+  absl::StatusOr<absl::flat_hash_set<std::string>> paths =
+      ValidateUpdateMask(mask, {"name", "note"});
+  EXPECT_EQ(paths.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(paths.status().message(), "update_mask: name the fields to change: \"name\", \"note\"");
+
+  mask.add_paths("note");
+  mask.add_paths("note");
+  paths = ValidateUpdateMask(mask, {"name", "note"});
+  ASSERT_TRUE(paths.ok()) << paths.status();
+  EXPECT_EQ(*paths, absl::flat_hash_set<std::string>({"note"}));
+
+  mask.add_paths("owner_account_id");
+  paths = ValidateUpdateMask(mask, {"name", "note"});
+  EXPECT_EQ(paths.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(paths.status().message(),
+            "update_mask: unknown path \"owner_account_id\"; use \"name\", \"note\"");
+}
+
 }  // namespace
 }  // namespace controlplane

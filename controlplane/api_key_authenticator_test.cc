@@ -1,39 +1,24 @@
 // ApiKeyAuthenticator's throttle of unknown keys, against a real database.
 #include "controlplane/api_key_authenticator.h"
 
-#include <unistd.h>
-
-#include <fstream>
 #include <string>
 
-#include "absl/strings/str_cat.h"
-#include "controlplane/bootstrap.h"
-#include "controlplane/migrations.h"
+#include "controlplane/testing/bootstrapped_database.h"
 #include "gtest/gtest.h"
 
 namespace controlplane {
 namespace {
 
-std::string ReadFirstLine(const std::string& path) {
-  std::ifstream in(path);
-  std::string line;
-  std::getline(in, line);
-  return line;
-}
-
 TEST(ApiKeyAuthenticatorTest, UnknownKeysAreThrottledPerAddress) {
-  const char* tmp = getenv("TEST_TMPDIR");
-  const std::string base = absl::StrCat(tmp ? tmp : "/tmp", "/auth_throttle_", getpid());
-  auto db = SqliteDatabase::Open(base + ".db", Migrations());
+  absl::StatusOr<BootstrappedDatabase> db = OpenBootstrappedDatabase("auth_throttle");
   ASSERT_TRUE(db.ok()) << db.status();
-  ASSERT_TRUE(Bootstrap(db->get(), base + ".key").ok());
-  const std::string good = "Bearer " + ReadFirstLine(base + ".key");
+  const std::string good = db->operator_header;
 
   absl::Time now = absl::FromUnixSeconds(1000);
   FailedAuthLimiter::Options options;
   options.burst = 3;
   options.per_second = 1;
-  ApiKeyAuthenticator auth(db->get(), options, [&] { return now; });
+  ApiKeyAuthenticator auth(db->db.get(), options, [&] { return now; });
   const std::string attacker = "ipv4:192.0.2.7:40000";
   const std::string attacker_other_port = "ipv4:192.0.2.7:40001";
   const std::string neighbour = "ipv4:192.0.2.8:40000";
@@ -72,7 +57,7 @@ TEST(ApiKeyAuthenticatorTest, UnknownKeysAreThrottledPerAddress) {
 
   // An identity change (a new key) makes the good key's cache entry stale:
   // it is read again, still not throttled, while guesses still are.
-  ASSERT_TRUE(db->get()
+  ASSERT_TRUE(db->db.get()
                   ->Transaction([&](SqliteConnection& conn) {
                     auto stmt = conn.Prepare("SELECT id FROM users LIMIT 1");
                     if (!stmt.ok()) return stmt.status();
@@ -91,17 +76,14 @@ TEST(ApiKeyAuthenticatorTest, UnknownKeysAreThrottledPerAddress) {
 }
 
 TEST(ApiKeyAuthenticatorTest, MissingAndMalformedKeysAreSummarizedButThrottleNoKey) {
-  const char* tmp = getenv("TEST_TMPDIR");
-  const std::string base = absl::StrCat(tmp ? tmp : "/tmp", "/auth_malformed_", getpid());
-  auto db = SqliteDatabase::Open(base + ".db", Migrations());
+  absl::StatusOr<BootstrappedDatabase> db = OpenBootstrappedDatabase("auth_malformed");
   ASSERT_TRUE(db.ok()) << db.status();
-  ASSERT_TRUE(Bootstrap(db->get(), base + ".key").ok());
-  const std::string good = "Bearer " + ReadFirstLine(base + ".key");
+  const std::string good = db->operator_header;
   absl::Time now = absl::FromUnixSeconds(1000);
   FailedAuthLimiter::Options options;
   options.burst = 2;
   options.per_second = 1;
-  ApiKeyAuthenticator auth(db->get(), options, [&] { return now; });
+  ApiKeyAuthenticator auth(db->db.get(), options, [&] { return now; });
   const std::string peer = "ipv4:192.0.2.9:1234";
   absl::Status first = auth.AuthenticateHeader("Bearer nope", peer).status();
   EXPECT_NE(first.message().find("malformed API key"), absl::string_view::npos) << first;

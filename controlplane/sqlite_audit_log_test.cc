@@ -6,7 +6,6 @@
 #include <unistd.h>
 
 #include <atomic>
-#include <fstream>
 #include <memory>
 #include <string>
 #include <vector>
@@ -14,10 +13,10 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "controlplane/api_key_authenticator.h"
-#include "controlplane/bootstrap.h"
 #include "controlplane/ids.h"
 #include "controlplane/migrations.h"
 #include "controlplane/testing/audit_summary.h"
+#include "controlplane/testing/bootstrapped_database.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -33,24 +32,14 @@ constexpr char kUnknown[] =
     "Bearer itk_00000000-0000-4000-8000-000000000001_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
 constexpr char kMalformed[] = "Bearer let-me-in";
 
-std::string ReadFirstLine(const std::string& path) {
-  std::ifstream in(path);
-  std::string line;
-  std::getline(in, line);
-  return line;
-}
-
 class SqliteAuditLogTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    const char* tmp = getenv("TEST_TMPDIR");
-    base_ = absl::StrCat(tmp ? tmp : "/tmp", "/audit_summary_", getpid(), "_",
-                         ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    auto db = SqliteDatabase::Open(base_ + ".db", Migrations());
+    absl::StatusOr<BootstrappedDatabase> db = OpenBootstrappedDatabase(absl::StrCat(
+        "audit_summary_", ::testing::UnitTest::GetInstance()->current_test_info()->name()));
     ASSERT_TRUE(db.ok()) << db.status();
-    db_ = *std::move(db);
-    ASSERT_TRUE(Bootstrap(db_.get(), base_ + ".key").ok());
-    admin_ = "Bearer " + ReadFirstLine(base_ + ".key");
+    db_ = std::move(db->db);
+    admin_ = db->operator_header;
 
     FailedAuthLimiter::Options limits;
     limits.burst = 5;
@@ -128,7 +117,6 @@ class SqliteAuditLogTest : public ::testing::Test {
 
   absl::Time now_ = absl::FromUnixSeconds(1800000000);
   std::function<absl::Time()> clock_ = [this] { return now_; };
-  std::string base_;
   std::unique_ptr<SqliteDatabase> db_;
   std::string admin_;
   std::unique_ptr<ApiKeyAuthenticator> auth_;

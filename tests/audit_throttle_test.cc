@@ -8,7 +8,6 @@
 #include <sys/wait.h>
 
 #include <cstdio>
-#include <fstream>
 #include <memory>
 #include <string>
 #include <vector>
@@ -35,13 +34,6 @@ constexpr char kCreateDatacenter[] = "/imagetemplates.v1.InventoryService/Create
 constexpr char kUnknownKey[] =
     "itk_00000000-0000-4000-8000-000000000001_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
 constexpr char kMalformedKey[] = "let-me-in";
-
-std::string ReadFirstLine(const std::string& path) {
-  std::ifstream in(path);
-  std::string line;
-  std::getline(in, line);
-  return line;
-}
 
 using ::controlplane::SummaryCount;
 

@@ -33,6 +33,13 @@ std::string MakeTempDir(const std::string& prefix) {
   return made ? std::string(made) : std::string();
 }
 
+std::string ReadFirstLine(const std::string& path) {
+  std::ifstream in(path);
+  std::string line;
+  std::getline(in, line);
+  return line;
+}
+
 absl::StatusOr<Process> Process::StartServer(std::vector<std::string> argv,
                                              const std::string& log_path,
                                              absl::Duration timeout) {

@@ -21,6 +21,10 @@ std::string RunfilePath(const std::string& workspace_relative);
 // cleans its test directory.
 std::string MakeTempDir(const std::string& prefix);
 
+// The first line of a file without its newline ("" if unreadable), e.g. the
+// API key a control plane writes to --admin-key-file.
+std::string ReadFirstLine(const std::string& path);
+
 // A child process. Not thread-safe. The destructor kills a process still
 // running (SIGKILL) so a failing test never leaks one.
 class Process {

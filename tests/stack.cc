@@ -49,8 +49,7 @@ void Stack::Start() {
     sans_.push_back(*std::move(san));
   }
   ASSERT_NO_FATAL_FAILURE(StartControlPlane(0));
-  admin_ = ReadFile(dir_ + "/admin.key");
-  admin_ = admin_.substr(0, admin_.find('\n'));
+  admin_ = ReadFirstLine(dir_ + "/admin.key");
   ASSERT_FALSE(admin_.empty());
   std::set<std::string> created;
   for (const std::string& name : options_.node_datacenters) {

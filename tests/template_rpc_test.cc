@@ -163,17 +163,6 @@ class TemplateRpcTest : public ::testing::Test {
     }
   }
 
-  static std::string ReadFirstLine(const std::string& path) {
-    FILE* f = fopen(path.c_str(), "r");
-    if (f == nullptr) return "";
-    char line[512] = {0};
-    if (fgets(line, sizeof(line), f) == nullptr) line[0] = 0;
-    fclose(f);
-    std::string s(line);
-    while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
-    return s;
-  }
-
   std::string CreateAccount(const std::string& name) {
     v1::CreateAccountRequest request;
     request.set_name(name);

@@ -23,6 +23,10 @@ absl::Status Unauthenticated(absl::string_view why) {
       why, "; send the metadata \"authorization: Bearer <api key>\" with a valid, unrevoked key"));
 }
 
+bool SameHash(absl::string_view a, absl::string_view b) {
+  return a.size() == b.size() && CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
+}
+
 FailedAuthLimiter::Options WithLabel(FailedAuthLimiter::Options options,
                                      absl::string_view label) {
   options.log_label = label;
@@ -166,18 +170,24 @@ absl::StatusOr<Caller> ApiKeyAuthenticator::AuthenticateHeader(absl::string_view
   // A key that authenticated before, even if the identity tables changed
   // since (its entry is stale, so the table is read again).
   bool proven = false;
-  if (cache_enabled_) {
+  std::string refused_why;
+  {
     absl::MutexLock lock(&mu_);
     auto it = cache_.find(key_id);
-    if (it != cache_.end() && it->second.secret_hash.size() == hash.size() &&
-        CRYPTO_memcmp(it->second.secret_hash.data(), hash.data(), hash.size()) == 0) {
+    if (cache_enabled_ && it != cache_.end() && SameHash(it->second.secret_hash, hash)) {
       if (it->second.generation == generation) {
         ++cache_hits_;
         return it->second.caller;
       }
       proven = true;
     }
+    auto refused = refused_.find(key_id);
+    if (refused != refused_.end() && SameHash(refused->second.secret_hash, hash)) {
+      ++cache_hits_;
+      refused_why = refused->second.why;
+    }
   }
+  if (!refused_why.empty()) return RefuseUnread(peer, Unauthenticated(refused_why));
   // Only unproven keys are throttled: a proven one is no guess, and a good
   // client behind a throttled address keeps working after an identity change.
   const std::string address = peer.empty() ? "" : FailedAuthLimiter::AddressOf(peer);
@@ -190,6 +200,7 @@ absl::StatusOr<Caller> ApiKeyAuthenticator::AuthenticateHeader(absl::string_view
     }
   }
   bool unknown = false;
+  std::string final_refusal;  // why a key with the right secret never works again
   absl::StatusOr<Caller> result;
   absl::Status status = db_->Read([&](SqliteConnection& conn) -> absl::Status {
     ASSIGN_OR_RETURN(auto stmt, conn.Prepare(
@@ -197,28 +208,35 @@ absl::StatusOr<Caller> ApiKeyAuthenticator::AuthenticateHeader(absl::string_view
     stmt.Bind(1, key_id);
     ASSIGN_OR_RETURN(bool row, stmt.Step());
     std::string stored = row ? stmt.ColumnBlob(0) : "";
-    if (!row || stored.size() != hash.size() ||
-        CRYPTO_memcmp(stored.data(), hash.data(), hash.size()) != 0) {
+    if (!row || !SameHash(stored, hash)) {
       unknown = true;
       return Unauthenticated("unknown API key");
     }
-    if (stmt.ColumnInt(1) != 0) return Unauthenticated("API key revoked");
+    if (stmt.ColumnInt(1) != 0) {
+      final_refusal = "API key revoked";
+      return Unauthenticated(final_refusal);
+    }
     std::string user_id = stmt.ColumnText(2);
     result = LoadCaller(conn, user_id);
     if (!result.ok() && absl::IsNotFound(result.status())) {
-      return Unauthenticated("the API key's user no longer exists");
+      final_refusal = "the API key's user no longer exists";
+      return Unauthenticated(final_refusal);
     }
     if (result.ok()) result->api_key_id = key_id;
     return result.status();
   });
   if (!status.ok()) {
-    if (proven && absl::IsUnauthenticated(status)) {
-      // Revoked, or its user deleted: no longer proven.
+    if (absl::IsUnauthenticated(status)) {
       absl::MutexLock lock(&mu_);
-      cache_.erase(key_id);
+      cache_.erase(key_id);  // no longer proven
+      if (!final_refusal.empty()) {
+        if (refused_.size() >= kMaxCachedKeys) refused_.clear();
+        refused_[key_id] = RefusedKey{hash, final_refusal};
+      }
     }
     // A guess (or a typo); revoked keys and deleted users are not guesses.
     if (unknown && !address.empty()) return CountFailure(address, std::move(status));
+    if (!final_refusal.empty()) return RefuseUnread(peer, std::move(status));
     return status;
   }
   if (cache_enabled_) {

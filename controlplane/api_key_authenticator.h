@@ -63,16 +63,18 @@ class ApiKeyAuthenticator final : public Authenticator {
   // string; an empty peer is never throttled. While the peer's address is
   // throttled, a key that never authenticated here (since the cache last
   // started over) is refused with UNAUTHENTICATED saying how long to wait,
-  // without a database read; a key that did is still read and served.
+  // without a database read; a key that did is still read and served. A
+  // revoked key (or one whose user is gone) is refused from memory after its
+  // first refusal: revocation is final.
   absl::StatusOr<Caller> AuthenticateHeader(absl::string_view authorization,
                                             absl::string_view peer = "");
 
-  // Calls answered from the cache, for tests.
+  // Calls answered from memory (served or refused), for tests.
   int64_t cache_hits() const;
 
  private:
-  // `status`, a refusal decided without reading the table (no or a malformed
-  // key): counted in refusals_ only, marked if the address floods.
+  // `status`, a refusal that is no guess (no key, a malformed, revoked or
+  // orphaned key): counted in refusals_ only, marked if the address floods.
   absl::Status RefuseUnread(absl::string_view peer, absl::Status status);
   // Counts an unknown key of `address` in both buckets; marks `status` if
   // either was already empty.
@@ -92,8 +94,15 @@ class ApiKeyAuthenticator final : public Authenticator {
   // False when the identity tables could not be watched: every call reads.
   bool cache_enabled_ = false;
   mutable absl::Mutex mu_;
-  // By key id. Only keys that authenticated; refusals always read the table.
+  // By key id. Only keys that authenticated; unknown keys always read the table.
   absl::flat_hash_map<std::string, CachedKey> cache_ ABSL_GUARDED_BY(mu_);
+  struct RefusedKey {
+    std::string secret_hash;
+    std::string why;
+  };
+  // By key id: keys with the right secret refused for good (revoked, user
+  // deleted); neither can be undone, so entries never go stale.
+  absl::flat_hash_map<std::string, RefusedKey> refused_ ABSL_GUARDED_BY(mu_);
   int64_t cache_hits_ ABSL_GUARDED_BY(mu_) = 0;
 };
 

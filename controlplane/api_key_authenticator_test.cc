@@ -119,5 +119,63 @@ TEST(ApiKeyAuthenticatorTest, MissingAndMalformedKeysAreSummarizedButThrottleNoK
   EXPECT_FALSE(ThrottledAddress(later).has_value());
 }
 
+// A revoked key is no guess: refused from memory after the first read, its
+// flood summarized like keyless calls, and no other key of its address pays.
+TEST(ApiKeyAuthenticatorTest, RevokedKeysAreRefusedFromMemoryAndThrottleNoKey) {
+  absl::StatusOr<BootstrappedDatabase> db = OpenBootstrappedDatabase("auth_revoked");
+  ASSERT_TRUE(db.ok()) << db.status();
+  const GeneratedApiKey key = GenerateApiKey();
+  auto write = [&](const std::string& sql) {
+    return db->db->Transaction([&](SqliteConnection& conn) -> absl::Status {
+      auto stmt = conn.Prepare(sql);
+      if (!stmt.ok()) return stmt.status();
+      stmt->Bind(1, key.id);
+      return stmt->Run();
+    });
+  };
+  ASSERT_TRUE(db->db
+                  ->Transaction([&](SqliteConnection& conn) -> absl::Status {
+                    auto stmt = conn.Prepare("SELECT id FROM users LIMIT 1");
+                    if (!stmt.ok()) return stmt.status();
+                    auto row = stmt->Step();
+                    if (!row.ok()) return row.status();
+                    return InsertApiKey(conn, key, stmt->ColumnText(0), "soon revoked", 1);
+                  })
+                  .ok());
+  absl::Time now = absl::FromUnixSeconds(1000);
+  FailedAuthLimiter::Options options;
+  options.burst = 3;
+  options.per_second = 1;
+  ApiKeyAuthenticator auth(db->db.get(), options, [&] { return now; });
+  const std::string peer = "ipv4:192.0.2.10:5000";
+  const std::string header = "Bearer " + key.secret;
+  ASSERT_TRUE(auth.AuthenticateHeader(header, peer).ok());
+  ASSERT_TRUE(write("UPDATE api_keys SET revoke_time = 2 WHERE id = ?1").ok());
+
+  const int64_t hits = auth.cache_hits();
+  absl::Status first = auth.AuthenticateHeader(header, peer).status();
+  EXPECT_EQ(first.code(), absl::StatusCode::kUnauthenticated);
+  EXPECT_NE(first.message().find("API key revoked"), absl::string_view::npos) << first;
+  EXPECT_EQ(auth.cache_hits(), hits);  // read from the table
+  for (int i = 1; i < 50; ++i) {
+    absl::Status again = auth.AuthenticateHeader(header, peer).status();
+    ASSERT_NE(again.message().find("API key revoked"), absl::string_view::npos) << again;
+    // Past the burst of 3 the refusals are marked for the audit summary.
+    EXPECT_EQ(ThrottledAddress(again).has_value(), i >= 3) << i;
+  }
+  EXPECT_EQ(auth.cache_hits(), hits + 49);  // never read again
+  // Even with the row gone, the answer stays "revoked" (it cannot change).
+  ASSERT_TRUE(write("DELETE FROM api_keys WHERE id = ?1").ok());
+  EXPECT_NE(auth.AuthenticateHeader(header, peer).status().message().find("API key revoked"),
+            absl::string_view::npos);
+  // A wrong secret under the revoked key's id is still a guess, read and told "unknown".
+  std::string wrong = header;
+  wrong.back() = wrong.back() == 'A' ? 'B' : 'A';
+  EXPECT_NE(auth.AuthenticateHeader(wrong, peer).status().message().find("unknown API key"),
+            absl::string_view::npos);
+  // The flood spent no guessing budget: a new good key from there works.
+  EXPECT_TRUE(auth.AuthenticateHeader(db->operator_header, peer).ok());
+}
+
 }  // namespace
 }  // namespace controlplane

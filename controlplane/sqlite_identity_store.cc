@@ -106,6 +106,49 @@ absl::StatusOr<v1::User> ManagedUser(SqliteConnection& conn, const Caller& calle
   return *std::move(user);
 }
 
+// A user the caller may change (its keys, permissions, device access, or
+// delete it): ManagedUser, and unless it is the caller itself, one holding
+// no permission and no server the caller lacks. Otherwise a user manager
+// could mint a key for, strip or delete a more powerful colleague.
+absl::StatusOr<v1::User> ChangeableUser(SqliteConnection& conn, const Caller& caller,
+                                        absl::string_view user_id, bool allow_self) {
+  ASSIGN_OR_RETURN(v1::User user, ManagedUser(conn, caller, user_id, allow_self));
+  if (user.id() == caller.user_id) return user;
+  for (int p : user.permissions()) {
+    if (!caller.Has(static_cast<v1::Permission>(p))) {
+      return absl::PermissionDeniedError(absl::StrCat(
+          "the user holds ", v1::Permission_Name(static_cast<v1::Permission>(p)),
+          ", which the caller does not; only a user holding all of its permissions and "
+          "servers may change it"));
+    }
+  }
+  const v1::DeviceAccess& access = user.device_access();
+  bool covered = caller.is_operator || caller.all_servers || !access.all_servers();
+  for (const std::string& id : access.server_ids()) covered = covered && caller.CanAccessServer(id);
+  if (!covered) {
+    return absl::PermissionDeniedError(
+        "the user can reach servers the caller cannot; only a user holding all of its "
+        "permissions and servers may change it");
+  }
+  return user;
+}
+
+// Device access the caller may hand out: at most its own.
+absl::Status CheckGrantableAccess(const Caller& caller, const v1::DeviceAccess& access) {
+  if (caller.is_operator || caller.all_servers) return absl::OkStatus();
+  if (access.all_servers()) {
+    return absl::PermissionDeniedError(
+        "device_access: cannot grant all servers; the caller does not have them");
+  }
+  for (const std::string& id : access.server_ids()) {
+    if (!caller.CanAccessServer(id)) {
+      return absl::PermissionDeniedError(absl::StrCat(
+          "device_access: cannot grant server ", id, ", which the caller cannot access"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 // Validates, deduplicates and sorts a permission set for a user of an
 // account; refuses grants beyond the caller's own (`already` are kept).
 absl::StatusOr<std::vector<int>> CheckPermissions(
@@ -184,13 +227,13 @@ absl::Status WriteDeviceAccess(SqliteConnection& conn, absl::string_view user_id
   return absl::OkStatus();
 }
 
-// How many users of the account other than `except_user` hold USER_MANAGE.
-absl::StatusOr<int64_t> OtherUserManagers(SqliteConnection& conn, absl::string_view account_id,
-                                          absl::string_view except_user) {
+// How many users of the account other than `except_user` hold `permission`.
+absl::StatusOr<int64_t> OtherHolders(SqliteConnection& conn, absl::string_view account_id,
+                                     absl::string_view except_user, v1::Permission permission) {
   ASSIGN_OR_RETURN(auto stmt, conn.Prepare(
       "SELECT COUNT(*) FROM users u JOIN user_permissions p ON p.user_id = u.id "
       "WHERE u.account_id = ?1 AND u.id != ?2 AND p.permission = ?3"));
-  stmt.Bind(1, account_id).Bind(2, except_user).Bind(3, int{v1::PERMISSION_USER_MANAGE});
+  stmt.Bind(1, account_id).Bind(2, except_user).Bind(3, int{permission});
   ASSIGN_OR_RETURN(bool row, stmt.Step());
   return row ? stmt.ColumnInt(0) : 0;
 }
@@ -407,6 +450,7 @@ absl::StatusOr<v1::CreateUserResponse> SqliteIdentityStore::CreateUser(
   }
   RETURN_IF_ERROR(ValidateToken("username", request.username(), kMaxUsername, "._@-"));
   RETURN_IF_ERROR(CheckDeviceAccessShape(request.device_access()));
+  RETURN_IF_ERROR(CheckGrantableAccess(caller, request.device_access()));
   RETURN_IF_ERROR(ValidateRequestId(request.request_id()));
   return IdempotentTransaction<v1::CreateUserResponse>(
       db_, caller.account_id, request.request_id(), RequestFingerprint("CreateUser", request),
@@ -493,17 +537,18 @@ absl::StatusOr<v1::DeleteUserResponse> SqliteIdentityStore::DeleteUser(
   return IdempotentTransaction<v1::DeleteUserResponse>(
       db_, caller.account_id, request.request_id(), RequestFingerprint("DeleteUser", request),
       [&](SqliteConnection& conn) -> absl::StatusOr<v1::DeleteUserResponse> {
-        ASSIGN_OR_RETURN(v1::User user, ManagedUser(conn, caller, request.id(), false));
+        ASSIGN_OR_RETURN(v1::User user, ChangeableUser(conn, caller, request.id(), false));
         if (user.id() == caller.user_id) {
           return absl::FailedPreconditionError(
               "a user cannot delete itself; ask another user manager");
         }
-        if (HasPermission(user, v1::PERMISSION_USER_MANAGE)) {
-          ASSIGN_OR_RETURN(int64_t others, OtherUserManagers(conn, user.account_id(), user.id()));
+        for (v1::Permission kept : {v1::PERMISSION_USER_MANAGE, v1::PERMISSION_PLATFORM_OPERATOR}) {
+          if (!HasPermission(user, kept)) continue;
+          ASSIGN_OR_RETURN(int64_t others, OtherHolders(conn, user.account_id(), user.id(), kept));
           if (others == 0) {
-            return absl::FailedPreconditionError(
-                "this is the account's last user with PERMISSION_USER_MANAGE; grant it to "
-                "another user first");
+            return absl::FailedPreconditionError(absl::StrCat(
+                "this is the account's last user with ", v1::Permission_Name(kept),
+                "; grant it to another user first"));
           }
         }
         // Keys go with the user (ON DELETE CASCADE): they stop working at once.
@@ -521,20 +566,22 @@ absl::StatusOr<v1::SetUserPermissionsResponse> SqliteIdentityStore::SetUserPermi
       db_, caller.account_id, request.request_id(),
       RequestFingerprint("SetUserPermissions", request),
       [&](SqliteConnection& conn) -> absl::StatusOr<v1::SetUserPermissionsResponse> {
-        ASSIGN_OR_RETURN(v1::User user, ManagedUser(conn, caller, request.user_id(), false));
+        ASSIGN_OR_RETURN(v1::User user, ChangeableUser(conn, caller, request.user_id(), false));
         ASSIGN_OR_RETURN(auto account, ReadAccount(conn, user.account_id()));
         if (!account) return NoSuchAccount();
         std::set<int> already(user.permissions().begin(), user.permissions().end());
         ASSIGN_OR_RETURN(std::vector<int> permissions,
                          CheckPermissions(caller, request.permissions(), account->is_operator(),
                                           already));
-        bool keeps_manage = std::find(permissions.begin(), permissions.end(),
-                                      int{v1::PERMISSION_USER_MANAGE}) != permissions.end();
-        if (already.count(v1::PERMISSION_USER_MANAGE) && !keeps_manage) {
-          ASSIGN_OR_RETURN(int64_t others, OtherUserManagers(conn, user.account_id(), user.id()));
+        for (v1::Permission kept : {v1::PERMISSION_USER_MANAGE, v1::PERMISSION_PLATFORM_OPERATOR}) {
+          if (!already.count(kept) ||
+              std::find(permissions.begin(), permissions.end(), int{kept}) != permissions.end()) {
+            continue;
+          }
+          ASSIGN_OR_RETURN(int64_t others, OtherHolders(conn, user.account_id(), user.id(), kept));
           if (others == 0) {
-            return absl::FailedPreconditionError(
-                "this would leave the account without a user holding PERMISSION_USER_MANAGE");
+            return absl::FailedPreconditionError(absl::StrCat(
+                "this would leave the account without a user holding ", v1::Permission_Name(kept)));
           }
         }
         RETURN_IF_ERROR(WritePermissions(conn, user.id(), permissions));
@@ -552,7 +599,8 @@ absl::StatusOr<v1::SetDeviceAccessResponse> SqliteIdentityStore::SetDeviceAccess
   return IdempotentTransaction<v1::SetDeviceAccessResponse>(
       db_, caller.account_id, request.request_id(), RequestFingerprint("SetDeviceAccess", request),
       [&](SqliteConnection& conn) -> absl::StatusOr<v1::SetDeviceAccessResponse> {
-        ASSIGN_OR_RETURN(v1::User user, ManagedUser(conn, caller, request.user_id(), false));
+        ASSIGN_OR_RETURN(v1::User user, ChangeableUser(conn, caller, request.user_id(), false));
+        RETURN_IF_ERROR(CheckGrantableAccess(caller, request.device_access()));
         RETURN_IF_ERROR(WriteDeviceAccess(conn, user.id(), user.account_id(),
                                           request.device_access()));
         v1::SetDeviceAccessResponse response;
@@ -570,7 +618,7 @@ absl::StatusOr<v1::CreateApiKeyResponse> SqliteIdentityStore::CreateApiKey(
   return IdempotentTransaction<v1::CreateApiKeyResponse>(
       db_, caller.account_id, request.request_id(), RequestFingerprint("CreateApiKey", request),
       [&](SqliteConnection& conn) -> absl::StatusOr<v1::CreateApiKeyResponse> {
-        ASSIGN_OR_RETURN(v1::User user, ManagedUser(conn, caller, user_id, true));
+        ASSIGN_OR_RETURN(v1::User user, ChangeableUser(conn, caller, user_id, true));
         ASSIGN_OR_RETURN(auto count, conn.Prepare(
             "SELECT COUNT(*) FROM api_keys WHERE user_id = ?1 AND revoke_time IS NULL"));
         count.Bind(1, user.id());
@@ -648,7 +696,7 @@ absl::StatusOr<v1::RevokeApiKeyResponse> SqliteIdentityStore::RevokeApiKey(
           if (!row) return absl::NotFoundError("API key not found");
           user_id = stmt.ColumnText(0);
         }
-        auto user = ManagedUser(conn, caller, user_id, true);
+        auto user = ChangeableUser(conn, caller, user_id, true);
         if (absl::IsNotFound(user.status())) return absl::NotFoundError("API key not found");
         RETURN_IF_ERROR(user.status());
         {

@@ -444,5 +444,96 @@ TEST_F(IdentityStoreTest, AuditLogIsReadableByOperatorAndOwnManagers) {
   EXPECT_EQ(log.List(op_, request).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+
+// A user manager changes only users it outranks: a helpdesk user of the
+// operator account cannot mint a key for, strip, delete or lock out the
+// platform operator.
+TEST_F(IdentityStoreTest, UserManagersChangeOnlyUsersTheyOutrank) {
+  const std::string helpdesk_id =
+      NewUser(op_, op_.account_id, "helpdesk", {v1::PERMISSION_USER_MANAGE});
+  const Caller helpdesk = CallerFor(helpdesk_id);
+  ASSERT_FALSE(helpdesk.is_operator);
+  constexpr auto kDenied = absl::StatusCode::kPermissionDenied;
+
+  v1::CreateApiKeyRequest key;
+  key.set_user_id(op_.user_id);
+  absl::Status minted = store_->CreateApiKey(helpdesk, key).status();
+  EXPECT_EQ(minted.code(), kDenied) << minted;
+  EXPECT_NE(minted.message().find("PERMISSION_"), std::string::npos) << minted;
+  v1::SetUserPermissionsRequest strip;
+  strip.set_user_id(op_.user_id);
+  strip.add_permissions(v1::PERMISSION_USER_MANAGE);
+  EXPECT_EQ(store_->SetUserPermissions(helpdesk, strip).status().code(), kDenied);
+  v1::SetDeviceAccessRequest narrow;
+  narrow.set_user_id(op_.user_id);
+  EXPECT_EQ(store_->SetDeviceAccess(helpdesk, narrow).status().code(), kDenied);
+  v1::DeleteUserRequest remove;
+  remove.set_id(op_.user_id);
+  EXPECT_EQ(store_->DeleteUser(helpdesk, remove).status().code(), kDenied);
+  v1::RevokeApiKeyRequest revoke;
+  revoke.set_id(op_.api_key_id);
+  EXPECT_EQ(store_->RevokeApiKey(helpdesk, revoke).status().code(), kDenied);
+  // Nothing changed: the operator's key still makes an operator.
+  auto still = auth_->AuthenticateHeader("Bearer " + ReadFile(key_file_));
+  ASSERT_TRUE(still.ok()) << still.status();
+  EXPECT_TRUE(still->is_operator);
+
+  // A user holding nothing beyond the helpdesk's own it does manage.
+  const std::string clerk = NewUser(helpdesk, op_.account_id, "clerk", {});
+  key.set_user_id(clerk);
+  EXPECT_TRUE(store_->CreateApiKey(helpdesk, key).ok());
+  v1::SetUserPermissionsRequest grant;
+  grant.set_user_id(clerk);
+  grant.add_permissions(v1::PERMISSION_USER_MANAGE);
+  EXPECT_TRUE(store_->SetUserPermissions(helpdesk, grant).ok());
+  remove.set_id(clerk);
+  EXPECT_TRUE(store_->DeleteUser(helpdesk, remove).ok());
+}
+
+// Device access handed out (to others or oneself) is at most the caller's.
+TEST_F(IdentityStoreTest, DeviceAccessGrantedIsAtMostTheCallers) {
+  const std::string account = NewAccount("devices");
+  const std::string manager_id = NewUser(op_, account, "mgr", {v1::PERMISSION_USER_MANAGE});
+  Caller manager = CallerFor(manager_id);
+  ASSERT_FALSE(manager.all_servers);
+  constexpr auto kDenied = absl::StatusCode::kPermissionDenied;
+
+  v1::SetDeviceAccessRequest widen;
+  widen.set_user_id(manager_id);
+  widen.mutable_device_access()->set_all_servers(true);
+  EXPECT_EQ(store_->SetDeviceAccess(manager, widen).status().code(), kDenied);
+  v1::CreateUserRequest create;
+  create.set_account_id(account);
+  create.set_username("wide");
+  create.mutable_device_access()->set_all_servers(true);
+  EXPECT_EQ(store_->CreateUser(manager, create).status().code(), kDenied);
+  create.mutable_device_access()->set_all_servers(false);
+  create.mutable_device_access()->add_server_ids(NewUuid());
+  absl::Status one = store_->CreateUser(manager, create).status();
+  EXPECT_EQ(one.code(), kDenied) << one;
+  EXPECT_NE(one.message().find("cannot access"), std::string::npos) << one;
+
+  // Once an operator gives it every server, it may hand them out.
+  ASSERT_TRUE(store_->SetDeviceAccess(op_, widen).ok());
+  manager = CallerFor(manager_id);
+  create.mutable_device_access()->Clear();
+  create.mutable_device_access()->set_all_servers(true);
+  auto created = store_->CreateUser(manager, create);
+  ASSERT_TRUE(created.ok()) << created.status();
+  EXPECT_TRUE(created->user().device_access().all_servers());
+}
+
+TEST_F(IdentityStoreTest, TheLastPlatformOperatorCannotStepDown) {
+  v1::SetUserPermissionsRequest demote;
+  demote.set_user_id(op_.user_id);
+  demote.add_permissions(v1::PERMISSION_USER_MANAGE);
+  absl::Status alone = store_->SetUserPermissions(op_, demote).status();
+  EXPECT_EQ(alone.code(), absl::StatusCode::kFailedPrecondition) << alone;
+  EXPECT_NE(alone.message().find("PERMISSION_PLATFORM_OPERATOR"), std::string::npos) << alone;
+  NewUser(op_, op_.account_id, "op2",
+          {v1::PERMISSION_PLATFORM_OPERATOR, v1::PERMISSION_USER_MANAGE});
+  EXPECT_TRUE(store_->SetUserPermissions(op_, demote).ok());
+}
+
 }  // namespace
 }  // namespace controlplane

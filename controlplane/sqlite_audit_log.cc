@@ -30,18 +30,33 @@ struct EventRow {
   absl::string_view message, request_id, operation_id, peer;
 };
 
+// Field limits of a row: requests echo ids and text of any size (up to the
+// 64 MiB message limit), and a refused call is audited before its input is
+// validated, so unbounded fields would let any caller fill the disk.
+constexpr size_t kMaxIdBytes = 256;
+constexpr size_t kMaxMessageBytes = 2048;
+
+// `value`, or its first bytes (cut on a UTF-8 boundary) and how long it was.
+std::string Clip(absl::string_view value, size_t max_bytes) {
+  if (value.size() <= max_bytes) return std::string(value);
+  size_t cut = max_bytes;
+  while (cut > 0 && (static_cast<unsigned char>(value[cut]) & 0xC0) == 0x80) --cut;
+  return absl::StrCat(value.substr(0, cut), "... (", value.size(), " bytes)");
+}
+
 absl::Status InsertEvent(SqliteConnection& conn, const EventRow& row) {
   ASSIGN_OR_RETURN(auto stmt, conn.Prepare(
       "INSERT INTO audit_events (id, time, account_id, user_id, api_key_id, method, "
       "target_type, target_id, outcome_code, outcome_message, request_id, operation_id, "
       "peer) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"));
-  // std::string: a default string_view has no data and would bind NULL.
-  stmt.Bind(1, NewUuid()).Bind(2, row.time).Bind(3, std::string(row.account_id));
-  stmt.Bind(4, std::string(row.user_id)).Bind(5, std::string(row.api_key_id));
-  stmt.Bind(6, std::string(row.method)).Bind(7, static_cast<int>(row.target->type()));
-  stmt.Bind(8, row.target->id()).Bind(9, static_cast<int>(row.code));
-  stmt.Bind(10, std::string(row.message)).Bind(11, std::string(row.request_id));
-  stmt.Bind(12, std::string(row.operation_id)).Bind(13, std::string(row.peer));
+  // std::string (Clip): a default string_view has no data and would bind NULL.
+  stmt.Bind(1, NewUuid()).Bind(2, row.time).Bind(3, Clip(row.account_id, kMaxIdBytes));
+  stmt.Bind(4, Clip(row.user_id, kMaxIdBytes)).Bind(5, Clip(row.api_key_id, kMaxIdBytes));
+  stmt.Bind(6, Clip(row.method, kMaxIdBytes)).Bind(7, static_cast<int>(row.target->type()));
+  stmt.Bind(8, Clip(row.target->id(), kMaxIdBytes)).Bind(9, static_cast<int>(row.code));
+  stmt.Bind(10, Clip(row.message, kMaxMessageBytes));
+  stmt.Bind(11, Clip(row.request_id, kMaxIdBytes));
+  stmt.Bind(12, Clip(row.operation_id, kMaxIdBytes)).Bind(13, Clip(row.peer, kMaxIdBytes));
   return stmt.Run();
 }
 

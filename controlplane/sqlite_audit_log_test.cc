@@ -342,5 +342,38 @@ TEST_F(SqliteAuditLogTest, BackgroundThreadWritesDueWindows) {
   log_.reset();  // stops the thread before log_now goes
 }
 
+
+// Whatever a caller sends, one audit row stays small: ids and messages are
+// cut (on a UTF-8 boundary) and say how long they were.
+TEST_F(SqliteAuditLogTest, HugeIdsAndMessagesAreClipped) {
+  v1::ResourceReference target;
+  target.set_type(v1::RESOURCE_TYPE_IMAGE_TEMPLATE);
+  target.set_id(std::string(10 << 20, 'x'));
+  // A two-byte character straddles the cut.
+  const std::string message = std::string(2047, 'm') + "\xc3\xa9" + std::string(1 << 20, 'm');
+  Caller anonymous;
+  anonymous.peer = "ipv4:192.0.2.50:1";
+  log_->Record(anonymous, "", "/imagetemplates.v1.ImageTemplateService/DeleteImageTemplate",
+               target, absl::InvalidArgumentError(message), std::string(3 << 20, 'r'));
+  std::vector<v1::AuditEvent> events = Events();
+  ASSERT_FALSE(events.empty());
+  const v1::AuditEvent& event = events.back();
+  EXPECT_EQ(event.target().id(), std::string(256, 'x') + "... (10485760 bytes)");
+  EXPECT_EQ(event.request_id(), std::string(256, 'r') + "... (3145728 bytes)");
+  EXPECT_EQ(event.outcome().message(),
+            std::string(2047, 'm') + "... (" + std::to_string(message.size()) + " bytes)");
+  // The whole row, as stored.
+  ASSERT_TRUE(db_->Read([&](SqliteConnection& conn) -> absl::Status {
+                   auto stmt = conn.Prepare(
+                       "SELECT MAX(length(target_id) + length(request_id) + "
+                       "length(outcome_message)) FROM audit_events");
+                   if (!stmt.ok()) return stmt.status();
+                   auto row = stmt->Step();
+                   if (!row.ok()) return row.status();
+                   EXPECT_LT(stmt->ColumnInt(0), 3000);
+                   return absl::OkStatus();
+                 }).ok());
+}
+
 }  // namespace
 }  // namespace controlplane

@@ -1,0 +1,59 @@
+// The shared secret of the internal API (controlplane <-> storaged, storaged
+// <-> storaged): read from a file given by --internal-token-file, sent as
+// "authorization: Bearer <token>" on every internal call, and checked in
+// constant time by the receiver. Without it anyone who reaches a port could
+// register a node under another's id or make a storaged read and write
+// arbitrary iSCSI volumes.
+#ifndef COMMON_INTERNAL_TOKEN_H_
+#define COMMON_INTERNAL_TOKEN_H_
+
+#include <cstddef>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "grpcpp/channel.h"
+#include "grpcpp/server_context.h"
+#include "grpcpp/support/channel_arguments.h"
+
+namespace common {
+
+inline constexpr size_t kMinInternalTokenBytes = 32;
+inline constexpr size_t kMaxInternalTokenBytes = 1024;
+
+// The first line of `path` (line end and surrounding blanks dropped).
+// NOT_FOUND or PERMISSION_DENIED if it cannot be opened; FAILED_PRECONDITION
+// if it is not a regular file or group or others may access it;
+// INVALID_ARGUMENT if the token is shorter than kMinInternalTokenBytes,
+// longer than kMaxInternalTokenBytes, or not printable ASCII without blanks
+// (it travels in a header). Every message names the file.
+absl::StatusOr<std::string> ReadInternalTokenFile(const std::string& path);
+
+// Checks the token on incoming calls. Immutable, so thread-safe.
+class InternalTokenVerifier {
+ public:
+  // An empty `token` accepts every call (standalone storaged).
+  explicit InternalTokenVerifier(absl::string_view token = "");
+
+  bool enabled() const { return enabled_; }
+
+  // OK when disabled or when the call carries "authorization: Bearer
+  // <token>"; UNAUTHENTICATED otherwise, after one log line naming `method`
+  // and the peer. The comparison takes the same time for any wrong token.
+  grpc::Status Check(const grpc::ServerContext& context, absl::string_view method) const;
+
+ private:
+  bool enabled_ = false;
+  unsigned char digest_[32] = {};  // SHA-256 of "Bearer <token>"
+};
+
+// A channel to `target` (insecure transport) whose every call carries
+// "authorization: Bearer <token>"; a plain channel when `token` is empty.
+std::shared_ptr<grpc::Channel> CreateInternalChannel(const std::string& target,
+                                                     const std::string& token,
+                                                     const grpc::ChannelArguments& args = {});
+
+}  // namespace common
+
+#endif  // COMMON_INTERNAL_TOKEN_H_

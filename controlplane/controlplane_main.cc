@@ -9,6 +9,7 @@
 
 #include "common/flags.h"
 #include "common/grpc_server.h"
+#include "common/internal_token.h"
 #include "common/log.h"
 #include "controlplane/api_key_authenticator.h"
 #include "controlplane/audit_service.h"
@@ -49,6 +50,7 @@ struct Config {
   std::string db = "controlplane.db";
   std::string admin_key_file;       // default: <db>.admin-key
   std::string credential_key_file;  // default: <db>.credential-key
+  std::string internal_token_file;  // required
   std::string port_file;
   int64_t node_heartbeat_ms = 5000;
   int64_t max_operations = 32;
@@ -83,9 +85,11 @@ int main(int argc, char** argv) {
   common::SetLogComponent("controlplane");
   Config config;
   common::FlagSet flags(
-      "controlplane --listen=HOST:PORT --db=PATH [--admin-key-file=PATH]\n"
+      "controlplane --listen=HOST:PORT --db=PATH --internal-token-file=PATH "
+      "[--admin-key-file=PATH]\n"
       "Serves the image templates API. Example:\n"
       "  controlplane --listen=127.0.0.1:7443 --db=/var/lib/imagetemplates/cp.db "
+      "--internal-token-file=/var/lib/imagetemplates/internal.token "
       "--admin-key-file=/var/lib/imagetemplates/admin.key");
   flags.String("listen", &config.listen, "address to serve gRPC on; port 0 picks one");
   flags.String("db", &config.db, "SQLite database file (created if missing)");
@@ -95,6 +99,10 @@ int main(int argc, char** argv) {
   flags.String("credential-key-file", &config.credential_key_file,
                "32-byte AES-256-GCM key for credentials at rest, created (mode 0600) if "
                "missing; default <db>.credential-key");
+  flags.String("internal-token-file", &config.internal_token_file,
+               "required: file whose first line is the shared secret of the internal API "
+               "(at least 32 bytes, mode 0600); storage nodes must send it to NodeRegistry "
+               "and it is sent on every call to them");
   flags.String("port-file", &config.port_file,
                "write the bound port here once listening (for scripts and tests)");
   flags.Int("node-heartbeat-ms", &config.node_heartbeat_ms,
@@ -132,6 +140,19 @@ int main(int argc, char** argv) {
                      config.compute_driver);
     return 2;
   }
+  if (config.internal_token_file.empty()) {
+    common::LogError(
+        "--internal-token-file is required: the storage nodes' shared secret (a 0600 file "
+        "whose first line has at least 32 bytes, e.g. head -c 32 /dev/urandom | base64)");
+    return 2;
+  }
+  absl::StatusOr<std::string> internal_token =
+      common::ReadInternalTokenFile(config.internal_token_file);
+  if (!internal_token.ok()) {
+    common::LogError("--internal-token-file: %s", internal_token.status().message());
+    return 2;
+  }
+  const common::InternalTokenVerifier internal_verifier(*internal_token);
   if (config.admin_key_file.empty()) config.admin_key_file = config.db + ".admin-key";
   if (config.credential_key_file.empty()) {
     config.credential_key_file = config.db + ".credential-key";
@@ -174,10 +195,13 @@ int main(int argc, char** argv) {
       absl::Milliseconds(std::max<int64_t>(100, config.node_heartbeat_ms));
   controlplane::NodeRegistry registry(&inventory_store, registry_options);
   registry.StartSweeper();
-  controlplane::NodeRegistryServiceImpl node_registry(&registry);
-  controlplane::StorageNodeDirectory nodes(&inventory_store,
-                                           controlplane::NewGrpcStorageNodeClient,
-                                           registry.liveness_window());
+  controlplane::NodeRegistryServiceImpl node_registry(&registry, &internal_verifier);
+  controlplane::StorageNodeDirectory nodes(
+      &inventory_store,
+      [token = *internal_token](const std::string& address) {
+        return controlplane::NewGrpcStorageNodeClient(address, token);
+      },
+      registry.liveness_window());
   controlplane::InventoryComputeDriver inventory_compute(&inventory_store);
   controlplane::ComputeDriver* compute = &inventory_compute;
   std::unique_ptr<controlplane::QemuComputeDriver> qemu_compute;

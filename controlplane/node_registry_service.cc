@@ -93,6 +93,16 @@ absl::StatusOr<pb::RegisterNodeResponse> NodeRegistry::RegisterNode(
   }
   node.set_capacity_bytes(static_cast<int64_t>(request.capacity_bytes()));
   *node.mutable_last_heartbeat_time() = ToTimestamp(options_.now_micros());
+  // Only for the log: a known id moving elsewhere is legitimate (a restarted
+  // node) but is what a stolen token would look like, so say so.
+  std::string old_address;
+  absl::StatusOr<std::vector<v1::StorageNode>> known =
+      inventory_->ReadStorageNodes(request.datacenter());
+  if (known.ok()) {
+    for (const v1::StorageNode& n : *known) {
+      if (n.id() == node.id()) old_address = n.address();
+    }
+  }
   absl::Status status = inventory_->UpsertStorageNode(node);
   if (absl::IsNotFound(status)) {
     return absl::NotFoundError(
@@ -101,6 +111,10 @@ absl::StatusOr<pb::RegisterNodeResponse> NodeRegistry::RegisterNode(
                      "nodes register"));
   }
   RETURN_IF_ERROR(status);
+  if (!old_address.empty() && old_address != node.address()) {
+    common::LogWarning("storage node %s in %s moved: %s -> %s", node.id(),
+                       node.datacenter(), old_address, node.address());
+  }
   common::LogInfo("storage node %s registered in %s at %s", node.id(),
                   node.datacenter(), node.address());
   pb::RegisterNodeResponse response;
@@ -146,8 +160,10 @@ void NodeRegistry::StartSweeper() {
 }
 
 grpc::Status NodeRegistryServiceImpl::RegisterNode(
-    grpc::ServerContext*, const pb::RegisterNodeRequest* request,
+    grpc::ServerContext* context, const pb::RegisterNodeRequest* request,
     pb::RegisterNodeResponse* response) {
+  grpc::Status auth = verifier_->Check(*context, "RegisterNode");
+  if (!auth.ok()) return auth;
   absl::StatusOr<pb::RegisterNodeResponse> result =
       registry_->RegisterNode(*request);
   if (!result.ok()) return common::ToGrpcStatus(result.status());
@@ -156,8 +172,10 @@ grpc::Status NodeRegistryServiceImpl::RegisterNode(
 }
 
 grpc::Status NodeRegistryServiceImpl::Heartbeat(
-    grpc::ServerContext*, const pb::HeartbeatRequest* request,
+    grpc::ServerContext* context, const pb::HeartbeatRequest* request,
     pb::HeartbeatResponse* response) {
+  grpc::Status auth = verifier_->Check(*context, "Heartbeat");
+  if (!auth.ok()) return auth;
   absl::StatusOr<pb::HeartbeatResponse> result = registry_->Heartbeat(*request);
   if (!result.ok()) return common::ToGrpcStatus(result.status());
   *response = *std::move(result);

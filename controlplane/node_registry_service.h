@@ -14,6 +14,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
+#include "common/internal_token.h"
 #include "controlplane/inventory_store.h"
 #include "imagetemplates/storagenode/v1/storage_node.grpc.pb.h"
 
@@ -36,7 +37,10 @@ class NodeRegistry {
   NodeRegistry(const NodeRegistry&) = delete;
   NodeRegistry& operator=(const NodeRegistry&) = delete;
 
-  // Registers or re-registers a node: UP, heartbeat now. INVALID_ARGUMENT
+  // Registers or re-registers a node: UP, heartbeat now. A known id may move
+  // to a new address (a restarted node on another port); the move is logged.
+  // Callers are trusted: the service checks the internal token first.
+  // INVALID_ARGUMENT
   // (node_id, address, served_portals); NOT_FOUND (datacenter);
   // FAILED_PRECONDITION if the id lives in another datacenter or a portal is
   // served by another live node.
@@ -65,12 +69,15 @@ class NodeRegistry {
   std::thread sweeper_;
 };
 
-// The gRPC adapter. Thread-safe; does not own `registry`.
+// The gRPC adapter: every call must carry the internal token (anyone else
+// could move a node's address to their own and receive its CHAP secrets).
+// Thread-safe; owns neither argument.
 class NodeRegistryServiceImpl final
     : public imagetemplates::storagenode::v1::NodeRegistry::Service {
  public:
-  explicit NodeRegistryServiceImpl(NodeRegistry* registry)
-      : registry_(registry) {}
+  NodeRegistryServiceImpl(NodeRegistry* registry,
+                          const common::InternalTokenVerifier* verifier)
+      : registry_(registry), verifier_(verifier) {}
 
   grpc::Status RegisterNode(
       grpc::ServerContext* context,
@@ -83,6 +90,7 @@ class NodeRegistryServiceImpl final
 
  private:
   NodeRegistry* const registry_;
+  const common::InternalTokenVerifier* const verifier_;
 };
 
 // "host" -> "host:3260"; anything else unchanged.

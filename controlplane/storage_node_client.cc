@@ -6,6 +6,7 @@
 #include "absl/time/clock.h"
 #include "common/grpc_cancel_propagator.h"
 #include "common/grpc_status.h"
+#include "common/internal_token.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
 
@@ -36,11 +37,12 @@ absl::StatusOr<T> WithRetries(const CallOptions& options,
 
 class GrpcStorageNodeClient final : public StorageNodeClient {
  public:
-  explicit GrpcStorageNodeClient(const std::string& address) : address_(address) {
+  GrpcStorageNodeClient(const std::string& address, const std::string& internal_token)
+      : address_(address) {
     grpc::ChannelArguments args;
     args.SetMaxReceiveMessageSize(64 << 20);
     stub_ = pb::StorageNode::NewStub(
-        grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args));
+        common::CreateInternalChannel(address, internal_token, args));
   }
 
   absl::StatusOr<pb::ImageManifestSummary> Capture(const std::string& image_id,
@@ -195,8 +197,9 @@ class GrpcStorageNodeClient final : public StorageNodeClient {
 
 }  // namespace
 
-std::unique_ptr<StorageNodeClient> NewGrpcStorageNodeClient(const std::string& address) {
-  return std::make_unique<GrpcStorageNodeClient>(address);
+std::unique_ptr<StorageNodeClient> NewGrpcStorageNodeClient(const std::string& address,
+                                                            const std::string& internal_token) {
+  return std::make_unique<GrpcStorageNodeClient>(address, internal_token);
 }
 
 }  // namespace controlplane

@@ -59,8 +59,10 @@ class StorageNodeClient {
 using StorageNodeClientFactory =
     std::function<std::unique_ptr<StorageNodeClient>(const std::string& address)>;
 
-// Over gRPC to `address`.
-std::unique_ptr<StorageNodeClient> NewGrpcStorageNodeClient(const std::string& address);
+// Over gRPC to `address`; every call carries `internal_token` (the storaged's
+// --internal-token-file) unless it is empty.
+std::unique_ptr<StorageNodeClient> NewGrpcStorageNodeClient(
+    const std::string& address, const std::string& internal_token = "");
 
 }  // namespace controlplane
 

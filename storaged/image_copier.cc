@@ -9,6 +9,7 @@
 #include "absl/time/clock.h"
 #include "common/grpc_cancel_propagator.h"
 #include "common/grpc_status.h"
+#include "common/internal_token.h"
 #include "common/log.h"
 #include "common/status_macros.h"
 #include "grpcpp/create_channel.h"
@@ -186,12 +187,12 @@ absl::StatusOr<SendProgress> SendImage(ImageStore& store, const std::string& ima
   return progress;
 }
 
-std::unique_ptr<pb::StorageNode::StubInterface> NewPeerStub(const std::string& address) {
+std::unique_ptr<pb::StorageNode::StubInterface> NewPeerStub(const std::string& address,
+                                                           const std::string& internal_token) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(64 << 20);
   args.SetMaxSendMessageSize(64 << 20);
-  return pb::StorageNode::NewStub(
-      grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args));
+  return pb::StorageNode::NewStub(common::CreateInternalChannel(address, internal_token, args));
 }
 
 }  // namespace storaged

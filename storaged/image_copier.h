@@ -60,9 +60,9 @@ absl::StatusOr<SendProgress> SendImage(
     const SendOptions& options);
 
 // A stub for the storaged at `address` ("host:port") with message limits
-// that fit a frame.
+// that fit a frame; every call carries `internal_token` unless it is empty.
 std::unique_ptr<imagetemplates::storagenode::v1::StorageNode::StubInterface>
-NewPeerStub(const std::string& address);
+NewPeerStub(const std::string& address, const std::string& internal_token = "");
 
 }  // namespace storaged
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 
+#include "common/internal_token.h"
 #include "common/log.h"
 #include "google/protobuf/util/time_util.h"
 #include "grpcpp/create_channel.h"
@@ -25,7 +26,7 @@ NodeRegistration::NodeRegistration(NodeRegistrationOptions options, StatusSource
     : options_(std::move(options)),
       status_(std::move(status)),
       stub_(pb::NodeRegistry::NewStub(
-          grpc::CreateChannel(options_.controlplane, grpc::InsecureChannelCredentials()))),
+          common::CreateInternalChannel(options_.controlplane, options_.internal_token))),
       interval_(options_.heartbeat_interval) {}
 
 NodeRegistration::~NodeRegistration() {

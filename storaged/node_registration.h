@@ -23,6 +23,8 @@ struct NodeRegistrationOptions {
   std::string datacenter;
   std::string address;  // this node's gRPC address, as the control plane reaches it
   std::vector<std::string> served_portals;
+  // Sent as "authorization: Bearer <token>" on every call (--internal-token-file).
+  std::string internal_token;
   // Used until the control plane names its own interval.
   absl::Duration heartbeat_interval = absl::Seconds(5);
   absl::Duration max_backoff = absl::Seconds(30);

@@ -127,6 +127,11 @@ StorageNodeService::StorageNodeService(std::string node_id, ImageStore* store,
       open_volume_(std::move(open_volume)),
       start_time_(absl::Now()) {}
 
+void StorageNodeService::RequireInternalToken(const std::string& token) {
+  internal_token_ = token;
+  verifier_ = common::InternalTokenVerifier(token);
+}
+
 void StorageNodeService::AttachStore(ImageStore* store) {
   {
     absl::MutexLock lock(&receiver_mu_);
@@ -160,6 +165,7 @@ absl::StatusOr<pb::ImageManifestSummary> StorageNodeService::Summarize(
 grpc::Status StorageNodeService::CaptureVolume(
     grpc::ServerContext* context, const pb::CaptureVolumeRequest* request,
     grpc::ServerWriter<pb::CaptureVolumeProgress>* writer) {
+  if (grpc::Status auth = verifier_.Check(*context, "CaptureVolume"); !auth.ok()) return auth;
   ReleaseMemoryOnReturn release;
   absl::StatusOr<ImageStore*> store = Store();
   if (!store.ok()) return ToGrpcStatus(store.status());
@@ -226,6 +232,7 @@ grpc::Status StorageNodeService::CaptureVolume(
 grpc::Status StorageNodeService::RestoreVolume(
     grpc::ServerContext* context, const pb::RestoreVolumeRequest* request,
     grpc::ServerWriter<pb::RestoreVolumeProgress>* writer) {
+  if (grpc::Status auth = verifier_.Check(*context, "RestoreVolume"); !auth.ok()) return auth;
   ReleaseMemoryOnReturn release;
   absl::StatusOr<ImageStore*> store = Store();
   if (!store.ok()) return ToGrpcStatus(store.status());
@@ -280,6 +287,7 @@ grpc::Status StorageNodeService::RestoreVolume(
 grpc::Status StorageNodeService::WriteConfigDrive(grpc::ServerContext* context,
                                                   const pb::WriteConfigDriveRequest* request,
                                                   pb::WriteConfigDriveResponse* response) {
+  if (grpc::Status auth = verifier_.Check(*context, "WriteConfigDrive"); !auth.ok()) return auth;
   if (request->meta_data().empty()) {
     return ToGrpcStatus(absl::InvalidArgumentError("meta_data: must not be empty"));
   }
@@ -305,6 +313,7 @@ grpc::Status StorageNodeService::WriteConfigDrive(grpc::ServerContext* context,
 grpc::Status StorageNodeService::VerifyImage(grpc::ServerContext* context,
                                              const pb::VerifyImageRequest* request,
                                              grpc::ServerWriter<pb::VerifyImageProgress>* writer) {
+  if (grpc::Status auth = verifier_.Check(*context, "VerifyImage"); !auth.ok()) return auth;
   ReleaseMemoryOnReturn release;
   absl::StatusOr<ImageStore*> store = Store();
   if (!store.ok()) return ToGrpcStatus(store.status());
@@ -347,6 +356,7 @@ grpc::Status StorageNodeService::VerifyImage(grpc::ServerContext* context,
 grpc::Status StorageNodeService::DeleteImage(grpc::ServerContext* context,
                                              const pb::DeleteImageRequest* request,
                                              pb::DeleteImageResponse* response) {
+  if (grpc::Status auth = verifier_.Check(*context, "DeleteImage"); !auth.ok()) return auth;
   // Through the receiver: a receive of the id in progress is cancelled and
   // a commit racing with this delete cannot outlive it.
   absl::StatusOr<ImageReceiver*> receiver = Receiver();
@@ -359,6 +369,7 @@ grpc::Status StorageNodeService::DeleteImage(grpc::ServerContext* context,
 grpc::Status StorageNodeService::GetImage(grpc::ServerContext* context,
                                           const pb::GetImageRequest* request,
                                           pb::GetImageResponse* response) {
+  if (grpc::Status auth = verifier_.Check(*context, "GetImage"); !auth.ok()) return auth;
   absl::StatusOr<ImageStore*> store = Store();
   if (!store.ok()) return ToGrpcStatus(store.status());
   absl::StatusOr<pb::ImageManifestSummary> summary = Summarize(**store, request->image_id());
@@ -370,6 +381,7 @@ grpc::Status StorageNodeService::GetImage(grpc::ServerContext* context,
 grpc::Status StorageNodeService::CollectGarbage(grpc::ServerContext* context,
                                                 const pb::CollectGarbageRequest* request,
                                                 pb::CollectGarbageResponse* response) {
+  if (grpc::Status auth = verifier_.Check(*context, "CollectGarbage"); !auth.ok()) return auth;
   ReleaseMemoryOnReturn release;
   absl::StatusOr<ImageStore*> store = Store();
   if (!store.ok()) return ToGrpcStatus(store.status());
@@ -429,6 +441,7 @@ absl::Status CheckPeerAddress(absl::string_view address) {
 grpc::Status StorageNodeService::SendImage(grpc::ServerContext* context,
                                            const pb::SendImageRequest* request,
                                            grpc::ServerWriter<pb::SendImageProgress>* writer) {
+  if (grpc::Status auth = verifier_.Check(*context, "SendImage"); !auth.ok()) return auth;
   ReleaseMemoryOnReturn release;
   absl::StatusOr<ImageStore*> store = Store();
   if (!store.ok()) return ToGrpcStatus(store.status());
@@ -438,7 +451,8 @@ grpc::Status StorageNodeService::SendImage(grpc::ServerContext* context,
   }
   JobScope job(this, pb::NODE_JOB_KIND_SEND, id);
   CancelWatcher cancel(context);
-  std::unique_ptr<pb::StorageNode::StubInterface> peer = NewPeerStub(request->peer_address());
+  std::unique_ptr<pb::StorageNode::StubInterface> peer =
+      NewPeerStub(request->peer_address(), internal_token_);
   SendOptions options;
   options.cancelled = cancel.flag();
   options.on_progress = [&](const SendProgress& p) {
@@ -485,6 +499,7 @@ grpc::Status StorageNodeService::SendImage(grpc::ServerContext* context,
 grpc::Status StorageNodeService::FindMissingChunks(grpc::ServerContext* context,
                                                    const pb::FindMissingChunksRequest* request,
                                                    pb::FindMissingChunksResponse* response) {
+  if (grpc::Status auth = verifier_.Check(*context, "FindMissingChunks"); !auth.ok()) return auth;
   absl::StatusOr<ImageReceiver*> receiver = Receiver();
   if (!receiver.ok()) return ToGrpcStatus(receiver.status());
   if (request->chunk_digests_size() > kMaxFindDigests) {
@@ -511,6 +526,7 @@ grpc::Status StorageNodeService::FindMissingChunks(grpc::ServerContext* context,
 grpc::Status StorageNodeService::PutChunks(grpc::ServerContext* context,
                                            grpc::ServerReader<pb::PutChunksRequest>* reader,
                                            pb::PutChunksResponse* response) {
+  if (grpc::Status auth = verifier_.Check(*context, "PutChunks"); !auth.ok()) return auth;
   absl::StatusOr<ImageStore*> store = Store();
   if (!store.ok()) return ToGrpcStatus(store.status());
   absl::StatusOr<ImageReceiver*> receiver = Receiver();
@@ -661,6 +677,7 @@ grpc::Status StorageNodeService::PutChunks(grpc::ServerContext* context,
 grpc::Status StorageNodeService::PutManifest(grpc::ServerContext* context,
                                              const pb::PutManifestRequest* request,
                                              pb::PutManifestResponse* response) {
+  if (grpc::Status auth = verifier_.Check(*context, "PutManifest"); !auth.ok()) return auth;
   ReleaseMemoryOnReturn release;
   absl::StatusOr<ImageReceiver*> receiver = Receiver();
   if (!receiver.ok()) return ToGrpcStatus(receiver.status());
@@ -719,6 +736,7 @@ absl::StatusOr<pb::NodeStatus> StorageNodeService::Status() const {
 grpc::Status StorageNodeService::GetNodeStatus(grpc::ServerContext* context,
                                                const pb::GetNodeStatusRequest* request,
                                                pb::GetNodeStatusResponse* response) {
+  if (grpc::Status auth = verifier_.Check(*context, "GetNodeStatus"); !auth.ok()) return auth;
   absl::StatusOr<pb::NodeStatus> status = Status();
   if (!status.ok()) return ToGrpcStatus(status.status());
   *response->mutable_status() = *std::move(status);

@@ -15,6 +15,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/internal_token.h"
 #include "imagetemplates/storagenode/v1/storage_node.grpc.pb.h"
 #include "storaged/image_receiver.h"
 #include "storaged/image_store.h"
@@ -35,6 +36,10 @@ class StorageNodeService final
   StorageNodeService(std::string node_id, ImageStore* store, VolumeOpener open_volume);
 
   void AttachStore(ImageStore* store);
+  // From now on every RPC must carry "authorization: Bearer <token>"
+  // (UNAUTHENTICATED otherwise), and SendImage sends it to its peer. Call
+  // before serving. Without it every caller is accepted (standalone use).
+  void RequireInternalToken(const std::string& token);
 
   grpc::Status CaptureVolume(
       grpc::ServerContext* context,
@@ -110,6 +115,9 @@ class StorageNodeService final
   std::atomic<ImageStore*> store_;
   const VolumeOpener open_volume_;
   const absl::Time start_time_;
+  // Set before serving, read-only afterwards.
+  std::string internal_token_;
+  common::InternalTokenVerifier verifier_;
 
   absl::Mutex receiver_mu_;
   std::unique_ptr<ImageReceiver> receiver_ ABSL_GUARDED_BY(receiver_mu_);

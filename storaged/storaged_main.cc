@@ -24,6 +24,7 @@
 
 #include "common/flags.h"
 #include "common/grpc_server.h"
+#include "common/internal_token.h"
 #include "common/log.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "storaged/image_store.h"
@@ -43,6 +44,7 @@ struct Config {
   std::string controlplane;
   std::string advertise;
   std::string portals;
+  std::string internal_token_file;
 };
 
 // Holds an exclusive flock on DIR/.storaged.lock for the life of the
@@ -127,6 +129,11 @@ int main(int argc, char** argv) {
                "listen host and bound port)");
   flags.String("portals", &config.portals,
                "comma-separated iSCSI portals (HOST:PORT) of the SAN host this node serves");
+  flags.String("internal-token-file", &config.internal_token_file,
+               "file whose first line is the shared secret of the internal API (at least "
+               "32 bytes, mode 0600); every call must carry it, and it is sent to the "
+               "control plane and peers. Required with --controlplane; without both, "
+               "the node serves unauthenticated (standalone use)");
   flags.Int("zstd-level", &config.zstd_level, "zstd level for new chunks (1..19)");
   flags.String("port-file", &config.port_file,
                "write the bound port here once listening (for scripts and tests)");
@@ -142,6 +149,28 @@ int main(int argc, char** argv) {
   if (config.zstd_level < 1 || config.zstd_level > 19) {
     std::fprintf(stderr, "storaged: --zstd-level must be 1..19\n");
     return 2;
+  }
+
+  std::string internal_token;
+  if (!config.internal_token_file.empty()) {
+    absl::StatusOr<std::string> token = common::ReadInternalTokenFile(config.internal_token_file);
+    if (!token.ok()) {
+      std::fprintf(stderr, "storaged: --internal-token-file: %s\n",
+                   std::string(token.status().message()).c_str());
+      return 2;
+    }
+    internal_token = *std::move(token);
+  } else if (!config.controlplane.empty()) {
+    std::fprintf(stderr,
+                 "storaged: --internal-token-file is required with --controlplane: the "
+                 "shared secret of the internal API, the control plane's file (a 0600 file "
+                 "whose first line has at least 32 bytes)\n");
+    return 2;
+  } else {
+    common::LogWarning(
+        "no --internal-token-file: serving the StorageNode API UNAUTHENTICATED to anyone "
+        "who reaches %s (standalone use only)",
+        config.listen);
   }
 
   storaged::ImageStoreOptions store_options;
@@ -160,6 +189,7 @@ int main(int argc, char** argv) {
         if (!volume.ok()) return volume.status();
         return std::unique_ptr<storaged::Volume>(std::move(*volume));
       });
+  if (!internal_token.empty()) storage_node.RequireInternalToken(internal_token);
 
   // An unusable store (missing mount, bad permissions) does not stop the
   // process: health says NOT_SERVING and the store is retried until it opens.
@@ -177,6 +207,7 @@ int main(int argc, char** argv) {
                                        port)
                         : config.advertise;
       reg.served_portals = absl::StrSplit(config.portals, ',', absl::SkipEmpty());
+      reg.internal_token = internal_token;
       registration = std::make_unique<storaged::NodeRegistration>(
           reg, [&storage_node] { return storage_node.Status(); });
       registration->Start();

@@ -23,6 +23,7 @@
 #include "imagetemplates/v1/inventory.grpc.pb.h"
 #include "tests/process.h"
 #include "tests/rpc.h"
+#include "tests/stack.h"
 
 namespace tests {
 namespace {
@@ -47,6 +48,7 @@ class AuditThrottleTest : public ::testing::Test {
  protected:
   void SetUp() override {
     dir_ = MakeTempDir("auditthrottle");
+    ASSERT_FALSE(WriteInternalToken(dir_ + "/internal.token").empty());
     Start();
     admin_ = ReadFirstLine(dir_ + "/admin.key");
     ASSERT_FALSE(admin_.empty());
@@ -55,7 +57,8 @@ class AuditThrottleTest : public ::testing::Test {
   void Start() {
     auto process = Process::StartServer(
         {RunfilePath("controlplane/controlplane"), "--listen=127.0.0.1:0",
-         "--db=" + dir_ + "/cp.db", "--admin-key-file=" + dir_ + "/admin.key"},
+         "--db=" + dir_ + "/cp.db", "--admin-key-file=" + dir_ + "/admin.key",
+         "--internal-token-file=" + dir_ + "/internal.token"},
         dir_ + "/controlplane.log");
     ASSERT_TRUE(process.ok()) << process.status();
     cp_ = std::make_unique<Process>(*std::move(process));

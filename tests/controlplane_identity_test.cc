@@ -27,6 +27,7 @@
 #include "imagetemplates/v1/identity.grpc.pb.h"
 #include "imagetemplates/v1/inventory.grpc.pb.h"
 #include "tests/process.h"
+#include "tests/stack.h"
 
 namespace tests {
 namespace {
@@ -47,12 +48,14 @@ std::string FirstLine(const std::string& path) {
 
 class ControlPlane {
  public:
-  explicit ControlPlane(const std::string& dir) : dir_(dir) {}
+  explicit ControlPlane(const std::string& dir) : dir_(dir) {
+    WriteInternalToken(dir_ + "/internal.token");
+  }
 
   void Start() {
     auto process = Process::StartServer(
         {RunfilePath("controlplane/controlplane"), "--listen=127.0.0.1:0", "--db=" + db(),
-         "--admin-key-file=" + key_file()},
+         "--admin-key-file=" + key_file(), "--internal-token-file=" + dir_ + "/internal.token"},
         dir_ + "/controlplane.log");
     ASSERT_TRUE(process.ok()) << process.status();
     process_ = std::make_unique<Process>(*std::move(process));

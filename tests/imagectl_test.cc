@@ -278,7 +278,7 @@ TEST_F(ImagectlTest, BootstrapCreateDeployAndErrors) {
   auto storaged2 = Process::StartServer(
       {RunfilePath("storaged/storaged"), "--listen=127.0.0.1:0", "--store=" + dir_ + "/store2",
        "--datacenter=dc2", "--node-id=n1", "--controlplane=" + Endpoint(),
-       "--portals=127.0.0.1:1"},
+       "--portals=127.0.0.1:1", "--internal-token-file=" + stack_.internal_token_file()},
       dir_ + "/storaged2.log");
   ASSERT_TRUE(storaged2.ok()) << storaged2.status();
   for (const absl::Time until = absl::Now() + absl::Seconds(20);;) {

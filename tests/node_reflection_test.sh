@@ -51,7 +51,10 @@ echo "npm install: $((SECONDS - start)) s (cache $npm_config_cache)"
 CP_DIR="$TMP/cp"
 mkdir -p "$CP_DIR"
 PORT_FILE="$CP_DIR/port"
+# The internal API's shared secret: random, 0600.
+(umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$CP_DIR/internal.token")
 "$RUNFILES/controlplane/controlplane" --listen=127.0.0.1:0 --db="$CP_DIR/cp.db" \
+  --internal-token-file="$CP_DIR/internal.token" \
   --port-file="$PORT_FILE" 2>"$CP_DIR/controlplane.log" &
 cp_pid=$!
 # Never leave the controlplane behind, whatever fails.

@@ -5,6 +5,7 @@ the protos are the contract for clients in other languages."""
 
 import os
 import random
+import secrets
 import shutil
 import signal
 import socket
@@ -172,6 +173,15 @@ def random_bytes(size, seed):
     return random.Random(seed).randbytes(size)
 
 
+def write_internal_token(directory):
+    """A fresh --internal-token-file (mode 0600) for controlplane and storaged."""
+    path = os.path.join(directory, "internal.token")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(secrets.token_hex(32) + "\n")
+    return path
+
+
 def read(path):
     with open(path, "rb") as f:
         return f.read()
@@ -187,8 +197,10 @@ class PythonCreateDeployTest(unittest.TestCase):
         self.storaged = None
         self.addCleanup(self.stop_all)
         self.san = San(os.path.join(self.dir, "san"))
+        self.token_file = write_internal_token(self.dir)
         self.cp = Server([os.path.join(RUNFILES, "controlplane", "controlplane"),
                           "--listen=127.0.0.1:0", "--db=" + os.path.join(self.dir, "cp.db"),
+                          "--internal-token-file=" + self.token_file,
                           "--node-heartbeat-ms=500"], self.dir, "controlplane")
         self.admin_key = read(os.path.join(self.dir, "cp.db.admin-key")).decode().strip()
         self.assertTrue(self.admin_key)
@@ -249,7 +261,8 @@ class PythonCreateDeployTest(unittest.TestCase):
             [os.path.join(RUNFILES, "storaged", "storaged"), "--listen=127.0.0.1:0",
              "--store=" + os.path.join(self.dir, "store"), "--datacenter=dc1",
              "--node-id=n0", "--controlplane=" + self.cp.address,
-             "--portals=127.0.0.1:%d" % self.san.port], self.dir, "storaged")
+             "--portals=127.0.0.1:%d" % self.san.port,
+             "--internal-token-file=" + self.token_file], self.dir, "storaged")
         deadline = time.time() + 20
         while True:
             nodes = self.call(inventory.ListStorageNodes, inventory_pb2.ListStorageNodesRequest(

@@ -3,6 +3,7 @@ calls the real controlplane through them: the protos are the contract for
 clients in other languages."""
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -67,10 +68,14 @@ class PythonStubsTest(unittest.TestCase):
         from imagetemplates.v1 import image_templates_pb2, image_templates_pb2_grpc
         port_file = os.path.join(OUT, "port")
         log = open(os.path.join(OUT, "controlplane.log"), "w")
+        token_file = os.path.join(OUT, "internal.token")
+        with os.fdopen(os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600),
+                       "w") as out:
+            out.write(secrets.token_hex(32) + "\n")
         server = subprocess.Popen(
             [os.path.join(RUNFILES, "controlplane", "controlplane"),
              "--listen=127.0.0.1:0", "--db=" + os.path.join(OUT, "cp.db"),
-             "--port-file=" + port_file], stderr=log)
+             "--internal-token-file=" + token_file, "--port-file=" + port_file], stderr=log)
         try:
             deadline = time.time() + 20
             while not os.path.exists(port_file):

@@ -1,22 +1,30 @@
 // Starts the real controlplane and storaged binaries on free ports and checks
 // what every client relies on: health is SERVING, reflection lists and
 // describes the services, unimplemented RPCs say UNIMPLEMENTED, SIGTERM stops
-// the process cleanly.
+// the process cleanly. Health and reflection need no internal token even when
+// the internal API does; a bad --internal-token-file stops the start.
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <fstream>
+#include <sstream>
 #include <memory>
 #include <set>
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
 #include "gtest/gtest.h"
 #include "src/proto/grpc/reflection/v1alpha/reflection.grpc.pb.h"
 #include "tests/process.h"
+#include "tests/stack.h"
 
 namespace tests {
 namespace {
@@ -34,13 +42,18 @@ struct Binary {
 std::vector<Binary> Binaries(const std::string& dir) {
   return {
       {"controlplane/controlplane",
-       {"--db=" + dir + "/cp.db"},
+       {"--db=" + dir + "/cp.db", "--internal-token-file=" + dir + "/internal.token"},
        {"imagetemplates.v1.ImageTemplateService", "imagetemplates.v1.OperationService",
         "imagetemplates.v1.IdentityService", "imagetemplates.v1.InventoryService",
         "imagetemplates.v1.AuditService", "imagetemplates.storagenode.v1.NodeRegistry",
         "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"}},
       {"storaged/storaged",
        {"--store=" + dir + "/store", "--datacenter=dc1", "--node-id=node1"},
+       {"imagetemplates.storagenode.v1.StorageNode", "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection"}},
+      {"storaged/storaged",
+       {"--store=" + dir + "/store", "--datacenter=dc1", "--node-id=node1",
+        "--internal-token-file=" + dir + "/internal.token"},
        {"imagetemplates.storagenode.v1.StorageNode", "grpc.health.v1.Health",
         "grpc.reflection.v1alpha.ServerReflection"}},
   };
@@ -68,6 +81,7 @@ std::vector<ServerReflectionResponse> Reflect(grpc::Channel* channel,
 
 TEST_P(ServerSmokeTest, HealthReflectionAndCleanShutdown) {
   std::string dir = MakeTempDir("smoke");
+  ASSERT_FALSE(WriteInternalToken(dir + "/internal.token").empty());
   Binary binary = Binaries(dir)[GetParam()];
   std::vector<std::string> argv = {RunfilePath(binary.path), "--listen=127.0.0.1:0"};
   argv.insert(argv.end(), binary.extra_args.begin(), binary.extra_args.end());
@@ -120,10 +134,18 @@ TEST_P(ServerSmokeTest, HealthReflectionAndCleanShutdown) {
   EXPECT_EQ(WEXITSTATUS(*wait_status), 0);
 }
 
-INSTANTIATE_TEST_SUITE_P(Binaries, ServerSmokeTest, ::testing::Values(0, 1),
-                         [](const ::testing::TestParamInfo<int>& info) {
-                           return std::string(info.param == 0 ? "controlplane" : "storaged");
-                         });
+std::string BinaryName(const ::testing::TestParamInfo<int>& info) {
+  switch (info.param) {
+    case 0:
+      return "controlplane";
+    case 1:
+      return "storaged";
+    default:
+      return "storaged_with_token";
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Binaries, ServerSmokeTest, ::testing::Values(0, 1, 2), BinaryName);
 
 TEST(ServerStartupTest, RefusesUnknownFlagsAndBadListenAddresses) {
   std::string dir = MakeTempDir("badflags");
@@ -137,6 +159,82 @@ TEST(ServerStartupTest, RefusesUnknownFlagsAndBadListenAddresses) {
     EXPECT_EQ(process.status().code(), absl::StatusCode::kFailedPrecondition)
         << extra[0] << ": " << process.status();
   }
+}
+
+std::string ReadLog(const std::string& path) {
+  std::stringstream text;
+  text << std::ifstream(path).rdbuf();
+  return text.str();
+}
+
+void WriteFile(const std::string& path, const std::string& contents, int mode) {
+  ::unlink(path.c_str());
+  std::ofstream(path) << contents;
+  ASSERT_EQ(::chmod(path.c_str(), mode), 0);
+}
+
+// Starts `argv` expecting it to exit with code 2 before listening, its log
+// naming `message`.
+void ExpectRefusedStart(std::vector<std::string> argv, const std::string& log,
+                        const std::string& message) {
+  auto process = Process::StartServer(argv, log, absl::Seconds(10));
+  ASSERT_EQ(process.status().code(), absl::StatusCode::kFailedPrecondition)
+      << argv.back() << ": " << process.status();
+  // Process reports the raw wait status: exit code 2 is 512.
+  EXPECT_TRUE(absl::StrContains(process.status().message(), "(wait status 512)"))
+      << process.status();
+  std::string text = ReadLog(log);
+  EXPECT_TRUE(absl::StrContains(text, message)) << "want \"" << message << "\" in:\n" << text;
+}
+
+TEST(ServerStartupTest, RefusesAMissingShortOrReadableInternalToken) {
+  const std::string dir = MakeTempDir("badtoken");
+  WriteFile(dir + "/short.token", std::string(31, 'a') + "\n", 0600);
+  WriteFile(dir + "/readable.token", std::string(40, 'a') + "\n", 0644);
+  WriteFile(dir + "/group.token", std::string(40, 'a') + "\n", 0640);
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"", "--internal-token-file is required"},
+      {"--internal-token-file=" + dir + "/missing.token",
+       "internal token file " + dir + "/missing.token: No such file or directory"},
+      {"--internal-token-file=" + dir + "/short.token", "has 31 bytes; at least 32 are needed"},
+      {"--internal-token-file=" + dir + "/readable.token",
+       "mode 0644 lets group or others read it; it holds a secret: chmod 600"},
+      {"--internal-token-file=" + dir + "/group.token", "mode 0640 lets group or others"},
+  };
+  int n = 0;
+  for (const auto& [flag, message] : cases) {
+    std::vector<std::string> argv = {RunfilePath("controlplane/controlplane"),
+                                     "--listen=127.0.0.1:0", "--db=" + dir + "/cp.db"};
+    if (!flag.empty()) argv.push_back(flag);
+    SCOPED_TRACE("controlplane " + flag);
+    ExpectRefusedStart(argv, absl::StrCat(dir, "/cp", n++, ".log"), message);
+  }
+  // storaged needs the token only to join a control plane.
+  for (const auto& [flag, message] : cases) {
+    std::vector<std::string> argv = {RunfilePath("storaged/storaged"), "--listen=127.0.0.1:0",
+                                     "--store=" + dir + "/store", "--datacenter=dc1",
+                                     "--node-id=node1", "--controlplane=127.0.0.1:1",
+                                     "--portals=127.0.0.1:3260"};
+    if (!flag.empty()) argv.push_back(flag);
+    SCOPED_TRACE("storaged " + flag);
+    ExpectRefusedStart(argv, absl::StrCat(dir, "/storaged", n++, ".log"),
+                       flag.empty() ? "--internal-token-file is required with --controlplane"
+                                    : message);
+  }
+  // Nothing was created in the controlplane's database path.
+  EXPECT_FALSE(std::ifstream(dir + "/cp.db").good());
+}
+
+TEST(ServerStartupTest, StandaloneStoragedWithoutTokenWarns) {
+  const std::string dir = MakeTempDir("notoken");
+  const std::string log = dir + "/storaged.log";
+  auto process = Process::StartServer(
+      {RunfilePath("storaged/storaged"), "--listen=127.0.0.1:0", "--store=" + dir + "/store",
+       "--datacenter=dc1", "--node-id=node1"},
+      log);
+  ASSERT_TRUE(process.ok()) << process.status();
+  EXPECT_TRUE(absl::StrContains(ReadLog(log), "serving the StorageNode API UNAUTHENTICATED"))
+      << ReadLog(log);
 }
 
 }  // namespace

@@ -12,12 +12,14 @@
 #include <sstream>
 #include <utility>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
 #include "gtest/gtest.h"
+#include "common/internal_token.h"
 #include "tests/rpc.h"
 
 namespace tests {
@@ -68,11 +70,16 @@ void Stack::Start() {
 }
 
 void Stack::StartControlPlane(int port) {
+  if (internal_token_.empty()) {
+    internal_token_ = WriteInternalToken(internal_token_file());
+    ASSERT_FALSE(internal_token_.empty());
+  }
   std::vector<std::string> argv = {
       options_.controlplane_binary.empty() ? RunfilePath("controlplane/controlplane")
                                            : options_.controlplane_binary,
       absl::StrCat("--listen=127.0.0.1:", port),
       "--db=" + dir_ + "/cp.db", "--admin-key-file=" + dir_ + "/admin.key",
+      "--internal-token-file=" + internal_token_file(),
       absl::StrCat("--node-heartbeat-ms=", options_.node_heartbeat_ms)};
   argv.insert(argv.end(), options_.controlplane_flags.begin(),
               options_.controlplane_flags.end());
@@ -99,7 +106,8 @@ void Stack::StartStoraged(int i) {
       {RunfilePath("storaged/storaged"), "--listen=127.0.0.1:0",
        absl::StrCat("--store=", dir_, "/store", i),
        "--datacenter=" + options_.node_datacenters[i], absl::StrCat("--node-id=n", i),
-       "--controlplane=" + cp_->address(), absl::StrCat("--portals=127.0.0.1:", sans_[i]->port())},
+       "--controlplane=" + cp_->address(), absl::StrCat("--portals=127.0.0.1:", sans_[i]->port()),
+       "--internal-token-file=" + internal_token_file()},
       StoragedLog(i));
   ASSERT_TRUE(process.ok()) << process.status();
   if (static_cast<int>(storaged_.size()) <= i) storaged_.resize(i + 1);
@@ -292,7 +300,7 @@ std::unique_ptr<pb::StorageNode::Stub> Stack::NodeStub(const std::string& node_i
     if (node.id() == node_id) address = node.address();
   }
   EXPECT_FALSE(address.empty()) << "storage node " << node_id << " is not registered";
-  return pb::StorageNode::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  return pb::StorageNode::NewStub(common::CreateInternalChannel(address, internal_token_));
 }
 
 std::string ReadFile(const std::string& path) {
@@ -331,5 +339,24 @@ void FillRandom(const std::string& path, uint64_t offset, uint64_t size, uint64_
 }
 
 int Shell(const std::string& command) { return std::system(command.c_str()); }
+
+std::string WriteInternalToken(const std::string& path) {
+  std::string random = ReadFile("/dev/urandom", 0, 32);
+  if (random.size() != 32) {
+    ADD_FAILURE() << "cannot read /dev/urandom";
+    return "";
+  }
+  std::string token = absl::BytesToHexString(random);
+  ::unlink(path.c_str());
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  std::string line = token + "\n";
+  bool ok = fd >= 0 && ::write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size());
+  if (fd >= 0) ::close(fd);
+  if (!ok) {
+    ADD_FAILURE() << "cannot write " << path;
+    return "";
+  }
+  return token;
+}
 
 }  // namespace tests

@@ -32,7 +32,8 @@ struct StackOptions {
   // One SAN and one storaged per entry: storaged n<i> serves SAN i and sits
   // in datacenter node_datacenters[i]. Each datacenter is created once.
   std::vector<std::string> node_datacenters = {"dc1", "dc1"};
-  // Flags added to the controlplane's (listen, db, admin key, heartbeat).
+  // Flags added to the controlplane's (listen, db, admin key, internal token,
+  // heartbeat).
   std::vector<std::string> controlplane_flags;
   int node_heartbeat_ms = 500;
   // The controlplane binary; empty: the one built with the test.
@@ -102,11 +103,17 @@ class Stack {
       const std::vector<std::string>& volumes);
   // Creates the server as the operator; its id (a test failure if refused).
   std::string CreateServer(const imagetemplates::v1::CreateServerRequest& request);
-  // A stub to storaged `node_id` at the address it registered now.
+  // A stub to storaged `node_id` at the address it registered now; its calls
+  // carry the internal token.
   std::unique_ptr<imagetemplates::storagenode::v1::StorageNode::Stub> NodeStub(
       const std::string& node_id);
 
   const std::string& dir() const { return dir_; }
+  // The stack's shared secret of the internal API: its file (0600, written
+  // by Start) is the --internal-token-file of the controlplane and every
+  // storaged.
+  const std::string& internal_token() const { return internal_token_; }
+  std::string internal_token_file() const { return dir_ + "/internal.token"; }
   const std::string& admin_key() const { return admin_; }
   San& san(int i) { return *sans_[i]; }
   Process& controlplane() { return *cp_; }
@@ -130,6 +137,7 @@ class Stack {
   const StackOptions options_;
   std::string dir_;
   std::string admin_;
+  std::string internal_token_;
   // Declared so that the daemons die before the SANs go.
   std::vector<std::unique_ptr<San>> sans_;
   std::unique_ptr<Process> cp_;
@@ -151,6 +159,9 @@ std::string ReadFile(const std::string& path, uint64_t offset, uint64_t size);
 void FillRandom(const std::string& path, uint64_t offset, uint64_t size, uint64_t seed);
 // std::system.
 int Shell(const std::string& command);
+// Writes a fresh random token (64 hex digits and a newline) to `path` with
+// mode 0600, as --internal-token-file wants it; returns the token.
+std::string WriteInternalToken(const std::string& path);
 
 }  // namespace tests
 

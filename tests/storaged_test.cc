@@ -512,6 +512,108 @@ TEST_F(StoragedTest, CancelStopsCaptureWithinASecondAndLeavesNoImage) {
   EXPECT_EQ(stub_->GetImage(&get_context, get, &got).error_code(), grpc::StatusCode::NOT_FOUND);
 }
 
+// With --internal-token-file every StorageNode call must carry
+// "authorization: Bearer <token>"; health stays open. Anyone else could read
+// or overwrite any iSCSI volume the node can reach, or delete images.
+TEST_F(StoragedTest, InternalTokenGuardsEveryCallWhenGiven) {
+  const std::string token = "storaged-test-internal-token-0123456789abcdef";
+  const std::string token_file = dir_ + "/internal.token";
+  std::ofstream(token_file) << token << "\n";
+  ASSERT_EQ(::chmod(token_file.c_str(), 0600), 0);
+  const std::string log = dir_ + "/guarded.log";
+  auto guarded = Process::StartServer(
+      {RunfilePath("storaged/storaged"), "--listen=127.0.0.1:0", "--store=" + dir_ + "/store2",
+       "--datacenter=dc1", "--node-id=node2", "--internal-token-file=" + token_file},
+      log);
+  ASSERT_TRUE(guarded.ok()) << guarded.status();
+  auto channel = grpc::CreateChannel(guarded->address(), grpc::InsecureChannelCredentials());
+  auto stub = pb::StorageNode::NewStub(channel);
+  Lun lun = MakeLun("guarded", 8 * kMiB, /*thin=*/false);
+  FillDisk(lun.backing_path, 8 * kMiB, 7);
+
+  auto capture = [&](const std::string& header, pb::ImageManifestSummary* summary) {
+    grpc::ClientContext context;
+    if (!header.empty()) context.AddMetadata("authorization", header);
+    pb::CaptureVolumeRequest request;
+    request.set_image_id("guarded");
+    request.set_source_url(lun.url);
+    auto reader = stub->CaptureVolume(&context, request);
+    pb::CaptureVolumeProgress progress;
+    int messages = 0;
+    while (reader->Read(&progress)) {
+      ++messages;
+      if (progress.has_summary()) *summary = progress.summary();
+    }
+    grpc::Status status = reader->Finish();
+    if (!status.ok()) EXPECT_EQ(messages, 0) << "progress before the token check";
+    return status;
+  };
+  auto get_image = [&](const std::string& header) {
+    grpc::ClientContext context;
+    if (!header.empty()) context.AddMetadata("authorization", header);
+    pb::GetImageRequest request;
+    request.set_image_id("guarded");
+    pb::GetImageResponse response;
+    return stub->GetImage(&context, request, &response);
+  };
+  auto delete_image = [&](const std::string& header) {
+    grpc::ClientContext context;
+    if (!header.empty()) context.AddMetadata("authorization", header);
+    pb::DeleteImageRequest request;
+    request.set_image_id("guarded");
+    pb::DeleteImageResponse response;
+    return stub->DeleteImage(&context, request, &response);
+  };
+  auto node_status = [&](const std::string& header) {
+    grpc::ClientContext context;
+    if (!header.empty()) context.AddMetadata("authorization", header);
+    pb::GetNodeStatusResponse response;
+    return stub->GetNodeStatus(&context, {}, &response);
+  };
+
+  const std::string good = "Bearer " + token;
+  for (const std::string& bad :
+       {std::string(), std::string("Bearer wrong-token-of-the-same-kind-0123456789abcdef"), token,
+        good + "x", "Bearer " + token.substr(0, token.size() - 1)}) {
+    SCOPED_TRACE("authorization: " + bad);
+    pb::ImageManifestSummary summary;
+    grpc::Status status = capture(bad, &summary);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAUTHENTICATED) << status.error_message();
+    EXPECT_EQ(get_image(bad).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+    EXPECT_EQ(delete_image(bad).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+    EXPECT_EQ(node_status(bad).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  }
+  // Nothing was captured by the refused calls.
+  EXPECT_EQ(get_image(good).error_code(), grpc::StatusCode::NOT_FOUND);
+
+  // Health answers without a token.
+  grpc::ClientContext health_context;
+  grpc::health::v1::HealthCheckResponse health;
+  ASSERT_TRUE(grpc::health::v1::Health::NewStub(channel)
+                  ->Check(&health_context, {}, &health)
+                  .ok());
+  EXPECT_EQ(health.status(), grpc::health::v1::HealthCheckResponse::SERVING);
+
+  // The token works end to end.
+  pb::ImageManifestSummary summary;
+  grpc::Status captured = capture(good, &summary);
+  ASSERT_TRUE(captured.ok()) << captured.error_message();
+  EXPECT_EQ(summary.volume_size_bytes(), 8 * kMiB);
+  EXPECT_TRUE(get_image(good).ok());
+  EXPECT_TRUE(node_status(good).ok());
+  EXPECT_TRUE(delete_image(good).ok());
+  EXPECT_EQ(get_image(good).error_code(), grpc::StatusCode::NOT_FOUND);
+
+  // One log line per refusal, naming the method and the peer.
+  std::stringstream text;
+  text << std::ifstream(log).rdbuf();
+  EXPECT_TRUE(absl::StrContains(text.str(), "refused CaptureVolume from ipv4:127.0.0.1:"))
+      << text.str();
+  EXPECT_TRUE(absl::StrContains(text.str(), "no internal token")) << text.str();
+  EXPECT_TRUE(absl::StrContains(text.str(), "wrong internal token")) << text.str();
+  EXPECT_FALSE(absl::StrContains(text.str(), token)) << "the log must not show the token";
+}
+
 TEST_F(StoragedTest, SecondStoragedOnTheSameStoreFailsAtStart) {
   const std::string log = dir_ + "/second.log";
   auto second = Process::StartServer(

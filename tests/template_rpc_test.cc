@@ -37,6 +37,7 @@
 #include "imagetemplates/v1/image_templates.grpc.pb.h"
 #include "imagetemplates/v1/operations.grpc.pb.h"
 #include "tests/process.h"
+#include "tests/stack.h"
 
 namespace tests {
 namespace {
@@ -95,9 +96,11 @@ class TemplateRpcTest : public ::testing::Test {
  protected:
   void SetUp() override {
     dir_ = MakeTempDir("tplrpc");
+    ASSERT_FALSE(WriteInternalToken(dir_ + "/internal.token").empty());
     auto process = Process::StartServer(
         {RunfilePath("controlplane/controlplane"), "--listen=127.0.0.1:0",
-         "--db=" + dir_ + "/cp.db", "--admin-key-file=" + dir_ + "/admin.key"},
+         "--db=" + dir_ + "/cp.db", "--admin-key-file=" + dir_ + "/admin.key",
+         "--internal-token-file=" + dir_ + "/internal.token"},
         dir_ + "/controlplane.log");
     ASSERT_TRUE(process.ok()) << process.status();
     cp_ = std::make_unique<Process>(*std::move(process));

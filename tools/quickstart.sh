@@ -253,6 +253,14 @@ done
 
 # --- 3. controlplane and storaged ----------------------------------------
 mkdir -p "$QS/controlplane" "$QS/store"
+# The internal API's shared secret (NodeRegistry, StorageNode): both daemons
+# read it from this file; made once, random, readable by its owner only.
+TOKEN_FILE="$QS/internal.token"
+if [[ ! -s "$TOKEN_FILE" ]]; then
+  ran "head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n' > $TOKEN_FILE   (mode 0600)"
+  (umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$TOKEN_FILE.tmp" &&
+    echo >>"$TOKEN_FILE.tmp" && mv "$TOKEN_FILE.tmp" "$TOKEN_FILE")
+fi
 # VM mode: every server is a QEMU process booting the guest's kernel from the
 # cache with its SAN volumes as disks; power on (the deploy's last step)
 # waits for the line the guest prints once cloud-init has finished.
@@ -268,8 +276,9 @@ if alive controlplane controlplane; then
   say "controlplane already running on $ENDPOINT"
 else
   say "starting the controlplane on $ENDPOINT"
-  ran "controlplane --listen=$ENDPOINT --db=$QS/controlplane/cp.db ${COMPUTE_FLAGS[*]}"
-  setsid "$BIN/controlplane" --listen="$ENDPOINT" --db="$QS/controlplane/cp.db" "${COMPUTE_FLAGS[@]}" \
+  ran "controlplane --listen=$ENDPOINT --db=$QS/controlplane/cp.db --internal-token-file=$TOKEN_FILE ${COMPUTE_FLAGS[*]}"
+  setsid "$BIN/controlplane" --listen="$ENDPOINT" --db="$QS/controlplane/cp.db" \
+    --internal-token-file="$TOKEN_FILE" "${COMPUTE_FLAGS[@]}" \
     >>"$LOGS/controlplane.log" 2>&1 < /dev/null &
   echo $! > "$RUN/controlplane.pid"
 fi
@@ -291,9 +300,10 @@ if alive storaged storaged; then
   say "storaged already running"
 else
   say "starting storaged ($NODE) for the SAN at 127.0.0.1:$SAN_PORT"
-  ran "storaged --listen=127.0.0.1:0 --store=$QS/store --datacenter=$DC --node-id=$NODE --controlplane=$ENDPOINT --portals=127.0.0.1:$SAN_PORT"
+  ran "storaged --listen=127.0.0.1:0 --store=$QS/store --datacenter=$DC --node-id=$NODE --controlplane=$ENDPOINT --portals=127.0.0.1:$SAN_PORT --internal-token-file=$TOKEN_FILE"
   setsid "$BIN/storaged" --listen=127.0.0.1:0 --store="$QS/store" --datacenter="$DC" \
     --node-id="$NODE" --controlplane="$ENDPOINT" --portals="127.0.0.1:$SAN_PORT" \
+    --internal-token-file="$TOKEN_FILE" \
     >>"$LOGS/storaged.log" 2>&1 < /dev/null &
   echo $! > "$RUN/storaged.pid"
 fi

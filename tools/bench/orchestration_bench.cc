@@ -28,6 +28,7 @@
 // line per run and a markdown table of medians with the issue's goals:
 // API create and deploy 1 at most 10% over raw capture and restore, N
 // concurrent deploys at most 2.5x one.
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -40,14 +41,17 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/flags.h"
+#include "common/internal_token.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
 #include "imagetemplates/storagenode/v1/storage_node.grpc.pb.h"
@@ -72,8 +76,13 @@ struct Config {
   int64_t deploys = 4;
 };
 
+// Stops the SAN on the way out of Die: tgtd ignores SIGTERM, and one left
+// running keeps the benchmark lock (flock /tmp/itbench.lock) it inherited.
+tests::San* g_san = nullptr;
+
 [[noreturn]] void Die(const std::string& what) {
   std::fprintf(stderr, "orchestration_bench: %s\n", what.c_str());
+  if (tests::San* san = std::exchange(g_san, nullptr)) delete san;
   std::exit(1);
 }
 
@@ -105,11 +114,13 @@ grpc::Status Call(Stub& stub,
 class Bench {
  public:
   explicit Bench(Config config) : config_(std::move(config)) {}
+  ~Bench() { g_san = nullptr; }  // san_ stops it
 
   void Setup() {
     auto san = tests::San::Start();
     if (!san.ok()) Die(san.status().ToString());
     san_ = *std::move(san);
+    g_san = san_.get();
     std::ifstream in(config_.source, std::ios::binary | std::ios::ate);
     if (!in) Die("cannot open " + config_.source);
     size_ = static_cast<uint64_t>(in.tellg());
@@ -120,10 +131,22 @@ class Bench {
     source_url_ = source->url;
     raw_target_ = Target("raw-target", size_);
 
+    // The internal API's shared secret, for the controlplane and node n0.
+    const std::string token_file = config_.dir + "/internal.token";
+    {
+      std::ifstream random("/dev/urandom", std::ios::binary);
+      char bytes[24];
+      if (!random.read(bytes, sizeof(bytes))) Die("cannot read /dev/urandom");
+      internal_token_ = absl::BytesToHexString(absl::string_view(bytes, sizeof(bytes)));
+      ::unlink(token_file.c_str());
+      std::ofstream(token_file) << internal_token_ << "\n";
+      if (::chmod(token_file.c_str(), 0600) != 0) Die("cannot chmod " + token_file);
+    }
     auto cp = tests::Process::StartServer(
         {config_.controlplane, "--listen=127.0.0.1:0",
          "--db=" + config_.dir + "/cp.db",
          "--admin-key-file=" + config_.dir + "/admin.key",
+         "--internal-token-file=" + token_file,
          "--node-heartbeat-ms=1000"},
         config_.dir + "/controlplane.log");
     if (!cp.ok()) Die(cp.status().ToString());
@@ -146,11 +169,12 @@ class Bench {
     node_ = StartStoraged(
         "store-cp",
         {"--controlplane=" + cp_->address(), "--datacenter=dc1",
-         "--node-id=n0", absl::StrCat("--portals=127.0.0.1:", san_->port())});
+         "--node-id=n0", absl::StrCat("--portals=127.0.0.1:", san_->port()),
+         "--internal-token-file=" + token_file});
     raw_node_ = StartStoraged("store-raw",
                               {"--datacenter=raw", "--node-id=raw"});
-    node_stub_ = pb::StorageNode::NewStub(grpc::CreateChannel(
-        node_->address(), grpc::InsecureChannelCredentials()));
+    node_stub_ = pb::StorageNode::NewStub(
+        common::CreateInternalChannel(node_->address(), internal_token_));
     raw_stub_ = pb::StorageNode::NewStub(grpc::CreateChannel(
         raw_node_->address(), grpc::InsecureChannelCredentials()));
     WaitNodeUp();
@@ -670,6 +694,7 @@ class Bench {
   std::unique_ptr<tests::Process> node_;
   std::unique_ptr<tests::Process> raw_node_;
   std::unique_ptr<pb::StorageNode::Stub> node_stub_;
+  std::string internal_token_;
   std::unique_ptr<pb::StorageNode::Stub> raw_stub_;
   std::unique_ptr<v1::IdentityService::Stub> identity_;
   std::unique_ptr<v1::InventoryService::Stub> inventory_;

@@ -133,19 +133,79 @@ absl::StatusOr<v1::Operation> CreateWorkflow::Begin(
   OperationInternals internals;
   internals.params = request.SerializeAsString();
   internals.checkpoint = checkpoint.SerializeAsString();
+  // The owner's quota, also when an operator captures the server.
+  absl::MutexLock quota_lock(&quota_mu_);
+  RETURN_IF_ERROR(CheckQuota(server.account_id(), 1, 0));
   RETURN_IF_ERROR(
       deps_.templates->InsertTemplateWithOperation(t, op, internals));
   return op;
 }
 
+absl::Status CreateWorkflow::CheckQuota(const std::string& account_id,
+                                        int64_t new_templates,
+                                        int64_t new_stored_bytes) {
+  QuotaProvider* quotas = quotas_.load();
+  if (quotas == nullptr) return absl::OkStatus();
+  ASSIGN_OR_RETURN(TemplateQuota quota, quotas->GetQuota(account_id));
+  if (quota.max_image_templates <= 0 && quota.max_stored_bytes <= 0) {
+    return absl::OkStatus();
+  }
+  ASSIGN_OR_RETURN(TemplateUsage usage, deps_.templates->GetUsage(account_id));
+  if (new_templates > 0 && quota.max_image_templates > 0 &&
+      usage.template_count + new_templates > quota.max_image_templates) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "account ", account_id, " has ", usage.template_count,
+        " image templates, its quota is ", quota.max_image_templates,
+        "; delete templates or ask an operator to raise it"));
+  }
+  if (quota.max_stored_bytes > 0) {
+    // A new template needs room for at least one byte; a capture for all
+    // of its bytes.
+    const bool over =
+        new_stored_bytes > 0
+            ? usage.stored_bytes + new_stored_bytes > quota.max_stored_bytes
+            : usage.stored_bytes >= quota.max_stored_bytes;
+    if (over) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "account ", account_id, "'s templates store ", usage.stored_bytes,
+          " bytes",
+          new_stored_bytes > 0
+              ? absl::StrCat(", this capture ", new_stored_bytes, " more")
+              : "",
+          ", its quota is ", quota.max_stored_bytes,
+          " bytes; delete templates or ask an operator to raise it"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 namespace {
+
+// The template holds exactly the checkpoint's captured disks, digest for
+// digest.
+bool RecordedDisksMatch(const v1::ImageTemplate& t, const CreateCheckpoint& cp) {
+  if (t.disks_size() != cp.disks_size()) return false;
+  for (const internal::CaptureDisk& d : cp.disks()) {
+    auto it = std::find_if(t.disks().begin(), t.disks().end(),
+                           [&](const v1::ImageTemplateDisk& disk) {
+                             return disk.device_index() == d.device_index();
+                           });
+    if (it == t.disks().end() || d.manifest_digest().empty() ||
+        it->manifest_digest() != d.manifest_digest()) {
+      return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace
 
 // One create in flight: its checkpoint under a lock, shared by the parallel
 // capture steps.
 class CreateRun {
  public:
-  CreateRun(const CreateWorkflow::Dependencies& deps, OperationContext& context)
-      : deps_(deps), context_(context) {}
+  CreateRun(CreateWorkflow& workflow, OperationContext& context)
+      : workflow_(workflow), deps_(workflow.deps_), context_(context) {}
 
   absl::Status Load() {
     absl::MutexLock lock(&mu_);
@@ -291,13 +351,39 @@ class CreateRun {
     const CreateCheckpoint cp = Snapshot();
     ASSIGN_OR_RETURN(v1::Server server,
                      deps_.inventory->ReadServer(cp.server_id()));
+    if (deps_.before_record_for_test) deps_.before_record_for_test(context_);
     const int64_t now = NowMicros();
+    int64_t new_stored_bytes = 0;
+    for (const internal::CaptureDisk& d : cp.disks()) {
+      new_stored_bytes += d.stored_bytes();
+    }
+    absl::MutexLock quota_lock(&workflow_.quota_mu_);
+    {
+      // The CREATING template counts already and has no disks yet: only its
+      // bytes are new. Past max_stored_bytes the operation fails and its
+      // images are deleted. (Usage is read outside the transaction: a read
+      // may not run inside it; quota_mu_ keeps it current.)
+      ASSIGN_OR_RETURN(v1::ImageTemplate before,
+                       deps_.templates->GetTemplate(cp.template_id()));
+      if (before.status() == v1::IMAGE_TEMPLATE_STATUS_CREATING) {
+        RETURN_IF_ERROR(workflow_.CheckQuota(before.owner_account_id(), 0,
+                                             new_stored_bytes));
+      }
+    }
     RETURN_IF_ERROR(
         deps_.templates
             ->MutateTemplate(
                 cp.template_id(),
                 [&](TemplateTransaction& txn) -> absl::Status {
                   v1::ImageTemplate& t = txn.image_template();
+                  // Recorded by an earlier run whose step record was lost
+                  // (a crash between the two commits): done, not an error,
+                  // or the undo would delete an ACTIVE template's images.
+                  if (t.status() == v1::IMAGE_TEMPLATE_STATUS_ACTIVE &&
+                      t.create_operation_id() == context_.id() &&
+                      RecordedDisksMatch(t, cp)) {
+                    return absl::OkStatus();
+                  }
                   if (t.status() != v1::IMAGE_TEMPLATE_STATUS_CREATING) {
                     return absl::FailedPreconditionError(
                         absl::StrCat("image template ", t.id(), " is ",
@@ -399,6 +485,7 @@ class CreateRun {
     return forced_off_;
   }
 
+  CreateWorkflow& workflow_;
   const CreateWorkflow::Dependencies& deps_;
   OperationContext& context_;
   absl::Mutex mu_;
@@ -408,10 +495,8 @@ class CreateRun {
   bool forced_off_ ABSL_GUARDED_BY(mu_) = false;
 };
 
-}  // namespace
-
 absl::Status CreateWorkflow::Run(OperationContext& context) {
-  CreateRun run(deps_, context);
+  CreateRun run(*this, context);
   RETURN_IF_ERROR(run.Load());
   return run.Run();
 }

@@ -74,6 +74,7 @@ absl::StatusOr<v1::Operation> DeployWorkflow::Begin(
   plan.account_id = caller.account_id;
   plan.datacenter = request.datacenter();
   plan.source_image_template_id = t.id();
+  plan.any_template = caller.is_operator;
   plan.domain = request.domain();
   plan.configuration = t.configuration();
   for (int i = 0; i < quantity; ++i) {
@@ -127,6 +128,15 @@ absl::StatusOr<v1::Operation> DeployWorkflow::Begin(
     }
   }
   plan.addresses_needed.assign(per_pool.begin(), per_pool.end());
+  if (request.networks_size() > 0) {
+    plan.static_addresses.resize(quantity);
+    for (int i = 0; i < request.networks_size() && i < quantity; ++i) {
+      if (request.networks(i).address_case() ==
+          v1::InstanceNetwork::kStaticAddress) {
+        plan.static_addresses[i] = request.networks(i).static_address();
+      }
+    }
+  }
 
   v1::Operation op;
   auto build = [&](const std::vector<v1::Server>& servers)
@@ -180,14 +190,18 @@ absl::StatusOr<v1::Operation> DeployWorkflow::Begin(
           case v1::InstanceNetwork::kIpPoolId:
             instance->set_ip_pool_id(network.ip_pool_id());
             break;
-          case v1::InstanceNetwork::kStaticAddress:
-            instance->set_static_address(network.static_address().address());
-            instance->set_static_gateway(network.static_address().gateway());
-            for (const std::string& dns :
-                 network.static_address().dns_servers()) {
+          case v1::InstanceNetwork::kStaticAddress: {
+            // As ProvisionServers reserved it: gateway and DNS servers
+            // filled from its pool where the request left them empty.
+            const v1::NetworkInterface& nic =
+                server.configuration().network_interfaces(0);
+            instance->set_static_address(nic.ip_address());
+            instance->set_static_gateway(nic.gateway());
+            for (const std::string& dns : nic.dns_servers()) {
               instance->add_static_dns_servers(dns);
             }
             break;
+          }
           default:
             instance->set_dhcp(true);
         }

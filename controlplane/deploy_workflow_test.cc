@@ -4,7 +4,9 @@
 // no server ACTIVE, every volume FREE and every address released.
 #include "controlplane/deploy_workflow.h"
 
+#include <functional>
 #include <string>
+#include <vector>
 
 #include "controlplane/testing/workflow_test_environment.h"
 #include "gtest/gtest.h"
@@ -168,6 +170,284 @@ TEST_F(DeployWorkflowTest, OperationsStartWithoutWaitingForThePoll) {
   ASSERT_TRUE(op.ok()) << op.status();
   EXPECT_EQ(WaitTerminal(op->id()).state(), v1::OPERATION_STATE_SUCCEEDED);
   EXPECT_LT(absl::Now() - start, absl::Seconds(5));
+}
+
+
+// Static addresses: reserved in the pool whose range holds them when the
+// deploy is accepted, gateway and DNS filled from that pool, released with
+// the server, and validated as IP literals before anything is taken.
+class DeployStaticAddressTest : public DeployWorkflowTest {
+ protected:
+  void SetUp() override {
+    DeployWorkflowTest::SetUp();
+    AddDeployVolumes(4);
+    v1::CreateIpPoolRequest request;
+    request.set_datacenter("dc1");
+    request.set_subnet("10.30.0.0/24");
+    request.set_gateway("10.30.0.1");
+    request.add_dns_servers("10.30.0.2");
+    request.add_ranges()->set_start("10.30.0.10");
+    request.mutable_ranges(0)->set_end("10.30.0.11");
+    auto response = inventory_->CreateIpPool(operator_, request);
+    ASSERT_TRUE(response.ok()) << response.status();
+    static_pool_ = response->ip_pool().id();
+  }
+
+  v1::DeployImageTemplateRequest Deploy(const std::string& hostname) {
+    v1::DeployImageTemplateRequest request;
+    request.set_image_template_id(template_.id());
+    request.set_datacenter("dc1");
+    request.set_quantity(1);
+    request.add_hostnames(hostname);
+    return request;
+  }
+  v1::DeployImageTemplateRequest DeployStatic(const std::string& hostname,
+                                              const std::string& address) {
+    v1::DeployImageTemplateRequest request = Deploy(hostname);
+    request.add_networks()->mutable_static_address()->set_address(address);
+    return request;
+  }
+  int64_t Allocated(const std::string& pool) {
+    v1::GetIpPoolRequest request;
+    request.set_id(pool);
+    auto response = inventory_->GetIpPool(operator_, request);
+    EXPECT_TRUE(response.ok()) << response.status();
+    return response.ok() ? response->ip_pool().allocated_count() : -1;
+  }
+  int FreeVolumes() {
+    int n = 0;
+    for (const v1::SanVolume& v : Volumes()) n += v.state() == v1::SAN_VOLUME_STATE_FREE;
+    return n;
+  }
+  std::string NetworkConfigOf(const v1::Server& server) {
+    for (const v1::ServerDisk& disk : server.disks()) {
+      if (!disk.config_drive()) continue;
+      for (auto& node : nodes_) {
+        for (const auto& [url, config] : node->config_drives()) {
+          if (url.find(disk.iscsi().iqn()) != std::string::npos) return config;
+        }
+      }
+    }
+    return "";
+  }
+
+  std::string static_pool_;
+};
+
+TEST_F(DeployStaticAddressTest, ReservedInItsPoolAndFilledFromIt) {
+  auto started = manager_->DeployImageTemplate(owner_, DeployStatic("fixed", "10.30.0.10/24"));
+  ASSERT_TRUE(started.ok()) << started.status();
+  EXPECT_EQ(Allocated(static_pool_), 1);  // reserved when accepted
+  v1::Operation op = WaitTerminal(started->id());
+  ASSERT_EQ(op.state(), v1::OPERATION_STATE_SUCCEEDED) << op.DebugString();
+  const v1::Server server = *inventory_->ReadServer(op.deployed_servers().server_ids(0));
+  const v1::NetworkInterface& nic = server.configuration().network_interfaces(0);
+  EXPECT_EQ(nic.ip_address(), "10.30.0.10/24");
+  EXPECT_EQ(nic.gateway(), "10.30.0.1");
+  ASSERT_EQ(nic.dns_servers_size(), 1);
+  EXPECT_EQ(nic.dns_servers(0), "10.30.0.2");
+  EXPECT_EQ(nic.ip_pool_id(), static_pool_);
+  const std::string config = NetworkConfigOf(server);
+  EXPECT_NE(config.find("      - 10.30.0.10/24\n"), std::string::npos) << config;
+  EXPECT_NE(config.find("via: 10.30.0.1\n"), std::string::npos) << config;
+  EXPECT_NE(config.find("addresses: [10.30.0.2]"), std::string::npos) << config;
+
+  // Taken: refused at call time, nothing allocated.
+  const int free_volumes = FreeVolumes();
+  auto again = manager_->DeployImageTemplate(owner_, DeployStatic("twin", "10.30.0.10/24"));
+  EXPECT_EQ(again.status().code(), absl::StatusCode::kAlreadyExists) << again.status();
+  EXPECT_NE(again.status().message().find("10.30.0.10 is already allocated"), std::string::npos)
+      << again.status();
+  EXPECT_EQ(FreeVolumes(), free_volumes);
+  EXPECT_EQ(Allocated(static_pool_), 1);
+
+  // The pool never hands it out: its next address is .11, then it is full.
+  v1::DeployImageTemplateRequest from_pool = Deploy("pooled");
+  from_pool.add_networks()->set_ip_pool_id(static_pool_);
+  auto pooled = manager_->DeployImageTemplate(owner_, from_pool);
+  ASSERT_TRUE(pooled.ok()) << pooled.status();
+  op = WaitTerminal(pooled->id());
+  ASSERT_EQ(op.state(), v1::OPERATION_STATE_SUCCEEDED) << op.DebugString();
+  EXPECT_EQ(inventory_->ReadServer(op.deployed_servers().server_ids(0))
+                ->configuration()
+                .network_interfaces(0)
+                .ip_address(),
+            "10.30.0.11/24");
+  from_pool.set_hostnames(0, "pooled2");
+  EXPECT_EQ(manager_->DeployImageTemplate(owner_, from_pool).status().code(),
+            absl::StatusCode::kResourceExhausted);
+
+  // Two servers of one deploy asking for the same address.
+  v1::DeployImageTemplateRequest pair = DeployStatic("a", "10.20.0.15/24");
+  pair.set_quantity(2);
+  pair.add_hostnames("b");
+  pair.add_networks()->mutable_static_address()->set_address("10.20.0.15/24");
+  EXPECT_EQ(manager_->DeployImageTemplate(owner_, pair).status().code(),
+            absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(AllocatedAddresses(), 0);
+}
+
+// Outside every pool: kept as given, nothing reserved; given gateway and DNS
+// win over the pool's.
+TEST_F(DeployStaticAddressTest, OutsidePoolsOrWithOwnGatewayKeepsWhatWasGiven) {
+  v1::DeployImageTemplateRequest request = DeployStatic("outside", "192.168.7.5/24");
+  request.mutable_networks(0)->mutable_static_address()->set_gateway("192.168.7.1");
+  auto started = manager_->DeployImageTemplate(owner_, request);
+  ASSERT_TRUE(started.ok()) << started.status();
+  v1::Operation op = WaitTerminal(started->id());
+  ASSERT_EQ(op.state(), v1::OPERATION_STATE_SUCCEEDED) << op.DebugString();
+  v1::NetworkInterface nic = inventory_->ReadServer(op.deployed_servers().server_ids(0))
+                                 ->configuration()
+                                 .network_interfaces(0);
+  EXPECT_EQ(nic.ip_address(), "192.168.7.5/24");
+  EXPECT_EQ(nic.gateway(), "192.168.7.1");
+  EXPECT_EQ(nic.dns_servers_size(), 0);
+  EXPECT_EQ(nic.ip_pool_id(), "");
+  EXPECT_EQ(Allocated(static_pool_), 0);
+  EXPECT_EQ(AllocatedAddresses(), 0);
+
+  request = DeployStatic("own-dns", "10.30.0.11/24");
+  request.mutable_networks(0)->mutable_static_address()->set_gateway("10.30.0.254");
+  request.mutable_networks(0)->mutable_static_address()->add_dns_servers("2001:db8::53");
+  started = manager_->DeployImageTemplate(owner_, request);
+  ASSERT_TRUE(started.ok()) << started.status();
+  op = WaitTerminal(started->id());
+  ASSERT_EQ(op.state(), v1::OPERATION_STATE_SUCCEEDED) << op.DebugString();
+  nic = inventory_->ReadServer(op.deployed_servers().server_ids(0))
+            ->configuration()
+            .network_interfaces(0);
+  EXPECT_EQ(nic.gateway(), "10.30.0.254");
+  ASSERT_EQ(nic.dns_servers_size(), 1);
+  EXPECT_EQ(nic.dns_servers(0), "2001:db8::53");
+  EXPECT_EQ(Allocated(static_pool_), 1);
+}
+
+// A failed deploy returns its static address with the server.
+TEST_F(DeployStaticAddressTest, FailedDeployReleasesTheStaticAddress) {
+  for (auto& node : nodes_) node->Fail(Fake::kConfigDrive, absl::InternalError("drive broke"));
+  auto started = manager_->DeployImageTemplate(owner_, DeployStatic("doomed", "10.30.0.10/24"));
+  ASSERT_TRUE(started.ok()) << started.status();
+  EXPECT_EQ(Allocated(static_pool_), 1);
+  EXPECT_EQ(WaitTerminal(started->id()).state(), v1::OPERATION_STATE_FAILED);
+  EXPECT_EQ(Allocated(static_pool_), 0);
+  for (auto& node : nodes_) node->Fail(Fake::kConfigDrive, absl::OkStatus());
+  started = manager_->DeployImageTemplate(owner_, DeployStatic("retry", "10.30.0.10/24"));
+  ASSERT_TRUE(started.ok()) << started.status();
+  EXPECT_EQ(WaitTerminal(started->id()).state(), v1::OPERATION_STATE_SUCCEEDED);
+}
+
+// Anything but IP literals is refused before anything is taken: these
+// strings would otherwise land in the network-config YAML as they are.
+TEST_F(DeployStaticAddressTest, NonLiteralsAreInvalidArguments) {
+  struct Case {
+    std::string address, gateway;
+    std::vector<std::string> dns;
+    std::string field;
+  };
+  const std::vector<Case> cases = {
+      {"10.30.0.10", "", {}, "networks.static_address.address"},
+      {"10.30.0.300/24", "", {}, "networks.static_address.address"},
+      {"10.30.0.10/33", "", {}, "networks.static_address.address"},
+      {"10.30.0.10/24\n    dhcp4: true", "", {}, "networks.static_address.address"},
+      {"web.example.com/24", "", {}, "networks.static_address.address"},
+      {"10.30.0.10/24", "10.30.0.1\n    evil: true", {}, "networks.static_address.gateway"},
+      {"10.30.0.10/24", "gw", {}, "networks.static_address.gateway"},
+      {"10.30.0.10/24", "", {"10.30.0.2]"}, "networks.static_address.dns_servers"},
+      {"10.30.0.10/24", "", {"1.1.1.1", "2.2.2.2", "3.3.3.3", "4.4.4.4", "5.5.5.5"},
+       "networks.static_address.dns_servers"},
+  };
+  for (const Case& c : cases) {
+    v1::DeployImageTemplateRequest request = DeployStatic("bad", c.address);
+    auto* a = request.mutable_networks(0)->mutable_static_address();
+    a->set_gateway(c.gateway);
+    for (const std::string& dns : c.dns) a->add_dns_servers(dns);
+    auto refused = manager_->DeployImageTemplate(owner_, request);
+    EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument)
+        << c.address << " " << c.gateway << ": " << refused.status();
+    EXPECT_EQ(refused.status().message().substr(0, c.field.size()), c.field) << refused.status();
+  }
+  EXPECT_EQ(Allocated(static_pool_), 0);
+}
+
+
+// A deploy whose checks passed on a template that an unshare, disable,
+// location removal or delete then changed: the provisioning transaction
+// sees the change and takes nothing. (deploy_->Begin gets the template as
+// the manager loaded it before the change.)
+TEST_F(DeployStaticAddressTest, ProvisioningRechecksVisibilityAndStatus) {
+  const std::string kOther = "00000000-0000-4000-8000-00000000000b";
+  ASSERT_TRUE(AddTestAccount(*db_, kOther).ok());
+  accounts_.AddAccount(kOther);
+  Caller other = owner_;
+  other.account_id = kOther;
+  other.user_id = "other";
+  auto mutate = [&](const std::function<void(TemplateTransaction&)>& change) {
+    ASSERT_TRUE(templates_
+                    ->MutateTemplate(template_.id(),
+                                     [&](TemplateTransaction& txn) {
+                                       change(txn);
+                                       return absl::OkStatus();
+                                     })
+                    .ok());
+  };
+  mutate([](TemplateTransaction& txn) {
+    ASSERT_TRUE(txn.AddShare("00000000-0000-4000-8000-00000000000b", 1).ok());
+    txn.image_template().set_visibility(v1::VISIBILITY_SHARED);
+  });
+  const v1::ImageTemplate loaded = *templates_->GetTemplate(template_.id());
+  const int free_volumes = FreeVolumes();
+  auto begin = [&](const Caller& caller, const std::string& hostname) {
+    v1::DeployImageTemplateRequest request = Deploy(hostname);
+    return deploy_->Begin(caller, request, loaded, NowMicros());
+  };
+
+  // Unshared after the checks: NOT_FOUND, as for any invisible template.
+  mutate([](TemplateTransaction& txn) {
+    ASSERT_TRUE(txn.RemoveShare("00000000-0000-4000-8000-00000000000b").ok());
+    txn.image_template().set_visibility(v1::VISIBILITY_PRIVATE);
+  });
+  auto refused = begin(other, "late-share");
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kNotFound) << refused.status();
+  // The owner still deploys it.
+  auto ok = begin(owner_, "owner");
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(WaitTerminal(ok->id()).state(), v1::OPERATION_STATE_SUCCEEDED);
+  const int after_owner = FreeVolumes();
+  EXPECT_EQ(after_owner, free_volumes - 3);
+
+  // Disabled, its location removed, then DELETING: FAILED_PRECONDITION.
+  mutate([](TemplateTransaction& txn) { txn.image_template().set_disabled(true); });
+  EXPECT_EQ(begin(owner_, "disabled").status().code(), absl::StatusCode::kFailedPrecondition);
+  mutate([](TemplateTransaction& txn) {
+    txn.image_template().set_disabled(false);
+    txn.image_template().mutable_locations(0)->set_status(
+        v1::IMAGE_TEMPLATE_LOCATION_STATUS_FAILED);
+  });
+  EXPECT_EQ(begin(owner_, "no-location").status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  mutate([](TemplateTransaction& txn) {
+    txn.image_template().mutable_locations(0)->set_status(
+        v1::IMAGE_TEMPLATE_LOCATION_STATUS_AVAILABLE);
+    txn.image_template().set_status(v1::IMAGE_TEMPLATE_STATUS_DELETING);
+  });
+  refused = begin(owner_, "deleting");
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition) << refused.status();
+  EXPECT_NE(refused.status().message().find("DELETING"), std::string::npos) << refused.status();
+  // An operator still sees it (for it every template is visible), but not
+  // as deployable.
+  EXPECT_EQ(begin(operator_, "operator").status().code(),
+            absl::StatusCode::kFailedPrecondition);
+
+  // Nothing was taken by the refused ones.
+  EXPECT_EQ(FreeVolumes(), after_owner);
+  v1::ListServersRequest list;
+  list.set_page_size(100);
+  auto servers = inventory_->ListServers(operator_, list);
+  ASSERT_TRUE(servers.ok()) << servers.status();
+  for (const v1::Server& server : servers->servers()) {
+    EXPECT_TRUE(server.hostname() == "owner" || server.hostname().rfind("source", 0) == 0)
+        << server.hostname();
+  }
 }
 
 }  // namespace

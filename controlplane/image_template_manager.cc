@@ -1,5 +1,8 @@
 #include "controlplane/image_template_manager.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include <algorithm>
 #include <optional>
 #include <memory>
@@ -148,6 +151,53 @@ absl::Status Unimplemented(absl::string_view what) {
             "(it comes with the create/deploy issue); every check before it passed"));
 }
 
+// The account whose audit log records a call on `t`: the caller's, except
+// that an operator's change is recorded for the template's owner. A refused
+// attempt by another account (a share or a public template) stays in that
+// account's log, so the owner never sees its users, keys or addresses.
+std::string AuditAccount(const Caller& caller, const v1::ImageTemplate& t) {
+  return caller.is_operator ? t.owner_account_id() : caller.account_id;
+}
+
+bool IsIpv4(absl::string_view text) {
+  in_addr parsed;
+  return inet_pton(AF_INET, std::string(text).c_str(), &parsed) == 1;
+}
+
+bool IsIpLiteral(absl::string_view text) {
+  in6_addr parsed;
+  return IsIpv4(text) || inet_pton(AF_INET6, std::string(text).c_str(), &parsed) == 1;
+}
+
+// IP literals only: they go into the server's network-config YAML as they
+// are.
+absl::Status CheckStaticAddress(const v1::StaticNetworkAddress& a) {
+  const std::vector<absl::string_view> parts = absl::StrSplit(a.address(), '/');
+  int prefix = -1;
+  if (parts.size() != 2 || !IsIpv4(parts[0]) || parts[1].empty() || parts[1].size() > 2 ||
+      !std::all_of(parts[1].begin(), parts[1].end(), absl::ascii_isdigit) ||
+      !absl::SimpleAtoi(parts[1], &prefix) || prefix > 32) {
+    return absl::InvalidArgumentError(
+        "networks.static_address.address: an IPv4 address with prefix length, like "
+        "10.0.0.5/24");
+  }
+  if (!a.gateway().empty() && !IsIpv4(a.gateway())) {
+    return absl::InvalidArgumentError(
+        "networks.static_address.gateway: an IPv4 address, like 10.0.0.1, or empty for the "
+        "pool's");
+  }
+  if (a.dns_servers_size() > 4) {
+    return absl::InvalidArgumentError("networks.static_address.dns_servers: at most 4");
+  }
+  for (const std::string& dns : a.dns_servers()) {
+    if (!IsIpLiteral(dns)) {
+      return absl::InvalidArgumentError(
+          "networks.static_address.dns_servers: each an IPv4 or IPv6 address, like 10.0.0.2");
+    }
+  }
+  return absl::OkStatus();
+}
+
 // Audit events name the full gRPC method, as every other service's do.
 std::string FullMethodName(absl::string_view method) {
   return absl::StrCat("/imagetemplates.v1.ImageTemplateService/", method);
@@ -157,6 +207,8 @@ std::string FullMethodName(absl::string_view method) {
 
 ImageTemplateManager::ImageTemplateManager(Dependencies deps) : deps_(std::move(deps)) {
   if (!deps_.now_micros) deps_.now_micros = NowMicros;
+  // The create path enforces the same quotas when it inserts and records.
+  if (deps_.create != nullptr) deps_.create->UseQuotas(deps_.quotas);
 }
 
 template <typename Response>
@@ -275,7 +327,7 @@ absl::StatusOr<v1::ImageTemplate> ImageTemplateManager::ChangeTemplate(
           ASSIGN_OR_RETURN(shared, txn.IsSharedWith(caller.account_id));
         }
         if (!Visible(caller, t, shared)) return NotFound(id);
-        audit_account = t.owner_account_id();
+        audit_account = AuditAccount(caller, t);
         RETURN_IF_ERROR(CheckMayChange(caller, t, permission));
         ASSIGN_OR_RETURN(bool changed, change(txn));
         if (changed) *t.mutable_update_time() = ToTimestamp(now);
@@ -326,17 +378,23 @@ absl::StatusOr<v1::Operation> ImageTemplateManager::CreateImageTemplate(
               "name: the account already has an image template named \"", name,
               "\"; choose another name"));
         }
-        ASSIGN_OR_RETURN(TemplateQuota quota, deps_.quotas->GetQuota(caller.account_id));
-        ASSIGN_OR_RETURN(TemplateUsage usage, deps_.templates->GetUsage(caller.account_id));
-        if (quota.max_image_templates > 0 && usage.template_count >= quota.max_image_templates) {
-          return absl::ResourceExhaustedError(absl::StrCat(
-              "the account has ", usage.template_count, " image templates, its quota is ",
-              quota.max_image_templates, "; delete templates or ask an operator to raise it"));
-        }
-        if (quota.max_stored_bytes > 0 && usage.stored_bytes >= quota.max_stored_bytes) {
-          return absl::ResourceExhaustedError(absl::StrCat(
-              "the account's templates store ", usage.stored_bytes, " bytes, its quota is ",
-              quota.max_stored_bytes, "; delete templates or ask an operator to raise it"));
+        // A quick answer for the caller's own servers; CreateWorkflow::Begin
+        // checks the owner's (the server's account, also for an operator)
+        // again under the lock it inserts under.
+        if (!caller.is_operator) {
+          ASSIGN_OR_RETURN(TemplateQuota quota, deps_.quotas->GetQuota(caller.account_id));
+          ASSIGN_OR_RETURN(TemplateUsage usage, deps_.templates->GetUsage(caller.account_id));
+          if (quota.max_image_templates > 0 &&
+              usage.template_count >= quota.max_image_templates) {
+            return absl::ResourceExhaustedError(absl::StrCat(
+                "the account has ", usage.template_count, " image templates, its quota is ",
+                quota.max_image_templates, "; delete templates or ask an operator to raise it"));
+          }
+          if (quota.max_stored_bytes > 0 && usage.stored_bytes >= quota.max_stored_bytes) {
+            return absl::ResourceExhaustedError(absl::StrCat(
+                "the account's templates store ", usage.stored_bytes, " bytes, its quota is ",
+                quota.max_stored_bytes, "; delete templates or ask an operator to raise it"));
+          }
         }
         if (deps_.create == nullptr) return Unimplemented("capturing a server");
         ASSIGN_OR_RETURN(v1::Operation op, deps_.create->Begin(caller, request, name, tags,
@@ -613,19 +671,18 @@ absl::StatusOr<v1::Operation> ImageTemplateManager::DeployImageTemplate(
           if (network.address_case() == v1::InstanceNetwork::kIpPoolId) {
             RETURN_IF_ERROR(CheckId("networks.ip_pool_id", network.ip_pool_id()));
           }
-          if (network.address_case() == v1::InstanceNetwork::kStaticAddress &&
-              network.static_address().address().find('/') == std::string::npos) {
-            return absl::InvalidArgumentError(
-                "networks.static_address.address: an address with prefix length, like "
-                "10.0.0.5/24");
+          if (network.address_case() == v1::InstanceNetwork::kStaticAddress) {
+            RETURN_IF_ERROR(CheckStaticAddress(network.static_address()));
           }
         }
         if (request.user_data().size() > kMaxUserDataBytes) {
           return absl::InvalidArgumentError("user_data: at most 64 KiB");
         }
+        // Audited in the caller's account (the default), which the new
+        // servers join: a deploy of a shared or public template tells its
+        // owner nothing about the deployer.
         ASSIGN_OR_RETURN(v1::ImageTemplate t,
                          LoadVisible(caller, request.image_template_id(), "image_template_id"));
-        audit_account = t.owner_account_id();
         if (!caller.Has(v1::PERMISSION_SERVER_PROVISION)) {
           return absl::PermissionDeniedError(
               "deploying needs PERMISSION_SERVER_PROVISION; ask a user manager of your account "
@@ -701,7 +758,7 @@ absl::StatusOr<v1::ShareImageTemplateResponse> ImageTemplateManager::ShareImageT
         // Checked before the accounts are looked up, so the answer about an
         // invisible template never depends on them.
         ASSIGN_OR_RETURN(v1::ImageTemplate current, LoadVisible(caller, request.id(), "id"));
-        audit_account = current.owner_account_id();
+        audit_account = AuditAccount(caller, current);
         RETURN_IF_ERROR(
             CheckMayChange(caller, current, v1::PERMISSION_IMAGE_TEMPLATE_MANAGE));
         for (const std::string& account : accounts) {
@@ -800,7 +857,7 @@ absl::StatusOr<v1::PublishImageTemplateResponse> ImageTemplateManager::PublishIm
       caller, "PublishImageTemplate", request, request.request_id(), TemplateRef(request.id()),
       [&](std::string& audit_account) -> absl::StatusOr<v1::PublishImageTemplateResponse> {
         ASSIGN_OR_RETURN(v1::ImageTemplate current, LoadVisible(caller, request.id(), "id"));
-        audit_account = current.owner_account_id();
+        audit_account = AuditAccount(caller, current);
         RETURN_IF_ERROR(CheckMayChange(caller, current, v1::PERMISSION_PUBLIC_IMAGE_MANAGE));
         ASSIGN_OR_RETURN(AccountPolicy policy,
                          deps_.accounts->GetAccountPolicy(current.owner_account_id()));
@@ -898,7 +955,7 @@ absl::StatusOr<v1::Operation> ImageTemplateManager::AddImageTemplateLocations(
           }
         }
         ASSIGN_OR_RETURN(v1::ImageTemplate t, LoadVisible(caller, request.id(), "id"));
-        audit_account = t.owner_account_id();
+        audit_account = AuditAccount(caller, t);
         RETURN_IF_ERROR(CheckMayChange(caller, t, v1::PERMISSION_IMAGE_TEMPLATE_MANAGE));
         RETURN_IF_ERROR(RequireActive(t, "copied"));
         for (const auto& location : t.locations()) {

@@ -292,8 +292,11 @@ TEST_F(ImageTemplateManagerTest, ShareUnshareFlow) {
   EXPECT_CODE(manager_->ListImageTemplateShares(
                   bob_, WithId<v1::ListImageTemplateSharesRequest>(t.id())),
               StatusCode::kPermissionDenied);
-  // The refusal of a visible template is audited for the owner.
-  EXPECT_EQ(audit_.events().back().account_id, kA);
+  // Refusals are audited in the caller's account, never the owner's: Alice's
+  // log would otherwise show Bob's users, keys and addresses.
+  for (const auto& e : audit_.events()) {
+    if (e.user_id == "user-bob") EXPECT_EQ(e.account_id, kB) << e.method;
+  }
   // Carol does not see it.
   EXPECT_CODE(manager_->GetImageTemplate(carol_, WithId<v1::GetImageTemplateRequest>(t.id())),
               StatusCode::kNotFound);
@@ -339,6 +342,48 @@ TEST_F(ImageTemplateManagerTest, ShareRefusals) {
   EXPECT_CODE(manager_->ShareImageTemplate(alice_, share_creating),
               StatusCode::kFailedPrecondition);
   EXPECT_EQ(Stored(t.id()).visibility(), v1::VISIBILITY_PRIVATE);
+}
+
+// A deploy of another account's public or shared template is the
+// deployer's event, in the deployer's account; an operator's change to a
+// template stays in the owner's log.
+TEST_F(ImageTemplateManagerTest, DeploysOfOthersTemplatesAreAuditedForTheCaller) {
+  v1::ImageTemplate t = Seed(kA, "golden");
+  Share(t.id(), kB);
+  ASSERT_TRUE(
+      manager_->PublishImageTemplate(alice_, WithId<v1::PublishImageTemplateRequest>(t.id())).ok());
+  audit_.Clear();
+  v1::DeployImageTemplateRequest deploy = Deploy(t.id());
+  deploy.set_request_id("deploy-1");
+  EXPECT_CODE(manager_->DeployImageTemplate(carol_, deploy), StatusCode::kUnimplemented);
+  EXPECT_CODE(manager_->DeployImageTemplate(bob_, deploy), StatusCode::kUnimplemented);
+  EXPECT_CODE(manager_->DeployImageTemplate(alice_, deploy), StatusCode::kUnimplemented);
+  v1::UpdateImageTemplateRequest update = WithId<v1::UpdateImageTemplateRequest>(t.id());
+  update.set_note("n");
+  update.mutable_update_mask()->add_paths("note");
+  EXPECT_CODE(manager_->UpdateImageTemplate(bob_, update), StatusCode::kPermissionDenied);
+  ASSERT_TRUE(manager_->UpdateImageTemplate(operator_, update).ok());
+
+  auto events = audit_.events();
+  ASSERT_EQ(events.size(), 5u);
+  const std::string deploy_method = "/imagetemplates.v1.ImageTemplateService/DeployImageTemplate";
+  EXPECT_EQ(events[0].method, deploy_method);
+  EXPECT_EQ(events[0].user_id, "user-carol");
+  EXPECT_EQ(events[0].account_id, kC);
+  EXPECT_EQ(events[0].target.id(), t.id());
+  EXPECT_EQ(events[0].request_id, "deploy-1");
+  EXPECT_EQ(events[1].user_id, "user-bob");
+  EXPECT_EQ(events[1].account_id, kB);
+  EXPECT_EQ(events[2].user_id, "user-alice");
+  EXPECT_EQ(events[2].account_id, kA);
+  EXPECT_EQ(events[3].user_id, "user-bob");
+  EXPECT_EQ(events[3].account_id, kB);
+  EXPECT_EQ(events[4].user_id, "user-op");
+  EXPECT_EQ(events[4].account_id, kA);
+  // Nothing of Bob's or Carol's lands in Alice's account.
+  for (const auto& e : events) {
+    if (e.account_id == kA) EXPECT_TRUE(e.user_id == "user-alice" || e.user_id == "user-op");
+  }
 }
 
 TEST_F(ImageTemplateManagerTest, PublishAndUnpublish) {

@@ -17,6 +17,7 @@
 #include "absl/status/statusor.h"
 #include "controlplane/caller.h"
 #include "controlplane/operation_store.h"
+#include "imagetemplates/v1/image_templates.pb.h"
 #include "imagetemplates/v1/inventory.pb.h"
 #include "imagetemplates/v1/operations.pb.h"
 
@@ -38,7 +39,13 @@ struct ProvisionDisk {
 struct ProvisionPlan {
   std::string account_id;
   std::string datacenter;
+  // Checked again inside the provisioning transaction (a delete, disable,
+  // unshare or location removal may have committed since the caller's
+  // checks): ACTIVE, not disabled, AVAILABLE in `datacenter`, and visible to
+  // `account_id` (owned, shared with it or public) unless `any_template`
+  // (operators). NOT_FOUND if no longer visible, else FAILED_PRECONDITION.
   std::string source_image_template_id;
+  bool any_template = false;
   // Chosen by the caller (so the operation can name them); one per server.
   std::vector<std::string> server_ids;
   std::vector<std::string> hostnames;
@@ -56,6 +63,12 @@ struct ProvisionPlan {
   // Free addresses that must exist per IP pool id ("" = any pool of the
   // datacenter) for the deploy to be accepted.
   std::vector<std::pair<std::string, int>> addresses_needed;
+  // Per server (empty, or one per server): its static address, if any
+  // (address empty: none). One inside a range of a datacenter's IP pool is
+  // reserved there like a pool address (ALREADY_EXISTS if taken); empty
+  // gateway and DNS servers come from the pool whose subnet holds it. The
+  // result is written into the server's first interface.
+  std::vector<imagetemplates::v1::StaticNetworkAddress> static_addresses;
 };
 
 // An address allocated to a server from an IP pool.

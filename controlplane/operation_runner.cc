@@ -158,7 +158,10 @@ absl::Status OperationContext::RunStep(
   }
   // A call cut short by the interruption reports that, not its own error.
   if (!status.ok() && interrupted()) status = interruption();
-  if (stopping()) return status;  // Recorded when the step runs again.
+  // A failed or interrupted step is recorded when it runs again. One that
+  // succeeded is recorded even while stopping: its effects are committed,
+  // and a resume that ran it again could not tell them from another's.
+  if (stopping() && !status.ok()) return status;
 
   std::function<std::string()> source;
   {

@@ -118,7 +118,8 @@ class OperationContext {
   // UNAVAILABLE with backoff, then records it with its attempts, times and
   // outcome together with the checkpoint. Returns the last status of `body`;
   // CANCELLED if interrupted before or between attempts; ABORTED when
-  // stopping.
+  // stopping, unless `body` succeeded: then the step and the checkpoint are
+  // recorded as usual.
   absl::Status RunStep(const std::string& name, const std::string& server_id,
                        const std::function<absl::Status()>& body,
                        StepKind kind = StepKind::kForward);

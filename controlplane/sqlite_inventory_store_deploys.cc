@@ -9,6 +9,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
@@ -16,12 +17,15 @@
 #include "controlplane/ids.h"
 #include "controlplane/internal/sqlite_inventory_store_parts.h"
 #include "controlplane/sqlite_operation_store.h"
+#include "imagetemplates/v1/common.pb.h"
+#include "imagetemplates/v1/image_templates.pb.h"
 
 namespace controlplane {
 
 namespace v1 = imagetemplates::v1;
 using internal::Exists;
 using internal::FormatIpv4;
+using internal::ParseIpv4;
 using internal::NoSuchServer;
 using internal::ReadPoolRow;
 using internal::ReadServerRow;
@@ -49,6 +53,134 @@ absl::StatusOr<int64_t> FreeAddresses(SqliteConnection& conn, absl::string_view 
   return stmt.ColumnInt(0);
 }
 
+// A deployed server's static address resolved against the datacenter's IP
+// pools: reserved in the pool whose range holds it (ALREADY_EXISTS if that
+// address is allocated), gateway and DNS servers filled from the pool whose
+// subnet holds it where the request left them empty.
+absl::StatusOr<v1::NetworkInterface> ReserveStaticAddress(
+    SqliteConnection& conn, const std::string& datacenter, const std::string& server_id,
+    const v1::StaticNetworkAddress& requested) {
+  const std::vector<absl::string_view> parts = absl::StrSplit(requested.address(), '/');
+  std::optional<uint32_t> address =
+      parts.size() == 2 ? ParseIpv4(parts[0]) : std::optional<uint32_t>();
+  int prefix = -1;
+  if (parts.size() == 2 && !parts[1].empty() && parts[1].size() <= 2 &&
+      std::all_of(parts[1].begin(), parts[1].end(), [](char c) { return c >= '0' && c <= '9'; }) &&
+      (!absl::SimpleAtoi(parts[1], &prefix) || prefix > 32)) {
+    prefix = -1;
+  }
+  if (!address || prefix < 0) {
+    return internal::Invalid("networks.static_address.address",
+                             "an IPv4 address with prefix length, like 10.0.0.5/24");
+  }
+  v1::NetworkInterface nic;
+  nic.set_ip_address(requested.address());
+  nic.set_gateway(requested.gateway());
+  for (const std::string& dns : requested.dns_servers()) nic.add_dns_servers(dns);
+  ASSIGN_OR_RETURN(auto pools, conn.Prepare(
+      "SELECT id FROM ip_pools WHERE datacenter = ?1 ORDER BY create_time, id"));
+  pools.Bind(1, datacenter);
+  std::vector<std::string> pool_ids;
+  while (true) {
+    ASSIGN_OR_RETURN(bool row, pools.Step());
+    if (!row) break;
+    pool_ids.push_back(pools.ColumnText(0));
+  }
+  bool filled = false;
+  for (const std::string& pool_id : pool_ids) {
+    ASSIGN_OR_RETURN(auto pool, ReadPoolRow(conn, pool_id));
+    if (!pool) continue;
+    const std::vector<absl::string_view> subnet = absl::StrSplit(pool->subnet(), '/');
+    std::optional<uint32_t> network =
+        subnet.size() == 2 ? ParseIpv4(subnet[0]) : std::optional<uint32_t>();
+    int length = 0;
+    if (!network || !absl::SimpleAtoi(subnet[1], &length) || length < 0 || length > 32) continue;
+    const uint32_t mask = length == 0 ? 0 : 0xffffffffu << (32 - length);
+    if ((*address & mask) != (*network & mask)) continue;
+    if (!filled) {
+      filled = true;
+      if (nic.gateway().empty()) nic.set_gateway(pool->gateway());
+      if (nic.dns_servers_size() == 0) {
+        for (const std::string& dns : pool->dns_servers()) nic.add_dns_servers(dns);
+      }
+    }
+    ASSIGN_OR_RETURN(auto in_range, conn.Prepare(
+        "SELECT 1 FROM ip_pool_ranges WHERE pool_id = ?1 AND first_address <= ?2 "
+        "AND last_address >= ?2"));
+    in_range.Bind(1, pool_id).Bind(2, int64_t{*address});
+    ASSIGN_OR_RETURN(bool reservable, in_range.Step());
+    if (!reservable) continue;
+    ASSIGN_OR_RETURN(auto taken, conn.Prepare(
+        "SELECT 1 FROM ip_allocations WHERE pool_id = ?1 AND address = ?2"));
+    taken.Bind(1, pool_id).Bind(2, int64_t{*address});
+    ASSIGN_OR_RETURN(bool used, taken.Step());
+    if (used) {
+      return absl::AlreadyExistsError(absl::StrCat(
+          "networks.static_address.address: ", FormatIpv4(*address),
+          " is already allocated in IP pool ", pool_id,
+          "; choose a free address or take one from the pool with ip_pool_id"));
+    }
+    ASSIGN_OR_RETURN(auto insert, conn.Prepare(
+        "INSERT INTO ip_allocations (pool_id, address, server_id, create_time) "
+        "VALUES (?1, ?2, ?3, ?4)"));
+    insert.Bind(1, pool_id).Bind(2, int64_t{*address}).Bind(3, server_id);
+    RETURN_IF_ERROR(insert.Bind(4, NowMicros()).Run());
+    nic.set_ip_pool_id(pool_id);
+    break;
+  }
+  return nic;
+}
+
+// The deploy's template as this transaction sees it: still visible to the
+// deploying account, ACTIVE, enabled and AVAILABLE in the datacenter. The
+// caller checked all of this before; a delete, unshare, disable or location
+// removal committed since then must not let the deploy through (a delete
+// refuses while a deploy operation is unfinished, so one of the two wins).
+absl::Status RecheckTemplate(SqliteConnection& conn, const ProvisionPlan& plan) {
+  const std::string& id = plan.source_image_template_id;
+  ASSIGN_OR_RETURN(auto stmt, conn.Prepare(
+      "SELECT t.owner_account_id, t.visibility, t.status, t.disabled, "
+      "EXISTS (SELECT 1 FROM image_template_shares s WHERE s.template_id = t.id "
+      "AND s.account_id = ?2), "
+      "EXISTS (SELECT 1 FROM image_template_locations l WHERE l.template_id = t.id "
+      "AND l.datacenter = ?3 AND l.status = ?4) "
+      "FROM image_templates t WHERE t.id = ?1"));
+  stmt.Bind(1, id).Bind(2, plan.account_id).Bind(3, plan.datacenter);
+  stmt.Bind(4, int{v1::IMAGE_TEMPLATE_LOCATION_STATUS_AVAILABLE});
+  ASSIGN_OR_RETURN(bool row, stmt.Step());
+  auto not_found = [&] {
+    return absl::NotFoundError(absl::StrCat("image template ", id, " not found"));
+  };
+  if (!row) return not_found();
+  const bool owned = stmt.ColumnText(0) == plan.account_id;
+  const auto visibility = static_cast<v1::Visibility>(stmt.ColumnInt(1));
+  const auto status = static_cast<v1::ImageTemplateStatus>(stmt.ColumnInt(2));
+  const bool disabled = stmt.ColumnInt(3) != 0;
+  const bool shared = stmt.ColumnInt(4) != 0;
+  const bool available = stmt.ColumnInt(5) != 0;
+  const bool deleting = status == v1::IMAGE_TEMPLATE_STATUS_DELETING ||
+                        status == v1::IMAGE_TEMPLATE_STATUS_DELETED;
+  // As ImageTemplateManager's visibility rule.
+  if (!plan.any_template && !owned &&
+      (disabled || deleting || !(visibility == v1::VISIBILITY_PUBLIC || shared))) {
+    return not_found();
+  }
+  if (status != v1::IMAGE_TEMPLATE_STATUS_ACTIVE) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("image template ", id, " is ", v1::ImageTemplateStatus_Name(status),
+                     "; only ACTIVE templates can be deployed"));
+  }
+  if (disabled) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "image template ", id, " is disabled; its owner must enable it first"));
+  }
+  if (!available) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "image template ", id, " has no AVAILABLE location in ", plan.datacenter));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<std::vector<v1::Server>> SqliteInventoryStore::ProvisionServers(
@@ -71,6 +203,9 @@ absl::StatusOr<std::vector<v1::Server>> SqliteInventoryStore::ProvisionServers(
     ASSIGN_OR_RETURN(bool dc, Exists(conn, "SELECT 1 FROM datacenters WHERE name = ?1",
                                      plan.datacenter));
     if (!dc) return absl::NotFoundError(absl::StrCat("datacenter ", plan.datacenter, " not found"));
+    if (!plan.source_image_template_id.empty()) {
+      RETURN_IF_ERROR(RecheckTemplate(conn, plan));
+    }
     for (const std::string& hostname : plan.hostnames) {
       ASSIGN_OR_RETURN(auto stmt, conn.Prepare(
           "SELECT 1 FROM servers WHERE account_id = ?1 AND lower(hostname) = lower(?2) "
@@ -83,7 +218,20 @@ absl::StatusOr<std::vector<v1::Server>> SqliteInventoryStore::ProvisionServers(
             " is already used in the account; choose another hostname"));
       }
     }
-    // Addresses are taken in the network step; check now that they exist.
+    // Static addresses are reserved now, before the pools' free addresses
+    // are counted: a reserved one is no longer free.
+    if (!plan.static_addresses.empty() &&
+        plan.static_addresses.size() != plan.server_ids.size()) {
+      return absl::InvalidArgumentError("one static address entry per server is needed");
+    }
+    std::vector<std::optional<v1::NetworkInterface>> static_nics(plan.server_ids.size());
+    for (size_t i = 0; i < plan.static_addresses.size(); ++i) {
+      if (plan.static_addresses[i].address().empty()) continue;
+      ASSIGN_OR_RETURN(static_nics[i],
+                       ReserveStaticAddress(conn, plan.datacenter, plan.server_ids[i],
+                                            plan.static_addresses[i]));
+    }
+    // Pool addresses are taken in the network step; check now that they exist.
     for (const auto& [pool_id, needed] : plan.addresses_needed) {
       int64_t free = 0;
       if (pool_id.empty()) {
@@ -120,6 +268,13 @@ absl::StatusOr<std::vector<v1::Server>> SqliteInventoryStore::ProvisionServers(
         nic.Clear();
         nic.set_name(name);
         nic.set_mac_address(NewMac());
+      }
+      if (static_nics[i]) {
+        v1::NetworkInterface* nic = config.mutable_network_interfaces(0);
+        nic->set_ip_address(static_nics[i]->ip_address());
+        nic->set_gateway(static_nics[i]->gateway());
+        *nic->mutable_dns_servers() = static_nics[i]->dns_servers();
+        nic->set_ip_pool_id(static_nics[i]->ip_pool_id());
       }
       {
         ASSIGN_OR_RETURN(auto stmt, conn.Prepare(

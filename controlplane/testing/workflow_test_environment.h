@@ -8,12 +8,14 @@
 #define CONTROLPLANE_TESTING_WORKFLOW_TEST_ENVIRONMENT_H_
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "controlplane/copy_workflow.h"
 #include "controlplane/create_workflow.h"
@@ -116,9 +118,18 @@ class WorkflowTestEnvironment : public ::testing::Test {
         },
         absl::Hours(1));
     compute_ = std::make_unique<SwitchableComputeDriver>(inventory_.get());
-    create_ = std::make_unique<CreateWorkflow>(CreateWorkflow::Dependencies{
-        templates_.get(), inventory_.get(), directory_.get(), compute_.get(),
-        absl::Seconds(5), /*call_attempts=*/1});
+    CreateWorkflow::Dependencies create{templates_.get(), inventory_.get(),
+                                        directory_.get(),  compute_.get(),
+                                        absl::Seconds(5),  /*call_attempts=*/1};
+    create.before_record_for_test = [this](OperationContext& context) {
+      std::function<void(OperationContext&)> hook;
+      {
+        absl::MutexLock lock(&hook_mu_);
+        hook = before_record_;
+      }
+      if (hook) hook(context);
+    };
+    create_ = std::make_unique<CreateWorkflow>(create);
     DeployWorkflow::Dependencies deploy;
     deploy.templates = templates_.get();
     deploy.inventory = inventory_.get();
@@ -145,6 +156,12 @@ class WorkflowTestEnvironment : public ::testing::Test {
     manager.copy = copy_.get();
     manager_ = std::make_unique<ImageTemplateManager>(manager);
 
+    StartRunner();
+  }
+
+  // A new runner on the same stores and workflows, as after a control-plane
+  // restart (after runner_->Stop()).
+  void StartRunner() {
     OperationRunnerOptions options;
     options.poll_interval = absl::Milliseconds(20);
     options.step_max_attempts = 4;
@@ -157,6 +174,13 @@ class WorkflowTestEnvironment : public ::testing::Test {
     runner_->Register(imagetemplates::v1::OPERATION_KIND_DELETE_IMAGE_TEMPLATE, delete_.get());
     runner_->Register(imagetemplates::v1::OPERATION_KIND_COPY_IMAGE_TEMPLATE, copy_.get());
     runner_->Start();
+  }
+
+  // Runs inside every create's record_template, before the template is
+  // written; empty: nothing.
+  void SetBeforeRecord(std::function<void(OperationContext&)> hook) {
+    absl::MutexLock lock(&hook_mu_);
+    before_record_ = std::move(hook);
   }
 
   void TearDown() override {
@@ -385,6 +409,8 @@ class WorkflowTestEnvironment : public ::testing::Test {
   Caller operator_;
   Caller owner_;
   std::string pool_id_;
+  absl::Mutex hook_mu_;
+  std::function<void(OperationContext&)> before_record_ ABSL_GUARDED_BY(hook_mu_);
   int volumes_ = 0;
   int servers_ = 0;
 };

@@ -1,15 +1,19 @@
 #include "controlplane/sqlite_template_store.h"
 
+#include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
 #include <utility>
+#include <variant>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
 #include "common/log.h"
 #include "common/status_macros.h"
 #include "controlplane/ids.h"
@@ -380,13 +384,15 @@ absl::Status InsertTemplateRow(SqliteConnection& conn, const ImageTemplate& t) {
 }  // namespace
 
 SqliteTemplateStore::SqliteTemplateStore(SqliteDatabase* db, size_t cache_entries)
-    : db_(db), cache_(cache_entries) {
+    : db_(db), cache_(cache_entries), shares_memo_(std::make_unique<SharesMemo>()) {
   absl::Status folded = FoldNames();
   if (!folded.ok()) {
     common::LogError("name_contains may miss templates with non-ASCII names: %s",
                      folded.ToString());
   }
 }
+
+SqliteTemplateStore::~SqliteTemplateStore() = default;
 
 absl::Status SqliteTemplateStore::FoldNames() {
   int64_t count = 0;
@@ -458,17 +464,102 @@ absl::StatusOr<bool> SqliteTemplateStore::IsSharedWith(absl::string_view templat
   return shared;
 }
 
-namespace {
-
 // What orders and identifies a row of a list page.
-struct PageKey {
+struct SqliteTemplateStore::PageKey {
   std::string id;
   int64_t version = 0;
   int64_t create_time_us = 0;
-  std::string name;
+  std::string name;  // only when it orders the page
 };
 
-}  // namespace
+// The shared branch of a list (templates shared with the viewer) is the one
+// branch no index reads in page order: SQLite looks up every share of the
+// viewer and sorts them on every page. Its rows are the same from page to
+// page while nothing is written, so each read connection keeps them per
+// query (its SQL and every value bound) for as long as its
+// (data_version, total_changes()) pair, read inside the page's own read
+// transaction, stays the same: data_version changes when any other
+// connection or process commits, total_changes() when this connection
+// writes (reads run on the writer for an in-memory database). That is the
+// test SQLite's own page cache relies on, so a memo is never older than the
+// snapshot that reads it.
+struct SqliteTemplateStore::SharesMemo {
+  // Bounds per connection (about 100 bytes a row): a query with more rows
+  // is not kept (they are still read and used); past the total, the
+  // connection's memo starts over.
+  static constexpr size_t kMaxRowsPerQuery = 4096;
+  static constexpr size_t kMaxRows = 65536;
+  struct Connection {
+    int64_t data_version = -1;
+    int64_t total_changes = -1;
+    size_t total_rows = 0;
+    absl::flat_hash_map<std::string, std::shared_ptr<const std::vector<PageKey>>> rows;
+  };
+  absl::Mutex mu;
+  // Each Connection is used only by the unit of work holding its connection.
+  absl::flat_hash_map<const SqliteConnection*, std::unique_ptr<Connection>> connections
+      ABSL_GUARDED_BY(mu);
+  // For tests.
+  std::atomic<int64_t> hits{0}, misses{0};
+};
+
+absl::StatusOr<std::shared_ptr<const std::vector<SqliteTemplateStore::PageKey>>>
+SqliteTemplateStore::SharedRows(
+    SqliteConnection& conn, const std::string& memo_key, const std::string& sql,
+    const SqlWhere& where, bool with_name) {
+  SharesMemo::Connection* memo;
+  {
+    absl::MutexLock lock(&shares_memo_->mu);
+    std::unique_ptr<SharesMemo::Connection>& slot = shares_memo_->connections[&conn];
+    if (slot == nullptr) slot = std::make_unique<SharesMemo::Connection>();
+    memo = slot.get();
+  }
+  {
+    ASSIGN_OR_RETURN(SqliteStatement s, conn.Prepare("SELECT data_version, total_changes() "
+                                                     "FROM pragma_data_version"));
+    ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) return absl::InternalError("PRAGMA data_version returned no row");
+    const int64_t data_version = s.ColumnInt(0), total_changes = s.ColumnInt(1);
+    if (data_version != memo->data_version || total_changes != memo->total_changes) {
+      memo->rows.clear();
+      memo->total_rows = 0;
+      memo->data_version = data_version;
+      memo->total_changes = total_changes;
+    }
+  }
+  auto it = memo->rows.find(memo_key);
+  if (it != memo->rows.end()) {
+    shares_memo_->hits.fetch_add(1, std::memory_order_relaxed);
+    return it->second;
+  }
+  shares_memo_->misses.fetch_add(1, std::memory_order_relaxed);
+  auto rows = std::make_shared<std::vector<PageKey>>();
+  ASSIGN_OR_RETURN(SqliteStatement s, conn.Prepare(sql));
+  where.Bind(s, 1);
+  while (true) {
+    ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) break;
+    rows->push_back(PageKey{s.ColumnText(0), s.ColumnInt(1), s.ColumnInt(2),
+                            with_name ? s.ColumnText(3) : std::string()});
+  }
+  if (rows->size() <= SharesMemo::kMaxRowsPerQuery) {
+    // Each key counts its rows plus one, so empty results are bounded too.
+    if (memo->total_rows + rows->size() + 1 > SharesMemo::kMaxRows) {
+      memo->rows.clear();
+      memo->total_rows = 0;
+    }
+    memo->total_rows += rows->size() + 1;
+    memo->rows[memo_key] = rows;
+  }
+  return std::shared_ptr<const std::vector<PageKey>>(std::move(rows));
+}
+
+int64_t SqliteTemplateStore::shares_memo_hits() const {
+  return shares_memo_->hits.load(std::memory_order_relaxed);
+}
+int64_t SqliteTemplateStore::shares_memo_misses() const {
+  return shares_memo_->misses.load(std::memory_order_relaxed);
+}
 
 absl::StatusOr<std::vector<ImageTemplate>> SqliteTemplateStore::ListTemplates(
     const TemplateQuery& q) {
@@ -482,49 +573,62 @@ absl::StatusOr<std::vector<ImageTemplate>> SqliteTemplateStore::ListTemplates(
 
 absl::StatusOr<std::vector<std::shared_ptr<const EncodedTemplate>>>
 SqliteTemplateStore::ListEncodedTemplates(const TemplateQuery& q) {
-  // The filters every visible template must pass.
+  // The filters every visible template must pass. `values_key` gets every
+  // value they bind, in order (length-prefixed), to key the shares memo.
   SqlWhere filters;
+  std::string values_key;
+  auto add = [&](const char* fragment, std::vector<SqlWhere::Value> values = {}) {
+    for (const SqlWhere::Value& v : values) {
+      std::string text = std::holds_alternative<int64_t>(v) ? absl::StrCat("i", std::get<int64_t>(v))
+                                                            : absl::StrCat("s", std::get<std::string>(v));
+      absl::StrAppend(&values_key, text.size(), ":", text);
+    }
+    filters.Add(fragment, std::move(values));
+  };
   if (!q.include_deprecated) {
-    filters.Add("t.deprecated = 0 OR t.owner_account_id = ?", {q.viewer_account_id});
+    add("t.deprecated = 0 OR t.owner_account_id = ?", {q.viewer_account_id});
   }
   if (q.status == imagetemplates::v1::IMAGE_TEMPLATE_STATUS_UNSPECIFIED) {
-    filters.Add("t.status <> 5");
+    add("t.status <> 5");
   } else {
-    filters.Add("t.status = ?", {static_cast<int64_t>(q.status)});
+    add("t.status = ?", {static_cast<int64_t>(q.status)});
   }
   if (!q.name_contains.empty()) {
-    filters.Add("instr(t.name_folded, ?) > 0", {LowercaseUtf8(q.name_contains)});
+    add("instr(t.name_folded, ?) > 0", {LowercaseUtf8(q.name_contains)});
   }
-  if (!q.owner_account_id.empty()) filters.Add("t.owner_account_id = ?", {q.owner_account_id});
+  if (!q.owner_account_id.empty()) add("t.owner_account_id = ?", {q.owner_account_id});
   if (q.visibility != imagetemplates::v1::VISIBILITY_UNSPECIFIED) {
-    filters.Add("t.visibility = ?", {static_cast<int64_t>(q.visibility)});
+    add("t.visibility = ?", {static_cast<int64_t>(q.visibility)});
   }
   if (!q.tag.empty() && q.tag.find(kTagSeparator) == std::string::npos) {
     // A test on the row (and on the covering indexes), not a probe per row.
-    filters.Add("instr(t.tag_list, ?) > 0",
-                {absl::StrCat(std::string(1, kTagSeparator), q.tag,
-                              std::string(1, kTagSeparator))});
+    add("instr(t.tag_list, ?) > 0",
+        {absl::StrCat(std::string(1, kTagSeparator), q.tag, std::string(1, kTagSeparator))});
   } else if (!q.tag.empty()) {
-    filters.Add(
-        "EXISTS (SELECT 1 FROM image_template_tags g WHERE g.template_id = t.id AND g.tag = ?)",
+    add("EXISTS (SELECT 1 FROM image_template_tags g WHERE g.template_id = t.id AND g.tag = ?)",
         {q.tag});
   }
   const bool by_name = q.order == TemplateOrder::kName;
+  // Where the page starts; kept apart from `filters` because the shares
+  // memo holds the shared branch's rows before any cursor.
+  SqlWhere cursor;
+  std::optional<PageKey> cursor_key;
   if (q.after) {
     SqlWhere::Value key = by_name ? SqlWhere::Value(q.after->name)
                                   : SqlWhere::Value(q.after->create_time_us);
     if (by_name) {
-      filters.Add(q.descending ? "(t.name, t.id) < (?, ?)" : "(t.name, t.id) > (?, ?)",
-                  {key, q.after->id});
+      cursor.Add(q.descending ? "(t.name, t.id) < (?, ?)" : "(t.name, t.id) > (?, ?)",
+                 {key, q.after->id});
     } else {
-      filters.Add(q.descending ? "(t.create_time_us, t.id) < (?, ?)"
-                               : "(t.create_time_us, t.id) > (?, ?)",
-                  {key, q.after->id});
+      cursor.Add(q.descending ? "(t.create_time_us, t.id) < (?, ?)"
+                              : "(t.create_time_us, t.id) > (?, ?)",
+                 {key, q.after->id});
     }
+    cursor_key = PageKey{q.after->id, 0, q.after->create_time_us, q.after->name};
   }
   const std::string key = by_name ? "name" : "create_time_us";
   const std::string dir = q.descending ? " DESC" : "";
-  const std::string order = absl::StrCat(" ORDER BY t.", key, dir, ", t.id", dir, " LIMIT ?");
+  const std::string order = absl::StrCat(" ORDER BY t.", key, dir, ", t.id", dir);
 
   // Operators see everything: one ordered scan. Everybody else sees three
   // disjoint sets (own; shared with them; public), each read in key order
@@ -532,6 +636,8 @@ SqliteTemplateStore::ListEncodedTemplates(const TemplateQuery& q) {
   // templates exist.
   std::vector<SqlWhere> branches;
   std::vector<std::string> from;
+  // The branch whose rows come from the shares memo instead of a statement.
+  size_t shared_branch = SIZE_MAX;
   if (q.all_accounts) {
     branches.push_back(filters);
     from.push_back(" FROM image_templates t");
@@ -552,15 +658,33 @@ SqliteTemplateStore::ListEncodedTemplates(const TemplateQuery& q) {
             " FROM image_template_shares s JOIN image_templates t "
             "INDEXED BY image_templates_id_cover ON t.id = s.template_id",
             " FROM image_templates t"};
+    shared_branch = 1;
   }
+  // Only what orders and identifies the page: the covering indexes answer
+  // it without table rows, and TemplateCache supplies the templates. The
+  // name only when it orders the page (one string copy less per row).
+  const std::string columns =
+      absl::StrCat("SELECT t.id, t.version, t.create_time_us", by_name ? ", t.name" : "");
   std::vector<std::string> sql;
+  // Every row of the shared branch: no cursor, no limit.
+  std::string shared_sql;
+  SqlWhere shared_where;
   for (size_t i = 0; i < branches.size(); ++i) {
     branches[i].AddAll(filters);
-    // Only what orders and identifies the page: the covering indexes answer
-    // it without table rows, and TemplateCache supplies the templates.
-    sql.push_back(absl::StrCat("SELECT t.id, t.version, t.create_time_us, t.name", from[i],
-                               branches[i].Sql(), order));
+    if (i == shared_branch) {
+      shared_sql = absl::StrCat(columns, from[i], branches[i].Sql(), order);
+      shared_where = branches[i];
+    }
+    branches[i].AddAll(cursor);
+    sql.push_back(absl::StrCat(columns, from[i], branches[i].Sql(), order, " LIMIT ?"));
   }
+  // The shared branch's SQL and every value it binds: the viewer (twice)
+  // and the filters'.
+  const std::string memo_key =
+      shared_branch == SIZE_MAX
+          ? std::string()
+          : absl::StrCat(shared_sql.size(), ":", shared_sql, q.viewer_account_id.size(), ":",
+                         q.viewer_account_id, values_key);
   // Whether `a` comes before `b` on a page: SQLite's order above (integers,
   // then BINARY text, which is what std::string::compare does).
   auto before = [&](const PageKey& a, const PageKey& b) {
@@ -577,30 +701,54 @@ SqliteTemplateStore::ListEncodedTemplates(const TemplateQuery& q) {
   RETURN_IF_ERROR(db_->Read([&](SqliteConnection& conn) -> absl::Status {
     std::vector<PageKey> rows;
     {
+      // The shared branch's rows after the cursor, from the memo.
+      std::shared_ptr<const std::vector<PageKey>> shared_rows;
+      size_t shared_next = 0;
+      if (shared_branch != SIZE_MAX) {
+        ASSIGN_OR_RETURN(shared_rows,
+                         SharedRows(conn, memo_key, shared_sql, shared_where, by_name));
+        if (cursor_key) {
+          while (shared_next < shared_rows->size() &&
+                 !before(*cursor_key, (*shared_rows)[shared_next])) {
+            ++shared_next;
+          }
+        }
+      }
       // The branches are merged here one row at a time, not by a UNION ALL
       // ... ORDER BY, so each is read only as far as the page takes rows
       // from it (not `limit` matches each) and no temporary b-tree sorts
       // them again.
-      std::vector<SqliteStatement> statements;
-      statements.reserve(branches.size());
+      std::vector<std::optional<SqliteStatement>> statements(branches.size());
       std::vector<std::optional<PageKey>> heads(branches.size());
       auto advance = [&](size_t i) -> absl::Status {
-        ASSIGN_OR_RETURN(bool row, statements[i].Step());
+        if (i == shared_branch) {
+          if (shared_next < shared_rows->size()) {
+            heads[i] = (*shared_rows)[shared_next++];
+          } else {
+            heads[i].reset();
+          }
+          return absl::OkStatus();
+        }
+        ASSIGN_OR_RETURN(bool row, statements[i]->Step());
         if (!row) {
           heads[i].reset();
           return absl::OkStatus();
         }
-        const SqliteStatement& s = statements[i];
-        heads[i] = PageKey{s.ColumnText(0), s.ColumnInt(1), s.ColumnInt(2), s.ColumnText(3)};
+        const SqliteStatement& s = *statements[i];
+        heads[i] = PageKey{s.ColumnText(0), s.ColumnInt(1), s.ColumnInt(2),
+                           by_name ? s.ColumnText(3) : std::string()};
         return absl::OkStatus();
       };
       for (size_t i = 0; i < branches.size(); ++i) {
-        ASSIGN_OR_RETURN(SqliteStatement s, conn.Prepare(sql[i]));
-        const int index = branches[i].Bind(s, 1);
-        s.Bind(index, q.limit);
-        statements.push_back(std::move(s));
+        if (i != shared_branch) {
+          ASSIGN_OR_RETURN(SqliteStatement s, conn.Prepare(sql[i]));
+          const int index = branches[i].Bind(s, 1);
+          s.Bind(index, q.limit);
+          statements[i].emplace(std::move(s));
+        }
         RETURN_IF_ERROR(advance(i));
       }
+      rows.reserve(std::min<size_t>(limit, 1024));
       while (rows.size() < limit) {
         size_t next = heads.size();
         for (size_t i = 0; i < heads.size(); ++i) {

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "controlplane/sql_where.h"
 #include "controlplane/sqlite_database.h"
 #include "controlplane/template_cache.h"
 #include "controlplane/template_store.h"
@@ -17,7 +18,8 @@ namespace controlplane {
 // lists answer from a TemplateCache of decoded templates, each checked
 // against its row's version in the reader's snapshot (migration 6); a get
 // or a list page hands out the cached entries themselves
-// (Get/ListEncodedTemplates).
+// (Get/ListEncodedTemplates). A list's shared-with-the-viewer rows are kept
+// per read connection while nothing is committed (SharesMemo in the .cc).
 class SqliteTemplateStore final : public TemplateStore {
  public:
   // Templates kept decoded and encoded: about 1.5 KiB each.
@@ -28,6 +30,7 @@ class SqliteTemplateStore final : public TemplateStore {
   explicit SqliteTemplateStore(SqliteDatabase* db, size_t cache_entries = kDefaultCacheEntries);
   SqliteTemplateStore(const SqliteTemplateStore&) = delete;
   SqliteTemplateStore& operator=(const SqliteTemplateStore&) = delete;
+  ~SqliteTemplateStore() override;
 
   // Inside any unit of work: the account's templates not DELETED and the sum
   // of their disks' stored bytes. Matches SqliteIdentityStore::UsageReader.
@@ -63,12 +66,23 @@ class SqliteTemplateStore final : public TemplateStore {
 
   // The decoded-template cache, for tests.
   const TemplateCache& cache() const { return cache_; }
+  // List pages whose shared rows came from the memo, or were read; for tests.
+  int64_t shares_memo_hits() const;
+  int64_t shares_memo_misses() const;
 
  private:
+  struct PageKey;
+  struct SharesMemo;
   absl::Status FoldNames();
+  // The shared branch's rows in page order (`sql` with `where` bound), from
+  // this connection's memo when nothing was committed since it was filled.
+  absl::StatusOr<std::shared_ptr<const std::vector<PageKey>>> SharedRows(
+      SqliteConnection& conn, const std::string& memo_key, const std::string& sql,
+      const SqlWhere& where, bool with_name);
 
   SqliteDatabase* const db_;
   TemplateCache cache_;
+  std::unique_ptr<SharesMemo> shares_memo_;
 };
 
 }  // namespace controlplane

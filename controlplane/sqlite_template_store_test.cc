@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <memory>
 #include <set>
@@ -12,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "controlplane/ids.h"
+#include "controlplane/migrations.h"
 #include "controlplane/testing/template_test_database.h"
 #include "gtest/gtest.h"
 
@@ -549,6 +551,123 @@ TEST_F(SqliteTemplateStoreTest, PagesMergeOwnSharedAndPublicInOrder) {
       EXPECT_EQ(got, want_ids) << "order " << static_cast<int>(order) << " descending "
                                << descending;
     }
+  }
+}
+
+// Ids of every page of `q` (walked with `q.limit` per page) from `store`.
+std::vector<std::string> WalkIds(SqliteTemplateStore& store, TemplateQuery q) {
+  std::vector<std::string> ids;
+  for (int page = 0; page < 100; ++page) {
+    auto rows = store.ListTemplates(q);
+    EXPECT_TRUE(rows.ok()) << rows.status();
+    if (!rows.ok()) break;
+    for (const auto& t : *rows) ids.push_back(t.id());
+    if (static_cast<int>(rows->size()) < q.limit) break;
+    const v1::ImageTemplate& last = rows->back();
+    q.after = TemplateCursor{last.name(), FromTimestamp(last.create_time()), last.id()};
+  }
+  return ids;
+}
+
+// The shared branch's rows are kept between pages (SharesMemo); every write
+// in between must show on the next page. Here reads run on the writer
+// connection (in-memory database), so its own writes must count.
+TEST_F(SqliteTemplateStoreTest, SharesMemoFollowsEveryWrite) {
+  v1::ImageTemplate b1 = Insert(kBob, "b1", 1), b2 = Insert(kBob, "b2", 2),
+                    b3 = Insert(kBob, "b3", 3), hidden = Insert(kBob, "hidden", 4);
+  auto share = [&](const v1::ImageTemplate& t, bool add) {
+    auto r = store_->MutateTemplate(t.id(), [&](TemplateTransaction& txn) {
+      return add ? txn.AddShare(kAlice, 1) : txn.RemoveShare(kAlice);
+    });
+    ASSERT_TRUE(r.ok()) << r.status();
+  };
+  share(b1, true);
+  share(b2, true);
+  TemplateQuery alice;
+  alice.viewer_account_id = kAlice;
+  alice.limit = 1;
+  const int64_t hits0 = store_->shares_memo_hits();
+  EXPECT_EQ(WalkIds(*store_, alice), (std::vector<std::string>{b1.id(), b2.id()}));
+  // Pages 2 and 3 of that walk reused page 1's shared rows.
+  EXPECT_GE(store_->shares_memo_hits() - hits0, 2);
+
+  share(b2, false);
+  EXPECT_EQ(WalkIds(*store_, alice), (std::vector<std::string>{b1.id()}));
+  share(b3, true);
+  EXPECT_EQ(WalkIds(*store_, alice), (std::vector<std::string>{b1.id(), b3.id()}));
+  ASSERT_TRUE(store_->MutateTemplate(b1.id(), [](TemplateTransaction& txn) {
+                      txn.image_template().set_disabled(true);
+                      return absl::OkStatus();
+                    }).ok());
+  EXPECT_EQ(WalkIds(*store_, alice), (std::vector<std::string>{b3.id()}));
+  // A rename moves b3 in name order and shows its new name.
+  share(b2, true);
+  alice.order = TemplateOrder::kName;
+  EXPECT_EQ(WalkIds(*store_, alice), (std::vector<std::string>{b2.id(), b3.id()}));
+  ASSERT_TRUE(store_->MutateTemplate(b3.id(), [](TemplateTransaction& txn) {
+                      txn.image_template().set_name("a3");
+                      return absl::OkStatus();
+                    }).ok());
+  EXPECT_EQ(WalkIds(*store_, alice), (std::vector<std::string>{b3.id(), b2.id()}));
+  alice.limit = 10;
+  EXPECT_EQ(Names(alice), (std::vector<std::string>{"a3", "b2"}));
+  // Each filter is its own memo entry.
+  alice.tag = "nope";
+  EXPECT_TRUE(Names(alice).empty());
+  alice.tag.clear();
+  alice.name_contains = "B";
+  EXPECT_EQ(Names(alice), (std::vector<std::string>{"b2"}));
+  // Carol sees none of Bob's shares with Alice, before or after Alice's list.
+  TemplateQuery carol;
+  carol.viewer_account_id = kCarol;
+  EXPECT_TRUE(Names(carol).empty());
+  for (const auto& id : WalkIds(*store_, alice)) EXPECT_NE(id, hidden.id());
+}
+
+// A commit by another connection or process (here a second SqliteDatabase
+// over the same file) must show on this store's next page: its reads run on
+// read-only connections, whose memos follow PRAGMA data_version.
+TEST(SqliteTemplateStoreFileTest, SharesMemoSeesOtherWritersCommits) {
+  const char* tmp = getenv("TEST_TMPDIR");
+  const std::string path = absl::StrCat(tmp ? tmp : "/tmp", "/shares_memo.db");
+  for (const char* suffix : {"", "-wal", "-shm"}) std::remove((path + suffix).c_str());
+  auto db = SqliteDatabase::Open(path, Migrations());
+  ASSERT_TRUE(db.ok()) << db.status();
+  for (const auto& id : {kAlice, kBob}) ASSERT_TRUE(AddTestAccount(**db, id).ok());
+  SqliteTemplateStore reader(db->get());
+  auto other = SqliteDatabase::Open(path, Migrations());
+  ASSERT_TRUE(other.ok()) << other.status();
+  SqliteTemplateStore writer(other->get());
+
+  std::vector<v1::ImageTemplate> bobs;
+  for (int i = 0; i < 3; ++i) {
+    bobs.push_back(MakeTemplate(kBob, absl::StrCat("b", i), i));
+    ASSERT_TRUE(writer.InsertTemplate(bobs.back()).ok());
+  }
+  auto share = [&](int i, bool add) {
+    auto r = writer.MutateTemplate(bobs[i].id(), [&](TemplateTransaction& txn) {
+      return add ? txn.AddShare(kAlice, 1) : txn.RemoveShare(kAlice);
+    });
+    ASSERT_TRUE(r.ok()) << r.status();
+  };
+  TemplateQuery alice;
+  alice.viewer_account_id = kAlice;
+  alice.limit = 1;
+  EXPECT_TRUE(WalkIds(reader, alice).empty());
+  share(0, true);
+  share(2, true);
+  // Several walks, so that more than one read connection holds a memo.
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_EQ(WalkIds(reader, alice), (std::vector<std::string>{bobs[0].id(), bobs[2].id()}));
+  }
+  EXPECT_GT(reader.shares_memo_hits(), 0);
+  share(0, false);
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_EQ(WalkIds(reader, alice), (std::vector<std::string>{bobs[2].id()}));
+  }
+  share(1, true);
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_EQ(WalkIds(reader, alice), (std::vector<std::string>{bobs[1].id(), bobs[2].id()}));
   }
 }
 

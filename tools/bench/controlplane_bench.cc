@@ -5,7 +5,7 @@
 //   controlplane_bench --controlplane=PATH --dir=DIR [--accounts=1000]
 //       [--templates-per-account=100] [--clients=16] [--seconds=10]
 //       [--warmup-seconds=2] [--phases=get,list,op-get,op-list]
-//       [--perf-dir=DIR]
+//       [--client-modes=parse,raw] [--perf-dir=DIR]
 //
 // Seeding (only when DIR/cp.db does not exist): the real controlplane binary
 // bootstraps an empty database (operator account, admin key file); over its
@@ -30,9 +30,16 @@
 //   op-get / op-list   the same with the operator's key (sees everything).
 //   PHASE@RATE (e.g. get@5000) runs PHASE open loop: RATE calls/s offered on
 //            a fixed schedule, latency from the scheduled start.
+// Each phase runs once per client mode: "parse" calls through the generated
+// stub and parses every response (a real caller); "raw" sends pre-serialized
+// requests as bytes and reads only a list response's top-level fields (its
+// entry count and next_page_token, to follow the walk), parsing and checking
+// one call in 100 in full. Both check every status and every page's size
+// against its token. The bench shares the machine with the server, so raw
+// shows the server's capacity without the client's parsing on the same cores.
 // Every call is one sample. Prints a markdown table: calls/s, p50/p99/p99.9/
-// max latency, errors, CPU of the controlplane (cores, and microseconds per
-// call) and of this process (they share the machine), and the issue's goal
+// max latency, errors, CPU of the controlplane and of this process (cores,
+// and microseconds per call; they share the machine), and the issue's goal
 // (> 5,000 calls/s and p99 < 5 ms).
 //
 // --perf-dir: runs `perf record -g` on the controlplane during each measured
@@ -76,6 +83,8 @@
 #include "controlplane/sqlite_database.h"
 #include "controlplane/sqlite_template_store.h"
 #include "grpcpp/create_channel.h"
+#include "grpcpp/impl/client_unary_call.h"
+#include "grpcpp/impl/rpc_method.h"
 #include "grpcpp/security/credentials.h"
 #include "grpcpp/support/channel_arguments.h"
 #include "imagetemplates/v1/identity.grpc.pb.h"
@@ -97,6 +106,7 @@ struct Config {
   int64_t page_size = 50;
   int64_t seed = 1;
   std::string phases = "get,list,op-get,op-list";
+  std::string client_modes = "parse,raw";
   std::string perf_dir;
 };
 
@@ -180,11 +190,41 @@ std::shared_ptr<grpc::Channel> NewChannel(const std::string& address, int index)
   return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
 }
 
+// Whether `binary --help` names `flag` (an older controlplane, such as an
+// A/B baseline, may not take a newer flag).
+bool TakesFlag(const std::string& binary, const std::string& flag) {
+  FILE* help = popen(("'" + binary + "' --help 2>&1").c_str(), "r");
+  if (help == nullptr) return false;
+  std::string text;
+  char buffer[4096];
+  size_t n;
+  while ((n = fread(buffer, 1, sizeof(buffer), help)) > 0) text.append(buffer, n);
+  pclose(help);
+  return absl::StrContains(text, flag);
+}
+
 absl::StatusOr<tests::Process> StartControlplane(const Config& config) {
-  return tests::Process::StartServer(
-      {config.controlplane, "--listen=127.0.0.1:0", "--db=" + config.dir + "/cp.db",
-       "--admin-key-file=" + config.dir + "/admin.key"},
-      config.dir + "/controlplane.log", absl::Seconds(60));
+  std::vector<std::string> argv = {config.controlplane, "--listen=127.0.0.1:0",
+                                   "--db=" + config.dir + "/cp.db",
+                                   "--admin-key-file=" + config.dir + "/admin.key"};
+  if (TakesFlag(config.controlplane, "--internal-token-file")) {
+    // The storage nodes' shared secret; no storage node joins here.
+    const std::string path = config.dir + "/internal.token";
+    struct stat st;
+    if (stat(path.c_str(), &st) != 0) {
+      std::random_device random;
+      std::string token;
+      for (int i = 0; i < 8; ++i) absl::StrAppend(&token, absl::Hex(random(), absl::kZeroPad8));
+      int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0600);
+      if (fd < 0) return absl::InternalError("cannot create " + path);
+      token += "\n";
+      bool ok = write(fd, token.data(), token.size()) == static_cast<ssize_t>(token.size());
+      close(fd);
+      if (!ok) return absl::InternalError("cannot write " + path);
+    }
+    argv.push_back("--internal-token-file=" + path);
+  }
+  return tests::Process::StartServer(argv, config.dir + "/controlplane.log", absl::Seconds(60));
 }
 
 // --- Seeding ----------------------------------------------------------------
@@ -516,11 +556,134 @@ constexpr ListFilter kListFilters[] = {
     {"tag=gpu name_contains=ubuntu", "gpu", "ubuntu", v1::IMAGE_TEMPLATE_ORDER_BY_CREATE_TIME},
 };
 
+// How a client thread calls.
+enum class ClientMode {
+  // Generated sync stub: serializes each request, parses each response into
+  // its message, as a real caller does.
+  kParse,
+  // Pre-serialized requests through the same blocking unary call path
+  // (grpc::internal::BlockingUnaryCall, what generated stubs call) with
+  // ByteBuffer in and out: the responses are not parsed. A list walk reads
+  // only the response's top-level fields (entry count, next_page_token); one
+  // call in kVerifyEvery is parsed in full and checked. The load generator
+  // shares the 2 cores with the server, so this shows what the server does
+  // when the client's parsing is not eating its CPU (like wrk).
+  kRaw,
+};
+constexpr int kVerifyEvery = 100;
+
+std::string ClientModeLabel(ClientMode mode) {
+  return mode == ClientMode::kParse ? "client parses"
+                                    : absl::StrCat("raw client, ", 100 / kVerifyEvery, "% verified");
+}
+
+// Pre-serialized GetImageTemplateRequests of one CallerWorkload, index for
+// index beside its id lists.
+struct RawGets {
+  std::vector<grpc::ByteBuffer> own, shared, public_ids, all;
+};
+
+grpc::ByteBuffer BytesOf(const std::string& bytes) {
+  grpc::Slice slice(bytes);
+  return grpc::ByteBuffer(&slice, 1);
+}
+
+std::vector<grpc::ByteBuffer> SerializeGets(const std::vector<std::string>& ids) {
+  std::vector<grpc::ByteBuffer> out;
+  out.reserve(ids.size());
+  for (const std::string& id : ids) {
+    v1::GetImageTemplateRequest request;
+    request.set_id(id);
+    out.push_back(BytesOf(request.SerializeAsString()));
+  }
+  return out;
+}
+
+RawGets SerializeGets(const CallerWorkload& w) {
+  return {SerializeGets(w.own), SerializeGets(w.shared), SerializeGets(w.public_ids),
+          SerializeGets(w.all)};
+}
+
+// The top-level fields of a ListImageTemplatesResponse, read from its wire
+// bytes without parsing the templates: a varint tag and a length per field,
+// the lengths skipped.
+struct ListScan {
+  int64_t entries = 0;
+  std::string next_page_token;
+};
+
+absl::StatusOr<ListScan> ScanListResponse(const grpc::ByteBuffer& buffer) {
+  std::vector<grpc::Slice> slices;
+  if (!buffer.Dump(&slices).ok()) return absl::InternalError("cannot read the response");
+  size_t slice = 0, offset = 0;
+  auto at_end = [&] {
+    while (slice < slices.size() && offset == slices[slice].size()) ++slice, offset = 0;
+    return slice == slices.size();
+  };
+  auto read_byte = [&](uint8_t* b) {
+    if (at_end()) return false;
+    *b = slices[slice].begin()[offset++];
+    return true;
+  };
+  auto read_varint = [&](uint64_t* v) {
+    *v = 0;
+    for (int shift = 0; shift < 64; shift += 7) {
+      uint8_t b;
+      if (!read_byte(&b)) return false;
+      *v |= static_cast<uint64_t>(b & 0x7f) << shift;
+      if (!(b & 0x80)) return true;
+    }
+    return false;
+  };
+  // Copies `n` bytes to *out (if not null), across slices.
+  auto take = [&](uint64_t n, std::string* out) {
+    while (n > 0) {
+      if (at_end()) return false;
+      size_t chunk = std::min<uint64_t>(n, slices[slice].size() - offset);
+      if (out) out->append(reinterpret_cast<const char*>(slices[slice].begin()) + offset, chunk);
+      offset += chunk;
+      n -= chunk;
+    }
+    return true;
+  };
+  ListScan scan;
+  while (!at_end()) {
+    uint64_t tag, length;
+    if (!read_varint(&tag) || (tag & 7) != 2 || !read_varint(&length)) {
+      return absl::DataLossError("response: not a ListImageTemplatesResponse");
+    }
+    const uint64_t field = tag >> 3;
+    if (field == v1::ListImageTemplatesResponse::kImageTemplatesFieldNumber) {
+      ++scan.entries;
+      if (!take(length, nullptr)) return absl::DataLossError("response: truncated entry");
+    } else if (field == v1::ListImageTemplatesResponse::kNextPageTokenFieldNumber) {
+      scan.next_page_token.clear();
+      if (!take(length, &scan.next_page_token)) return absl::DataLossError("response: truncated token");
+    } else {
+      return absl::DataLossError(absl::StrCat("response: unexpected field ", field));
+    }
+  }
+  return scan;
+}
+
+template <typename Message>
+bool ParseBytes(const grpc::ByteBuffer& buffer, Message* message) {
+  grpc::ByteBuffer copy(buffer);  // parsing consumes it
+  return grpc::SerializationTraits<Message>::Deserialize(&copy, message).ok();
+}
+
 // One client thread's state.
 struct Client {
   const CallerWorkload* workload = nullptr;
+  ClientMode mode = ClientMode::kParse;
+  std::shared_ptr<grpc::Channel> channel;
   std::unique_ptr<v1::ImageTemplateService::Stub> stub;
+  // kRaw: the methods registered on `channel`, as a generated stub does.
+  std::unique_ptr<grpc::internal::RpcMethod> raw_get, raw_list;
+  const RawGets* raw_gets = nullptr;
+  const std::vector<std::string>* list_prefixes = nullptr;  // per filter
   std::mt19937_64 rng;
+  int64_t calls = 0;  // every call, for kRaw's sampling
   // list walk
   size_t filter = 0;
   std::string page_token;
@@ -530,13 +693,134 @@ struct Client {
   std::vector<int64_t> latencies_ns;
   std::map<int, int64_t> errors;  // grpc code -> count
   std::string first_error;
+  int64_t verified = 0;  // kRaw: responses parsed in full and checked
+  bool just_verified = false;  // the last call was one of them
 };
 
 enum class Kind { kGet, kList };
 
+constexpr size_t kFilterCount = sizeof(kListFilters) / sizeof(kListFilters[0]);
+
+// The request of the walk's next page, without its page_token.
+v1::ListImageTemplatesRequest ListRequest(const ListFilter& f, int page_size) {
+  v1::ListImageTemplatesRequest request;
+  request.set_tag(f.tag);
+  request.set_name_contains(f.name_contains);
+  request.set_order_by(f.order);
+  request.set_page_size(page_size);
+  return request;
+}
+
+// Checks a list page against the walk's rules: a full page when a token
+// follows, at most a page otherwise.
+grpc::Status CheckPage(int64_t entries, bool has_token, int page_size) {
+  if (has_token ? entries != page_size : entries > page_size) {
+    return grpc::Status(grpc::StatusCode::INTERNAL,
+                        absl::StrCat("page of ", entries, " entries, next_page_token ",
+                                     has_token ? "present" : "absent"));
+  }
+  return grpc::Status::OK;
+}
+
+// Moves the walk on after a page: the next page, or the next filter.
+void AdvanceWalk(Client& c, const grpc::Status& s, std::string next_page_token, bool* walk_done) {
+  if (s.ok() && !next_page_token.empty()) {
+    c.page_token = std::move(next_page_token);
+  } else {
+    c.page_token.clear();
+    c.filter = (c.filter + 1) % kFilterCount;
+    *walk_done = true;
+  }
+}
+
+grpc::Status RawCall(Client& c, const grpc::internal::RpcMethod& method, const std::string& key,
+                     const grpc::ByteBuffer& request, grpc::ByteBuffer* response) {
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  context.AddMetadata("authorization", "Bearer " + key);
+  return grpc::internal::BlockingUnaryCall<grpc::ByteBuffer, grpc::ByteBuffer>(
+      c.channel.get(), method, &context, request, response);
+}
+
+// One call of a kRaw client.
+grpc::Status OneRawCall(Client& c, Kind kind, int page_size, int64_t* items, bool* walk_done) {
+  const CallerWorkload& w = *c.workload;
+  const bool verify = c.calls++ % kVerifyEvery == 0;
+  c.just_verified = false;
+  if (kind == Kind::kGet) {
+    const std::vector<std::string>* ids = &w.all;
+    const std::vector<grpc::ByteBuffer>* requests = &c.raw_gets->all;
+    if (w.all.empty()) {
+      int r = static_cast<int>(c.rng() % 100);
+      if (r < 70) {
+        ids = &w.own, requests = &c.raw_gets->own;
+      } else if (r < 85 && !w.shared.empty()) {
+        ids = &w.shared, requests = &c.raw_gets->shared;
+      } else {
+        ids = &w.public_ids, requests = &c.raw_gets->public_ids;
+      }
+    }
+    const size_t i = c.rng() % ids->size();
+    grpc::ByteBuffer response;
+    grpc::Status s = RawCall(c, *c.raw_get, w.key, (*requests)[i], &response);
+    if (s.ok() && response.Length() == 0) {
+      return grpc::Status(grpc::StatusCode::INTERNAL, "empty GetImageTemplateResponse");
+    }
+    if (s.ok() && verify) {
+      v1::GetImageTemplateResponse parsed;
+      if (!ParseBytes(response, &parsed) || parsed.image_template().id() != (*ids)[i]) {
+        return grpc::Status(grpc::StatusCode::INTERNAL, "wrong template returned");
+      }
+      c.just_verified = true;
+    }
+    return s;
+  }
+  // The filter's request, serialized once; the page token appended as one
+  // more field makes the same message.
+  std::string bytes = (*c.list_prefixes)[c.filter];
+  if (!c.page_token.empty()) {
+    v1::ListImageTemplatesRequest token_only;
+    token_only.set_page_token(c.page_token);
+    token_only.AppendToString(&bytes);
+  }
+  grpc::ByteBuffer response;
+  grpc::Status s = RawCall(c, *c.raw_list, w.key, BytesOf(bytes), &response);
+  std::string next;
+  if (s.ok()) {
+    absl::StatusOr<ListScan> scan = ScanListResponse(response);
+    if (!scan.ok()) {
+      s = grpc::Status(grpc::StatusCode::INTERNAL, std::string(scan.status().message()));
+    } else {
+      *items = scan->entries;
+      s = CheckPage(scan->entries, !scan->next_page_token.empty(), page_size);
+      next = std::move(scan->next_page_token);
+    }
+    if (s.ok() && verify) {
+      v1::ListImageTemplatesResponse parsed;
+      if (!ParseBytes(response, &parsed)) {
+        s = grpc::Status(grpc::StatusCode::INTERNAL, "response does not parse");
+      } else if (parsed.image_templates_size() != scan->entries ||
+                 parsed.next_page_token() != next) {
+        s = grpc::Status(grpc::StatusCode::INTERNAL, "top-level scan disagrees with the parse");
+      } else {
+        for (const auto& t : parsed.image_templates()) {
+          if (t.id().empty() || t.owner_account_id().empty()) {
+            s = grpc::Status(grpc::StatusCode::INTERNAL, "entry without id or owner");
+            break;
+          }
+        }
+        c.just_verified = s.ok();
+      }
+    }
+  }
+  AdvanceWalk(c, s, std::move(next), walk_done);
+  return s;
+}
+
 // One call. For lists, *walk_done says whether the walk through the pages of
 // a filter ended with it.
 grpc::Status OneCall(Client& c, Kind kind, int page_size, int64_t* items, bool* walk_done) {
+  if (c.mode == ClientMode::kRaw) return OneRawCall(c, kind, page_size, items, walk_done);
   const CallerWorkload& w = *c.workload;
   if (kind == Kind::kGet) {
     const std::vector<std::string>* from = &w.all;
@@ -554,30 +838,22 @@ grpc::Status OneCall(Client& c, Kind kind, int page_size, int64_t* items, bool* 
     }
     return s;
   }
-  const ListFilter& f = kListFilters[c.filter];
-  v1::ListImageTemplatesRequest request;
-  request.set_tag(f.tag);
-  request.set_name_contains(f.name_contains);
-  request.set_order_by(f.order);
-  request.set_page_size(page_size);
+  v1::ListImageTemplatesRequest request = ListRequest(kListFilters[c.filter], page_size);
   request.set_page_token(c.page_token);
   v1::ListImageTemplatesResponse response;
   grpc::Status s = Call(*c.stub, &v1::ImageTemplateService::Stub::ListImageTemplates, w.key,
                         request, &response);
   *items = response.image_templates_size();
-  if (s.ok() && !response.next_page_token().empty()) {
-    c.page_token = response.next_page_token();
-  } else {
-    c.page_token.clear();
-    c.filter = (c.filter + 1) % (sizeof(kListFilters) / sizeof(kListFilters[0]));
-    *walk_done = true;
-  }
+  if (s.ok()) s = CheckPage(*items, !response.next_page_token().empty(), page_size);
+  AdvanceWalk(c, s, response.next_page_token(), walk_done);
   return s;
 }
 
 struct PhaseResult {
   std::string name;
   Kind kind;
+  ClientMode mode = ClientMode::kParse;
+  int64_t verified = 0;
   double rate = 0;  // offered calls/s; 0: closed loop
   int callers = 0;
   double seconds = 0;
@@ -611,15 +887,43 @@ pid_t StartPerf(const std::string& out) {
 // Otherwise open loop: together the clients start `rate` calls per second on a
 // fixed schedule, and latency counts from the scheduled start, so time spent
 // waiting behind a slow call is not hidden (no coordinated omission).
-PhaseResult RunPhase(const Config& config, const std::string& name, Kind kind, double rate,
-                     const std::string& address, const std::vector<const CallerWorkload*>& who,
-                     pid_t server_pid) {
+PhaseResult RunPhase(const Config& config, const std::string& name, Kind kind, ClientMode mode,
+                     double rate, const std::string& address,
+                     const std::vector<const CallerWorkload*>& who, pid_t server_pid) {
+  // kRaw: every request serialized before the phase starts.
+  std::map<const CallerWorkload*, RawGets> raw_gets;
+  std::vector<std::string> list_prefixes;
+  if (mode == ClientMode::kRaw) {
+    if (kind == Kind::kGet) {
+      for (const CallerWorkload* w : who) {
+        if (!raw_gets.count(w)) raw_gets[w] = SerializeGets(*w);
+      }
+    }
+    for (const ListFilter& f : kListFilters) {
+      list_prefixes.push_back(
+          ListRequest(f, static_cast<int>(config.page_size)).SerializeAsString());
+    }
+  }
   std::vector<Client> clients(who.size());
   for (size_t i = 0; i < who.size(); ++i) {
-    clients[i].workload = who[i];
-    clients[i].stub = v1::ImageTemplateService::NewStub(NewChannel(address, static_cast<int>(i)));
-    clients[i].rng.seed(config.seed * 1000 + i);
-    clients[i].filter = i % (sizeof(kListFilters) / sizeof(kListFilters[0]));
+    Client& c = clients[i];
+    c.workload = who[i];
+    c.mode = mode;
+    c.channel = NewChannel(address, static_cast<int>(i));
+    c.stub = v1::ImageTemplateService::NewStub(c.channel);
+    if (mode == ClientMode::kRaw) {
+      // The names the generated stub registers.
+      c.raw_get = std::make_unique<grpc::internal::RpcMethod>(
+          "/imagetemplates.v1.ImageTemplateService/GetImageTemplate",
+          grpc::internal::RpcMethod::NORMAL_RPC, c.channel);
+      c.raw_list = std::make_unique<grpc::internal::RpcMethod>(
+          "/imagetemplates.v1.ImageTemplateService/ListImageTemplates",
+          grpc::internal::RpcMethod::NORMAL_RPC, c.channel);
+      c.raw_gets = kind == Kind::kGet ? &raw_gets[who[i]] : nullptr;
+      c.list_prefixes = &list_prefixes;
+    }
+    c.rng.seed(config.seed * 1000 + i);
+    c.filter = i % kFilterCount;
   }
   using Clock = std::chrono::steady_clock;
   std::atomic<bool> stop{false};
@@ -655,6 +959,7 @@ PhaseResult RunPhase(const Config& config, const std::string& name, Kind kind, d
       c.latencies_ns.push_back(t1 - t0);
       c.items += items;
       c.walks += walk_done;
+      c.verified += c.just_verified;
       if (!s.ok()) {
         if (c.errors.empty()) {
           c.first_error = absl::StrCat(s.error_code(), " ", s.error_message());
@@ -694,6 +999,7 @@ PhaseResult RunPhase(const Config& config, const std::string& name, Kind kind, d
   PhaseResult r;
   r.name = name;
   r.kind = kind;
+  r.mode = mode;
   r.rate = rate;
   r.callers = static_cast<int>(who.size());
   r.seconds = std::chrono::duration<double>(end - start).count();
@@ -708,6 +1014,7 @@ PhaseResult RunPhase(const Config& config, const std::string& name, Kind kind, d
     if (r.first_error.empty()) r.first_error = c.first_error;
     items += c.items;
     r.walks += c.walks;
+    r.verified += c.verified;
   }
   std::sort(r.latencies_ns.begin(), r.latencies_ns.end());
   if (!r.latencies_ns.empty()) r.items_per_page = static_cast<double>(items) / r.latencies_ns.size();
@@ -723,10 +1030,10 @@ double PercentileMs(const std::vector<int64_t>& sorted, double p) {
 void PrintTable(const Config& config, const std::vector<PhaseResult>& results) {
   constexpr double kGoalRate = 5000, kGoalP99Ms = 5;
   absl::PrintF(
-      "\n| Workload | Callers | Calls | Calls/s | p50 ms | p99 ms | p99.9 ms | max ms | Errors "
-      "| controlplane CPU (cores) | controlplane CPU us/call | bench CPU (cores) | other CPU (cores) "
-      "| Goal: > 5,000/s | Goal: p99 < 5 ms |\n"
-      "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|:---:|\n");
+      "\n| Workload | Client | Callers | Calls | Calls/s | p50 ms | p99 ms | p99.9 ms | max ms "
+      "| Errors | controlplane CPU (cores) | controlplane CPU us/call | bench CPU (cores) "
+      "| bench CPU us/call | other CPU (cores) | Goal: > 5,000/s | Goal: p99 < 5 ms |\n"
+      "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|:---:|\n");
   for (const PhaseResult& r : results) {
     const double rate = r.latencies_ns.size() / r.seconds;
     const double p99 = PercentileMs(r.latencies_ns, 99);
@@ -740,14 +1047,19 @@ void PrintTable(const Config& config, const std::vector<PhaseResult>& results) {
           "ListImageTemplates page_size %d, filtered, %s (%.1f items/page, %d walks)",
           config.page_size, who, r.items_per_page, r.walks);
     }
+    std::string client = ClientModeLabel(r.mode);
+    if (r.mode == ClientMode::kRaw) absl::StrAppend(&client, " (", r.verified, " checked)");
     // CPU per call: the figure that stays comparable on a shared, busy machine.
-    absl::PrintF("| %s | %d | %d | %.0f | %.2f | %.2f | %.2f | %.2f | %d | %.2f | %.0f | %.2f | %.2f | %s | %s |\n",
-                workload, r.callers, r.latencies_ns.size(), rate,
-                PercentileMs(r.latencies_ns, 50), p99, PercentileMs(r.latencies_ns, 99.9),
-                r.latencies_ns.empty() ? 0.0 : r.latencies_ns.back() / 1e6, r.errors,
-                r.server_cpu, rate > 0 ? r.server_cpu / rate * 1e6 : 0.0, r.bench_cpu, r.other_cpu,
-                 r.rate > 0 ? "n/a (open loop)" : (rate > kGoalRate ? "pass" : "**FAIL**"),
-                p99 < kGoalP99Ms && r.errors == 0 ? "pass" : "**FAIL**");
+    absl::PrintF(
+        "| %s | %s | %d | %d | %.0f | %.2f | %.2f | %.2f | %.2f | %d | %.2f | %.0f | %.2f | %.0f "
+        "| %.2f | %s | %s |\n",
+        workload, client, r.callers, r.latencies_ns.size(), rate,
+        PercentileMs(r.latencies_ns, 50), p99, PercentileMs(r.latencies_ns, 99.9),
+        r.latencies_ns.empty() ? 0.0 : r.latencies_ns.back() / 1e6, r.errors, r.server_cpu,
+        rate > 0 ? r.server_cpu / rate * 1e6 : 0.0, r.bench_cpu,
+        rate > 0 ? r.bench_cpu / rate * 1e6 : 0.0, r.other_cpu,
+        r.rate > 0 ? "n/a (open loop)" : (rate > kGoalRate ? "pass" : "**FAIL**"),
+        p99 < kGoalP99Ms && r.errors == 0 ? "pass" : "**FAIL**");
   }
   absl::PrintF("\n");
   for (const PhaseResult& r : results) {
@@ -774,6 +1086,10 @@ int main(int argc, char** argv) {
   flags.Int("seed", &config.seed, "random seed of the data and the callers");
   flags.String("phases", &config.phases,
                "comma-separated: get, list, op-get, op-list; PHASE@RATE for open loop");
+  flags.String("client-modes", &config.client_modes,
+               "comma-separated: parse (generated stub, every response parsed), raw "
+               "(pre-serialized requests, responses not parsed, 1 in 100 parsed and checked); "
+               "each phase runs once per mode");
   flags.String("perf-dir", &config.perf_dir,
                "if set, perf record the controlplane in each measured phase into this directory");
   bool help = false;
@@ -830,6 +1146,14 @@ int main(int argc, char** argv) {
   for (const CallerWorkload& c : *callers) users.push_back(&c);
   for (int64_t i = 0; i < config.clients; ++i) operators.push_back(&operator_workload);
 
+  std::vector<ClientMode> modes;
+  for (absl::string_view m : absl::StrSplit(config.client_modes, ',', absl::SkipEmpty())) {
+    if (m != "parse" && m != "raw") {
+      Log(absl::StrCat("unknown client mode ", m, "; want parse or raw"));
+      return 2;
+    }
+    modes.push_back(m == "parse" ? ClientMode::kParse : ClientMode::kRaw);
+  }
   std::vector<PhaseResult> results;
   for (absl::string_view phase : absl::StrSplit(config.phases, ',', absl::SkipEmpty())) {
     // "get", "op-list", ...; "get@5000" offers 5,000 calls/s (open loop).
@@ -844,11 +1168,15 @@ int main(int argc, char** argv) {
     }
     Kind kind = absl::EndsWith(what, "list") ? Kind::kList : Kind::kGet;
     bool op = absl::StartsWith(what, "op-");
-    Log(absl::StrCat("phase ", phase, ": ", config.warmup_seconds, " s warm-up, ",
-                     config.seconds, " s measured"));
-    results.push_back(RunPhase(config, absl::StrReplaceAll(phase, {{"@", "-at-"}}), kind, rate,
-                               cp->address(),
-                               op ? operators : users, cp->pid()));
+    for (ClientMode mode : modes) {
+      Log(absl::StrCat("phase ", phase, ", ", ClientModeLabel(mode), ": ",
+                       config.warmup_seconds, " s warm-up, ", config.seconds, " s measured"));
+      results.push_back(RunPhase(
+          config,
+          absl::StrCat(absl::StrReplaceAll(phase, {{"@", "-at-"}}),
+                       mode == ClientMode::kRaw ? "-raw" : ""),
+          kind, mode, rate, cp->address(), op ? operators : users, cp->pid()));
+    }
   }
   auto stopped = cp->Stop(SIGTERM);
   if (!stopped.ok()) Log(stopped.status().ToString());

@@ -5,8 +5,10 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <mutex>
+#include <vector>
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
@@ -125,8 +127,26 @@ absl::StatusOr<uint64_t> WriteConfigDrive(const ConfigDrive& drive, Volume& volu
         " in whole blocks) but the volume holds only ", info.size_bytes, " bytes"));
   }
   image.resize(padded, '\0');
+  // Config-drive volumes pass from account to account: whatever the last
+  // tenant left past the ISO (an older, longer ISO, a whole disk) must not
+  // stay readable by the new server. As a restore does beyond its image: on
+  // a thin volume whose unmapped blocks read as zero only the mapped ranges
+  // need zeroing, everything else is zeroed explicitly.
+  std::vector<Extent> stale;
+  if (padded < info.size_bytes) {
+    if (info.thin && info.zeroes_unmapped) {
+      ASSIGN_OR_RETURN(stale, volume.MappedExtents(padded, info.size_bytes - padded));
+    } else {
+      stale.push_back({padded, info.size_bytes - padded});
+    }
+  }
   std::unique_ptr<VolumeWriter> writer = volume.NewWriter({});
   RETURN_IF_ERROR(writer->Write(0, std::move(image)));
+  for (const Extent& e : stale) {
+    const uint64_t begin = std::max(e.offset, padded);
+    const uint64_t end = std::min(e.offset + e.length, info.size_bytes);
+    if (begin < end) RETURN_IF_ERROR(writer->WriteZeroes(begin, end - begin));
+  }
   RETURN_IF_ERROR(writer->Flush());
   return padded;
 }

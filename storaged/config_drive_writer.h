@@ -24,7 +24,9 @@ struct ConfigDrive {
 absl::StatusOr<std::string> BuildConfigDriveImage(const ConfigDrive& drive);
 
 // Builds the image and writes it to offset 0 of `volume`, zero-padded to the
-// block size, then flushes. Returns the bytes written (the padded image).
+// block size, makes the rest of the volume read as zeroes (a previous
+// tenant's data must not survive past the image), then flushes. Returns the
+// bytes of the padded image.
 // FAILED_PRECONDITION (naming both sizes) when the volume is smaller than the
 // image; otherwise the volume's errors.
 absl::StatusOr<uint64_t> WriteConfigDrive(const ConfigDrive& drive, Volume& volume);

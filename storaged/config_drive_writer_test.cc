@@ -107,3 +107,58 @@ TEST(ConfigDriveWriterSizeTest, RefusesAVolumeSmallerThanTheImage) {
 
 }  // namespace
 }  // namespace storaged
+
+namespace storaged {
+namespace {
+
+// A config-drive volume reused from another account: its whole surface holds
+// that tenant's bytes. After the new drive is written nothing of them may be
+// left past the ISO, on thin (unmapped by WRITE SAME/UNMAP) and thick
+// (explicit zero writes) LUNs alike.
+class ConfigDriveReuseTest : public ::testing::TestWithParam<bool> {};
+
+TEST_P(ConfigDriveReuseTest, ZeroesThePreviousTenantsDataPastTheImage) {
+  const bool thin = GetParam();
+  auto san = tests::San::Start();
+  ASSERT_TRUE(san.ok()) << san.status();
+  tests::LunOptions options;
+  options.thin = thin;
+  constexpr uint64_t kSize = 3 << 20;
+  auto lun = (*san)->CreateLun("reused", kSize, options);
+  ASSERT_TRUE(lun.ok()) << lun.status();
+  {
+    std::fstream f(lun->backing_path, std::ios::in | std::ios::out | std::ios::binary);
+    ASSERT_TRUE(f.good());
+    const std::string marker(kSize, '\x5a');
+    f.write(marker.data(), marker.size());
+    ASSERT_TRUE(f.good());
+  }
+  auto volume = IscsiVolume::Open(lun->url);
+  ASSERT_TRUE(volume.ok()) << volume.status();
+
+  const ConfigDrive drive = SampleDrive();
+  auto image = BuildConfigDriveImage(drive);
+  ASSERT_TRUE(image.ok());
+  absl::StatusOr<uint64_t> written = WriteConfigDrive(drive, **volume);
+  ASSERT_TRUE(written.ok()) << written.status();
+  ASSERT_LT(*written, kSize);
+
+  const std::string bytes = Slurp(lun->backing_path);
+  ASSERT_EQ(bytes.size(), kSize);
+  EXPECT_EQ(bytes.substr(0, image->size()), *image);
+  const size_t stale = bytes.find_first_not_of('\0', image->size());
+  EXPECT_EQ(stale, std::string::npos)
+      << "previous tenant's byte left at offset " << stale << " (image ends at "
+      << image->size() << ")";
+
+  std::string dir = absl::StrCat((*san)->dir(), "/extracted");
+  RunShell(absl::StrCat("xorriso -osirrox on -indev ", lun->backing_path, " -extract / ", dir));
+  EXPECT_EQ(Slurp(dir + "/meta-data"), drive.meta_data);
+  EXPECT_EQ(Slurp(dir + "/user-data"), drive.user_data);
+}
+
+INSTANTIATE_TEST_SUITE_P(Provisioning, ConfigDriveReuseTest, ::testing::Bool(),
+                         [](const auto& info) { return info.param ? "thin" : "thick"; });
+
+}  // namespace
+}  // namespace storaged

@@ -37,11 +37,13 @@ std::vector<Extent> ChunkAlignedExtents(const std::vector<Extent>& mapped,
 
 // Hands finished chunks to worker threads, so hashing and zero checks run
 // beside the I/O loop instead of stalling it. Bounded: Add blocks while
-// `capacity` chunks wait. The first AddChunk error sticks.
+// `capacity` chunks wait, and returns CANCELLED once `*cancelled` (may be
+// null) is set. The first AddChunk error sticks.
 class ChunkFeeder {
  public:
-  ChunkFeeder(ImageWriter& writer, int threads, size_t capacity)
-      : writer_(writer), capacity_(capacity) {
+  ChunkFeeder(ImageWriter& writer, int threads, size_t capacity,
+              const std::atomic<bool>* cancelled)
+      : writer_(writer), capacity_(capacity), cancelled_(cancelled) {
     for (int i = 0; i < threads; ++i) workers_.emplace_back([this] { Work(); });
   }
   ~ChunkFeeder() { Finish().IgnoreError(); }
@@ -51,7 +53,12 @@ class ChunkFeeder {
     auto room = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
       return queue_.size() < capacity_ || !status_.ok();
     };
-    mu_.Await(absl::Condition(&room));
+    // Hashing slower than the target keeps this waiting, where the volume's
+    // own cancel check never runs.
+    while (!mu_.AwaitWithTimeout(absl::Condition(&room), absl::Milliseconds(100))) {
+      RETURN_IF_ERROR(CheckCancelled());
+    }
+    RETURN_IF_ERROR(CheckCancelled());
     if (!status_.ok()) return status_;
     queue_.emplace_back(index, std::move(data));
     return absl::OkStatus();
@@ -71,6 +78,13 @@ class ChunkFeeder {
   }
 
  private:
+  absl::Status CheckCancelled() const {
+    if (cancelled_ != nullptr && cancelled_->load()) {
+      return absl::CancelledError("capture cancelled");
+    }
+    return absl::OkStatus();
+  }
+
   void Work() {
     while (true) {
       std::pair<uint64_t, std::string> item;
@@ -81,6 +95,11 @@ class ChunkFeeder {
         };
         mu_.Await(absl::Condition(&ready));
         if (queue_.empty() || !status_.ok()) return;
+        if (absl::Status cancelled = CheckCancelled(); !cancelled.ok()) {
+          status_ = cancelled;  // the rest is dropped: the capture ends
+          queue_.clear();
+          return;
+        }
         item = std::move(queue_.front());
         queue_.pop_front();
       }
@@ -94,6 +113,7 @@ class ChunkFeeder {
 
   ImageWriter& writer_;
   const size_t capacity_;
+  const std::atomic<bool>* const cancelled_;
   absl::Mutex mu_;
   std::deque<std::pair<uint64_t, std::string>> queue_ ABSL_GUARDED_BY(mu_);
   bool closed_ ABSL_GUARDED_BY(mu_) = false;
@@ -138,7 +158,13 @@ absl::StatusOr<ManifestSummary> CaptureVolume(Volume& volume, ImageStore& store,
     }
     return absl::OkStatus();
   };
-  ChunkFeeder feeder(*writer, std::max(1, options.hash_threads), 64);
+  auto check_cancelled = [&]() -> absl::Status {
+    if (options.read.cancelled != nullptr && options.read.cancelled->load()) {
+      return absl::CancelledError(absl::StrCat("capture of image ", image_id, " cancelled"));
+    }
+    return absl::OkStatus();
+  };
+  ChunkFeeder feeder(*writer, std::max(1, options.hash_threads), 64, options.read.cancelled);
   auto add_chunk = [&](uint64_t index, absl::string_view data, std::string* owned)
       -> absl::Status {
     progress.bytes_scanned = std::min<uint64_t>(info.size_bytes, (index + 1) * chunk_size);
@@ -152,6 +178,8 @@ absl::StatusOr<ManifestSummary> CaptureVolume(Volume& volume, ImageStore& store,
   std::string chunk;  // a chunk split across two reads
   uint64_t chunk_index = 0;
   ReadSink sink = [&](uint64_t offset, absl::string_view data) -> absl::Status {
+    // Per piece: a volume checks only while it waits for the target.
+    RETURN_IF_ERROR(check_cancelled());
     progress.bytes_read += data.size();
     while (!data.empty()) {
       if (chunk.empty()) chunk_index = offset / chunk_size;  // extents are chunk aligned
@@ -181,6 +209,8 @@ absl::StatusOr<ManifestSummary> CaptureVolume(Volume& volume, ImageStore& store,
     status = absl::InternalError(absl::StrCat("read ended inside chunk ", chunk_index));
   }
   if (status.ok()) status = mark_zero_until(info.size_bytes + chunk_size - 1);
+  // A cancel that came after the last read must not commit the image.
+  if (status.ok()) status = check_cancelled();
   if (!status.ok()) {
     writer->Abort();
     return status;

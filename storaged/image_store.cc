@@ -580,6 +580,20 @@ absl::Status ImageReader::ReadChunkTo(uint64_t index, char* out) {
   return absl::OkStatus();
 }
 
+absl::Status ImageReader::ReadChunkView(uint64_t index, absl::string_view* data,
+                                        std::shared_ptr<const void>* keep) {
+  ASSIGN_OR_RETURN(std::string bytes, ReadChunk(index));
+  if (bytes.empty()) {
+    *data = absl::string_view();
+    keep->reset();
+    return absl::OkStatus();
+  }
+  auto owned = std::make_shared<const std::string>(std::move(bytes));
+  *data = *owned;
+  *keep = std::move(owned);
+  return absl::OkStatus();
+}
+
 using internal::FrameCache;
 using internal::PackIndex;
 using internal::PackState;
@@ -640,17 +654,23 @@ absl::Status ImageStore::Load() {
     absl::StatusOr<PackIndex> index;
     uint64_t size = 0;
     {
+      // An unreadable pack (EACCES, EIO) is skipped like a damaged one: the
+      // node still serves, its chunks read as missing and verify names them.
       absl::StatusOr<std::unique_ptr<RandomAccessFile>> file =
           fs_->OpenForRead(path);
-      if (!file.ok()) return file.status();
-      absl::StatusOr<uint64_t> file_size = (*file)->Size();
-      if (!file_size.ok()) return file_size.status();
-      size = *file_size;
-      index = internal::ReadPackIndex(**file, size);
+      absl::StatusOr<uint64_t> file_size =
+          file.ok() ? (*file)->Size() : absl::StatusOr<uint64_t>(file.status());
+      if (file_size.ok()) size = *file_size;
+      index = file_size.ok() ? internal::ReadPackIndex(**file, size)
+                             : absl::StatusOr<PackIndex>(file_size.status());
     }
     if (!index.ok()) {
       common::LogWarning("image store %s: skipping pack %s: %s", dir_, name,
                          index.status().ToString());
+      // Its name stays taken: a new pack must not overwrite it.
+      absl::MutexLock lock(&mu_);
+      pack_names_.insert(
+          name.substr(0, name.size() - internal::kPackSuffix.size()));
       continue;
     }
     absl::MutexLock lock(&mu_);
@@ -802,6 +822,19 @@ absl::StatusOr<std::string> ImageStore::ReadChunkByDigest(const Digest& digest,
                                                           FrameCache* cache,
                                                           uint32_t expected_length,
                                                           char* out) {
+  std::shared_ptr<const internal::CachedFrame> frame;
+  ASSIGN_OR_RETURN(absl::string_view chunk,
+                   ChunkInFrame(digest, cache, expected_length, &frame));
+  if (out != nullptr) {
+    std::memcpy(out, chunk.data(), chunk.size());
+    return std::string();
+  }
+  return std::string(chunk);
+}
+
+absl::StatusOr<absl::string_view> ImageStore::ChunkInFrame(
+    const Digest& digest, FrameCache* cache, uint32_t expected_length,
+    std::shared_ptr<const internal::CachedFrame>* frame_out) {
   for (int attempt = 0;; ++attempt) {
     Location loc;
     std::shared_ptr<PackState> pack;
@@ -854,11 +887,8 @@ absl::StatusOr<std::string> ImageStore::ReadChunkByDigest(const Digest& digest,
       }
       frame->MarkVerified(loc.offset, digest);
     }
-    if (out != nullptr) {
-      std::memcpy(out, chunk.data(), chunk.size());
-      return std::string();
-    }
-    return std::string(chunk);
+    *frame_out = std::move(frame);
+    return chunk;
   }
 }
 
@@ -905,6 +935,15 @@ absl::Status ImageStore::DeleteImage(const std::string& image_id) {
   if (!internal::ValidImageId(image_id)) return internal::InvalidId(image_id);
   {
     absl::MutexLock lock(&mu_);
+    // A capture still running (say one being cancelled) would commit the
+    // image after a NOT_FOUND here; the caller retries FAILED_PRECONDITION.
+    // Imports are not counted: ImageReceiver::Delete orders itself with them.
+    for (const internal::ImageWriterImpl* w : writers_) {
+      if (w->image_id() == image_id) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "a capture of image ", image_id, " is running; retry once it ends"));
+      }
+    }
     if (!images_.contains(image_id)) {
       return absl::NotFoundError(
           absl::StrCat("image ", image_id, " not found"));

@@ -44,6 +44,7 @@ class ImageReaderImpl;
 class ChunkImporterImpl;
 struct PackState;
 struct FrameCache;
+class CachedFrame;
 struct PackIndex;
 struct OpenPacks;
 }  // namespace internal
@@ -152,6 +153,11 @@ class ImageReader {
   // As ReadChunk, but writes ChunkLength bytes (zeroes for an all-zero chunk)
   // to `out`, saving a copy.
   virtual absl::Status ReadChunkTo(uint64_t index, char* out);
+  // As ReadChunk (same checks and errors), with no copy at all: `*data` views
+  // the chunk's bytes where they were decoded, valid while `*keep` lives. An
+  // all-zero chunk gives an empty view and a null `keep`.
+  virtual absl::Status ReadChunkView(uint64_t index, absl::string_view* data,
+                                     std::shared_ptr<const void>* keep);
 };
 
 struct VerifyReport {
@@ -234,8 +240,9 @@ class ChunkImporter {
 class ImageStore {
  public:
   // Opens (creating if needed) the store in `dir`, removes leftover temporary
-  // files and loads every pack's index. Packs with a damaged index are
-  // skipped with a warning (their chunks then read as missing).
+  // files and loads every pack's index. Packs with a damaged index, or that
+  // cannot be opened or read, are skipped with a warning (their chunks then
+  // read as missing).
   static absl::StatusOr<std::unique_ptr<ImageStore>> Open(
       const std::string& dir, ImageStoreOptions options);
 
@@ -261,7 +268,8 @@ class ImageStore {
   absl::StatusOr<VerifyReport> VerifyImage(const std::string& image_id);
 
   // Durably removes the manifest; space comes back at the next garbage
-  // collection. NOT_FOUND for an unknown id.
+  // collection. NOT_FOUND for an unknown id; FAILED_PRECONDITION while a
+  // capture of the id is running (it could still commit).
   absl::Status DeleteImage(const std::string& image_id);
 
   // Ids of committed images, sorted.
@@ -354,6 +362,11 @@ class ImageStore {
                                                 internal::FrameCache* cache,
                                                 uint32_t expected_length = 0,
                                                 char* out = nullptr);
+  // As ReadChunkByDigest, with no copy: the chunk's checked bytes inside its
+  // decoded frame, which `*frame` keeps alive.
+  absl::StatusOr<absl::string_view> ChunkInFrame(
+      const Digest& digest, internal::FrameCache* cache, uint32_t expected_length,
+      std::shared_ptr<const internal::CachedFrame>* frame);
   // Estimated compressed bytes of one chunk: its share of its frame.
   uint64_t StoredShareLocked(const Location& loc) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);

@@ -44,6 +44,12 @@ bool FrameChecksumMatches(absl::string_view stored, const FrameInfo& frame) {
 // with room for senders configured larger.
 constexpr uint32_t kMaxTransferFramePlain = 16 << 20;
 
+// Chunks of an importable image are at least 512 bytes (the smallest block
+// size ImportManifest accepts), so a frame holds at most one per 512 bytes.
+size_t MaxTransferFrameChunks(uint32_t plain_size) {
+  return std::max<size_t>(1, (plain_size + 511) / 512);
+}
+
 }  // namespace
 
 class ChunkImporterImpl final : public ChunkImporter {
@@ -66,14 +72,36 @@ class ChunkImporterImpl final : public ChunkImporter {
           " plain bytes (got ", frame.chunks.size(), " chunks, ",
           frame.plain_size, " bytes)"));
     }
+    // Bounded work per frame: chunks tile at most the frame's bytes once, so
+    // a sender cannot make us hash the same bytes over and over (a 64 MiB
+    // message of entries naming one 16 MiB of zeroes was hours of SHA-256).
+    if (frame.chunks.size() > MaxTransferFrameChunks(frame.plain_size)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "a frame of ", frame.plain_size, " bytes holds at most ",
+          MaxTransferFrameChunks(frame.plain_size), " chunks (got ",
+          frame.chunks.size(), ")"));
+    }
+    const uint32_t chunk_size = store_->options().chunk_size;
+    uint64_t previous_end = 0;
     for (const TransferFrame::Chunk& c : frame.chunks) {
-      if (c.length == 0 ||
-          uint64_t{c.offset} + c.length > frame.plain_size) {
+      if (c.length == 0 || c.length > chunk_size) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "chunk sha256 ", c.digest.ToHex(), " is ", c.length,
+            " bytes long; chunks are 1..", chunk_size, " bytes"));
+      }
+      if (uint64_t{c.offset} + c.length > frame.plain_size) {
         return absl::InvalidArgumentError(absl::StrCat(
             "chunk sha256 ", c.digest.ToHex(), " at ", c.offset, "+",
             c.length, " lies outside the frame's ", frame.plain_size,
             " bytes"));
       }
+      if (c.offset < previous_end) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "chunk sha256 ", c.digest.ToHex(), " at ", c.offset, "+", c.length,
+            " overlaps the chunk before it (ending at ", previous_end,
+            "); a frame's chunks must be sorted by offset and disjoint"));
+      }
+      previous_end = uint64_t{c.offset} + c.length;
     }
     std::string decoded;
     absl::string_view plain;

@@ -28,6 +28,7 @@
 #include "common/log.h"
 #include "common/status_macros.h"
 #include "storaged/internal/lba_status.h"
+#include "storaged/internal/scsi_checks.h"
 
 namespace storaged {
 
@@ -179,6 +180,9 @@ struct Command {
   int max_inflight = 1;
   bool submitted = false;
   bool finished = false;
+  // Set (under the session's lock) by a cancelled Drain: the next reconnect
+  // finishes the command CANCELLED instead of issuing it again.
+  bool withdrawn = false;
   absl::Status status;
 };
 
@@ -316,6 +320,7 @@ class Session {
       cmd->submitted = true;
       cmd->finished = false;
       cmd->status = absl::OkStatus();
+      cmd->withdrawn = false;
       queued_.push_back(cmd);
     }
     Wake();
@@ -349,7 +354,11 @@ class Session {
 
   // Takes the commands of `cmds` the I/O thread has not issued yet back
   // (they finish CANCELLED), then waits until none references its buffers.
-  void Drain(const std::vector<Command*>& cmds) {
+  // Once `*cancelled` (may be null) is set it stops waiting for the target:
+  // the connection is dropped, which frees the buffers, and the commands in
+  // flight finish CANCELLED.
+  void Drain(const std::vector<Command*>& cmds,
+             const std::atomic<bool>* cancelled = nullptr) {
     absl::MutexLock lock(&mu_);
     for (Command* cmd : cmds) {
       auto it = std::find(queued_.begin(), queued_.end(), cmd);
@@ -364,7 +373,16 @@ class Session {
       });
     };
     // A failed reconnect finishes every command, so this terminates.
-    mu_.Await(absl::Condition(&all_finished));
+    bool abandoned = false;
+    while (!mu_.AwaitWithTimeout(absl::Condition(&all_finished), absl::Milliseconds(100))) {
+      if (abandoned || cancelled == nullptr || !cancelled->load()) continue;
+      // A hung target would hold us for command_timeout, then the reconnect.
+      for (Command* cmd : cmds) {
+        if (cmd->submitted && !cmd->finished) cmd->withdrawn = true;
+      }
+      abandoned = true;
+      BreakConnection();
+    }
   }
 
   // The I/O thread shuts the socket down, as a network failure would.
@@ -538,6 +556,27 @@ class Session {
     }
   }
 
+  // Finishes (CANCELLED) the commands in flight a cancelled Drain gave up
+  // on. Only while no context holds their tasks.
+  void FinishWithdrawn() {
+    std::vector<Command*> withdrawn;
+    {
+      absl::MutexLock lock(&mu_);
+      for (Command* cmd : inflight_) {
+        if (cmd->withdrawn) withdrawn.push_back(cmd);
+      }
+    }
+    if (withdrawn.empty()) return;
+    for (Command* cmd : withdrawn) {
+      cmd->FreeTask();
+      Finish(cmd, absl::CancelledError(absl::StrCat(cmd->what, " withdrawn")));
+    }
+    inflight_.erase(std::remove_if(inflight_.begin(), inflight_.end(),
+                                   [](Command* c) { return c->state == CommandState::kDone; }),
+                    inflight_.end());
+    Publish();
+  }
+
   void Finish(Command* cmd, absl::Status status) {
     cmd->state = CommandState::kDone;
     finished_.emplace_back(cmd, std::move(status));
@@ -626,6 +665,9 @@ class Session {
     }
     // Cancellation callbacks above only mark commands; all still need to run.
     for (Command* cmd : inflight_) cmd->state = CommandState::kInFlight;
+    // The old context is gone: nothing writes into withdrawn commands'
+    // buffers any more.
+    FinishWithdrawn();
 
     absl::Time deadline = absl::Now() + options_.reconnect_timeout;
     absl::Duration backoff = absl::Milliseconds(100);
@@ -665,6 +707,7 @@ class Session {
     }
     common::LogWarning("reconnected to %s after: %s; resuming %d commands", target_,
                        cause.message(), inflight_.size());
+    FinishWithdrawn();  // withdrawn while we logged in
     for (Command* cmd : inflight_) Issue(cmd);
   }
 
@@ -789,6 +832,47 @@ class IscsiVolumeWriter final : public VolumeWriter {
             (void)shared;
             return iscsi_write16_task(ctx, lun, lba, bytes, length, block_size, 0, 0, 0, 0,
                                       0, OnCommandDone, cmd);
+          })));
+    }
+    return absl::OkStatus();
+  }
+
+  // Each command's Data-Out goes out with writev straight from `pieces`
+  // (libiscsi builds no copy of an iovec write).
+  absl::Status WriteGather(uint64_t offset, std::vector<absl::string_view> pieces,
+                           std::shared_ptr<const void> keep) override {
+    RETURN_IF_ERROR(sticky_);
+    uint64_t total = 0;
+    for (absl::string_view p : pieces) total += p.size();
+    RETURN_IF_ERROR(CheckRange(info_, offset, total));
+    const uint32_t block_size = info_.block_size;
+    size_t piece = 0;
+    size_t used = 0;  // bytes of pieces[piece] already in a command
+    for (uint64_t pos = 0; pos < total; pos += piece_bytes_) {
+      const uint32_t length = static_cast<uint32_t>(std::min<uint64_t>(piece_bytes_, total - pos));
+      auto iov = std::make_shared<std::vector<scsi_iovec>>();
+      for (uint32_t need = length; need > 0;) {
+        if (used == pieces[piece].size()) {
+          ++piece;
+          used = 0;
+          continue;
+        }
+        const size_t take = std::min<size_t>(need, pieces[piece].size() - used);
+        iov->push_back(
+            scsi_iovec{const_cast<char*>(pieces[piece].data() + used), take});
+        used += take;
+        need -= take;
+      }
+      const uint64_t lba = (offset + pos) / block_size;
+      // The lambda holds `keep` and `iov` until the command dies; libiscsi
+      // points at the iovec array, and adjusts it only while it sends.
+      RETURN_IF_ERROR(Submit(std::make_unique<Command>(
+          Describe("WRITE(16)", lba, length / block_size),
+          [=](iscsi_context* ctx, int lun, Command* cmd) {
+            (void)keep;
+            return iscsi_write16_iov_task(ctx, lun, lba, nullptr, length, block_size, 0, 0, 0,
+                                          0, 0, OnCommandDone, cmd, iov->data(),
+                                          static_cast<int>(iov->size()));
           })));
     }
     return absl::OkStatus();
@@ -985,14 +1069,19 @@ absl::StatusOr<std::unique_ptr<IscsiVolume>> IscsiVolume::Open(
     return iscsi_readcapacity16_task(ctx, lun, OnCommandDone, cmd);
   });
   RETURN_IF_ERROR(session->Execute(&capacity));
+  // Bytes 0-15 hold everything used here (last LBA, block length, LBPME/LBPRZ).
+  RETURN_IF_ERROR(internal::CheckReplyLength("READ CAPACITY(16)", session->target(),
+                                             std::max(0, capacity.task->datain.size), 16));
   auto* rc16 = static_cast<scsi_readcapacity16*>(scsi_datain_unmarshall(capacity.task));
-  if (rc16 == nullptr || rc16->block_length == 0) {
+  if (rc16 == nullptr) {
     return absl::InternalError(
         absl::StrCat("unparsable READ CAPACITY(16) answer from ", session->target()));
   }
   VolumeInfo info;
   info.block_size = rc16->block_length;
-  info.size_bytes = (rc16->returned_lba + 1) * rc16->block_length;
+  ASSIGN_OR_RETURN(info.size_bytes, internal::VolumeSizeFromCapacity(
+                                        rc16->returned_lba, rc16->block_length,
+                                        session->target()));
   info.thin = rc16->lbpme != 0;
   info.zeroes_unmapped = rc16->lbprz != 0;
   if (options.assume_thin_lbprz_for_testing) info.thin = info.zeroes_unmapped = true;
@@ -1035,11 +1124,16 @@ absl::StatusOr<std::vector<Extent>> IscsiVolume::MappedExtents(uint64_t offset,
                                        c);
     });
     RETURN_IF_ERROR(session_->Execute(&cmd));
+    const uint64_t received = std::max(0, cmd.task->datain.size);
+    RETURN_IF_ERROR(internal::CheckReplyLength(cmd.what, session_->target(), received, 8));
     auto* status = static_cast<scsi_get_lba_status*>(scsi_datain_unmarshall(cmd.task));
     if (status == nullptr) {
       return absl::InternalError(
           absl::StrCat("unparsable GET LBA STATUS answer from ", session_->target()));
     }
+    // Descriptors past what arrived would be read from nowhere.
+    RETURN_IF_ERROR(internal::CheckReplyLength(cmd.what, session_->target(), received,
+                                               8 + uint64_t{16} * status->num_descriptors));
     answer.clear();
     for (uint32_t i = 0; i < status->num_descriptors; ++i) {
       const scsi_lba_status_descriptor& d = status->descriptors[i];
@@ -1089,7 +1183,7 @@ absl::Status IscsiVolume::ReadExtents(const std::vector<Extent>& extents,
   absl::Cleanup drain = [&] {
     std::vector<Command*> pending;
     for (Slot& slot : window) pending.push_back(slot.cmd.get());
-    session_->Drain(pending);
+    session_->Drain(pending, options.cancelled);
   };
 
   size_t next_extent = 0;
@@ -1123,6 +1217,18 @@ absl::Status IscsiVolume::ReadExtents(const std::vector<Extent>& extents,
     Slot& head = window.front();
     RETURN_IF_ERROR(session_->Wait(head.cmd.get(), options.cancelled));
     RETURN_IF_ERROR(head.cmd->status);
+    // GOOD but short: the end of the buffer is stale, not the volume's data.
+    if (head.cmd->task != nullptr) {
+      RETURN_IF_ERROR(internal::CheckFullTransfer(
+          head.cmd->what, session_->target(),
+          head.cmd->task->residual_status == SCSI_RESIDUAL_UNDERFLOW,
+          head.cmd->task->residual));
+    }
+    // Wait checks only while the head is unfinished: a sink slower than the
+    // target would never see the cancel.
+    if (options.cancelled != nullptr && options.cancelled->load()) {
+      return absl::CancelledError("I/O cancelled");
+    }
     RETURN_IF_ERROR(sink(head.offset, absl::string_view(reinterpret_cast<const char*>(
                                                             head.buffer.get()),
                                                         head.length)));

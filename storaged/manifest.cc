@@ -144,7 +144,7 @@ absl::StatusOr<Manifest> DecodeManifest(absl::string_view data,
   m.new_chunks = in.Fixed64();
   uint64_t count = in.Fixed64();
   if (!in.ok()) return corrupt("truncated header");
-  if (m.chunk_size == 0 || m.block_size == 0 ||
+  if (m.chunk_size == 0 || m.block_size == 0 || m.volume_size == 0 ||
       count != ChunkCountFor(m.volume_size, m.chunk_size)) {
     return corrupt("inconsistent sizes");
   }

@@ -116,9 +116,11 @@ struct Manifest {
   uint32_t ChunkLength(uint64_t index) const;
 };
 
-// Number of chunks covering `volume_size`.
+// Number of chunks covering `volume_size`. Exact for every volume_size:
+// rounding up by adding chunk_size - 1 first wrapped near 2^64, and a huge
+// volume came out as a handful of chunks (or none).
 inline uint64_t ChunkCountFor(uint64_t volume_size, uint32_t chunk_size) {
-  return (volume_size + chunk_size - 1) / chunk_size;
+  return volume_size / chunk_size + (volume_size % chunk_size != 0 ? 1 : 0);
 }
 
 // Serializes `manifest` and appends its digest; `digest` (if not null) gets it.

@@ -218,3 +218,35 @@ TEST(ManifestTest, LargeTableRoundTripsAcrossBlocks) {
 
 }  // namespace
 }  // namespace storaged
+
+namespace storaged {
+namespace {
+
+TEST(ManifestChunkCountTest, ExactUpToTheLargestVolumeSize) {
+  EXPECT_EQ(ChunkCountFor(1, 16384), 1u);
+  EXPECT_EQ(ChunkCountFor(16384, 16384), 1u);
+  EXPECT_EQ(ChunkCountFor(16385, 16384), 2u);
+  // Adding chunk_size - 1 first wrapped these to 0.
+  EXPECT_EQ(ChunkCountFor(~uint64_t{0} - 511, 65536), (~uint64_t{0} >> 16) + 1);
+  EXPECT_EQ(ChunkCountFor(~uint64_t{0}, 16384), (~uint64_t{0} >> 14) + 1);
+}
+
+// A header whose volume size wrapped the chunk count to 0 decoded as a valid,
+// empty image.
+TEST(ManifestChunkCountTest, HugeVolumeWithNoChunksIsDataLoss) {
+  Manifest m;
+  m.image_id = "huge";
+  m.volume_size = ~uint64_t{0} - 511;
+  m.block_size = 512;
+  m.chunk_size = 65536;
+  m.chunks = ChunkTable(0);
+  absl::StatusOr<Manifest> decoded = DecodeManifest(EncodeManifest(m, nullptr), nullptr);
+  EXPECT_EQ(decoded.status().code(), absl::StatusCode::kDataLoss) << decoded.status();
+
+  m.volume_size = 0;
+  decoded = DecodeManifest(EncodeManifest(m, nullptr), nullptr);
+  EXPECT_EQ(decoded.status().code(), absl::StatusCode::kDataLoss) << decoded.status();
+}
+
+}  // namespace
+}  // namespace storaged

@@ -80,6 +80,18 @@ class VolumeWriter {
     return Write(offset, std::make_shared<const std::string>(std::move(data)));
   }
 
+  // As Write, for the bytes of `pieces` in order (their sizes add up to a
+  // multiple of the block size), sent from where they are: `keep` holds what
+  // they point into until the target has them. This default copies them
+  // into one buffer.
+  virtual absl::Status WriteGather(uint64_t offset, std::vector<absl::string_view> pieces,
+                                   std::shared_ptr<const void> keep) {
+    (void)keep;
+    std::string data;
+    for (absl::string_view p : pieces) data.append(p.data(), p.size());
+    return Write(offset, std::move(data));
+  }
+
   // Makes [offset, offset+length) read as zeroes: deallocates (WRITE SAME
   // with UNMAP) on thin volumes that read unmapped blocks as zero, writes
   // zeroes otherwise, and also where the target rejects WRITE SAME.

@@ -71,6 +71,8 @@ class San {
   absl::Status Stop();
 
   int port() const { return port_; }
+  // tgtd's process id (-1 once stopped): tests SIGSTOP it to hang the target.
+  pid_t pid() const { return pid_; }
   const std::string& dir() const { return dir_; }
 
   // Runs `tgtadm -C <n> <args>` against this tgtd; returns its stdout.

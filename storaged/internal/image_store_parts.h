@@ -135,16 +135,7 @@ class ImageReaderImpl final : public ImageReader {
     absl::StatusOr<std::string> data =
         store_->ReadChunkByDigest(d, store_->shared_frames_.get(),
                                   manifest_->ChunkLength(index));
-    if (!data.ok()) {
-      std::string what =
-          absl::StrCat("chunk ", index, " (sha256 ", d.ToHex(), ") of image ",
-                       manifest_->image_id, ": ", data.status().message());
-      if (absl::IsNotFound(data.status()) ||
-          absl::IsDataLoss(data.status())) {
-        return absl::DataLossError(what);
-      }
-      return absl::Status(data.status().code(), what);
-    }
+    if (!data.ok()) return ChunkError(index, data.status());
     return data;
   }
 
@@ -158,11 +149,43 @@ class ImageReaderImpl final : public ImageReader {
     absl::StatusOr<std::string> data =
         store_->ReadChunkByDigest(d, store_->shared_frames_.get(),
                                   manifest_->ChunkLength(index), out);
-    if (!data.ok()) return ReadChunk(index).status();  // its error message
+    // This read's own error: reading again might succeed and leave `out`
+    // unfilled behind an OK.
+    if (!data.ok()) return ChunkError(index, data.status());
+    return absl::OkStatus();
+  }
+
+  absl::Status ReadChunkView(uint64_t index, absl::string_view* data,
+                             std::shared_ptr<const void>* keep) override {
+    if (index >= manifest_->ChunkCount()) return ReadChunk(index).status();
+    const Digest& d = manifest_->chunks.At(index);
+    if (d.IsZero()) {
+      *data = absl::string_view();
+      keep->reset();
+      return absl::OkStatus();
+    }
+    std::shared_ptr<const CachedFrame> frame;
+    absl::StatusOr<absl::string_view> chunk = store_->ChunkInFrame(
+        d, store_->shared_frames_.get(), manifest_->ChunkLength(index), &frame);
+    if (!chunk.ok()) return ChunkError(index, chunk.status());
+    *data = *chunk;
+    *keep = std::move(frame);
     return absl::OkStatus();
   }
 
  private:
+  // `status` of reading chunk `index`, naming the chunk and image; a missing
+  // or damaged chunk is DATA_LOSS.
+  absl::Status ChunkError(uint64_t index, const absl::Status& status) const {
+    std::string what = absl::StrCat(
+        "chunk ", index, " (sha256 ", manifest_->chunks.At(index).ToHex(),
+        ") of image ", manifest_->image_id, ": ", status.message());
+    if (absl::IsNotFound(status) || absl::IsDataLoss(status)) {
+      return absl::DataLossError(what);
+    }
+    return absl::Status(status.code(), what);
+  }
+
   ImageStore* const store_;
   const std::shared_ptr<const Manifest> manifest_;
   const Digest digest_;

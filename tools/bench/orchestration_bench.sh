@@ -4,15 +4,16 @@
 # capture and restore of the same disk in the same run. Not a test.
 #
 #   tools/bench/orchestration_bench.sh [--runs N] [--deploys N] [--cache DIR]
-#                                      [--keep] [--no-build]
+#                                      [--keep] [--no-build] [--storaged-bin PATH]
 #
 # Builds controlplane, storaged and orchestration_bench (-c opt from
 # .bazelrc) and copies them into a work directory (other engineers rebuild
 # bazel-bin meanwhile), makes or reuses the guest disks (make_guest_disks.sh),
 # copies disk1 as a thick file for the source LUN, then runs
 # orchestration_bench (see orchestration_bench.cc for what each row times),
-# which prints a line per run and a markdown table of medians. Needs root
-# (tgtd, apt-get for a missing tgt).
+# which prints a line per run and a markdown table of medians.
+# --storaged-bin measures another storaged build (A/B of two builds). Needs
+# root (tgtd, apt-get for a missing tgt).
 set -euo pipefail
 
 RUNS=3
@@ -20,6 +21,7 @@ DEPLOYS=4
 CACHE=/var/tmp/imagetemplates-bench
 KEEP=0
 BUILD=1
+STORAGED_BIN=""
 while (($#)); do
   case "$1" in
     --runs) RUNS="$2"; shift 2 ;;
@@ -30,7 +32,9 @@ while (($#)); do
     --cache=*) CACHE="${1#*=}"; shift ;;
     --keep) KEEP=1; shift ;;
     --no-build) BUILD=0; shift ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    --storaged-bin) STORAGED_BIN="$2"; shift 2 ;;
+    --storaged-bin=*) STORAGED_BIN="${1#*=}"; shift ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "orchestration_bench: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -58,9 +62,14 @@ trap 'exit 130' INT TERM
 mkdir -p "$WORK/bin"
 # The optimized build's directory: the bazel-bin symlink follows whichever
 # configuration ran last (an --config=asan test run points it at slow binaries).
-OPT_BIN="$(cd "$REPO" && bazel info bazel-bin 2>/dev/null)"
-cp "$OPT_BIN/controlplane/controlplane" "$OPT_BIN/storaged/storaged" \
+# bazel-out/k8-opt/bin is that directory and needs no Bazel server: `bazel
+# info` would queue behind other engineers' builds while holding the bench lock.
+OPT_BIN="$REPO/bazel-out/k8-opt/bin"
+[[ -d "$OPT_BIN" ]] || OPT_BIN="$(cd "$REPO" && bazel info bazel-bin 2>/dev/null)"
+cp "$OPT_BIN/controlplane/controlplane" "${STORAGED_BIN:-$OPT_BIN/storaged/storaged}" \
   "$OPT_BIN/tools/bench/orchestration_bench" "$WORK/bin/"
+[[ -z "$STORAGED_BIN" || "$(basename "$STORAGED_BIN")" == storaged ]] ||
+  mv "$WORK/bin/$(basename "$STORAGED_BIN")" "$WORK/bin/storaged"
 log "copying disk1 as a thick file into $WORK"
 cp --sparse=never "$CACHE/disk1.img" "$WORK/source.img"
 echo "disk: $(cat "$CACHE/disk1.source" 2>/dev/null || echo unknown source)"

@@ -28,6 +28,12 @@ struct Run {
   std::shared_ptr<std::vector<std::shared_ptr<const void>>> keep;
 };
 
+// Frames one batch may hold on to. A sequentially captured image needs one or
+// two per batch; a fragmented one (chunks deduplicated against many earlier
+// captures) could pin a whole frame per chunk, ~1 GiB per batch of 256, so
+// chunks beyond this many frames are copied out (16 KiB each) instead.
+constexpr size_t kMaxFramesPerBatch = 2;
+
 // Decodes chunks (decompress + digest check) on background threads ahead of
 // the writer and hands them over in order. Work is split into batches of
 // consecutive chunks (about one compressed frame), so each frame is decoded
@@ -108,6 +114,7 @@ class ChunkPrefetcher {
       }
       std::vector<Run> runs;
       absl::Status status;
+      std::vector<const void*> pinned;  // distinct frames this batch holds
       size_t r = table.FindRun(begin);
       for (uint64_t i = begin; i < end && status.ok();) {
         Run run;
@@ -135,6 +142,15 @@ class ChunkPrefetcher {
           if (chunk.empty()) {
             chunk = absl::string_view(zeroes_->data(), m.ChunkLength(k));
             frame = zeroes_;
+          } else if (frame != nullptr &&
+                     std::find(pinned.begin(), pinned.end(), frame.get()) == pinned.end()) {
+            if (pinned.size() < kMaxFramesPerBatch) {
+              pinned.push_back(frame.get());
+            } else {
+              auto copy = std::make_shared<const std::string>(chunk);
+              chunk = *copy;
+              frame = std::move(copy);
+            }
           }
           if (!run.pieces.empty() &&
               run.pieces.back().data() + run.pieces.back().size() == chunk.data()) {

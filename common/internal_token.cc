@@ -14,6 +14,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
 #include "common/log.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
@@ -145,7 +146,29 @@ grpc::Status InternalTokenVerifier::Check(const grpc::ServerContext& context,
     if (CRYPTO_memcmp(presented, digest_, sizeof(digest_)) == 0) return grpc::Status::OK;
     problem = "wrong internal token";
   }
-  LogWarning("refused %s from %s: %s", method, context.peer(), problem);
+  bool log = false;
+  int64_t unlogged = 0;
+  {
+    absl::MutexLock lock(&refusals_->mu);
+    const absl::Time now = absl::Now();
+    if (now - refusals_->window_start >= absl::Seconds(10)) {
+      unlogged = refusals_->unlogged;
+      refusals_->window_start = now;
+      refusals_->logged = 0;
+      refusals_->unlogged = 0;
+    }
+    log = refusals_->logged < kLoggedRefusals;
+    if (log) {
+      ++refusals_->logged;
+    } else {
+      ++refusals_->unlogged;
+    }
+  }
+  if (log) {
+    LogWarning("refused %s from %s: %s%s", method, context.peer(), problem,
+               unlogged > 0 ? absl::StrCat(" (and ", unlogged, " more refusals not logged)")
+                            : std::string());
+  }
   return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
                       absl::StrCat(problem, " for the internal API: send authorization: "
                                             "Bearer <the --internal-token-file token>"));

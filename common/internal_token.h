@@ -13,6 +13,8 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "grpcpp/channel.h"
 #include "grpcpp/server_context.h"
 #include "grpcpp/support/channel_arguments.h"
@@ -40,12 +42,25 @@ class InternalTokenVerifier {
 
   // OK when disabled or when the call carries "authorization: Bearer
   // <token>"; UNAUTHENTICATED otherwise, after one log line naming `method`
-  // and the peer. The comparison takes the same time for any wrong token.
+  // and the peer (at most kLoggedRefusals lines per 10 s; the rest are
+  // counted into the next line, so a flood cannot fill the disk). The
+  // comparison takes the same time for any wrong token.
   grpc::Status Check(const grpc::ServerContext& context, absl::string_view method) const;
 
+  static constexpr int kLoggedRefusals = 10;
+
  private:
+  struct RefusalLog {
+    absl::Mutex mu;
+    absl::Time window_start ABSL_GUARDED_BY(mu) = absl::InfinitePast();
+    int logged ABSL_GUARDED_BY(mu) = 0;
+    int64_t unlogged ABSL_GUARDED_BY(mu) = 0;
+  };
+
   bool enabled_ = false;
   unsigned char digest_[32] = {};  // SHA-256 of "Bearer <token>"
+  // Shared by copies (the verifier is a value).
+  std::shared_ptr<RefusalLog> refusals_ = std::make_shared<RefusalLog>();
 };
 
 // A channel to `target` (insecure transport) whose every call carries

@@ -135,6 +135,22 @@ TEST_F(VerifierTest, OnlyTheRightTokenPasses) {
   EXPECT_TRUE(Call("", absl::StrCat("Bearer ", kToken)).ok());
 }
 
+TEST_F(VerifierTest, AFloodOfRefusalsLogsOnlyTheFirstFew) {
+  ASSERT_NO_FATAL_FAILURE(Serve(kToken));
+  ::testing::internal::CaptureStderr();
+  for (int i = 0; i < 30; ++i) {
+    ASSERT_EQ(Call("").error_code(), grpc::StatusCode::UNAUTHENTICATED) << i;
+  }
+  const std::string log = ::testing::internal::GetCapturedStderr();
+  int lines = 0;
+  for (size_t at = log.find("refused Check"); at != std::string::npos;
+       at = log.find("refused Check", at + 1)) {
+    ++lines;
+  }
+  EXPECT_EQ(lines, InternalTokenVerifier::kLoggedRefusals) << log;
+  EXPECT_TRUE(Call(kToken).ok());
+}
+
 TEST_F(VerifierTest, EmptyTokenAcceptsEveryCall) {
   ASSERT_NO_FATAL_FAILURE(Serve(""));
   EXPECT_FALSE(verifier_->enabled());

@@ -654,8 +654,10 @@ absl::Status ImageStore::Load() {
     absl::StatusOr<PackIndex> index;
     uint64_t size = 0;
     {
-      // An unreadable pack (EACCES, EIO) is skipped like a damaged one: the
-      // node still serves, its chunks read as missing and verify names them.
+      // A damaged pack is skipped: the node still serves, its chunks read as
+      // missing and verify names them. An I/O error (EACCES, EIO, EMFILE)
+      // fails the open instead: it may pass, and storaged tries again (health
+      // NOT_SERVING meanwhile) rather than serving without the pack for good.
       absl::StatusOr<std::unique_ptr<RandomAccessFile>> file =
           fs_->OpenForRead(path);
       absl::StatusOr<uint64_t> file_size =
@@ -665,6 +667,10 @@ absl::Status ImageStore::Load() {
                              : absl::StatusOr<PackIndex>(file_size.status());
     }
     if (!index.ok()) {
+      const absl::StatusCode code = index.status().code();
+      if (code != absl::StatusCode::kDataLoss && code != absl::StatusCode::kOutOfRange) {
+        return index.status();
+      }
       common::LogWarning("image store %s: skipping pack %s: %s", dir_, name,
                          index.status().ToString());
       // Its name stays taken: a new pack must not overwrite it.

@@ -46,6 +46,8 @@ done
 
 HERE="$(cd "$(dirname "$0")" && pwd)"
 REPO="$(cd "$HERE/../.." && pwd)"
+# shellcheck source=tools/bench/tgt_lun.sh
+. "$HERE/tgt_lun.sh"
 export PATH="$PATH:/usr/sbin:/sbin"
 log() { echo "bench: $*" >&2; }
 
@@ -130,21 +132,8 @@ for i in $(seq 100); do
 done
 adm() { tgtadm -C "$CTL" --lld iscsi "$@" >/dev/null; }
 NEXT_TID=1
-# lun NAME BACKING thin|thick -> prints the URL
-lun() {
-  local name="$1" backing="$2" kind="$3" tid=$NEXT_TID
-  NEXT_TID=$((NEXT_TID + 1))
-  TIDS+=("$tid")
-  adm --op new --mode target --tid "$tid" -T "iqn.2026-11.bench:$name"
-  adm --op new --mode logicalunit --tid "$tid" --lun 1 -b "$backing"
-  [[ "$kind" == thin ]] &&
-    adm --op update --mode logicalunit --tid "$tid" --lun 1 --params thin_provisioning=1
-  adm --op update --mode target --tid "$tid" -n MaxRecvDataSegmentLength -v 262144
-  adm --op update --mode target --tid "$tid" -n FirstBurstLength -v 262144
-  adm --op update --mode target --tid "$tid" -n MaxBurstLength -v 1048576
-  adm --op update --mode target --tid "$tid" -n InitialR2T -v No
-  adm --op bind --mode target --tid "$tid" -I ALL
-}
+# lun NAME BACKING thin|thick
+lun() { bench_lun "iqn.2026-11.bench:$1" "$2" "$3"; }
 url() { echo "iscsi://127.0.0.1:$PORT/iqn.2026-11.bench:$1/1"; }
 
 log "preparing LUN backing files in $WORK"

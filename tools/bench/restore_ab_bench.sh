@@ -39,6 +39,8 @@ done
 
 HERE="$(cd "$(dirname "$0")" && pwd)"
 REPO="$(cd "$HERE/../.." && pwd)"
+# shellcheck source=tools/bench/tgt_lun.sh
+. "$HERE/tgt_lun.sh"
 export PATH="$PATH:/usr/sbin:/sbin"
 bash "$HERE/make_guest_disks.sh" "$CACHE" >&2
 WORK="$(mktemp -d /var/tmp/itrab.XXXXXX)"
@@ -82,19 +84,7 @@ for i in $(seq 100); do
 done
 adm() { tgtadm -C "$CTL" --lld iscsi "$@" >/dev/null; }
 NEXT_TID=1
-lun() {  # name backing: a thin LUN with the login parameters of capture_restore_bench
-  local tid=$NEXT_TID
-  NEXT_TID=$((NEXT_TID + 1))
-  TIDS+=("$tid")
-  adm --op new --mode target --tid "$tid" -T "iqn.2026-11.rab:$1"
-  adm --op new --mode logicalunit --tid "$tid" --lun 1 -b "$2"
-  adm --op update --mode logicalunit --tid "$tid" --lun 1 --params thin_provisioning=1
-  adm --op update --mode target --tid "$tid" -n MaxRecvDataSegmentLength -v 262144
-  adm --op update --mode target --tid "$tid" -n FirstBurstLength -v 262144
-  adm --op update --mode target --tid "$tid" -n MaxBurstLength -v 1048576
-  adm --op update --mode target --tid "$tid" -n InitialR2T -v No
-  adm --op bind --mode target --tid "$tid" -I ALL
-}
+lun() { bench_lun "iqn.2026-11.rab:$1" "$2" thin; }  # name backing
 url() { echo "iscsi://127.0.0.1:$PORT/iqn.2026-11.rab:$1/1"; }
 SIZE=$(stat -c %s "$CACHE/disk1.img")
 blank() { truncate -s 0 "$1"; truncate -s "$SIZE" "$1"; }

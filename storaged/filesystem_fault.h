@@ -1,5 +1,6 @@
 // A Filesystem wrapper for tests that forwards to a real one and flips error
-// switches: a disk that fills after N bytes, fsyncs that fail, and a simulated
+// switches: a disk that fills after N bytes, fsyncs that fail, files that
+// cannot be opened for reading, and a simulated
 // crash after N mutating operations (after which every mutation fails and
 // nothing more reaches the disk, so cleanup code cannot run either).
 #ifndef STORAGED_FILESYSTEM_FAULT_H_
@@ -15,6 +16,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "storaged/filesystem.h"
@@ -51,6 +53,18 @@ class FaultInjectingFilesystem final : public Filesystem {
     absl::MutexLock lock(&mu_);
     ops_until_crash_ = ops;
   }
+  // The next `count` OpenForRead calls of a path containing `path_part` fail
+  // with `err` (count < 0: every one until this is called again; 0: none).
+  void FailOpensForRead(std::string path_part, int count, int err) {
+    absl::MutexLock lock(&mu_);
+    open_fail_part_ = std::move(path_part);
+    open_fails_left_ = count;
+    open_fail_errno_ = err;
+  }
+  int failed_opens() const {
+    absl::MutexLock lock(&mu_);
+    return failed_opens_;
+  }
   bool crashed() const {
     absl::MutexLock lock(&mu_);
     return crashed_;
@@ -70,6 +84,14 @@ class FaultInjectingFilesystem final : public Filesystem {
   }
   absl::StatusOr<std::unique_ptr<RandomAccessFile>> OpenForRead(
       const std::string& path) override {
+    {
+      absl::MutexLock lock(&mu_);
+      if (open_fails_left_ != 0 && absl::StrContains(path, open_fail_part_)) {
+        if (open_fails_left_ > 0) --open_fails_left_;
+        ++failed_opens_;
+        return ErrnoStatus(open_fail_errno_, "open " + path);
+      }
+    }
     return base_->OpenForRead(path);
   }
   absl::Status Rename(const std::string& from, const std::string& to) override {
@@ -160,6 +182,10 @@ class FaultInjectingFilesystem final : public Filesystem {
       std::numeric_limits<uint64_t>::max();
   uint64_t mutating_ops_ ABSL_GUARDED_BY(mu_) = 0;
   bool fail_sync_ ABSL_GUARDED_BY(mu_) = false;
+  std::string open_fail_part_ ABSL_GUARDED_BY(mu_);
+  int open_fails_left_ ABSL_GUARDED_BY(mu_) = 0;
+  int open_fail_errno_ ABSL_GUARDED_BY(mu_) = 0;
+  int failed_opens_ ABSL_GUARDED_BY(mu_) = 0;
   bool crashed_ ABSL_GUARDED_BY(mu_) = false;
 };
 

@@ -12,11 +12,11 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
 #include "storaged/digest.h"
 #include "storaged/filesystem.h"
+#include "storaged/filesystem_fault.h"
 #include "storaged/image_store.h"
 
 namespace storaged {
@@ -29,69 +29,6 @@ std::string TestDir(const std::string& name) {
   std::filesystem::remove_all(dir);
   return dir;
 }
-
-// Forwards to the POSIX filesystem; OpenForRead of a pack fails while armed:
-// the next `fail_next` opens, and every open of a path containing
-// `fail_always` (EACCES).
-class FlakyOpenFilesystem final : public Filesystem {
- public:
-  void FailNextPackOpens(int n, int err = EACCES) {
-    absl::MutexLock lock(&mu_);
-    fail_next_ = n;
-    fail_next_errno_ = err;
-  }
-  void FailAlways(std::string path_part) {
-    absl::MutexLock lock(&mu_);
-    fail_always_ = std::move(path_part);
-  }
-  int failed() const {
-    absl::MutexLock lock(&mu_);
-    return failed_;
-  }
-
-  absl::StatusOr<std::unique_ptr<WritableFile>> NewWritableFile(
-      const std::string& path) override {
-    return base_->NewWritableFile(path);
-  }
-  absl::StatusOr<std::unique_ptr<RandomAccessFile>> OpenForRead(
-      const std::string& path) override {
-    {
-      absl::MutexLock lock(&mu_);
-      const bool pack = absl::EndsWith(path, ".pack");
-      if ((pack && fail_next_ > 0) ||
-          (!fail_always_.empty() && absl::StrContains(path, fail_always_))) {
-        const bool next = pack && fail_next_ > 0;
-        if (next) --fail_next_;
-        ++failed_;
-        return ErrnoStatus(next ? fail_next_errno_ : pack ? EACCES : EIO, "open " + path);
-      }
-    }
-    return base_->OpenForRead(path);
-  }
-  absl::Status Rename(const std::string& from, const std::string& to) override {
-    return base_->Rename(from, to);
-  }
-  absl::Status Remove(const std::string& path) override { return base_->Remove(path); }
-  absl::Status SyncDir(const std::string& path) override { return base_->SyncDir(path); }
-  absl::Status CreateDir(const std::string& path) override { return base_->CreateDir(path); }
-  absl::StatusOr<std::vector<std::string>> ListDir(const std::string& path) override {
-    return base_->ListDir(path);
-  }
-  absl::StatusOr<uint64_t> FileSize(const std::string& path) override {
-    return base_->FileSize(path);
-  }
-  absl::StatusOr<FilesystemStats> Stats(const std::string& path) override {
-    return base_->Stats(path);
-  }
-
- private:
-  Filesystem* const base_ = PosixFilesystem();
-  mutable absl::Mutex mu_;
-  int fail_next_ ABSL_GUARDED_BY(mu_) = 0;
-  int fail_next_errno_ ABSL_GUARDED_BY(mu_) = EACCES;
-  std::string fail_always_ ABSL_GUARDED_BY(mu_);
-  int failed_ ABSL_GUARDED_BY(mu_) = 0;
-};
 
 ImageStoreOptions Options(Filesystem* fs) {
   ImageStoreOptions o;
@@ -126,7 +63,7 @@ void Capture(ImageStore& store, const std::string& id, int chunks) {
 // ever filling the buffer (a restore then wrote stale bytes).
 TEST(ImageStoreFaultTest, ReadChunkToNeverReturnsOkWithAnUnfilledBuffer) {
   const std::string dir = TestDir("read_to");
-  FlakyOpenFilesystem fs;
+  FaultInjectingFilesystem fs(PosixFilesystem());
   {
     auto store = ImageStore::Open(dir, Options(&fs));
     ASSERT_TRUE(store.ok()) << store.status();
@@ -140,7 +77,7 @@ TEST(ImageStoreFaultTest, ReadChunkToNeverReturnsOkWithAnUnfilledBuffer) {
   for (uint64_t index : {0, 17, 39}) {
     SCOPED_TRACE(index);
     std::string buffer(kChunk, '\xAA');
-    fs.FailNextPackOpens(1);
+    fs.FailOpensForRead(".pack", 1, EACCES);
     absl::Status s = (*reader)->ReadChunkTo(index, buffer.data());
     EXPECT_FALSE(s.ok() && buffer != ChunkData(static_cast<int>(index)))
         << "OK with the buffer left unfilled";
@@ -156,7 +93,7 @@ TEST(ImageStoreFaultTest, ReadChunkToNeverReturnsOkWithAnUnfilledBuffer) {
 
 TEST(ImageStoreFaultTest, ReadChunkViewReturnsItsOwnError) {
   const std::string dir = TestDir("read_view");
-  FlakyOpenFilesystem fs;
+  FaultInjectingFilesystem fs(PosixFilesystem());
   {
     auto store = ImageStore::Open(dir, Options(&fs));
     ASSERT_TRUE(store.ok()) << store.status();
@@ -168,7 +105,7 @@ TEST(ImageStoreFaultTest, ReadChunkViewReturnsItsOwnError) {
   ASSERT_TRUE(reader.ok()) << reader.status();
   absl::string_view data("stale");
   std::shared_ptr<const void> keep;
-  fs.FailNextPackOpens(1);
+  fs.FailOpensForRead(".pack", 1, EACCES);
   absl::Status s = (*reader)->ReadChunkView(21, &data, &keep);
   EXPECT_EQ(s.code(), absl::StatusCode::kInternal) << s;
   EXPECT_TRUE(absl::StrContains(s.message(), "chunk 21 ")) << s.message();
@@ -211,7 +148,7 @@ TEST(ImageStoreFaultTest, DeleteDuringACaptureOfTheIdIsFailedPrecondition) {
 // pack's chunks for good; once it is readable the store opens whole.
 TEST(ImageStoreFaultTest, UnreadablePackFailsTheOpenUntilItIsReadable) {
   const std::string dir = TestDir("unreadable_pack");
-  FlakyOpenFilesystem fs;
+  FaultInjectingFilesystem fs(PosixFilesystem());
   {
     auto store = ImageStore::Open(dir, Options(&fs));
     ASSERT_TRUE(store.ok()) << store.status();
@@ -224,15 +161,14 @@ TEST(ImageStoreFaultTest, UnreadablePackFailsTheOpenUntilItIsReadable) {
   std::sort(packs.begin(), packs.end());
   ASSERT_GE(packs.size(), 2u);
 
-  fs.FailAlways(packs[0]);
+  fs.FailOpensForRead(packs[0], -1, EACCES);
   auto denied = ImageStore::Open(dir, Options(&fs));
   ASSERT_FALSE(denied.ok());
   EXPECT_NE(denied.status().message().find(packs[0]), std::string::npos) << denied.status();
-  fs.FailAlways("");
-  fs.FailNextPackOpens(1, EIO);
+  fs.FailOpensForRead(".pack", 1, EIO);
   auto transient = ImageStore::Open(dir, Options(&fs));
   EXPECT_FALSE(transient.ok());
-  EXPECT_GE(fs.failed(), 2);
+  EXPECT_GE(fs.failed_opens(), 2);
 
   auto store = ImageStore::Open(dir, Options(&fs));
   ASSERT_TRUE(store.ok()) << store.status();

@@ -141,16 +141,15 @@ absl::StatusOr<v1::Operation> CreateWorkflow::Begin(
   return op;
 }
 
-absl::Status CreateWorkflow::CheckQuota(const std::string& account_id,
-                                        int64_t new_templates,
-                                        int64_t new_stored_bytes) {
-  QuotaProvider* quotas = quotas_.load();
+absl::Status CheckTemplateQuota(QuotaProvider* quotas, TemplateStore& templates,
+                                const std::string& account_id, int64_t new_templates,
+                                int64_t new_stored_bytes) {
   if (quotas == nullptr) return absl::OkStatus();
   ASSIGN_OR_RETURN(TemplateQuota quota, quotas->GetQuota(account_id));
   if (quota.max_image_templates <= 0 && quota.max_stored_bytes <= 0) {
     return absl::OkStatus();
   }
-  ASSIGN_OR_RETURN(TemplateUsage usage, deps_.templates->GetUsage(account_id));
+  ASSIGN_OR_RETURN(TemplateUsage usage, templates.GetUsage(account_id));
   if (new_templates > 0 && quota.max_image_templates > 0 &&
       usage.template_count + new_templates > quota.max_image_templates) {
     return absl::ResourceExhaustedError(absl::StrCat(
@@ -159,8 +158,6 @@ absl::Status CreateWorkflow::CheckQuota(const std::string& account_id,
         "; delete templates or ask an operator to raise it"));
   }
   if (quota.max_stored_bytes > 0) {
-    // A new template needs room for at least one byte; a capture for all
-    // of its bytes.
     const bool over =
         new_stored_bytes > 0
             ? usage.stored_bytes + new_stored_bytes > quota.max_stored_bytes

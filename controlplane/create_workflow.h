@@ -32,6 +32,14 @@
 
 namespace controlplane {
 
+// Checks `account_id`'s quotas (from `quotas`; null: none) against its usage
+// in `templates` plus `new_templates` and `new_stored_bytes`;
+// RESOURCE_EXHAUSTED past either. A new template needs room for at least one
+// byte, a capture for all of its bytes.
+absl::Status CheckTemplateQuota(QuotaProvider* quotas, TemplateStore& templates,
+                                const std::string& account_id, int64_t new_templates,
+                                int64_t new_stored_bytes);
+
 // Thread-safe. Owns none of its dependencies; they must outlive it.
 class CreateWorkflow final : public Workflow {
  public:
@@ -75,10 +83,13 @@ class CreateWorkflow final : public Workflow {
  private:
   friend class CreateRun;
 
-  // Checks `account_id`'s quotas against its usage plus `new_templates` and
-  // `new_stored_bytes`; RESOURCE_EXHAUSTED past either. Call under quota_mu_.
+  // CheckTemplateQuota with this workflow's quotas and store. Call under
+  // quota_mu_.
   absl::Status CheckQuota(const std::string& account_id, int64_t new_templates,
-                          int64_t new_stored_bytes);
+                          int64_t new_stored_bytes) {
+    return CheckTemplateQuota(quotas_.load(), *deps_.templates, account_id, new_templates,
+                              new_stored_bytes);
+  }
 
   Dependencies deps_;
   std::atomic<QuotaProvider*> quotas_{nullptr};

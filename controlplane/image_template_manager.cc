@@ -382,19 +382,8 @@ absl::StatusOr<v1::Operation> ImageTemplateManager::CreateImageTemplate(
         // checks the owner's (the server's account, also for an operator)
         // again under the lock it inserts under.
         if (!caller.is_operator) {
-          ASSIGN_OR_RETURN(TemplateQuota quota, deps_.quotas->GetQuota(caller.account_id));
-          ASSIGN_OR_RETURN(TemplateUsage usage, deps_.templates->GetUsage(caller.account_id));
-          if (quota.max_image_templates > 0 &&
-              usage.template_count >= quota.max_image_templates) {
-            return absl::ResourceExhaustedError(absl::StrCat(
-                "the account has ", usage.template_count, " image templates, its quota is ",
-                quota.max_image_templates, "; delete templates or ask an operator to raise it"));
-          }
-          if (quota.max_stored_bytes > 0 && usage.stored_bytes >= quota.max_stored_bytes) {
-            return absl::ResourceExhaustedError(absl::StrCat(
-                "the account's templates store ", usage.stored_bytes, " bytes, its quota is ",
-                quota.max_stored_bytes, "; delete templates or ask an operator to raise it"));
-          }
+          RETURN_IF_ERROR(
+              CheckTemplateQuota(deps_.quotas, *deps_.templates, caller.account_id, 1, 0));
         }
         if (deps_.create == nullptr) return Unimplemented("capturing a server");
         ASSIGN_OR_RETURN(v1::Operation op, deps_.create->Begin(caller, request, name, tags,

@@ -7,12 +7,15 @@
 // This file holds what they share (internal/sqlite_inventory_store_parts.h).
 #include "controlplane/internal/sqlite_inventory_store_parts.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/status_macros.h"
@@ -51,6 +54,19 @@ std::optional<uint32_t> ParseIpv4(absl::string_view text) {
     address = (address << 8) | octet;
   }
   return address;
+}
+
+std::optional<Cidr> ParseCidr(absl::string_view text) {
+  std::vector<absl::string_view> parts = absl::StrSplit(text, '/');
+  if (parts.size() != 2) return std::nullopt;
+  std::optional<uint32_t> address = ParseIpv4(parts[0]);
+  int prefix = 0;
+  if (!address || parts[1].empty() || parts[1].size() > 2 ||
+      !std::all_of(parts[1].begin(), parts[1].end(), absl::ascii_isdigit) ||
+      !absl::SimpleAtoi(parts[1], &prefix) || prefix > 32) {
+    return std::nullopt;
+  }
+  return Cidr{*address, prefix};
 }
 
 std::string FormatIpv4(uint32_t a) {

@@ -9,7 +9,6 @@
 #include <utility>
 #include <vector>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
@@ -25,7 +24,6 @@ namespace controlplane {
 namespace v1 = imagetemplates::v1;
 using internal::Exists;
 using internal::FormatIpv4;
-using internal::ParseIpv4;
 using internal::NoSuchServer;
 using internal::ReadPoolRow;
 using internal::ReadServerRow;
@@ -60,19 +58,12 @@ absl::StatusOr<int64_t> FreeAddresses(SqliteConnection& conn, absl::string_view 
 absl::StatusOr<v1::NetworkInterface> ReserveStaticAddress(
     SqliteConnection& conn, const std::string& datacenter, const std::string& server_id,
     const v1::StaticNetworkAddress& requested) {
-  const std::vector<absl::string_view> parts = absl::StrSplit(requested.address(), '/');
-  std::optional<uint32_t> address =
-      parts.size() == 2 ? ParseIpv4(parts[0]) : std::optional<uint32_t>();
-  int prefix = -1;
-  if (parts.size() == 2 && !parts[1].empty() && parts[1].size() <= 2 &&
-      std::all_of(parts[1].begin(), parts[1].end(), [](char c) { return c >= '0' && c <= '9'; }) &&
-      (!absl::SimpleAtoi(parts[1], &prefix) || prefix > 32)) {
-    prefix = -1;
-  }
-  if (!address || prefix < 0) {
+  const std::optional<internal::Cidr> requested_cidr = internal::ParseCidr(requested.address());
+  if (!requested_cidr) {
     return internal::Invalid("networks.static_address.address",
                              "an IPv4 address with prefix length, like 10.0.0.5/24");
   }
+  const uint32_t address = requested_cidr->address;
   v1::NetworkInterface nic;
   nic.set_ip_address(requested.address());
   nic.set_gateway(requested.gateway());
@@ -90,13 +81,8 @@ absl::StatusOr<v1::NetworkInterface> ReserveStaticAddress(
   for (const std::string& pool_id : pool_ids) {
     ASSIGN_OR_RETURN(auto pool, ReadPoolRow(conn, pool_id));
     if (!pool) continue;
-    const std::vector<absl::string_view> subnet = absl::StrSplit(pool->subnet(), '/');
-    std::optional<uint32_t> network =
-        subnet.size() == 2 ? ParseIpv4(subnet[0]) : std::optional<uint32_t>();
-    int length = 0;
-    if (!network || !absl::SimpleAtoi(subnet[1], &length) || length < 0 || length > 32) continue;
-    const uint32_t mask = length == 0 ? 0 : 0xffffffffu << (32 - length);
-    if ((*address & mask) != (*network & mask)) continue;
+    const std::optional<internal::Cidr> subnet = internal::ParseCidr(pool->subnet());
+    if (!subnet || !subnet->Contains(address)) continue;
     if (!filled) {
       filled = true;
       if (nic.gateway().empty()) nic.set_gateway(pool->gateway());
@@ -107,23 +93,23 @@ absl::StatusOr<v1::NetworkInterface> ReserveStaticAddress(
     ASSIGN_OR_RETURN(auto in_range, conn.Prepare(
         "SELECT 1 FROM ip_pool_ranges WHERE pool_id = ?1 AND first_address <= ?2 "
         "AND last_address >= ?2"));
-    in_range.Bind(1, pool_id).Bind(2, int64_t{*address});
+    in_range.Bind(1, pool_id).Bind(2, int64_t{address});
     ASSIGN_OR_RETURN(bool reservable, in_range.Step());
     if (!reservable) continue;
     ASSIGN_OR_RETURN(auto taken, conn.Prepare(
         "SELECT 1 FROM ip_allocations WHERE pool_id = ?1 AND address = ?2"));
-    taken.Bind(1, pool_id).Bind(2, int64_t{*address});
+    taken.Bind(1, pool_id).Bind(2, int64_t{address});
     ASSIGN_OR_RETURN(bool used, taken.Step());
     if (used) {
       return absl::AlreadyExistsError(absl::StrCat(
-          "networks.static_address.address: ", FormatIpv4(*address),
+          "networks.static_address.address: ", FormatIpv4(address),
           " is already allocated in IP pool ", pool_id,
           "; choose a free address or take one from the pool with ip_pool_id"));
     }
     ASSIGN_OR_RETURN(auto insert, conn.Prepare(
         "INSERT INTO ip_allocations (pool_id, address, server_id, create_time) "
         "VALUES (?1, ?2, ?3, ?4)"));
-    insert.Bind(1, pool_id).Bind(2, int64_t{*address}).Bind(3, server_id);
+    insert.Bind(1, pool_id).Bind(2, int64_t{address}).Bind(3, server_id);
     RETURN_IF_ERROR(insert.Bind(4, NowMicros()).Run());
     nic.set_ip_pool_id(pool_id);
     break;

@@ -8,10 +8,8 @@
 #include <utility>
 #include <vector>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "absl/strings/str_split.h"
 #include "common/status_macros.h"
 #include "controlplane/idempotency.h"
 #include "controlplane/ids.h"
@@ -34,28 +32,11 @@ using internal::ValidateDatacenterName;
 
 namespace {
 
-struct Cidr {
-  uint32_t network;
-  int prefix;
-  uint32_t first() const { return network; }
-  uint32_t last() const {
-    return prefix == 0 ? 0xffffffffu : network | (0xffffffffu >> prefix);
-  }
-  bool Contains(uint32_t a) const { return a >= first() && a <= last(); }
-};
-
-std::optional<Cidr> ParseCidr(absl::string_view text) {
-  std::vector<absl::string_view> parts = absl::StrSplit(text, '/');
-  if (parts.size() != 2) return std::nullopt;
-  auto address = ParseIpv4(parts[0]);
-  int prefix = 0;
-  if (!address || parts[1].empty() || parts[1].size() > 2 || !absl::SimpleAtoi(parts[1], &prefix) ||
-      prefix < 0 || prefix > 32) {
-    return std::nullopt;
-  }
-  uint32_t mask = prefix == 0 ? 0 : 0xffffffffu << (32 - prefix);
-  if ((*address & ~mask) != 0) return std::nullopt;  // host bits set: not a network
-  return Cidr{*address, prefix};
+// A network: host bits zero.
+std::optional<internal::Cidr> ParseNetwork(absl::string_view text) {
+  std::optional<internal::Cidr> cidr = internal::ParseCidr(text);
+  if (!cidr || cidr->address != cidr->first()) return std::nullopt;
+  return cidr;
 }
 
 }  // namespace
@@ -66,7 +47,7 @@ absl::StatusOr<v1::CreateIpPoolResponse> SqliteInventoryStore::CreateIpPool(
     const Caller& caller, const v1::CreateIpPoolRequest& request) {
   if (!caller.is_operator) return OperatorsOnly("adding IP pools");
   RETURN_IF_ERROR(ValidateDatacenterName("datacenter", request.datacenter()));
-  std::optional<Cidr> subnet = ParseCidr(request.subnet());
+  std::optional<internal::Cidr> subnet = ParseNetwork(request.subnet());
   if (!subnet) return Invalid("subnet", "must be an IPv4 network in CIDR form, like 10.0.0.0/24");
   std::optional<uint32_t> gateway = ParseIpv4(request.gateway());
   if (!gateway) return Invalid("gateway", "must be an IPv4 address");

@@ -12,7 +12,6 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "absl/time/clock.h"
 #include "gtest/gtest.h"
 #include "storaged/digest.h"
 #include "storaged/filesystem.h"
@@ -69,16 +68,19 @@ TEST(ImageStoreFaultTest, ReadChunkToNeverReturnsOkWithAnUnfilledBuffer) {
     ASSERT_TRUE(store.ok()) << store.status();
     Capture(**store, "img", 40);  // several packs
   }
-  auto store = ImageStore::Open(dir, Options(&fs));  // no pack open yet
-  ASSERT_TRUE(store.ok()) << store.status();
-  auto reader = (*store)->OpenImage("img");
-  ASSERT_TRUE(reader.ok()) << reader.status();
-
   for (uint64_t index : {0, 17, 39}) {
     SCOPED_TRACE(index);
+    // A fresh store has no pack open, wherever the parallel capture put the
+    // chunk (two of these chunks may share a pack).
+    auto store = ImageStore::Open(dir, Options(&fs));
+    ASSERT_TRUE(store.ok()) << store.status();
+    auto reader = (*store)->OpenImage("img");
+    ASSERT_TRUE(reader.ok()) << reader.status();
     std::string buffer(kChunk, '\xAA');
+    const int failed_before = fs.failed_opens();
     fs.FailOpensForRead(".pack", 1, EACCES);
     absl::Status s = (*reader)->ReadChunkTo(index, buffer.data());
+    EXPECT_EQ(fs.failed_opens(), failed_before + 1) << "the read opened no pack";
     EXPECT_FALSE(s.ok() && buffer != ChunkData(static_cast<int>(index)))
         << "OK with the buffer left unfilled";
     EXPECT_EQ(s.code(), absl::StatusCode::kInternal) << s;
@@ -230,9 +232,9 @@ TEST(ImageStoreFaultTest, ImportRefusesFramesWhoseChunksOverlapQuickly) {
   }
   for (const Bad& b : bad) {
     SCOPED_TRACE(b.what);
-    const absl::Time start = absl::Now();
+    // No timing assertion (shared machines): each message names a shape check
+    // that runs before any chunk is hashed.
     absl::Status s = (*importer)->Verify(b.frame);
-    EXPECT_LT(absl::Now() - start, absl::Milliseconds(500));
     EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
     EXPECT_TRUE(absl::StrContains(s.message(), b.message)) << s.message();
     EXPECT_EQ((*importer)->AddFrame(b.frame).status().code(),

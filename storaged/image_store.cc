@@ -151,7 +151,7 @@ class ImageWriterImpl final : public ImageWriter {
       AdvanceLocked();
       // Registered in chunks_ under the store lock, so a collection that
       // sees the index entry also sees this capture's reference to it.
-      if (!zero && !store_->index_.contains(digest) &&
+      if (!zero && !store_->HoldsUsableLocked(digest) &&
           pending_.insert(digest).second) {
         write = true;
         ++active_adds_;
@@ -682,7 +682,7 @@ absl::Status ImageStore::Load() {
     absl::MutexLock lock(&mu_);
     RegisterPackLocked(
         name.substr(0, name.size() - internal::kPackSuffix.size()),
-        std::move(index).value(), size);
+        std::move(index).value(), size, /*at_load=*/true);
   }
 
   ASSIGN_OR_RETURN(std::vector<std::string> images, fs_->ListDir(images_dir_));
@@ -707,7 +707,7 @@ absl::Status ImageStore::Load() {
 }
 
 uint32_t ImageStore::RegisterPackLocked(std::string name, PackIndex index,
-                                        uint64_t file_size) {
+                                        uint64_t file_size, bool at_load) {
   auto pack = std::make_shared<PackState>();
   pack->number = next_pack_number_++;
   pack->path = absl::StrCat(packs_dir_, "/", name, internal::kPackSuffix);
@@ -719,8 +719,14 @@ uint32_t ImageStore::RegisterPackLocked(std::string name, PackIndex index,
   }
   pack->frames = std::move(index.frames);
   for (const internal::PackChunk& c : index.chunks) {
-    index_.try_emplace(c.digest,
-                       Location{pack->number, c.frame, c.offset, c.length});
+    const Location loc{pack->number, c.frame, c.offset, c.length};
+    auto [it, inserted] = index_.try_emplace(c.digest, loc);
+    if (inserted) continue;
+    if (damaged_.erase(c.digest) > 0) {
+      it->second = loc;
+    } else if (at_load) {
+      other_copies_[c.digest].push_back(loc);
+    }
   }
   pack_names_.insert(pack->name);
   packs_[pack->number] = std::move(pack);
@@ -874,6 +880,10 @@ absl::StatusOr<absl::string_view> ImageStore::ChunkInFrame(
         if (cache != nullptr) cache->Abandon(loc.pack, loc.frame);
         // Garbage collection moved the chunk after we looked it up.
         if (pack->retired.load() && attempt == 0) continue;
+        if ((absl::IsDataLoss(read) || absl::IsNotFound(read)) &&
+            UseAnotherCopy(digest, loc.pack, read)) {
+          continue;
+        }
         if (absl::IsNotFound(read)) {
           return absl::NotFoundError(absl::StrCat(
               "pack ", pack->name, " is missing: ", read.message()));
@@ -887,9 +897,10 @@ absl::StatusOr<absl::string_view> ImageStore::ChunkInFrame(
         absl::string_view(frame->plain()).substr(loc.offset, loc.length);
     if (!frame->Verified(loc.offset, digest)) {
       if (Sha256(chunk) != digest) {
-        return absl::DataLossError(
-            absl::StrCat("digest mismatch in frame ", loc.frame, " of pack ",
-                         pack->name));
+        absl::Status mismatch = absl::DataLossError(absl::StrCat(
+            "digest mismatch in frame ", loc.frame, " of pack ", pack->name));
+        if (UseAnotherCopy(digest, loc.pack, mismatch)) continue;
+        return mismatch;
       }
       frame->MarkVerified(loc.offset, digest);
     }
@@ -1060,8 +1071,13 @@ absl::StatusOr<GcResult> ImageStore::CollectGarbage(bool dry_run) {
       }
       return result;
     }
-    for (const Digest& d : dead) index_.erase(d);
+    for (const Digest& d : dead) {
+      index_.erase(d);
+      other_copies_.erase(d);
+      damaged_.erase(d);
+    }
     for (const std::shared_ptr<PackState>& pack : to_delete) {
+      ForgetCopiesInLocked(pack->number);
       pack->retired = true;
       packs_.erase(pack->number);
       pack_names_.erase(pack->name);
@@ -1160,6 +1176,7 @@ absl::Status ImageStore::Repack(uint32_t number,
         it->second = Location{fresh, c.frame, c.offset, c.length};
       }
     }
+    ForgetCopiesInLocked(number);
     old->retired = true;
     packs_.erase(number);
     pack_names_.erase(old->name);

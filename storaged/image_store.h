@@ -341,11 +341,25 @@ class ImageStore {
   absl::StatusOr<Manifest> ReadManifest(const std::string& image_id,
                                         Digest* digest) const;
 
-  // Adds a sealed pack and its chunks to the index (a chunk already indexed
-  // elsewhere keeps its old location). Returns the pack number.
+  // Adds a sealed pack and its chunks to the index. A chunk already indexed
+  // elsewhere keeps its old location, unless that copy is known damaged (the
+  // new copy repairs every image naming the chunk); `at_load`, the new
+  // location is kept as another copy to fall back on. Returns the pack number.
   uint32_t RegisterPackLocked(std::string name, internal::PackIndex index,
-                              uint64_t file_size)
+                              uint64_t file_size, bool at_load = false)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Whether the store holds a copy of `digest` not known to be damaged, so a
+  // capture or copy can reuse it instead of storing the chunk again.
+  bool HoldsUsableLocked(const Digest& digest) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // Called when the indexed copy of `digest` in pack `pack_number` proved
+  // damaged (`why`: digest mismatch, undecodable frame, pack gone). Returns
+  // true if the index now names another copy to read instead; otherwise the
+  // chunk is marked damaged until a capture or copy stores it again.
+  bool UseAnotherCopy(const Digest& digest, uint32_t pack_number,
+                      const absl::Status& why);
+  // Drops the fallback copies held in pack `number`, which is going away.
+  void ForgetCopiesInLocked(uint32_t number) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // A random pack name not in use.
   std::string NewPackName();
 
@@ -390,6 +404,12 @@ class ImageStore {
   absl::Mutex gc_mu_ ABSL_ACQUIRED_BEFORE(mu_);  // One collection at a time.
   mutable absl::Mutex mu_;
   absl::flat_hash_map<Digest, Location, DigestHash> index_ ABSL_GUARDED_BY(mu_);
+  // Further copies of indexed chunks, found at load (a repair or an
+  // interrupted repack leaves two); read when the indexed copy is damaged.
+  absl::flat_hash_map<Digest, std::vector<Location>, DigestHash> other_copies_
+      ABSL_GUARDED_BY(mu_);
+  // Indexed chunks whose only copy is damaged: captures store them again.
+  absl::flat_hash_set<Digest, DigestHash> damaged_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<uint32_t, std::shared_ptr<internal::PackState>> packs_
       ABSL_GUARDED_BY(mu_);
   absl::flat_hash_set<std::string> pack_names_ ABSL_GUARDED_BY(mu_);

@@ -141,7 +141,7 @@ class ChunkImporterImpl final : public ChunkImporter {
       absl::ReaderMutexLock lock(&store_->mu_);
       bool all_present = true;
       for (const TransferFrame::Chunk& c : frame.chunks) {
-        if (!store_->index_.contains(c.digest)) {
+        if (!store_->HoldsUsableLocked(c.digest)) {
           all_present = false;
           break;
         }
@@ -226,7 +226,7 @@ std::vector<Digest> ImageStore::MissingChunks(
   std::vector<Digest> missing;
   absl::ReaderMutexLock lock(&mu_);
   for (const Digest& d : digests) {
-    if (!d.IsZero() && !index_.contains(d)) missing.push_back(d);
+    if (!d.IsZero() && !HoldsUsableLocked(d)) missing.push_back(d);
   }
   return missing;
 }

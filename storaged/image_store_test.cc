@@ -7,8 +7,10 @@
 #include <random>
 #include <thread>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/status_macros.h"
 #include "gtest/gtest.h"
 #include "storaged/digest.h"
@@ -421,6 +423,106 @@ TEST(ImageStoreTest, ConcurrentReadersShareFramesUntilTheLastCloses) {
   auto third = store->OpenImage("img");
   ASSERT_TRUE(third.ok());
   EXPECT_EQ(restored(**third).status().code(), absl::StatusCode::kDataLoss);
+}
+
+// The digests of the chunks `report` lists as corrupt or missing.
+absl::flat_hash_set<Digest, DigestHash> BadDigests(ImageStore* store, const std::string& id,
+                                                   const VerifyReport& report) {
+  absl::flat_hash_set<Digest, DigestHash> out;
+  auto reader = store->OpenImage(id);
+  EXPECT_TRUE(reader.ok()) << reader.status();
+  if (!reader.ok()) return out;
+  for (uint64_t i : report.corrupt_chunks) out.insert((*reader)->manifest().chunks.At(i));
+  for (uint64_t i : report.missing_chunks) out.insert((*reader)->manifest().chunks.At(i));
+  return out;
+}
+
+// A damaged chunk is not deduplicated against: the next capture holding the
+// same bytes stores them again, and that copy repairs the older image. After
+// a restart both copies are on disk; reads are good whichever the index finds
+// first, and a collection keeps them good.
+TEST(ImageStoreTest, RecaptureRepairsADamagedChunk) {
+  std::string dir = TestDir("repair");
+  auto store = OpenStore(dir);
+  const std::string volume = MakeVolume(3 << 20, 4);
+  ASSERT_TRUE(Capture(store.get(), "a", volume).ok());
+  auto packs = FilesIn(dir + "/packs", ".pack");
+  ASSERT_FALSE(packs.empty());
+  FlipByte(packs[0], 16 + 100);  // inside the first frame
+  auto damaged = store->VerifyImage("a");
+  ASSERT_TRUE(damaged.ok()) << damaged.status();
+  ASSERT_FALSE(damaged->corrupt_chunks.empty());
+  const auto bad = BadDigests(store.get(), "a", *damaged);
+  ASSERT_FALSE(bad.empty());
+  const std::vector<Digest> bad_list(bad.begin(), bad.end());
+  // A peer copying the chunks is asked for them again too.
+  EXPECT_EQ(store->MissingChunks(bad_list).size(), bad.size());
+
+  auto second = Capture(store.get(), "b", volume);
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ(second->new_chunks, bad.size());  // only the damaged ones
+  EXPECT_TRUE(store->MissingChunks(bad_list).empty());
+  auto repaired = store->VerifyImage("a");
+  ASSERT_TRUE(repaired.ok()) << repaired.status();
+  EXPECT_TRUE(repaired->ok()) << absl::StrJoin(repaired->errors, "; ");
+  auto a = Restore(store.get(), "a");
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_TRUE(*a == volume);
+
+  // Pack names order the load: the damaged pack is found first, then last.
+  std::string damaged_pack = packs[0];
+  for (const char* name : {"0000000000000000", "ffffffffffffffff"}) {
+    SCOPED_TRACE(name);
+    store.reset();
+    const std::string renamed = absl::StrCat(dir, "/packs/", name, ".pack");
+    stdfs::rename(damaged_pack, renamed);
+    damaged_pack = renamed;
+    store = OpenStore(dir);
+    ASSERT_NE(store, nullptr);
+    for (const char* id : {"a", "b"}) {
+      auto report = store->VerifyImage(id);
+      ASSERT_TRUE(report.ok()) << report.status();
+      EXPECT_TRUE(report->ok()) << id << ": " << absl::StrJoin(report->errors, "; ");
+      auto restored = Restore(store.get(), id);
+      ASSERT_TRUE(restored.ok()) << restored.status();
+      EXPECT_TRUE(*restored == volume) << id;
+    }
+  }
+  ASSERT_TRUE(store->DeleteImage("b").ok());
+  ASSERT_TRUE(store->CollectGarbage(/*dry_run=*/false).ok());
+  store.reset();
+  store = OpenStore(dir);
+  auto after_gc = store->VerifyImage("a");
+  ASSERT_TRUE(after_gc.ok()) << after_gc.status();
+  EXPECT_TRUE(after_gc->ok()) << absl::StrJoin(after_gc->errors, "; ");
+}
+
+// A pack that disappears while the store runs: its chunks are missing, and
+// a capture of the same bytes stores them again.
+TEST(ImageStoreTest, RecaptureRepairsChunksOfAPackDeletedWhileRunning) {
+  std::string dir = TestDir("repair_missing");
+  auto store = OpenStore(dir);
+  const std::string volume = MakeVolume(4 << 20, 5);
+  ASSERT_TRUE(Capture(store.get(), "a", volume).ok());
+  store.reset();
+  store = OpenStore(dir);  // no pack open
+  auto packs = FilesIn(dir + "/packs", ".pack");
+  ASSERT_GE(packs.size(), 2u);
+  stdfs::remove(packs[0]);
+  auto report = store->VerifyImage("a");
+  ASSERT_TRUE(report.ok()) << report.status();
+  ASSERT_FALSE(report->missing_chunks.empty());
+  const auto bad = BadDigests(store.get(), "a", *report);
+
+  auto second = Capture(store.get(), "b", volume);
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ(second->new_chunks, bad.size());
+  auto repaired = store->VerifyImage("a");
+  ASSERT_TRUE(repaired.ok()) << repaired.status();
+  EXPECT_TRUE(repaired->ok()) << absl::StrJoin(repaired->errors, "; ");
+  auto a = Restore(store.get(), "a");
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_TRUE(*a == volume);
 }
 
 TEST(ImageStoreTest, DeletedPackIsListedMissing) {

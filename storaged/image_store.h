@@ -385,6 +385,9 @@ class ImageStore {
   uint64_t StoredShareLocked(const Location& loc) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
 
+  // Adds the chunks of every capture in progress to `live` (collection).
+  void MarkCapturesLiveLocked(absl::flat_hash_set<Digest, DigestHash>* live)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Copies the live chunks of pack `number` into new packs and retires it.
   absl::Status Repack(uint32_t number,
                       std::vector<std::pair<Digest, Location>> live,

@@ -53,6 +53,7 @@ struct Config {
   std::string internal_token_file;  // required
   std::string port_file;
   int64_t node_heartbeat_ms = 5000;
+  int64_t node_missed_heartbeats = 3;
   int64_t max_operations = 32;
   std::string compute_driver = "inventory";
   std::string qemu_state_dir;
@@ -106,7 +107,9 @@ int main(int argc, char** argv) {
   flags.String("port-file", &config.port_file,
                "write the bound port here once listening (for scripts and tests)");
   flags.Int("node-heartbeat-ms", &config.node_heartbeat_ms,
-            "how often storage nodes send heartbeats; a node is DOWN after 3 missed");
+            "how often storage nodes send heartbeats");
+  flags.Int("node-missed-heartbeats", &config.node_missed_heartbeats,
+            "heartbeats a storage node may miss before it is DOWN (at least 1)");
   flags.Int("max-operations", &config.max_operations,
             "operations (creates, deploys, deletes) running at once; others wait");
   flags.String("compute-driver", &config.compute_driver,
@@ -193,6 +196,8 @@ int main(int argc, char** argv) {
   controlplane::NodeRegistryOptions registry_options;
   registry_options.heartbeat_interval =
       absl::Milliseconds(std::max<int64_t>(100, config.node_heartbeat_ms));
+  registry_options.missed_heartbeats =
+      static_cast<int>(std::clamp<int64_t>(config.node_missed_heartbeats, 1, 1000));
   controlplane::NodeRegistry registry(&inventory_store, registry_options);
   registry.StartSweeper();
   controlplane::NodeRegistryServiceImpl node_registry(&registry, &internal_verifier);

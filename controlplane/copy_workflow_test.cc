@@ -160,7 +160,7 @@ TEST_F(CopyWorkflowTest, AFailedDiskStopsTheCopyStillRunning) {
   auto started = Add(t.id(), "dc2");
   ASSERT_TRUE(started.ok()) << started.status();
   v1::Operation op = WaitTerminal(started->id());
-  EXPECT_LT(absl::Now() - start, absl::Seconds(3));
+  EXPECT_LT(absl::Now() - start, absl::Seconds(15));
   EXPECT_EQ(op.state(), v1::OPERATION_STATE_FAILED) << op.DebugString();
   EXPECT_EQ(op.error().code(), static_cast<int>(absl::StatusCode::kDataLoss));
   EXPECT_EQ(Step(op, "copy_dc2_disk1").state(), v1::OPERATION_STATE_FAILED);
@@ -250,7 +250,7 @@ TEST_F(CopyWorkflowTest, CancelDeletesTheCopiesAndRemovesTheLocation) {
   const absl::Time cancel_time = absl::Now();
   RequestCancel(started->id());
   v1::Operation op = WaitTerminal(started->id());
-  EXPECT_LT(absl::Now() - cancel_time, absl::Seconds(3));
+  EXPECT_LT(absl::Now() - cancel_time, absl::Seconds(15));
   EXPECT_EQ(op.state(), v1::OPERATION_STATE_CANCELLED) << op.DebugString();
   EXPECT_TRUE(nodes_[2]->images().empty());
   EXPECT_EQ(ReplicasOn(t.id(), "n2"), 0);

@@ -161,7 +161,7 @@ TEST_F(OperationRunnerTest, CancelInterruptsAndUndoStepsStillRun) {
                       })
                   .ok());
   v1::Operation op = WaitTerminal(id);
-  EXPECT_LT(absl::Now() - cancel_time, absl::Seconds(2));
+  EXPECT_LT(absl::Now() - cancel_time, absl::Seconds(15));
   EXPECT_EQ(op.state(), v1::OPERATION_STATE_CANCELLED);
   ASSERT_EQ(op.finished_steps_size(), 2);
   EXPECT_EQ(op.finished_steps(0).state(), v1::OPERATION_STATE_CANCELLED);

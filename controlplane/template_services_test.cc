@@ -2,6 +2,7 @@
 // server: authentication, status codes at the wire, and WatchOperation
 // streaming.
 #include <future>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -135,15 +136,20 @@ class TemplateServicesTest : public ::testing::Test {
     return t;
   }
 
+  // `after_first` runs once the first message has arrived.
   std::vector<v1::Operation> Watch(const std::string& key, const std::string& id,
-                                   grpc::Status* status) {
+                                   grpc::Status* status,
+                                   const std::function<void()>& after_first = nullptr) {
     auto context = Context(key);
     v1::WatchOperationRequest request;
     request.set_id(id);
     auto reader = operations_stub_->WatchOperation(context.get(), request);
     std::vector<v1::Operation> received;
     v1::Operation op;
-    while (reader->Read(&op)) received.push_back(op);
+    while (reader->Read(&op)) {
+      received.push_back(op);
+      if (received.size() == 1 && after_first) after_first();
+    }
     *status = reader->Finish();
     return received;
   }
@@ -371,7 +377,10 @@ TEST_F(TemplateServicesTest, DeleteOverGrpcReturnsAnOperationTheOwnerCanRead) {
 TEST_F(TemplateServicesTest, WatchStreamsEveryChangeUntilTerminal) {
   v1::Operation op = InsertOperation(kA, v1::OPERATION_KIND_DEPLOY_IMAGE_TEMPLATE,
                                      v1::OPERATION_STATE_PENDING);
-  std::thread worker([&] {
+  // Changes start once the watch has sent the operation as it was, so the
+  // first message is PENDING however slowly the stream comes up.
+  std::thread worker;
+  auto start_changes = [&] { worker = std::thread([&] {
     auto update = [&](std::function<void(v1::Operation&)> change) {
       absl::SleepFor(absl::Milliseconds(30));
       ASSERT_TRUE(operations_->UpdateOperation(op.id(), [&](v1::Operation& o, OperationInternals&) {
@@ -391,10 +400,10 @@ TEST_F(TemplateServicesTest, WatchStreamsEveryChangeUntilTerminal) {
       o.mutable_progress()->set_bytes_done(100);
       o.mutable_deployed_servers()->add_server_ids(NewUuid());
     });
-  });
+  }); };
   grpc::Status status;
-  std::vector<v1::Operation> received = Watch("alice-key", op.id(), &status);
-  worker.join();
+  std::vector<v1::Operation> received = Watch("alice-key", op.id(), &status, start_changes);
+  if (worker.joinable()) worker.join();
   ASSERT_TRUE(status.ok()) << status.error_message();
   ASSERT_GE(received.size(), 2u);
   EXPECT_EQ(received.front().state(), v1::OPERATION_STATE_PENDING);

@@ -134,7 +134,11 @@ TEST(SparseStoragedTest, TwoTebibyteThinLunPeakRssStaysSmall) {
   std::fprintf(stderr, "storaged peak RSS after capture + restore of 2 TiB thin: %.1f MiB\n",
                rss / double(kMiB));
   EXPECT_GT(rss, 0u);
+#if !defined(__SANITIZE_ADDRESS__)
+  // ASan's quarantine and shadow memory inflate RSS; the bound is for the
+  // real build (as in tests/storaged_test).
   EXPECT_LT(rss, 256 * kMiB);
+#endif
 
   std::ifstream in(target->backing_path, std::ios::binary);
   for (const Piece& p : pieces) {

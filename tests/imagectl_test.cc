@@ -2,6 +2,7 @@
 // one node n0 in dc1), driven only through the imagectl binary as a user
 // would (subprocesses, stdout parsed as proto JSON, exit codes checked).
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -153,7 +154,7 @@ class ImagectlTest : public ::testing::Test {
 
   // Waits until storaged n0 is registered and UP.
   void WaitNodeUp() {
-    const absl::Time deadline = absl::Now() + absl::Seconds(20);
+    const absl::Time deadline = absl::Now() + absl::Seconds(60);
     while (true) {
       Result r = Admin({"admin", "storage-node", "list", "--state=up", "-o", "json"});
       ASSERT_EQ(r.code, 0) << r.err;
@@ -281,7 +282,7 @@ TEST_F(ImagectlTest, BootstrapCreateDeployAndErrors) {
        "--portals=127.0.0.1:1", "--internal-token-file=" + stack_.internal_token_file()},
       dir_ + "/storaged2.log");
   ASSERT_TRUE(storaged2.ok()) << storaged2.status();
-  for (const absl::Time until = absl::Now() + absl::Seconds(20);;) {
+  for (const absl::Time until = absl::Now() + absl::Seconds(60);;) {
     r = Admin({"admin", "storage-node", "get", "n1", "-o", "json"});
     if (r.code == 0 && Parse<v1::StorageNode>(r).state() == v1::STORAGE_NODE_STATE_UP) break;
     ASSERT_LT(absl::Now(), until) << "the second storaged did not register: " << r.err;
@@ -666,8 +667,13 @@ TEST_F(ImagectlTest, FailedAndCancelledOperationsExitFour) {
     ASSERT_LT(absl::Now(), deadline) << "the capture did not start";
     absl::SleepFor(absl::Milliseconds(20));
   }
+  // storaged is frozen while the cancel is sent, so a fast (or a slowed
+  // down) machine cannot finish the capture first.
+  const pid_t storaged = stack_.storaged(0).pid();
+  ASSERT_EQ(::kill(storaged, SIGSTOP), 0);
   const absl::Time t1 = absl::Now();
   r = User({"op", "cancel", op, "-o", "json"});
+  ASSERT_EQ(::kill(storaged, SIGCONT), 0);
   ASSERT_EQ(r.code, 0) << r.err;
   const v1::Operation cancelling = Parse<v1::Operation>(r);
   EXPECT_TRUE(cancelling.state() == v1::OPERATION_STATE_CANCELLING ||

@@ -39,6 +39,7 @@ class InternalAuthTest : public ::testing::Test {
     StackOptions options;
     options.dir_prefix = "internalauth";
     options.node_datacenters = {"dc1"};
+    options.node_missed_heartbeats = 3;  // a killed node goes DOWN in 1.5 s
     stack_ = std::make_unique<Stack>(options);
     ASSERT_NO_FATAL_FAILURE(stack_->Start());
     registry_ = pb::NodeRegistry::NewStub(

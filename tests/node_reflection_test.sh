@@ -44,7 +44,7 @@ start=$SECONDS
 # checks versions of its CLI's dependencies).
 npm install --no-audit --no-fund --prefer-offline --ignore-scripts --loglevel=error \
   --prefix "$NODE_DIR" \
-  '@grpc/grpc-js@^1.14.4' '@grpc/proto-loader@^0.8' 'grpc-js-reflection-client@^1.4' ||
+  '@grpc/grpc-js@1.14.7' '@grpc/proto-loader@0.8.1' 'grpc-js-reflection-client@1.4.2' ||
   fail "npm install failed (is the npm registry reachable?)"
 echo "npm install: $((SECONDS - start)) s (cache $npm_config_cache)"
 

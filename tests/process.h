@@ -34,7 +34,7 @@ class Process {
   // stderr of the child goes to `log_path` (appended).
   static absl::StatusOr<Process> StartServer(std::vector<std::string> argv,
                                              const std::string& log_path,
-                                             absl::Duration timeout = absl::Seconds(20));
+                                             absl::Duration timeout = absl::Seconds(60));
 
   Process(Process&& other) noexcept;
   Process& operator=(Process&& other) noexcept;
@@ -48,7 +48,7 @@ class Process {
 
   // Sends `signal` and waits up to `timeout` for the exit. Returns the raw
   // wait status, or DEADLINE_EXCEEDED (and the process is SIGKILLed).
-  absl::StatusOr<int> Stop(int signal, absl::Duration timeout = absl::Seconds(10));
+  absl::StatusOr<int> Stop(int signal, absl::Duration timeout = absl::Seconds(60));
 
  private:
   Process() = default;

@@ -201,7 +201,8 @@ class PythonCreateDeployTest(unittest.TestCase):
         self.cp = Server([os.path.join(RUNFILES, "controlplane", "controlplane"),
                           "--listen=127.0.0.1:0", "--db=" + os.path.join(self.dir, "cp.db"),
                           "--internal-token-file=" + self.token_file,
-                          "--node-heartbeat-ms=500"], self.dir, "controlplane")
+                          "--node-heartbeat-ms=500", "--node-missed-heartbeats=20"],
+                         self.dir, "controlplane")
         self.admin_key = read(os.path.join(self.dir, "cp.db.admin-key")).decode().strip()
         self.assertTrue(self.admin_key)
 

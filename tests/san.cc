@@ -149,7 +149,7 @@ absl::StatusOr<std::unique_ptr<San>> San::Start() {
   close(log_fd);
   if (san->pid_ < 0) return absl::InternalError("fork failed");
 
-  absl::Time deadline = absl::Now() + absl::Seconds(10);
+  absl::Time deadline = absl::Now() + absl::Seconds(60);
   while (true) {
     int wstatus = 0;
     if (waitpid(san->pid_, &wstatus, WNOHANG) == san->pid_) {
@@ -160,7 +160,7 @@ absl::StatusOr<std::unique_ptr<San>> San::Start() {
     if (san->Admin({"--op", "show", "--mode", "system"}).ok()) break;
     if (absl::Now() > deadline) {
       return absl::UnavailableError(
-          absl::StrCat("tgtd did not answer tgtadm within 10 s; see ", log_path));
+          absl::StrCat("tgtd did not answer tgtadm within 60 s; see ", log_path));
     }
     absl::SleepFor(absl::Milliseconds(20));
   }

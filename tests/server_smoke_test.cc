@@ -155,7 +155,7 @@ TEST(ServerStartupTest, RefusesUnknownFlagsAndBadListenAddresses) {
     std::vector<std::string> argv = {RunfilePath("controlplane/controlplane"),
                                      "--db=" + dir + "/cp.db"};
     argv.insert(argv.end(), extra.begin(), extra.end());
-    auto process = Process::StartServer(argv, dir + "/server.log", absl::Seconds(10));
+    auto process = Process::StartServer(argv, dir + "/server.log", absl::Seconds(60));
     EXPECT_EQ(process.status().code(), absl::StatusCode::kFailedPrecondition)
         << extra[0] << ": " << process.status();
   }
@@ -177,7 +177,7 @@ void WriteFile(const std::string& path, const std::string& contents, int mode) {
 // naming `message`.
 void ExpectRefusedStart(std::vector<std::string> argv, const std::string& log,
                         const std::string& message) {
-  auto process = Process::StartServer(argv, log, absl::Seconds(10));
+  auto process = Process::StartServer(argv, log, absl::Seconds(60));
   ASSERT_EQ(process.status().code(), absl::StatusCode::kFailedPrecondition)
       << argv.back() << ": " << process.status();
   // Process reports the raw wait status: exit code 2 is 512.

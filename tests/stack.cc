@@ -80,7 +80,8 @@ void Stack::StartControlPlane(int port) {
       absl::StrCat("--listen=127.0.0.1:", port),
       "--db=" + dir_ + "/cp.db", "--admin-key-file=" + dir_ + "/admin.key",
       "--internal-token-file=" + internal_token_file(),
-      absl::StrCat("--node-heartbeat-ms=", options_.node_heartbeat_ms)};
+      absl::StrCat("--node-heartbeat-ms=", options_.node_heartbeat_ms),
+      absl::StrCat("--node-missed-heartbeats=", options_.node_missed_heartbeats)};
   argv.insert(argv.end(), options_.controlplane_flags.begin(),
               options_.controlplane_flags.end());
   auto process = Process::StartServer(argv, ControlPlaneLog());
@@ -115,7 +116,7 @@ void Stack::StartStoraged(int i) {
 }
 
 void Stack::WaitNodesUp() {
-  const absl::Time deadline = absl::Now() + absl::Seconds(20);
+  const absl::Time deadline = absl::Now() + absl::Seconds(60);
   while (absl::Now() < deadline) {
     v1::ListStorageNodesRequest request;
     request.set_state(v1::STORAGE_NODE_STATE_UP);

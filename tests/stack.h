@@ -35,7 +35,10 @@ struct StackOptions {
   // Flags added to the controlplane's (listen, db, admin key, internal token,
   // heartbeat).
   std::vector<std::string> controlplane_flags;
+  // Nodes beat often (registration is quick) but count as DOWN only after
+  // 10 s of silence, so a loaded machine's stall does not fail a create.
   int node_heartbeat_ms = 500;
+  int node_missed_heartbeats = 20;
   // The controlplane binary; empty: the one built with the test.
   std::string controlplane_binary;
 };

@@ -362,7 +362,10 @@ grpc::Status StorageNodeService::DeleteImage(grpc::ServerContext* context,
   absl::StatusOr<ImageReceiver*> receiver = Receiver();
   if (!receiver.ok()) return ToGrpcStatus(receiver.status());
   absl::Status status = (*receiver)->Delete(request->image_id());
-  if (status.ok()) common::LogOp(request->image_id(), "image deleted");
+  if (status.ok()) {
+    common::LogOp(request->image_id(), "image deleted");
+    if (on_image_deleted_) on_image_deleted_();
+  }
   return ToGrpcStatus(status);
 }
 
@@ -382,17 +385,11 @@ grpc::Status StorageNodeService::CollectGarbage(grpc::ServerContext* context,
                                                 const pb::CollectGarbageRequest* request,
                                                 pb::CollectGarbageResponse* response) {
   if (grpc::Status auth = verifier_.Check(*context, "CollectGarbage"); !auth.ok()) return auth;
-  ReleaseMemoryOnReturn release;
+  absl::Time start = absl::Now();
+  absl::StatusOr<GcResult> result = CollectGarbageNow(request->dry_run());
+  if (!result.ok()) return ToGrpcStatus(result.status());
   absl::StatusOr<ImageStore*> store = Store();
   if (!store.ok()) return ToGrpcStatus(store.status());
-  JobScope job(this, pb::NODE_JOB_KIND_COLLECT_GARBAGE, "");
-  absl::Time start = absl::Now();
-  // Receives abandoned by their senders stop pinning chunks first.
-  if (absl::StatusOr<ImageReceiver*> receiver = Receiver(); receiver.ok()) {
-    (*receiver)->ExpireIdle();
-  }
-  absl::StatusOr<GcResult> result = (*store)->CollectGarbage(request->dry_run());
-  if (!result.ok()) return ToGrpcStatus(result.status());
   absl::StatusOr<StoreStatus> status = (*store)->Status();
   if (!status.ok()) return ToGrpcStatus(status.status());
   absl::Duration took = absl::Now() - start;
@@ -401,10 +398,48 @@ grpc::Status StorageNodeService::CollectGarbage(grpc::ServerContext* context,
   response->set_chunks_removed(result->chunks_removed);
   response->set_bytes_freed(result->bytes_freed);
   *response->mutable_duration() = google::protobuf::util::TimeUtil::NanosecondsToDuration(absl::ToInt64Nanoseconds(took));
-  common::LogInfo("garbage collection%s: %u chunks, %u bytes freed",
-                  request->dry_run() ? " (dry run)" : "", result->chunks_removed,
-                  result->bytes_freed);
   return grpc::Status::OK;
+}
+
+absl::StatusOr<GcResult> StorageNodeService::CollectGarbageNow(bool dry_run) {
+  ReleaseMemoryOnReturn release;
+  ASSIGN_OR_RETURN(ImageStore * store, Store());
+  JobScope job(this, pb::NODE_JOB_KIND_COLLECT_GARBAGE, "");
+  // Receives abandoned by their senders stop pinning chunks first.
+  if (absl::StatusOr<ImageReceiver*> receiver = Receiver(); receiver.ok()) {
+    (*receiver)->ExpireIdle();
+  }
+  ASSIGN_OR_RETURN(GcResult result, store->CollectGarbage(dry_run));
+  common::LogInfo("garbage collection%s: %u chunks, %u bytes freed", dry_run ? " (dry run)" : "",
+                  result.chunks_removed, result.bytes_freed);
+  return result;
+}
+
+absl::Status StorageNodeService::ScrubImages(const std::atomic<bool>& stop) {
+  ReleaseMemoryOnReturn release;
+  ASSIGN_OR_RETURN(ImageStore * store, Store());
+  const std::vector<std::string> ids = store->ListImages();
+  common::LogInfo("scrub: verifying %u images", ids.size());
+  size_t damaged = 0;
+  absl::Status first_error;
+  for (const std::string& id : ids) {
+    if (stop) return absl::CancelledError("scrub stopped");
+    JobScope job(this, pb::NODE_JOB_KIND_VERIFY, id);
+    absl::StatusOr<VerifyReport> report = store->VerifyImage(id);
+    if (absl::IsNotFound(report.status())) continue;  // deleted meanwhile
+    if (report.ok() && report->ok()) continue;
+    if (report.ok() || absl::IsDataLoss(report.status())) {
+      ++damaged;
+      common::LogOp(id, "scrub: image damaged: %s",
+                    report.ok() ? absl::StrCat(report->corrupt_chunks.size(), " corrupt and ",
+                                               report->missing_chunks.size(), " missing chunks")
+                                : std::string(report.status().message()));
+    } else if (first_error.ok()) {
+      first_error = report.status();  // I/O: says nothing about the data
+    }
+  }
+  common::LogInfo("scrub: %u images verified, %u damaged", ids.size(), damaged);
+  return first_error;
 }
 
 namespace {

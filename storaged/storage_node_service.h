@@ -95,6 +95,15 @@ class StorageNodeService final
   // The status snapshot GetNodeStatus returns (also sent with heartbeats).
   absl::StatusOr<imagetemplates::storagenode::v1::NodeStatus> Status() const;
 
+  // Store maintenance (storaged/store_maintenance.h); both show as node jobs.
+  // A collection as CollectGarbage does it. UNAVAILABLE without a store.
+  absl::StatusOr<GcResult> CollectGarbageNow(bool dry_run);
+  // Verifies every image, logging each one with damage; stops early once
+  // `stop` is set. The first error that is not about the data, if any.
+  absl::Status ScrubImages(const std::atomic<bool>& stop);
+  // Called after every image this service deletes. Set before serving.
+  void OnImageDeleted(std::function<void()> callback) { on_image_deleted_ = std::move(callback); }
+
  private:
   class JobScope;
   struct Job {
@@ -116,6 +125,7 @@ class StorageNodeService final
   const VolumeOpener open_volume_;
   const absl::Time start_time_;
   // Set before serving, read-only afterwards.
+  std::function<void()> on_image_deleted_;
   std::string internal_token_;
   common::InternalTokenVerifier verifier_;
 

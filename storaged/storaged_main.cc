@@ -31,6 +31,7 @@
 #include "storaged/iscsi_volume.h"
 #include "storaged/node_registration.h"
 #include "storaged/storage_node_service.h"
+#include "storaged/store_maintenance.h"
 
 namespace {
 
@@ -45,7 +46,15 @@ struct Config {
   std::string advertise;
   std::string portals;
   std::string internal_token_file;
+  int64_t gc_after_delete_seconds = 60;
+  int64_t gc_interval_seconds = 6 * 3600;
+  int64_t scrub_interval_seconds = 7 * 24 * 3600;
 };
+
+// Seconds from a flag; `off` and below mean never.
+absl::Duration SecondsOrNever(int64_t seconds, int64_t off) {
+  return seconds <= off ? absl::InfiniteDuration() : absl::Seconds(seconds);
+}
 
 // Holds an exclusive flock on DIR/.storaged.lock for the life of the
 // process: two storaged writing one store would corrupt each other's view of
@@ -135,6 +144,14 @@ int main(int argc, char** argv) {
                "control plane and peers. Required with --controlplane; without both, "
                "the node serves unauthenticated (standalone use)");
   flags.Int("zstd-level", &config.zstd_level, "zstd level for new chunks (1..19)");
+  flags.Int("gc-after-delete-seconds", &config.gc_after_delete_seconds,
+            "garbage collection this long after an image is deleted (deletes in between "
+            "share it); negative: only every --gc-interval-seconds");
+  flags.Int("gc-interval-seconds", &config.gc_interval_seconds,
+            "garbage collection at this interval; 0: never");
+  flags.Int("scrub-interval-seconds", &config.scrub_interval_seconds,
+            "verify every image at this interval (damaged chunks are logged, and stored "
+            "again by the next capture holding them); 0: never");
   flags.String("port-file", &config.port_file,
                "write the bound port here once listening (for scripts and tests)");
   flags.ParseFlagsOnlyOrExit(argc, argv, "storaged");
@@ -190,6 +207,14 @@ int main(int argc, char** argv) {
         return std::unique_ptr<storaged::Volume>(std::move(*volume));
       });
   if (!internal_token.empty()) storage_node.RequireInternalToken(internal_token);
+  storaged::StoreMaintenanceOptions upkeep;
+  upkeep.gc_after_delete = SecondsOrNever(config.gc_after_delete_seconds, -1);
+  upkeep.gc_interval = SecondsOrNever(config.gc_interval_seconds, 0);
+  upkeep.scrub_interval = SecondsOrNever(config.scrub_interval_seconds, 0);
+  storaged::StoreMaintenance maintenance(
+      upkeep, [&storage_node] { return storage_node.CollectGarbageNow(false).status(); },
+      [&storage_node](const std::atomic<bool>& stop) { return storage_node.ScrubImages(stop); });
+  storage_node.OnImageDeleted([&maintenance] { maintenance.ImageDeleted(); });
 
   // An unusable store (missing mount, bad permissions) does not stop the
   // process: health says NOT_SERVING and the store is retried until it opens.
@@ -212,6 +237,7 @@ int main(int argc, char** argv) {
           reg, [&storage_node] { return storage_node.Status(); });
       registration->Start();
     }
+    maintenance.Start();
     if (store != nullptr) return;
     server->GetHealthCheckService()->SetServingStatus(false);
     retry = std::thread([&, server] {

@@ -1,0 +1,97 @@
+#include "storaged/store_maintenance.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/time/clock.h"
+#include "common/log.h"
+
+namespace storaged {
+
+MaintenanceSchedule::MaintenanceSchedule(const StoreMaintenanceOptions& options,
+                                         absl::Time start)
+    : options_(options),
+      next_gc_(start + options.gc_interval),
+      next_scrub_(start + options.scrub_interval) {}
+
+void MaintenanceSchedule::ImageDeleted(absl::Time now) {
+  first_uncollected_delete_ = std::min(first_uncollected_delete_, now);
+  last_delete_ = now;
+}
+
+MaintenanceSchedule::Task MaintenanceSchedule::Due(absl::Time now, absl::Time* wake) const {
+  const absl::Time gc = std::min(next_gc_, first_uncollected_delete_ + options_.gc_after_delete);
+  if (now >= gc) return Task::kCollectGarbage;
+  if (now >= next_scrub_) return Task::kScrub;
+  *wake = std::min(gc, next_scrub_);
+  return Task::kNone;
+}
+
+void MaintenanceSchedule::Ran(Task task, absl::Time started, absl::Time now, bool ok) {
+  auto again = [&](absl::Duration interval) {
+    return ok ? interval : std::min(interval, options_.retry_after);
+  };
+  if (task == Task::kCollectGarbage) {
+    next_gc_ = now + again(options_.gc_interval);
+    // A failed collection leaves the deletes to its retry; one may have
+    // missed the deletes after it started.
+    first_uncollected_delete_ =
+        ok && last_delete_ > started ? last_delete_ : absl::InfiniteFuture();
+  } else if (task == Task::kScrub) {
+    next_scrub_ = now + again(options_.scrub_interval);
+  }
+}
+
+StoreMaintenance::StoreMaintenance(
+    StoreMaintenanceOptions options, std::function<absl::Status()> collect,
+    std::function<absl::Status(const std::atomic<bool>& stop)> scrub)
+    : collect_(std::move(collect)),
+      scrub_(std::move(scrub)),
+      schedule_(options, absl::Now()) {}
+
+StoreMaintenance::~StoreMaintenance() {
+  stop_ = true;
+  {
+    absl::MutexLock lock(&mu_);
+    changed_ = true;
+  }
+  if (thread_.joinable()) thread_.join();
+}
+
+void StoreMaintenance::Start() {
+  thread_ = std::thread([this] { Run(); });
+}
+
+void StoreMaintenance::ImageDeleted() {
+  absl::MutexLock lock(&mu_);
+  schedule_.ImageDeleted(absl::Now());
+  changed_ = true;
+}
+
+void StoreMaintenance::Run() {
+  using Task = MaintenanceSchedule::Task;
+  while (!stop_) {
+    Task task;
+    {
+      absl::MutexLock lock(&mu_);
+      absl::Time wake;
+      task = schedule_.Due(absl::Now(), &wake);
+      if (task == Task::kNone) {
+        mu_.AwaitWithDeadline(absl::Condition(&changed_), wake);
+        changed_ = false;
+        continue;
+      }
+    }
+    const absl::Time started = absl::Now();
+    absl::Status status = task == Task::kCollectGarbage ? collect_() : scrub_(stop_);
+    if (!status.ok()) {
+      common::LogWarning("store maintenance: %s failed: %s",
+                         task == Task::kCollectGarbage ? "garbage collection" : "scrub",
+                         status.ToString());
+    }
+    absl::MutexLock lock(&mu_);
+    schedule_.Ran(task, started, absl::Now(), status.ok());
+  }
+}
+
+}  // namespace storaged

@@ -232,7 +232,11 @@ absl::StatusOr<RestoreProgress> RestoreImage(ImageReader& image, Volume& volume,
   // When each phase ended, for the log line at the end.
   const absl::Time start = absl::Now();
   absl::Time first_batch, first_write, last_queued;
-  std::unique_ptr<VolumeWriter> writer = volume.NewWriter(options.write);
+  // The cancel also reaches the writer's waits for the target: a hung
+  // target must not hold a cancelled restore for the command timeouts.
+  WriteOptions write = options.write;
+  if (write.cancelled == nullptr) write.cancelled = options.cancelled;
+  std::unique_ptr<VolumeWriter> writer = volume.NewWriter(write);
   uint64_t sent_since_flush = 0;
   auto sent = [&](uint64_t bytes) -> absl::Status {
     sent_since_flush += bytes;

@@ -22,8 +22,9 @@ struct RestoreProgress {
 };
 
 struct RestoreOptions {
-  WriteOptions write;
-  // Polled between chunks; stops the restore with CANCELLED.
+  WriteOptions write;  // write.cancelled defaults to `cancelled`
+  // Polled between chunks and while waiting for the target; stops the
+  // restore with CANCELLED.
   const std::atomic<bool>* cancelled = nullptr;
   std::function<void(const RestoreProgress&)> on_progress;
   absl::Duration progress_interval = absl::Milliseconds(250);

@@ -153,9 +153,10 @@ enum class CommandState {
 
 // One SCSI command that can be (re-)issued on any context. Owns its task;
 // any buffer the issue function references must outlive the command.
-// `state`, `task`, `scsi_status` and `retries` belong to the I/O thread while
-// the command is submitted; `finished` and `status` are published under the
-// session's lock, and once `finished` the caller owns everything again.
+// `state`, `task`, `scsi_status`, `retries`, `lost` and `timed_out` belong to
+// the I/O thread while the command is submitted; `finished` and `status` are
+// published under the session's lock, and once `finished` the caller owns
+// everything again.
 struct Command {
   using IssueFn = std::function<scsi_task*(iscsi_context*, int lun, Command*)>;
 
@@ -175,6 +176,10 @@ struct Command {
   CommandState state = CommandState::kIdle;
   int scsi_status = 0;
   int retries = 0;
+  // Attempts that ended without an answer (see max_command_attempts), and
+  // whether the last one ended by timing out rather than a lost connection.
+  int lost = 0;
+  bool timed_out = false;
   // Submitted commands issued at once while fewer than this many are
   // outstanding on the session.
   int max_inflight = 1;
@@ -321,6 +326,8 @@ class Session {
       cmd->finished = false;
       cmd->status = absl::OkStatus();
       cmd->withdrawn = false;
+      cmd->lost = 0;
+      cmd->timed_out = false;
       queued_.push_back(cmd);
     }
     Wake();
@@ -345,10 +352,14 @@ class Session {
     return absl::OkStatus();
   }
 
-  // Submit + wait; returns the command's status.
-  absl::Status Execute(Command* cmd) {
+  // Submit + wait; returns the command's status. Once `*cancelled` (may be
+  // null) is set: CANCELLED, with `cmd` drained (the caller may free it).
+  absl::Status Execute(Command* cmd, const std::atomic<bool>* cancelled = nullptr) {
     Submit(cmd, kMaxInflight);
-    RETURN_IF_ERROR(Wait(cmd));
+    if (absl::Status waited = Wait(cmd, cancelled); !waited.ok()) {
+      Drain({cmd}, cancelled);
+      return waited;
+    }
     return cmd->status;
   }
 
@@ -450,7 +461,10 @@ class Session {
     }
   }
 
-  absl::Status ConnectOnce(absl::Time deadline) {
+  // Logs in on a new context that becomes ctx_. `abandon` (may be empty) is
+  // asked every 100 ms; once it says true the attempt stops with CANCELLED.
+  absl::Status ConnectOnce(absl::Time deadline,
+                           const std::function<bool()>& abandon = nullptr) {
     iscsi_context* ctx = iscsi_create_context(options_.initiator_name.c_str());
     if (ctx == nullptr) return absl::InternalError("iscsi_create_context failed");
     absl::Cleanup destroy = [&ctx] {
@@ -475,7 +489,7 @@ class Session {
       return absl::UnavailableError(absl::StrCat("cannot connect to iSCSI portal ",
                                                  url_.Portal(), ": ", iscsi_get_error(ctx)));
     }
-    RETURN_IF_ERROR(WaitStep(ctx, connect_step_, deadline, "connect to"));
+    RETURN_IF_ERROR(WaitStep(ctx, connect_step_, deadline, "connect to", abandon));
     if (connect_step_.status != SCSI_STATUS_GOOD) {
       return absl::UnavailableError(absl::StrCat("cannot connect to iSCSI portal ",
                                                  url_.Portal(), ": ", iscsi_get_error(ctx)));
@@ -484,7 +498,7 @@ class Session {
     if (iscsi_login_async(ctx, OnStepDone, &login_step_) != 0) {
       return LoginError(target_, iscsi_get_error(ctx));
     }
-    RETURN_IF_ERROR(WaitStep(ctx, login_step_, deadline, "log in to"));
+    RETURN_IF_ERROR(WaitStep(ctx, login_step_, deadline, "log in to", abandon));
     if (login_step_.status != SCSI_STATUS_GOOD) {
       return LoginError(target_, iscsi_get_error(ctx));
     }
@@ -494,8 +508,11 @@ class Session {
   }
 
   absl::Status WaitStep(iscsi_context* ctx, const Step& step, absl::Time deadline,
-                        absl::string_view verb) {
+                        absl::string_view verb, const std::function<bool()>& abandon) {
     while (!step.done) {
+      if (abandon && abandon()) {
+        return absl::CancelledError(absl::StrCat("gave up trying to ", verb, " ", target_));
+      }
       absl::Duration left = deadline - absl::Now();
       if (left <= absl::ZeroDuration()) {
         return absl::UnavailableError(absl::StrCat("timed out trying to ", verb, " ",
@@ -515,13 +532,17 @@ class Session {
   void Issue(Command* cmd) {
     cmd->FreeTask();
     cmd->state = CommandState::kInFlight;
+    cmd->timed_out = false;
     if (ctx_ == nullptr) {
       transport_failed_ = true;
       return;
     }
     cmd->task = cmd->issue(ctx_, url_.lun, cmd);
     if (cmd->task == nullptr) {
-      // Out of memory or a dead socket; a reconnect sorts out either.
+      // Out of memory or a dead socket; a reconnect sorts out either. It
+      // counts as an attempt, or a command libiscsi always refuses would
+      // reconnect in a tight loop.
+      ++cmd->lost;
       transport_failed_ = true;
       last_transport_error_ = absl::UnavailableError(
           absl::StrCat("cannot queue ", cmd->what, ": ", iscsi_get_error(ctx_)));
@@ -626,6 +647,7 @@ class Session {
         case SCSI_STATUS_TIMEOUT:
           // The connection is gone or hung: re-issue on a new one.
           cmd->state = CommandState::kInFlight;
+          cmd->timed_out = cmd->scsi_status == SCSI_STATUS_TIMEOUT;
           transport_failed_ = true;
           if (last_transport_error_.ok()) {
             // Only ERROR leaves a fresh message in iscsi_get_error().
@@ -650,15 +672,30 @@ class Session {
     Publish();
   }
 
-  // Drops the context (which cancels its tasks, releasing our buffers), logs
-  // in again with backoff, and re-issues every unfinished command. If that
-  // fails, every submitted command finishes UNAVAILABLE.
+  // Whether any submitted command still needs the connection.
+  bool NothingToResume() {
+    if (!inflight_.empty()) return false;
+    absl::MutexLock lock(&mu_);
+    return queued_.empty();
+  }
+
+  // Drops the context (which cancels its tasks, releasing our buffers),
+  // fails the commands that used up their attempts, logs in again with
+  // backoff, and re-issues every unfinished command. If that fails, every
+  // submitted command finishes UNAVAILABLE. With nothing left to resume
+  // (all withdrawn by a cancelled Drain, say) it stops without a context:
+  // the next command logs in again, and a hung target does not hold the
+  // session's release.
   void Reconnect() {
     absl::Status cause = last_transport_error_.ok()
                              ? absl::UnavailableError("no connection")
                              : last_transport_error_;
     transport_failed_ = false;
     last_transport_error_ = absl::OkStatus();
+    // A command the dead context held was an attempt that got no answer.
+    for (Command* cmd : inflight_) {
+      if (cmd->task != nullptr) ++cmd->lost;
+    }
     if (ctx_ != nullptr) {
       iscsi_destroy_context(ctx_);
       ctx_ = nullptr;
@@ -668,15 +705,35 @@ class Session {
     // The old context is gone: nothing writes into withdrawn commands'
     // buffers any more.
     FinishWithdrawn();
+    FinishExhausted();
 
+    auto abandon = [this] {
+      FinishWithdrawn();
+      return NothingToResume();
+    };
     absl::Time deadline = absl::Now() + options_.reconnect_timeout;
     absl::Duration backoff = absl::Milliseconds(100);
-    absl::Status connected;
-    while (true) {
-      connected = ConnectOnce(std::min(deadline, absl::Now() + options_.connect_timeout));
-      if (connected.ok() || absl::Now() + backoff > deadline) break;
-      absl::SleepFor(backoff);
+    absl::Status connected = absl::CancelledError("nothing to resume");
+    while (!abandon()) {
+      connected = ConnectOnce(std::min(deadline, absl::Now() + options_.connect_timeout),
+                              abandon);
+      if (connected.ok() || absl::IsCancelled(connected) ||
+          absl::Now() + backoff > deadline) {
+        break;
+      }
+      // Woken early by a Drain that gives up on its commands.
+      pollfd pfd{wake_fd_, POLLIN, 0};
+      if (poll(&pfd, 1, Milliseconds(backoff)) > 0) {
+        uint64_t count;
+        (void)!read(wake_fd_, &count, sizeof(count));
+      }
       backoff = std::min(backoff * 2, absl::Seconds(2));
+    }
+    if (absl::IsCancelled(connected) && NothingToResume()) {
+      common::LogWarning("connection to %s lost (%s); nothing to resume, logging in again "
+                         "with the next command",
+                         target_, cause.message());
+      return;
     }
     if (!connected.ok()) {
       absl::Status failure = absl::UnavailableError(absl::StrCat(
@@ -709,6 +766,31 @@ class Session {
                        cause.message(), inflight_.size());
     FinishWithdrawn();  // withdrawn while we logged in
     for (Command* cmd : inflight_) Issue(cmd);
+  }
+
+  // Fails (UNAVAILABLE) the commands in flight that got no answer in
+  // max_command_attempts attempts. Only while no context holds their tasks.
+  void FinishExhausted() {
+    const int limit = std::max(1, options_.max_command_attempts);
+    bool any = false;
+    for (Command* cmd : inflight_) {
+      if (cmd->lost < limit) continue;
+      absl::Status failure = absl::UnavailableError(absl::StrCat(
+          cmd->what, " on ", target_, ": no answer in ", cmd->lost, " attempts (the last ",
+          cmd->timed_out ? absl::StrCat("timed out after ",
+                                        absl::FormatDuration(options_.command_timeout))
+                         : "lost with its connection",
+          "); giving up"));
+      common::LogWarning("%s", failure.message());
+      cmd->FreeTask();
+      Finish(cmd, std::move(failure));
+      any = true;
+    }
+    if (!any) return;
+    inflight_.erase(std::remove_if(inflight_.begin(), inflight_.end(),
+                                   [](Command* c) { return c->state == CommandState::kDone; }),
+                    inflight_.end());
+    Publish();
   }
 
   const IscsiUrl url_;
@@ -806,13 +888,14 @@ class IscsiVolumeWriter final : public VolumeWriter {
         // Queued beyond the commands in flight, so Write returns while the
         // target still has work: 4x the depth.
         outstanding_(4 * depth_),
+        cancelled_(options.cancelled),
         write_same_(write_same) {}
 
   ~IscsiVolumeWriter() override {
     std::vector<Command*> pending;
     for (auto& cmd : inflight_) pending.push_back(cmd.get());
     if (background_sync_ != nullptr) pending.push_back(background_sync_.get());
-    session_->Drain(pending);
+    session_->Drain(pending, cancelled_);
   }
 
   using VolumeWriter::Write;
@@ -926,7 +1009,7 @@ class IscsiVolumeWriter final : public VolumeWriter {
     RETURN_IF_ERROR(sticky_);
     RETURN_IF_ERROR(Fail(DrainAll()));
     std::unique_ptr<Command> sync = SyncCommand();
-    return Fail(session_->Execute(sync.get()));
+    return Fail(session_->Execute(sync.get(), cancelled_));
   }
 
   absl::Status StartFlush() override {
@@ -961,7 +1044,7 @@ class IscsiVolumeWriter final : public VolumeWriter {
                                           0, OnCommandDone, cmd);
           });
       if (wait) {
-        absl::Status s = session_->Execute(cmd.get());
+        absl::Status s = session_->Execute(cmd.get(), cancelled_);
         if (!s.ok()) return s;
       } else {
         RETURN_IF_ERROR(Submit(std::move(cmd)));
@@ -1000,11 +1083,11 @@ class IscsiVolumeWriter final : public VolumeWriter {
 
   absl::Status DrainAll() {
     while (!inflight_.empty()) {
-      RETURN_IF_ERROR(session_->Wait(inflight_.front().get()));
+      RETURN_IF_ERROR(session_->Wait(inflight_.front().get(), cancelled_));
       RETURN_IF_ERROR(Reap());
     }
     if (background_sync_ != nullptr) {
-      RETURN_IF_ERROR(session_->Wait(background_sync_.get()));
+      RETURN_IF_ERROR(session_->Wait(background_sync_.get(), cancelled_));
       RETURN_IF_ERROR(Reap());
     }
     return sticky_;
@@ -1013,7 +1096,7 @@ class IscsiVolumeWriter final : public VolumeWriter {
   absl::Status Submit(std::unique_ptr<Command> cmd) {
     RETURN_IF_ERROR(Reap());
     while (static_cast<int>(inflight_.size()) >= outstanding_) {
-      RETURN_IF_ERROR(Fail(session_->Wait(inflight_.front().get())));
+      RETURN_IF_ERROR(Fail(session_->Wait(inflight_.front().get(), cancelled_)));
       RETURN_IF_ERROR(Reap());
     }
     Command* raw = cmd.get();
@@ -1027,6 +1110,7 @@ class IscsiVolumeWriter final : public VolumeWriter {
   const uint32_t piece_bytes_;
   const int depth_;
   const int outstanding_;
+  const std::atomic<bool>* const cancelled_;  // may be null
   // The volume's: 0 unknown, 1 WRITE SAME+UNMAP works, -1 rejected.
   std::atomic<int>* const write_same_;
   std::deque<std::unique_ptr<Command>> inflight_;  // submitted, not reaped
@@ -1134,6 +1218,11 @@ absl::StatusOr<std::vector<Extent>> IscsiVolume::MappedExtents(uint64_t offset,
     // Descriptors past what arrived would be read from nowhere.
     RETURN_IF_ERROR(internal::CheckReplyLength(cmd.what, session_->target(), received,
                                                8 + uint64_t{16} * status->num_descriptors));
+    if (status->num_descriptors == 0) {
+      common::LogWarning("GET LBA STATUS at lba %u on %s returned no descriptors; reading "
+                         "lba %u..%u as if mapped",
+                         lba, session_->target(), lba, end_lba);
+    }
     answer.clear();
     for (uint32_t i = 0; i < status->num_descriptors; ++i) {
       const scsi_lba_status_descriptor& d = status->descriptors[i];

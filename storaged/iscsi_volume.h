@@ -44,6 +44,12 @@ struct IscsiVolumeOptions {
   // After a connection loss, how long to keep trying to log in again before
   // the unfinished commands fail with UNAVAILABLE.
   absl::Duration reconnect_timeout = absl::Seconds(30);
+  // A command sent this many times, each attempt ending without an answer
+  // (timed out, or its connection lost), fails UNAVAILABLE naming its LBA
+  // range instead of being sent again: a target that never answers one
+  // command would otherwise keep it going forever. With the default timeout,
+  // about 5 minutes.
+  int max_command_attempts = 5;
   // Tests: treat the LUN as thin with LBPRZ whatever it reports, to see how
   // zeroing copes with a target that rejects WRITE SAME with UNMAP.
   bool assume_thin_lbprz_for_testing = false;

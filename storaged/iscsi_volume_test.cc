@@ -418,7 +418,7 @@ TEST_F(IscsiVolumeTest, IoThreadReconnectsWhileTheSinkIsBusy) {
       volume->ReadExtents({{0, size}}, {}, [&](uint64_t, absl::string_view d) {
         if (++pieces == 3) {
           volume->BreakConnectionForTesting();
-          absl::Time deadline = absl::Now() + absl::Seconds(5);
+          absl::Time deadline = absl::Now() + absl::Seconds(30);
           while (volume->reconnects() == before && absl::Now() < deadline) {
             absl::SleepFor(absl::Milliseconds(5));
           }
@@ -570,11 +570,20 @@ TEST_F(IscsiVolumeTest, TransientConnectionLossIsResumed) {
   // Target-side loss (tgtadm drops the connection) in the middle of a read.
   std::string read;
   int pieces = 0;
+  int before_drop = 0;
   absl::Status status = volume->ReadExtents({{0, size}}, {}, [&](uint64_t, absl::string_view d) {
     if (++pieces == 5) {
+      before_drop = volume->reconnects();
       EXPECT_TRUE(san_->DropConnections(TargetName(lun)).ok());
     }
-    if (pieces == 20) volume->BreakConnectionForTesting();
+    if (pieces == 20) {
+      // Two separate losses, however slowly the I/O thread noticed the first.
+      for (absl::Time end = absl::Now() + absl::Seconds(30);
+           volume->reconnects() == before_drop && absl::Now() < end;) {
+        absl::SleepFor(absl::Milliseconds(5));
+      }
+      volume->BreakConnectionForTesting();
+    }
     read.append(d.data(), d.size());
     return absl::OkStatus();
   });

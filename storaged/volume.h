@@ -55,6 +55,11 @@ struct ReadOptions {
 struct WriteOptions {
   uint32_t io_bytes = kDefaultIoBytes;
   int queue_depth = kDefaultQueueDepth;
+  // Polled at least every 100 ms while the writer waits for the target (a
+  // full queue, Flush, its destructor); once true those stop waiting: the
+  // call returns CANCELLED (sticky) and the commands in flight are abandoned.
+  // May be null.
+  const std::atomic<bool>* cancelled = nullptr;
 };
 
 // Called with consecutive pieces of the requested extents, in ascending
@@ -66,7 +71,9 @@ using ReadSink = std::function<absl::Status(uint64_t offset, absl::string_view d
 // The first error sticks: every later call returns it.
 class VolumeWriter {
  public:
-  virtual ~VolumeWriter() = default;  // waits for commands in flight, no flush
+  // Waits for commands in flight (not past a cancel, see WriteOptions), no
+  // flush.
+  virtual ~VolumeWriter() = default;
 
   // Queues a write of `data` (length a multiple of the block size) at
   // `offset` (block aligned) and returns once it is queued; queue_depth
@@ -110,9 +117,9 @@ class VolumeWriter {
 };
 
 // One open LUN. Not thread-safe: call from one thread at a time. Errors, for
-// every method: UNAVAILABLE when the target stays unreachable (transient
-// losses are retried on a new connection and the unfinished commands
-// resumed), INVALID_ARGUMENT / OUT_OF_RANGE for bad ranges, DATA_LOSS for
+// every method: UNAVAILABLE when the target stays unreachable or keeps a
+// command unanswered (transient losses are retried on a new connection and
+// the unfinished commands resumed, a bounded number of times), INVALID_ARGUMENT / OUT_OF_RANGE for bad ranges, DATA_LOSS for
 // media errors, INTERNAL for other SCSI failures.
 class Volume {
  public:

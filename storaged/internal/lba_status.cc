@@ -19,6 +19,10 @@ void AddMapped(uint64_t first, uint64_t end, std::vector<BlockRange>* mapped) {
 
 uint64_t AddLbaStatus(absl::Span<const LbaStatus> answer, uint64_t lba, uint64_t end_lba,
                       uint64_t probe_blocks, std::vector<BlockRange>* mapped) {
+  if (answer.empty()) {
+    if (lba < end_lba) AddMapped(lba, end_lba, mapped);
+    return std::max(lba, end_lba);
+  }
   uint64_t cursor = lba;  // every block below it is accounted for
   for (const LbaStatus& d : answer) {
     if (d.lba > cursor || cursor >= end_lba) break;
@@ -26,7 +30,7 @@ uint64_t AddLbaStatus(absl::Span<const LbaStatus> answer, uint64_t lba, uint64_t
     if (d.mapped) AddMapped(cursor, end, mapped);
     cursor = std::max(cursor, end);
   }
-  if (cursor == lba && !answer.empty() && lba < end_lba) {
+  if (cursor == lba && lba < end_lba) {
     cursor = std::min(end_lba, lba + std::max<uint64_t>(1, probe_blocks));
     AddMapped(lba, cursor, mapped);
   }

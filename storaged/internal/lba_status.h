@@ -29,7 +29,11 @@ struct BlockRange {
 
 // Adds the mapped blocks of `answer`, asked at `lba`, below `end_lba` to
 // `mapped` (ascending; a range touching the last one extends it) and returns
-// the LBA to ask next; `lba` itself only for an empty answer.
+// the LBA to ask next (`end_lba` once everything is accounted for).
+//
+// An answer without descriptors breaks SBC (the first descriptor must cover
+// `lba`): [lba, end_lba) all counts as mapped and is read, which costs reads
+// of zeroes at worst, never data, and asks that target nothing more.
 //
 // tgt writes each length into the descriptor's 32-bit field modulo 2^32, so
 // an extent of 2^32 blocks or more (2 TiB at 512 bytes) comes back short, or

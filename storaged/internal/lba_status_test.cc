@@ -65,9 +65,23 @@ TEST(LbaStatusTest, AZeroLengthFirstDescriptorIsProbed) {
   EXPECT_THAT(mapped, ElementsAre(BlockRange{5, 8}));
 }
 
-TEST(LbaStatusTest, AnEmptyAnswerMakesNoProgress) {
+// A reply with 0 descriptors (out of spec): the rest of the range is read
+// rather than the capture failing or asking again forever.
+TEST(LbaStatusTest, AnEmptyAnswerCountsTheRestAsMapped) {
   std::vector<BlockRange> mapped;
-  EXPECT_EQ(AddLbaStatus({}, 7, 100, kProbe, &mapped), 7u);
+  EXPECT_EQ(AddLbaStatus({}, 7, 100, kProbe, &mapped), 100u);
+  EXPECT_THAT(mapped, ElementsAre(BlockRange{7, 100}));
+  // Joined to a mapped range that ends where the question starts.
+  mapped = {{0, 7}};
+  EXPECT_EQ(AddLbaStatus({}, 7, 100, kProbe, &mapped), 100u);
+  EXPECT_THAT(mapped, ElementsAre(BlockRange{0, 100}));
+  // Far beyond the probe size, up to the top of the LBA space.
+  mapped.clear();
+  EXPECT_EQ(AddLbaStatus({}, 0, ~uint64_t{0}, kProbe, &mapped), ~uint64_t{0});
+  EXPECT_THAT(mapped, ElementsAre(BlockRange{0, ~uint64_t{0}}));
+  // Nothing left to ask: nothing added.
+  mapped.clear();
+  EXPECT_EQ(AddLbaStatus({}, 100, 100, kProbe, &mapped), 100u);
   EXPECT_THAT(mapped, IsEmpty());
 }
 

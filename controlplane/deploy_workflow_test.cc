@@ -85,7 +85,7 @@ TEST_F(DeployWorkflowTest, CancelDuringRestoreReleasesEverything) {
   const absl::Time cancel_time = absl::Now();
   RequestCancel(started.id());
   v1::Operation op = WaitTerminal(started.id());
-  EXPECT_LT(absl::Now() - cancel_time, absl::Seconds(3));
+  EXPECT_LT(absl::Now() - cancel_time, absl::Seconds(15));
 
   EXPECT_EQ(op.state(), v1::OPERATION_STATE_CANCELLED) << op.DebugString();
   EXPECT_EQ(Step(op, "restore_disk_0").state(), v1::OPERATION_STATE_CANCELLED);
@@ -161,7 +161,7 @@ TEST_F(DeployWorkflowTest, OperationsStartWithoutWaitingForThePoll) {
   auto op = manager_->DeployImageTemplate(owner_, deploy);
   ASSERT_TRUE(op.ok()) << op.status();
   EXPECT_EQ(WaitTerminal(op->id()).state(), v1::OPERATION_STATE_SUCCEEDED);
-  EXPECT_LT(absl::Now() - start, absl::Seconds(5));
+  EXPECT_LT(absl::Now() - start, absl::Seconds(15));
 
   v1::DeleteImageTemplateRequest del;
   del.set_id(template_.id());
@@ -169,7 +169,7 @@ TEST_F(DeployWorkflowTest, OperationsStartWithoutWaitingForThePoll) {
   op = manager_->DeleteImageTemplate(owner_, del);
   ASSERT_TRUE(op.ok()) << op.status();
   EXPECT_EQ(WaitTerminal(op->id()).state(), v1::OPERATION_STATE_SUCCEEDED);
-  EXPECT_LT(absl::Now() - start, absl::Seconds(5));
+  EXPECT_LT(absl::Now() - start, absl::Seconds(15));
 }
 
 
@@ -287,24 +287,50 @@ TEST_F(DeployStaticAddressTest, ReservedInItsPoolAndFilledFromIt) {
   EXPECT_EQ(AllocatedAddresses(), 0);
 }
 
-// Outside every pool: kept as given, nothing reserved; given gateway and DNS
-// win over the pool's.
-TEST_F(DeployStaticAddressTest, OutsidePoolsOrWithOwnGatewayKeepsWhatWasGiven) {
+// Outside every pool's subnet: refused, naming the pools, nothing taken (no
+// pool would keep the address from going to another server). Inside one:
+// its prefix length, not its network, broadcast or gateway address. Given
+// gateway and DNS win over the pool's.
+TEST_F(DeployStaticAddressTest, OutsidePoolsRefusedOwnGatewayKept) {
+  const int free_volumes = FreeVolumes();
   v1::DeployImageTemplateRequest request = DeployStatic("outside", "192.168.7.5/24");
   request.mutable_networks(0)->mutable_static_address()->set_gateway("192.168.7.1");
-  auto started = manager_->DeployImageTemplate(owner_, request);
+  auto refused = manager_->DeployImageTemplate(owner_, request);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition) << refused.status();
+  EXPECT_NE(refused.status().message().find("192.168.7.5 lies in no IP pool of datacenter dc1"),
+            std::string::npos)
+      << refused.status();
+  EXPECT_NE(refused.status().message().find("10.30.0.0/24 (IP pool " + static_pool_ + ")"),
+            std::string::npos)
+      << refused.status();
+  struct Case {
+    std::string address, message;
+  };
+  for (const Case& c : std::vector<Case>{
+           {"10.30.0.10/16", "has prefix /16 but its subnet 10.30.0.0/24"},
+           {"10.30.0.0/24", "is the network address of 10.30.0.0/24"},
+           {"10.30.0.255/24", "is the broadcast address of 10.30.0.0/24"},
+           {"10.30.0.1/24", "is the gateway of 10.30.0.0/24"}}) {
+    refused = manager_->DeployImageTemplate(owner_, DeployStatic("bad", c.address));
+    EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument) << refused.status();
+    EXPECT_NE(refused.status().message().find(c.message), std::string::npos) << refused.status();
+  }
+  EXPECT_EQ(FreeVolumes(), free_volumes);
+  EXPECT_EQ(AllocatedAddresses(), 0);
+
+  // In the subnet but outside the pool's ranges: the operator's to hand out,
+  // so not reserved; gateway and DNS still come from the pool.
+  auto started = manager_->DeployImageTemplate(owner_, DeployStatic("manual", "10.30.0.50/24"));
   ASSERT_TRUE(started.ok()) << started.status();
   v1::Operation op = WaitTerminal(started->id());
   ASSERT_EQ(op.state(), v1::OPERATION_STATE_SUCCEEDED) << op.DebugString();
   v1::NetworkInterface nic = inventory_->ReadServer(op.deployed_servers().server_ids(0))
                                  ->configuration()
                                  .network_interfaces(0);
-  EXPECT_EQ(nic.ip_address(), "192.168.7.5/24");
-  EXPECT_EQ(nic.gateway(), "192.168.7.1");
-  EXPECT_EQ(nic.dns_servers_size(), 0);
+  EXPECT_EQ(nic.ip_address(), "10.30.0.50/24");
+  EXPECT_EQ(nic.gateway(), "10.30.0.1");
   EXPECT_EQ(nic.ip_pool_id(), "");
   EXPECT_EQ(Allocated(static_pool_), 0);
-  EXPECT_EQ(AllocatedAddresses(), 0);
 
   request = DeployStatic("own-dns", "10.30.0.11/24");
   request.mutable_networks(0)->mutable_static_address()->set_gateway("10.30.0.254");

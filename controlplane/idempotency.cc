@@ -21,8 +21,8 @@ absl::Status DifferentRequest() {
 }
 }  // namespace
 
-std::string RequestFingerprint(absl::string_view method,
-                               const google::protobuf::Message& request) {
+std::string RequestFingerprint(absl::string_view method, const google::protobuf::Message& request,
+                               absl::string_view implied_user) {
   std::unique_ptr<google::protobuf::Message> copy(request.New());
   copy->CopyFrom(request);
   const auto* field = copy->GetDescriptor()->FindFieldByName("request_id");
@@ -34,7 +34,10 @@ std::string RequestFingerprint(absl::string_view method,
     coded.SetSerializationDeterministic(true);
     copy->SerializeToCodedStream(&coded);
   }
-  return Sha256(absl::StrCat(method, "\n", bytes));
+  // Without an implied user the digest is what it was before there was one,
+  // so request_ids stored by an older version still match.
+  return Sha256(implied_user.empty() ? absl::StrCat(method, "\n", bytes)
+                                     : absl::StrCat(method, "\n", implied_user, "\n", bytes));
 }
 
 absl::StatusOr<std::optional<std::string>> FindRequest(SqliteConnection& conn,

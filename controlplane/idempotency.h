@@ -1,7 +1,8 @@
 // request_id deduplication for mutating calls (common.proto): the first
 // call's response is stored under (account, request_id) in the same
-// transaction as its effect; a repeat within 24 hours gets that response
-// back, a different request under the same id gets INVALID_ARGUMENT.
+// transaction as its effect; a repeat within 24 hours from the account gets
+// that response back once the call's permission checks pass again for the
+// repeating user, a different request under the same id gets INVALID_ARGUMENT.
 #ifndef CONTROLPLANE_IDEMPOTENCY_H_
 #define CONTROLPLANE_IDEMPOTENCY_H_
 
@@ -17,8 +18,11 @@
 namespace controlplane {
 
 // A digest of `method` and `request` with its request_id field cleared, so
-// that a repeat compares equal and any other request does not.
-std::string RequestFingerprint(absl::string_view method, const google::protobuf::Message& request);
+// that a repeat compares equal and any other request does not. `implied_user`
+// is the user a request acts on without naming it (CreateApiKey's "me"): the
+// same bytes from two users are two requests then.
+std::string RequestFingerprint(absl::string_view method, const google::protobuf::Message& request,
+                               absl::string_view implied_user = "");
 
 // Inside a transaction: the stored response of an earlier call with this
 // request_id from `account_id`, or nullopt when there is none (or it is older
@@ -57,13 +61,17 @@ absl::Status RememberRequest(SqliteConnection& conn, absl::string_view account_i
 // an earlier successful call returns its stored response without running
 // `work`; otherwise `work` runs and its response is remembered (after
 // `scrub`, which removes what must be shown only once, such as secrets).
-// Failed calls are not remembered, so a retry may succeed.
+// Failed calls are not remembered, so a retry may succeed. `replay_check`
+// repeats, for a repeat, the permission checks that `work` makes (the caller
+// may have lost a permission since): its error is returned instead of the
+// stored response.
 template <typename Response>
 absl::StatusOr<Response> IdempotentTransaction(
     SqliteDatabase* db, absl::string_view account_id, absl::string_view request_id,
     const std::string& fingerprint,
     const std::function<absl::StatusOr<Response>(SqliteConnection&)>& work,
-    const std::function<void(Response*)>& scrub = nullptr) {
+    const std::function<void(Response*)>& scrub = nullptr,
+    const std::function<absl::Status(const Response&)>& replay_check = nullptr) {
   Response response;
   absl::Status status = db->Transaction([&](SqliteConnection& conn) -> absl::Status {
     auto prior = FindRequest(conn, account_id, request_id, fingerprint);
@@ -72,7 +80,7 @@ absl::StatusOr<Response> IdempotentTransaction(
       if (!response.ParseFromString(**prior)) {
         return absl::InternalError("stored response of request_id does not parse");
       }
-      return absl::OkStatus();
+      return replay_check ? replay_check(response) : absl::OkStatus();
     }
     absl::StatusOr<Response> result = work(conn);
     if (!result.ok()) return result.status();

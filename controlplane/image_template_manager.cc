@@ -1,41 +1,33 @@
+// ImageTemplateManager: construction, visibility, the read calls, and the
+// helpers its other source files share (internal/image_template_manager_parts.h).
 #include "controlplane/image_template_manager.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-
 #include <algorithm>
-#include <optional>
 #include <memory>
 #include <string>
-#include <type_traits>
 #include <utility>
 #include <vector>
 
 #include "absl/container/flat_hash_set.h"
-#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
-#include "absl/strings/str_split.h"
 #include "common/status_macros.h"
-#include "controlplane/idempotency.h"
 #include "controlplane/ids.h"
+#include "controlplane/internal/image_template_manager_parts.h"
 #include "controlplane/page_token.h"
 #include "controlplane/validation.h"
 
 namespace controlplane {
 namespace {
 
-namespace v1 = imagetemplates::v1;
-
 constexpr int kMaxNameChars = 100;
 constexpr int kMaxNoteChars = 1000;
 constexpr int kMaxTags = 50;
 constexpr int kMaxTagChars = 64;
-constexpr int kMaxShareAccounts = 100;
-constexpr int kMaxQuantity = 20;
-constexpr int kMaxDatacenters = 20;
-constexpr size_t kMaxUserDataBytes = 64 * 1024;
+
+}  // namespace
+
+namespace template_manager_internal {
 
 absl::Status CheckText(absl::string_view field, absl::string_view text, int max_chars) {
   // A single-line filter value: no newlines either.
@@ -73,15 +65,6 @@ absl::StatusOr<std::vector<std::string>> CheckTags(
 
 absl::Status CheckId(absl::string_view field, absl::string_view id) {
   return ValidateUuid(field, id);
-}
-
-bool IsDnsLabel(absl::string_view label, size_t max_len) {
-  if (label.empty() || label.size() > max_len) return false;
-  if (label.front() == '-' || label.back() == '-') return false;
-  for (char c : label) {
-    if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '-') return false;
-  }
-  return true;
 }
 
 absl::Status CheckDatacenter(absl::string_view field, absl::string_view name) {
@@ -159,105 +142,62 @@ std::string AuditAccount(const Caller& caller, const v1::ImageTemplate& t) {
   return caller.is_operator ? t.owner_account_id() : caller.account_id;
 }
 
-bool IsIpv4(absl::string_view text) {
-  in_addr parsed;
-  return inet_pton(AF_INET, std::string(text).c_str(), &parsed) == 1;
-}
-
-bool IsIpLiteral(absl::string_view text) {
-  in6_addr parsed;
-  return IsIpv4(text) || inet_pton(AF_INET6, std::string(text).c_str(), &parsed) == 1;
-}
-
-// IP literals only: they go into the server's network-config YAML as they
-// are.
-absl::Status CheckStaticAddress(const v1::StaticNetworkAddress& a) {
-  const std::vector<absl::string_view> parts = absl::StrSplit(a.address(), '/');
-  int prefix = -1;
-  if (parts.size() != 2 || !IsIpv4(parts[0]) || parts[1].empty() || parts[1].size() > 2 ||
-      !std::all_of(parts[1].begin(), parts[1].end(), absl::ascii_isdigit) ||
-      !absl::SimpleAtoi(parts[1], &prefix) || prefix > 32) {
-    return absl::InvalidArgumentError(
-        "networks.static_address.address: an IPv4 address with prefix length, like "
-        "10.0.0.5/24");
-  }
-  if (!a.gateway().empty() && !IsIpv4(a.gateway())) {
-    return absl::InvalidArgumentError(
-        "networks.static_address.gateway: an IPv4 address, like 10.0.0.1, or empty for the "
-        "pool's");
-  }
-  if (a.dns_servers_size() > 4) {
-    return absl::InvalidArgumentError("networks.static_address.dns_servers: at most 4");
-  }
-  for (const std::string& dns : a.dns_servers()) {
-    if (!IsIpLiteral(dns)) {
-      return absl::InvalidArgumentError(
-          "networks.static_address.dns_servers: each an IPv4 or IPv6 address, like 10.0.0.2");
-    }
-  }
-  return absl::OkStatus();
-}
-
 // Audit events name the full gRPC method, as every other service's do.
 std::string FullMethodName(absl::string_view method) {
   return absl::StrCat("/imagetemplates.v1.ImageTemplateService/", method);
 }
 
+namespace {
+
+// The permissions a call of `method` needs whatever its target (operators
+// hold them all); a repeated call is checked against them again, since its
+// stored response is returned without running the call's own checks.
+std::vector<v1::Permission> PermissionsOf(absl::string_view method) {
+  if (method == "CreateImageTemplate") {
+    return {v1::PERMISSION_IMAGE_TEMPLATE_MANAGE, v1::PERMISSION_SERVER_VIEW};
+  }
+  if (method == "DeployImageTemplate") return {v1::PERMISSION_SERVER_PROVISION};
+  if (method == "PublishImageTemplate" || method == "UnpublishImageTemplate") {
+    return {v1::PERMISSION_PUBLIC_IMAGE_MANAGE};
+  }
+  return {v1::PERMISSION_IMAGE_TEMPLATE_MANAGE};
+}
+
 }  // namespace
+
+// For a repeated call: what the call's own checks would refuse for this
+// caller now (a permission or the source server's device access lost since
+// the first call), or OK.
+absl::Status RecheckReplay(const Caller& caller, absl::string_view method,
+                           const v1::ResourceReference& target) {
+  if (target.type() == v1::RESOURCE_TYPE_SERVER && !caller.CanAccessServer(target.id())) {
+    return absl::NotFoundError(absl::StrCat("server ", target.id(), " not found"));
+  }
+  for (v1::Permission p : PermissionsOf(method)) {
+    if (!caller.Has(p)) {
+      return absl::PermissionDeniedError(
+          absl::StrCat("this needs ", v1::Permission_Name(p),
+                       "; ask a user manager of your account to grant it"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace template_manager_internal
+
+namespace v1 = imagetemplates::v1;
+using template_manager_internal::AuditAccount;
+using template_manager_internal::CheckId;
+using template_manager_internal::CheckMayChange;
+using template_manager_internal::CheckText;
+using template_manager_internal::FullMethodName;
+using template_manager_internal::NotFound;
+using template_manager_internal::Visible;
 
 ImageTemplateManager::ImageTemplateManager(Dependencies deps) : deps_(std::move(deps)) {
   if (!deps_.now_micros) deps_.now_micros = NowMicros;
   // The create path enforces the same quotas when it inserts and records.
   if (deps_.create != nullptr) deps_.create->UseQuotas(deps_.quotas);
-}
-
-template <typename Response>
-absl::StatusOr<Response> ImageTemplateManager::Mutation(
-    const Caller& caller, absl::string_view method, const google::protobuf::Message& request,
-    absl::string_view request_id, const v1::ResourceReference& target,
-    const std::function<absl::StatusOr<Response>(std::string& audit_account)>& body) {
-  std::string audit_account = caller.account_id;
-  auto finish = [&](absl::StatusOr<Response> result) -> absl::StatusOr<Response> {
-    std::string operation_id;
-    if constexpr (std::is_same_v<Response, v1::Operation>) {
-      if (result.ok()) operation_id = result->id();
-    }
-    deps_.audit->Record(caller, audit_account, FullMethodName(method), target, result.status(),
-                        request_id, operation_id);
-    return result;
-  };
-  absl::Status valid = ValidateRequestId(request_id);
-  if (!valid.ok()) return finish(valid);
-
-  // Claimed before acting: of identical calls racing, one acts and the others
-  // get its response.
-  const std::string fingerprint = RequestFingerprint(method, request);
-  absl::StatusOr<std::optional<std::string>> prior =
-      deps_.request_ids->Claim(caller.account_id, request_id, fingerprint);
-  if (!prior.ok()) return finish(prior.status());
-  if (prior->has_value()) {
-    Response response;
-    if (!response.ParseFromString(**prior)) {
-      return finish(absl::InternalError("stored response of request_id does not parse"));
-    }
-    if constexpr (std::is_same_v<Response, v1::Operation>) {
-      // A repeated call returns the operation as it is now.
-      return finish(deps_.operations->GetOperation(response.id()));
-    }
-    return finish(response);
-  }
-
-  absl::StatusOr<Response> result = body(audit_account);
-  if (result.ok()) {
-    absl::Status remembered = deps_.request_ids->Remember(caller.account_id, request_id,
-                                                          fingerprint, result->SerializeAsString());
-    if (!remembered.ok()) return finish(remembered);
-  } else {
-    // A failed call is not remembered: a retry may act. If this fails the
-    // claim goes stale and is taken over after a minute.
-    deps_.request_ids->Release(caller.account_id, request_id).IgnoreError();
-  }
-  return finish(std::move(result));
 }
 
 void ImageTemplateManager::AuditUnauthenticated(absl::string_view peer,
@@ -335,62 +275,6 @@ absl::StatusOr<v1::ImageTemplate> ImageTemplateManager::ChangeTemplate(
       });
   if (absl::IsNotFound(result.status())) return NotFound(id);
   return result;
-}
-
-absl::StatusOr<v1::Operation> ImageTemplateManager::CreateImageTemplate(
-    const Caller& caller, const v1::CreateImageTemplateRequest& request) {
-  v1::ResourceReference target;
-  target.set_type(v1::RESOURCE_TYPE_SERVER);
-  target.set_id(request.server_id());
-  return Mutation<v1::Operation>(
-      caller, "CreateImageTemplate", request, request.request_id(), target,
-      [&](std::string&) -> absl::StatusOr<v1::Operation> {
-        RETURN_IF_ERROR(CheckId("server_id", request.server_id()));
-        ASSIGN_OR_RETURN(std::string name, CheckName(request.name()));
-        RETURN_IF_ERROR(CheckNote(request.note()));
-        ASSIGN_OR_RETURN(std::vector<std::string> tags, CheckTags(request.tags()));
-        absl::flat_hash_set<int> indexes;
-        for (int index : request.data_disk_indexes()) {
-          if (index < 0 || index > 15) {
-            return absl::InvalidArgumentError(absl::StrCat(
-                "data_disk_indexes: ", index, " is not a device index (0..15)"));
-          }
-          if (!indexes.insert(index).second) {
-            return absl::InvalidArgumentError(
-                absl::StrCat("data_disk_indexes: ", index, " is repeated"));
-          }
-        }
-        for (v1::Permission p :
-             {v1::PERMISSION_IMAGE_TEMPLATE_MANAGE, v1::PERMISSION_SERVER_VIEW}) {
-          if (!caller.Has(p)) {
-            return absl::PermissionDeniedError(absl::StrCat(
-                "creating an image template needs ", v1::Permission_Name(p),
-                "; ask a user manager of your account to grant it"));
-          }
-        }
-        // Servers outside the user's device access are invisible to it.
-        if (!caller.CanAccessServer(request.server_id())) {
-          return absl::NotFoundError(absl::StrCat("server ", request.server_id(), " not found"));
-        }
-        ASSIGN_OR_RETURN(bool taken, deps_.templates->NameInUse(caller.account_id, name));
-        if (taken) {
-          return absl::AlreadyExistsError(absl::StrCat(
-              "name: the account already has an image template named \"", name,
-              "\"; choose another name"));
-        }
-        // A quick answer for the caller's own servers; CreateWorkflow::Begin
-        // checks the owner's (the server's account, also for an operator)
-        // again under the lock it inserts under.
-        if (!caller.is_operator) {
-          RETURN_IF_ERROR(
-              CheckTemplateQuota(deps_.quotas, *deps_.templates, caller.account_id, 1, 0));
-        }
-        if (deps_.create == nullptr) return Unimplemented("capturing a server");
-        ASSIGN_OR_RETURN(v1::Operation op, deps_.create->Begin(caller, request, name, tags,
-                                                               deps_.now_micros()));
-        deps_.operations->NotifyChange();
-        return deps_.operations->GetOperation(op.id());
-      });
 }
 
 absl::StatusOr<v1::GetImageTemplateResponse> ImageTemplateManager::GetImageTemplate(
@@ -489,331 +373,6 @@ absl::StatusOr<ImageTemplateManager::TemplatePage> ImageTemplateManager::ListIma
   return page;
 }
 
-absl::StatusOr<v1::UpdateImageTemplateResponse> ImageTemplateManager::UpdateImageTemplate(
-    const Caller& caller, const v1::UpdateImageTemplateRequest& request) {
-  return Mutation<v1::UpdateImageTemplateResponse>(
-      caller, "UpdateImageTemplate", request, request.request_id(), TemplateRef(request.id()),
-      [&](std::string& audit_account) -> absl::StatusOr<v1::UpdateImageTemplateResponse> {
-        RETURN_IF_ERROR(CheckId("id", request.id()));
-        ASSIGN_OR_RETURN(auto paths,
-                         ValidateUpdateMask(request.update_mask(), {"name", "note", "tags"}));
-        const bool set_name = paths.contains("name");
-        const bool set_note = paths.contains("note");
-        const bool set_tags = paths.contains("tags");
-        std::string name;
-        std::vector<std::string> tags;
-        if (set_name) {
-          ASSIGN_OR_RETURN(name, CheckName(request.name()));
-        }
-        if (set_note) RETURN_IF_ERROR(CheckNote(request.note()));
-        if (set_tags) {
-          ASSIGN_OR_RETURN(tags, CheckTags(request.tags()));
-        }
-        v1::UpdateImageTemplateResponse response;
-        ASSIGN_OR_RETURN(
-            *response.mutable_image_template(),
-            ChangeTemplate(caller, request.id(), audit_account,
-                           [&](TemplateTransaction& txn) -> absl::StatusOr<bool> {
-                             v1::ImageTemplate& t = txn.image_template();
-                             RETURN_IF_ERROR(RequireNotDeleting(t));
-                             if (set_name) t.set_name(name);
-                             if (set_note) t.set_note(request.note());
-                             if (set_tags) {
-                               t.clear_tags();
-                               for (const std::string& tag : tags) t.add_tags(tag);
-                             }
-                             return true;
-                           }));
-        return response;
-      });
-}
-
-absl::StatusOr<v1::Operation> ImageTemplateManager::DeleteImageTemplate(
-    const Caller& caller, const v1::DeleteImageTemplateRequest& request) {
-  return Mutation<v1::Operation>(
-      caller, "DeleteImageTemplate", request, request.request_id(), TemplateRef(request.id()),
-      [&](std::string& audit_account) -> absl::StatusOr<v1::Operation> {
-        const int64_t now = deps_.now_micros();
-        v1::Operation op;
-        op.set_id(NewUuid());
-        op.set_kind(v1::OPERATION_KIND_DELETE_IMAGE_TEMPLATE);
-        op.set_user_id(caller.user_id);
-        op.set_request_id(request.request_id());
-        op.set_state(v1::OPERATION_STATE_PENDING);
-        op.set_image_template_id(request.id());
-        *op.mutable_target() = TemplateRef(request.id());
-        *op.mutable_create_time() = ToTimestamp(now);
-        *op.mutable_update_time() = ToTimestamp(now);
-        RETURN_IF_ERROR(
-            ChangeTemplate(caller, request.id(), audit_account,
-                           [&](TemplateTransaction& txn) -> absl::StatusOr<bool> {
-                             v1::ImageTemplate& t = txn.image_template();
-                             if (t.delete_protected()) {
-                               return absl::FailedPreconditionError(absl::StrCat(
-                                   "image template ", t.id(),
-                                   " is delete protected; clear it with SetDeleteProtection "
-                                   "first"));
-                             }
-                             if (t.status() == v1::IMAGE_TEMPLATE_STATUS_CREATING) {
-                               return absl::FailedPreconditionError(absl::StrCat(
-                                   "image template ", t.id(),
-                                   " is being created; cancel its create operation ",
-                                   t.create_operation_id(), " instead"));
-                             }
-                             // A DELETING template whose delete failed (a
-                             // storage node was down) may be deleted again.
-                             if (t.status() == v1::IMAGE_TEMPLATE_STATUS_DELETING) {
-                               ASSIGN_OR_RETURN(int64_t deleting,
-                                                txn.CountUnfinishedOperations(
-                                                    {v1::OPERATION_KIND_DELETE_IMAGE_TEMPLATE}));
-                               if (deleting > 0) RETURN_IF_ERROR(RequireNotDeleting(t));
-                             } else {
-                               RETURN_IF_ERROR(RequireNotDeleting(t));
-                             }
-                             ASSIGN_OR_RETURN(
-                                 int64_t running,
-                                 txn.CountUnfinishedOperations(
-                                     {v1::OPERATION_KIND_DEPLOY_IMAGE_TEMPLATE,
-                                      v1::OPERATION_KIND_COPY_IMAGE_TEMPLATE}));
-                             if (running > 0) {
-                               return absl::FailedPreconditionError(absl::StrCat(
-                                   running, " deploy or copy operations from image template ",
-                                   t.id(), " are running; wait for them or cancel them"));
-                             }
-                             // Shares and the public listing end at once.
-                             RETURN_IF_ERROR(txn.RemoveAllShares());
-                             t.set_visibility(v1::VISIBILITY_PRIVATE);
-                             t.set_status(v1::IMAGE_TEMPLATE_STATUS_DELETING);
-                             op.set_account_id(t.owner_account_id());
-                             OperationInternals internals;
-                             internals.params = request.SerializeAsString();
-                             RETURN_IF_ERROR(txn.InsertOperation(op, internals));
-                             return true;
-                           })
-                .status());
-        deps_.operations->NotifyChange();
-        // As GetOperation shows it.
-        return deps_.operations->GetOperation(op.id());
-      });
-}
-
-absl::StatusOr<v1::Operation> ImageTemplateManager::DeployImageTemplate(
-    const Caller& caller, const v1::DeployImageTemplateRequest& request) {
-  return Mutation<v1::Operation>(
-      caller, "DeployImageTemplate", request, request.request_id(),
-      TemplateRef(request.image_template_id()),
-      [&](std::string& audit_account) -> absl::StatusOr<v1::Operation> {
-        RETURN_IF_ERROR(CheckId("image_template_id", request.image_template_id()));
-        RETURN_IF_ERROR(CheckDatacenter("datacenter", request.datacenter()));
-        if (request.quantity() < 1 || request.quantity() > kMaxQuantity) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              "quantity: must be 1..", kMaxQuantity, " (got ", request.quantity(), ")"));
-        }
-        const bool has_names = request.hostnames_size() > 0;
-        const bool has_prefix = !request.hostname_prefix().empty();
-        if (has_names == has_prefix) {
-          return absl::InvalidArgumentError(
-              "hostnames: set exactly one of hostnames and hostname_prefix");
-        }
-        if (has_names) {
-          if (request.hostnames_size() != request.quantity()) {
-            return absl::InvalidArgumentError(absl::StrCat(
-                "hostnames: ", request.hostnames_size(), " given for quantity ",
-                request.quantity(), "; give one per instance"));
-          }
-          absl::flat_hash_set<std::string> seen;
-          for (const std::string& hostname : request.hostnames()) {
-            if (!IsDnsLabel(hostname, 63)) {
-              return absl::InvalidArgumentError(absl::StrCat(
-                  "hostnames: \"", hostname,
-                  "\" is not a hostname (1..63 letters, digits and inner hyphens)"));
-            }
-            if (!seen.insert(absl::AsciiStrToLower(hostname)).second) {
-              return absl::InvalidArgumentError(
-                  absl::StrCat("hostnames: \"", hostname, "\" is repeated"));
-            }
-          }
-        } else if (!IsDnsLabel(request.hostname_prefix(), 60)) {
-          return absl::InvalidArgumentError(
-              "hostname_prefix: 1..60 letters, digits and inner hyphens");
-        }
-        if (!request.domain().empty()) {
-          bool ok = request.domain().size() <= 189;
-          for (absl::string_view label : absl::StrSplit(request.domain(), '.')) {
-            ok = ok && IsDnsLabel(label, 63);
-          }
-          if (!ok) {
-            return absl::InvalidArgumentError(
-                "domain: a DNS domain of up to 189 characters, like example.com");
-          }
-        }
-        if (request.networks_size() > 0 && request.networks_size() != request.quantity()) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              "networks: ", request.networks_size(), " given for quantity ", request.quantity(),
-              "; give none or one per instance"));
-        }
-        for (const v1::InstanceNetwork& network : request.networks()) {
-          if (network.address_case() == v1::InstanceNetwork::ADDRESS_NOT_SET) {
-            return absl::InvalidArgumentError(
-                "networks: each entry needs ip_pool_id, static_address or dhcp");
-          }
-          if (network.address_case() == v1::InstanceNetwork::kIpPoolId) {
-            RETURN_IF_ERROR(CheckId("networks.ip_pool_id", network.ip_pool_id()));
-          }
-          if (network.address_case() == v1::InstanceNetwork::kStaticAddress) {
-            RETURN_IF_ERROR(CheckStaticAddress(network.static_address()));
-          }
-        }
-        if (request.user_data().size() > kMaxUserDataBytes) {
-          return absl::InvalidArgumentError("user_data: at most 64 KiB");
-        }
-        // Audited in the caller's account (the default), which the new
-        // servers join: a deploy of a shared or public template tells its
-        // owner nothing about the deployer.
-        ASSIGN_OR_RETURN(v1::ImageTemplate t,
-                         LoadVisible(caller, request.image_template_id(), "image_template_id"));
-        if (!caller.Has(v1::PERMISSION_SERVER_PROVISION)) {
-          return absl::PermissionDeniedError(
-              "deploying needs PERMISSION_SERVER_PROVISION; ask a user manager of your account "
-              "to grant it");
-        }
-        if (t.disabled()) {
-          return absl::FailedPreconditionError(absl::StrCat(
-              "image template ", t.id(), " is disabled; its owner must enable it first"));
-        }
-        RETURN_IF_ERROR(RequireActive(t, "deployed"));
-        absl::flat_hash_set<int> sized;
-        for (const v1::DeployDiskSize& size : request.disk_sizes()) {
-          auto disk = std::find_if(t.disks().begin(), t.disks().end(), [&](const auto& d) {
-            return d.device_index() == size.device_index();
-          });
-          if (disk == t.disks().end()) {
-            return absl::InvalidArgumentError(absl::StrCat(
-                "disk_sizes: the template has no disk ", size.device_index()));
-          }
-          if (!sized.insert(size.device_index()).second) {
-            return absl::InvalidArgumentError(
-                absl::StrCat("disk_sizes: disk ", size.device_index(), " is repeated"));
-          }
-          if (size.size_bytes() < disk->logical_size_bytes() || size.size_bytes() % 512 != 0) {
-            return absl::InvalidArgumentError(absl::StrCat(
-                "disk_sizes: disk ", size.device_index(), " needs a multiple of 512 of at least ",
-                disk->logical_size_bytes(), " bytes"));
-          }
-        }
-        bool available = false;
-        for (const auto& location : t.locations()) {
-          available = available ||
-                      (location.datacenter() == request.datacenter() &&
-                       location.status() == v1::IMAGE_TEMPLATE_LOCATION_STATUS_AVAILABLE);
-        }
-        if (!available) {
-          std::vector<std::string> where;
-          for (const auto& location : t.locations()) {
-            if (location.status() == v1::IMAGE_TEMPLATE_LOCATION_STATUS_AVAILABLE) {
-              where.push_back(location.datacenter());
-            }
-          }
-          return absl::FailedPreconditionError(absl::StrCat(
-              "image template ", t.id(), " has no AVAILABLE location in ", request.datacenter(),
-              "; it is available in ", where.empty() ? "no datacenter" : absl::StrJoin(where, ", "),
-              ": deploy there or copy it with AddImageTemplateLocations first"));
-        }
-        if (deps_.deploy == nullptr) return Unimplemented("deploying");
-        ASSIGN_OR_RETURN(v1::Operation op,
-                         deps_.deploy->Begin(caller, request, t, deps_.now_micros()));
-        deps_.operations->NotifyChange();
-        return deps_.operations->GetOperation(op.id());
-      });
-}
-
-absl::StatusOr<v1::ShareImageTemplateResponse> ImageTemplateManager::ShareImageTemplate(
-    const Caller& caller, const v1::ShareImageTemplateRequest& request) {
-  return Mutation<v1::ShareImageTemplateResponse>(
-      caller, "ShareImageTemplate", request, request.request_id(), TemplateRef(request.id()),
-      [&](std::string& audit_account) -> absl::StatusOr<v1::ShareImageTemplateResponse> {
-        RETURN_IF_ERROR(CheckId("id", request.id()));
-        if (request.account_ids().empty() || request.account_ids_size() > kMaxShareAccounts) {
-          return absl::InvalidArgumentError(
-              absl::StrCat("account_ids: give 1..", kMaxShareAccounts, " account ids"));
-        }
-        std::vector<std::string> accounts;
-        for (const std::string& account : request.account_ids()) {
-          RETURN_IF_ERROR(CheckId("account_ids", account));
-          if (std::find(accounts.begin(), accounts.end(), account) == accounts.end()) {
-            accounts.push_back(account);
-          }
-        }
-        // Checked before the accounts are looked up, so the answer about an
-        // invisible template never depends on them.
-        ASSIGN_OR_RETURN(v1::ImageTemplate current, LoadVisible(caller, request.id(), "id"));
-        audit_account = AuditAccount(caller, current);
-        RETURN_IF_ERROR(
-            CheckMayChange(caller, current, v1::PERMISSION_IMAGE_TEMPLATE_MANAGE));
-        for (const std::string& account : accounts) {
-          if (account == current.owner_account_id()) {
-            return absl::InvalidArgumentError(absl::StrCat(
-                "account_ids: ", account, " owns the template; share with other accounts"));
-          }
-          absl::StatusOr<AccountPolicy> policy = deps_.accounts->GetAccountPolicy(account);
-          if (absl::IsNotFound(policy.status())) {
-            return absl::NotFoundError(absl::StrCat("account_ids: account ", account,
-                                                    " not found"));
-          }
-          RETURN_IF_ERROR(policy.status());
-        }
-        const int64_t now = deps_.now_micros();
-        v1::ShareImageTemplateResponse response;
-        ASSIGN_OR_RETURN(
-            *response.mutable_image_template(),
-            ChangeTemplate(caller, request.id(), audit_account,
-                           [&](TemplateTransaction& txn) -> absl::StatusOr<bool> {
-                             v1::ImageTemplate& t = txn.image_template();
-                             RETURN_IF_ERROR(RequireActive(t, "shared"));
-                             for (const std::string& account : accounts) {
-                               RETURN_IF_ERROR(txn.AddShare(account, now));
-                             }
-                             if (t.visibility() == v1::VISIBILITY_PRIVATE) {
-                               t.set_visibility(v1::VISIBILITY_SHARED);
-                             }
-                             return true;
-                           }));
-        return response;
-      });
-}
-
-absl::StatusOr<v1::UnshareImageTemplateResponse> ImageTemplateManager::UnshareImageTemplate(
-    const Caller& caller, const v1::UnshareImageTemplateRequest& request) {
-  return Mutation<v1::UnshareImageTemplateResponse>(
-      caller, "UnshareImageTemplate", request, request.request_id(), TemplateRef(request.id()),
-      [&](std::string& audit_account) -> absl::StatusOr<v1::UnshareImageTemplateResponse> {
-        RETURN_IF_ERROR(CheckId("id", request.id()));
-        if (request.account_ids().empty() || request.account_ids_size() > kMaxShareAccounts) {
-          return absl::InvalidArgumentError(
-              absl::StrCat("account_ids: give 1..", kMaxShareAccounts, " account ids"));
-        }
-        for (const std::string& account : request.account_ids()) {
-          RETURN_IF_ERROR(CheckId("account_ids", account));
-        }
-        v1::UnshareImageTemplateResponse response;
-        ASSIGN_OR_RETURN(
-            *response.mutable_image_template(),
-            ChangeTemplate(caller, request.id(), audit_account,
-                           [&](TemplateTransaction& txn) -> absl::StatusOr<bool> {
-                             v1::ImageTemplate& t = txn.image_template();
-                             for (const std::string& account : request.account_ids()) {
-                               RETURN_IF_ERROR(txn.RemoveShare(account));
-                             }
-                             ASSIGN_OR_RETURN(int64_t left, txn.ShareCount());
-                             if (t.visibility() == v1::VISIBILITY_SHARED && left == 0) {
-                               t.set_visibility(v1::VISIBILITY_PRIVATE);
-                             }
-                             return true;
-                           }));
-        return response;
-      });
-}
-
 absl::StatusOr<v1::ListImageTemplateSharesResponse>
 ImageTemplateManager::ListImageTemplateShares(const Caller& caller,
                                               const v1::ListImageTemplateSharesRequest& request) {
@@ -840,67 +399,6 @@ ImageTemplateManager::ListImageTemplateShares(const Caller& caller,
   return response;
 }
 
-absl::StatusOr<v1::PublishImageTemplateResponse> ImageTemplateManager::PublishImageTemplate(
-    const Caller& caller, const v1::PublishImageTemplateRequest& request) {
-  return Mutation<v1::PublishImageTemplateResponse>(
-      caller, "PublishImageTemplate", request, request.request_id(), TemplateRef(request.id()),
-      [&](std::string& audit_account) -> absl::StatusOr<v1::PublishImageTemplateResponse> {
-        ASSIGN_OR_RETURN(v1::ImageTemplate current, LoadVisible(caller, request.id(), "id"));
-        audit_account = AuditAccount(caller, current);
-        RETURN_IF_ERROR(CheckMayChange(caller, current, v1::PERMISSION_PUBLIC_IMAGE_MANAGE));
-        ASSIGN_OR_RETURN(AccountPolicy policy,
-                         deps_.accounts->GetAccountPolicy(current.owner_account_id()));
-        if (policy.block_public_sharing) {
-          return absl::FailedPreconditionError(absl::StrCat(
-              "account ", current.owner_account_id(),
-              " blocks public sharing; a user manager can turn block_public_sharing off"));
-        }
-        v1::PublishImageTemplateResponse response;
-        ASSIGN_OR_RETURN(
-            *response.mutable_image_template(),
-            ChangeTemplate(
-                caller, request.id(), audit_account,
-                [&](TemplateTransaction& txn) -> absl::StatusOr<bool> {
-                  v1::ImageTemplate& t = txn.image_template();
-                  RETURN_IF_ERROR(RequireActive(t, "published"));
-                  if (t.disabled()) {
-                    return absl::FailedPreconditionError(absl::StrCat(
-                        "image template ", t.id(), " is disabled; enable it before publishing"));
-                  }
-                  if (t.visibility() == v1::VISIBILITY_PUBLIC) return false;
-                  t.set_visibility(v1::VISIBILITY_PUBLIC);
-                  return true;
-                },
-                v1::PERMISSION_PUBLIC_IMAGE_MANAGE));
-        return response;
-      });
-}
-
-absl::StatusOr<v1::UnpublishImageTemplateResponse> ImageTemplateManager::UnpublishImageTemplate(
-    const Caller& caller, const v1::UnpublishImageTemplateRequest& request) {
-  return Mutation<v1::UnpublishImageTemplateResponse>(
-      caller, "UnpublishImageTemplate", request, request.request_id(), TemplateRef(request.id()),
-      [&](std::string& audit_account) -> absl::StatusOr<v1::UnpublishImageTemplateResponse> {
-        v1::UnpublishImageTemplateResponse response;
-        ASSIGN_OR_RETURN(
-            *response.mutable_image_template(),
-            ChangeTemplate(
-                caller, request.id(), audit_account,
-                [&](TemplateTransaction& txn) -> absl::StatusOr<bool> {
-                  v1::ImageTemplate& t = txn.image_template();
-                  if (t.visibility() != v1::VISIBILITY_PUBLIC) {
-                    return absl::FailedPreconditionError(
-                        absl::StrCat("image template ", t.id(), " is not public"));
-                  }
-                  ASSIGN_OR_RETURN(int64_t shares, txn.ShareCount());
-                  t.set_visibility(shares > 0 ? v1::VISIBILITY_SHARED : v1::VISIBILITY_PRIVATE);
-                  return true;
-                },
-                v1::PERMISSION_PUBLIC_IMAGE_MANAGE));
-        return response;
-      });
-}
-
 absl::StatusOr<v1::ListImageTemplateLocationsResponse>
 ImageTemplateManager::ListImageTemplateLocations(
     const Caller& caller, const v1::ListImageTemplateLocationsRequest& request) {
@@ -924,214 +422,6 @@ ImageTemplateManager::ListImageTemplateLocations(
     *response.add_locations() = location;
   }
   return response;
-}
-
-absl::StatusOr<v1::Operation> ImageTemplateManager::AddImageTemplateLocations(
-    const Caller& caller, const v1::AddImageTemplateLocationsRequest& request) {
-  return Mutation<v1::Operation>(
-      caller, "AddImageTemplateLocations", request, request.request_id(),
-      TemplateRef(request.id()), [&](std::string& audit_account) -> absl::StatusOr<v1::Operation> {
-        RETURN_IF_ERROR(CheckId("id", request.id()));
-        if (request.datacenters().empty() || request.datacenters_size() > kMaxDatacenters) {
-          return absl::InvalidArgumentError(
-              absl::StrCat("datacenters: give 1..", kMaxDatacenters, " datacenter names"));
-        }
-        absl::flat_hash_set<std::string> seen;
-        for (const std::string& dc : request.datacenters()) {
-          RETURN_IF_ERROR(CheckDatacenter("datacenters", dc));
-          if (!seen.insert(dc).second) {
-            return absl::InvalidArgumentError(absl::StrCat("datacenters: ", dc, " is repeated"));
-          }
-        }
-        ASSIGN_OR_RETURN(v1::ImageTemplate t, LoadVisible(caller, request.id(), "id"));
-        audit_account = AuditAccount(caller, t);
-        RETURN_IF_ERROR(CheckMayChange(caller, t, v1::PERMISSION_IMAGE_TEMPLATE_MANAGE));
-        RETURN_IF_ERROR(RequireActive(t, "copied"));
-        for (const auto& location : t.locations()) {
-          if (seen.contains(location.datacenter()) &&
-              location.status() != v1::IMAGE_TEMPLATE_LOCATION_STATUS_FAILED) {
-            return absl::AlreadyExistsError(absl::StrCat(
-                "image template ", t.id(), " already has a location in ", location.datacenter()));
-          }
-        }
-        if (deps_.copy == nullptr) return Unimplemented("copying to another datacenter");
-        ASSIGN_OR_RETURN(v1::Operation op,
-                         deps_.copy->Begin(caller, request, t, deps_.now_micros()));
-        deps_.operations->NotifyChange();
-        return deps_.operations->GetOperation(op.id());
-      });
-}
-
-absl::StatusOr<v1::RemoveImageTemplateLocationsResponse>
-ImageTemplateManager::RemoveImageTemplateLocations(
-    const Caller& caller, const v1::RemoveImageTemplateLocationsRequest& request) {
-  return Mutation<v1::RemoveImageTemplateLocationsResponse>(
-      caller, "RemoveImageTemplateLocations", request, request.request_id(),
-      TemplateRef(request.id()),
-      [&](std::string& audit_account) -> absl::StatusOr<v1::RemoveImageTemplateLocationsResponse> {
-        RETURN_IF_ERROR(CheckId("id", request.id()));
-        if (request.datacenters().empty() || request.datacenters_size() > kMaxDatacenters) {
-          return absl::InvalidArgumentError(
-              absl::StrCat("datacenters: give 1..", kMaxDatacenters, " datacenter names"));
-        }
-        absl::flat_hash_set<std::string> removing;
-        for (const std::string& dc : request.datacenters()) {
-          RETURN_IF_ERROR(CheckDatacenter("datacenters", dc));
-          removing.insert(dc);
-        }
-        std::vector<std::string> removed;
-        v1::RemoveImageTemplateLocationsResponse response;
-        ASSIGN_OR_RETURN(
-            *response.mutable_image_template(),
-            ChangeTemplate(
-                caller, request.id(), audit_account,
-                [&](TemplateTransaction& txn) -> absl::StatusOr<bool> {
-                  removed.clear();
-                  v1::ImageTemplate& t = txn.image_template();
-                  RETURN_IF_ERROR(RequireNotDeleting(t));
-                  int available_left = 0;
-                  for (const auto& location : t.locations()) {
-                    if (!removing.contains(location.datacenter())) {
-                      if (location.status() == v1::IMAGE_TEMPLATE_LOCATION_STATUS_AVAILABLE) {
-                        ++available_left;
-                      }
-                    } else if (location.status() == v1::IMAGE_TEMPLATE_LOCATION_STATUS_COPYING) {
-                      return absl::FailedPreconditionError(absl::StrCat(
-                          "image template ", t.id(), " is being copied to ",
-                          location.datacenter(), " by operation ", location.operation_id(),
-                          "; cancel it or wait for it first"));
-                    }
-                  }
-                  if (available_left == 0) {
-                    return absl::FailedPreconditionError(absl::StrCat(
-                        "removing these would leave image template ", t.id(),
-                        " without an AVAILABLE location; delete the template instead"));
-                  }
-                  ASSIGN_OR_RETURN(int64_t deploying,
-                                   txn.CountUnfinishedOperations(
-                                       {v1::OPERATION_KIND_DEPLOY_IMAGE_TEMPLATE}));
-                  if (deploying > 0) {
-                    return absl::FailedPreconditionError(absl::StrCat(
-                        deploying, " deploys of image template ", t.id(),
-                        " are running; wait for them first"));
-                  }
-                  if (deps_.copy == nullptr) return Unimplemented("removing a location's data");
-                  auto* locations = t.mutable_locations();
-                  for (int i = locations->size() - 1; i >= 0; --i) {
-                    if (removing.contains((*locations)[i].datacenter())) {
-                      removed.push_back((*locations)[i].datacenter());
-                      locations->DeleteSubrange(i, 1);
-                    }
-                  }
-                  return !removed.empty();
-                }));
-        if (!removed.empty()) {
-          // The locations are gone, so nothing deploys from this data now.
-          (void)deps_.copy->RemoveLocationData(request.id(), removed);
-        }
-        return response;
-      });
-}
-
-absl::StatusOr<v1::DeprecateImageTemplateResponse> ImageTemplateManager::DeprecateImageTemplate(
-    const Caller& caller, const v1::DeprecateImageTemplateRequest& request) {
-  return Mutation<v1::DeprecateImageTemplateResponse>(
-      caller, "DeprecateImageTemplate", request, request.request_id(), TemplateRef(request.id()),
-      [&](std::string& audit_account) -> absl::StatusOr<v1::DeprecateImageTemplateResponse> {
-        const int64_t now = deps_.now_micros();
-        v1::DeprecateImageTemplateResponse response;
-        ASSIGN_OR_RETURN(*response.mutable_image_template(),
-                         ChangeTemplate(caller, request.id(), audit_account,
-                                        [&](TemplateTransaction& txn) -> absl::StatusOr<bool> {
-                                          v1::ImageTemplate& t = txn.image_template();
-                                          RETURN_IF_ERROR(RequireActive(t, "deprecated"));
-                                          if (t.deprecated()) return false;
-                                          t.set_deprecated(true);
-                                          *t.mutable_deprecate_time() = ToTimestamp(now);
-                                          return true;
-                                        }));
-        return response;
-      });
-}
-
-absl::StatusOr<v1::UndeprecateImageTemplateResponse>
-ImageTemplateManager::UndeprecateImageTemplate(
-    const Caller& caller, const v1::UndeprecateImageTemplateRequest& request) {
-  return Mutation<v1::UndeprecateImageTemplateResponse>(
-      caller, "UndeprecateImageTemplate", request, request.request_id(),
-      TemplateRef(request.id()),
-      [&](std::string& audit_account) -> absl::StatusOr<v1::UndeprecateImageTemplateResponse> {
-        v1::UndeprecateImageTemplateResponse response;
-        ASSIGN_OR_RETURN(*response.mutable_image_template(),
-                         ChangeTemplate(caller, request.id(), audit_account,
-                                        [&](TemplateTransaction& txn) -> absl::StatusOr<bool> {
-                                          v1::ImageTemplate& t = txn.image_template();
-                                          if (!t.deprecated()) return false;
-                                          t.set_deprecated(false);
-                                          t.clear_deprecate_time();
-                                          return true;
-                                        }));
-        return response;
-      });
-}
-
-absl::StatusOr<v1::DisableImageTemplateResponse> ImageTemplateManager::DisableImageTemplate(
-    const Caller& caller, const v1::DisableImageTemplateRequest& request) {
-  return Mutation<v1::DisableImageTemplateResponse>(
-      caller, "DisableImageTemplate", request, request.request_id(), TemplateRef(request.id()),
-      [&](std::string& audit_account) -> absl::StatusOr<v1::DisableImageTemplateResponse> {
-        v1::DisableImageTemplateResponse response;
-        ASSIGN_OR_RETURN(*response.mutable_image_template(),
-                         ChangeTemplate(caller, request.id(), audit_account,
-                                        [&](TemplateTransaction& txn) -> absl::StatusOr<bool> {
-                                          v1::ImageTemplate& t = txn.image_template();
-                                          RETURN_IF_ERROR(RequireNotDeleting(t));
-                                          if (t.disabled()) return false;
-                                          t.set_disabled(true);
-                                          return true;
-                                        }));
-        return response;
-      });
-}
-
-absl::StatusOr<v1::EnableImageTemplateResponse> ImageTemplateManager::EnableImageTemplate(
-    const Caller& caller, const v1::EnableImageTemplateRequest& request) {
-  return Mutation<v1::EnableImageTemplateResponse>(
-      caller, "EnableImageTemplate", request, request.request_id(), TemplateRef(request.id()),
-      [&](std::string& audit_account) -> absl::StatusOr<v1::EnableImageTemplateResponse> {
-        v1::EnableImageTemplateResponse response;
-        ASSIGN_OR_RETURN(*response.mutable_image_template(),
-                         ChangeTemplate(caller, request.id(), audit_account,
-                                        [&](TemplateTransaction& txn) -> absl::StatusOr<bool> {
-                                          v1::ImageTemplate& t = txn.image_template();
-                                          RETURN_IF_ERROR(RequireNotDeleting(t));
-                                          if (!t.disabled()) return false;
-                                          t.set_disabled(false);
-                                          return true;
-                                        }));
-        return response;
-      });
-}
-
-absl::StatusOr<v1::SetDeleteProtectionResponse> ImageTemplateManager::SetDeleteProtection(
-    const Caller& caller, const v1::SetDeleteProtectionRequest& request) {
-  return Mutation<v1::SetDeleteProtectionResponse>(
-      caller, "SetDeleteProtection", request, request.request_id(), TemplateRef(request.id()),
-      [&](std::string& audit_account) -> absl::StatusOr<v1::SetDeleteProtectionResponse> {
-        v1::SetDeleteProtectionResponse response;
-        ASSIGN_OR_RETURN(*response.mutable_image_template(),
-                         ChangeTemplate(caller, request.id(), audit_account,
-                                        [&](TemplateTransaction& txn) -> absl::StatusOr<bool> {
-                                          v1::ImageTemplate& t = txn.image_template();
-                                          RETURN_IF_ERROR(RequireNotDeleting(t));
-                                          if (t.delete_protected() == request.delete_protected()) {
-                                            return false;
-                                          }
-                                          t.set_delete_protected(request.delete_protected());
-                                          return true;
-                                        }));
-        return response;
-      });
 }
 
 }  // namespace controlplane

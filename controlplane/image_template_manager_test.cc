@@ -766,6 +766,43 @@ TEST_F(ImageTemplateManagerTest, RequestIdReturnsFirstResultAndRejectsOtherReque
   EXPECT_TRUE(manager_->SetDeleteProtection(alice_, protect).ok());
 }
 
+// A stored response is the calling user's: another user of the account
+// cannot get it (without the permission the call needs, or at all), and the
+// user's own repeat passes the call's permission checks again.
+TEST_F(ImageTemplateManagerTest, RequestIdRepeatsAreCheckedAgain) {
+  v1::ImageTemplate t = Seed(kA, "t");
+  v1::UpdateImageTemplateRequest update = WithId<v1::UpdateImageTemplateRequest>(t.id());
+  update.set_name("renamed");
+  update.mutable_update_mask()->add_paths("name");
+  update.set_request_id("rename-r");
+  ASSERT_TRUE(manager_->UpdateImageTemplate(alice_, update).ok());
+  // The request_id is the account's: a manager of the account repeating it
+  // gets Alice's response (nothing changes twice); a viewer (no
+  // IMAGE_TEMPLATE_MANAGE) is refused as a fresh call would be.
+  Caller colleague = MakeCaller("user-alice-colleague", kA,
+                                {v1::PERMISSION_IMAGE_TEMPLATE_MANAGE});
+  auto replay = manager_->UpdateImageTemplate(colleague, update);
+  ASSERT_TRUE(replay.ok()) << replay.status();
+  EXPECT_EQ(replay->image_template().name(), "renamed");
+  EXPECT_CODE(manager_->UpdateImageTemplate(alice_viewer_, update), StatusCode::kPermissionDenied);
+  // Alice loses IMAGE_TEMPLATE_MANAGE: her repeat is refused like a fresh call.
+  Caller demoted = MakeCaller(alice_.user_id, kA, {v1::PERMISSION_SERVER_VIEW});
+  EXPECT_CODE(manager_->UpdateImageTemplate(demoted, update), StatusCode::kPermissionDenied);
+  ASSERT_TRUE(manager_->UpdateImageTemplate(alice_, update).ok());
+
+  // A delete operation: the viewer cannot read it through the request_id.
+  v1::ImageTemplate d = Seed(kA, "d");
+  v1::DeleteImageTemplateRequest del = WithId<v1::DeleteImageTemplateRequest>(d.id());
+  del.set_request_id("delete-r");
+  auto deleting = manager_->DeleteImageTemplate(alice_, del);
+  ASSERT_TRUE(deleting.ok()) << deleting.status();
+  EXPECT_CODE(manager_->DeleteImageTemplate(alice_viewer_, del), StatusCode::kPermissionDenied);
+  EXPECT_CODE(manager_->DeleteImageTemplate(demoted, del), StatusCode::kPermissionDenied);
+  auto again = manager_->DeleteImageTemplate(alice_, del);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->id(), deleting->id());
+}
+
 TEST_F(ImageTemplateManagerTest, IdenticalCallsRacingActOnce) {
   v1::ImageTemplate t = Seed(kA, "raced");
   v1::DeleteImageTemplateRequest request = WithId<v1::DeleteImageTemplateRequest>(t.id());

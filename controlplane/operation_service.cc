@@ -7,6 +7,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -138,8 +139,16 @@ absl::StatusOr<v1::Operation> OperationManager::Cancel(const Caller& caller,
   const std::string fingerprint = RequestFingerprint("CancelOperation", request);
   ASSIGN_OR_RETURN(std::optional<std::string> prior,
                    request_ids_->Find(caller.account_id, request.request_id(), fingerprint));
-  // Cancelling is idempotent: a repeat answers with the operation as it is now.
-  if (prior.has_value()) return LoadVisible(caller, request.id());
+  // Cancelling is idempotent: a repeat answers with the operation as it is
+  // now, if the caller still holds the permission cancelling it needs.
+  if (prior.has_value()) {
+    ASSIGN_OR_RETURN(v1::Operation op, LoadVisible(caller, request.id()));
+    if (!caller.Has(StartingPermission(op.kind()))) {
+      return absl::PermissionDeniedError(absl::StrCat(
+          "cancelling this operation needs ", v1::Permission_Name(StartingPermission(op.kind()))));
+    }
+    return op;
+  }
   RETURN_IF_ERROR(LoadVisible(caller, request.id()).status());
   absl::StatusOr<v1::Operation> result = operations_->UpdateOperation(
       request.id(), [&](v1::Operation& op, OperationInternals& internals) -> absl::Status {
@@ -189,10 +198,40 @@ absl::StatusOr<v1::Operation> OperationManager::CancelOperation(
   return result;
 }
 
+absl::Status OperationManager::AdmitWatch(const std::string& account_id) {
+  absl::MutexLock lock(&watch_mu_);
+  auto it = watches_.find(account_id);
+  const int open = it == watches_.end() ? 0 : it->second;
+  if (open >= options_.max_watches_per_account) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the account already has ", open, " open WatchOperation streams, the most allowed; "
+        "close one, or poll GetOperation"));
+  }
+  if (total_watches_ >= options_.max_watches) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the control plane already serves ", total_watches_,
+        " WatchOperation streams, the most it allows; retry later, or poll GetOperation"));
+  }
+  ++watches_[account_id];
+  ++total_watches_;
+  return absl::OkStatus();
+}
+
+void OperationManager::EndWatch(const std::string& account_id) {
+  absl::MutexLock lock(&watch_mu_);
+  auto it = watches_.find(account_id);
+  if (it != watches_.end() && --it->second <= 0) watches_.erase(it);
+  --total_watches_;
+}
+
 absl::Status OperationManager::WatchOperation(
     const Caller& caller, const v1::WatchOperationRequest& request,
     const std::function<bool(const v1::Operation&)>& send,
     const std::function<bool()>& cancelled) {
+  // Each watch holds a server thread while it lasts: bounded, so that one
+  // caller cannot tie up every thread the server has.
+  RETURN_IF_ERROR(AdmitWatch(caller.account_id));
+  absl::Cleanup end_watch = [&] { EndWatch(caller.account_id); };
   ASSIGN_OR_RETURN(v1::Operation op, LoadVisible(caller, request.id()));
   std::optional<v1::Operation> last_sent;
   absl::Time last_send_time = absl::InfinitePast();

@@ -5,8 +5,12 @@
 
 #include <cstdint>
 #include <functional>
+#include <string>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "controlplane/audit_log.h"
 #include "controlplane/authenticator.h"
@@ -28,6 +32,11 @@ class OperationManager {
     absl::Duration poll_interval = absl::Seconds(1);
     // Progress-only changes are streamed at most this often.
     absl::Duration progress_interval = absl::Seconds(1);
+    // Open WatchOperation streams, each holding a server thread until its
+    // operation ends or its client goes away: at most this many per account
+    // and in all; more are RESOURCE_EXHAUSTED.
+    int max_watches_per_account = 32;
+    int max_watches = 256;
     std::function<int64_t()> now_micros;
   };
   OperationManager(OperationStore* operations, RequestIdStore* request_ids, AuditLog* audit,
@@ -52,7 +61,9 @@ class OperationManager {
       const Caller& caller, const imagetemplates::v1::CancelOperationRequest& request);
   // Sends the operation now and after every change until it is terminal
   // (then returns OK). Returns CANCELLED if `send` fails or `cancelled`
-  // turns true. INVALID_ARGUMENT (id); NOT_FOUND.
+  // turns true (noticed within poll_interval). INVALID_ARGUMENT (id);
+  // NOT_FOUND; RESOURCE_EXHAUSTED when the caller's account (or the server)
+  // already has its maximum of open watches.
   absl::Status WatchOperation(const Caller& caller,
                               const imagetemplates::v1::WatchOperationRequest& request,
                               const std::function<bool(const imagetemplates::v1::Operation&)>& send,
@@ -64,11 +75,17 @@ class OperationManager {
   absl::StatusOr<imagetemplates::v1::Operation> Cancel(
       const Caller& caller, const imagetemplates::v1::CancelOperationRequest& request,
       std::string& audit_account);
+  // Counts one more open watch for `account_id`, or RESOURCE_EXHAUSTED.
+  absl::Status AdmitWatch(const std::string& account_id);
+  void EndWatch(const std::string& account_id);
 
   OperationStore* const operations_;
   RequestIdStore* const request_ids_;
   AuditLog* const audit_;
   Options options_;
+  absl::Mutex watch_mu_;
+  absl::flat_hash_map<std::string, int> watches_ ABSL_GUARDED_BY(watch_mu_);  // by account
+  int total_watches_ ABSL_GUARDED_BY(watch_mu_) = 0;
 };
 
 // Thread-safe. Does not own its dependencies.

@@ -133,6 +133,18 @@ absl::StatusOr<v1::User> ChangeableUser(SqliteConnection& conn, const Caller& ca
   return user;
 }
 
+// For a repeated call, whose stored response is returned without running
+// ManagedUser again: the permission the first run needed to act on
+// `target_user_id` (empty: any user, the caller too), which the caller may
+// have lost since.
+absl::Status RecheckUserManage(const Caller& caller, absl::string_view target_user_id) {
+  if ((!target_user_id.empty() && target_user_id == caller.user_id) ||
+      caller.Has(v1::PERMISSION_USER_MANAGE)) {
+    return absl::OkStatus();
+  }
+  return absl::PermissionDeniedError("managing users needs PERMISSION_USER_MANAGE");
+}
+
 // Device access the caller may hand out: at most its own.
 absl::Status CheckGrantableAccess(const Caller& caller, const v1::DeviceAccess& access) {
   if (caller.is_operator || caller.all_servers) return absl::OkStatus();
@@ -322,7 +334,8 @@ absl::StatusOr<v1::CreateAccountResponse> SqliteIdentityStore::CreateAccount(
   ASSIGN_OR_RETURN(std::string name, ValidateName("name", request.name(), kMaxAccountName));
   RETURN_IF_ERROR(ValidateRequestId(request.request_id()));
   return IdempotentTransaction<v1::CreateAccountResponse>(
-      db_, caller.account_id, request.request_id(), RequestFingerprint("CreateAccount", request),
+      db_, caller.account_id, request.request_id(),
+      RequestFingerprint("CreateAccount", request),
       [&](SqliteConnection& conn) -> absl::StatusOr<v1::CreateAccountResponse> {
         v1::CreateAccountResponse response;
         v1::Account* account = response.mutable_account();
@@ -415,7 +428,8 @@ absl::StatusOr<v1::UpdateAccountResponse> SqliteIdentityStore::UpdateAccount(
   }
   RETURN_IF_ERROR(ValidateRequestId(request.request_id()));
   return IdempotentTransaction<v1::UpdateAccountResponse>(
-      db_, caller.account_id, request.request_id(), RequestFingerprint("UpdateAccount", request),
+      db_, caller.account_id, request.request_id(),
+      RequestFingerprint("UpdateAccount", request),
       [&](SqliteConnection& conn) -> absl::StatusOr<v1::UpdateAccountResponse> {
         ASSIGN_OR_RETURN(auto account, ReadAccount(conn, request.id()));
         if (!account) return NoSuchAccount();
@@ -453,7 +467,8 @@ absl::StatusOr<v1::CreateUserResponse> SqliteIdentityStore::CreateUser(
   RETURN_IF_ERROR(CheckGrantableAccess(caller, request.device_access()));
   RETURN_IF_ERROR(ValidateRequestId(request.request_id()));
   return IdempotentTransaction<v1::CreateUserResponse>(
-      db_, caller.account_id, request.request_id(), RequestFingerprint("CreateUser", request),
+      db_, caller.account_id, request.request_id(),
+      RequestFingerprint("CreateUser", request),
       [&](SqliteConnection& conn) -> absl::StatusOr<v1::CreateUserResponse> {
         ASSIGN_OR_RETURN(auto account, ReadAccount(conn, account_id));
         if (!account) return absl::NotFoundError("account_id: account not found");
@@ -535,7 +550,8 @@ absl::StatusOr<v1::DeleteUserResponse> SqliteIdentityStore::DeleteUser(
   RETURN_IF_ERROR(ValidateUuid("id", request.id()));
   RETURN_IF_ERROR(ValidateRequestId(request.request_id()));
   return IdempotentTransaction<v1::DeleteUserResponse>(
-      db_, caller.account_id, request.request_id(), RequestFingerprint("DeleteUser", request),
+      db_, caller.account_id, request.request_id(),
+      RequestFingerprint("DeleteUser", request),
       [&](SqliteConnection& conn) -> absl::StatusOr<v1::DeleteUserResponse> {
         ASSIGN_OR_RETURN(v1::User user, ChangeableUser(conn, caller, request.id(), false));
         if (user.id() == caller.user_id) {
@@ -555,7 +571,9 @@ absl::StatusOr<v1::DeleteUserResponse> SqliteIdentityStore::DeleteUser(
         ASSIGN_OR_RETURN(auto stmt, conn.Prepare("DELETE FROM users WHERE id = ?1"));
         RETURN_IF_ERROR(stmt.Bind(1, user.id()).Run());
         return v1::DeleteUserResponse();
-      });
+      },
+      nullptr,
+      [&](const v1::DeleteUserResponse&) { return RecheckUserManage(caller, ""); });
 }
 
 absl::StatusOr<v1::SetUserPermissionsResponse> SqliteIdentityStore::SetUserPermissions(
@@ -588,7 +606,9 @@ absl::StatusOr<v1::SetUserPermissionsResponse> SqliteIdentityStore::SetUserPermi
         v1::SetUserPermissionsResponse response;
         ASSIGN_OR_RETURN(*response.mutable_user(), MustReadUser(conn, user.id()));
         return response;
-      });
+      },
+      nullptr,
+      [&](const v1::SetUserPermissionsResponse&) { return RecheckUserManage(caller, ""); });
 }
 
 absl::StatusOr<v1::SetDeviceAccessResponse> SqliteIdentityStore::SetDeviceAccess(
@@ -597,7 +617,8 @@ absl::StatusOr<v1::SetDeviceAccessResponse> SqliteIdentityStore::SetDeviceAccess
   RETURN_IF_ERROR(CheckDeviceAccessShape(request.device_access()));
   RETURN_IF_ERROR(ValidateRequestId(request.request_id()));
   return IdempotentTransaction<v1::SetDeviceAccessResponse>(
-      db_, caller.account_id, request.request_id(), RequestFingerprint("SetDeviceAccess", request),
+      db_, caller.account_id, request.request_id(),
+      RequestFingerprint("SetDeviceAccess", request),
       [&](SqliteConnection& conn) -> absl::StatusOr<v1::SetDeviceAccessResponse> {
         ASSIGN_OR_RETURN(v1::User user, ChangeableUser(conn, caller, request.user_id(), false));
         RETURN_IF_ERROR(CheckGrantableAccess(caller, request.device_access()));
@@ -606,7 +627,9 @@ absl::StatusOr<v1::SetDeviceAccessResponse> SqliteIdentityStore::SetDeviceAccess
         v1::SetDeviceAccessResponse response;
         ASSIGN_OR_RETURN(*response.mutable_user(), MustReadUser(conn, user.id()));
         return response;
-      });
+      },
+      nullptr,
+      [&](const v1::SetDeviceAccessResponse&) { return RecheckUserManage(caller, ""); });
 }
 
 absl::StatusOr<v1::CreateApiKeyResponse> SqliteIdentityStore::CreateApiKey(
@@ -616,7 +639,8 @@ absl::StatusOr<v1::CreateApiKeyResponse> SqliteIdentityStore::CreateApiKey(
   RETURN_IF_ERROR(ValidateText("description", request.description(), kMaxDescription));
   RETURN_IF_ERROR(ValidateRequestId(request.request_id()));
   return IdempotentTransaction<v1::CreateApiKeyResponse>(
-      db_, caller.account_id, request.request_id(), RequestFingerprint("CreateApiKey", request),
+      db_, caller.account_id, request.request_id(),
+      RequestFingerprint("CreateApiKey", request, request.user_id().empty() ? caller.user_id : ""),
       [&](SqliteConnection& conn) -> absl::StatusOr<v1::CreateApiKeyResponse> {
         ASSIGN_OR_RETURN(v1::User user, ChangeableUser(conn, caller, user_id, true));
         ASSIGN_OR_RETURN(auto count, conn.Prepare(
@@ -641,7 +665,10 @@ absl::StatusOr<v1::CreateApiKeyResponse> SqliteIdentityStore::CreateApiKey(
         return response;
       },
       // The secret is shown once; a repeat gets the key without it.
-      [](v1::CreateApiKeyResponse* stored) { stored->clear_secret(); });
+      [](v1::CreateApiKeyResponse* stored) { stored->clear_secret(); },
+      [&](const v1::CreateApiKeyResponse& r) {
+        return RecheckUserManage(caller, r.api_key().user_id());
+      });
 }
 
 absl::StatusOr<v1::ListApiKeysResponse> SqliteIdentityStore::ListApiKeys(
@@ -686,7 +713,8 @@ absl::StatusOr<v1::RevokeApiKeyResponse> SqliteIdentityStore::RevokeApiKey(
   RETURN_IF_ERROR(ValidateUuid("id", request.id()));
   RETURN_IF_ERROR(ValidateRequestId(request.request_id()));
   return IdempotentTransaction<v1::RevokeApiKeyResponse>(
-      db_, caller.account_id, request.request_id(), RequestFingerprint("RevokeApiKey", request),
+      db_, caller.account_id, request.request_id(),
+      RequestFingerprint("RevokeApiKey", request),
       [&](SqliteConnection& conn) -> absl::StatusOr<v1::RevokeApiKeyResponse> {
         std::string user_id;
         {
@@ -713,6 +741,10 @@ absl::StatusOr<v1::RevokeApiKeyResponse> SqliteIdentityStore::RevokeApiKey(
         v1::RevokeApiKeyResponse response;
         *response.mutable_api_key() = ReadApiKeyRow(stmt);
         return response;
+      },
+      nullptr,
+      [&](const v1::RevokeApiKeyResponse& r) {
+        return RecheckUserManage(caller, r.api_key().user_id());
       });
 }
 
@@ -748,7 +780,8 @@ absl::StatusOr<v1::SetQuotaResponse> SqliteIdentityStore::SetQuota(
   }
   RETURN_IF_ERROR(ValidateRequestId(request.request_id()));
   return IdempotentTransaction<v1::SetQuotaResponse>(
-      db_, caller.account_id, request.request_id(), RequestFingerprint("SetQuota", request),
+      db_, caller.account_id, request.request_id(),
+      RequestFingerprint("SetQuota", request),
       [&](SqliteConnection& conn) -> absl::StatusOr<v1::SetQuotaResponse> {
         ASSIGN_OR_RETURN(QuotaLimits limits, ReadQuotaLimits(conn, request.account_id()));
         if (set_templates) limits.max_image_templates = request.max_image_templates();

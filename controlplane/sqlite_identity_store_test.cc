@@ -298,6 +298,89 @@ TEST_F(IdentityStoreTest, RequestIdReturnsFirstResultAndRejectsOtherRequests) {
   EXPECT_TRUE(k2->secret().empty());
 }
 
+// A stored response belongs to the user who made the call: another user of
+// the account repeating its request_id learns nothing from it, and a repeat
+// passes the call's permission checks again.
+TEST_F(IdentityStoreTest, RequestIdRepeatsAreCheckedAgainAndMeIsTheCallers) {
+  const std::string a = NewAccount("acme");
+  const std::string alice_id =
+      NewUser(op_, a, "alice", {v1::PERMISSION_USER_MANAGE, v1::PERMISSION_SERVER_VIEW});
+  const std::string bob_id =
+      NewUser(op_, a, "bob", {v1::PERMISSION_USER_MANAGE, v1::PERMISSION_SERVER_VIEW});
+  const std::string carol_id = NewUser(op_, a, "carol", {});
+  const std::string worker_id = NewUser(op_, a, "worker", {});
+  const Caller alice = CallerFor(alice_id);
+  const Caller bob = CallerFor(bob_id);
+  const Caller carol = CallerFor(carol_id);
+
+  // Alice's own key ("me": no user_id). The same bytes from Bob or Carol
+  // mean their own keys: a different request, not Alice's key.
+  v1::CreateApiKeyRequest own;
+  own.set_request_id("key-req");
+  auto alice_key = store_->CreateApiKey(alice, own);
+  ASSERT_TRUE(alice_key.ok()) << alice_key.status();
+  EXPECT_EQ(alice_key->api_key().user_id(), alice_id);
+  for (const Caller& other : {bob, carol}) {
+    auto replay = store_->CreateApiKey(other, own);
+    EXPECT_EQ(replay.status().code(), absl::StatusCode::kInvalidArgument) << replay.status();
+    EXPECT_NE(replay.status().message().find("different request"), absl::string_view::npos);
+  }
+  // Alice still gets her own key back (without the secret).
+  auto alice_again = store_->CreateApiKey(alice, own);
+  ASSERT_TRUE(alice_again.ok()) << alice_again.status();
+  EXPECT_EQ(alice_again->api_key().id(), alice_key->api_key().id());
+  EXPECT_TRUE(alice_again->secret().empty());
+
+  // A key Alice made for the worker, and the worker's permissions she set:
+  // Carol (no USER_MANAGE) cannot read them back through the request_id.
+  v1::CreateApiKeyRequest for_worker;
+  for_worker.set_user_id(worker_id);
+  for_worker.set_request_id("worker-key");
+  auto worker_key = store_->CreateApiKey(alice, for_worker);
+  ASSERT_TRUE(worker_key.ok()) << worker_key.status();
+  // The request_id is the account's: Bob (USER_MANAGE) repeating it gets the
+  // same key back, Carol (without) is refused as a fresh call would be.
+  auto bob_replay = store_->CreateApiKey(bob, for_worker);
+  ASSERT_TRUE(bob_replay.ok()) << bob_replay.status();
+  EXPECT_EQ(bob_replay->api_key().id(), worker_key->api_key().id());
+  EXPECT_TRUE(bob_replay->secret().empty());
+  EXPECT_EQ(store_->CreateApiKey(carol, for_worker).status().code(),
+            absl::StatusCode::kPermissionDenied);
+  v1::SetUserPermissionsRequest grant;
+  grant.set_user_id(worker_id);
+  grant.add_permissions(v1::PERMISSION_SERVER_VIEW);
+  grant.set_request_id("grant");
+  auto granted = store_->SetUserPermissions(alice, grant);
+  ASSERT_TRUE(granted.ok()) << granted.status();
+  EXPECT_EQ(store_->SetUserPermissions(carol, grant).status().code(),
+            absl::StatusCode::kPermissionDenied);
+  v1::DeleteUserRequest remove;
+  remove.set_id(worker_id);
+  remove.set_request_id("remove");
+  auto removed = store_->DeleteUser(alice, remove);
+  ASSERT_TRUE(removed.ok()) << removed.status();
+  EXPECT_EQ(store_->DeleteUser(carol, remove).status().code(),
+            absl::StatusCode::kPermissionDenied);
+
+  // Alice loses USER_MANAGE: her repeats of calls that needed it are refused
+  // as a fresh call would be; her repeat on her own key still answers.
+  v1::SetUserPermissionsRequest demote;
+  demote.set_user_id(alice_id);
+  demote.set_request_id("demote");
+  auto demoted_user = store_->SetUserPermissions(bob, demote);
+  ASSERT_TRUE(demoted_user.ok()) << demoted_user.status();
+  const Caller demoted = CallerFor(alice_id);
+  EXPECT_EQ(store_->CreateApiKey(demoted, for_worker).status().code(),
+            absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(store_->SetUserPermissions(demoted, grant).status().code(),
+            absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(store_->DeleteUser(demoted, remove).status().code(),
+            absl::StatusCode::kPermissionDenied);
+  auto own_again = store_->CreateApiKey(demoted, own);
+  ASSERT_TRUE(own_again.ok()) << own_again.status();
+  EXPECT_EQ(own_again->api_key().id(), alice_key->api_key().id());
+}
+
 TEST_F(IdentityStoreTest, NamesAreValidatedAndStoredLiterally) {
   for (const std::string& bad : {std::string(""), std::string("   "), std::string(101, 'x'),
                                  std::string("tab\there"), std::string("nul\0x", 5),

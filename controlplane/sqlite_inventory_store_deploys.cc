@@ -52,22 +52,23 @@ absl::StatusOr<int64_t> FreeAddresses(SqliteConnection& conn, absl::string_view 
 }
 
 // A deployed server's static address resolved against the datacenter's IP
-// pools: reserved in the pool whose range holds it (ALREADY_EXISTS if that
-// address is allocated), gateway and DNS servers filled from the pool whose
-// subnet holds it where the request left them empty.
+// pools. It must lie in the subnet of one of them (FAILED_PRECONDITION
+// naming them otherwise: nothing would keep an address outside every pool
+// from being handed out twice), with that subnet's prefix length, and not be
+// its network, broadcast or gateway address (INVALID_ARGUMENT). It is
+// reserved in the pool whose range holds it (ALREADY_EXISTS if that address
+// is allocated); an address of the subnet outside the pool's ranges is left
+// to the operator, as the ranges are all the pool hands out. Gateway and DNS
+// servers come from that pool where the request left them empty.
 absl::StatusOr<v1::NetworkInterface> ReserveStaticAddress(
     SqliteConnection& conn, const std::string& datacenter, const std::string& server_id,
     const v1::StaticNetworkAddress& requested) {
+  constexpr absl::string_view kField = "networks.static_address.address";
   const std::optional<internal::Cidr> requested_cidr = internal::ParseCidr(requested.address());
   if (!requested_cidr) {
-    return internal::Invalid("networks.static_address.address",
-                             "an IPv4 address with prefix length, like 10.0.0.5/24");
+    return internal::Invalid(kField, "an IPv4 address with prefix length, like 10.0.0.5/24");
   }
   const uint32_t address = requested_cidr->address;
-  v1::NetworkInterface nic;
-  nic.set_ip_address(requested.address());
-  nic.set_gateway(requested.gateway());
-  for (const std::string& dns : requested.dns_servers()) nic.add_dns_servers(dns);
   ASSIGN_OR_RETURN(auto pools, conn.Prepare(
       "SELECT id FROM ip_pools WHERE datacenter = ?1 ORDER BY create_time, id"));
   pools.Bind(1, datacenter);
@@ -77,43 +78,82 @@ absl::StatusOr<v1::NetworkInterface> ReserveStaticAddress(
     if (!row) break;
     pool_ids.push_back(pools.ColumnText(0));
   }
-  bool filled = false;
+  // The pool the address belongs to: the first whose range holds it, else
+  // the first whose subnet does.
+  std::optional<v1::IpPool> chosen;
+  std::optional<internal::Cidr> chosen_subnet;
+  bool in_range = false;
+  std::vector<std::string> subnets;
   for (const std::string& pool_id : pool_ids) {
     ASSIGN_OR_RETURN(auto pool, ReadPoolRow(conn, pool_id));
     if (!pool) continue;
+    subnets.push_back(absl::StrCat(pool->subnet(), " (IP pool ", pool_id, ")"));
     const std::optional<internal::Cidr> subnet = internal::ParseCidr(pool->subnet());
-    if (!subnet || !subnet->Contains(address)) continue;
-    if (!filled) {
-      filled = true;
-      if (nic.gateway().empty()) nic.set_gateway(pool->gateway());
-      if (nic.dns_servers_size() == 0) {
-        for (const std::string& dns : pool->dns_servers()) nic.add_dns_servers(dns);
-      }
-    }
-    ASSIGN_OR_RETURN(auto in_range, conn.Prepare(
+    if (!subnet || !subnet->Contains(address) || in_range) continue;
+    ASSIGN_OR_RETURN(auto range, conn.Prepare(
         "SELECT 1 FROM ip_pool_ranges WHERE pool_id = ?1 AND first_address <= ?2 "
         "AND last_address >= ?2"));
-    in_range.Bind(1, pool_id).Bind(2, int64_t{address});
-    ASSIGN_OR_RETURN(bool reservable, in_range.Step());
-    if (!reservable) continue;
-    ASSIGN_OR_RETURN(auto taken, conn.Prepare(
-        "SELECT 1 FROM ip_allocations WHERE pool_id = ?1 AND address = ?2"));
-    taken.Bind(1, pool_id).Bind(2, int64_t{address});
-    ASSIGN_OR_RETURN(bool used, taken.Step());
-    if (used) {
-      return absl::AlreadyExistsError(absl::StrCat(
-          "networks.static_address.address: ", FormatIpv4(address),
-          " is already allocated in IP pool ", pool_id,
-          "; choose a free address or take one from the pool with ip_pool_id"));
+    range.Bind(1, pool_id).Bind(2, int64_t{address});
+    ASSIGN_OR_RETURN(bool reservable, range.Step());
+    if (reservable || !chosen) {
+      chosen = *std::move(pool);
+      chosen_subnet = subnet;
+      in_range = reservable;
     }
-    ASSIGN_OR_RETURN(auto insert, conn.Prepare(
-        "INSERT INTO ip_allocations (pool_id, address, server_id, create_time) "
-        "VALUES (?1, ?2, ?3, ?4)"));
-    insert.Bind(1, pool_id).Bind(2, int64_t{address}).Bind(3, server_id);
-    RETURN_IF_ERROR(insert.Bind(4, NowMicros()).Run());
-    nic.set_ip_pool_id(pool_id);
-    break;
   }
+  if (!chosen) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        kField, ": ", FormatIpv4(address), " lies in no IP pool of datacenter ", datacenter,
+        subnets.empty() ? " (it has none; an operator must add one)"
+                        : absl::StrCat("; choose an address in ", absl::StrJoin(subnets, ", ")),
+        ", or take one from a pool with ip_pool_id"));
+  }
+  const std::string subnet_text = chosen->subnet();
+  if (requested_cidr->prefix != chosen_subnet->prefix) {
+    return internal::Invalid(
+        kField, absl::StrCat(requested.address(), " has prefix /", requested_cidr->prefix,
+                             " but its subnet ", subnet_text, " (IP pool ", chosen->id(),
+                             ") has /", chosen_subnet->prefix, "; write ", FormatIpv4(address),
+                             "/", chosen_subnet->prefix));
+  }
+  const bool has_broadcast = chosen_subnet->prefix <= 30;
+  if (has_broadcast &&
+      (address == chosen_subnet->first() || address == chosen_subnet->last())) {
+    return internal::Invalid(
+        kField, absl::StrCat(FormatIpv4(address), " is the ",
+                             address == chosen_subnet->first() ? "network" : "broadcast",
+                             " address of ", subnet_text, "; choose a host address"));
+  }
+  if (std::optional<uint32_t> gateway = internal::ParseIpv4(chosen->gateway());
+      gateway && *gateway == address) {
+    return internal::Invalid(kField, absl::StrCat(FormatIpv4(address), " is the gateway of ",
+                                                  subnet_text, "; choose a host address"));
+  }
+
+  v1::NetworkInterface nic;
+  nic.set_ip_address(requested.address());
+  nic.set_gateway(requested.gateway().empty() ? chosen->gateway() : requested.gateway());
+  if (requested.dns_servers_size() > 0) {
+    for (const std::string& dns : requested.dns_servers()) nic.add_dns_servers(dns);
+  } else {
+    for (const std::string& dns : chosen->dns_servers()) nic.add_dns_servers(dns);
+  }
+  if (!in_range) return nic;
+  ASSIGN_OR_RETURN(auto taken, conn.Prepare(
+      "SELECT 1 FROM ip_allocations WHERE pool_id = ?1 AND address = ?2"));
+  taken.Bind(1, chosen->id()).Bind(2, int64_t{address});
+  ASSIGN_OR_RETURN(bool used, taken.Step());
+  if (used) {
+    return absl::AlreadyExistsError(absl::StrCat(
+        kField, ": ", FormatIpv4(address), " is already allocated in IP pool ", chosen->id(),
+        "; choose a free address or take one from the pool with ip_pool_id"));
+  }
+  ASSIGN_OR_RETURN(auto insert, conn.Prepare(
+      "INSERT INTO ip_allocations (pool_id, address, server_id, create_time) "
+      "VALUES (?1, ?2, ?3, ?4)"));
+  insert.Bind(1, chosen->id()).Bind(2, int64_t{address}).Bind(3, server_id);
+  RETURN_IF_ERROR(insert.Bind(4, NowMicros()).Run());
+  nic.set_ip_pool_id(chosen->id());
   return nic;
 }
 

@@ -82,7 +82,8 @@ absl::StatusOr<v1::CreateIpPoolResponse> SqliteInventoryStore::CreateIpPool(
   }
   RETURN_IF_ERROR(ValidateRequestId(request.request_id()));
   return IdempotentTransaction<v1::CreateIpPoolResponse>(
-      db_, caller.account_id, request.request_id(), RequestFingerprint("CreateIpPool", request),
+      db_, caller.account_id, request.request_id(),
+      RequestFingerprint("CreateIpPool", request),
       [&](SqliteConnection& conn) -> absl::StatusOr<v1::CreateIpPoolResponse> {
         ASSIGN_OR_RETURN(bool dc, Exists(conn, "SELECT 1 FROM datacenters WHERE name = ?1",
                                          request.datacenter()));
@@ -173,7 +174,8 @@ absl::StatusOr<v1::DeleteIpPoolResponse> SqliteInventoryStore::DeleteIpPool(
   if (!caller.is_operator) return OperatorsOnly("removing IP pools");
   RETURN_IF_ERROR(ValidateRequestId(request.request_id()));
   return IdempotentTransaction<v1::DeleteIpPoolResponse>(
-      db_, caller.account_id, request.request_id(), RequestFingerprint("DeleteIpPool", request),
+      db_, caller.account_id, request.request_id(),
+      RequestFingerprint("DeleteIpPool", request),
       [&](SqliteConnection& conn) -> absl::StatusOr<v1::DeleteIpPoolResponse> {
         ASSIGN_OR_RETURN(auto pool, ReadPoolRow(conn, request.id()));
         if (!pool) return absl::NotFoundError("IP pool not found");

@@ -75,7 +75,8 @@ absl::StatusOr<v1::CreateSanVolumeResponse> SqliteInventoryStore::CreateSanVolum
   }
   RETURN_IF_ERROR(ValidateRequestId(request.request_id()));
   return IdempotentTransaction<v1::CreateSanVolumeResponse>(
-      db_, caller.account_id, request.request_id(), RequestFingerprint("CreateSanVolume", request),
+      db_, caller.account_id, request.request_id(),
+      RequestFingerprint("CreateSanVolume", request),
       [&](SqliteConnection& conn) -> absl::StatusOr<v1::CreateSanVolumeResponse> {
         ASSIGN_OR_RETURN(bool dc, Exists(conn, "SELECT 1 FROM datacenters WHERE name = ?1",
                                          request.datacenter()));
@@ -162,7 +163,8 @@ absl::StatusOr<v1::DeleteSanVolumeResponse> SqliteInventoryStore::DeleteSanVolum
   RETURN_IF_ERROR(ValidateUuid("id", request.id()));
   RETURN_IF_ERROR(ValidateRequestId(request.request_id()));
   return IdempotentTransaction<v1::DeleteSanVolumeResponse>(
-      db_, caller.account_id, request.request_id(), RequestFingerprint("DeleteSanVolume", request),
+      db_, caller.account_id, request.request_id(),
+      RequestFingerprint("DeleteSanVolume", request),
       [&](SqliteConnection& conn) -> absl::StatusOr<v1::DeleteSanVolumeResponse> {
         ASSIGN_OR_RETURN(auto stmt, conn.Prepare("SELECT state FROM san_volumes WHERE id = ?1"));
         stmt.Bind(1, request.id());

@@ -281,7 +281,8 @@ absl::StatusOr<v1::CreateServerResponse> SqliteInventoryStore::CreateServer(
   RETURN_IF_ERROR(ValidateRequestId(request.request_id()));
 
   return IdempotentTransaction<v1::CreateServerResponse>(
-      db_, caller.account_id, request.request_id(), RequestFingerprint("CreateServer", request),
+      db_, caller.account_id, request.request_id(),
+      RequestFingerprint("CreateServer", request),
       [&](SqliteConnection& conn) -> absl::StatusOr<v1::CreateServerResponse> {
         ASSIGN_OR_RETURN(bool account, Exists(conn, "SELECT 1 FROM accounts WHERE id = ?1",
                                               request.account_id()));
@@ -437,7 +438,8 @@ absl::StatusOr<v1::UpdateServerResponse> SqliteInventoryStore::UpdateServer(
   }
   RETURN_IF_ERROR(ValidateRequestId(request.request_id()));
   return IdempotentTransaction<v1::UpdateServerResponse>(
-      db_, caller.account_id, request.request_id(), RequestFingerprint("UpdateServer", request),
+      db_, caller.account_id, request.request_id(),
+      RequestFingerprint("UpdateServer", request),
       [&](SqliteConnection& conn) -> absl::StatusOr<v1::UpdateServerResponse> {
         ASSIGN_OR_RETURN(auto server, ReadServerRow(conn, request.id()));
         if (!server) return NoSuchServer();
@@ -474,7 +476,8 @@ absl::StatusOr<v1::DeleteServerResponse> SqliteInventoryStore::DeleteServer(
   }
   RETURN_IF_ERROR(ValidateRequestId(request.request_id()));
   return IdempotentTransaction<v1::DeleteServerResponse>(
-      db_, caller.account_id, request.request_id(), RequestFingerprint("DeleteServer", request),
+      db_, caller.account_id, request.request_id(),
+      RequestFingerprint("DeleteServer", request),
       [&](SqliteConnection& conn) -> absl::StatusOr<v1::DeleteServerResponse> {
         ASSIGN_OR_RETURN(bool found,
                          Exists(conn, "SELECT 1 FROM servers WHERE id = ?1", request.id()));
@@ -522,6 +525,16 @@ absl::StatusOr<v1::SetServerCredentialsResponse> SqliteInventoryStore::SetServer
         v1::SetServerCredentialsResponse response;
         *response.mutable_server() = *std::move(updated);
         return response;
+      },
+      nullptr,
+      // A repeat skips VisibleServer: the caller may have lost the permission
+      // or the server's device access since.
+      [&](const v1::SetServerCredentialsResponse& r) -> absl::Status {
+        if (!caller.CanAccessServer(r.server().id())) return NoSuchServer();
+        if (!caller.Has(v1::PERMISSION_SERVER_CREDENTIALS_VIEW)) {
+          return absl::PermissionDeniedError("this needs PERMISSION_SERVER_CREDENTIALS_VIEW");
+        }
+        return absl::OkStatus();
       });
 }
 

@@ -15,6 +15,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "controlplane/internal/ipv4.h"
 #include "controlplane/sqlite_database.h"
 #include "imagetemplates/v1/inventory.pb.h"
 
@@ -30,21 +31,8 @@ absl::Status OperatorsOnly(absl::string_view what);
 
 // ---- Value checks.
 
-// Strict dotted quad; returns the address as an integer.
-std::optional<uint32_t> ParseIpv4(absl::string_view text);
-std::string FormatIpv4(uint32_t a);
-// An IPv4 address and prefix length: "10.0.0.5/24" (a host in its subnet, or
-// with host bits zero, a network).
-struct Cidr {
-  uint32_t address;
-  int prefix;
-  uint32_t mask() const { return prefix == 0 ? 0 : 0xffffffffu << (32 - prefix); }
-  uint32_t first() const { return address & mask(); }
-  uint32_t last() const { return first() | ~mask(); }
-  bool Contains(uint32_t a) const { return (a & mask()) == first(); }
-};
-// A strict dotted quad, "/" and 0..32 in one or two digits.
-std::optional<Cidr> ParseCidr(absl::string_view text);
+// IPv4 literals: ParseIpv4, FormatIpv4, Cidr, ParseCidr (ipv4.h).
+
 // 1..32 characters of [a-z0-9-]; INVALID_ARGUMENT naming `field`.
 absl::Status ValidateDatacenterName(absl::string_view field, absl::string_view name);
 

@@ -1,0 +1,125 @@
+// What the source files of ImageTemplateManager share, one file a concern:
+// image_template_manager.cc             construction, visibility, reads, and
+//                                       the helpers below
+// image_template_manager_operations.cc  calls that start operations: create,
+//                                       delete, deploy, copy to a datacenter
+// image_template_manager_changes.cc     calls that change a template in place
+// The helpers are defined in image_template_manager.cc; Mutation, a member
+// template, here.
+#ifndef CONTROLPLANE_INTERNAL_IMAGE_TEMPLATE_MANAGER_PARTS_H_
+#define CONTROLPLANE_INTERNAL_IMAGE_TEMPLATE_MANAGER_PARTS_H_
+
+#include <functional>
+#include <optional>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "controlplane/caller.h"
+#include "controlplane/idempotency.h"
+#include "controlplane/image_template_manager.h"
+#include "controlplane/validation.h"
+#include "google/protobuf/repeated_field.h"
+#include "imagetemplates/v1/image_templates.pb.h"
+
+namespace controlplane {
+namespace template_manager_internal {
+
+namespace v1 = imagetemplates::v1;
+
+constexpr int kMaxDatacenters = 20;
+
+absl::Status CheckText(absl::string_view field, absl::string_view text, int max_chars);
+// The trimmed name, 1..100 printable characters.
+absl::StatusOr<std::string> CheckName(absl::string_view name);
+absl::Status CheckNote(absl::string_view note);
+absl::StatusOr<std::vector<std::string>> CheckTags(
+    const google::protobuf::RepeatedPtrField<std::string>& tags);
+absl::Status CheckId(absl::string_view field, absl::string_view id);
+absl::Status CheckDatacenter(absl::string_view field, absl::string_view name);
+absl::Status NotFound(absl::string_view id);
+bool IsDeletingOrDeleted(const v1::ImageTemplate& t);
+absl::Status RequireActive(const v1::ImageTemplate& t, absl::string_view action);
+absl::Status RequireNotDeleting(const v1::ImageTemplate& t);
+// Whether the caller's account sees `t`; `shared` says whether `t` is shared
+// with it.
+bool Visible(const Caller& caller, const v1::ImageTemplate& t, bool shared);
+// Owners with `permission`, or operators, may change a visible template.
+absl::Status CheckMayChange(const Caller& caller, const v1::ImageTemplate& t,
+                            v1::Permission permission);
+v1::ResourceReference TemplateRef(absl::string_view id);
+absl::Status Unimplemented(absl::string_view what);
+// The account whose audit log records a call on `t`: the caller's, except
+// that an operator's change is recorded for the template's owner. A refused
+// attempt by another account (a share or a public template) stays in that
+// account's log, so the owner never sees its users, keys or addresses.
+std::string AuditAccount(const Caller& caller, const v1::ImageTemplate& t);
+// Audit events name the full gRPC method, as every other service's do.
+std::string FullMethodName(absl::string_view method);
+// For a repeated call: what the call's own checks would refuse for this
+// caller now (a permission or the source server's device access lost since
+// the first call), or OK.
+absl::Status RecheckReplay(const Caller& caller, absl::string_view method,
+                           const v1::ResourceReference& target);
+
+}  // namespace template_manager_internal
+
+template <typename Response>
+absl::StatusOr<Response> ImageTemplateManager::Mutation(
+    const Caller& caller, absl::string_view method, const google::protobuf::Message& request,
+    absl::string_view request_id, const imagetemplates::v1::ResourceReference& target,
+    const std::function<absl::StatusOr<Response>(std::string& audit_account)>& body) {
+  std::string audit_account = caller.account_id;
+  auto finish = [&](absl::StatusOr<Response> result) -> absl::StatusOr<Response> {
+    std::string operation_id;
+    if constexpr (std::is_same_v<Response, imagetemplates::v1::Operation>) {
+      if (result.ok()) operation_id = result->id();
+    }
+    deps_.audit->Record(caller, audit_account, template_manager_internal::FullMethodName(method),
+                        target, result.status(), request_id, operation_id);
+    return result;
+  };
+  absl::Status valid = ValidateRequestId(request_id);
+  if (!valid.ok()) return finish(valid);
+
+  // Claimed before acting: of identical calls racing, one acts and the others
+  // get its response. The fingerprint names the user, so only the user who
+  // made the call gets its response.
+  const std::string fingerprint = RequestFingerprint(method, request);
+  absl::StatusOr<std::optional<std::string>> prior =
+      deps_.request_ids->Claim(caller.account_id, request_id, fingerprint);
+  if (!prior.ok()) return finish(prior.status());
+  if (prior->has_value()) {
+    absl::Status allowed = template_manager_internal::RecheckReplay(caller, method, target);
+    if (!allowed.ok()) return finish(allowed);
+    Response response;
+    if (!response.ParseFromString(**prior)) {
+      return finish(absl::InternalError("stored response of request_id does not parse"));
+    }
+    if constexpr (std::is_same_v<Response, imagetemplates::v1::Operation>) {
+      // A repeated call returns the operation as it is now.
+      return finish(deps_.operations->GetOperation(response.id()));
+    }
+    return finish(response);
+  }
+
+  absl::StatusOr<Response> result = body(audit_account);
+  if (result.ok()) {
+    absl::Status remembered = deps_.request_ids->Remember(caller.account_id, request_id,
+                                                          fingerprint, result->SerializeAsString());
+    if (!remembered.ok()) return finish(remembered);
+  } else {
+    // A failed call is not remembered: a retry may act. If this fails the
+    // claim goes stale and is taken over after a minute.
+    deps_.request_ids->Release(caller.account_id, request_id).IgnoreError();
+  }
+  return finish(std::move(result));
+}
+
+}  // namespace controlplane
+
+#endif  // CONTROLPLANE_INTERNAL_IMAGE_TEMPLATE_MANAGER_PARTS_H_

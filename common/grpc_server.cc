@@ -93,7 +93,10 @@ absl::Status ServeUntilSignal(const ServeOptions& options,
 
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(options.listen,
+                           options.credentials != nullptr ? options.credentials
+                                                          : grpc::InsecureServerCredentials(),
+                           &port);
   builder.SetMaxReceiveMessageSize(options.max_message_bytes);
   // Keep enough polling threads alive for bursts of concurrent calls; the
   // defaults made the sync server create and destroy a thread per burst.

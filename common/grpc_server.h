@@ -6,11 +6,13 @@
 #define COMMON_GRPC_SERVER_H_
 
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server.h"
 #include "grpcpp/impl/codegen/service_type.h"
 
@@ -24,6 +26,8 @@ struct ServeOptions {
   std::string listen;     // HOST:PORT; port 0 picks a free port.
   std::string port_file;  // If set, the bound port is written here atomically.
   absl::Duration shutdown_grace = absl::Seconds(5);
+  // Null: plaintext (common/tls.h makes TLS ones).
+  std::shared_ptr<grpc::ServerCredentials> credentials;
   int max_message_bytes = 64 << 20;
 };
 

@@ -15,7 +15,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "common/key_file.h"
 #include "common/log.h"
+#include "common/status_macros.h"
+#include "common/tls.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
 #include "grpcpp/support/client_interceptor.h"
@@ -66,45 +69,7 @@ class BearerInterceptorFactory final
 
 absl::StatusOr<std::string> ReadInternalTokenFile(const std::string& path) {
   const std::string what = absl::StrCat("internal token file ", path);
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    int err = errno;
-    std::string message = absl::StrCat(what, ": ", std::strerror(err));
-    if (err == ENOENT) return absl::NotFoundError(message);
-    if (err == EACCES) return absl::PermissionDeniedError(message);
-    return absl::UnavailableError(message);
-  }
-  struct stat st;
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    return absl::FailedPreconditionError(absl::StrCat(what, ": not a regular file"));
-  }
-  // Checked on the open file, so a chmod after the check cannot matter.
-  if ((st.st_mode & 077) != 0) {
-    ::close(fd);
-    return absl::FailedPreconditionError(
-        absl::StrFormat("%s: mode %04o lets group or others read it; it holds a secret: "
-                        "chmod 600 %s",
-                        what, st.st_mode & 07777, path));
-  }
-  std::string contents;
-  char buffer[4096];
-  for (;;) {
-    ssize_t n = ::read(fd, buffer, sizeof(buffer));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      int err = errno;
-      ::close(fd);
-      return absl::UnavailableError(absl::StrCat(what, ": ", std::strerror(err)));
-    }
-    if (n == 0) break;
-    contents.append(buffer, static_cast<size_t>(n));
-    if (contents.find('\n') != std::string::npos ||
-        contents.size() > kMaxInternalTokenBytes + 2) {
-      break;
-    }
-  }
-  ::close(fd);
+  ASSIGN_OR_RETURN(std::string contents, ReadSecretFile(path, what, kMaxInternalTokenFileBytes));
   absl::string_view token = contents;
   token = token.substr(0, token.find('\n'));
   token = absl::StripAsciiWhitespace(token);
@@ -178,12 +143,12 @@ std::shared_ptr<grpc::Channel> CreateInternalChannel(const std::string& target,
                                                      const std::string& token,
                                                      const grpc::ChannelArguments& args) {
   if (token.empty()) {
-    return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+    return grpc::CreateCustomChannel(target, InternalChannelCredentials(), args);
   }
   std::vector<std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>> creators;
   creators.push_back(std::make_unique<BearerInterceptorFactory>(token));
   return grpc::experimental::CreateCustomChannelWithInterceptors(
-      target, grpc::InsecureChannelCredentials(), args, std::move(creators));
+      target, InternalChannelCredentials(), args, std::move(creators));
 }
 
 }  // namespace common

@@ -23,10 +23,13 @@ namespace common {
 
 inline constexpr size_t kMinInternalTokenBytes = 32;
 inline constexpr size_t kMaxInternalTokenBytes = 1024;
+// The token file may hold more after its first line, up to this.
+inline constexpr size_t kMaxInternalTokenFileBytes = 64 << 10;
 
 // The first line of `path` (line end and surrounding blanks dropped).
 // NOT_FOUND or PERMISSION_DENIED if it cannot be opened; FAILED_PRECONDITION
-// if it is not a regular file or group or others may access it;
+// if it is not a regular file, group or others may access it, or it is
+// larger than kMaxInternalTokenFileBytes;
 // INVALID_ARGUMENT if the token is shorter than kMinInternalTokenBytes,
 // longer than kMaxInternalTokenBytes, or not printable ASCII without blanks
 // (it travels in a header). Every message names the file.
@@ -63,7 +66,8 @@ class InternalTokenVerifier {
   std::shared_ptr<RefusalLog> refusals_ = std::make_shared<RefusalLog>();
 };
 
-// A channel to `target` (insecure transport) whose every call carries
+// A channel to `target` (TLS once SetInternalChannelCredentials gave roots,
+// common/tls.h; plaintext otherwise) whose every call carries
 // "authorization: Bearer <token>"; a plain channel when `token` is empty.
 std::shared_ptr<grpc::Channel> CreateInternalChannel(const std::string& target,
                                                      const std::string& token,

@@ -11,6 +11,7 @@
 #include "common/grpc_server.h"
 #include "common/internal_token.h"
 #include "common/log.h"
+#include "common/tls.h"
 #include "controlplane/api_key_authenticator.h"
 #include "controlplane/audit_service.h"
 #include "controlplane/bootstrap.h"
@@ -137,6 +138,8 @@ int main(int argc, char** argv) {
   flags.Int("power-off-timeout", &config.power_off_timeout_s,
             "qemu: seconds a guest has to shut down after the ACPI request before it "
             "is stopped hard");
+  common::TlsFiles tls;
+  common::AddTlsFlags(flags, &tls);
   flags.ParseFlagsOnlyOrExit(argc, argv, "controlplane");
   if (config.compute_driver != "inventory" && config.compute_driver != "qemu") {
     common::LogError("--compute-driver: must be inventory or qemu, not %s",
@@ -156,6 +159,11 @@ int main(int argc, char** argv) {
     return 2;
   }
   const common::InternalTokenVerifier internal_verifier(*internal_token);
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials = common::SetUpTls(tls);
+  if (!credentials.ok()) {
+    common::LogError("%s", credentials.status().message());
+    return 2;
+  }
   if (config.admin_key_file.empty()) config.admin_key_file = config.db + ".admin-key";
   if (config.credential_key_file.empty()) {
     config.credential_key_file = config.db + ".credential-key";
@@ -274,6 +282,7 @@ int main(int argc, char** argv) {
   runner.Start();
 
   common::ServeOptions options;
+  options.credentials = *credentials;
   options.listen = config.listen;
   options.port_file = config.port_file;
   absl::Status status = common::ServeUntilSignal(

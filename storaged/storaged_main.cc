@@ -26,6 +26,7 @@
 #include "common/grpc_server.h"
 #include "common/internal_token.h"
 #include "common/log.h"
+#include "common/tls.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "storaged/image_store.h"
 #include "storaged/iscsi_volume.h"
@@ -154,6 +155,8 @@ int main(int argc, char** argv) {
             "again by the next capture holding them); 0: never");
   flags.String("port-file", &config.port_file,
                "write the bound port here once listening (for scripts and tests)");
+  common::TlsFiles tls;
+  common::AddTlsFlags(flags, &tls);
   flags.ParseFlagsOnlyOrExit(argc, argv, "storaged");
   common::SetLogComponent(config.node_id.empty() ? "storaged"
                                                  : "storaged[" + config.node_id + "]");
@@ -188,6 +191,12 @@ int main(int argc, char** argv) {
         "no --internal-token-file: serving the StorageNode API UNAUTHENTICATED to anyone "
         "who reaches %s (standalone use only)",
         config.listen);
+  }
+
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials = common::SetUpTls(tls);
+  if (!credentials.ok()) {
+    std::fprintf(stderr, "storaged: %s\n", std::string(credentials.status().message()).c_str());
+    return 2;
   }
 
   storaged::ImageStoreOptions store_options;
@@ -251,6 +260,7 @@ int main(int argc, char** argv) {
     });
   };
   common::ServeOptions options;
+  options.credentials = *credentials;
   options.listen = config.listen;
   options.port_file = config.port_file;
   absl::Status status = common::ServeUntilSignal(options, {&storage_node}, on_started,

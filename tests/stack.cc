@@ -20,6 +20,7 @@
 #include "grpcpp/security/credentials.h"
 #include "gtest/gtest.h"
 #include "common/internal_token.h"
+#include "common/tls.h"
 #include "tests/rpc.h"
 
 namespace tests {
@@ -45,6 +46,13 @@ Stack::~Stack() {
 void Stack::Start() {
   dir_ = MakeTempDir(options_.dir_prefix);
   ASSERT_FALSE(dir_.empty());
+  if (options_.tls) {
+    auto certs = MakeTestCertificates(dir_);
+    ASSERT_TRUE(certs.ok()) << certs.status();
+    certs_ = *std::move(certs);
+    // NodeStub's internal channels too.
+    common::SetInternalChannelCredentials(TlsCredentials(certs_.ca, certs_.cert, certs_.key));
+  }
   for (size_t i = 0; i < options_.node_datacenters.size(); ++i) {
     auto san = San::Start();
     ASSERT_TRUE(san.ok()) << san.status();
@@ -82,12 +90,13 @@ void Stack::StartControlPlane(int port) {
       "--internal-token-file=" + internal_token_file(),
       absl::StrCat("--node-heartbeat-ms=", options_.node_heartbeat_ms),
       absl::StrCat("--node-missed-heartbeats=", options_.node_missed_heartbeats)};
+  for (std::string& flag : TlsFlags(/*require_client_certs=*/false)) argv.push_back(flag);
   argv.insert(argv.end(), options_.controlplane_flags.begin(),
               options_.controlplane_flags.end());
   auto process = Process::StartServer(argv, ControlPlaneLog());
   ASSERT_TRUE(process.ok()) << process.status();
   cp_ = std::make_unique<Process>(*std::move(process));
-  auto channel = grpc::CreateChannel(cp_->address(), grpc::InsecureChannelCredentials());
+  auto channel = grpc::CreateChannel(cp_->address(), client_credentials());
   identity_ = v1::IdentityService::NewStub(channel);
   inventory_ = v1::InventoryService::NewStub(channel);
   templates_ = v1::ImageTemplateService::NewStub(channel);
@@ -102,14 +111,27 @@ void Stack::KillAndRestartControlPlane() {
 
 std::string Stack::StoragedLog(int i) const { return absl::StrCat(dir_, "/storaged", i, ".log"); }
 
+std::vector<std::string> Stack::TlsFlags(bool require_client_certs) const {
+  if (!options_.tls) return {};
+  std::vector<std::string> flags = {"--tls-cert-file=" + certs_.cert,
+                                    "--tls-key-file=" + certs_.key, "--tls-ca-file=" + certs_.ca};
+  if (require_client_certs) flags.push_back("--tls-client-ca-file=" + certs_.ca);
+  return flags;
+}
+
+std::shared_ptr<grpc::ChannelCredentials> Stack::client_credentials() const {
+  return options_.tls ? TlsCredentials(certs_.ca) : grpc::InsecureChannelCredentials();
+}
+
 void Stack::StartStoraged(int i) {
-  auto process = Process::StartServer(
-      {RunfilePath("storaged/storaged"), "--listen=127.0.0.1:0",
-       absl::StrCat("--store=", dir_, "/store", i),
-       "--datacenter=" + options_.node_datacenters[i], absl::StrCat("--node-id=n", i),
-       "--controlplane=" + cp_->address(), absl::StrCat("--portals=127.0.0.1:", sans_[i]->port()),
-       "--internal-token-file=" + internal_token_file()},
-      StoragedLog(i));
+  std::vector<std::string> argv = {
+      RunfilePath("storaged/storaged"), "--listen=127.0.0.1:0",
+      absl::StrCat("--store=", dir_, "/store", i),
+      "--datacenter=" + options_.node_datacenters[i], absl::StrCat("--node-id=n", i),
+      "--controlplane=" + cp_->address(), absl::StrCat("--portals=127.0.0.1:", sans_[i]->port()),
+      "--internal-token-file=" + internal_token_file()};
+  for (std::string& flag : TlsFlags(/*require_client_certs=*/true)) argv.push_back(flag);
+  auto process = Process::StartServer(argv, StoragedLog(i));
   ASSERT_TRUE(process.ok()) << process.status();
   if (static_cast<int>(storaged_.size()) <= i) storaged_.resize(i + 1);
   storaged_[i] = std::make_unique<Process>(*std::move(process));

@@ -23,6 +23,7 @@
 #include "imagetemplates/v1/operations.grpc.pb.h"
 #include "tests/process.h"
 #include "tests/san.h"
+#include "tests/tls_certificates.h"
 
 namespace tests {
 
@@ -41,6 +42,10 @@ struct StackOptions {
   int node_missed_heartbeats = 20;
   // The controlplane binary; empty: the one built with the test.
   std::string controlplane_binary;
+  // Every connection over TLS (tests/tls_certificates.h): the controlplane
+  // serves TLS, storaged requires client certificates, internal calls check
+  // their peers, and this process's clients use client_credentials().
+  bool tls = false;
 };
 
 struct User {
@@ -112,6 +117,10 @@ class Stack {
       const std::string& node_id);
 
   const std::string& dir() const { return dir_; }
+  // What this process connects to the controlplane with (TLS or plaintext).
+  std::shared_ptr<grpc::ChannelCredentials> client_credentials() const;
+  // With StackOptions::tls, written by Start.
+  const TestCertificates& certificates() const { return certs_; }
   // The stack's shared secret of the internal API: its file (0600, written
   // by Start) is the --internal-token-file of the controlplane and every
   // storaged.
@@ -137,7 +146,11 @@ class Stack {
     return options;
   }
 
+  // The flags that make a daemon use the stack's certificates.
+  std::vector<std::string> TlsFlags(bool require_client_certs) const;
+
   const StackOptions options_;
+  TestCertificates certs_;
   std::string dir_;
   std::string admin_;
   std::string internal_token_;

@@ -10,7 +10,7 @@ PACKAGES=(
   libabsl-dev libsqlite3-dev libzstd-dev libiscsi-dev libssl-dev libisofs-dev
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   # tests and quick start: a real iSCSI SAN, guest disks, independent readers
-  tgt libiscsi-bin xorriso fdisk e2fsprogs qemu-utils qemu-block-extra
+  tgt libiscsi-bin xorriso fdisk e2fsprogs qemu-utils qemu-block-extra openssl
   python3-grpc-tools python3-grpcio
 )
 # Real guests (QEMU compute driver, tools/make_boot_guest.sh), without the

@@ -529,7 +529,9 @@ TEST_F(CreateDeployTest, CancellingACreateDuringCaptureUndoesIt) {
               absl::FormatDuration(to_end).c_str());
   EXPECT_EQ(create.state(), v1::OPERATION_STATE_CANCELLED)
       << create.DebugString();
-  EXPECT_LT(to_end, absl::Seconds(5));
+  // CANCELLED itself shows the cancel reached the capture; the bound only
+  // rules out running to the end, with room for a loaded machine.
+  EXPECT_LT(to_end, absl::Seconds(20));
   EXPECT_EQ(GetServer(source).power_state(), v1::POWER_STATE_RUNNING);
   EXPECT_EQ(GetServer(source).state(), v1::SERVER_STATE_ACTIVE);
   EXPECT_EQ(GetTemplate(create.image_template_id()).status(),

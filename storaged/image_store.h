@@ -358,6 +358,11 @@ class ImageStore {
   // chunk is marked damaged until a capture or copy stores it again.
   bool UseAnotherCopy(const Digest& digest, uint32_t pack_number,
                       const absl::Status& why);
+  // Reads every chunk that has other copies, which proves its indexed copy
+  // good (or switches to a good one); the other copies of those are then
+  // redundant and dropped. Before collection: which copy the index names
+  // after a restart depends on pack names, and another may be the only good.
+  void DropRedundantCopies();
   // Drops the fallback copies held in pack `number`, which is going away.
   void ForgetCopiesInLocked(uint32_t number) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // A random pack name not in use.

@@ -49,6 +49,7 @@ absl::StatusOr<GcResult> ImageStore::CollectGarbage(bool dry_run) {
     }
     m->chunks.ForEachData([&](uint64_t, const Digest& d) { live.insert(d); });
   }
+  DropRedundantCopies();
 
   GcResult result;
   result.dry_run = dry_run;
@@ -75,7 +76,14 @@ absl::StatusOr<GcResult> ImageStore::CollectGarbage(bool dry_run) {
       }
     }
     result.chunks_removed = dead.size();
+    // Packs holding a copy that may be the only good one stay as they are
+    // (a reader may switch to that copy at any time, repack or not).
+    absl::flat_hash_set<uint32_t> keep;
+    for (const auto& [d, copies] : other_copies_) {
+      for (const Location& copy : copies) keep.insert(copy.pack);
+    }
     for (const auto& [number, pack] : packs_) {
+      if (keep.contains(number)) continue;
       auto it = live_plain.find(number);
       uint64_t lp = it == live_plain.end() ? 0 : it->second;
       if (lp == 0) {

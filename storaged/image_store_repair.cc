@@ -44,6 +44,21 @@ bool ImageStore::UseAnotherCopy(const Digest& digest, uint32_t pack_number,
   return false;
 }
 
+void ImageStore::DropRedundantCopies() {
+  std::vector<Digest> several;
+  {
+    absl::ReaderMutexLock lock(&mu_);
+    several.reserve(other_copies_.size());
+    for (const auto& [digest, copies] : other_copies_) several.push_back(digest);
+  }
+  for (const Digest& digest : several) {
+    // Damaged everywhere, or unreadable now: every copy stays.
+    if (!ReadChunkByDigest(digest, nullptr).ok()) continue;
+    absl::MutexLock lock(&mu_);
+    other_copies_.erase(digest);
+  }
+}
+
 void ImageStore::ForgetCopiesInLocked(uint32_t number) {
   for (auto it = other_copies_.begin(); it != other_copies_.end();) {
     std::vector<Location>& copies = it->second;

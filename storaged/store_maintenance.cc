@@ -28,17 +28,20 @@ MaintenanceSchedule::Task MaintenanceSchedule::Due(absl::Time now, absl::Time* w
 }
 
 void MaintenanceSchedule::Ran(Task task, absl::Time started, absl::Time now, bool ok) {
-  auto again = [&](absl::Duration interval) {
-    return ok ? interval : std::min(interval, options_.retry_after);
+  // A failure that persists (an unreadable manifest, a bad sector) backs
+  // off: retry_after, twice that, ... up to the interval.
+  auto again = [&](absl::Duration interval, int* failures) {
+    *failures = ok ? 0 : std::min(*failures + 1, 20);
+    return ok ? interval : std::min(interval, options_.retry_after * (1 << (*failures - 1)));
   };
   if (task == Task::kCollectGarbage) {
-    next_gc_ = now + again(options_.gc_interval);
+    next_gc_ = now + again(options_.gc_interval, &gc_failures_);
     // A failed collection leaves the deletes to its retry; one may have
     // missed the deletes after it started.
     first_uncollected_delete_ =
         ok && last_delete_ > started ? last_delete_ : absl::InfiniteFuture();
   } else if (task == Task::kScrub) {
-    next_scrub_ = now + again(options_.scrub_interval);
+    next_scrub_ = now + again(options_.scrub_interval, &scrub_failures_);
   }
 }
 

@@ -27,7 +27,8 @@ struct StoreMaintenanceOptions {
   // after the start; InfiniteDuration(): never.
   absl::Duration gc_interval = absl::Hours(6);
   absl::Duration scrub_interval = absl::Hours(24 * 7);
-  // A task that failed (store unavailable, I/O error) runs again this soon.
+  // A task that failed (store unavailable, I/O error) runs again this soon,
+  // doubling with each failure in a row up to its interval.
   absl::Duration retry_after = absl::Minutes(1);
 };
 
@@ -51,6 +52,8 @@ class MaintenanceSchedule {
   absl::Time next_scrub_;
   absl::Time first_uncollected_delete_ = absl::InfiniteFuture();
   absl::Time last_delete_ = absl::InfinitePast();
+  int gc_failures_ = 0;  // in a row
+  int scrub_failures_ = 0;
 };
 
 // Runs the schedule on its own thread. Thread-safe.

@@ -89,6 +89,32 @@ TEST(MaintenanceScheduleTest, FailedTasksRetrySoonerThanTheirInterval) {
   schedule.Ran(Task::kCollectGarbage, scrub + absl::Minutes(6), scrub + absl::Minutes(6), true);
   EXPECT_EQ(schedule.Due(scrub + absl::Minutes(6), &wake), Task::kNone);
   EXPECT_EQ(wake, scrub + absl::Minutes(7));  // the scrub's retry
+  // Failing again and again backs off (5, 10, 20 min ...), up to the interval.
+  absl::Time t = scrub + absl::Minutes(7);
+  for (absl::Duration backoff : {absl::Minutes(10), absl::Minutes(20), absl::Minutes(40)}) {
+    ASSERT_EQ(schedule.Due(t, &wake), Task::kScrub);
+    schedule.Ran(Task::kScrub, t, t, false);
+    EXPECT_EQ(schedule.Due(t, &wake), Task::kNone);
+    EXPECT_EQ(wake, t + backoff);
+    t = wake;
+  }
+  // Collections (succeeding) interleave; the scrub's gaps stop at a day.
+  absl::Time last_scrub = t;
+  absl::Duration gap;
+  for (int scrubs = 0; scrubs < 12;) {
+    const Task task = schedule.Due(t, &wake);
+    if (task == Task::kNone) {
+      t = wake;
+      continue;
+    }
+    if (task == Task::kScrub) {
+      gap = t - last_scrub;
+      last_scrub = t;
+      ++scrubs;
+    }
+    schedule.Ran(task, t, t, task == Task::kCollectGarbage);
+  }
+  EXPECT_EQ(gap, absl::Hours(24));
 }
 
 TEST(MaintenanceScheduleTest, NeverMeansNever) {

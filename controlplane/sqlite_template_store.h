@@ -14,20 +14,34 @@
 
 namespace controlplane {
 
+namespace internal {
+struct ListMemo;
+}  // namespace internal
+
 // Thread-safe. Does not own the database, which must outlive it. Gets and
 // lists answer from a TemplateCache of decoded templates, each checked
 // against its row's version in the reader's snapshot (migration 6); a get
 // or a list page hands out the cached entries themselves
-// (Get/ListEncodedTemplates). A list's shared-with-the-viewer rows are kept
-// per read connection while nothing is committed (SharesMemo in the .cc).
+// (Get/ListEncodedTemplates). A list's rows shared with the viewer, and the
+// public templates every list reads, are kept per read connection and
+// query while nothing is committed (internal::ListMemo; lists are in
+// sqlite_template_store_list.cc).
 class SqliteTemplateStore final : public TemplateStore {
  public:
   // Templates kept decoded and encoded: about 1.5 KiB each.
   static constexpr size_t kDefaultCacheEntries = 50000;
 
+  // A read connection builds its memo of public templates for a query only
+  // after this many list pages since the last commit it saw, or when at
+  // least this many came between the two commits before: where commits come
+  // more often than list pages, rebuilding it after each would cost more
+  // than reading the public rows page by page. 0: always.
+  static constexpr int kDefaultPublicMemoAfterPages = 32;
+
   // Fills name_folded of rows migration 6 could not (non-ASCII names); a
   // failure is logged, not fatal.
-  explicit SqliteTemplateStore(SqliteDatabase* db, size_t cache_entries = kDefaultCacheEntries);
+  explicit SqliteTemplateStore(SqliteDatabase* db, size_t cache_entries = kDefaultCacheEntries,
+                               int public_memo_after_pages = kDefaultPublicMemoAfterPages);
   SqliteTemplateStore(const SqliteTemplateStore&) = delete;
   SqliteTemplateStore& operator=(const SqliteTemplateStore&) = delete;
   ~SqliteTemplateStore() override;
@@ -66,23 +80,18 @@ class SqliteTemplateStore final : public TemplateStore {
 
   // The decoded-template cache, for tests.
   const TemplateCache& cache() const { return cache_; }
-  // List pages whose shared rows came from the memo, or were read; for tests.
-  int64_t shares_memo_hits() const;
-  int64_t shares_memo_misses() const;
+  // List branches (shared, public) whose rows came from the list memo, or
+  // were read; for tests.
+  int64_t list_memo_hits() const;
+  int64_t list_memo_misses() const;
 
  private:
-  struct PageKey;
-  struct SharesMemo;
   absl::Status FoldNames();
-  // The shared branch's rows in page order (`sql` with `where` bound), from
-  // this connection's memo when nothing was committed since it was filled.
-  absl::StatusOr<std::shared_ptr<const std::vector<PageKey>>> SharedRows(
-      SqliteConnection& conn, const std::string& memo_key, const std::string& sql,
-      const SqlWhere& where, bool with_name);
 
   SqliteDatabase* const db_;
+  const int64_t public_memo_after_pages_;
   TemplateCache cache_;
-  std::unique_ptr<SharesMemo> shares_memo_;
+  std::unique_ptr<internal::ListMemo> list_memo_;
 };
 
 }  // namespace controlplane

@@ -2,9 +2,11 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cctype>
 #include <cstdlib>
 #include <map>
 #include <memory>
+#include <random>
 #include <set>
 #include <string>
 #include <tuple>
@@ -52,7 +54,11 @@ class SqliteTemplateStoreTest : public ::testing::Test {
     ASSERT_TRUE(db.ok()) << db.status();
     db_ = std::move(*db);
     for (const auto& id : {kAlice, kBob, kCarol}) ASSERT_TRUE(AddTestAccount(*db_, id).ok());
-    store_ = std::make_unique<SqliteTemplateStore>(db_.get());
+    // The public memo from the first page on, so that every list test
+    // exercises it (PublicMemoIsBuiltOnlyWhereCommitsAreRarerThanPages
+    // checks the default).
+    store_ = std::make_unique<SqliteTemplateStore>(
+        db_.get(), SqliteTemplateStore::kDefaultCacheEntries, /*public_memo_after_pages=*/0);
   }
 
   v1::ImageTemplate Insert(const std::string& owner, const std::string& name, int64_t time) {
@@ -572,7 +578,7 @@ std::vector<std::string> WalkIds(SqliteTemplateStore& store, TemplateQuery q) {
 // The shared branch's rows are kept between pages (SharesMemo); every write
 // in between must show on the next page. Here reads run on the writer
 // connection (in-memory database), so its own writes must count.
-TEST_F(SqliteTemplateStoreTest, SharesMemoFollowsEveryWrite) {
+TEST_F(SqliteTemplateStoreTest, SharedMemoFollowsEveryWrite) {
   v1::ImageTemplate b1 = Insert(kBob, "b1", 1), b2 = Insert(kBob, "b2", 2),
                     b3 = Insert(kBob, "b3", 3), hidden = Insert(kBob, "hidden", 4);
   auto share = [&](const v1::ImageTemplate& t, bool add) {
@@ -586,10 +592,10 @@ TEST_F(SqliteTemplateStoreTest, SharesMemoFollowsEveryWrite) {
   TemplateQuery alice;
   alice.viewer_account_id = kAlice;
   alice.limit = 1;
-  const int64_t hits0 = store_->shares_memo_hits();
+  const int64_t hits0 = store_->list_memo_hits();
   EXPECT_EQ(WalkIds(*store_, alice), (std::vector<std::string>{b1.id(), b2.id()}));
   // Pages 2 and 3 of that walk reused page 1's shared rows.
-  EXPECT_GE(store_->shares_memo_hits() - hits0, 2);
+  EXPECT_GE(store_->list_memo_hits() - hits0, 2);
 
   share(b2, false);
   EXPECT_EQ(WalkIds(*store_, alice), (std::vector<std::string>{b1.id()}));
@@ -627,7 +633,7 @@ TEST_F(SqliteTemplateStoreTest, SharesMemoFollowsEveryWrite) {
 // A commit by another connection or process (here a second SqliteDatabase
 // over the same file) must show on this store's next page: its reads run on
 // read-only connections, whose memos follow PRAGMA data_version.
-TEST(SqliteTemplateStoreFileTest, SharesMemoSeesOtherWritersCommits) {
+TEST(SqliteTemplateStoreFileTest, ListMemoSeesOtherWritersCommits) {
   const char* tmp = getenv("TEST_TMPDIR");
   const std::string path = absl::StrCat(tmp ? tmp : "/tmp", "/shares_memo.db");
   for (const char* suffix : {"", "-wal", "-shm"}) std::remove((path + suffix).c_str());
@@ -660,12 +666,29 @@ TEST(SqliteTemplateStoreFileTest, SharesMemoSeesOtherWritersCommits) {
   for (int i = 0; i < 4; ++i) {
     EXPECT_EQ(WalkIds(reader, alice), (std::vector<std::string>{bobs[0].id(), bobs[2].id()}));
   }
-  EXPECT_GT(reader.shares_memo_hits(), 0);
+  EXPECT_GT(reader.list_memo_hits(), 0);
   share(0, false);
   for (int i = 0; i < 4; ++i) {
     EXPECT_EQ(WalkIds(reader, alice), (std::vector<std::string>{bobs[2].id()}));
   }
   share(1, true);
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_EQ(WalkIds(reader, alice), (std::vector<std::string>{bobs[1].id(), bobs[2].id()}));
+  }
+  // The public memo (one for every viewer) follows the other writer too.
+  auto set_visibility = [&](int i, v1::Visibility visibility) {
+    auto r = writer.MutateTemplate(bobs[i].id(), [&](TemplateTransaction& txn) {
+      txn.image_template().set_visibility(visibility);
+      return absl::OkStatus();
+    });
+    ASSERT_TRUE(r.ok()) << r.status();
+  };
+  set_visibility(0, v1::VISIBILITY_PUBLIC);
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_EQ(WalkIds(reader, alice),
+              (std::vector<std::string>{bobs[0].id(), bobs[1].id(), bobs[2].id()}));
+  }
+  set_visibility(0, v1::VISIBILITY_PRIVATE);
   for (int i = 0; i < 4; ++i) {
     EXPECT_EQ(WalkIds(reader, alice), (std::vector<std::string>{bobs[1].id(), bobs[2].id()}));
   }
@@ -839,6 +862,354 @@ TEST(SqliteTemplateStoreMigrationTest, NonAsciiNamesAreFoldedAtStart) {
     ASSERT_TRUE(rows.ok()) << rows.status();
     EXPECT_EQ(rows->size(), 1u) << contains;
   }
+}
+
+// What a list must return, computed from the templates' records without SQL:
+// the reference the list pages are checked against.
+struct ReferenceModel {
+  std::vector<v1::ImageTemplate> templates;
+  std::map<std::string, std::set<std::string>> shares;  // template id -> accounts
+
+  static std::string Lower(const std::string& s) {
+    std::string out = s;
+    for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return out;
+  }
+
+  std::vector<std::string> Ids(const TemplateQuery& q) const {
+    std::vector<const v1::ImageTemplate*> rows;
+    for (const auto& t : templates) {
+      const bool own = t.owner_account_id() == q.viewer_account_id;
+      if (!q.all_accounts && !own) {
+        const bool shared = t.visibility() != v1::VISIBILITY_PUBLIC && shares.count(t.id()) &&
+                            shares.at(t.id()).count(q.viewer_account_id);
+        if (t.visibility() != v1::VISIBILITY_PUBLIC && !shared) continue;
+        if (t.disabled() || t.status() == v1::IMAGE_TEMPLATE_STATUS_DELETING ||
+            t.status() == v1::IMAGE_TEMPLATE_STATUS_DELETED) {
+          continue;
+        }
+      }
+      if (!q.include_deprecated && t.deprecated() && !own) continue;
+      if (q.status == v1::IMAGE_TEMPLATE_STATUS_UNSPECIFIED
+              ? t.status() == v1::IMAGE_TEMPLATE_STATUS_DELETED
+              : t.status() != q.status) {
+        continue;
+      }
+      if (!q.name_contains.empty() &&
+          Lower(t.name()).find(Lower(q.name_contains)) == std::string::npos) {
+        continue;
+      }
+      if (!q.owner_account_id.empty() && t.owner_account_id() != q.owner_account_id) continue;
+      if (q.visibility != v1::VISIBILITY_UNSPECIFIED && t.visibility() != q.visibility) continue;
+      if (!q.tag.empty() &&
+          std::find(t.tags().begin(), t.tags().end(), q.tag) == t.tags().end()) {
+        continue;
+      }
+      rows.push_back(&t);
+    }
+    std::sort(rows.begin(), rows.end(), [&](const auto* a, const auto* b) {
+      auto key = [&](const v1::ImageTemplate* t) {
+        return std::make_tuple(q.order == TemplateOrder::kName ? t->name() : std::string(),
+                               q.order == TemplateOrder::kName ? 0 : FromTimestamp(t->create_time()),
+                               t->id());
+      };
+      return q.descending ? key(b) < key(a) : key(a) < key(b);
+    });
+    std::vector<std::string> ids;
+    for (const auto* t : rows) ids.push_back(t->id());
+    return ids;
+  }
+};
+
+// Every viewer, filter, order and page size over a varied set of templates
+// (the branches, the list memo and the cursor together) against the
+// reference; then again after writes that move rows in and out of the
+// memoized branches.
+TEST_F(SqliteTemplateStoreTest, ListPagesMatchTheReferenceForEveryViewerAndFilter) {
+  const std::string kDave = "00000000-0000-4000-8000-00000000000d";
+  ASSERT_TRUE(AddTestAccount(*db_, kDave).ok());
+  const std::vector<std::string> accounts = {kAlice, kBob, kCarol, kDave};
+  ReferenceModel model;
+  std::mt19937 rng(7);
+  auto pick = [&](int n) { return static_cast<int>(rng() % n); };
+  const char* kNames[] = {"Web", "db", "web-DB", "cache", "WEBby"};
+  const char* kTags[] = {"a", "b", "gpu"};
+  const v1::ImageTemplateStatus kStatuses[] = {
+      v1::IMAGE_TEMPLATE_STATUS_ACTIVE, v1::IMAGE_TEMPLATE_STATUS_ACTIVE,
+      v1::IMAGE_TEMPLATE_STATUS_CREATING, v1::IMAGE_TEMPLATE_STATUS_FAILED,
+      v1::IMAGE_TEMPLATE_STATUS_DELETING, v1::IMAGE_TEMPLATE_STATUS_DELETED};
+  for (int i = 0; i < 90; ++i) {
+    // Create times repeat (ties broken by id) and names repeat across owners.
+    v1::ImageTemplate t = MakeTemplate(accounts[pick(4)],
+                                       absl::StrCat(kNames[pick(5)], "-", i % 30), 1000 + pick(20));
+    t.set_visibility(static_cast<v1::Visibility>(1 + pick(3)));
+    t.set_status(kStatuses[pick(6)]);
+    t.set_deprecated(pick(4) == 0);
+    t.set_disabled(pick(6) == 0);
+    for (const char* tag : kTags) {
+      if (pick(2) == 0) t.add_tags(tag);
+    }
+    if (!store_->InsertTemplate(t).ok()) continue;  // a name taken by the same owner
+    for (const auto& account : accounts) {
+      if (account != t.owner_account_id() && pick(3) == 0) {
+        ASSERT_TRUE(store_->MutateTemplate(t.id(), [&](TemplateTransaction& txn) {
+                             return txn.AddShare(account, 1);
+                           }).ok());
+        model.shares[t.id()].insert(account);
+      }
+    }
+    model.templates.push_back(t);
+  }
+  ASSERT_GT(model.templates.size(), 60u);
+
+  std::vector<TemplateQuery> filters(9);
+  filters[1].tag = "a";
+  filters[2].name_contains = "WEB";
+  filters[3].tag = "gpu";
+  filters[3].name_contains = "db";
+  filters[4].include_deprecated = true;
+  filters[5].status = v1::IMAGE_TEMPLATE_STATUS_DELETING;
+  filters[6].owner_account_id = kBob;
+  filters[7].visibility = v1::VISIBILITY_PUBLIC;
+  filters[8].status = v1::IMAGE_TEMPLATE_STATUS_ACTIVE;
+  filters[8].include_deprecated = true;
+  auto check_all = [&](const std::string& when) {
+    int walks = 0;
+    for (const auto& viewer : accounts) {
+      for (const TemplateQuery& filter : filters) {
+        for (TemplateOrder order : {TemplateOrder::kCreateTime, TemplateOrder::kName}) {
+          for (bool descending : {false, true}) {
+            for (int limit : {3, 100}) {
+              TemplateQuery q = filter;
+              q.viewer_account_id = viewer;
+              q.order = order;
+              q.descending = descending;
+              q.limit = limit;
+              ASSERT_EQ(WalkIds(*store_, q), model.Ids(q))
+                  << when << ": viewer " << viewer << " tag " << q.tag << " name "
+                  << q.name_contains << " order " << static_cast<int>(order) << " descending "
+                  << descending << " limit " << limit;
+              ++walks;
+            }
+          }
+        }
+      }
+    }
+    EXPECT_EQ(walks, 4 * 9 * 2 * 2 * 2);
+  };
+  // Also through a store with the default public-memo threshold over the
+  // same database: pages before and after its memo is built.
+  SqliteTemplateStore default_store(db_.get());
+  auto check_default = [&](const std::string& when) {
+    for (const auto& viewer : accounts) {
+      for (int round = 0; round < 2; ++round) {
+        for (const TemplateQuery& filter : filters) {
+          TemplateQuery q = filter;
+          q.viewer_account_id = viewer;
+          q.limit = 3;
+          ASSERT_EQ(WalkIds(default_store, q), model.Ids(q)) << when << ": viewer " << viewer;
+        }
+      }
+    }
+  };
+  const int64_t hits0 = store_->list_memo_hits();
+  check_all("as inserted");
+  check_default("as inserted");
+  // The walks of one query reused its memoized rows.
+  EXPECT_GT(store_->list_memo_hits() - hits0, 100);
+
+  // Writes that move rows across the memoized branches: publish, unpublish,
+  // deprecate, disable, rename, delete, unshare.
+  for (int i = 0; i < 30; ++i) {
+    v1::ImageTemplate& t = model.templates[pick(static_cast<int>(model.templates.size()))];
+    const int what = pick(6);
+    auto r = store_->MutateTemplate(t.id(), [&](TemplateTransaction& txn) -> absl::Status {
+      v1::ImageTemplate& m = txn.image_template();
+      switch (what) {
+        case 0:
+          m.set_visibility(m.visibility() == v1::VISIBILITY_PUBLIC ? v1::VISIBILITY_SHARED
+                                                                  : v1::VISIBILITY_PUBLIC);
+          break;
+        case 1:
+          m.set_deprecated(!m.deprecated());
+          break;
+        case 2:
+          m.set_disabled(!m.disabled());
+          break;
+        case 3:
+          m.set_name(absl::StrCat("renamed-web-", i));
+          break;
+        case 4:
+          m.set_status(m.status() == v1::IMAGE_TEMPLATE_STATUS_ACTIVE
+                           ? v1::IMAGE_TEMPLATE_STATUS_DELETING
+                           : v1::IMAGE_TEMPLATE_STATUS_ACTIVE);
+          break;
+        default:
+          RETURN_IF_ERROR(txn.RemoveAllShares());
+          break;
+      }
+      return absl::OkStatus();
+    });
+    ASSERT_TRUE(r.ok()) << r.status();
+    if (what == 5) model.shares.erase(t.id());
+    const std::string id = t.id();
+    t = *r;
+    ASSERT_EQ(t.id(), id);
+    if (i % 10 == 9) {
+      check_all(absl::StrCat("after ", i + 1, " writes"));
+      check_default(absl::StrCat("after ", i + 1, " writes"));
+    }
+  }
+}
+
+// A write to a public template (the public memo serves every viewer) shows on
+// the next page of every viewer, the owner's own public templates come from
+// the owner's branch once only, and another account's deprecated public
+// template is hidden from the default list but not from its owner.
+TEST_F(SqliteTemplateStoreTest, PublicMemoFollowsEveryWrite) {
+  v1::ImageTemplate b1 = Insert(kBob, "b1", 1), b2 = Insert(kBob, "b2", 2),
+                    c1 = Insert(kCarol, "c1", 3);
+  auto set = [&](const v1::ImageTemplate& t, auto change) {
+    auto r = store_->MutateTemplate(t.id(), [&](TemplateTransaction& txn) {
+      change(txn.image_template());
+      return absl::OkStatus();
+    });
+    ASSERT_TRUE(r.ok()) << r.status();
+  };
+  auto publish = [](v1::ImageTemplate& m) { m.set_visibility(v1::VISIBILITY_PUBLIC); };
+  TemplateQuery alice, bob;
+  alice.viewer_account_id = kAlice;
+  alice.limit = 1;
+  bob.viewer_account_id = kBob;
+  bob.limit = 1;
+  EXPECT_TRUE(WalkIds(*store_, alice).empty());
+  set(b1, publish);
+  set(c1, publish);
+  const int64_t hits0 = store_->list_memo_hits();
+  EXPECT_EQ(WalkIds(*store_, alice), (std::vector<std::string>{b1.id(), c1.id()}));
+  EXPECT_GE(store_->list_memo_hits() - hits0, 2);
+  EXPECT_EQ(WalkIds(*store_, bob), (std::vector<std::string>{b1.id(), b2.id(), c1.id()}));
+  set(b1, [](v1::ImageTemplate& m) { m.set_deprecated(true); });
+  EXPECT_EQ(WalkIds(*store_, alice), (std::vector<std::string>{c1.id()}));
+  EXPECT_EQ(WalkIds(*store_, bob), (std::vector<std::string>{b1.id(), b2.id(), c1.id()}));
+  alice.include_deprecated = true;
+  EXPECT_EQ(WalkIds(*store_, alice), (std::vector<std::string>{b1.id(), c1.id()}));
+  set(c1, [](v1::ImageTemplate& m) { m.set_disabled(true); });
+  EXPECT_EQ(WalkIds(*store_, alice), (std::vector<std::string>{b1.id()}));
+  set(b1, [](v1::ImageTemplate& m) { m.set_visibility(v1::VISIBILITY_PRIVATE); });
+  EXPECT_TRUE(WalkIds(*store_, alice).empty());
+  set(b2, publish);
+  set(b2, [](v1::ImageTemplate& m) { m.set_name("a2"); });
+  alice.order = TemplateOrder::kName;
+  alice.limit = 10;
+  EXPECT_EQ(Names(alice), (std::vector<std::string>{"a2"}));
+  set(b2, [](v1::ImageTemplate& m) { m.set_status(v1::IMAGE_TEMPLATE_STATUS_DELETING); });
+  EXPECT_TRUE(Names(alice).empty());
+  v1::ImageTemplate c2 = MakeTemplate(kCarol, "c2", 5);
+  c2.set_visibility(v1::VISIBILITY_PUBLIC);
+  ASSERT_TRUE(store_->InsertTemplate(c2).ok());
+  EXPECT_EQ(Names(alice), (std::vector<std::string>{"c2"}));
+  // Memoized rows hold the template they resolved to; a note-only update
+  // (same place in every order) must still show the new content.
+  auto note = [&]() {
+    auto rows = store_->ListTemplates(alice);
+    EXPECT_TRUE(rows.ok() && rows->size() == 1u);
+    return rows.ok() && rows->size() == 1u ? (*rows)[0].note() : std::string("?");
+  };
+  EXPECT_EQ(note(), "");
+  EXPECT_EQ(note(), "");
+  set(c2, [](v1::ImageTemplate& m) { m.set_note("new note"); });
+  EXPECT_EQ(note(), "new note");
+}
+
+// The public memo costs a read of every public row matching the query; a
+// connection builds it only once list pages outnumber commits, and pages
+// are right either way.
+TEST_F(SqliteTemplateStoreTest, PublicMemoIsBuiltOnlyWhereCommitsAreRarerThanPages) {
+  SqliteTemplateStore store(db_.get(), SqliteTemplateStore::kDefaultCacheEntries,
+                            /*public_memo_after_pages=*/3);
+  std::vector<std::string> want;
+  auto add_public = [&](int i) {
+    v1::ImageTemplate t = MakeTemplate(kCarol, absl::StrCat("c", i), i);
+    t.set_visibility(v1::VISIBILITY_PUBLIC);
+    ASSERT_TRUE(store_->InsertTemplate(t).ok());
+    want.push_back(t.id());
+  };
+  TemplateQuery alice;
+  alice.viewer_account_id = kAlice;
+  alice.limit = 10;
+  auto page = [&]() {
+    auto rows = store.ListTemplates(alice);
+    ASSERT_TRUE(rows.ok()) << rows.status();
+    std::vector<std::string> ids;
+    for (const auto& t : *rows) ids.push_back(t.id());
+    EXPECT_EQ(ids, want);
+  };
+  add_public(1);
+  const int64_t m0 = store.list_memo_misses(), h0 = store.list_memo_hits();
+  // Pages 1-3 after a commit: the shared rows are memoized (one miss), the
+  // public ones read page by page.
+  for (int i = 0; i < 3; ++i) page();
+  EXPECT_EQ(store.list_memo_misses() - m0, 1);
+  EXPECT_EQ(store.list_memo_hits() - h0, 2);
+  // Page 4 builds the public memo; page 5 uses it.
+  page();
+  EXPECT_EQ(store.list_memo_misses() - m0, 2);
+  page();
+  EXPECT_EQ(store.list_memo_misses() - m0, 2);
+  EXPECT_EQ(store.list_memo_hits() - h0, 3 + 2);
+  // Five pages came between the last two commits: the first page after the
+  // next one builds it at once.
+  add_public(2);
+  page();
+  EXPECT_EQ(store.list_memo_misses() - m0, 4);
+  // One page per commit: no more public builds (the period before each
+  // had one page), only the shared branch's reads.
+  for (int i = 3; i < 8; ++i) {
+    add_public(i);
+    page();
+    EXPECT_EQ(store.list_memo_misses() - m0, 4 + (i - 2));
+  }
+}
+
+// More public templates than the memo keeps per query: the public branch is
+// read page by page from its index instead, with the same pages.
+TEST_F(SqliteTemplateStoreTest, PublicRowsPastTheMemoBoundArePagedFromTheIndex) {
+  constexpr int kPublic = 4200;  // > ListMemo::kMaxRowsPerQuery
+  std::vector<std::string> want;
+  ASSERT_TRUE(db_->Transaction([&](SqliteConnection& conn) -> absl::Status {
+                   for (int i = 0; i < kPublic; ++i) {
+                     ASSIGN_OR_RETURN(
+                         auto s, conn.Prepare("INSERT INTO image_templates (id, "
+                                              "owner_account_id, name, note, visibility, status, "
+                                              "source_server_id, configuration, deprecated, "
+                                              "disabled, delete_protected, create_operation_id, "
+                                              "create_time_us, update_time_us, tag_list, "
+                                              "name_folded, version) VALUES (?1, ?2, ?3, '', 3, "
+                                              "2, '', x'', 0, 0, 0, '', ?4, ?4, '', ?3, 1)"));
+                     const std::string id = NewUuid();
+                     s.Bind(1, id).Bind(2, i % 2 ? kBob : kCarol);
+                     s.Bind(3, absl::StrCat("p", i)).Bind(4, static_cast<int64_t>(i / 3));
+                     RETURN_IF_ERROR(s.Run());
+                     if (i % 2 == 0) want.push_back(id);  // Carol's
+                   }
+                   return absl::OkStatus();
+                 }).ok());
+  // Bob sees Carol's (from the public branch) and his own (own branch).
+  TemplateQuery bob;
+  bob.viewer_account_id = kBob;
+  bob.limit = 500;
+  bob.owner_account_id = kCarol;
+  const int64_t misses0 = store_->list_memo_misses();
+  std::vector<std::string> got = WalkIds(*store_, bob);
+  // One read found too many rows; later pages knew that without reading.
+  EXPECT_EQ(store_->list_memo_misses() - misses0, 2);  // shared branch, public branch
+  std::sort(want.begin(), want.end());
+  std::sort(got.begin(), got.end());
+  EXPECT_EQ(got, want);
+  bob.owner_account_id.clear();
+  bob.descending = true;
+  EXPECT_EQ(WalkIds(*store_, bob).size(), static_cast<size_t>(kPublic));
 }
 
 }  // namespace

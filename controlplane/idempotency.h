@@ -71,7 +71,8 @@ absl::StatusOr<Response> IdempotentTransaction(
     const std::string& fingerprint,
     const std::function<absl::StatusOr<Response>(SqliteConnection&)>& work,
     const std::function<void(Response*)>& scrub = nullptr,
-    const std::function<absl::Status(const Response&)>& replay_check = nullptr) {
+    const std::function<absl::Status(SqliteConnection&, const Response&)>& replay_check =
+        nullptr) {
   Response response;
   absl::Status status = db->Transaction([&](SqliteConnection& conn) -> absl::Status {
     auto prior = FindRequest(conn, account_id, request_id, fingerprint);
@@ -80,7 +81,7 @@ absl::StatusOr<Response> IdempotentTransaction(
       if (!response.ParseFromString(**prior)) {
         return absl::InternalError("stored response of request_id does not parse");
       }
-      return replay_check ? replay_check(response) : absl::OkStatus();
+      return replay_check ? replay_check(conn, response) : absl::OkStatus();
     }
     absl::StatusOr<Response> result = work(conn);
     if (!result.ok()) return result.status();

@@ -137,11 +137,8 @@ absl::StatusOr<v1::User> ChangeableUser(SqliteConnection& conn, const Caller& ca
 // ManagedUser again: the permission the first run needed to act on
 // `target_user_id` (empty: any user, the caller too), which the caller may
 // have lost since.
-absl::Status RecheckUserManage(const Caller& caller, absl::string_view target_user_id) {
-  if ((!target_user_id.empty() && target_user_id == caller.user_id) ||
-      caller.Has(v1::PERMISSION_USER_MANAGE)) {
-    return absl::OkStatus();
-  }
+absl::Status RecheckUserManage(const Caller& caller) {
+  if (caller.Has(v1::PERMISSION_USER_MANAGE)) return absl::OkStatus();
   return absl::PermissionDeniedError("managing users needs PERMISSION_USER_MANAGE");
 }
 
@@ -573,7 +570,11 @@ absl::StatusOr<v1::DeleteUserResponse> SqliteIdentityStore::DeleteUser(
         return v1::DeleteUserResponse();
       },
       nullptr,
-      [&](const v1::DeleteUserResponse&) { return RecheckUserManage(caller, ""); });
+      // The user is gone: only the caller's own right to manage users is left
+      // to check.
+      [&](SqliteConnection&, const v1::DeleteUserResponse&) {
+        return RecheckUserManage(caller);
+      });
 }
 
 absl::StatusOr<v1::SetUserPermissionsResponse> SqliteIdentityStore::SetUserPermissions(
@@ -608,7 +609,9 @@ absl::StatusOr<v1::SetUserPermissionsResponse> SqliteIdentityStore::SetUserPermi
         return response;
       },
       nullptr,
-      [&](const v1::SetUserPermissionsResponse&) { return RecheckUserManage(caller, ""); });
+      [&](SqliteConnection& conn, const v1::SetUserPermissionsResponse&) {
+        return ChangeableUser(conn, caller, request.user_id(), false).status();
+      });
 }
 
 absl::StatusOr<v1::SetDeviceAccessResponse> SqliteIdentityStore::SetDeviceAccess(
@@ -629,7 +632,10 @@ absl::StatusOr<v1::SetDeviceAccessResponse> SqliteIdentityStore::SetDeviceAccess
         return response;
       },
       nullptr,
-      [&](const v1::SetDeviceAccessResponse&) { return RecheckUserManage(caller, ""); });
+      [&](SqliteConnection& conn, const v1::SetDeviceAccessResponse&) {
+        RETURN_IF_ERROR(ChangeableUser(conn, caller, request.user_id(), false).status());
+        return CheckGrantableAccess(caller, request.device_access());
+      });
 }
 
 absl::StatusOr<v1::CreateApiKeyResponse> SqliteIdentityStore::CreateApiKey(
@@ -666,8 +672,8 @@ absl::StatusOr<v1::CreateApiKeyResponse> SqliteIdentityStore::CreateApiKey(
       },
       // The secret is shown once; a repeat gets the key without it.
       [](v1::CreateApiKeyResponse* stored) { stored->clear_secret(); },
-      [&](const v1::CreateApiKeyResponse& r) {
-        return RecheckUserManage(caller, r.api_key().user_id());
+      [&](SqliteConnection& conn, const v1::CreateApiKeyResponse& r) {
+        return ChangeableUser(conn, caller, r.api_key().user_id(), true).status();
       });
 }
 
@@ -743,8 +749,10 @@ absl::StatusOr<v1::RevokeApiKeyResponse> SqliteIdentityStore::RevokeApiKey(
         return response;
       },
       nullptr,
-      [&](const v1::RevokeApiKeyResponse& r) {
-        return RecheckUserManage(caller, r.api_key().user_id());
+      [&](SqliteConnection& conn, const v1::RevokeApiKeyResponse& r) -> absl::Status {
+        auto user = ChangeableUser(conn, caller, r.api_key().user_id(), true);
+        if (absl::IsNotFound(user.status())) return absl::NotFoundError("API key not found");
+        return user.status();
       });
 }
 

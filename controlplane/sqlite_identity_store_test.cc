@@ -354,6 +354,17 @@ TEST_F(IdentityStoreTest, RequestIdRepeatsAreCheckedAgainAndMeIsTheCallers) {
   ASSERT_TRUE(granted.ok()) << granted.status();
   EXPECT_EQ(store_->SetUserPermissions(carol, grant).status().code(),
             absl::StatusCode::kPermissionDenied);
+  // Bob may change the worker: his repeat gets the stored answer. Dave
+  // manages users but lacks SERVER_VIEW, which the worker now holds: a fresh
+  // call would be refused, so is his repeat.
+  auto bob_grant = store_->SetUserPermissions(bob, grant);
+  ASSERT_TRUE(bob_grant.ok()) << bob_grant.status();
+  EXPECT_EQ(bob_grant->user().id(), worker_id);
+  const Caller dave = CallerFor(NewUser(op_, a, "dave", {v1::PERMISSION_USER_MANAGE}));
+  EXPECT_EQ(store_->SetUserPermissions(dave, grant).status().code(),
+            absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(store_->CreateApiKey(dave, for_worker).status().code(),
+            absl::StatusCode::kPermissionDenied);
   v1::DeleteUserRequest remove;
   remove.set_id(worker_id);
   remove.set_request_id("remove");
@@ -370,10 +381,11 @@ TEST_F(IdentityStoreTest, RequestIdRepeatsAreCheckedAgainAndMeIsTheCallers) {
   auto demoted_user = store_->SetUserPermissions(bob, demote);
   ASSERT_TRUE(demoted_user.ok()) << demoted_user.status();
   const Caller demoted = CallerFor(alice_id);
+  // The worker is deleted by now: a fresh call would not find it either.
   EXPECT_EQ(store_->CreateApiKey(demoted, for_worker).status().code(),
-            absl::StatusCode::kPermissionDenied);
+            absl::StatusCode::kNotFound);
   EXPECT_EQ(store_->SetUserPermissions(demoted, grant).status().code(),
-            absl::StatusCode::kPermissionDenied);
+            absl::StatusCode::kNotFound);
   EXPECT_EQ(store_->DeleteUser(demoted, remove).status().code(),
             absl::StatusCode::kPermissionDenied);
   auto own_again = store_->CreateApiKey(demoted, own);

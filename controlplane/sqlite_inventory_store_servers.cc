@@ -529,7 +529,7 @@ absl::StatusOr<v1::SetServerCredentialsResponse> SqliteInventoryStore::SetServer
       nullptr,
       // A repeat skips VisibleServer: the caller may have lost the permission
       // or the server's device access since.
-      [&](const v1::SetServerCredentialsResponse& r) -> absl::Status {
+      [&](SqliteConnection&, const v1::SetServerCredentialsResponse& r) -> absl::Status {
         if (!caller.CanAccessServer(r.server().id())) return NoSuchServer();
         if (!caller.Has(v1::PERMISSION_SERVER_CREDENTIALS_VIEW)) {
           return absl::PermissionDeniedError("this needs PERMISSION_SERVER_CREDENTIALS_VIEW");

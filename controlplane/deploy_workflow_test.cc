@@ -4,6 +4,7 @@
 // no server ACTIVE, every volume FREE and every address released.
 #include "controlplane/deploy_workflow.h"
 
+#include <tuple>
 #include <functional>
 #include <string>
 #include <vector>
@@ -285,6 +286,32 @@ TEST_F(DeployStaticAddressTest, ReservedInItsPoolAndFilledFromIt) {
   EXPECT_EQ(manager_->DeployImageTemplate(owner_, pair).status().code(),
             absl::StatusCode::kAlreadyExists);
   EXPECT_EQ(AllocatedAddresses(), 0);
+}
+
+// Overlapping pools: an address outside every range belongs to the pool
+// whose subnet holds it most specifically, whatever order they were made in.
+TEST_F(DeployStaticAddressTest, OverlappingPoolsTakeTheMostSpecificSubnet) {
+  for (const auto& [subnet, gateway, first] :
+       std::vector<std::tuple<std::string, std::string, std::string>>{
+           {"10.40.0.0/16", "10.40.0.1", "10.40.5.10"},
+           {"10.40.1.0/24", "10.40.1.1", "10.40.1.10"}}) {
+    v1::CreateIpPoolRequest pool;
+    pool.set_datacenter("dc1");
+    pool.set_subnet(subnet);
+    pool.set_gateway(gateway);
+    pool.add_ranges()->set_start(first);
+    pool.mutable_ranges(0)->set_end(first);
+    ASSERT_TRUE(inventory_->CreateIpPool(operator_, pool).ok());
+  }
+  auto started = manager_->DeployImageTemplate(owner_, DeployStatic("inner", "10.40.1.200/24"));
+  ASSERT_TRUE(started.ok()) << started.status();
+  v1::Operation op = WaitTerminal(started->id());
+  ASSERT_EQ(op.state(), v1::OPERATION_STATE_SUCCEEDED) << op.DebugString();
+  EXPECT_EQ(inventory_->ReadServer(op.deployed_servers().server_ids(0))
+                ->configuration()
+                .network_interfaces(0)
+                .gateway(),
+            "10.40.1.1");
 }
 
 // Outside every pool's subnet: refused, naming the pools, nothing taken (no

@@ -79,7 +79,7 @@ absl::StatusOr<v1::NetworkInterface> ReserveStaticAddress(
     pool_ids.push_back(pools.ColumnText(0));
   }
   // The pool the address belongs to: the first whose range holds it, else
-  // the first whose subnet does.
+  // the one whose subnet holds it most specifically (longest prefix).
   std::optional<v1::IpPool> chosen;
   std::optional<internal::Cidr> chosen_subnet;
   bool in_range = false;
@@ -95,7 +95,7 @@ absl::StatusOr<v1::NetworkInterface> ReserveStaticAddress(
         "AND last_address >= ?2"));
     range.Bind(1, pool_id).Bind(2, int64_t{address});
     ASSIGN_OR_RETURN(bool reservable, range.Step());
-    if (reservable || !chosen) {
+    if (reservable || !chosen || subnet->prefix > chosen_subnet->prefix) {
       chosen = *std::move(pool);
       chosen_subnet = subnet;
       in_range = reservable;

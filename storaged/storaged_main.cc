@@ -52,6 +52,15 @@ struct Config {
   int64_t scrub_interval_seconds = 7 * 24 * 3600;
 };
 
+// When the store's last scrub finished (a file of Unix seconds in the store
+// directory, so the weekly scrub survives restarts); InfinitePast if unknown.
+absl::Time LastScrub(const std::string& path) {
+  std::ifstream in(path);
+  int64_t seconds = 0;
+  if (in >> seconds && seconds > 0) return absl::FromUnixSeconds(seconds);
+  return absl::InfinitePast();
+}
+
 // Seconds from a flag; `off` and below mean never.
 absl::Duration SecondsOrNever(int64_t seconds, int64_t off) {
   return seconds <= off ? absl::InfiniteDuration() : absl::Seconds(seconds);
@@ -220,9 +229,19 @@ int main(int argc, char** argv) {
   upkeep.gc_after_delete = SecondsOrNever(config.gc_after_delete_seconds, -1);
   upkeep.gc_interval = SecondsOrNever(config.gc_interval_seconds, 0);
   upkeep.scrub_interval = SecondsOrNever(config.scrub_interval_seconds, 0);
+  const std::string scrub_stamp = config.store + "/last-scrub";
+  upkeep.last_scrub = LastScrub(scrub_stamp);
   storaged::StoreMaintenance maintenance(
       upkeep, [&storage_node] { return storage_node.CollectGarbageNow(false).status(); },
-      [&storage_node](const std::atomic<bool>& stop) { return storage_node.ScrubImages(stop); });
+      [&](const std::atomic<bool>& stop) {
+        absl::Status scrubbed = storage_node.ScrubImages(stop);
+        if (scrubbed.ok()) {
+          common::WriteFileAtomically(scrub_stamp,
+                                      absl::StrCat(absl::ToUnixSeconds(absl::Now()), "\n"), 0644)
+              .IgnoreError();  // the next start scrubs an interval later then
+        }
+        return scrubbed;
+      });
   storage_node.OnImageDeleted([&maintenance] { maintenance.ImageDeleted(); });
 
   // An unusable store (missing mount, bad permissions) does not stop the

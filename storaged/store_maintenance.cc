@@ -11,8 +11,11 @@ namespace storaged {
 MaintenanceSchedule::MaintenanceSchedule(const StoreMaintenanceOptions& options,
                                          absl::Time start)
     : options_(options),
-      next_gc_(start + options.gc_interval),
-      next_scrub_(start + options.scrub_interval) {}
+      next_gc_(options.gc_interval == absl::InfiniteDuration()
+                   ? absl::InfiniteFuture()
+                   : start + std::min(options.gc_interval, options.first_gc_after)),
+      next_scrub_((options.last_scrub == absl::InfinitePast() ? start : options.last_scrub) +
+                  options.scrub_interval) {}
 
 void MaintenanceSchedule::ImageDeleted(absl::Time now) {
   first_uncollected_delete_ = std::min(first_uncollected_delete_, now);

@@ -23,10 +23,17 @@ struct StoreMaintenanceOptions {
   // A collection this long after the first delete not yet collected;
   // InfiniteDuration(): deletes wait for the interval.
   absl::Duration gc_after_delete = absl::Minutes(1);
-  // Collections and scrubs at these intervals, the first one an interval
-  // after the start; InfiniteDuration(): never.
+  // Collections and scrubs at these intervals; InfiniteDuration(): never.
   absl::Duration gc_interval = absl::Hours(6);
   absl::Duration scrub_interval = absl::Hours(24 * 7);
+  // The first collection this soon after the start (at most gc_interval;
+  // none with an infinite gc_interval):
+  // it reclaims what a crash left, such as captures that never committed.
+  absl::Duration first_gc_after = absl::Minutes(10);
+  // When the last scrub finished (kept by the caller across restarts), so a
+  // node restarted more often than scrub_interval still scrubs;
+  // InfinitePast(): unknown, the first scrub an interval after the start.
+  absl::Time last_scrub = absl::InfinitePast();
   // A task that failed (store unavailable, I/O error) runs again this soon,
   // doubling with each failure in a row up to its interval.
   absl::Duration retry_after = absl::Minutes(1);

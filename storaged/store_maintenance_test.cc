@@ -16,6 +16,7 @@ const absl::Time kStart = absl::FromUnixSeconds(1'000'000);
 StoreMaintenanceOptions Options() {
   StoreMaintenanceOptions o;
   o.gc_after_delete = absl::Minutes(1);
+  o.first_gc_after = absl::Hours(6);
   o.gc_interval = absl::Hours(6);
   o.scrub_interval = absl::Hours(24);
   o.retry_after = absl::Minutes(5);
@@ -41,6 +42,25 @@ TEST(MaintenanceScheduleTest, NothingIsDueBeforeTheFirstInterval) {
   schedule.Ran(Task::kScrub, kStart + absl::Hours(24), kStart + absl::Hours(25), true);
   EXPECT_EQ(schedule.Due(kStart + absl::Hours(26), &wake), Task::kNone);
   EXPECT_EQ(wake, kStart + absl::Hours(30));
+}
+
+TEST(MaintenanceScheduleTest, FirstCollectionSoonAfterStartAndScrubsFollowTheLastOne) {
+  StoreMaintenanceOptions o = Options();
+  o.first_gc_after = absl::Minutes(10);
+  o.last_scrub = kStart - absl::Hours(20);  // before a restart
+  MaintenanceSchedule schedule(o, kStart);
+  absl::Time wake;
+  EXPECT_EQ(schedule.Due(kStart, &wake), Task::kNone);
+  EXPECT_EQ(wake, kStart + absl::Minutes(10));
+  ASSERT_EQ(schedule.Due(wake, &wake), Task::kCollectGarbage);
+  schedule.Ran(Task::kCollectGarbage, kStart + absl::Minutes(10), kStart + absl::Minutes(10),
+               true);
+  EXPECT_EQ(schedule.Due(kStart + absl::Minutes(10), &wake), Task::kNone);
+  EXPECT_EQ(wake, kStart + absl::Hours(4));  // a day after the last scrub
+  // Overdue (the node was down for longer than the interval): right away.
+  o.last_scrub = kStart - absl::Hours(48);
+  MaintenanceSchedule overdue(o, kStart);
+  EXPECT_EQ(overdue.Due(kStart, &wake), Task::kScrub);
 }
 
 TEST(MaintenanceScheduleTest, DeletesShareOneCollectionSoonAfterTheFirst) {

@@ -19,6 +19,8 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "absl/strings/numbers.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
@@ -421,6 +423,12 @@ TEST_F(StoragedTest, MaintenanceCollectsAfterDeletesAndScrubsFindDamage) {
   }
   ASSERT_FALSE(damaged_line.empty()) << log;
   EXPECT_TRUE(absl::StrContains(damaged_line, "keep")) << damaged_line;
+  // Finished scrubs are stamped in the store, so restarts do not reset the
+  // weekly schedule.
+  int64_t stamp = 0;
+  EXPECT_TRUE(absl::SimpleAtoi(absl::StripAsciiWhitespace(ReadAll(store_dir_ + "/last-scrub")),
+                               &stamp));
+  EXPECT_GT(stamp, absl::ToUnixSeconds(absl::Now()) - 600);
 
   // A verify now sees (and marks) every damaged chunk, even if the scrub
   // that logged was part way through when the bytes changed; the next

@@ -348,30 +348,30 @@ absl::Status ImageStore::ExportChunks(
           **file, info, internal::ThreadDecompressor(), pack->name,
           wanted[i].loc.frame);
       done = decoded.status();
-      if (decoded.ok()) {
-        for (size_t k = i; k < end; ++k) {
-          absl::string_view chunk = absl::string_view(*decoded).substr(
-              wanted[k].loc.offset, wanted[k].loc.length);
-          if (Sha256(chunk) != wanted[k].digest) {
-            return absl::DataLossError(absl::StrCat(
-                "chunk sha256 ", wanted[k].digest.ToHex(), " in frame ",
-                wanted[k].loc.frame, " of pack ", pack->name, " is corrupt"));
-          }
-          RETURN_IF_ERROR(gather(wanted[k].digest, chunk));
+      auto chunk_at = [&](size_t k) {
+        return absl::string_view(*decoded).substr(wanted[k].loc.offset, wanted[k].loc.length);
+      };
+      for (size_t k = i; k < end && done.ok(); ++k) {
+        if (Sha256(chunk_at(k)) != wanted[k].digest) {
+          done = absl::DataLossError(absl::StrCat(
+              "chunk sha256 ", wanted[k].digest.ToHex(), " in frame ",
+              wanted[k].loc.frame, " of pack ", pack->name, " is corrupt"));
         }
+      }
+      for (size_t k = i; k < end && done.ok(); ++k) {
+        RETURN_IF_ERROR(gather(wanted[k].digest, chunk_at(k)));
       }
     } else {
       done = file.status();
     }
     if (!done.ok()) {
-      if (!pack->retired.load()) {
-        if (absl::IsNotFound(done) || absl::IsOutOfRange(done)) {
-          return absl::DataLossError(absl::StrCat(
-              "pack ", pack->name, " is damaged: ", done.message()));
-        }
-        return done;
-      }
-      // Garbage collection moved these chunks meanwhile: look them up again.
+      const bool damaged =
+          absl::IsDataLoss(done) || absl::IsNotFound(done) || absl::IsOutOfRange(done);
+      // An I/O error says nothing about the data.
+      if (!pack->retired.load() && !damaged) return done;
+      // Garbage collection moved these chunks meanwhile, or this copy is
+      // damaged: read each by digest, which checks it and falls back to
+      // another copy (or marks it damaged for the next capture to store).
       for (size_t k = i; k < end; ++k) {
         absl::StatusOr<std::string> data =
             ReadChunkByDigest(wanted[k].digest, nullptr);

@@ -437,6 +437,31 @@ absl::flat_hash_set<Digest, DigestHash> BadDigests(ImageStore* store, const std:
   return out;
 }
 
+// The distinct data chunks of image `id`.
+std::vector<Digest> ImageDigests(ImageStore* store, const std::string& id) {
+  absl::flat_hash_set<Digest, DigestHash> seen;
+  auto reader = store->OpenImage(id);
+  EXPECT_TRUE(reader.ok()) << reader.status();
+  if (reader.ok()) {
+    (*reader)->manifest().chunks.ForEachData([&](uint64_t, const Digest& d) { seen.insert(d); });
+  }
+  return std::vector<Digest>(seen.begin(), seen.end());
+}
+
+// Exports `digests` from `from` into a new store at `dir`, whose importer
+// checks every chunk against its digest, as a copy to another node does.
+absl::Status ExportInto(ImageStore* from, const std::vector<Digest>& digests,
+                        const std::string& dir) {
+  stdfs::remove_all(dir);
+  ASSIGN_OR_RETURN(std::unique_ptr<ImageStore> to, ImageStore::Open(dir, SmallOptions()));
+  ASSIGN_OR_RETURN(std::unique_ptr<ChunkImporter> importer, to->BeginImport());
+  RETURN_IF_ERROR(from->ExportChunks(
+      digests, [&](TransferFrame frame) { return importer->AddFrame(frame).status(); }, nullptr));
+  RETURN_IF_ERROR(importer->Finish());
+  if (!to->MissingChunks(digests).empty()) return absl::InternalError("chunks missing");
+  return absl::OkStatus();
+}
+
 // A damaged chunk is not deduplicated against: the next capture holding the
 // same bytes stores them again, and that copy repairs the older image. After
 // a restart both copies are on disk; reads are good whichever the index finds
@@ -455,8 +480,11 @@ TEST(ImageStoreTest, RecaptureRepairsADamagedChunk) {
   const auto bad = BadDigests(store.get(), "a", *damaged);
   ASSERT_FALSE(bad.empty());
   const std::vector<Digest> bad_list(bad.begin(), bad.end());
-  // A peer copying the chunks is asked for them again too.
+  // A peer copying the chunks is asked for them again too, and this node
+  // will not send them.
   EXPECT_EQ(store->MissingChunks(bad_list).size(), bad.size());
+  EXPECT_EQ(ExportInto(store.get(), ImageDigests(store.get(), "a"), dir + "-peer").code(),
+            absl::StatusCode::kDataLoss);
 
   auto second = Capture(store.get(), "b", volume);
   ASSERT_TRUE(second.ok()) << second.status();
@@ -473,15 +501,22 @@ TEST(ImageStoreTest, RecaptureRepairsADamagedChunk) {
   // A collection straight after the restart, before any read found the
   // damage, must not take the good copy for garbage (it is not the one the
   // index names when the damaged pack loads first).
+  // A copy to another node straight after a restart (damaged pack first)
+  // sends the good copies.
   std::string damaged_pack = packs[0];
-  for (const char* name : {"0000000000000000", "ffffffffffffffff"}) {
+  for (const char* name : {"0000000000000001", "0000000000000000", "ffffffffffffffff"}) {
     SCOPED_TRACE(name);
     store.reset();
     const std::string renamed = absl::StrCat(dir, "/packs/", name, ".pack");
+    ASSERT_TRUE(stdfs::exists(damaged_pack)) << damaged_pack;
     stdfs::rename(damaged_pack, renamed);
     damaged_pack = renamed;
     store = OpenStore(dir);
     ASSERT_NE(store, nullptr);
+    if (std::string(name) == "0000000000000001") {
+      EXPECT_TRUE(ExportInto(store.get(), ImageDigests(store.get(), "a"), dir + "-peer").ok());
+      continue;
+    }
     auto collected = store->CollectGarbage(/*dry_run=*/false);
     ASSERT_TRUE(collected.ok()) << collected.status();
     for (const char* id : {"a", "b"}) {

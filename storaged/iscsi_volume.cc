@@ -714,20 +714,25 @@ class Session {
     absl::Time deadline = absl::Now() + options_.reconnect_timeout;
     absl::Duration backoff = absl::Milliseconds(100);
     absl::Status connected = absl::CancelledError("nothing to resume");
-    while (!abandon()) {
-      connected = ConnectOnce(std::min(deadline, absl::Now() + options_.connect_timeout),
-                              abandon);
-      if (connected.ok() || absl::IsCancelled(connected) ||
-          absl::Now() + backoff > deadline) {
-        break;
+    for (;;) {
+      while (!abandon()) {
+        connected = ConnectOnce(std::min(deadline, absl::Now() + options_.connect_timeout),
+                                abandon);
+        if (connected.ok() || absl::IsCancelled(connected) ||
+            absl::Now() + backoff > deadline) {
+          break;
+        }
+        // Woken early by a Drain that gives up on its commands.
+        pollfd pfd{wake_fd_, POLLIN, 0};
+        if (poll(&pfd, 1, Milliseconds(backoff)) > 0) {
+          uint64_t count;
+          (void)!read(wake_fd_, &count, sizeof(count));
+        }
+        backoff = std::min(backoff * 2, absl::Seconds(2));
       }
-      // Woken early by a Drain that gives up on its commands.
-      pollfd pfd{wake_fd_, POLLIN, 0};
-      if (poll(&pfd, 1, Milliseconds(backoff)) > 0) {
-        uint64_t count;
-        (void)!read(wake_fd_, &count, sizeof(count));
-      }
-      backoff = std::min(backoff * 2, absl::Seconds(2));
+      // A command submitted while the login was being given up: log in for
+      // it after all (within the same deadline) rather than fail it.
+      if (!absl::IsCancelled(connected) || NothingToResume() || absl::Now() >= deadline) break;
     }
     if (absl::IsCancelled(connected) && NothingToResume()) {
       common::LogWarning("connection to %s lost (%s); nothing to resume, logging in again "

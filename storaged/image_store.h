@@ -363,8 +363,6 @@ class ImageStore {
   // redundant and dropped. Before collection: which copy the index names
   // after a restart depends on pack names, and another may be the only good.
   void DropRedundantCopies();
-  // Drops the fallback copies held in pack `number`, which is going away.
-  void ForgetCopiesInLocked(uint32_t number) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // A random pack name not in use.
   std::string NewPackName();
 

@@ -77,7 +77,8 @@ absl::StatusOr<GcResult> ImageStore::CollectGarbage(bool dry_run) {
     }
     result.chunks_removed = dead.size();
     // Packs holding a copy that may be the only good one stay as they are
-    // (a reader may switch to that copy at any time, repack or not).
+    // (a reader may switch to that copy at any time, repack or not). Other
+    // copies are only found at load, so no pack retired below holds one.
     absl::flat_hash_set<uint32_t> keep;
     for (const auto& [d, copies] : other_copies_) {
       for (const Location& copy : copies) keep.insert(copy.pack);
@@ -120,7 +121,6 @@ absl::StatusOr<GcResult> ImageStore::CollectGarbage(bool dry_run) {
       damaged_.erase(d);
     }
     for (const std::shared_ptr<PackState>& pack : to_delete) {
-      ForgetCopiesInLocked(pack->number);
       pack->retired = true;
       packs_.erase(pack->number);
       pack_names_.erase(pack->name);
@@ -219,7 +219,6 @@ absl::Status ImageStore::Repack(uint32_t number,
         it->second = Location{fresh, c.frame, c.offset, c.length};
       }
     }
-    ForgetCopiesInLocked(number);
     old->retired = true;
     packs_.erase(number);
     pack_names_.erase(old->name);

@@ -4,7 +4,6 @@
 // stores them again instead of deduplicating against the bad copy, and that
 // new copy repairs every image naming the chunk (Proxmox Backup Server does
 // the same after a failed verify).
-#include <algorithm>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -52,24 +51,11 @@ void ImageStore::DropRedundantCopies() {
     for (const auto& [digest, copies] : other_copies_) several.push_back(digest);
   }
   for (const Digest& digest : several) {
-    // Damaged everywhere, or unreadable now: every copy stays.
+    // An I/O error: the copies stay, and so do their packs. Damaged
+    // everywhere: the read tried (and dropped) every copy and marked it.
     if (!ReadChunkByDigest(digest, nullptr).ok()) continue;
     absl::MutexLock lock(&mu_);
     other_copies_.erase(digest);
-  }
-}
-
-void ImageStore::ForgetCopiesInLocked(uint32_t number) {
-  for (auto it = other_copies_.begin(); it != other_copies_.end();) {
-    std::vector<Location>& copies = it->second;
-    copies.erase(std::remove_if(copies.begin(), copies.end(),
-                                [&](const Location& l) { return l.pack == number; }),
-                 copies.end());
-    if (copies.empty()) {
-      other_copies_.erase(it++);
-    } else {
-      ++it;
-    }
   }
 }
 

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/base/const_init.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
@@ -28,6 +29,23 @@ const char* LevelName(LogLevel level) {
   return "?";
 }
 
+// Text as it may appear in a log line: control characters but tab (a newline
+// in an id or a name taken from a request would forge a line) as \xNN, and
+// at most `limit` bytes.
+std::string OneLine(absl::string_view text, size_t limit) {
+  std::string out;
+  for (char c : text.substr(0, limit)) {
+    const unsigned char u = static_cast<unsigned char>(c);
+    if ((u < 0x20 && c != '\t') || u == 0x7f) {
+      absl::StrAppendFormat(&out, "\\x%02x", u);
+    } else {
+      out.push_back(c);
+    }
+  }
+  if (text.size() > limit) absl::StrAppend(&out, "...(", text.size(), " bytes)");
+  return out;
+}
+
 }  // namespace
 
 void SetLogComponent(absl::string_view name) {
@@ -43,7 +61,8 @@ void LogLine(LogLevel level, absl::string_view op_id,
       "%s %s %s%s %s\n",
       absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone()),
       LevelName(level), component ? *component : "-",
-      op_id.empty() ? "" : absl::StrCat(" op=", op_id), message);
+      op_id.empty() ? "" : absl::StrCat(" op=", OneLine(op_id, 200)),
+      OneLine(message, 16 << 10));
   // One write(2) per line so concurrent processes sharing stderr stay readable.
   size_t written = 0;
   while (written < line.size()) {

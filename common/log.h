@@ -1,5 +1,8 @@
 // One line per event on stderr: time, level, component, optional operation id,
-// message. Safe to call from any thread; lines never interleave.
+// message. Safe to call from any thread; lines never interleave. Control
+// characters in the id and message are written as \xNN, so whatever a
+// request put in them stays one line; ids are cut at 200 bytes and messages
+// at 16 KiB.
 #ifndef COMMON_LOG_H_
 #define COMMON_LOG_H_
 

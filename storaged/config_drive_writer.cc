@@ -117,7 +117,8 @@ absl::StatusOr<std::string> BuildConfigDriveImage(const ConfigDrive& drive) {
   return out;
 }
 
-absl::StatusOr<uint64_t> WriteConfigDrive(const ConfigDrive& drive, Volume& volume) {
+absl::StatusOr<uint64_t> WriteConfigDrive(const ConfigDrive& drive, Volume& volume,
+                                          const std::atomic<bool>* cancelled) {
   ASSIGN_OR_RETURN(std::string image, BuildConfigDriveImage(drive));
   const VolumeInfo& info = volume.info();
   uint64_t padded = (image.size() + info.block_size - 1) / info.block_size * info.block_size;
@@ -140,7 +141,9 @@ absl::StatusOr<uint64_t> WriteConfigDrive(const ConfigDrive& drive, Volume& volu
       stale.push_back({padded, info.size_bytes - padded});
     }
   }
-  std::unique_ptr<VolumeWriter> writer = volume.NewWriter({});
+  WriteOptions options;
+  options.cancelled = cancelled;
+  std::unique_ptr<VolumeWriter> writer = volume.NewWriter(options);
   RETURN_IF_ERROR(writer->Write(0, std::move(image)));
   for (const Extent& e : stale) {
     const uint64_t begin = std::max(e.offset, padded);

@@ -4,6 +4,7 @@
 #ifndef STORAGED_CONFIG_DRIVE_WRITER_H_
 #define STORAGED_CONFIG_DRIVE_WRITER_H_
 
+#include <atomic>
 #include <string>
 
 #include "absl/status/status.h"
@@ -28,8 +29,10 @@ absl::StatusOr<std::string> BuildConfigDriveImage(const ConfigDrive& drive);
 // tenant's data must not survive past the image), then flushes. Returns the
 // bytes of the padded image.
 // FAILED_PRECONDITION (naming both sizes) when the volume is smaller than the
-// image; otherwise the volume's errors.
-absl::StatusOr<uint64_t> WriteConfigDrive(const ConfigDrive& drive, Volume& volume);
+// image; CANCELLED soon after `*cancelled` (may be null) turns true (zeroing
+// a large thick volume takes a while); otherwise the volume's errors.
+absl::StatusOr<uint64_t> WriteConfigDrive(const ConfigDrive& drive, Volume& volume,
+                                          const std::atomic<bool>* cancelled = nullptr);
 
 }  // namespace storaged
 

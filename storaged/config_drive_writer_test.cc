@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <sys/wait.h>
 
+#include <atomic>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -103,6 +104,25 @@ TEST(ConfigDriveWriterSizeTest, RefusesAVolumeSmallerThanTheImage) {
   EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition) << status;
   EXPECT_THAT(std::string(status.message()), HasSubstr(absl::StrCat(image->size())));
   EXPECT_THAT(std::string(status.message()), HasSubstr("65536"));
+}
+
+// The control plane gives up on a call after its deadline and retries the
+// step: a cancelled write must stop, not zero the rest of a large thick
+// volume behind the caller's back.
+TEST(ConfigDriveWriterCancelTest, StopsWhenCancelled) {
+  auto san = tests::San::Start();
+  ASSERT_TRUE(san.ok()) << san.status();
+  tests::LunOptions options;
+  options.thin = false;
+  auto lun = (*san)->CreateLun("big", uint64_t{4} << 30, options);
+  ASSERT_TRUE(lun.ok()) << lun.status();
+  auto volume = IscsiVolume::Open(lun->url);
+  ASSERT_TRUE(volume.ok()) << volume.status();
+  std::atomic<bool> cancelled{true};
+  const absl::Time start = absl::Now();
+  absl::Status status = WriteConfigDrive(SampleDrive(), **volume, &cancelled).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kCancelled) << status;
+  EXPECT_LT(absl::Now() - start, absl::Seconds(30)) << "zeroed the volume first";
 }
 
 }  // namespace

@@ -136,8 +136,9 @@ class PosixFs final : public Filesystem {
  public:
   absl::StatusOr<std::unique_ptr<WritableFile>> NewWritableFile(
       const std::string& path) override {
+    // Owner only: packs and manifests are other accounts' disks.
     int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
-                    0644);
+                    0600);
     if (fd < 0) return ErrnoStatus(errno, absl::StrCat("create ", path));
     return std::unique_ptr<WritableFile>(new PosixWritableFile(path, fd));
   }
@@ -175,7 +176,7 @@ class PosixFs final : public Filesystem {
   }
 
   absl::Status CreateDir(const std::string& path) override {
-    if (::mkdir(path.c_str(), 0755) != 0 && errno != EEXIST) {
+    if (::mkdir(path.c_str(), 0700) != 0 && errno != EEXIST) {
       return ErrnoStatus(errno, absl::StrCat("mkdir ", path));
     }
     return absl::OkStatus();

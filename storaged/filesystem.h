@@ -54,7 +54,7 @@ class Filesystem {
  public:
   virtual ~Filesystem() = default;
 
-  // Creates `path`, or truncates it if it exists.
+  // Creates `path` (owner-only, 0600), or truncates it if it exists.
   virtual absl::StatusOr<std::unique_ptr<WritableFile>> NewWritableFile(
       const std::string& path) = 0;
   virtual absl::StatusOr<std::unique_ptr<RandomAccessFile>> OpenForRead(
@@ -65,7 +65,7 @@ class Filesystem {
   virtual absl::Status Remove(const std::string& path) = 0;
   // Makes renames and removals inside directory `path` durable.
   virtual absl::Status SyncDir(const std::string& path) = 0;
-  // OK if the directory already exists.
+  // Owner-only (0700). OK if the directory already exists.
   virtual absl::Status CreateDir(const std::string& path) = 0;
   // Names (not paths) of the entries of `path`, without "." and "..".
   virtual absl::StatusOr<std::vector<std::string>> ListDir(

@@ -65,6 +65,22 @@ class FaultInjectingFilesystem final : public Filesystem {
     absl::MutexLock lock(&mu_);
     return failed_opens_;
   }
+  // OpenForRead calls of a path containing `path_part` wait until
+  // ReleaseOpens (an operation held in the middle, for races);
+  // WaitForHeldOpen returns once one waits.
+  void HoldOpensForRead(std::string path_part) {
+    absl::MutexLock lock(&mu_);
+    hold_part_ = std::move(path_part);
+  }
+  void WaitForHeldOpen() {
+    absl::MutexLock lock(&mu_);
+    mu_.Await(absl::Condition(
+        +[](int* held) { return *held > 0; }, &held_opens_));
+  }
+  void ReleaseOpens() {
+    absl::MutexLock lock(&mu_);
+    hold_part_.clear();
+  }
   bool crashed() const {
     absl::MutexLock lock(&mu_);
     return crashed_;
@@ -90,6 +106,14 @@ class FaultInjectingFilesystem final : public Filesystem {
         if (open_fails_left_ > 0) --open_fails_left_;
         ++failed_opens_;
         return ErrnoStatus(open_fail_errno_, "open " + path);
+      }
+      if (!hold_part_.empty() && absl::StrContains(path, hold_part_)) {
+        ++held_opens_;
+        auto released = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+          return hold_part_.empty();
+        };
+        mu_.Await(absl::Condition(&released));
+        --held_opens_;
       }
     }
     return base_->OpenForRead(path);
@@ -186,6 +210,8 @@ class FaultInjectingFilesystem final : public Filesystem {
   int open_fails_left_ ABSL_GUARDED_BY(mu_) = 0;
   int open_fail_errno_ ABSL_GUARDED_BY(mu_) = 0;
   int failed_opens_ ABSL_GUARDED_BY(mu_) = 0;
+  std::string hold_part_ ABSL_GUARDED_BY(mu_);
+  int held_opens_ ABSL_GUARDED_BY(mu_) = 0;
   bool crashed_ ABSL_GUARDED_BY(mu_) = false;
 };
 

@@ -1,5 +1,7 @@
 #include "storaged/filesystem.h"
 
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <cstdlib>
 #include <filesystem>
@@ -70,6 +72,21 @@ TEST_P(FilesystemTest, WriteFileDurably) {
   EXPECT_EQ(*got, "two!");
   EXPECT_EQ(fs_->FileSize(path + ".tmp").status().code(),
             absl::StatusCode::kNotFound);
+}
+
+// The store holds every account's disks: nobody but storaged's user reads it.
+TEST_P(FilesystemTest, FilesAndDirectoriesAreOwnerOnly) {
+  const mode_t old_umask = ::umask(0);  // the modes asked for, not the umask's
+  std::string sub = dir_ + "/sub";
+  ASSERT_TRUE(fs_->CreateDir(sub).ok());
+  auto file = fs_->NewWritableFile(sub + "/f");
+  ASSERT_TRUE(file.ok()) << file.status();
+  ::umask(old_umask);
+  struct stat st;
+  ASSERT_EQ(::stat(sub.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0700u);
+  ASSERT_EQ(::stat((sub + "/f").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
 }
 
 INSTANTIATE_TEST_SUITE_P(PosixAndFault, FilesystemTest, ::testing::Bool());

@@ -25,6 +25,7 @@
 #include "storaged/image_store.h"
 #include "storaged/manifest.h"
 #include "storaged/storage_node_service.h"
+#include "storaged/testing/service_node.h"
 
 namespace storaged {
 namespace {
@@ -56,25 +57,8 @@ std::string ChunkData(uint64_t seed) {
 using Seeds = std::vector<uint64_t>;
 
 // One node: a store in its own directory and the real service on a port.
-struct Node {
-  explicit Node(const std::string& name) {
-    dir = std::string(std::getenv("TEST_TMPDIR")) + "/" + name;
-    stdfs::remove_all(dir);
-    store = *ImageStore::Open(dir, Options());
-    service = std::make_unique<StorageNodeService>(
-        name, store.get(), [](const std::string&) -> absl::StatusOr<std::unique_ptr<Volume>> {
-          return absl::UnimplementedError("no volumes in this test");
-        });
-    grpc::ServerBuilder builder;
-    int port = 0;
-    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
-    builder.SetMaxReceiveMessageSize(64 << 20);
-    builder.RegisterService(service.get());
-    server = builder.BuildAndStart();
-    address = absl::StrCat("127.0.0.1:", port);
-    stub = NewPeerStub(address);
-  }
-  ~Node() { server->Shutdown(std::chrono::system_clock::now()); }
+struct Node : testing::ServiceNode {
+  explicit Node(const std::string& name) : ServiceNode(name, Options()) {}
 
   ManifestSummary Capture(const std::string& id, const Seeds& seeds) {
     auto w = store->BeginImage(id, seeds.size() * kChunk, 512);
@@ -107,12 +91,6 @@ struct Node {
     return reader.ok() ? absl::StrCat("sha256:", (*reader)->manifest_digest().ToHex()) : "";
   }
 
-  std::string dir;
-  std::unique_ptr<ImageStore> store;
-  std::unique_ptr<StorageNodeService> service;
-  std::unique_ptr<grpc::Server> server;
-  std::string address;
-  std::unique_ptr<pb::StorageNode::StubInterface> stub;
 };
 
 // PutManifest of `encoded` as image `id` on `to`, with `digest_text`

@@ -9,20 +9,6 @@
 
 namespace storaged {
 
-namespace {
-
-bool ValidImageId(absl::string_view id) {
-  if (id.empty() || id.size() > 128) return false;
-  for (char c : id) {
-    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-              (c >= '0' && c <= '9') || c == '_' || c == '-';
-    if (!ok) return false;
-  }
-  return true;
-}
-
-}  // namespace
-
 ImageReceiver::ImageReceiver(ImageStore* store, absl::Duration idle_timeout,
                              absl::Duration tombstone_ttl)
     : store_(store), idle_timeout_(idle_timeout), tombstone_ttl_(tombstone_ttl) {}
@@ -69,10 +55,6 @@ absl::Status ImageReceiver::CheckNotDeleted(const std::string& image_id) {
 absl::StatusOr<std::vector<Digest>> ImageReceiver::FindMissing(
     const std::string& image_id, const std::vector<Digest>& digests) {
   if (!image_id.empty()) {
-    if (!ValidImageId(image_id)) {
-      return absl::InvalidArgumentError(
-          "image_id: must be 1-128 characters of A-Z, a-z, 0-9, '_' or '-'");
-    }
     // Pinned first: a chunk reported present stays present until the commit.
     RETURN_IF_ERROR(Pin(image_id, digests));
   }
@@ -81,6 +63,7 @@ absl::StatusOr<std::vector<Digest>> ImageReceiver::FindMissing(
 
 absl::Status ImageReceiver::Pin(const std::string& image_id,
                                 const std::vector<Digest>& digests) {
+  RETURN_IF_ERROR(CheckImageId(image_id));
   absl::MutexLock lock(&mu_);
   const absl::Time now = absl::Now();
   ExpireLocked(now);
@@ -98,6 +81,7 @@ absl::Status ImageReceiver::Pin(const std::string& image_id,
 absl::StatusOr<ManifestSummary> ImageReceiver::Commit(const std::string& image_id,
                                                       absl::string_view encoded,
                                                       const Digest& expected) {
+  RETURN_IF_ERROR(CheckImageId(image_id));
   {
     absl::MutexLock lock(&mu_);
     const absl::Time now = absl::Now();
@@ -117,11 +101,21 @@ absl::StatusOr<ManifestSummary> ImageReceiver::Commit(const std::string& image_i
   return summary;
 }
 
-absl::Status ImageReceiver::Delete(const std::string& image_id) {
-  if (!ValidImageId(image_id)) {
-    return absl::InvalidArgumentError(
-        "image_id: must be 1-128 characters of A-Z, a-z, 0-9, '_' or '-'");
+void ImageReceiver::Abandon(const std::string& image_id) {
+  Receive ended;  // Its pins are released outside the lock.
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = receives_.find(image_id);
+    if (it == receives_.end()) return;
+    ended = std::move(it->second);
+    receives_.erase(it);
   }
+  common::LogOp(image_id, "receive ended after a stream failed its checks: %u chunks unpinned",
+                ended.pinned.size());
+}
+
+absl::Status ImageReceiver::Delete(const std::string& image_id) {
+  RETURN_IF_ERROR(CheckImageId(image_id));
   bool aborted = false;
   Receive ended;  // Its pins are released outside the lock.
   {

@@ -46,7 +46,8 @@ class ImageReceiver {
   absl::StatusOr<std::vector<Digest>> FindMissing(
       const std::string& image_id, const std::vector<Digest>& digests);
   // Pins `digests` for the receive of `image_id` (those not pinned yet).
-  // ABORTED (nothing pinned) while the id is tombstoned.
+  // ABORTED (nothing pinned) while the id is tombstoned; INVALID_ARGUMENT
+  // for a malformed image id.
   absl::Status Pin(const std::string& image_id, const std::vector<Digest>& digests);
   // ImageStore::ImportManifest; the receive ends once it succeeds. ABORTED
   // while the id is tombstoned.
@@ -66,6 +67,12 @@ class ImageReceiver {
   // once; nor does a delete that found nothing, so a sender with no receive
   // open (an all-zero image skips FindMissing) can still commit after it.
   absl::Status Delete(const std::string& image_id);
+
+  // Ends `image_id`'s receive, if any, releasing its pins, without a
+  // tombstone: after a PutChunks stream failed its checks, a sender that
+  // lied (or broke) must not keep chunks pinned for the idle timeout; its
+  // next attempt starts a new receive.
+  void Abandon(const std::string& image_id);
 
   // Ends receives idle for longer than `idle_timeout` (their pins go) and
   // expired tombstones. Other calls do it too; garbage collection calls it

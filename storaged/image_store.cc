@@ -52,11 +52,6 @@ bool ValidImageId(absl::string_view id) {
   return true;
 }
 
-absl::Status InvalidId(absl::string_view id) {
-  return absl::InvalidArgumentError(absl::StrCat(
-      "image_id \"", absl::CHexEscape(id.substr(0, 200)),
-      "\" must be 1-128 characters of A-Z, a-z, 0-9, '_' or '-'"));
-}
 
 
 void OpenPacks::Touch(const std::shared_ptr<PackState>& pack) {
@@ -500,8 +495,7 @@ class ImageWriterImpl final : public ImageWriter {
 
     {
       absl::MutexLock store_lock(&store_->mu_);
-      store_->images_[id_] =
-          ImageStore::ImageInfo{m.logical_bytes, m.referenced_stored_bytes};
+      store_->images_[id_] = ImageStore::InfoOf(m, summary.manifest_digest, encoded.size());
       store_->reserved_ids_.erase(id_);
       store_->writers_.erase(this);
       if (store_->gc_marking_) {
@@ -569,6 +563,13 @@ class ImageWriterImpl final : public ImageWriter {
 
 
 }  // namespace internal
+
+absl::Status CheckImageId(absl::string_view id) {
+  if (internal::ValidImageId(id)) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      "image_id \"", absl::CHexEscape(id.substr(0, 200)),
+      "\" must be 1-128 characters of A-Z, a-z, 0-9, '_' or '-'"));
+}
 
 absl::Status ImageReader::ReadChunkTo(uint64_t index, char* out) {
   ASSIGN_OR_RETURN(std::string data, ReadChunk(index));
@@ -691,14 +692,16 @@ absl::Status ImageStore::Load() {
     std::string id =
         name.substr(0, name.size() - internal::kManifestSuffix.size());
     if (!internal::ValidImageId(id)) continue;
-    absl::StatusOr<Manifest> m = ReadManifest(id, nullptr);
+    Digest digest;
+    absl::StatusOr<Manifest> m = ReadManifest(id, &digest);
     ImageInfo info;
-    if (m.ok()) {
-      info = ImageInfo{m->logical_bytes, m->referenced_stored_bytes};
+    absl::StatusOr<uint64_t> bytes = fs_->FileSize(ManifestPath(id));
+    if (m.ok() && bytes.ok()) {
+      info = InfoOf(*m, digest, *bytes);
     } else {
       // Still listed, so it can be deleted; OpenImage reports DATA_LOSS.
       common::LogWarning("image store %s: manifest of %s: %s", dir_, id,
-                         m.status().ToString());
+                         (m.ok() ? bytes.status() : m.status()).ToString());
     }
     absl::MutexLock lock(&mu_);
     images_[id] = info;
@@ -774,7 +777,7 @@ absl::StatusOr<Manifest> ImageStore::ReadManifest(const std::string& image_id,
 absl::StatusOr<std::unique_ptr<ImageWriter>> ImageStore::BeginImage(
     const std::string& image_id, uint64_t volume_size, uint32_t block_size,
     int compression_level) {
-  if (!internal::ValidImageId(image_id)) return internal::InvalidId(image_id);
+  RETURN_IF_ERROR(CheckImageId(image_id));
   if (compression_level < 0 || compression_level > 19) {
     return absl::InvalidArgumentError(absl::StrCat(
         "compression level ", compression_level, " is outside 1..19 (0 = default)"));
@@ -810,7 +813,7 @@ absl::StatusOr<std::unique_ptr<ImageWriter>> ImageStore::BeginImage(
 
 absl::StatusOr<std::unique_ptr<ImageReader>> ImageStore::OpenImage(
     const std::string& image_id) {
-  if (!internal::ValidImageId(image_id)) return internal::InvalidId(image_id);
+  RETURN_IF_ERROR(CheckImageId(image_id));
   {
     absl::MutexLock lock(&mu_);
     if (!images_.contains(image_id)) {
@@ -910,7 +913,7 @@ absl::StatusOr<absl::string_view> ImageStore::ChunkInFrame(
 }
 
 absl::StatusOr<VerifyReport> ImageStore::VerifyImage(
-    const std::string& image_id) {
+    const std::string& image_id, const std::atomic<bool>* cancelled) {
   ASSIGN_OR_RETURN(std::unique_ptr<ImageReader> reader, OpenImage(image_id));
   const Manifest& m = reader->manifest();
   // Its own cache: verification reads every frame from disk.
@@ -921,6 +924,10 @@ absl::StatusOr<VerifyReport> ImageStore::VerifyImage(
   absl::Status failed;
   m.chunks.ForEachData([&](uint64_t i, const Digest& d) {
     if (!failed.ok()) return;
+    if (cancelled != nullptr && cancelled->load(std::memory_order_relaxed)) {
+      failed = absl::CancelledError(absl::StrCat("verify of image ", image_id, " cancelled"));
+      return;
+    }
     ++report.chunks_checked;
     absl::StatusCode code;
     auto it = checked.find(d);
@@ -949,7 +956,7 @@ absl::StatusOr<VerifyReport> ImageStore::VerifyImage(
 }
 
 absl::Status ImageStore::DeleteImage(const std::string& image_id) {
-  if (!internal::ValidImageId(image_id)) return internal::InvalidId(image_id);
+  RETURN_IF_ERROR(CheckImageId(image_id));
   {
     absl::MutexLock lock(&mu_);
     // A capture still running (say one being cancelled) would commit the
@@ -989,13 +996,53 @@ std::vector<std::string> ImageStore::ListImages() const {
   return ids;
 }
 
+ImageStore::ImageInfo ImageStore::InfoOf(const Manifest& m, const Digest& digest,
+                                         uint64_t manifest_bytes) {
+  ImageInfo info;
+  info.readable = true;
+  info.manifest_bytes = manifest_bytes;
+  ImageSummary& s = info.summary;
+  s.image_id = m.image_id;
+  s.volume_size = m.volume_size;
+  s.block_size = m.block_size;
+  s.chunk_size = m.chunk_size;
+  s.chunk_count = m.ChunkCount();
+  s.zero_chunks = m.chunks.zero_count();
+  s.logical_bytes = m.logical_bytes;
+  s.stored_bytes = m.referenced_stored_bytes;
+  s.new_stored_bytes = m.new_stored_bytes;
+  s.create_time = m.create_time;
+  s.manifest_digest = digest;
+  return info;
+}
+
+absl::StatusOr<ImageSummary> ImageStore::Summary(const std::string& image_id) const {
+  RETURN_IF_ERROR(CheckImageId(image_id));
+  ImageInfo info;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = images_.find(image_id);
+    if (it == images_.end()) {
+      return absl::NotFoundError(absl::StrCat("image ", image_id, " not found"));
+    }
+    info = it->second;
+  }
+  absl::StatusOr<uint64_t> bytes = fs_->FileSize(ManifestPath(image_id));
+  if (info.readable && bytes.ok() && *bytes == info.manifest_bytes) return info.summary;
+  // Failed at load, or changed since: the whole read says why (or, if it was
+  // put right since, gives the answer).
+  Digest digest;
+  ASSIGN_OR_RETURN(Manifest m, ReadManifest(image_id, &digest));
+  return InfoOf(m, digest, /*manifest_bytes=*/0).summary;
+}
+
 absl::StatusOr<StoreStatus> ImageStore::Status() const {
   StoreStatus status;
   {
     absl::MutexLock lock(&mu_);
     status.image_count = images_.size();
     for (const auto& [id, info] : images_) {
-      status.logical_bytes += info.logical_bytes;
+      status.logical_bytes += info.summary.logical_bytes;
     }
     for (const auto& [number, pack] : packs_) {
       status.stored_bytes += pack->file_size;

@@ -31,6 +31,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "storaged/buffer_pool.h"
 #include "storaged/digest.h"
 #include "storaged/filesystem.h"
@@ -83,6 +84,23 @@ struct ImageStoreOptions {
   // Pack files kept open for reading; the least recently used is closed
   // beyond this (a node may hold thousands of packs).
   int max_open_packs = 256;
+};
+
+// A committed image as GetImage describes it. Kept in memory from the
+// manifest as it was read at load or written at commit, so answering costs
+// no manifest read (a dense 2 TiB image has a manifest of gigabytes).
+struct ImageSummary {
+  std::string image_id;
+  uint64_t volume_size = 0;
+  uint32_t block_size = 0;
+  uint32_t chunk_size = 0;
+  uint64_t chunk_count = 0;
+  uint64_t zero_chunks = 0;
+  uint64_t logical_bytes = 0;
+  uint64_t stored_bytes = 0;  // Manifest::referenced_stored_bytes
+  uint64_t new_stored_bytes = 0;
+  absl::Time create_time;
+  Digest manifest_digest;
 };
 
 // What a committed capture produced.
@@ -227,12 +245,21 @@ class ChunkImporter {
   // Verify (thread-safe, writes nothing) and Store (a verified frame; calls
   // must not overlap).
   virtual absl::Status Verify(const TransferFrame& frame) const = 0;
+  // The part of Verify that needs no decoding or hashing: sizes, chunk count
+  // and ranges. Cheap enough to run on every message as it arrives, before
+  // anything (a pin, a queue slot) is spent on it. Thread-safe.
+  virtual absl::Status CheckShape(const TransferFrame& frame) const = 0;
   virtual absl::StatusOr<bool> Store(const TransferFrame& frame) = 0;
   // Seals the frames durably into the store; the chunks are then present.
   virtual absl::Status Finish() = 0;
   // Stored bytes written so far.
   virtual uint64_t bytes_stored() const = 0;
 };
+
+// OK for an image id the store accepts (1-128 characters of A-Z, a-z, 0-9,
+// '_' or '-': a file name, and safe to log); INVALID_ARGUMENT naming the id
+// (escaped, cut short) and the rule otherwise.
+absl::Status CheckImageId(absl::string_view id);
 
 // The store. Safe for concurrent use from multiple threads: captures,
 // restores, verification, deletion and garbage collection may all run at
@@ -264,8 +291,16 @@ class ImageStore {
   absl::StatusOr<std::unique_ptr<ImageReader>> OpenImage(
       const std::string& image_id);
 
-  // Reads every chunk and recomputes its digest. Errors as OpenImage.
-  absl::StatusOr<VerifyReport> VerifyImage(const std::string& image_id);
+  // From memory, after checking the manifest file still has its size (one
+  // stat: a truncated manifest is DATA_LOSS here too; an altered one is
+  // found when the image is opened). NOT_FOUND for an unknown id; DATA_LOSS
+  // if its manifest could not be read at load or has changed size.
+  absl::StatusOr<ImageSummary> Summary(const std::string& image_id) const;
+
+  // Reads every chunk and recomputes its digest. Errors as OpenImage;
+  // CANCELLED within a chunk of `*cancelled` (may be null) turning true.
+  absl::StatusOr<VerifyReport> VerifyImage(const std::string& image_id,
+                                           const std::atomic<bool>* cancelled = nullptr);
 
   // Durably removes the manifest; space comes back at the next garbage
   // collection. NOT_FOUND for an unknown id; FAILED_PRECONDITION while a
@@ -278,7 +313,8 @@ class ImageStore {
   // Marks chunks named by live manifests, open readers and captures in
   // progress; deletes packs without live chunks and rewrites packs that are
   // mostly dead. With `dry_run` only reports. DATA_LOSS if a manifest cannot
-  // be read (nothing is collected then, since its chunks cannot be known).
+  // be read (nothing is collected then, since its chunks cannot be known);
+  // ABORTED while another collection runs.
   absl::StatusOr<GcResult> CollectGarbage(bool dry_run);
 
   absl::StatusOr<StoreStatus> Status() const;
@@ -331,9 +367,11 @@ class ImageStore {
     uint32_t length;
   };
   struct ImageInfo {
-    uint64_t logical_bytes = 0;
-    uint64_t referenced_stored_bytes = 0;
+    bool readable = false;  // False: the manifest failed to load.
+    ImageSummary summary;
+    uint64_t manifest_bytes = 0;
   };
+  static ImageInfo InfoOf(const Manifest& m, const Digest& digest, uint64_t manifest_bytes);
 
   ImageStore(std::string dir, ImageStoreOptions options);
   absl::Status Load();

@@ -64,7 +64,7 @@ class ChunkImporterImpl final : public ChunkImporter {
     return Store(frame);
   }
 
-  absl::Status Verify(const TransferFrame& frame) const override {
+  absl::Status CheckShape(const TransferFrame& frame) const override {
     if (frame.plain_size == 0 || frame.plain_size > kMaxTransferFramePlain ||
         frame.chunks.empty()) {
       return absl::InvalidArgumentError(absl::StrCat(
@@ -103,6 +103,30 @@ class ChunkImporterImpl final : public ChunkImporter {
       }
       previous_end = uint64_t{c.offset} + c.length;
     }
+    // A zstd payload is exactly one frame declaring its size: the bytes are
+    // stored as sent, and padding (skippable frames, a second frame) would
+    // be read and forwarded with the chunk forever.
+    if (frame.zstd &&
+        (frame.data.size() > ZSTD_compressBound(frame.plain_size) ||
+         ZSTD_findFrameCompressedSize(frame.data.data(), frame.data.size()) !=
+             frame.data.size() ||
+         ZSTD_getFrameContentSize(frame.data.data(), frame.data.size()) !=
+             frame.plain_size)) {
+      return absl::DataLossError(absl::StrCat(
+          "a received zstd payload of ", frame.data.size(),
+          " bytes is not one zstd frame declaring ", frame.plain_size,
+          " plain bytes with nothing around it"));
+    }
+    if (!frame.zstd && frame.data.size() != frame.plain_size) {
+      return absl::DataLossError(absl::StrCat(
+          "a received raw frame has ", frame.data.size(), " bytes, not ",
+          frame.plain_size));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status Verify(const TransferFrame& frame) const override {
+    RETURN_IF_ERROR(CheckShape(frame));
     std::string decoded;
     absl::string_view plain;
     if (frame.zstd) {
@@ -117,11 +141,6 @@ class ChunkImporterImpl final : public ChunkImporter {
       }
       plain = decoded;
     } else {
-      if (frame.data.size() != frame.plain_size) {
-        return absl::DataLossError(absl::StrCat(
-            "a received raw frame has ", frame.data.size(), " bytes, not ",
-            frame.plain_size));
-      }
       plain = frame.data;
     }
     // Every chunk is checked before anything is written: a corrupt or lying
@@ -200,7 +219,7 @@ using internal::PackState;
 
 absl::StatusOr<std::string> ImageStore::ReadEncodedManifest(
     const std::string& image_id, Digest* digest) {
-  if (!internal::ValidImageId(image_id)) return internal::InvalidId(image_id);
+  RETURN_IF_ERROR(CheckImageId(image_id));
   {
     absl::MutexLock lock(&mu_);
     if (!images_.contains(image_id)) {
@@ -396,7 +415,7 @@ absl::StatusOr<std::unique_ptr<ChunkImporter>> ImageStore::BeginImport() {
 absl::StatusOr<ManifestSummary> ImageStore::ImportManifest(
     const std::string& image_id, absl::string_view encoded,
     const Digest& expected) {
-  if (!internal::ValidImageId(image_id)) return internal::InvalidId(image_id);
+  RETURN_IF_ERROR(CheckImageId(image_id));
   Digest digest;
   absl::StatusOr<Manifest> decoded = DecodeManifest(encoded, &digest);
   if (!decoded.ok()) {
@@ -504,7 +523,7 @@ absl::StatusOr<ManifestSummary> ImageStore::ImportManifest(
                                    std::string(encoded)));
   std::move(release).Cancel();
   absl::MutexLock lock(&mu_);
-  images_[image_id] = ImageInfo{m->logical_bytes, m->referenced_stored_bytes};
+  images_[image_id] = InfoOf(*m, digest, encoded.size());
   reserved_ids_.erase(image_id);
   // As for a capture: a collection that listed images before this one still
   // marks its chunks.

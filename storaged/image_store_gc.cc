@@ -21,7 +21,12 @@ using internal::PackIndex;
 using internal::PackState;
 
 absl::StatusOr<GcResult> ImageStore::CollectGarbage(bool dry_run) {
-  absl::MutexLock gc_lock(&gc_mu_);
+  // A second collection would only repeat the first's work behind it (and a
+  // caller's deadline could not stop it): refuse it instead.
+  if (!gc_mu_.TryLock()) {
+    return absl::AbortedError("a garbage collection is already running on this store");
+  }
+  absl::Cleanup unlock_gc = [this]() ABSL_UNLOCK_FUNCTION(gc_mu_) { gc_mu_.Unlock(); };
   std::vector<std::string> ids;
   {
     absl::MutexLock lock(&mu_);

@@ -8,6 +8,7 @@
 #include <thread>
 #include <utility>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/grpc_status.h"
@@ -64,19 +65,19 @@ std::string DigestString(const Digest& digest) {
   return absl::StrCat("sha256:", digest.ToHex());
 }
 
-pb::ImageManifestSummary ToSummary(const Manifest& manifest, const Digest& digest) {
+pb::ImageManifestSummary ToSummary(const ImageSummary& image) {
   pb::ImageManifestSummary out;
-  out.set_image_id(manifest.image_id);
-  out.set_volume_size_bytes(manifest.volume_size);
-  out.set_block_size(manifest.block_size);
-  out.set_chunk_size(manifest.chunk_size);
-  out.set_chunk_count(manifest.ChunkCount());
-  out.set_zero_chunk_count(manifest.chunks.zero_count());
-  out.set_logical_bytes(manifest.logical_bytes);
-  out.set_stored_bytes(manifest.referenced_stored_bytes);
-  out.set_new_stored_bytes(manifest.new_stored_bytes);
-  out.set_manifest_digest(DigestString(digest));
-  SetTimestamp(manifest.create_time, out.mutable_create_time());
+  out.set_image_id(image.image_id);
+  out.set_volume_size_bytes(image.volume_size);
+  out.set_block_size(image.block_size);
+  out.set_chunk_size(image.chunk_size);
+  out.set_chunk_count(image.chunk_count);
+  out.set_zero_chunk_count(image.zero_chunks);
+  out.set_logical_bytes(image.logical_bytes);
+  out.set_stored_bytes(image.stored_bytes);
+  out.set_new_stored_bytes(image.new_stored_bytes);
+  out.set_manifest_digest(DigestString(image.manifest_digest));
+  SetTimestamp(image.create_time, out.mutable_create_time());
   return out;
 }
 
@@ -158,8 +159,8 @@ absl::StatusOr<ImageStore*> StorageNodeService::Store() const {
 
 absl::StatusOr<pb::ImageManifestSummary> StorageNodeService::Summarize(
     ImageStore& store, const std::string& image_id) const {
-  ASSIGN_OR_RETURN(std::unique_ptr<ImageReader> reader, store.OpenImage(image_id));
-  return ToSummary(reader->manifest(), reader->manifest_digest());
+  ASSIGN_OR_RETURN(ImageSummary summary, store.Summary(image_id));
+  return ToSummary(summary);
 }
 
 grpc::Status StorageNodeService::CaptureVolume(
@@ -170,6 +171,8 @@ grpc::Status StorageNodeService::CaptureVolume(
   absl::StatusOr<ImageStore*> store = Store();
   if (!store.ok()) return ToGrpcStatus(store.status());
   const std::string& id = request->image_id();
+  // Before the id reaches a log line, and before logging in to the source.
+  if (absl::Status s = CheckImageId(id); !s.ok()) return ToGrpcStatus(s);
   if (request->zstd_level() < 0 || request->zstd_level() > 19) {
     return ToGrpcStatus(absl::InvalidArgumentError(
         absl::StrCat("zstd_level: ", request->zstd_level(), " is outside 1..19 (0 = default)")));
@@ -182,6 +185,10 @@ grpc::Status StorageNodeService::CaptureVolume(
     *done.mutable_summary() = *existing;
     writer->Write(done);
     return grpc::Status::OK;
+  } else if (!absl::IsNotFound(existing.status())) {
+    // A damaged manifest under this id (DATA_LOSS) is not "a capture is
+    // running", which is what the store's refusal to begin would say.
+    return ToGrpcStatus(existing.status());
   }
   absl::StatusOr<std::unique_ptr<Volume>> volume = open_volume_(request->source_url());
   if (!volume.ok()) {
@@ -303,8 +310,9 @@ grpc::Status StorageNodeService::WriteConfigDrive(grpc::ServerContext* context,
   absl::StatusOr<std::unique_ptr<Volume>> volume = open_volume_(request->target_url());
   if (!volume.ok()) return ToGrpcStatus(volume.status());
   JobScope job(this, pb::NODE_JOB_KIND_WRITE_CONFIG_DRIVE, "");
+  CancelWatcher cancel(context);
   ConfigDrive drive{request->meta_data(), request->user_data(), request->network_config()};
-  absl::StatusOr<uint64_t> written = storaged::WriteConfigDrive(drive, **volume);
+  absl::StatusOr<uint64_t> written = storaged::WriteConfigDrive(drive, **volume, cancel.flag());
   if (!written.ok()) return ToGrpcStatus(written.status());
   response->set_bytes_written(*written);
   return grpc::Status::OK;
@@ -331,23 +339,36 @@ grpc::Status StorageNodeService::VerifyImage(grpc::ServerContext* context,
   }
   if (!image.ok()) return ToGrpcStatus(image.status());
   JobScope job(this, pb::NODE_JOB_KIND_VERIFY, id);
-  absl::StatusOr<VerifyReport> report = (*store)->VerifyImage(id);
+  CancelWatcher cancel(context);
+  absl::StatusOr<VerifyReport> report = (*store)->VerifyImage(id, cancel.flag());
   if (!report.ok()) return ToGrpcStatus(report.status());
   const Manifest& manifest = (*image)->manifest();
   result->set_manifest_ok(true);
-  for (uint64_t index : report->corrupt_chunks) {
-    result->add_corrupt_chunk_digests(std::string(manifest.chunks.At(index).AsBytes()));
-  }
-  for (uint64_t index : report->missing_chunks) {
-    result->add_missing_chunk_digests(std::string(manifest.chunks.At(index).AsBytes()));
-  }
+  // Distinct digests (an image may name one chunk millions of times), the
+  // lists capped so the answer always fits in a message.
+  constexpr int kMaxListedDigests = 10000;
+  auto list = [&](const std::vector<uint64_t>& indexes,
+                  google::protobuf::RepeatedPtrField<std::string>* out) {
+    absl::flat_hash_set<Digest, DigestHash> seen;
+    for (uint64_t index : indexes) {
+      const Digest& d = manifest.chunks.At(index);
+      if (seen.insert(d).second && out->size() < kMaxListedDigests) {
+        out->Add(std::string(d.AsBytes()));
+      }
+    }
+    return seen.size();
+  };
+  result->set_corrupt_chunk_count(
+      list(report->corrupt_chunks, result->mutable_corrupt_chunk_digests()));
+  result->set_missing_chunk_count(
+      list(report->missing_chunks, result->mutable_missing_chunk_digests()));
   result->set_ok(report->ok());
   done.set_chunks_checked(report->chunks_checked);
   done.set_chunks_total(manifest.ChunkCount());
   done.set_bytes_checked(manifest.logical_bytes);
   if (!report->ok()) {
     common::LogOp(id, "verify found %u corrupt and %u missing chunks",
-                  report->corrupt_chunks.size(), report->missing_chunks.size());
+                  result->corrupt_chunk_count(), result->missing_chunk_count());
   }
   writer->Write(done);
   return grpc::Status::OK;
@@ -425,7 +446,7 @@ absl::Status StorageNodeService::ScrubImages(const std::atomic<bool>& stop) {
   for (const std::string& id : ids) {
     if (stop) return absl::CancelledError("scrub stopped");
     JobScope job(this, pb::NODE_JOB_KIND_VERIFY, id);
-    absl::StatusOr<VerifyReport> report = store->VerifyImage(id);
+    absl::StatusOr<VerifyReport> report = store->VerifyImage(id, &stop);
     if (absl::IsNotFound(report.status())) continue;  // deleted meanwhile
     if (report.ok() && report->ok()) continue;
     if (report.ok() || absl::IsDataLoss(report.status())) {
@@ -481,6 +502,7 @@ grpc::Status StorageNodeService::SendImage(grpc::ServerContext* context,
   absl::StatusOr<ImageStore*> store = Store();
   if (!store.ok()) return ToGrpcStatus(store.status());
   const std::string& id = request->image_id();
+  if (absl::Status s = CheckImageId(id); !s.ok()) return ToGrpcStatus(s);
   if (absl::Status s = CheckPeerAddress(request->peer_address()); !s.ok()) {
     return ToGrpcStatus(s);
   }
@@ -621,9 +643,14 @@ grpc::Status StorageNodeService::PutChunks(grpc::ServerContext* context,
   absl::Status parse;
   while (parse.ok() && reader->Read(&request)) {
     if (first) {
+      first = false;
+      // Checked before it reaches a log line, the job list or a pin.
+      if (!request.image_id().empty()) {
+        parse = CheckImageId(request.image_id());
+        if (!parse.ok()) break;
+      }
       image_id = request.image_id();
       job = std::make_unique<JobScope>(this, pb::NODE_JOB_KIND_RECEIVE, image_id);
-      first = false;
     }
     TransferFrame frame;
     if (request.encoding() != pb::CHUNK_ENCODING_RAW &&
@@ -656,6 +683,10 @@ grpc::Status StorageNodeService::PutChunks(grpc::ServerContext* context,
     }
     frame.data = std::move(*request.mutable_data());
     response->set_bytes_received(response->bytes_received() + frame.data.size());
+    // Before its chunks are pinned: a message naming a million digests for
+    // a 16-byte frame must cost nothing.
+    parse = (*importer)->CheckShape(frame);
+    if (!parse.ok()) break;
     if (!image_id.empty()) {
       // Chunks the sender did not announce are pinned too, before they land.
       std::vector<Digest> digests;
@@ -681,8 +712,11 @@ grpc::Status StorageNodeService::PutChunks(grpc::ServerContext* context,
     return ToGrpcStatus(status);
   };
   // A frame that failed its checks, or a malformed message: keep nothing
-  // from a sender that lies.
-  if (!error.ok()) return fail(error);
+  // from a sender that lies, nor its pins.
+  if (!error.ok()) {
+    if (!image_id.empty() && !absl::IsAborted(error)) (*receiver)->Abandon(image_id);
+    return fail(error);
+  }
   // A DeleteImage during the stream: keep nothing (its chunks are unpinned).
   if (!image_id.empty()) {
     if (absl::Status s = (*receiver)->CheckNotDeleted(image_id); !s.ok()) return fail(s);
@@ -713,6 +747,7 @@ grpc::Status StorageNodeService::PutManifest(grpc::ServerContext* context,
                                              const pb::PutManifestRequest* request,
                                              pb::PutManifestResponse* response) {
   if (grpc::Status auth = verifier_.Check(*context, "PutManifest"); !auth.ok()) return auth;
+  if (absl::Status s = CheckImageId(request->image_id()); !s.ok()) return ToGrpcStatus(s);
   ReleaseMemoryOnReturn release;
   absl::StatusOr<ImageReceiver*> receiver = Receiver();
   if (!receiver.ok()) return ToGrpcStatus(receiver.status());

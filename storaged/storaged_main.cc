@@ -73,11 +73,11 @@ absl::Duration SecondsOrNever(int64_t seconds, int64_t off) {
 // when the directory cannot be used (yet).
 absl::Status LockStore(const std::string& dir, int* lock_fd) {
   if (*lock_fd >= 0) return absl::OkStatus();
-  if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) {
+  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
     return absl::UnavailableError(absl::StrCat("mkdir ", dir, ": ", std::strerror(errno)));
   }
   std::string path = dir + "/.storaged.lock";
-  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (fd < 0) {
     return absl::UnavailableError(absl::StrCat("open ", path, ": ", std::strerror(errno)));
   }

@@ -38,8 +38,6 @@ using CCtxPtr = std::unique_ptr<ZSTD_CCtx, CCtxDeleter>;
 
 // Image ids: 1-128 characters of A-Z, a-z, 0-9, '_' or '-'.
 bool ValidImageId(absl::string_view id);
-// INVALID_ARGUMENT naming the id and the rule.
-absl::Status InvalidId(absl::string_view id);
 
 struct PackState;
 

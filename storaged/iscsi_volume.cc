@@ -1204,6 +1204,10 @@ absl::StatusOr<std::vector<Extent>> IscsiVolume::MappedExtents(uint64_t offset,
   // One call answers up to this many ranges; tgt walks SEEK_DATA/SEEK_HOLE.
   constexpr uint32_t kDescriptors = 4096;
   constexpr uint64_t kProbeBytes = 1 << 20;
+  // At most this many ranges (16 MiB) are kept; see CoarsenRanges.
+  constexpr size_t kMaxRanges = 1 << 20;
+  uint64_t gap_blocks = 1;
+  bool coarsened = false;
   std::vector<internal::BlockRange> mapped;
   std::vector<internal::LbaStatus> answer;
   for (uint64_t lba = offset / bs; lba < end_lba;) {
@@ -1235,6 +1239,15 @@ absl::StatusOr<std::vector<Extent>> IscsiVolume::MappedExtents(uint64_t offset,
     }
     const uint64_t next = internal::AddLbaStatus(
         answer, lba, end_lba, std::max<uint64_t>(1, kProbeBytes / bs), &mapped);
+    if (mapped.size() > kMaxRanges) {
+      internal::CoarsenRanges(kMaxRanges, &gap_blocks, &mapped);
+      if (!coarsened) {
+        common::LogWarning("%s is mapped in more than %u pieces; joining pieces less than %u "
+                           "blocks apart (their gaps are read or zeroed as if mapped)",
+                           session_->target(), kMaxRanges, gap_blocks / 2);
+      }
+      coarsened = true;
+    }
     if (next <= lba) {
       return absl::InternalError(absl::StrCat("GET LBA STATUS at lba ", lba, " on ",
                                               session_->target(), " made no progress"));

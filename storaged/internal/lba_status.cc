@@ -37,5 +37,23 @@ uint64_t AddLbaStatus(absl::Span<const LbaStatus> answer, uint64_t lba, uint64_t
   return cursor;
 }
 
+void CoarsenRanges(size_t max_ranges, uint64_t* gap_blocks, std::vector<BlockRange>* mapped) {
+  if (mapped->size() <= max_ranges) return;
+  while (mapped->size() > std::max<size_t>(1, max_ranges / 2)) {
+    size_t kept = 0;
+    for (size_t i = 1; i < mapped->size(); ++i) {
+      BlockRange& last = (*mapped)[kept];
+      const BlockRange& r = (*mapped)[i];
+      if (r.first - last.end < *gap_blocks) {
+        last.end = r.end;
+      } else {
+        (*mapped)[++kept] = r;
+      }
+    }
+    mapped->resize(kept + 1);
+    *gap_blocks = *gap_blocks >= (uint64_t{1} << 62) ? *gap_blocks : *gap_blocks * 2;
+  }
+}
+
 }  // namespace internal
 }  // namespace storaged

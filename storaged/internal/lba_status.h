@@ -45,6 +45,15 @@ struct BlockRange {
 uint64_t AddLbaStatus(absl::Span<const LbaStatus> answer, uint64_t lba, uint64_t end_lba,
                       uint64_t probe_blocks, std::vector<BlockRange>* mapped);
 
+// Bounds the memory of a thin volume's map: while `mapped` holds more than
+// `max_ranges` ranges, ranges with gaps of fewer than `*gap_blocks` blocks
+// between them are joined, doubling `*gap_blocks` (start it at 1) until at
+// most half of `max_ranges` remain. The result covers every mapped block, and
+// some unmapped ones: reading those costs reads of zeroes, zeroing them costs
+// writes, never data. (A guest that wrote every other block of a 2 TiB disk
+// would otherwise map to 268 million ranges, gigabytes.)
+void CoarsenRanges(size_t max_ranges, uint64_t* gap_blocks, std::vector<BlockRange>* mapped);
+
 }  // namespace internal
 }  // namespace storaged
 

@@ -93,6 +93,33 @@ TEST(LbaStatusTest, HugeValuesDoNotOverflow) {
   EXPECT_THAT(mapped, ElementsAre(BlockRange{top, ~uint64_t{0}}));
 }
 
+// Every other block mapped, then a few runs with growing gaps: the map stays
+// within its budget, sorted and disjoint, and covers every mapped block.
+TEST(LbaStatusTest, CoarsenRangesBoundsTheMapAndCoversEveryMappedBlock) {
+  std::vector<BlockRange> original;
+  for (uint64_t b = 0; b < 20000; b += 2) original.push_back({b, b + 1});
+  for (uint64_t g = 1; g < 40; ++g) original.push_back({1000000 * g, 1000000 * g + g});
+  std::vector<BlockRange> mapped = original;
+  uint64_t gap = 1;
+  CoarsenRanges(100, &gap, &mapped);
+  EXPECT_LE(mapped.size(), 50u);
+  EXPECT_GT(gap, 1u);
+  for (size_t i = 1; i < mapped.size(); ++i) EXPECT_LT(mapped[i - 1].end, mapped[i].first);
+  size_t j = 0;
+  for (const BlockRange& r : original) {
+    while (j < mapped.size() && mapped[j].end <= r.first) ++j;
+    ASSERT_LT(j, mapped.size());
+    EXPECT_LE(mapped[j].first, r.first);
+    EXPECT_GE(mapped[j].end, r.end);
+  }
+  // Within budget: untouched.
+  std::vector<BlockRange> small = {{0, 1}, {5, 6}};
+  uint64_t small_gap = 1;
+  CoarsenRanges(100, &small_gap, &small);
+  EXPECT_THAT(small, ElementsAre(BlockRange{0, 1}, BlockRange{5, 6}));
+  EXPECT_EQ(small_gap, 1u);
+}
+
 }  // namespace
 }  // namespace internal
 }  // namespace storaged

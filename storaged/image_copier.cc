@@ -1,5 +1,6 @@
 #include "storaged/image_copier.h"
 
+#include <algorithm>
 #include <chrono>
 #include <utility>
 #include <vector>
@@ -171,12 +172,23 @@ absl::StatusOr<SendProgress> SendImage(ImageStore& store, const std::string& ima
   if (Cancelled(options)) return absl::CancelledError("send cancelled");
   grpc::ClientContext context;
   SetDeadline(&context, options.call_timeout);
-  pb::PutManifestRequest request;
-  request.set_image_id(image_id);
-  request.set_manifest(std::move(encoded));
-  request.set_manifest_digest(DigestString(digest));
   pb::PutManifestResponse response;
-  RETURN_IF_ERROR(FromPeer(peer.PutManifest(&context, request, &response), "PutManifest"));
+  {
+    std::unique_ptr<grpc::ClientWriterInterface<pb::PutManifestRequest>> writer =
+        peer.PutManifest(&context, &response);
+    const size_t piece = std::max<size_t>(1, options.manifest_piece_bytes);
+    for (size_t offset = 0; offset == 0 || offset < encoded.size(); offset += piece) {
+      pb::PutManifestRequest request;
+      if (offset == 0) {
+        request.set_image_id(image_id);
+        request.set_manifest_digest(DigestString(digest));
+      }
+      request.set_manifest(encoded.substr(offset, piece));
+      if (!writer->Write(request)) break;  // the peer ended the call: Finish says why
+    }
+    writer->WritesDone();
+    RETURN_IF_ERROR(FromPeer(writer->Finish(), "PutManifest"));
+  }
   if (response.summary().manifest_digest() != DigestString(digest)) {
     return absl::DataLossError(absl::StrCat("the peer committed image ", image_id,
                                             " with digest ",

@@ -44,8 +44,10 @@ struct SendOptions {
   // at the end.
   std::function<void(const SendProgress&)> on_progress;
   absl::Duration progress_interval = absl::Milliseconds(250);
-  // Deadline of each unary call to the peer.
+  // Deadline of each unary call to the peer, and of PutManifest.
   absl::Duration call_timeout = absl::Seconds(60);
+  // PutManifest sends the manifest in messages of this many bytes.
+  size_t manifest_piece_bytes = 4 << 20;
 };
 
 // Copies image `image_id` of `store` to `peer`. Errors: NOT_FOUND (no such

@@ -94,17 +94,21 @@ struct Node : testing::ServiceNode {
 };
 
 // PutManifest of `encoded` as image `id` on `to`, with `digest_text`
-// ("sha256:HEX") as the expected digest; `response` may be null.
+// ("sha256:HEX") as the expected digest, in one message; `response` may be
+// null.
 grpc::Status PutManifest(Node& to, const std::string& id, const std::string& encoded,
                          const std::string& digest_text,
                          pb::PutManifestResponse* response = nullptr) {
   grpc::ClientContext context;
+  pb::PutManifestResponse ignored;
+  auto writer = to.stub->PutManifest(&context, response != nullptr ? response : &ignored);
   pb::PutManifestRequest request;
   request.set_image_id(id);
   request.set_manifest(encoded);
   request.set_manifest_digest(digest_text);
-  pb::PutManifestResponse ignored;
-  return to.stub->PutManifest(&context, request, response != nullptr ? response : &ignored);
+  writer->Write(request);
+  writer->WritesDone();
+  return writer->Finish();
 }
 
 // SendImage on `from` through its gRPC API; the summary or the status.
@@ -186,6 +190,46 @@ TEST(ImageCopyTest, SendsOnlyMissingChunksForwardingStoredFrames) {
   EXPECT_EQ(dst.store->Status()->stored_bytes, stored_after);
   // The receive ended with the commit: nothing stays pinned.
   EXPECT_EQ(dst.service->Status()->jobs_size(), 0);
+}
+
+// Manifests grow 32 bytes per data chunk, past what one message may hold, so
+// they travel in pieces; the receiver bounds the whole.
+TEST(ImageCopyTest, ManifestsTravelInPiecesUpToTheReceiversLimit) {
+  Node src("src_pieces"), dst("dst_pieces");
+  src.Capture("img", Range(300, 40));
+  Digest digest;
+  auto encoded = src.store->ReadEncodedManifest("img", &digest);
+  ASSERT_TRUE(encoded.ok());
+  ASSERT_GT(encoded->size(), 1000u);
+
+  dst.service->set_max_manifest_bytes(encoded->size() - 1);
+  SendOptions options;
+  options.manifest_piece_bytes = 100;
+  auto refused = SendImage(*src.store, "img", *dst.stub, options);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument) << refused.status();
+  EXPECT_NE(refused.status().message().find("over"), absl::string_view::npos) << refused.status();
+  EXPECT_TRUE(dst.store->ListImages().empty());
+
+  dst.service->set_max_manifest_bytes(encoded->size());
+  auto sent = SendImage(*src.store, "img", *dst.stub, options);
+  ASSERT_TRUE(sent.ok()) << sent.status();
+  EXPECT_EQ(dst.Digest("img"), absl::StrCat("sha256:", digest.ToHex()));
+  EXPECT_EQ(dst.Read("img"), src.Read("img"));
+
+  // Pieces must agree on what they belong to.
+  grpc::ClientContext context;
+  pb::PutManifestResponse response;
+  auto writer = dst.stub->PutManifest(&context, &response);
+  pb::PutManifestRequest piece;
+  piece.set_image_id("other");
+  piece.set_manifest_digest(absl::StrCat("sha256:", digest.ToHex()));
+  piece.set_manifest(encoded->substr(0, 10));
+  writer->Write(piece);
+  piece.set_image_id("img");
+  piece.set_manifest(encoded->substr(10));
+  writer->Write(piece);
+  writer->WritesDone();
+  EXPECT_EQ(writer->Finish().error_code(), grpc::StatusCode::INVALID_ARGUMENT);
 }
 
 TEST(ImageCopyTest, PartlyWantedFramesAreRebuilt) {
@@ -734,14 +778,8 @@ TEST(ImageCopyTest, DeleteImageRacingWithPutManifestLeavesNoImage) {
     absl::Barrier* start = new absl::Barrier(2);  // the last to pass deletes it
     grpc::Status commit_status, delete_status;
     std::thread committer([&] {
-      grpc::ClientContext context;
-      pb::PutManifestRequest request;
-      request.set_image_id(id);
-      request.set_manifest(*encoded);
-      request.set_manifest_digest(absl::StrCat("sha256:", digest.ToHex()));
-      pb::PutManifestResponse response;
       if (start->Block()) delete start;
-      commit_status = dst.stub->PutManifest(&context, request, &response);
+      commit_status = PutManifest(dst, id, *encoded, absl::StrCat("sha256:", digest.ToHex()));
     });
     std::thread deleter([&] {
       grpc::ClientContext context;

@@ -93,12 +93,14 @@ TEST(StorageNodeEdgesTest, MalformedImageIdsAreRefusedBeforeAnythingUsesThem) {
     EXPECT_FALSE(absl::StrContains(put.error_message(), "\n")) << put.error_message();
 
     grpc::ClientContext manifest_context;
+    pb::PutManifestResponse manifest_response;
+    auto manifest_writer = node.stub->PutManifest(&manifest_context, &manifest_response);
     pb::PutManifestRequest manifest;
     manifest.set_image_id(id);
     manifest.set_manifest_digest(absl::StrCat("sha256:", std::string(64, '0')));
-    pb::PutManifestResponse manifest_response;
-    EXPECT_EQ(node.stub->PutManifest(&manifest_context, manifest, &manifest_response).error_code(),
-              grpc::StatusCode::INVALID_ARGUMENT);
+    manifest_writer->Write(manifest);
+    manifest_writer->WritesDone();
+    EXPECT_EQ(manifest_writer->Finish().error_code(), grpc::StatusCode::INVALID_ARGUMENT);
 
     grpc::ClientContext send_context;
     pb::SendImageRequest send;

@@ -744,16 +744,43 @@ grpc::Status StorageNodeService::PutChunks(grpc::ServerContext* context,
 }
 
 grpc::Status StorageNodeService::PutManifest(grpc::ServerContext* context,
-                                             const pb::PutManifestRequest* request,
+                                             grpc::ServerReader<pb::PutManifestRequest>* reader,
                                              pb::PutManifestResponse* response) {
   if (grpc::Status auth = verifier_.Check(*context, "PutManifest"); !auth.ok()) return auth;
-  if (absl::Status s = CheckImageId(request->image_id()); !s.ok()) return ToGrpcStatus(s);
   ReleaseMemoryOnReturn release;
+  pb::PutManifestRequest first;
+  if (!reader->Read(&first)) {
+    return ToGrpcStatus(absl::InvalidArgumentError("PutManifest: no message"));
+  }
+  // A single PutManifestRequest object: the pieces are appended to it.
+  pb::PutManifestRequest* request = &first;
+  if (absl::Status s = CheckImageId(request->image_id()); !s.ok()) return ToGrpcStatus(s);
   absl::StatusOr<ImageReceiver*> receiver = Receiver();
   if (!receiver.ok()) return ToGrpcStatus(receiver.status());
   absl::StatusOr<Digest> expected =
       ParseDigestString("manifest_digest", request->manifest_digest());
   if (!expected.ok()) return ToGrpcStatus(expected.status());
+  const uint64_t limit = max_manifest_bytes_.load();
+  for (pb::PutManifestRequest piece; reader->Read(&piece);) {
+    if ((!piece.image_id().empty() && piece.image_id() != request->image_id()) ||
+        (!piece.manifest_digest().empty() &&
+         piece.manifest_digest() != request->manifest_digest())) {
+      return ToGrpcStatus(absl::InvalidArgumentError(
+          "PutManifest: a later message names another image_id or manifest_digest"));
+    }
+    if (request->manifest().size() + piece.manifest().size() > limit) {
+      return ToGrpcStatus(absl::InvalidArgumentError(absl::StrCat(
+          "manifest: over ", limit, " bytes; this node takes no larger images")));
+    }
+    request->mutable_manifest()->append(piece.manifest());
+  }
+  if (context->IsCancelled()) {
+    return ToGrpcStatus(absl::CancelledError("the sender cancelled PutManifest"));
+  }
+  if (request->manifest().size() > limit) {
+    return ToGrpcStatus(absl::InvalidArgumentError(
+        absl::StrCat("manifest: over ", limit, " bytes; this node takes no larger images")));
+  }
   absl::StatusOr<ManifestSummary> summary =
       (*receiver)->Commit(request->image_id(), request->manifest(), *expected);
   if (!summary.ok()) {

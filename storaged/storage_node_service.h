@@ -40,6 +40,9 @@ class StorageNodeService final
   // (UNAUTHENTICATED otherwise), and SendImage sends it to its peer. Call
   // before serving. Without it every caller is accepted (standalone use).
   void RequireInternalToken(const std::string& token);
+  // Largest manifest PutManifest accepts (1 GiB: images of up to ~32 Mi data
+  // chunks, 512 GiB at 16 KiB); the whole manifest is held in memory.
+  void set_max_manifest_bytes(uint64_t bytes) { max_manifest_bytes_ = bytes; }
 
   grpc::Status CaptureVolume(
       grpc::ServerContext* context,
@@ -85,7 +88,7 @@ class StorageNodeService final
       imagetemplates::storagenode::v1::PutChunksResponse* response) override;
   grpc::Status PutManifest(
       grpc::ServerContext* context,
-      const imagetemplates::storagenode::v1::PutManifestRequest* request,
+      grpc::ServerReader<imagetemplates::storagenode::v1::PutManifestRequest>* reader,
       imagetemplates::storagenode::v1::PutManifestResponse* response) override;
   grpc::Status GetNodeStatus(
       grpc::ServerContext* context,
@@ -135,6 +138,7 @@ class StorageNodeService final
   mutable absl::Mutex mu_;
   uint64_t next_job_id_ ABSL_GUARDED_BY(mu_) = 0;
   absl::flat_hash_map<uint64_t, Job> jobs_ ABSL_GUARDED_BY(mu_);
+  std::atomic<uint64_t> max_manifest_bytes_{uint64_t{1} << 30};
 };
 
 }  // namespace storaged

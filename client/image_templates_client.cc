@@ -31,10 +31,19 @@ absl::StatusOr<std::unique_ptr<ImageTemplatesClient>> ImageTemplatesClient::Crea
   if (options.endpoint.empty()) {
     return absl::InvalidArgumentError("endpoint is empty; want host:port of the controlplane");
   }
+  if (options.tls_cert_chain.empty() != options.tls_private_key.empty()) {
+    return absl::InvalidArgumentError(
+        "a client certificate needs its private key, and a key its certificate; give both");
+  }
+  if (!options.tls_cert_chain.empty() && !options.use_tls) {
+    return absl::InvalidArgumentError("a client certificate is only sent over TLS; set use_tls");
+  }
   std::shared_ptr<grpc::ChannelCredentials> credentials;
   if (options.use_tls) {
     grpc::SslCredentialsOptions ssl;
     ssl.pem_root_certs = options.tls_root_certs;
+    ssl.pem_cert_chain = options.tls_cert_chain;
+    ssl.pem_private_key = options.tls_private_key;
     credentials = grpc::SslCredentials(ssl);
   } else {
     credentials = grpc::InsecureChannelCredentials();

@@ -48,6 +48,11 @@ struct ClientOptions {
   // certificates (empty: the system's roots).
   bool use_tls = false;
   std::string tls_root_certs;
+  // With use_tls: a client certificate chain and its private key (PEM), both
+  // or neither, for a controlplane that requires client certificates
+  // (--tls-client-ca-file).
+  std::string tls_cert_chain;
+  std::string tls_private_key;
   // Deadline of one call, retries included, unless the call names its own.
   absl::Duration timeout = absl::Seconds(30);
   // Attempts per unary call when the answer is UNAVAILABLE (1 = no retry).
@@ -72,7 +77,9 @@ struct CallOptions {
 // many threads. Not copyable.
 class ImageTemplatesClient {
  public:
-  // INVALID_ARGUMENT if the endpoint is empty. Does not connect yet: the first
+  // INVALID_ARGUMENT if the endpoint is empty, or for a client certificate
+  // without its key (or the other way round) or without use_tls. Does not
+  // connect yet: the first
   // call does (and a controlplane that is down shows as UNAVAILABLE there).
   static absl::StatusOr<std::unique_ptr<ImageTemplatesClient>> Create(
       const ClientOptions& options);

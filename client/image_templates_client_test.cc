@@ -295,5 +295,21 @@ TEST(ImageTemplatesClientCreateTest, RejectsAnEmptyEndpoint) {
             absl::StatusCode::kInvalidArgument);
 }
 
+TEST(ImageTemplatesClientCreateTest, ClientCertificateNeedsItsKeyAndTls) {
+  ClientOptions options;
+  options.use_tls = true;
+  options.tls_cert_chain = "-----BEGIN CERTIFICATE-----";
+  EXPECT_EQ(ImageTemplatesClient::Create(options).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  options.tls_cert_chain.clear();
+  options.tls_private_key = "-----BEGIN PRIVATE KEY-----";
+  EXPECT_EQ(ImageTemplatesClient::Create(options).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  options.tls_cert_chain = "-----BEGIN CERTIFICATE-----";
+  options.use_tls = false;
+  EXPECT_EQ(ImageTemplatesClient::Create(options).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 }  // namespace
 }  // namespace client

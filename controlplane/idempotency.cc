@@ -55,9 +55,31 @@ absl::StatusOr<std::optional<std::string>> FindRequest(SqliteConnection& conn,
   return stmt.ColumnBlob(1);
 }
 
+absl::StatusOr<std::optional<std::string>> FindRequestForUpdate(SqliteConnection& conn,
+                                                                absl::string_view account_id,
+                                                                absl::string_view request_id,
+                                                                absl::string_view fingerprint) {
+  if (request_id.empty()) return std::nullopt;
+  const int64_t now = NowMicros();
+  ASSIGN_OR_RETURN(auto stmt, conn.Prepare(
+      "SELECT fingerprint, response, pending, create_time FROM idempotent_requests "
+      "WHERE account_id = ?1 AND request_id = ?2"));
+  stmt.Bind(1, account_id).Bind(2, request_id);
+  ASSIGN_OR_RETURN(bool row, stmt.Step());
+  if (!row) return std::nullopt;
+  const bool pending = stmt.ColumnInt(2) != 0;
+  const bool live =
+      stmt.ColumnInt(3) >= now - (pending ? kStaleClaimMicros : kWindowMicros);
+  if (!live) return std::nullopt;
+  if (stmt.ColumnBlob(0) != fingerprint) return DifferentRequest();
+  if (pending) return std::nullopt;
+  return stmt.ColumnBlob(1);
+}
+
 absl::StatusOr<ClaimResult> ClaimRequest(SqliteConnection& conn, absl::string_view account_id,
                                          absl::string_view request_id,
-                                         absl::string_view fingerprint) {
+                                         absl::string_view fingerprint,
+                                         absl::string_view holder) {
   ClaimResult result;
   if (request_id.empty()) return result;
   const int64_t now = NowMicros();
@@ -69,7 +91,10 @@ absl::StatusOr<ClaimResult> ClaimRequest(SqliteConnection& conn, absl::string_vi
     ASSIGN_OR_RETURN(bool row, stmt.Step());
     const int64_t created = row ? stmt.ColumnInt(3) : 0;
     const bool pending = row && stmt.ColumnInt(2) != 0;
-    const bool live = row && created >= now - (pending ? kStaleClaimMicros : kWindowMicros);
+    // A pending row's response column names its holder.
+    const bool orphan = pending && (created < now - kStaleClaimMicros ||
+                                    stmt.ColumnBlob(1) != holder);
+    const bool live = row && !orphan && created >= now - kWindowMicros;
     if (live) {
       if (stmt.ColumnBlob(0) != fingerprint) return DifferentRequest();
       if (pending) {
@@ -79,13 +104,16 @@ absl::StatusOr<ClaimResult> ClaimRequest(SqliteConnection& conn, absl::string_vi
       }
       return result;
     }
+    // Only a claim of this same request may have acted for this call.
+    if (orphan && stmt.ColumnBlob(0) == fingerprint) result.orphan_time_micros = created;
   }
-  // REPLACE: an expired entry or a stale claim is taken over.
+  // REPLACE: an expired entry or an orphaned claim is taken over.
   ASSIGN_OR_RETURN(auto stmt, conn.Prepare(
       "INSERT OR REPLACE INTO idempotent_requests "
       "(account_id, request_id, fingerprint, response, create_time, pending) "
-      "VALUES (?1, ?2, ?3, x'', ?4, 1)"));
-  stmt.Bind(1, account_id).Bind(2, request_id).BindBlob(3, fingerprint).Bind(4, now);
+      "VALUES (?1, ?2, ?3, ?4, ?5, 1)"));
+  stmt.Bind(1, account_id).Bind(2, request_id).BindBlob(3, fingerprint).BindBlob(4, holder);
+  stmt.Bind(5, now);
   RETURN_IF_ERROR(stmt.Run());
   return result;
 }

@@ -33,20 +33,39 @@ absl::StatusOr<std::optional<std::string>> FindRequest(SqliteConnection& conn,
                                                        absl::string_view request_id,
                                                        absl::string_view fingerprint);
 
+// Inside the transaction that makes a call's whole effect, before it acts
+// (RequestIdStore::FindInTransaction): the earlier identical call's response,
+// or nullopt (act, then RememberRequest in the same transaction). Such calls
+// take no claim: identical calls serialize on the transaction. A pending
+// claim of the same request is a leftover of a crash and is ignored (the
+// remembered response replaces it); INVALID_ARGUMENT (request_id) if a live
+// claim or response is of a different request.
+absl::StatusOr<std::optional<std::string>> FindRequestForUpdate(SqliteConnection& conn,
+                                                                absl::string_view account_id,
+                                                                absl::string_view request_id,
+                                                                absl::string_view fingerprint);
+
 // Inside a transaction, before a call acts (RequestIdStore::Claim).
 struct ClaimResult {
   // An identical call holds the request_id and has not finished.
   bool running = false;
   // The earlier call's response; nullopt (and not running): claimed, act now.
   std::optional<std::string> response;
+  // Set when this claim took over one left by a call that died mid-way: when
+  // that claim was made (its effect, if any, is not older).
+  std::optional<int64_t> orphan_time_micros;
 };
-// Claims (account_id, request_id) with a pending row, unless an earlier call
-// finished (its response) or is running (`running`). A pending row older
-// than a minute is from a crashed call and is claimed again. INVALID_ARGUMENT
-// (request_id) for a different request. An empty request_id claims nothing.
+// Claims (account_id, request_id) with a pending row naming `holder` (the
+// claiming RequestIdStore), unless an earlier call finished (its response)
+// or is running (`running`). A pending row of another holder is from a
+// process that ended (the database has one writer process), and one older
+// than a minute from a call that died; either is claimed again
+// (`orphan_time_micros`). INVALID_ARGUMENT (request_id) for a different
+// request. An empty request_id claims nothing.
 absl::StatusOr<ClaimResult> ClaimRequest(SqliteConnection& conn, absl::string_view account_id,
                                          absl::string_view request_id,
-                                         absl::string_view fingerprint);
+                                         absl::string_view fingerprint,
+                                         absl::string_view holder);
 // Deletes a pending claim (not a finished call's response).
 absl::Status ReleaseRequest(SqliteConnection& conn, absl::string_view account_id,
                             absl::string_view request_id);

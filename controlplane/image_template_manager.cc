@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -256,11 +257,23 @@ absl::StatusOr<std::shared_ptr<const EncodedTemplate>> ImageTemplateManager::Loa
 
 absl::StatusOr<v1::ImageTemplate> ImageTemplateManager::ChangeTemplate(
     const Caller& caller, absl::string_view id, std::string& audit_account,
-    const Change& change, v1::Permission permission) {
+    AtomicRequest* atomic, const Change& change, v1::Permission permission) {
   RETURN_IF_ERROR(CheckId("id", id));
   const int64_t now = deps_.now_micros();
+  const bool idempotent = atomic != nullptr && !atomic->request_id.empty();
   absl::StatusOr<v1::ImageTemplate> result =
       deps_.templates->MutateTemplate(id, [&](TemplateTransaction& txn) -> absl::Status {
+        if (idempotent) {
+          // Inside the transaction: of identical calls racing, the first to
+          // commit acts and the others get its response.
+          ASSIGN_OR_RETURN(std::optional<std::string> prior,
+                           deps_.request_ids->FindInTransaction(
+                               atomic->account_id, atomic->request_id, atomic->fingerprint));
+          if (prior.has_value()) {
+            atomic->replayed = std::move(prior);
+            return absl::AbortedError("request_id: an identical call finished first");
+          }
+        }
         v1::ImageTemplate& t = txn.image_template();
         bool shared = false;
         if (!caller.is_operator && t.owner_account_id() != caller.account_id) {
@@ -271,10 +284,47 @@ absl::StatusOr<v1::ImageTemplate> ImageTemplateManager::ChangeTemplate(
         RETURN_IF_ERROR(CheckMayChange(caller, t, permission));
         ASSIGN_OR_RETURN(bool changed, change(txn));
         if (changed) *t.mutable_update_time() = ToTimestamp(now);
+        if (idempotent) {
+          // The store writes `t` back as it is (identity fields never
+          // change), so this is the response the call returns.
+          RETURN_IF_ERROR(deps_.request_ids->Remember(atomic->account_id, atomic->request_id,
+                                                      atomic->fingerprint, atomic->encode(t)));
+        }
         return absl::OkStatus();
       });
   if (absl::IsNotFound(result.status())) return NotFound(id);
+  if (result.ok() && idempotent) atomic->remembered = true;
   return result;
+}
+
+absl::StatusOr<std::optional<v1::Operation>> ImageTemplateManager::FindStartedOperation(
+    const Caller& caller, absl::string_view method, absl::string_view request_id,
+    const v1::ResourceReference& target, int64_t since_micros) {
+  OperationQuery query;
+  query.target_id = target.id();
+  if (method == "CreateImageTemplate") {
+    query.kinds = {v1::OPERATION_KIND_CREATE_IMAGE_TEMPLATE};
+  } else if (method == "DeployImageTemplate") {
+    query.kinds = {v1::OPERATION_KIND_DEPLOY_IMAGE_TEMPLATE};
+  } else if (method == "AddImageTemplateLocations") {
+    query.kinds = {v1::OPERATION_KIND_COPY_IMAGE_TEMPLATE};
+  } else {
+    return std::nullopt;
+  }
+  query.limit = 100;
+  // Newest first; the call that died started at most one, after its claim.
+  while (true) {
+    ASSIGN_OR_RETURN(std::vector<v1::Operation> page, deps_.operations->ListOperations(query));
+    for (v1::Operation& op : page) {
+      if (FromTimestamp(op.create_time()) < since_micros) return std::nullopt;
+      if (op.request_id() == request_id && op.user_id() == caller.user_id) return std::move(op);
+    }
+    if (static_cast<int>(page.size()) < query.limit) return std::nullopt;
+    OperationCursor after;
+    after.create_time_us = FromTimestamp(page.back().create_time());
+    after.id = page.back().id();
+    query.after = after;
+  }
 }
 
 absl::StatusOr<v1::GetImageTemplateResponse> ImageTemplateManager::GetImageTemplate(

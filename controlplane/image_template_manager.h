@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -132,12 +133,54 @@ class ImageTemplateManager {
 
  private:
   // Audits and deduplicates one mutating call around `body`. `body` may set
-  // `audit_account` to the owner of the resource it found visible.
+  // `audit_account` to the owner of the resource it found visible. For calls
+  // that start an operation through a workflow (create, deploy, copy): the
+  // request_id is claimed before `body` and its answer remembered after, so
+  // a call that dies in between leaves a claim; the repeat takes it over
+  // (at once in the next process) and answers with the operation the dead
+  // call started, found by its request_id, or acts if it started none.
   template <typename Response>
   absl::StatusOr<Response> Mutation(
       const Caller& caller, absl::string_view method, const google::protobuf::Message& request,
       absl::string_view request_id, const imagetemplates::v1::ResourceReference& target,
       const std::function<absl::StatusOr<Response>(std::string& audit_account)>& body);
+
+  // The request_id of a call whose whole effect is one template transaction
+  // (ChangeTemplate): looked up and remembered inside it, so a crash leaves
+  // the change and its remembered response both or neither.
+  struct AtomicRequest {
+    std::string account_id;
+    std::string request_id;
+    std::string fingerprint;
+    // The call's serialized response, from the template as the transaction
+    // leaves it. AtomicMutation sets it for responses holding the template.
+    std::function<std::string(const imagetemplates::v1::ImageTemplate&)> encode;
+    // Set by ChangeTemplate: an identical call committed first, and this is
+    // its response (nothing was changed; the body returned an error).
+    std::optional<std::string> replayed;
+    // Set by ChangeTemplate once the response is remembered in its
+    // transaction.
+    bool remembered = false;
+  };
+  // Mutation for such calls: no claim; `body` passes `atomic` to the one
+  // ChangeTemplate that makes its effect.
+  template <typename Response>
+  absl::StatusOr<Response> AtomicMutation(
+      const Caller& caller, absl::string_view method, const google::protobuf::Message& request,
+      absl::string_view request_id, const imagetemplates::v1::ResourceReference& target,
+      const std::function<absl::StatusOr<Response>(std::string& audit_account,
+                                                   AtomicRequest& atomic)>& body);
+  // The answer to a repeated call: `stored` (an Operation as it is now),
+  // unless the caller lost a permission the call needs.
+  template <typename Response>
+  absl::StatusOr<Response> Replay(const Caller& caller, absl::string_view method,
+                                  const imagetemplates::v1::ResourceReference& target,
+                                  const std::string& stored);
+  // The operation an identical call of `method` that claimed request_id at
+  // `since_micros` and then died had started, if it had.
+  absl::StatusOr<std::optional<imagetemplates::v1::Operation>> FindStartedOperation(
+      const Caller& caller, absl::string_view method, absl::string_view request_id,
+      const imagetemplates::v1::ResourceReference& target, int64_t since_micros);
 
   // The template if the caller may see it; NOT_FOUND otherwise (the same
   // answer as for an id that does not exist). INVALID_ARGUMENT (`field`) if
@@ -153,10 +196,13 @@ class ImageTemplateManager {
   // and IMAGE_TEMPLATE_MANAGE re-checked inside the transaction). `change`
   // returns whether it changed anything; update_time is set only then.
   using Change = std::function<absl::StatusOr<bool>(TemplateTransaction& txn)>;
+  // With `atomic`, the request_id is looked up and the response remembered
+  // in the same transaction.
   absl::StatusOr<imagetemplates::v1::ImageTemplate> ChangeTemplate(
       const Caller& caller, absl::string_view id, std::string& audit_account,
-      const Change& change, imagetemplates::v1::Permission permission =
-                                imagetemplates::v1::PERMISSION_IMAGE_TEMPLATE_MANAGE);
+      AtomicRequest* atomic, const Change& change,
+      imagetemplates::v1::Permission permission =
+          imagetemplates::v1::PERMISSION_IMAGE_TEMPLATE_MANAGE);
 
   Dependencies deps_;
 };

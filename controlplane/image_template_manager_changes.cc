@@ -38,9 +38,10 @@ using template_manager_internal::kMaxDatacenters;
 
 absl::StatusOr<v1::UpdateImageTemplateResponse> ImageTemplateManager::UpdateImageTemplate(
     const Caller& caller, const v1::UpdateImageTemplateRequest& request) {
-  return Mutation<v1::UpdateImageTemplateResponse>(
+  return AtomicMutation<v1::UpdateImageTemplateResponse>(
       caller, "UpdateImageTemplate", request, request.request_id(), TemplateRef(request.id()),
-      [&](std::string& audit_account) -> absl::StatusOr<v1::UpdateImageTemplateResponse> {
+      [&](std::string& audit_account,
+          AtomicRequest& atomic) -> absl::StatusOr<v1::UpdateImageTemplateResponse> {
         RETURN_IF_ERROR(CheckId("id", request.id()));
         ASSIGN_OR_RETURN(auto paths,
                          ValidateUpdateMask(request.update_mask(), {"name", "note", "tags"}));
@@ -59,7 +60,7 @@ absl::StatusOr<v1::UpdateImageTemplateResponse> ImageTemplateManager::UpdateImag
         v1::UpdateImageTemplateResponse response;
         ASSIGN_OR_RETURN(
             *response.mutable_image_template(),
-            ChangeTemplate(caller, request.id(), audit_account,
+            ChangeTemplate(caller, request.id(), audit_account, &atomic,
                            [&](TemplateTransaction& txn) -> absl::StatusOr<bool> {
                              v1::ImageTemplate& t = txn.image_template();
                              RETURN_IF_ERROR(RequireNotDeleting(t));
@@ -77,9 +78,10 @@ absl::StatusOr<v1::UpdateImageTemplateResponse> ImageTemplateManager::UpdateImag
 
 absl::StatusOr<v1::ShareImageTemplateResponse> ImageTemplateManager::ShareImageTemplate(
     const Caller& caller, const v1::ShareImageTemplateRequest& request) {
-  return Mutation<v1::ShareImageTemplateResponse>(
+  return AtomicMutation<v1::ShareImageTemplateResponse>(
       caller, "ShareImageTemplate", request, request.request_id(), TemplateRef(request.id()),
-      [&](std::string& audit_account) -> absl::StatusOr<v1::ShareImageTemplateResponse> {
+      [&](std::string& audit_account,
+          AtomicRequest& atomic) -> absl::StatusOr<v1::ShareImageTemplateResponse> {
         RETURN_IF_ERROR(CheckId("id", request.id()));
         if (request.account_ids().empty() || request.account_ids_size() > kMaxShareAccounts) {
           return absl::InvalidArgumentError(
@@ -114,7 +116,7 @@ absl::StatusOr<v1::ShareImageTemplateResponse> ImageTemplateManager::ShareImageT
         v1::ShareImageTemplateResponse response;
         ASSIGN_OR_RETURN(
             *response.mutable_image_template(),
-            ChangeTemplate(caller, request.id(), audit_account,
+            ChangeTemplate(caller, request.id(), audit_account, &atomic,
                            [&](TemplateTransaction& txn) -> absl::StatusOr<bool> {
                              v1::ImageTemplate& t = txn.image_template();
                              RETURN_IF_ERROR(RequireActive(t, "shared"));
@@ -132,9 +134,10 @@ absl::StatusOr<v1::ShareImageTemplateResponse> ImageTemplateManager::ShareImageT
 
 absl::StatusOr<v1::UnshareImageTemplateResponse> ImageTemplateManager::UnshareImageTemplate(
     const Caller& caller, const v1::UnshareImageTemplateRequest& request) {
-  return Mutation<v1::UnshareImageTemplateResponse>(
+  return AtomicMutation<v1::UnshareImageTemplateResponse>(
       caller, "UnshareImageTemplate", request, request.request_id(), TemplateRef(request.id()),
-      [&](std::string& audit_account) -> absl::StatusOr<v1::UnshareImageTemplateResponse> {
+      [&](std::string& audit_account,
+          AtomicRequest& atomic) -> absl::StatusOr<v1::UnshareImageTemplateResponse> {
         RETURN_IF_ERROR(CheckId("id", request.id()));
         if (request.account_ids().empty() || request.account_ids_size() > kMaxShareAccounts) {
           return absl::InvalidArgumentError(
@@ -146,7 +149,7 @@ absl::StatusOr<v1::UnshareImageTemplateResponse> ImageTemplateManager::UnshareIm
         v1::UnshareImageTemplateResponse response;
         ASSIGN_OR_RETURN(
             *response.mutable_image_template(),
-            ChangeTemplate(caller, request.id(), audit_account,
+            ChangeTemplate(caller, request.id(), audit_account, &atomic,
                            [&](TemplateTransaction& txn) -> absl::StatusOr<bool> {
                              v1::ImageTemplate& t = txn.image_template();
                              for (const std::string& account : request.account_ids()) {
@@ -164,9 +167,10 @@ absl::StatusOr<v1::UnshareImageTemplateResponse> ImageTemplateManager::UnshareIm
 
 absl::StatusOr<v1::PublishImageTemplateResponse> ImageTemplateManager::PublishImageTemplate(
     const Caller& caller, const v1::PublishImageTemplateRequest& request) {
-  return Mutation<v1::PublishImageTemplateResponse>(
+  return AtomicMutation<v1::PublishImageTemplateResponse>(
       caller, "PublishImageTemplate", request, request.request_id(), TemplateRef(request.id()),
-      [&](std::string& audit_account) -> absl::StatusOr<v1::PublishImageTemplateResponse> {
+      [&](std::string& audit_account,
+          AtomicRequest& atomic) -> absl::StatusOr<v1::PublishImageTemplateResponse> {
         ASSIGN_OR_RETURN(v1::ImageTemplate current, LoadVisible(caller, request.id(), "id"));
         audit_account = AuditAccount(caller, current);
         RETURN_IF_ERROR(CheckMayChange(caller, current, v1::PERMISSION_PUBLIC_IMAGE_MANAGE));
@@ -180,8 +184,7 @@ absl::StatusOr<v1::PublishImageTemplateResponse> ImageTemplateManager::PublishIm
         v1::PublishImageTemplateResponse response;
         ASSIGN_OR_RETURN(
             *response.mutable_image_template(),
-            ChangeTemplate(
-                caller, request.id(), audit_account,
+            ChangeTemplate(caller, request.id(), audit_account, &atomic,
                 [&](TemplateTransaction& txn) -> absl::StatusOr<bool> {
                   v1::ImageTemplate& t = txn.image_template();
                   RETURN_IF_ERROR(RequireActive(t, "published"));
@@ -200,14 +203,14 @@ absl::StatusOr<v1::PublishImageTemplateResponse> ImageTemplateManager::PublishIm
 
 absl::StatusOr<v1::UnpublishImageTemplateResponse> ImageTemplateManager::UnpublishImageTemplate(
     const Caller& caller, const v1::UnpublishImageTemplateRequest& request) {
-  return Mutation<v1::UnpublishImageTemplateResponse>(
+  return AtomicMutation<v1::UnpublishImageTemplateResponse>(
       caller, "UnpublishImageTemplate", request, request.request_id(), TemplateRef(request.id()),
-      [&](std::string& audit_account) -> absl::StatusOr<v1::UnpublishImageTemplateResponse> {
+      [&](std::string& audit_account,
+          AtomicRequest& atomic) -> absl::StatusOr<v1::UnpublishImageTemplateResponse> {
         v1::UnpublishImageTemplateResponse response;
         ASSIGN_OR_RETURN(
             *response.mutable_image_template(),
-            ChangeTemplate(
-                caller, request.id(), audit_account,
+            ChangeTemplate(caller, request.id(), audit_account, &atomic,
                 [&](TemplateTransaction& txn) -> absl::StatusOr<bool> {
                   v1::ImageTemplate& t = txn.image_template();
                   if (t.visibility() != v1::VISIBILITY_PUBLIC) {
@@ -226,10 +229,11 @@ absl::StatusOr<v1::UnpublishImageTemplateResponse> ImageTemplateManager::Unpubli
 absl::StatusOr<v1::RemoveImageTemplateLocationsResponse>
 ImageTemplateManager::RemoveImageTemplateLocations(
     const Caller& caller, const v1::RemoveImageTemplateLocationsRequest& request) {
-  return Mutation<v1::RemoveImageTemplateLocationsResponse>(
+  return AtomicMutation<v1::RemoveImageTemplateLocationsResponse>(
       caller, "RemoveImageTemplateLocations", request, request.request_id(),
       TemplateRef(request.id()),
-      [&](std::string& audit_account) -> absl::StatusOr<v1::RemoveImageTemplateLocationsResponse> {
+      [&](std::string& audit_account,
+          AtomicRequest& atomic) -> absl::StatusOr<v1::RemoveImageTemplateLocationsResponse> {
         RETURN_IF_ERROR(CheckId("id", request.id()));
         if (request.datacenters().empty() || request.datacenters_size() > kMaxDatacenters) {
           return absl::InvalidArgumentError(
@@ -244,8 +248,7 @@ ImageTemplateManager::RemoveImageTemplateLocations(
         v1::RemoveImageTemplateLocationsResponse response;
         ASSIGN_OR_RETURN(
             *response.mutable_image_template(),
-            ChangeTemplate(
-                caller, request.id(), audit_account,
+            ChangeTemplate(caller, request.id(), audit_account, &atomic,
                 [&](TemplateTransaction& txn) -> absl::StatusOr<bool> {
                   removed.clear();
                   v1::ImageTemplate& t = txn.image_template();
@@ -296,13 +299,14 @@ ImageTemplateManager::RemoveImageTemplateLocations(
 
 absl::StatusOr<v1::DeprecateImageTemplateResponse> ImageTemplateManager::DeprecateImageTemplate(
     const Caller& caller, const v1::DeprecateImageTemplateRequest& request) {
-  return Mutation<v1::DeprecateImageTemplateResponse>(
+  return AtomicMutation<v1::DeprecateImageTemplateResponse>(
       caller, "DeprecateImageTemplate", request, request.request_id(), TemplateRef(request.id()),
-      [&](std::string& audit_account) -> absl::StatusOr<v1::DeprecateImageTemplateResponse> {
+      [&](std::string& audit_account,
+          AtomicRequest& atomic) -> absl::StatusOr<v1::DeprecateImageTemplateResponse> {
         const int64_t now = deps_.now_micros();
         v1::DeprecateImageTemplateResponse response;
         ASSIGN_OR_RETURN(*response.mutable_image_template(),
-                         ChangeTemplate(caller, request.id(), audit_account,
+                         ChangeTemplate(caller, request.id(), audit_account, &atomic,
                                         [&](TemplateTransaction& txn) -> absl::StatusOr<bool> {
                                           v1::ImageTemplate& t = txn.image_template();
                                           RETURN_IF_ERROR(RequireActive(t, "deprecated"));
@@ -318,13 +322,14 @@ absl::StatusOr<v1::DeprecateImageTemplateResponse> ImageTemplateManager::Depreca
 absl::StatusOr<v1::UndeprecateImageTemplateResponse>
 ImageTemplateManager::UndeprecateImageTemplate(
     const Caller& caller, const v1::UndeprecateImageTemplateRequest& request) {
-  return Mutation<v1::UndeprecateImageTemplateResponse>(
+  return AtomicMutation<v1::UndeprecateImageTemplateResponse>(
       caller, "UndeprecateImageTemplate", request, request.request_id(),
       TemplateRef(request.id()),
-      [&](std::string& audit_account) -> absl::StatusOr<v1::UndeprecateImageTemplateResponse> {
+      [&](std::string& audit_account,
+          AtomicRequest& atomic) -> absl::StatusOr<v1::UndeprecateImageTemplateResponse> {
         v1::UndeprecateImageTemplateResponse response;
         ASSIGN_OR_RETURN(*response.mutable_image_template(),
-                         ChangeTemplate(caller, request.id(), audit_account,
+                         ChangeTemplate(caller, request.id(), audit_account, &atomic,
                                         [&](TemplateTransaction& txn) -> absl::StatusOr<bool> {
                                           v1::ImageTemplate& t = txn.image_template();
                                           if (!t.deprecated()) return false;
@@ -338,12 +343,13 @@ ImageTemplateManager::UndeprecateImageTemplate(
 
 absl::StatusOr<v1::DisableImageTemplateResponse> ImageTemplateManager::DisableImageTemplate(
     const Caller& caller, const v1::DisableImageTemplateRequest& request) {
-  return Mutation<v1::DisableImageTemplateResponse>(
+  return AtomicMutation<v1::DisableImageTemplateResponse>(
       caller, "DisableImageTemplate", request, request.request_id(), TemplateRef(request.id()),
-      [&](std::string& audit_account) -> absl::StatusOr<v1::DisableImageTemplateResponse> {
+      [&](std::string& audit_account,
+          AtomicRequest& atomic) -> absl::StatusOr<v1::DisableImageTemplateResponse> {
         v1::DisableImageTemplateResponse response;
         ASSIGN_OR_RETURN(*response.mutable_image_template(),
-                         ChangeTemplate(caller, request.id(), audit_account,
+                         ChangeTemplate(caller, request.id(), audit_account, &atomic,
                                         [&](TemplateTransaction& txn) -> absl::StatusOr<bool> {
                                           v1::ImageTemplate& t = txn.image_template();
                                           RETURN_IF_ERROR(RequireNotDeleting(t));
@@ -357,12 +363,13 @@ absl::StatusOr<v1::DisableImageTemplateResponse> ImageTemplateManager::DisableIm
 
 absl::StatusOr<v1::EnableImageTemplateResponse> ImageTemplateManager::EnableImageTemplate(
     const Caller& caller, const v1::EnableImageTemplateRequest& request) {
-  return Mutation<v1::EnableImageTemplateResponse>(
+  return AtomicMutation<v1::EnableImageTemplateResponse>(
       caller, "EnableImageTemplate", request, request.request_id(), TemplateRef(request.id()),
-      [&](std::string& audit_account) -> absl::StatusOr<v1::EnableImageTemplateResponse> {
+      [&](std::string& audit_account,
+          AtomicRequest& atomic) -> absl::StatusOr<v1::EnableImageTemplateResponse> {
         v1::EnableImageTemplateResponse response;
         ASSIGN_OR_RETURN(*response.mutable_image_template(),
-                         ChangeTemplate(caller, request.id(), audit_account,
+                         ChangeTemplate(caller, request.id(), audit_account, &atomic,
                                         [&](TemplateTransaction& txn) -> absl::StatusOr<bool> {
                                           v1::ImageTemplate& t = txn.image_template();
                                           RETURN_IF_ERROR(RequireNotDeleting(t));
@@ -376,12 +383,13 @@ absl::StatusOr<v1::EnableImageTemplateResponse> ImageTemplateManager::EnableImag
 
 absl::StatusOr<v1::SetDeleteProtectionResponse> ImageTemplateManager::SetDeleteProtection(
     const Caller& caller, const v1::SetDeleteProtectionRequest& request) {
-  return Mutation<v1::SetDeleteProtectionResponse>(
+  return AtomicMutation<v1::SetDeleteProtectionResponse>(
       caller, "SetDeleteProtection", request, request.request_id(), TemplateRef(request.id()),
-      [&](std::string& audit_account) -> absl::StatusOr<v1::SetDeleteProtectionResponse> {
+      [&](std::string& audit_account,
+          AtomicRequest& atomic) -> absl::StatusOr<v1::SetDeleteProtectionResponse> {
         v1::SetDeleteProtectionResponse response;
         ASSIGN_OR_RETURN(*response.mutable_image_template(),
-                         ChangeTemplate(caller, request.id(), audit_account,
+                         ChangeTemplate(caller, request.id(), audit_account, &atomic,
                                         [&](TemplateTransaction& txn) -> absl::StatusOr<bool> {
                                           v1::ImageTemplate& t = txn.image_template();
                                           RETURN_IF_ERROR(RequireNotDeleting(t));

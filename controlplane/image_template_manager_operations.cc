@@ -141,9 +141,9 @@ absl::StatusOr<v1::Operation> ImageTemplateManager::CreateImageTemplate(
 
 absl::StatusOr<v1::Operation> ImageTemplateManager::DeleteImageTemplate(
     const Caller& caller, const v1::DeleteImageTemplateRequest& request) {
-  return Mutation<v1::Operation>(
+  return AtomicMutation<v1::Operation>(
       caller, "DeleteImageTemplate", request, request.request_id(), TemplateRef(request.id()),
-      [&](std::string& audit_account) -> absl::StatusOr<v1::Operation> {
+      [&](std::string& audit_account, AtomicRequest& atomic) -> absl::StatusOr<v1::Operation> {
         const int64_t now = deps_.now_micros();
         v1::Operation op;
         op.set_id(NewUuid());
@@ -155,8 +155,10 @@ absl::StatusOr<v1::Operation> ImageTemplateManager::DeleteImageTemplate(
         *op.mutable_target() = TemplateRef(request.id());
         *op.mutable_create_time() = ToTimestamp(now);
         *op.mutable_update_time() = ToTimestamp(now);
+        // Remembered with the operation row it inserts, in one transaction.
+        atomic.encode = [&op](const v1::ImageTemplate&) { return op.SerializeAsString(); };
         RETURN_IF_ERROR(
-            ChangeTemplate(caller, request.id(), audit_account,
+            ChangeTemplate(caller, request.id(), audit_account, &atomic,
                            [&](TemplateTransaction& txn) -> absl::StatusOr<bool> {
                              v1::ImageTemplate& t = txn.image_template();
                              if (t.delete_protected()) {

@@ -2,7 +2,9 @@
 
 #include <sqlite3.h>
 
+#include <algorithm>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -294,12 +296,30 @@ absl::Status SqliteDatabase::ExecConstant(const char* sql) {
   return absl::OkStatus();
 }
 
+namespace {
+// The databases whose Transaction this thread is inside, innermost last.
+thread_local std::vector<const SqliteDatabase*> open_transactions;
+}  // namespace
+
 absl::Status SqliteDatabase::Transaction(
     const std::function<absl::Status(SqliteConnection&)>& work) {
+  if (std::find(open_transactions.begin(), open_transactions.end(), this) !=
+      open_transactions.end()) {
+    // Nested on this thread, which holds mu_: a savepoint of the open
+    // transaction, so both stores' writes commit together (or not at all).
+    mu_.AssertHeld();
+    RETURN_IF_ERROR(ExecConstant("SAVEPOINT nested"));
+    absl::Status status = work(connection_);
+    if (!status.ok()) ExecConstant("ROLLBACK TO nested").IgnoreError();
+    absl::Status released = ExecConstant("RELEASE nested");
+    return status.ok() ? released : status;
+  }
   absl::MutexLock lock(&mu_);
   RETURN_IF_ERROR(ExecConstant("BEGIN IMMEDIATE"));
+  open_transactions.push_back(this);
   watched_changed_ = false;
   absl::Status status = work(connection_);
+  open_transactions.pop_back();
   if (status.ok()) status = ExecConstant("COMMIT");
   if (!status.ok()) ExecConstant("ROLLBACK").IgnoreError();
   // After the commit: a reader that loaded the old rows read the old

@@ -125,7 +125,12 @@ class SqliteDatabase {
   SqliteDatabase& operator=(const SqliteDatabase&) = delete;
 
   // Runs `work` inside BEGIN IMMEDIATE ... COMMIT; an error from `work` or the
-  // commit rolls everything back and is returned.
+  // commit rolls everything back and is returned. Called from inside another
+  // Transaction of this database on the same thread, `work` joins it as a
+  // savepoint: its error rolls back only its own writes (and is returned),
+  // and what it wrote commits with the outer transaction. That is how two
+  // stores over one database (a template change and its request_id's
+  // response) commit atomically.
   absl::Status Transaction(const std::function<absl::Status(SqliteConnection&)>& work);
   // Runs `work` in a read transaction (BEGIN DEFERRED) on a read-only
   // connection: every statement sees one snapshot, which includes every

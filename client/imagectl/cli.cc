@@ -20,6 +20,7 @@
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/key_file.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/timestamp.pb.h"
 #include "google/protobuf/util/json_util.h"
@@ -104,7 +105,8 @@ absl::StatusOr<GlobalOptions> ResolveGlobals(std::vector<std::string>* args) {
       }
     }
     static const char* const kGlobal[] = {"endpoint", "api-key", "output", "timeout",
-                                          "config",   "tls",     "tls-ca"};
+                                          "config",   "tls",     "tls-ca",
+                                          "tls-cert", "tls-key"};
     if (name.empty() || std::find(std::begin(kGlobal), std::end(kGlobal), name) ==
                             std::end(kGlobal)) {
       rest.push_back(arg);
@@ -158,6 +160,13 @@ absl::StatusOr<GlobalOptions> ResolveGlobals(std::vector<std::string>* args) {
   }
   options.tls_ca_file = pick("tls-ca", nullptr, "tls_ca", "");
   if (!options.tls_ca_file.empty()) options.tls = true;
+  options.tls_cert_file = pick("tls-cert", nullptr, "tls_cert", "");
+  options.tls_key_file = pick("tls-key", nullptr, "tls_key", "");
+  if (options.tls_cert_file.empty() != options.tls_key_file.empty()) {
+    return absl::InvalidArgumentError(
+        "--tls-cert and --tls-key go together: the client certificate and its private key");
+  }
+  if (!options.tls_cert_file.empty()) options.tls = true;
   return options;
 }
 
@@ -170,6 +179,9 @@ std::string GlobalHelp() {
          "  --timeout=SECONDS      deadline of each call, retries included; default 30\n"
          "  --tls                  connect with TLS (system roots)\n"
          "  --tls-ca=FILE          connect with TLS, trusting these PEM roots\n"
+         "  --tls-cert=FILE        connect with TLS, presenting this PEM client certificate\n"
+         "                         (for a controlplane with --tls-client-ca-file)\n"
+         "  --tls-key=FILE         its private key (PEM; readable by its owner only)\n"
          "  --config=FILE          config file (env IMAGECTL_CONFIG; default\n"
          "                         ~/.config/imagectl/config): key=value lines\n"
          "  -h, --help             help for any command\n";
@@ -195,6 +207,17 @@ absl::StatusOr<client::ImageTemplatesClient*> Context::Client() {
     std::stringstream pem;
     pem << in.rdbuf();
     options.tls_root_certs = pem.str();
+  }
+  if (!globals_.tls_cert_file.empty()) {
+    // 1 MiB: far above any certificate chain or key.
+    absl::StatusOr<std::string> chain =
+        common::ReadSmallFile(globals_.tls_cert_file, "--tls-cert", 1 << 20);
+    if (!chain.ok()) return chain.status();
+    absl::StatusOr<std::string> key =
+        common::ReadSecretFile(globals_.tls_key_file, "--tls-key", 1 << 20);
+    if (!key.ok()) return key.status();
+    options.tls_cert_chain = *std::move(chain);
+    options.tls_private_key = *std::move(key);
   }
   auto made = client::ImageTemplatesClient::Create(options);
   if (!made.ok()) return made.status();

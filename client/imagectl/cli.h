@@ -38,16 +38,21 @@ struct GlobalOptions {
   int64_t timeout_seconds = 30;
   bool tls = false;
   std::string tls_ca_file;
+  // A client certificate (PEM chain) and its private key (owner-only file),
+  // both or neither; either implies tls.
+  std::string tls_cert_file;
+  std::string tls_key_file;
   std::string config_path;  // the config file that was read, if any
 };
 
 // Pulls the global flags (--endpoint, --api-key, -o/--output, --timeout,
-// --config, --tls, --tls-ca) out of `args`, wherever they stand, and fills
+// --config, --tls, --tls-ca, --tls-cert, --tls-key) out of `args`, wherever they stand, and fills
 // the rest from IMAGECTL_ENDPOINT / IMAGECTL_API_KEY, then the config file
 // (--config, else $IMAGECTL_CONFIG, else $XDG_CONFIG_HOME/imagectl/config or
 // ~/.config/imagectl/config; lines `endpoint=`, `api_key=`, `output=`,
-// `timeout=`, `tls=`, `tls_ca=`), then defaults. Flags beat environment beat
-// file. INVALID_ARGUMENT for a bad value or an unreadable --config.
+// `timeout=`, `tls=`, `tls_ca=`, `tls_cert=`, `tls_key=`), then defaults.
+// Flags beat environment beat file. INVALID_ARGUMENT for a bad value, an
+// unreadable --config, or --tls-cert without --tls-key (or the reverse).
 absl::StatusOr<GlobalOptions> ResolveGlobals(std::vector<std::string>* args);
 
 // Help text of the global flags.

@@ -39,6 +39,21 @@ TEST(ResolveGlobalsTest, RejectsBadValues) {
   EXPECT_EQ(ResolveGlobals(&args).status().code(), absl::StatusCode::kInvalidArgument);
   args = {"--endpoint"};
   EXPECT_EQ(ResolveGlobals(&args).status().code(), absl::StatusCode::kInvalidArgument);
+  args = {"--tls-cert=client.pem", "whoami"};
+  EXPECT_EQ(ResolveGlobals(&args).status().code(), absl::StatusCode::kInvalidArgument);
+  args = {"--tls-key", "client.key", "whoami"};
+  EXPECT_EQ(ResolveGlobals(&args).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(ResolveGlobalsTest, ClientCertificateImpliesTls) {
+  unsetenv("IMAGECTL_CONFIG");
+  std::vector<std::string> args = {"whoami", "--tls-cert", "client.pem", "--tls-key=client.key"};
+  absl::StatusOr<GlobalOptions> globals = ResolveGlobals(&args);
+  ASSERT_TRUE(globals.ok()) << globals.status();
+  EXPECT_TRUE(globals->tls);
+  EXPECT_EQ(globals->tls_cert_file, "client.pem");
+  EXPECT_EQ(globals->tls_key_file, "client.key");
+  EXPECT_EQ(args, (std::vector<std::string>{"whoami"}));
 }
 
 TEST(ParseTest, SizesAndEnums) {

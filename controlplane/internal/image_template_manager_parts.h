@@ -19,6 +19,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "common/status_macros.h"
 #include "controlplane/caller.h"
 #include "controlplane/idempotency.h"
 #include "controlplane/image_template_manager.h"
@@ -69,6 +70,22 @@ absl::Status RecheckReplay(const Caller& caller, absl::string_view method,
 }  // namespace template_manager_internal
 
 template <typename Response>
+absl::StatusOr<Response> ImageTemplateManager::Replay(
+    const Caller& caller, absl::string_view method,
+    const imagetemplates::v1::ResourceReference& target, const std::string& stored) {
+  RETURN_IF_ERROR(template_manager_internal::RecheckReplay(caller, method, target));
+  Response response;
+  if (!response.ParseFromString(stored)) {
+    return absl::InternalError("stored response of request_id does not parse");
+  }
+  if constexpr (std::is_same_v<Response, imagetemplates::v1::Operation>) {
+    // A repeated call returns the operation as it is now.
+    return deps_.operations->GetOperation(response.id());
+  }
+  return response;
+}
+
+template <typename Response>
 absl::StatusOr<Response> ImageTemplateManager::Mutation(
     const Caller& caller, absl::string_view method, const google::protobuf::Message& request,
     absl::string_view request_id, const imagetemplates::v1::ResourceReference& target,
@@ -90,21 +107,29 @@ absl::StatusOr<Response> ImageTemplateManager::Mutation(
   // get its response. The fingerprint names the user, so only the user who
   // made the call gets its response.
   const std::string fingerprint = RequestFingerprint(method, request);
-  absl::StatusOr<std::optional<std::string>> prior =
+  absl::StatusOr<RequestClaim> claim =
       deps_.request_ids->Claim(caller.account_id, request_id, fingerprint);
-  if (!prior.ok()) return finish(prior.status());
-  if (prior->has_value()) {
-    absl::Status allowed = template_manager_internal::RecheckReplay(caller, method, target);
-    if (!allowed.ok()) return finish(allowed);
-    Response response;
-    if (!response.ParseFromString(**prior)) {
-      return finish(absl::InternalError("stored response of request_id does not parse"));
+  if (!claim.ok()) return finish(claim.status());
+  if (claim->response.has_value()) {
+    return finish(Replay<Response>(caller, method, target, *claim->response));
+  }
+  if constexpr (std::is_same_v<Response, imagetemplates::v1::Operation>) {
+    if (claim->orphan_time_micros.has_value()) {
+      // An identical call died after its claim: if it started its operation
+      // (the operation's own transaction), that is this call's result.
+      absl::StatusOr<std::optional<imagetemplates::v1::Operation>> started =
+          FindStartedOperation(caller, method, request_id, target, *claim->orphan_time_micros);
+      if (!started.ok()) {
+        deps_.request_ids->Release(caller.account_id, request_id).IgnoreError();
+        return finish(started.status());
+      }
+      if (started->has_value()) {
+        absl::Status remembered = deps_.request_ids->Remember(
+            caller.account_id, request_id, fingerprint, (*started)->SerializeAsString());
+        if (!remembered.ok()) return finish(remembered);
+        return finish(Replay<Response>(caller, method, target, (*started)->SerializeAsString()));
+      }
     }
-    if constexpr (std::is_same_v<Response, imagetemplates::v1::Operation>) {
-      // A repeated call returns the operation as it is now.
-      return finish(deps_.operations->GetOperation(response.id()));
-    }
-    return finish(response);
   }
 
   absl::StatusOr<Response> result = body(audit_account);
@@ -114,8 +139,61 @@ absl::StatusOr<Response> ImageTemplateManager::Mutation(
     if (!remembered.ok()) return finish(remembered);
   } else {
     // A failed call is not remembered: a retry may act. If this fails the
-    // claim goes stale and is taken over after a minute.
+    // claim is taken over after a minute (at once by the next process).
     deps_.request_ids->Release(caller.account_id, request_id).IgnoreError();
+  }
+  return finish(std::move(result));
+}
+
+template <typename Response>
+absl::StatusOr<Response> ImageTemplateManager::AtomicMutation(
+    const Caller& caller, absl::string_view method, const google::protobuf::Message& request,
+    absl::string_view request_id, const imagetemplates::v1::ResourceReference& target,
+    const std::function<absl::StatusOr<Response>(std::string& audit_account,
+                                                 AtomicRequest& atomic)>& body) {
+  std::string audit_account = caller.account_id;
+  auto finish = [&](absl::StatusOr<Response> result) -> absl::StatusOr<Response> {
+    std::string operation_id;
+    if constexpr (std::is_same_v<Response, imagetemplates::v1::Operation>) {
+      if (result.ok()) operation_id = result->id();
+    }
+    deps_.audit->Record(caller, audit_account, template_manager_internal::FullMethodName(method),
+                        target, result.status(), request_id, operation_id);
+    return result;
+  };
+  absl::Status valid = ValidateRequestId(request_id);
+  if (!valid.ok()) return finish(valid);
+
+  AtomicRequest atomic;
+  atomic.account_id = caller.account_id;
+  atomic.request_id = std::string(request_id);
+  atomic.fingerprint = RequestFingerprint(method, request);
+  // A repeat of a finished call is answered before the call's own checks,
+  // which may refuse now what they allowed then.
+  absl::StatusOr<std::optional<std::string>> prior =
+      deps_.request_ids->Find(atomic.account_id, request_id, atomic.fingerprint);
+  if (!prior.ok()) return finish(prior.status());
+  if (prior->has_value()) return finish(Replay<Response>(caller, method, target, **prior));
+
+  if constexpr (!std::is_same_v<Response, imagetemplates::v1::Operation>) {
+    // Every in-place change answers with the template as stored.
+    atomic.encode = [](const imagetemplates::v1::ImageTemplate& t) {
+      Response response;
+      *response.mutable_image_template() = t;
+      return response.SerializeAsString();
+    };
+  }
+  absl::StatusOr<Response> result = body(audit_account, atomic);
+  if (atomic.replayed.has_value()) {
+    // An identical call committed first; this one changed nothing.
+    return finish(Replay<Response>(caller, method, target, *atomic.replayed));
+  }
+  if (result.ok() && !atomic.remembered && !request_id.empty()) {
+    // The body succeeded without changing the template (nothing to make
+    // atomic with): remember on its own.
+    absl::Status remembered = deps_.request_ids->Remember(
+        atomic.account_id, request_id, atomic.fingerprint, result->SerializeAsString());
+    if (!remembered.ok()) return finish(remembered);
   }
   return finish(std::move(result));
 }

@@ -56,6 +56,9 @@ struct Config {
   int64_t node_heartbeat_ms = 5000;
   int64_t node_missed_heartbeats = 3;
   int64_t max_operations = 32;
+  // OperationManager::Options' defaults.
+  int64_t max_watches_per_account = 32;
+  int64_t max_watches = 256;
   std::string compute_driver = "inventory";
   std::string qemu_state_dir;
   std::string qemu_binary = "qemu-system-x86_64";
@@ -113,6 +116,11 @@ int main(int argc, char** argv) {
             "heartbeats a storage node may miss before it is DOWN (at least 1)");
   flags.Int("max-operations", &config.max_operations,
             "operations (creates, deploys, deletes) running at once; others wait");
+  flags.Int("max-watches-per-account", &config.max_watches_per_account,
+            "open WatchOperation streams per account (each holds a server thread); more are "
+            "RESOURCE_EXHAUSTED");
+  flags.Int("max-watches", &config.max_watches,
+            "open WatchOperation streams in all; more are RESOURCE_EXHAUSTED");
   flags.String("compute-driver", &config.compute_driver,
                "what runs the servers: inventory (power state is only recorded) or qemu "
                "(each virtual server is a qemu-system-x86_64 process on this host)");
@@ -144,6 +152,11 @@ int main(int argc, char** argv) {
   if (config.compute_driver != "inventory" && config.compute_driver != "qemu") {
     common::LogError("--compute-driver: must be inventory or qemu, not %s",
                      config.compute_driver);
+    return 2;
+  }
+  if (config.max_watches_per_account < 1 || config.max_watches < 1 ||
+      config.max_watches_per_account > 100000 || config.max_watches > 100000) {
+    common::LogError("--max-watches-per-account and --max-watches: must be 1..100000");
     return 2;
   }
   if (config.internal_token_file.empty()) {
@@ -267,8 +280,11 @@ int main(int argc, char** argv) {
   manager_deps.copy = &copy_workflow;
   controlplane::ImageTemplateManager template_manager(manager_deps);
   controlplane::ImageTemplateServiceImpl image_templates(&authenticator, &template_manager);
+  controlplane::OperationManager::Options operation_options;
+  operation_options.max_watches_per_account = static_cast<int>(config.max_watches_per_account);
+  operation_options.max_watches = static_cast<int>(config.max_watches);
   controlplane::OperationManager operation_manager(&operation_store, &request_ids, &audit_log,
-                                                   {});
+                                                   operation_options);
   controlplane::OperationServiceImpl operations(&authenticator, &operation_manager);
   // Declared last: stopped (its workflows left to resume at the next start)
   // before anything it uses goes away.

@@ -141,17 +141,27 @@ absl::StatusOr<v1::Operation> OperationManager::Cancel(const Caller& caller,
                    request_ids_->Find(caller.account_id, request.request_id(), fingerprint));
   // Cancelling is idempotent: a repeat answers with the operation as it is
   // now, if the caller still holds the permission cancelling it needs.
-  if (prior.has_value()) {
+  auto replay = [&]() -> absl::StatusOr<v1::Operation> {
     ASSIGN_OR_RETURN(v1::Operation op, LoadVisible(caller, request.id()));
     if (!caller.Has(StartingPermission(op.kind()))) {
       return absl::PermissionDeniedError(absl::StrCat(
           "cancelling this operation needs ", v1::Permission_Name(StartingPermission(op.kind()))));
     }
     return op;
-  }
+  };
+  if (prior.has_value()) return replay();
   RETURN_IF_ERROR(LoadVisible(caller, request.id()).status());
+  std::optional<std::string> replayed;
   absl::StatusOr<v1::Operation> result = operations_->UpdateOperation(
       request.id(), [&](v1::Operation& op, OperationInternals& internals) -> absl::Status {
+        // The request_id is looked up and remembered in the cancel's own
+        // transaction, so a crash leaves both or neither: a repeat never
+        // finds the operation cancelled (and since ended) without its answer.
+        ASSIGN_OR_RETURN(replayed, request_ids_->FindInTransaction(
+                                       caller.account_id, request.request_id(), fingerprint));
+        if (replayed.has_value()) {
+          return absl::AbortedError("request_id: an identical call finished first");
+        }
         if (!caller.is_operator && op.account_id() != caller.account_id) {
           return NotFound(request.id());
         }
@@ -175,13 +185,11 @@ absl::StatusOr<v1::Operation> OperationManager::Cancel(const Caller& caller,
           op.set_state(v1::OPERATION_STATE_CANCELLING);
           internals.cancel_requested = true;
         }
-        return absl::OkStatus();
+        return request_ids_->Remember(caller.account_id, request.request_id(), fingerprint,
+                                      op.id());
       });
+  if (replayed.has_value()) return replay();
   if (absl::IsNotFound(result.status())) return NotFound(request.id());
-  if (result.ok()) {
-    RETURN_IF_ERROR(
-        request_ids_->Remember(caller.account_id, request.request_id(), fingerprint, result->id()));
-  }
   return result;
 }
 

@@ -2,6 +2,7 @@
 
 #include <memory>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "controlplane/ids.h"
@@ -14,6 +15,24 @@ namespace {
 constexpr int64_t kWindowMicros = int64_t{24} * 3600 * 1000000;
 // A claim still pending after this is from a call that died mid-way.
 constexpr int64_t kStaleClaimMicros = int64_t{60} * 1000000;
+
+// A pending claim's response column: "<holder> <first claim, micros>". The
+// first claim's time survives takeovers (the row's create_time restarts the
+// stale timer for the new holder), so a call that takes over a claim which
+// was itself taken over still finds what the first call started.
+std::string PendingValue(absl::string_view holder, int64_t first_claim_micros) {
+  return absl::StrCat(holder, " ", first_claim_micros);
+}
+// The holder and first claim time of a pending value; a value without a time
+// (written before times were kept) was first claimed at `created`.
+std::pair<std::string, int64_t> ParsePending(absl::string_view value, int64_t created) {
+  const size_t space = value.rfind(' ');
+  int64_t first = 0;
+  if (space != absl::string_view::npos && absl::SimpleAtoi(value.substr(space + 1), &first)) {
+    return {std::string(value.substr(0, space)), first};
+  }
+  return {std::string(value), created};
+}
 
 absl::Status DifferentRequest() {
   return absl::InvalidArgumentError(
@@ -83,6 +102,7 @@ absl::StatusOr<ClaimResult> ClaimRequest(SqliteConnection& conn, absl::string_vi
   ClaimResult result;
   if (request_id.empty()) return result;
   const int64_t now = NowMicros();
+  int64_t first_claim_micros = now;
   {
     ASSIGN_OR_RETURN(auto stmt, conn.Prepare(
         "SELECT fingerprint, response, pending, create_time FROM idempotent_requests "
@@ -91,9 +111,10 @@ absl::StatusOr<ClaimResult> ClaimRequest(SqliteConnection& conn, absl::string_vi
     ASSIGN_OR_RETURN(bool row, stmt.Step());
     const int64_t created = row ? stmt.ColumnInt(3) : 0;
     const bool pending = row && stmt.ColumnInt(2) != 0;
-    // A pending row's response column names its holder.
-    const bool orphan = pending && (created < now - kStaleClaimMicros ||
-                                    stmt.ColumnBlob(1) != holder);
+    const auto [claim_holder, first_claim] =
+        pending ? ParsePending(stmt.ColumnBlob(1), created) : std::make_pair(std::string(), now);
+    const bool orphan =
+        pending && (created < now - kStaleClaimMicros || claim_holder != holder);
     const bool live = row && !orphan && created >= now - kWindowMicros;
     if (live) {
       if (stmt.ColumnBlob(0) != fingerprint) return DifferentRequest();
@@ -104,16 +125,20 @@ absl::StatusOr<ClaimResult> ClaimRequest(SqliteConnection& conn, absl::string_vi
       }
       return result;
     }
-    // Only a claim of this same request may have acted for this call.
-    if (orphan && stmt.ColumnBlob(0) == fingerprint) result.orphan_time_micros = created;
+    // Only a claim of this same request may have acted for this call; it
+    // (or the first of a chain of takeovers) acted no earlier than its claim.
+    if (orphan && stmt.ColumnBlob(0) == fingerprint) {
+      result.orphan_time_micros = first_claim;
+      first_claim_micros = first_claim;
+    }
   }
   // REPLACE: an expired entry or an orphaned claim is taken over.
   ASSIGN_OR_RETURN(auto stmt, conn.Prepare(
       "INSERT OR REPLACE INTO idempotent_requests "
       "(account_id, request_id, fingerprint, response, create_time, pending) "
       "VALUES (?1, ?2, ?3, ?4, ?5, 1)"));
-  stmt.Bind(1, account_id).Bind(2, request_id).BindBlob(3, fingerprint).BindBlob(4, holder);
-  stmt.Bind(5, now);
+  stmt.Bind(1, account_id).Bind(2, request_id).BindBlob(3, fingerprint);
+  stmt.BindBlob(4, PendingValue(holder, first_claim_micros)).Bind(5, now);
   RETURN_IF_ERROR(stmt.Run());
   return result;
 }

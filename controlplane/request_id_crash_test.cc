@@ -354,6 +354,36 @@ TEST_F(RequestIdCrashTest, OrphanedClaimIsTakenOverAtOnce) {
   EXPECT_EQ(repeat->response, "response");
 }
 
+// A process that took over a dead call's claim and died too: the next one
+// still gets the first claim's time, so it finds what the first call
+// started (a takeover restarting the clock made the second repeat act
+// again: a second deploy).
+TEST_F(RequestIdCrashTest, ChainedTakeoversKeepTheFirstClaimTime) {
+  const int64_t before = NowMicros();
+  auto first = std::make_unique<SqliteRequestIdStore>(process_->db.get());
+  ASSERT_TRUE(first->Claim(kA, "chain", "fingerprint").ok());
+  first.reset();
+  absl::SleepFor(absl::Milliseconds(20));
+  auto second = std::make_unique<SqliteRequestIdStore>(process_->db.get());
+  auto taken = second->Claim(kA, "chain", "fingerprint");
+  ASSERT_TRUE(taken.ok() && taken->orphan_time_micros.has_value());
+  const int64_t first_claim = *taken->orphan_time_micros;
+  EXPECT_GE(first_claim, before);
+  second.reset();
+  absl::SleepFor(absl::Milliseconds(20));
+
+  SqliteRequestIdStore third(process_->db.get());
+  auto again = third.Claim(kA, "chain", "fingerprint");
+  ASSERT_TRUE(again.ok()) << again.status();
+  ASSERT_TRUE(again->orphan_time_micros.has_value());
+  EXPECT_EQ(*again->orphan_time_micros, first_claim);
+  // A different request taking over an orphan starts its own clock.
+  SqliteRequestIdStore fourth(process_->db.get());
+  auto other = fourth.Claim(kA, "chain", "other fingerprint");
+  ASSERT_TRUE(other.ok()) << other.status();
+  EXPECT_FALSE(other->orphan_time_micros.has_value());
+}
+
 // A transaction opened inside another on the same thread joins it: its
 // failure undoes only its own writes; the outer failure undoes both.
 TEST_F(RequestIdCrashTest, NestedTransactionsAreSavepoints) {

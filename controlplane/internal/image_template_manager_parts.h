@@ -120,7 +120,9 @@ absl::StatusOr<Response> ImageTemplateManager::Mutation(
       absl::StatusOr<std::optional<imagetemplates::v1::Operation>> started =
           FindStartedOperation(caller, method, request_id, target, *claim->orphan_time_micros);
       if (!started.ok()) {
-        deps_.request_ids->Release(caller.account_id, request_id).IgnoreError();
+        // The claim stays: released, a retry would claim afresh and no
+        // longer look for what the dead call started. It goes stale in a
+        // minute and is taken over then, its first claim time kept.
         return finish(started.status());
       }
       if (started->has_value()) {

@@ -11,6 +11,7 @@
 #include "common/grpc_server.h"
 #include "common/internal_token.h"
 #include "common/log.h"
+#include "common/process_lock.h"
 #include "common/tls.h"
 #include "controlplane/api_key_authenticator.h"
 #include "controlplane/audit_service.h"
@@ -182,6 +183,14 @@ int main(int argc, char** argv) {
     config.credential_key_file = config.db + ".credential-key";
   }
 
+  // One controlplane per database: a request_id claim of another process is
+  // taken over as a dead process's (controlplane/idempotency.h).
+  if (absl::Status locked = common::LockForProcess(
+          config.db + ".lock", absl::StrCat("database ", config.db), "controlplane");
+      !locked.ok()) {
+    common::LogError("%s", locked.ToString());
+    return 1;
+  }
   auto db = controlplane::SqliteDatabase::Open(config.db, controlplane::Migrations());
   if (!db.ok()) {
     common::LogError("%s", db.status().ToString());

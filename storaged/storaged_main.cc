@@ -26,6 +26,8 @@
 #include "common/grpc_server.h"
 #include "common/internal_token.h"
 #include "common/log.h"
+#include "common/process_lock.h"
+#include "common/status_macros.h"
 #include "common/tls.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "storaged/image_store.h"
@@ -66,47 +68,29 @@ absl::Duration SecondsOrNever(int64_t seconds, int64_t off) {
   return seconds <= off ? absl::InfiniteDuration() : absl::Seconds(seconds);
 }
 
-// Holds an exclusive flock on DIR/.storaged.lock for the life of the
-// process: two storaged writing one store would corrupt each other's view of
-// it (packs, garbage collection). The lock file holds the owner's pid, for the
-// message. FAILED_PRECONDITION when another process holds it; UNAVAILABLE
-// when the directory cannot be used (yet).
-absl::Status LockStore(const std::string& dir, int* lock_fd) {
-  if (*lock_fd >= 0) return absl::OkStatus();
+// The store directory (owner-only: it holds every account's disks; an older
+// version made it 0755) and its lock: two storaged writing one store would
+// corrupt each other's view of it (packs, garbage collection).
+// FAILED_PRECONDITION when another process holds it; UNAVAILABLE when the
+// directory cannot be used (yet).
+absl::Status LockStore(const std::string& dir, bool* locked) {
+  if (*locked) return absl::OkStatus();
   if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
     return absl::UnavailableError(absl::StrCat("mkdir ", dir, ": ", std::strerror(errno)));
   }
-  std::string path = dir + "/.storaged.lock";
-  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  if (fd < 0) {
-    return absl::UnavailableError(absl::StrCat("open ", path, ": ", std::strerror(errno)));
+  if (::chmod(dir.c_str(), 0700) != 0) {
+    common::LogWarning("cannot make store %s owner-only: %s", dir, std::strerror(errno));
   }
-  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
-    int err = errno;
-    std::stringstream owner;
-    owner << std::ifstream(path).rdbuf();
-    ::close(fd);
-    if (err == EWOULDBLOCK) {
-      std::string pid = std::string(absl::StripAsciiWhitespace(owner.str()));
-      return absl::FailedPreconditionError(absl::StrCat(
-          "store ", dir, " is in use by another storaged",
-          pid.empty() ? "" : absl::StrCat(" (pid ", pid, ")"),
-          "; each store directory belongs to one process"));
-    }
-    return absl::UnavailableError(absl::StrCat("flock ", path, ": ", std::strerror(err)));
-  }
-  std::string pid = absl::StrCat(::getpid(), "\n");
-  if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, pid.data(), pid.size(), 0) < 0) {
-    common::LogWarning("cannot record pid in %s: %s", path, std::strerror(errno));
-  }
-  *lock_fd = fd;  // kept open (and locked) until exit
+  RETURN_IF_ERROR(
+      common::LockForProcess(dir + "/.storaged.lock", absl::StrCat("store ", dir), "storaged"));
+  *locked = true;
   return absl::OkStatus();
 }
 
 absl::Status OpenStore(const std::string& dir, const storaged::ImageStoreOptions& options,
                        std::unique_ptr<storaged::ImageStore>* out) {
-  static int lock_fd = -1;
-  if (absl::Status locked = LockStore(dir, &lock_fd); !locked.ok()) {
+  static bool store_locked = false;
+  if (absl::Status locked = LockStore(dir, &store_locked); !locked.ok()) {
     common::LogError("image store %s unusable: %s", dir, locked.ToString());
     return locked;
   }

@@ -6,10 +6,12 @@
 #include <signal.h>
 
 #include <atomic>
-#include <cstdio>
 #include <chrono>
+#include <cstdio>
+#include <fstream>
 #include <map>
 #include <memory>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -77,11 +79,11 @@ class ControlPlaneProcessTest : public ::testing::Test {
     }
   }
 
-  // The controlplane on `port` (0: a free one) with `flags` added.
-  void Start(const std::vector<std::string>& flags = {}, int port = 0) {
+  // The controlplane on a free port with `flags` added.
+  void Start(const std::vector<std::string>& flags = {}) {
     std::vector<std::string> argv = {
         RunfilePath("controlplane/controlplane"),
-        absl::StrCat("--listen=127.0.0.1:", port),
+        "--listen=127.0.0.1:0",
         "--db=" + dir_ + "/cp.db",
         "--admin-key-file=" + dir_ + "/admin.key",
         "--internal-token-file=" + dir_ + "/internal.token"};
@@ -108,11 +110,11 @@ class ControlPlaneProcessTest : public ::testing::Test {
   }
 
   void KillAndRestart(const std::vector<std::string>& flags = {}) {
-    const int port = cp_->port();
     auto killed = cp_->Stop(SIGKILL);
     ASSERT_TRUE(killed.ok()) << killed.status();
     cp_.reset();
-    Start(flags, port);
+    // A fresh port: another socket on the machine may hold the old one by now.
+    Start(flags);
   }
 
   // A new account and a user of it with `permissions`; the user's API key.
@@ -230,13 +232,12 @@ TEST_F(ControlPlaneProcessTest, RequestIdAnswersSurviveKill9) {
   });
   // Killed while the calls stream in.
   for (int i = 0; i < 3000 && done < 50; ++i) absl::SleepFor(absl::Milliseconds(10));
-  const int port = cp_->port();
   auto killed = cp_->Stop(SIGKILL);
   stop = true;
   caller.join();  // before Start replaces the stub it calls
   ASSERT_TRUE(killed.ok()) << killed.status();
   cp_.reset();
-  ASSERT_NO_FATAL_FAILURE(Start({}, port));
+  ASSERT_NO_FATAL_FAILURE(Start());
   ASSERT_GE(answered.size(), 50u);
   ASSERT_LT(answered.size(), static_cast<size_t>(kCalls)) << "the kill came after the last call";
   std::fprintf(stderr, "%zu of %d updates answered before the kill\n", answered.size(), kCalls);
@@ -374,6 +375,29 @@ TEST_F(ControlPlaneProcessTest, WatchLimitsFollowFlags) {
   for (auto& watch : watches) {
     if (watch->open) Close(*watch);
   }
+}
+
+// A second controlplane on the same database would take over the first
+// one's request_id claims as a dead process's: it refuses to start.
+TEST_F(ControlPlaneProcessTest, SecondControlplaneOnTheSameDatabaseFailsAtStart) {
+  ASSERT_NO_FATAL_FAILURE(Start());
+  std::vector<std::string> argv = {
+      RunfilePath("controlplane/controlplane"), "--listen=127.0.0.1:0",
+      "--db=" + dir_ + "/cp.db", "--admin-key-file=" + dir_ + "/admin.key",
+      "--internal-token-file=" + dir_ + "/internal.token"};
+  auto second = Process::StartServer(argv, dir_ + "/second.log", absl::Seconds(60));
+  EXPECT_FALSE(second.ok());
+  std::ifstream log(dir_ + "/second.log");
+  std::stringstream text;
+  text << log.rdbuf();
+  EXPECT_NE(text.str().find(absl::StrCat("is in use by another controlplane (pid ", cp_->pid(), ")")),
+            std::string::npos)
+      << text.str();
+  // The first one still answers.
+  v1::GetCallerRequest request;
+  v1::GetCallerResponse response;
+  EXPECT_TRUE(
+      Call(*identity_, &v1::IdentityService::Stub::GetCaller, admin_, request, &response).ok());
 }
 
 TEST_F(ControlPlaneProcessTest, BadWatchLimitFlagIsRefused) {

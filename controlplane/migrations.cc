@@ -1,6 +1,30 @@
 #include "controlplane/migrations.h"
 
 namespace controlplane {
+namespace {
+
+// Migration 9: a counter that every change to a template, its children or
+// its shares bumps in the same transaction (SqliteTemplateStore's list memo
+// is valid for one value, read inside the page's snapshot). Unrelated
+// commits (audit rows, heartbeats, operations) leave it alone, so the memo
+// outlives them; before, any commit dropped it.
+std::string TemplateListGenerationSchema() {
+  std::string sql =
+      "CREATE TABLE template_list_generation ("
+      "id INTEGER PRIMARY KEY CHECK (id = 1), value INTEGER NOT NULL);"
+      "INSERT INTO template_list_generation (id, value) VALUES (1, 0);";
+  for (const char* table : {"image_templates", "image_template_shares", "image_template_tags",
+                            "image_template_disks", "image_template_locations"}) {
+    for (const char* event : {"INSERT", "UPDATE", "DELETE"}) {
+      sql += std::string("CREATE TRIGGER ") + table + "_list_generation_" + event +
+             " AFTER " + event + " ON " + table +
+             " BEGIN UPDATE template_list_generation SET value = value + 1 WHERE id = 1; END;";
+    }
+  }
+  return sql;
+}
+
+}  // namespace
 
 const std::vector<std::string>& Migrations() {
   static const auto* migrations = new std::vector<std::string>{
@@ -25,6 +49,7 @@ const std::vector<std::string>& Migrations() {
       "WHERE method = 'CancelOperation';"
       "UPDATE audit_events SET method = '/imagetemplates.v1.ImageTemplateService/' || method "
       "WHERE method <> '' AND substr(method, 1, 1) <> '/';",
+      TemplateListGenerationSchema(),
   };
   return *migrations;
 }

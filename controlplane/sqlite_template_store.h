@@ -24,18 +24,18 @@ struct ListMemo;
 // or a list page hands out the cached entries themselves
 // (Get/ListEncodedTemplates). A list's rows shared with the viewer, and the
 // public templates every list reads, are kept per read connection and
-// query while nothing is committed (internal::ListMemo; lists are in
-// sqlite_template_store_list.cc).
+// query while no template, child row or share changes (internal::ListMemo,
+// migration 9; lists are in sqlite_template_store_list.cc).
 class SqliteTemplateStore final : public TemplateStore {
  public:
   // Templates kept decoded and encoded: about 1.5 KiB each.
   static constexpr size_t kDefaultCacheEntries = 50000;
 
   // A read connection builds its memo of public templates for a query only
-  // after this many list pages since the last commit it saw, or when at
-  // least this many came between the two commits before: where commits come
-  // more often than list pages, rebuilding it after each would cost more
-  // than reading the public rows page by page. 0: always.
+  // after this many list pages since the last template change it saw, or
+  // when at least this many came between the two changes before: where
+  // changes come more often than list pages, rebuilding it after each would
+  // cost more than reading the public rows page by page. 0: always.
   static constexpr int kDefaultPublicMemoAfterPages = 32;
 
   // Fills name_folded of rows migration 6 could not (non-ASCII names); a

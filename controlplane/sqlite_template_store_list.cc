@@ -160,13 +160,16 @@ Filters BuildFilters(const TemplateQuery& q, bool others_only) {
   return f;
 }
 
-// This connection's memo, emptied first when anything was committed since it
-// was filled. The test is (data_version, total_changes()), read inside the
-// page's own read transaction: data_version changes when any other
-// connection or process commits, total_changes() when this connection
-// writes (reads run on the writer for an in-memory database). SQLite's own
-// page cache relies on the same test, so a memo is never older than the
-// snapshot that reads it.
+// This connection's memo, emptied first when a template, child row or share changed
+// since it was filled. The test is (template_list_generation, total_changes()),
+// read inside the page's own read transaction: the generation is bumped by
+// triggers in the transaction of every such change, by any connection or
+// process (migration 9), so a memo is never older than the snapshot that
+// reads it, while commits to other tables (audit rows, heartbeats,
+// operations) keep it. total_changes() counts this connection's own writes,
+// rolled back ones too: reads run on the writer for an in-memory database,
+// where a read inside an uncommitted write could otherwise memoize rows a
+// rollback then takes back under a generation a later commit reuses.
 absl::StatusOr<ListMemo::Connection*> MemoOf(ListMemo& memo, SqliteConnection& conn) {
   ListMemo::Connection* c;
   {
@@ -175,15 +178,16 @@ absl::StatusOr<ListMemo::Connection*> MemoOf(ListMemo& memo, SqliteConnection& c
     if (slot == nullptr) slot = std::make_unique<ListMemo::Connection>();
     c = slot.get();
   }
-  ASSIGN_OR_RETURN(SqliteStatement s, conn.Prepare("SELECT data_version, total_changes() "
-                                                   "FROM pragma_data_version"));
+  ASSIGN_OR_RETURN(SqliteStatement s,
+                   conn.Prepare("SELECT value, total_changes() FROM template_list_generation "
+                                "WHERE id = 1"));
   ASSIGN_OR_RETURN(bool row, s.Step());
-  if (!row) return absl::InternalError("PRAGMA data_version returned no row");
-  const int64_t data_version = s.ColumnInt(0), total_changes = s.ColumnInt(1);
-  if (data_version != c->data_version || total_changes != c->total_changes) {
+  if (!row) return absl::InternalError("template_list_generation has no row");
+  const int64_t generation = s.ColumnInt(0), total_changes = s.ColumnInt(1);
+  if (generation != c->generation || total_changes != c->total_changes) {
     c->rows.clear();
     c->total_rows = 0;
-    c->data_version = data_version;
+    c->generation = generation;
     c->total_changes = total_changes;
     c->previous_pages = c->pages;
     c->pages = 0;
@@ -319,7 +323,7 @@ SqliteTemplateStore::ListEncodedTemplates(const TemplateQuery& q) {
   // disjoint sets (own; shared with them; public), each in page order, so a
   // page costs the same whether 10 or 10,000 public templates exist: own
   // from the owner's covering index; shared and public from the list memo,
-  // each read in full once per query while nothing is committed (public
+  // each read in full once per query while no template changes (public
   // ones by their partial covering index, for every viewer at once; past
   // kMaxRowsPerQuery public rows, by that index page by page).
   std::vector<std::pair<std::string, SqlWhere>> statements;

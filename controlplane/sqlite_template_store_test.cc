@@ -632,7 +632,7 @@ TEST_F(SqliteTemplateStoreTest, SharedMemoFollowsEveryWrite) {
 
 // A commit by another connection or process (here a second SqliteDatabase
 // over the same file) must show on this store's next page: its reads run on
-// read-only connections, whose memos follow PRAGMA data_version.
+// read-only connections, whose memos follow template_list_generation.
 TEST(SqliteTemplateStoreFileTest, ListMemoSeesOtherWritersCommits) {
   const char* tmp = getenv("TEST_TMPDIR");
   const std::string path = absl::StrCat(tmp ? tmp : "/tmp", "/shares_memo.db");
@@ -692,6 +692,106 @@ TEST(SqliteTemplateStoreFileTest, ListMemoSeesOtherWritersCommits) {
   for (int i = 0; i < 4; ++i) {
     EXPECT_EQ(WalkIds(reader, alice), (std::vector<std::string>{bobs[1].id(), bobs[2].id()}));
   }
+}
+
+// In a live control plane audit rows, heartbeats and operations commit far
+// more often than templates change; the memo is dropped only when a
+// template, child row or share changes (template_list_generation, migration 9),
+// whichever connection or process commits it, and such a change shows on
+// the next page.
+TEST(SqliteTemplateStoreFileTest, ListMemoOutlivesUnrelatedCommits) {
+  const char* tmp = getenv("TEST_TMPDIR");
+  const std::string path = absl::StrCat(tmp ? tmp : "/tmp", "/unrelated_commits.db");
+  for (const char* suffix : {"", "-wal", "-shm"}) std::remove((path + suffix).c_str());
+  auto db = SqliteDatabase::Open(path, Migrations());
+  ASSERT_TRUE(db.ok()) << db.status();
+  for (const auto& id : {kAlice, kBob}) ASSERT_TRUE(AddTestAccount(**db, id).ok());
+  // One read connection, so that every page reads the same memo.
+  auto reader_db = SqliteDatabase::Open(path, Migrations(), SqliteDatabase::Options{1});
+  ASSERT_TRUE(reader_db.ok()) << reader_db.status();
+  SqliteTemplateStore reader(reader_db->get(), SqliteTemplateStore::kDefaultCacheEntries,
+                             /*public_memo_after_pages=*/0);
+  SqliteTemplateStore writer(db->get());
+  std::vector<v1::ImageTemplate> bobs;
+  for (int i = 0; i < 4; ++i) {
+    bobs.push_back(MakeTemplate(kBob, absl::StrCat("b", i), i));
+    if (i < 2) bobs.back().set_visibility(v1::VISIBILITY_PUBLIC);
+    ASSERT_TRUE(writer.InsertTemplate(bobs.back()).ok());
+  }
+  ASSERT_TRUE(writer
+                  .MutateTemplate(bobs[2].id(),
+                                  [&](TemplateTransaction& txn) { return txn.AddShare(kAlice, 1); })
+                  .ok());
+  TemplateQuery alice;
+  alice.viewer_account_id = kAlice;
+  alice.limit = 2;
+  const std::vector<std::string> before = {bobs[0].id(), bobs[1].id(), bobs[2].id()};
+  EXPECT_EQ(WalkIds(reader, alice), before);
+  const int64_t misses = reader.list_memo_misses(), hits = reader.list_memo_hits();
+  EXPECT_GT(misses, 0);
+
+  // Commits to other tables: an audit row, a storage node's heartbeat, an
+  // account's change.
+  auto run = [&](const std::string& sql) {
+    ASSERT_TRUE((*db)->Transaction([&](SqliteConnection& conn) -> absl::Status {
+                       ASSIGN_OR_RETURN(auto stmt, conn.Prepare(sql));
+                       return stmt.Run();
+                     }).ok())
+        << sql;
+  };
+  run("INSERT INTO audit_events (id, time, account_id, user_id, api_key_id, method, "
+      "target_type, target_id, outcome_code, outcome_message, request_id, operation_id, peer) "
+      "VALUES ('e1', 1, '" + kAlice + "', 'u', 'k', 'm', 0, '', 0, '', '', '', 'p')");
+  run("INSERT INTO datacenters (name, description, create_time) VALUES ('dc', '', 0)");
+  run("INSERT INTO storage_nodes (id, datacenter, address, served_portals, state, "
+      "last_heartbeat_time, capacity_bytes, free_bytes, create_time) "
+      "VALUES ('n1', 'dc', 'a', '', 1, 1, 0, 0, 0)");
+  for (int beat = 2; beat < 5; ++beat) {
+    run(absl::StrCat("UPDATE storage_nodes SET last_heartbeat_time = ", beat));
+    EXPECT_EQ(WalkIds(reader, alice), before);
+  }
+  run("UPDATE accounts SET name = 'renamed' WHERE id = '" + kBob + "'");
+  EXPECT_EQ(WalkIds(reader, alice), before);
+  // Every page of those walks answered from the memo.
+  EXPECT_EQ(reader.list_memo_misses(), misses);
+  EXPECT_GT(reader.list_memo_hits(), hits);
+
+  // A share, a publish, a note and a tag each show on the next page.
+  ASSERT_TRUE(writer
+                  .MutateTemplate(bobs[3].id(),
+                                  [&](TemplateTransaction& txn) { return txn.AddShare(kAlice, 2); })
+                  .ok());
+  EXPECT_EQ(WalkIds(reader, alice),
+            (std::vector<std::string>{bobs[0].id(), bobs[1].id(), bobs[2].id(), bobs[3].id()}));
+  EXPECT_GT(reader.list_memo_misses(), misses);
+  ASSERT_TRUE(writer
+                  .MutateTemplate(bobs[1].id(),
+                                  [&](TemplateTransaction& txn) {
+                                    txn.image_template().set_visibility(v1::VISIBILITY_PRIVATE);
+                                    return absl::OkStatus();
+                                  })
+                  .ok());
+  EXPECT_EQ(WalkIds(reader, alice),
+            (std::vector<std::string>{bobs[0].id(), bobs[2].id(), bobs[3].id()}));
+  ASSERT_TRUE(writer
+                  .MutateTemplate(bobs[0].id(),
+                                  [&](TemplateTransaction& txn) {
+                                    txn.image_template().set_note("changed");
+                                    txn.image_template().add_tags("fresh");
+                                    return absl::OkStatus();
+                                  })
+                  .ok());
+  auto page = reader.ListTemplates(alice);
+  ASSERT_TRUE(page.ok()) << page.status();
+  ASSERT_FALSE(page->empty());
+  EXPECT_EQ((*page)[0].id(), bobs[0].id());
+  EXPECT_EQ((*page)[0].note(), "changed");
+  TemplateQuery tagged = alice;
+  tagged.tag = "fresh";
+  EXPECT_EQ(WalkIds(reader, tagged), (std::vector<std::string>{bobs[0].id()}));
+  // A raw write to a template row that bypasses the store is seen too.
+  run("UPDATE image_templates SET deprecated = 1 WHERE id = '" + bobs[2].id() + "'");
+  EXPECT_EQ(WalkIds(reader, alice), (std::vector<std::string>{bobs[0].id(), bobs[3].id()}));
 }
 
 // The branches are disjoint by construction; if two ever yielded one id, the

@@ -49,8 +49,9 @@ struct PageKey {
 // Rows of list branches that no index reads in page order cheaply (shared
 // with the viewer: every share is looked up and sorted) or that every
 // account's pages scan (public templates: all of them, filtered row by row),
-// kept per read connection and query between pages while nothing is
-// committed; see sqlite_template_store_list.cc. Defined there.
+// kept per read connection and query between pages while no template,
+// child row or share changes (template_list_generation, migration 9); see
+// sqlite_template_store_list.cc. Defined there.
 struct ListMemo {
   // Bounds per connection: a query with more rows is not kept; past the
   // total, the connection's memo starts over. A row is about 150 bytes and
@@ -59,10 +60,10 @@ struct ListMemo {
   static constexpr size_t kMaxRowsPerQuery = 4096;
   static constexpr size_t kMaxRows = 16384;
   struct Connection {
-    int64_t data_version = -1;
+    int64_t generation = -1;
     int64_t total_changes = -1;
     size_t total_rows = 0;
-    // List pages on this connection since (data_version, total_changes)
+    // List pages on this connection since (generation, total_changes)
     // last changed, and between the two changes before.
     int64_t pages = 0;
     int64_t previous_pages = 0;

@@ -5,7 +5,7 @@
 //   controlplane_bench --controlplane=PATH --dir=DIR [--accounts=1000]
 //       [--templates-per-account=100] [--clients=16] [--seconds=10]
 //       [--warmup-seconds=2] [--phases=get,list,op-get,op-list]
-//       [--client-modes=parse,raw] [--perf-dir=DIR]
+//       [--client-modes=parse-reuse,parse,raw] [--perf-dir=DIR]
 //
 // Seeding (only when DIR/cp.db does not exist): the real controlplane binary
 // bootstraps an empty database (operator account, admin key file); over its
@@ -31,7 +31,10 @@
 //   PHASE@RATE (e.g. get@5000) runs PHASE open loop: RATE calls/s offered on
 //            a fixed schedule, latency from the scheduled start.
 // Each phase runs once per client mode: "parse" calls through the generated
-// stub and parses every response (a real caller); "raw" sends pre-serialized
+// stub and parses every response into a fresh message (a simple caller);
+// "parse-reuse" does the same into one response message per thread that it
+// clears and reuses (a careful C++ caller: parsing then barely allocates);
+// "raw" sends pre-serialized
 // requests as bytes and reads only a list response's top-level fields (its
 // entry count and next_page_token, to follow the walk), parsing and checking
 // one call in 100 in full. Both check every status and every page's size
@@ -42,6 +45,11 @@
 // and microseconds per call; they share the machine), and the issue's goal
 // (> 5,000 calls/s and p99 < 5 ms).
 //
+// --unrelated-commits-per-second=N: while the phases run, a connection of
+// this process commits N audit rows a second into the database (what a live
+// control plane's audit log, heartbeats and operations do; they change no
+// template), to show what the list memo does under commits.
+//
 // --perf-dir: runs `perf record -g` on the controlplane during each measured
 // phase (DIR/<phase>.perf.data). perf costs throughput; use it for where the
 // time goes, not for the numbers.
@@ -50,6 +58,7 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <sqlite3.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -60,6 +69,7 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <optional>
 #include <random>
 #include <sstream>
 #include <string>
@@ -108,6 +118,7 @@ struct Config {
   std::string phases = "get,list,op-get,op-list";
   std::string client_modes = "parse,raw";
   std::string perf_dir;
+  int64_t unrelated_commits_per_second = 0;
 };
 
 void Log(const std::string& message) { std::fprintf(stderr, "bench: %s\n", message.c_str()); }
@@ -505,11 +516,33 @@ absl::StatusOr<std::vector<std::string>> QueryIds(controlplane::SqliteDatabase& 
 }
 
 // The callers' visible ids, by the rules of ImageTemplateManager::LoadVisible.
+// The migrations `path` already has (by its user_version): the workload is
+// only read, and an A/B baseline's copy must keep the older schema its
+// controlplane knows.
+absl::StatusOr<std::vector<std::string>> StoredMigrations(const std::string& path) {
+  sqlite3* db = nullptr;
+  int rc = sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr);
+  int64_t version = -1;
+  sqlite3_stmt* stmt = nullptr;
+  if (rc == SQLITE_OK) rc = sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &stmt, nullptr);
+  if (rc == SQLITE_OK && sqlite3_step(stmt) == SQLITE_ROW) version = sqlite3_column_int64(stmt, 0);
+  sqlite3_finalize(stmt);
+  sqlite3_close(db);
+  const std::vector<std::string>& all = controlplane::Migrations();
+  if (version < 1 || version > static_cast<int64_t>(all.size())) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(path, ": schema version ", version, ", this bench knows 1..", all.size()));
+  }
+  return std::vector<std::string>(all.begin(), all.begin() + version);
+}
+
 absl::StatusOr<std::vector<CallerWorkload>> LoadWorkload(const Config& config,
                                                          const std::vector<AccountKey>& keys,
                                                          CallerWorkload* operator_workload) {
-  ASSIGN_OR_RETURN(auto db, controlplane::SqliteDatabase::Open(config.dir + "/cp.db",
-                                                                controlplane::Migrations()));
+  ASSIGN_OR_RETURN(std::vector<std::string> migrations,
+                   StoredMigrations(config.dir + "/cp.db"));
+  ASSIGN_OR_RETURN(auto db,
+                   controlplane::SqliteDatabase::Open(config.dir + "/cp.db", migrations));
   ASSIGN_OR_RETURN(std::vector<std::string> public_ids,
                     QueryIds(*db,
                              "SELECT id FROM image_templates WHERE visibility = 3 AND "
@@ -541,6 +574,63 @@ absl::StatusOr<std::vector<CallerWorkload>> LoadWorkload(const Config& config,
   return callers;
 }
 
+// Commits an audit row --unrelated-commits-per-second times a second through
+// its own connection until destroyed: the commits a live control plane makes all the
+// time (audit rows, heartbeats, operations) that change no template.
+class UnrelatedCommits {
+ public:
+  explicit UnrelatedCommits(const Config& config) {
+    if (config.unrelated_commits_per_second <= 0) return;
+    auto migrations = StoredMigrations(config.dir + "/cp.db");
+    if (!migrations.ok()) {
+      Log("unrelated commits: " + migrations.status().ToString());
+      return;
+    }
+    auto db = controlplane::SqliteDatabase::Open(config.dir + "/cp.db", *migrations);
+    if (!db.ok()) {
+      Log("unrelated commits: " + db.status().ToString());
+      return;
+    }
+    db_ = std::move(*db);
+    const auto interval =
+        std::chrono::nanoseconds(1000000000 / config.unrelated_commits_per_second);
+    thread_ = std::thread([this, interval] {
+      auto next = std::chrono::steady_clock::now();
+      for (int64_t n = 0; !stop_.load(); ++n) {
+        absl::Status s = db_->Transaction([&](controlplane::SqliteConnection& conn)
+                                              -> absl::Status {
+          ASSIGN_OR_RETURN(auto stmt, conn.Prepare(
+              "INSERT INTO audit_events (id, time, account_id, user_id, api_key_id, method, "
+              "target_type, target_id, outcome_code, outcome_message, request_id, "
+              "operation_id, peer) VALUES (?1, ?2, '', '', '', 'controlplane_bench', 0, '', 0, "
+              "'unrelated commit', '', '', '')"));
+          stmt.Bind(1, absl::StrCat("bench-", absl::ToUnixNanos(absl::Now()), "-", n));
+          stmt.Bind(2, absl::ToUnixMicros(absl::Now()));
+          return stmt.Run();
+        });
+        if (!s.ok()) {
+          Log("unrelated commit: " + s.ToString());
+        } else {
+          ++commits_;
+        }
+        next += interval;
+        std::this_thread::sleep_until(next);
+      }
+    });
+  }
+  ~UnrelatedCommits() {
+    stop_ = true;
+    if (thread_.joinable()) thread_.join();
+    if (commits_ > 0) Log(absl::StrCat(commits_.load(), " unrelated commits made"));
+  }
+
+ private:
+  std::unique_ptr<controlplane::SqliteDatabase> db_;
+  std::atomic<bool> stop_{false};
+  std::atomic<int64_t> commits_{0};
+  std::thread thread_;
+};
+
 // --- Phases -----------------------------------------------------------------
 
 struct ListFilter {
@@ -559,8 +649,13 @@ constexpr ListFilter kListFilters[] = {
 // How a client thread calls.
 enum class ClientMode {
   // Generated sync stub: serializes each request, parses each response into
-  // its message, as a real caller does.
+  // a fresh message, as a simple caller does.
   kParse,
+  // The same, but each thread parses into one response message it clears
+  // and reuses (as a careful C++ caller polling a list would): the cleared
+  // strings and repeated entries keep their memory, so a page parses with
+  // few allocations. Every field is still parsed and checked as in kParse.
+  kParseReuse,
   // Pre-serialized requests through the same blocking unary call path
   // (grpc::internal::BlockingUnaryCall, what generated stubs call) with
   // ByteBuffer in and out: the responses are not parsed. A list walk reads
@@ -573,8 +668,28 @@ enum class ClientMode {
 constexpr int kVerifyEvery = 100;
 
 std::string ClientModeLabel(ClientMode mode) {
-  return mode == ClientMode::kParse ? "client parses"
-                                    : absl::StrCat("raw client, ", 100 / kVerifyEvery, "% verified");
+  switch (mode) {
+    case ClientMode::kParse:
+      return "client parses";
+    case ClientMode::kParseReuse:
+      return "client parses, reused response";
+    case ClientMode::kRaw:
+      break;
+  }
+  return absl::StrCat("raw client, ", 100 / kVerifyEvery, "% verified");
+}
+
+// --client-modes names.
+const char* ClientModeName(ClientMode mode) {
+  switch (mode) {
+    case ClientMode::kParse:
+      return "parse";
+    case ClientMode::kParseReuse:
+      return "parse-reuse";
+    case ClientMode::kRaw:
+      break;
+  }
+  return "raw";
 }
 
 // Pre-serialized GetImageTemplateRequests of one CallerWorkload, index for
@@ -682,6 +797,9 @@ struct Client {
   std::unique_ptr<grpc::internal::RpcMethod> raw_get, raw_list;
   const RawGets* raw_gets = nullptr;
   const std::vector<std::string>* list_prefixes = nullptr;  // per filter
+  // kParseReuse: the responses each call clears and parses into.
+  v1::GetImageTemplateResponse get_response;
+  v1::ListImageTemplatesResponse list_response;
   std::mt19937_64 rng;
   int64_t calls = 0;  // every call, for kRaw's sampling
   // list walk
@@ -830,7 +948,10 @@ grpc::Status OneCall(Client& c, Kind kind, int page_size, int64_t* items, bool* 
     }
     v1::GetImageTemplateRequest request;
     request.set_id((*from)[c.rng() % from->size()]);
-    v1::GetImageTemplateResponse response;
+    v1::GetImageTemplateResponse fresh;
+    v1::GetImageTemplateResponse& response =
+        c.mode == ClientMode::kParseReuse ? c.get_response : fresh;
+    response.Clear();  // a failed call parses nothing into it
     grpc::Status s = Call(*c.stub, &v1::ImageTemplateService::Stub::GetImageTemplate, w.key,
                           request, &response);
     if (s.ok() && response.image_template().id() != request.id()) {
@@ -840,11 +961,22 @@ grpc::Status OneCall(Client& c, Kind kind, int page_size, int64_t* items, bool* 
   }
   v1::ListImageTemplatesRequest request = ListRequest(kListFilters[c.filter], page_size);
   request.set_page_token(c.page_token);
-  v1::ListImageTemplatesResponse response;
+  v1::ListImageTemplatesResponse fresh;
+  v1::ListImageTemplatesResponse& response =
+      c.mode == ClientMode::kParseReuse ? c.list_response : fresh;
+  response.Clear();
   grpc::Status s = Call(*c.stub, &v1::ImageTemplateService::Stub::ListImageTemplates, w.key,
                         request, &response);
   *items = response.image_templates_size();
   if (s.ok()) s = CheckPage(*items, !response.next_page_token().empty(), page_size);
+  if (s.ok()) {
+    for (const auto& t : response.image_templates()) {
+      if (t.id().empty() || t.owner_account_id().empty()) {
+        s = grpc::Status(grpc::StatusCode::INTERNAL, "entry without id or owner");
+        break;
+      }
+    }
+  }
   AdvanceWalk(c, s, response.next_page_token(), walk_done);
   return s;
 }
@@ -1087,9 +1219,15 @@ int main(int argc, char** argv) {
   flags.String("phases", &config.phases,
                "comma-separated: get, list, op-get, op-list; PHASE@RATE for open loop");
   flags.String("client-modes", &config.client_modes,
-               "comma-separated: parse (generated stub, every response parsed), raw "
+               "comma-separated: parse (generated stub, every response parsed into a fresh "
+               "message), parse-reuse (the same, into a response message each thread clears "
+               "and reuses), raw "
                "(pre-serialized requests, responses not parsed, 1 in 100 parsed and checked); "
                "each phase runs once per mode");
+  flags.Int("unrelated-commits-per-second", &config.unrelated_commits_per_second,
+            "while phases run, another process's writer commits this many audit rows a "
+            "second into the database (as a live control plane's audit log and heartbeats "
+            "do); 0: the database is only read");
   flags.String("perf-dir", &config.perf_dir,
                "if set, perf record the controlplane in each measured phase into this directory");
   bool help = false;
@@ -1148,13 +1286,18 @@ int main(int argc, char** argv) {
 
   std::vector<ClientMode> modes;
   for (absl::string_view m : absl::StrSplit(config.client_modes, ',', absl::SkipEmpty())) {
-    if (m != "parse" && m != "raw") {
-      Log(absl::StrCat("unknown client mode ", m, "; want parse or raw"));
+    bool known = false;
+    for (ClientMode mode : {ClientMode::kParse, ClientMode::kParseReuse, ClientMode::kRaw}) {
+      if (m == ClientModeName(mode)) modes.push_back(mode), known = true;
+    }
+    if (!known) {
+      Log(absl::StrCat("unknown client mode ", m, "; want parse, parse-reuse or raw"));
       return 2;
     }
-    modes.push_back(m == "parse" ? ClientMode::kParse : ClientMode::kRaw);
   }
   std::vector<PhaseResult> results;
+  std::optional<UnrelatedCommits> unrelated_commits;
+  unrelated_commits.emplace(config);
   for (absl::string_view phase : absl::StrSplit(config.phases, ',', absl::SkipEmpty())) {
     // "get", "op-list", ...; "get@5000" offers 5,000 calls/s (open loop).
     std::vector<std::string> parts = absl::StrSplit(phase, '@');
@@ -1174,10 +1317,11 @@ int main(int argc, char** argv) {
       results.push_back(RunPhase(
           config,
           absl::StrCat(absl::StrReplaceAll(phase, {{"@", "-at-"}}),
-                       mode == ClientMode::kRaw ? "-raw" : ""),
+                       mode == ClientMode::kParse ? "" : absl::StrCat("-", ClientModeName(mode))),
           kind, mode, rate, cp->address(), op ? operators : users, cp->pid()));
     }
   }
+  unrelated_commits.reset();
   auto stopped = cp->Stop(SIGTERM);
   if (!stopped.ok()) Log(stopped.status().ToString());
   PrintTable(config, results);

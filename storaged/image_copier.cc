@@ -171,7 +171,10 @@ absl::StatusOr<SendProgress> SendImage(ImageStore& store, const std::string& ima
 
   if (Cancelled(options)) return absl::CancelledError("send cancelled");
   grpc::ClientContext context;
-  SetDeadline(&context, options.call_timeout);
+  // The peer decodes, checks and durably writes the whole manifest: the
+  // deadline grows by a second per MB of it (1 GiB at most).
+  SetDeadline(&context, options.call_timeout + absl::Seconds(encoded.size() / 1000000));
+  common::GrpcCancelPropagator cancel(&context, options.cancelled);
   pb::PutManifestResponse response;
   {
     std::unique_ptr<grpc::ClientWriterInterface<pb::PutManifestRequest>> writer =

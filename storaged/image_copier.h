@@ -44,10 +44,13 @@ struct SendOptions {
   // at the end.
   std::function<void(const SendProgress&)> on_progress;
   absl::Duration progress_interval = absl::Milliseconds(250);
-  // Deadline of each unary call to the peer, and of PutManifest.
+  // Deadline of each unary call to the peer; PutManifest's grows by a
+  // second per MB of manifest.
   absl::Duration call_timeout = absl::Seconds(60);
-  // PutManifest sends the manifest in messages of this many bytes.
-  size_t manifest_piece_bytes = 4 << 20;
+  // PutManifest sends the manifest in messages of this many bytes. One
+  // message up to 48 MiB, as PutManifest was unary before: a node not yet
+  // upgraded still takes every manifest that fitted then.
+  size_t manifest_piece_bytes = 48 << 20;
 };
 
 // Copies image `image_id` of `store` to `peer`. Errors: NOT_FOUND (no such

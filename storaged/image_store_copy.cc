@@ -519,8 +519,7 @@ absl::StatusOr<ManifestSummary> ImageStore::ImportManifest(
           first->ToHex(), "); send them first"));
     }
   }
-  RETURN_IF_ERROR(WriteFileDurably(fs_, images_dir_, ManifestPath(image_id),
-                                   std::string(encoded)));
+  RETURN_IF_ERROR(WriteFileDurably(fs_, images_dir_, ManifestPath(image_id), encoded));
   std::move(release).Cancel();
   absl::MutexLock lock(&mu_);
   images_[image_id] = InfoOf(*m, digest, encoded.size());

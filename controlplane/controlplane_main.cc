@@ -60,6 +60,7 @@ struct Config {
   // OperationManager::Options' defaults.
   int64_t max_watches_per_account = 32;
   int64_t max_watches = 256;
+  int64_t template_cache_entries = controlplane::SqliteTemplateStore::kDefaultCacheEntries;
   std::string compute_driver = "inventory";
   std::string qemu_state_dir;
   std::string qemu_binary = "qemu-system-x86_64";
@@ -122,6 +123,9 @@ int main(int argc, char** argv) {
             "RESOURCE_EXHAUSTED");
   flags.Int("max-watches", &config.max_watches,
             "open WatchOperation streams in all; more are RESOURCE_EXHAUSTED");
+  flags.Int("template-cache-entries", &config.template_cache_entries,
+            "templates kept decoded and encoded for Get and List (about 3 KiB each); lists "
+            "walking more templates than this (an operator's) read rows again");
   flags.String("compute-driver", &config.compute_driver,
                "what runs the servers: inventory (power state is only recorded) or qemu "
                "(each virtual server is a qemu-system-x86_64 process on this host)");
@@ -158,6 +162,10 @@ int main(int argc, char** argv) {
   if (config.max_watches_per_account < 1 || config.max_watches < 1 ||
       config.max_watches_per_account > 100000 || config.max_watches > 100000) {
     common::LogError("--max-watches-per-account and --max-watches: must be 1..100000");
+    return 2;
+  }
+  if (config.template_cache_entries < 1 || config.template_cache_entries > 10000000) {
+    common::LogError("--template-cache-entries: must be 1..10000000");
     return 2;
   }
   if (config.internal_token_file.empty()) {
@@ -219,7 +227,8 @@ int main(int argc, char** argv) {
   controlplane::IdentityServiceImpl identity(&identity_store, &authenticator, &audit_log);
   controlplane::AuditServiceImpl audit(&audit_log, &authenticator);
 
-  controlplane::SqliteTemplateStore template_store(db->get());
+  controlplane::SqliteTemplateStore template_store(
+      db->get(), static_cast<size_t>(config.template_cache_entries));
   controlplane::SqliteOperationStore operation_store(db->get());
   controlplane::SqliteRequestIdStore request_ids(db->get());
   controlplane::IdentityAccountDirectory account_directory(&identity_store);

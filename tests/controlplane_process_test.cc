@@ -400,6 +400,24 @@ TEST_F(ControlPlaneProcessTest, SecondControlplaneOnTheSameDatabaseFailsAtStart)
       Call(*identity_, &v1::IdentityService::Stub::GetCaller, admin_, request, &response).ok());
 }
 
+TEST_F(ControlPlaneProcessTest, TemplateCacheSizeFollowsItsFlag) {
+  std::vector<std::string> argv = {
+      RunfilePath("controlplane/controlplane"), "--listen=127.0.0.1:0",
+      "--db=" + dir_ + "/cp.db", "--internal-token-file=" + dir_ + "/internal.token",
+      "--template-cache-entries=0"};
+  auto refused = Process::StartServer(argv, dir_ + "/cache0.log", absl::Seconds(20));
+  EXPECT_FALSE(refused.ok());
+  EXPECT_NE(ReadFirstLine(dir_ + "/cache0.log").find("--template-cache-entries"),
+            std::string::npos)
+      << ReadFirstLine(dir_ + "/cache0.log");
+  // Any size in range starts and serves.
+  ASSERT_NO_FATAL_FAILURE(Start({"--template-cache-entries=1"}));
+  v1::GetCallerRequest request;
+  v1::GetCallerResponse response;
+  EXPECT_TRUE(
+      Call(*identity_, &v1::IdentityService::Stub::GetCaller, admin_, request, &response).ok());
+}
+
 TEST_F(ControlPlaneProcessTest, BadWatchLimitFlagIsRefused) {
   std::vector<std::string> argv = {
       RunfilePath("controlplane/controlplane"), "--listen=127.0.0.1:0",

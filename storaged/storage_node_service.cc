@@ -714,7 +714,7 @@ grpc::Status StorageNodeService::PutChunks(grpc::ServerContext* context,
   // A frame that failed its checks, or a malformed message: keep nothing
   // from a sender that lies, nor its pins.
   if (!error.ok()) {
-    if (!image_id.empty() && !absl::IsAborted(error)) (*receiver)->Abandon(image_id);
+    if (!image_id.empty()) (*receiver)->Abandon(image_id);
     return fail(error);
   }
   // A DeleteImage during the stream: keep nothing (its chunks are unpinned).
@@ -748,12 +748,13 @@ grpc::Status StorageNodeService::PutManifest(grpc::ServerContext* context,
                                              pb::PutManifestResponse* response) {
   if (grpc::Status auth = verifier_.Check(*context, "PutManifest"); !auth.ok()) return auth;
   ReleaseMemoryOnReturn release;
-  pb::PutManifestRequest first;
-  if (!reader->Read(&first)) {
+  // The first message names the image and digest; every piece's manifest
+  // bytes are appended to it.
+  pb::PutManifestRequest request_message;
+  if (!reader->Read(&request_message)) {
     return ToGrpcStatus(absl::InvalidArgumentError("PutManifest: no message"));
   }
-  // A single PutManifestRequest object: the pieces are appended to it.
-  pb::PutManifestRequest* request = &first;
+  const pb::PutManifestRequest* request = &request_message;
   if (absl::Status s = CheckImageId(request->image_id()); !s.ok()) return ToGrpcStatus(s);
   absl::StatusOr<ImageReceiver*> receiver = Receiver();
   if (!receiver.ok()) return ToGrpcStatus(receiver.status());
@@ -761,6 +762,10 @@ grpc::Status StorageNodeService::PutManifest(grpc::ServerContext* context,
       ParseDigestString("manifest_digest", request->manifest_digest());
   if (!expected.ok()) return ToGrpcStatus(expected.status());
   const uint64_t limit = max_manifest_bytes_.load();
+  const grpc::Status too_large = ToGrpcStatus(absl::InvalidArgumentError(
+      absl::StrCat("manifest: over ", limit, " bytes; this node takes no larger images")));
+  std::string* manifest = request_message.mutable_manifest();
+  if (manifest->size() > limit) return too_large;
   for (pb::PutManifestRequest piece; reader->Read(&piece);) {
     if ((!piece.image_id().empty() && piece.image_id() != request->image_id()) ||
         (!piece.manifest_digest().empty() &&
@@ -768,18 +773,11 @@ grpc::Status StorageNodeService::PutManifest(grpc::ServerContext* context,
       return ToGrpcStatus(absl::InvalidArgumentError(
           "PutManifest: a later message names another image_id or manifest_digest"));
     }
-    if (request->manifest().size() + piece.manifest().size() > limit) {
-      return ToGrpcStatus(absl::InvalidArgumentError(absl::StrCat(
-          "manifest: over ", limit, " bytes; this node takes no larger images")));
-    }
-    request->mutable_manifest()->append(piece.manifest());
+    if (manifest->size() + piece.manifest().size() > limit) return too_large;
+    manifest->append(piece.manifest());
   }
   if (context->IsCancelled()) {
     return ToGrpcStatus(absl::CancelledError("the sender cancelled PutManifest"));
-  }
-  if (request->manifest().size() > limit) {
-    return ToGrpcStatus(absl::InvalidArgumentError(
-        absl::StrCat("manifest: over ", limit, " bytes; this node takes no larger images")));
   }
   absl::StatusOr<ManifestSummary> summary =
       (*receiver)->Commit(request->image_id(), request->manifest(), *expected);

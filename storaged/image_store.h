@@ -246,7 +246,8 @@ class ChunkImporter {
   // must not overlap).
   virtual absl::Status Verify(const TransferFrame& frame) const = 0;
   // The part of Verify that needs no decoding or hashing: sizes, chunk count
-  // and ranges. Cheap enough to run on every message as it arrives, before
+  // and ranges, and that a zstd payload is one frame declaring its size with
+  // nothing around it (DATA_LOSS otherwise). Cheap enough to run on every message as it arrives, before
   // anything (a pin, a queue slot) is spent on it. Thread-safe.
   virtual absl::Status CheckShape(const TransferFrame& frame) const = 0;
   virtual absl::StatusOr<bool> Store(const TransferFrame& frame) = 0;

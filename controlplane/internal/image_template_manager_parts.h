@@ -20,6 +20,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "common/status_macros.h"
+#include "controlplane/audit_log.h"
 #include "controlplane/caller.h"
 #include "controlplane/idempotency.h"
 #include "controlplane/image_template_manager.h"
@@ -67,6 +68,22 @@ std::string FullMethodName(absl::string_view method);
 absl::Status RecheckReplay(const Caller& caller, absl::string_view method,
                            const v1::ResourceReference& target);
 
+// Records a mutating call's outcome in `audit_account`'s log (an operation's
+// id when it started one) and passes the result through.
+template <typename Response>
+absl::StatusOr<Response> Audited(AuditLog& audit, const Caller& caller,
+                                 absl::string_view audit_account, absl::string_view method,
+                                 const v1::ResourceReference& target,
+                                 absl::string_view request_id, absl::StatusOr<Response> result) {
+  std::string operation_id;
+  if constexpr (std::is_same_v<Response, v1::Operation>) {
+    if (result.ok()) operation_id = result->id();
+  }
+  audit.Record(caller, audit_account, FullMethodName(method), target, result.status(),
+               request_id, operation_id);
+  return result;
+}
+
 }  // namespace template_manager_internal
 
 template <typename Response>
@@ -92,13 +109,8 @@ absl::StatusOr<Response> ImageTemplateManager::Mutation(
     const std::function<absl::StatusOr<Response>(std::string& audit_account)>& body) {
   std::string audit_account = caller.account_id;
   auto finish = [&](absl::StatusOr<Response> result) -> absl::StatusOr<Response> {
-    std::string operation_id;
-    if constexpr (std::is_same_v<Response, imagetemplates::v1::Operation>) {
-      if (result.ok()) operation_id = result->id();
-    }
-    deps_.audit->Record(caller, audit_account, template_manager_internal::FullMethodName(method),
-                        target, result.status(), request_id, operation_id);
-    return result;
+    return template_manager_internal::Audited(*deps_.audit, caller, audit_account, method,
+                                              target, request_id, std::move(result));
   };
   absl::Status valid = ValidateRequestId(request_id);
   if (!valid.ok()) return finish(valid);
@@ -155,13 +167,8 @@ absl::StatusOr<Response> ImageTemplateManager::AtomicMutation(
                                                  AtomicRequest& atomic)>& body) {
   std::string audit_account = caller.account_id;
   auto finish = [&](absl::StatusOr<Response> result) -> absl::StatusOr<Response> {
-    std::string operation_id;
-    if constexpr (std::is_same_v<Response, imagetemplates::v1::Operation>) {
-      if (result.ok()) operation_id = result->id();
-    }
-    deps_.audit->Record(caller, audit_account, template_manager_internal::FullMethodName(method),
-                        target, result.status(), request_id, operation_id);
-    return result;
+    return template_manager_internal::Audited(*deps_.audit, caller, audit_account, method,
+                                              target, request_id, std::move(result));
   };
   absl::Status valid = ValidateRequestId(request_id);
   if (!valid.ok()) return finish(valid);

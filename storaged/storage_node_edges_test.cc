@@ -4,6 +4,7 @@
 // collection while one runs. The service runs in process on a loopback port.
 #include <zstd.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <string>
@@ -129,6 +130,52 @@ TEST(StorageNodeEdgesTest, MalformedImageIdsAreRefusedBeforeAnythingUsesThem) {
   pb::GetNodeStatusResponse status;
   ASSERT_TRUE(node.stub->GetNodeStatus(&status_context, {}, &status).ok());
   EXPECT_LT(status.ByteSizeLong(), 4096u);
+}
+
+TEST(StorageNodeEdgesTest, ManifestsInFlightShareOneMemoryBudget) {
+  testing::ServiceNode node("manifest-budget", Options());
+  node.service->set_max_manifest_bytes(1000);
+  auto first_message = [](const std::string& id, size_t bytes) {
+    pb::PutManifestRequest m;
+    m.set_image_id(id);
+    m.set_manifest(std::string(bytes, 'm'));
+    m.set_manifest_digest(absl::StrCat("sha256:", Sha256(m.manifest()).ToHex()));
+    return m;
+  };
+  // The first call holds 600 bytes while its sender has not finished.
+  grpc::ClientContext holding_context;
+  pb::PutManifestResponse holding_response;
+  auto holding = node.stub->PutManifest(&holding_context, &holding_response);
+  ASSERT_TRUE(holding->Write(first_message("img-a", 600)));
+  for (int i = 0; i < 1000 && node.service->manifest_bytes_held() != 600; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_EQ(node.service->manifest_bytes_held(), 600u);
+
+  auto put = [&](size_t bytes) {
+    grpc::ClientContext context;
+    pb::PutManifestResponse response;
+    auto writer = node.stub->PutManifest(&context, &response);
+    writer->Write(first_message("img-b", bytes));
+    writer->WritesDone();
+    return writer->Finish();
+  };
+  // 400 more fit the budget (the call then fails as DATA_LOSS: the bytes
+  // are no manifest); 401 do not, and say why.
+  grpc::Status fits = put(400);
+  EXPECT_EQ(fits.error_code(), grpc::StatusCode::DATA_LOSS) << fits.error_message();
+  grpc::Status refused = put(401);
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::UNAVAILABLE) << refused.error_message();
+  EXPECT_TRUE(absl::StrContains(refused.error_message(), "hold 600 of the 1000 bytes"))
+      << refused.error_message();
+  // A single manifest over the limit is refused as too large, not busy.
+  EXPECT_EQ(put(1001).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+
+  holding->WritesDone();
+  EXPECT_FALSE(holding->Finish().ok());
+  EXPECT_EQ(node.service->manifest_bytes_held(), 0u);
+  grpc::Status after = put(1000);
+  EXPECT_EQ(after.error_code(), grpc::StatusCode::DATA_LOSS) << after.error_message();
 }
 
 TEST(StorageNodeEdgesTest, AFrameNamingMoreChunksThanItCanHoldIsRefusedUpFront) {

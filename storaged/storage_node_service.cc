@@ -2,6 +2,7 @@
 
 #include <malloc.h>
 
+#include <algorithm>
 #include <atomic>
 #include <deque>
 #include <vector>
@@ -121,6 +122,44 @@ class StorageNodeService::JobScope {
  private:
   StorageNodeService* service_;
   uint64_t id_ = 0;
+};
+
+// The manifest bytes one PutManifest call holds, counted against what all
+// calls together may hold (max_manifest_bytes_) until it returns.
+class StorageNodeService::ManifestReservation {
+ public:
+  explicit ManifestReservation(StorageNodeService* service)
+      : service_(service), limit_(service->max_manifest_bytes_.load()) {}
+  ManifestReservation(const ManifestReservation&) = delete;
+  ManifestReservation& operator=(const ManifestReservation&) = delete;
+  ~ManifestReservation() {
+    absl::MutexLock lock(&service_->manifest_mu_);
+    service_->manifest_bytes_held_ -= held_;
+  }
+
+  // Counts `bytes` more: INVALID_ARGUMENT past the limit for one manifest,
+  // UNAVAILABLE past what the other calls in progress leave.
+  absl::Status Grow(uint64_t bytes) {
+    if (bytes > limit_ - held_) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "manifest: over ", limit_, " bytes; this node takes no larger images"));
+    }
+    absl::MutexLock lock(&service_->manifest_mu_);
+    uint64_t& all = service_->manifest_bytes_held_;
+    if (bytes > limit_ - std::min(all, limit_)) {
+      return absl::UnavailableError(absl::StrCat(
+          "manifests being received hold ", all - held_, " of the ", limit_,
+          " bytes this node buffers for them; try again once they are committed"));
+    }
+    all += bytes;
+    held_ += bytes;
+    return absl::OkStatus();
+  }
+
+ private:
+  StorageNodeService* const service_;
+  const uint64_t limit_;
+  uint64_t held_ = 0;
 };
 
 StorageNodeService::StorageNodeService(std::string node_id, ImageStore* store,
@@ -763,11 +802,9 @@ grpc::Status StorageNodeService::PutManifest(grpc::ServerContext* context,
   absl::StatusOr<Digest> expected =
       ParseDigestString("manifest_digest", request->manifest_digest());
   if (!expected.ok()) return ToGrpcStatus(expected.status());
-  const uint64_t limit = max_manifest_bytes_.load();
-  const grpc::Status too_large = ToGrpcStatus(absl::InvalidArgumentError(
-      absl::StrCat("manifest: over ", limit, " bytes; this node takes no larger images")));
+  ManifestReservation reservation(this);
   std::string* manifest = request_message.mutable_manifest();
-  if (manifest->size() > limit) return too_large;
+  if (absl::Status s = reservation.Grow(manifest->size()); !s.ok()) return ToGrpcStatus(s);
   for (pb::PutManifestRequest piece; reader->Read(&piece);) {
     if ((!piece.image_id().empty() && piece.image_id() != request->image_id()) ||
         (!piece.manifest_digest().empty() &&
@@ -775,7 +812,9 @@ grpc::Status StorageNodeService::PutManifest(grpc::ServerContext* context,
       return ToGrpcStatus(absl::InvalidArgumentError(
           "PutManifest: a later message names another image_id or manifest_digest"));
     }
-    if (manifest->size() + piece.manifest().size() > limit) return too_large;
+    if (absl::Status s = reservation.Grow(piece.manifest().size()); !s.ok()) {
+      return ToGrpcStatus(s);
+    }
     manifest->append(piece.manifest());
   }
   if (context->IsCancelled()) {

@@ -41,8 +41,15 @@ class StorageNodeService final
   // before serving. Without it every caller is accepted (standalone use).
   void RequireInternalToken(const std::string& token);
   // Largest manifest PutManifest accepts (1 GiB: images of up to ~32 Mi data
-  // chunks, 512 GiB at 16 KiB); the whole manifest is held in memory.
+  // chunks, 512 GiB at 16 KiB); the whole manifest is held in memory. It is
+  // also what all PutManifest calls at once may hold together: a call that
+  // would pass it gets UNAVAILABLE (the sender's copy step retries), so
+  // concurrent copies cost no more memory than one of the largest.
   void set_max_manifest_bytes(uint64_t bytes) { max_manifest_bytes_ = bytes; }
+  uint64_t manifest_bytes_held() {
+    absl::MutexLock lock(&manifest_mu_);
+    return manifest_bytes_held_;
+  }
 
   grpc::Status CaptureVolume(
       grpc::ServerContext* context,
@@ -109,6 +116,7 @@ class StorageNodeService final
 
  private:
   class JobScope;
+  class ManifestReservation;
   struct Job {
     imagetemplates::storagenode::v1::NodeJobKind kind;
     std::string image_id;
@@ -139,6 +147,9 @@ class StorageNodeService final
   uint64_t next_job_id_ ABSL_GUARDED_BY(mu_) = 0;
   absl::flat_hash_map<uint64_t, Job> jobs_ ABSL_GUARDED_BY(mu_);
   std::atomic<uint64_t> max_manifest_bytes_{uint64_t{1} << 30};
+  // Manifest bytes the PutManifest calls in progress hold between them.
+  absl::Mutex manifest_mu_;
+  uint64_t manifest_bytes_held_ ABSL_GUARDED_BY(manifest_mu_) = 0;
 };
 
 }  // namespace storaged

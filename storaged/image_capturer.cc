@@ -11,6 +11,7 @@
 #include "absl/time/clock.h"
 #include "common/status_macros.h"
 #include "storaged/digest.h"
+#include "storaged/internal/progress_throttle.h"
 
 namespace storaged {
 namespace {
@@ -136,15 +137,9 @@ absl::StatusOr<ManifestSummary> CaptureVolume(Volume& volume, ImageStore& store,
 
   CaptureProgress progress;
   progress.bytes_total = info.size_bytes;
-  absl::Time last_report = absl::Now();
-  auto report = [&](bool force) {
-    if (!options.on_progress) return;
-    absl::Time now = absl::Now();
-    if (force || now - last_report >= options.progress_interval) {
-      last_report = now;
-      options.on_progress(progress);
-    }
-  };
+  internal::ProgressThrottle<CaptureProgress> throttle(
+      options.on_progress, options.progress_interval, absl::Now());
+  auto report = [&](bool force) { throttle.Report(progress, force); };
 
   // Chunks [next_chunk, chunk of `offset`) are zero: never mapped, or read
   // and found all-zero. Marking them as one run keeps a thick volume's

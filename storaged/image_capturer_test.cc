@@ -4,8 +4,6 @@
 #include "storaged/image_capturer.h"
 
 #include <atomic>
-#include <cstdlib>
-#include <filesystem>
 #include <memory>
 #include <random>
 #include <string>
@@ -13,6 +11,7 @@
 #include "absl/strings/match.h"
 #include "gtest/gtest.h"
 #include "storaged/image_store.h"
+#include "storaged/testing/temp_store.h"
 #include "storaged/volume.h"
 
 namespace storaged {
@@ -22,13 +21,9 @@ constexpr uint32_t kChunk = 16 << 10;
 constexpr uint32_t kPiece = 64 << 10;
 
 std::unique_ptr<ImageStore> OpenStore(const std::string& name) {
-  std::string dir = std::string(std::getenv("TEST_TMPDIR")) + "/" + name;
-  std::filesystem::remove_all(dir);
   ImageStoreOptions o;
   o.chunk_size = kChunk;
-  auto store = ImageStore::Open(dir, o);
-  EXPECT_TRUE(store.ok()) << store.status();
-  return store.ok() ? std::move(*store) : nullptr;
+  return testing::OpenTempStore(name, o);
 }
 
 // Thick, all data. ReadExtents hands pieces over without looking at

@@ -15,6 +15,7 @@
 #include "common/status_macros.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
+#include "storaged/internal/progress_throttle.h"
 
 namespace storaged {
 
@@ -64,14 +65,9 @@ absl::StatusOr<SendProgress> SendImage(ImageStore& store, const std::string& ima
   }
   SendProgress progress;
   progress.chunks_total = unique.size();
-  absl::Time last_report = absl::InfinitePast();
-  auto report = [&](bool final) {
-    if (!options.on_progress) return;
-    absl::Time now = absl::Now();
-    if (!final && now - last_report < options.progress_interval) return;
-    last_report = now;
-    options.on_progress(progress);
-  };
+  internal::ProgressThrottle<SendProgress> throttle(
+      options.on_progress, options.progress_interval, absl::InfinitePast());
+  auto report = [&](bool final) { throttle.Report(progress, final); };
 
   {
     grpc::ClientContext context;

@@ -111,6 +111,62 @@ grpc::Status PutManifest(Node& to, const std::string& id, const std::string& enc
   return writer->Finish();
 }
 
+// PutChunks of an image's chunks as the copier sends them; `response` may be
+// null.
+grpc::Status PutChunks(Node& from, Node& to, const std::string& id,
+                       const std::vector<Digest>& digests,
+                       pb::PutChunksResponse* response = nullptr) {
+  grpc::ClientContext context;
+  pb::PutChunksResponse ignored;
+  auto writer = to.stub->PutChunks(&context, response != nullptr ? response : &ignored);
+  bool first = true;
+  absl::Status exported = from.store->ExportChunks(
+      digests,
+      [&](TransferFrame frame) {
+        pb::PutChunksRequest request;
+        if (first) request.set_image_id(id);
+        first = false;
+        request.set_encoding(frame.zstd ? pb::CHUNK_ENCODING_ZSTD : pb::CHUNK_ENCODING_RAW);
+        request.set_plain_size(frame.plain_size);
+        request.set_data(frame.data);
+        for (const auto& c : frame.chunks) {
+          pb::FrameChunk* out = request.add_frame_chunks();
+          out->set_chunk_digest(std::string(c.digest.AsBytes()));
+          out->set_offset(c.offset);
+          out->set_length(c.length);
+        }
+        writer->Write(request);  // false once the peer ended the stream
+        return absl::OkStatus();
+      },
+      nullptr);
+  EXPECT_TRUE(exported.ok()) << exported;
+  writer->WritesDone();
+  return writer->Finish();
+}
+
+// FindMissingChunks for `digests` of image `id` on `to`; `*missing` (may be
+// null) is how many it lists.
+grpc::Status FindMissing(Node& to, const std::string& id,
+                         const std::vector<Digest>& digests, int* missing = nullptr) {
+  grpc::ClientContext context;
+  pb::FindMissingChunksRequest request;
+  request.set_image_id(id);
+  for (const Digest& d : digests) request.add_chunk_digests(std::string(d.AsBytes()));
+  pb::FindMissingChunksResponse response;
+  grpc::Status status = to.stub->FindMissingChunks(&context, request, &response);
+  if (missing != nullptr) *missing = response.missing_chunk_digests_size();
+  return status;
+}
+
+// DeleteImage of `id` on `on` through its gRPC API.
+grpc::Status DeleteImage(Node& on, const std::string& id) {
+  grpc::ClientContext context;
+  pb::DeleteImageRequest request;
+  request.set_image_id(id);
+  pb::DeleteImageResponse response;
+  return on.stub->DeleteImage(&context, request, &response);
+}
+
 // SendImage on `from` through its gRPC API; the summary or the status.
 absl::StatusOr<pb::SendImageSummary> Send(Node& from, Node& to, const std::string& id,
                                           int* progress_messages = nullptr) {
@@ -255,16 +311,9 @@ TEST(ImageCopyTest, LyingSenderIsDataLossAndNothingIsCommitted) {
   const std::string good = ChunkData(7), bad = ChunkData(8);
   const std::string good_digest(Sha256(good).AsBytes());
   const std::string claimed(Sha256(ChunkData(9)).AsBytes());  // sent as `bad`
-  {
-    grpc::ClientContext context;
-    pb::FindMissingChunksRequest request;
-    request.set_image_id("lie");
-    request.add_chunk_digests(good_digest);
-    request.add_chunk_digests(claimed);
-    pb::FindMissingChunksResponse response;
-    ASSERT_TRUE(dst.stub->FindMissingChunks(&context, request, &response).ok());
-    EXPECT_EQ(response.missing_chunk_digests_size(), 2);
-  }
+  int missing = -1;
+  ASSERT_TRUE(FindMissing(dst, "lie", {Sha256(good), Sha256(ChunkData(9))}, &missing).ok());
+  EXPECT_EQ(missing, 2);
   // One frame: a good chunk, then one whose content is not its digest.
   {
     grpc::ClientContext context;
@@ -534,46 +583,13 @@ TEST(ImageCopyTest, ReceiverGarbageCollectionKeepsChunksOfAnImageBeingReceived) 
   src.Capture("img2", Range(500, 40));
   std::vector<Digest> digests;
   for (uint64_t s = 500; s < 540; ++s) digests.push_back(Sha256(ChunkData(s)));
-  {
-    grpc::ClientContext context;
-    pb::FindMissingChunksRequest request;
-    request.set_image_id("img2");
-    for (const Digest& d : digests) request.add_chunk_digests(std::string(d.AsBytes()));
-    pb::FindMissingChunksResponse response;
-    ASSERT_TRUE(dst.stub->FindMissingChunks(&context, request, &response).ok());
-    ASSERT_EQ(response.missing_chunk_digests_size(), 40);
-  }
-  {
-    grpc::ClientContext context;
-    pb::PutChunksResponse response;
-    auto writer = dst.stub->PutChunks(&context, &response);
-    bool first = true;
-    ASSERT_TRUE(src.store
-                    ->ExportChunks(
-                        digests,
-                        [&](TransferFrame frame) {
-                          pb::PutChunksRequest request;
-                          if (first) request.set_image_id("img2");
-                          first = false;
-                          request.set_encoding(frame.zstd ? pb::CHUNK_ENCODING_ZSTD
-                                                          : pb::CHUNK_ENCODING_RAW);
-                          request.set_plain_size(frame.plain_size);
-                          request.set_data(frame.data);
-                          for (const auto& c : frame.chunks) {
-                            pb::FrameChunk* out = request.add_frame_chunks();
-                            out->set_chunk_digest(std::string(c.digest.AsBytes()));
-                            out->set_offset(c.offset);
-                            out->set_length(c.length);
-                          }
-                          EXPECT_TRUE(writer->Write(request));
-                          return absl::OkStatus();
-                        },
-                        nullptr)
-                    .ok());
-    writer->WritesDone();
-    ASSERT_TRUE(writer->Finish().ok());
-    EXPECT_EQ(response.chunks_stored(), 40u);
-  }
+  int missing = -1;
+  ASSERT_TRUE(FindMissing(dst, "img2", digests, &missing).ok());
+  ASSERT_EQ(missing, 40);
+  pb::PutChunksResponse put_response;
+  grpc::Status put = PutChunks(src, dst, "img2", digests, &put_response);
+  ASSERT_TRUE(put.ok()) << put.error_message();
+  EXPECT_EQ(put_response.chunks_stored(), 40u);
   auto gc = dst.store->CollectGarbage(false);
   ASSERT_TRUE(gc.ok());
   EXPECT_EQ(gc->chunks_removed, 0u);
@@ -621,37 +637,6 @@ TEST(ImageCopyTest, IdleReceiveExpires) {
             absl::StatusCode::kInvalidArgument);
 }
 
-// PutChunks of an image's chunks as the copier sends them.
-grpc::Status PutChunks(Node& from, Node& to, const std::string& id,
-                       const std::vector<Digest>& digests) {
-  grpc::ClientContext context;
-  pb::PutChunksResponse response;
-  auto writer = to.stub->PutChunks(&context, &response);
-  bool first = true;
-  absl::Status exported = from.store->ExportChunks(
-      digests,
-      [&](TransferFrame frame) {
-        pb::PutChunksRequest request;
-        if (first) request.set_image_id(id);
-        first = false;
-        request.set_encoding(frame.zstd ? pb::CHUNK_ENCODING_ZSTD : pb::CHUNK_ENCODING_RAW);
-        request.set_plain_size(frame.plain_size);
-        request.set_data(frame.data);
-        for (const auto& c : frame.chunks) {
-          pb::FrameChunk* out = request.add_frame_chunks();
-          out->set_chunk_digest(std::string(c.digest.AsBytes()));
-          out->set_offset(c.offset);
-          out->set_length(c.length);
-        }
-        writer->Write(request);  // false once the peer ended the stream
-        return absl::OkStatus();
-      },
-      nullptr);
-  EXPECT_TRUE(exported.ok()) << exported;
-  writer->WritesDone();
-  return writer->Finish();
-}
-
 // The undo of a cancelled copy deletes the image on the receiver while the
 // sender, not yet stopped, is between PutChunks and PutManifest.
 TEST(ImageCopyTest, DeleteImageDuringAReceiveRefusesItsManifestAndUnpinsItsChunks) {
@@ -659,16 +644,8 @@ TEST(ImageCopyTest, DeleteImageDuringAReceiveRefusesItsManifestAndUnpinsItsChunk
   src.Capture("img", Range(800, 40));
   std::vector<Digest> digests;
   for (uint64_t s = 800; s < 840; ++s) digests.push_back(Sha256(ChunkData(s)));
-  auto find = [&](const std::string& id) {
-    grpc::ClientContext context;
-    pb::FindMissingChunksRequest request;
-    request.set_image_id(id);
-    for (const Digest& d : digests) request.add_chunk_digests(std::string(d.AsBytes()));
-    pb::FindMissingChunksResponse response;
-    grpc::Status status = dst.stub->FindMissingChunks(&context, request, &response);
-    return std::make_pair(status, response.missing_chunk_digests_size());
-  };
-  auto [found, missing] = find("img");
+  int missing = -1;
+  grpc::Status found = FindMissing(dst, "img", digests, &missing);
   ASSERT_TRUE(found.ok()) << found.error_message();
   ASSERT_EQ(missing, 40);
   grpc::Status put = PutChunks(src, dst, "img", digests);
@@ -677,15 +654,8 @@ TEST(ImageCopyTest, DeleteImageDuringAReceiveRefusesItsManifestAndUnpinsItsChunk
   // Pinned by the receive: a collection keeps them.
   EXPECT_EQ(dst.store->CollectGarbage(false)->chunks_removed, 0u);
 
-  auto delete_image = [&](const std::string& id) {
-    grpc::ClientContext context;
-    pb::DeleteImageRequest request;
-    request.set_image_id(id);
-    pb::DeleteImageResponse response;
-    return dst.stub->DeleteImage(&context, request, &response);
-  };
   // Only a receive, no committed image: the delete ended it, so OK.
-  grpc::Status deleted = delete_image("img");
+  grpc::Status deleted = DeleteImage(dst, "img");
   EXPECT_TRUE(deleted.ok()) << deleted.error_message();
 
   Digest digest;
@@ -698,7 +668,7 @@ TEST(ImageCopyTest, DeleteImageDuringAReceiveRefusesItsManifestAndUnpinsItsChunk
             std::string::npos)
       << committed.error_message();
   // Nor can the sender start over within the tombstone.
-  EXPECT_EQ(find("img").first.error_code(), grpc::StatusCode::ABORTED);
+  EXPECT_EQ(FindMissing(dst, "img", digests).error_code(), grpc::StatusCode::ABORTED);
   EXPECT_EQ(PutChunks(src, dst, "img", digests).error_code(), grpc::StatusCode::ABORTED);
 
   grpc::ClientContext get_context;
@@ -709,7 +679,7 @@ TEST(ImageCopyTest, DeleteImageDuringAReceiveRefusesItsManifestAndUnpinsItsChunk
             grpc::StatusCode::NOT_FOUND);
   EXPECT_TRUE(dst.store->ListImages().empty());
   // Nothing left to delete now.
-  EXPECT_EQ(delete_image("img").error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(DeleteImage(dst, "img").error_code(), grpc::StatusCode::NOT_FOUND);
   // The pins went with the receive: the received chunks are garbage.
   auto gc = dst.store->CollectGarbage(false);
   ASSERT_TRUE(gc.ok()) << gc.status();
@@ -767,13 +737,9 @@ TEST(ImageCopyTest, DeleteImageRacingWithPutManifestLeavesNoImage) {
     // Every other one with a receive open, as the copier leaves it; the
     // rest as a sender that skipped FindMissingChunks.
     if (i % 2 == 0) {
-      grpc::ClientContext context;
-      pb::FindMissingChunksRequest request;
-      request.set_image_id(id);
-      for (const Digest& d : digests) request.add_chunk_digests(std::string(d.AsBytes()));
-      pb::FindMissingChunksResponse response;
-      ASSERT_TRUE(dst.stub->FindMissingChunks(&context, request, &response).ok());
-      ASSERT_EQ(response.missing_chunk_digests_size(), 0);
+      int missing = -1;
+      ASSERT_TRUE(FindMissing(dst, id, digests, &missing).ok());
+      ASSERT_EQ(missing, 0);
     }
     absl::Barrier* start = new absl::Barrier(2);  // the last to pass deletes it
     grpc::Status commit_status, delete_status;
@@ -782,12 +748,8 @@ TEST(ImageCopyTest, DeleteImageRacingWithPutManifestLeavesNoImage) {
       commit_status = PutManifest(dst, id, *encoded, absl::StrCat("sha256:", digest.ToHex()));
     });
     std::thread deleter([&] {
-      grpc::ClientContext context;
-      pb::DeleteImageRequest request;
-      request.set_image_id(id);
-      pb::DeleteImageResponse response;
       if (start->Block()) delete start;
-      delete_status = dst.stub->DeleteImage(&context, request, &response);
+      delete_status = DeleteImage(dst, id);
     });
     committer.join();
     deleter.join();

@@ -9,6 +9,7 @@
 #include "absl/time/clock.h"
 #include "common/log.h"
 #include "common/status_macros.h"
+#include "storaged/internal/progress_throttle.h"
 
 namespace storaged {
 namespace {
@@ -219,15 +220,9 @@ absl::StatusOr<RestoreProgress> RestoreImage(ImageReader& image, Volume& volume,
 
   RestoreProgress progress;
   progress.bytes_total = info.size_bytes;
-  absl::Time last_report = absl::Now();
-  auto report = [&](bool force) {
-    if (!options.on_progress) return;
-    absl::Time now = absl::Now();
-    if (force || now - last_report >= options.progress_interval) {
-      last_report = now;
-      options.on_progress(progress);
-    }
-  };
+  internal::ProgressThrottle<RestoreProgress> throttle(
+      options.on_progress, options.progress_interval, absl::Now());
+  auto report = [&](bool force) { throttle.Report(progress, force); };
 
   // When each phase ended, for the log line at the end.
   const absl::Time start = absl::Now();

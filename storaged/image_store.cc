@@ -5,23 +5,18 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
-#include <tuple>
-#include <deque>
-#include <thread>
 #include <utility>
 
-#include "absl/cleanup/cleanup.h"
-#include "absl/container/btree_map.h"
 #include "absl/random/random.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "absl/time/clock.h"
 #include "common/log.h"
 #include "common/status_macros.h"
 #include "storaged/internal/frame_cache.h"
 #include "storaged/internal/image_store_parts.h"
+#include "storaged/internal/image_writer.h"
 #include "storaged/internal/pack.h"
 
 namespace storaged {
@@ -52,8 +47,6 @@ bool ValidImageId(absl::string_view id) {
   return true;
 }
 
-
-
 void OpenPacks::Touch(const std::shared_ptr<PackState>& pack) {
   std::vector<std::shared_ptr<PackState>> to_close;
   {
@@ -77,490 +70,6 @@ void OpenPacks::Touch(const std::shared_ptr<PackState>& pack) {
   }
   for (const std::shared_ptr<PackState>& p : to_close) p->Close();
 }
-
-// The capture pipeline: callers hash chunks and decide dedup under the store
-// lock; new chunks gather into a frame; full frames go through a bounded
-// queue to compression workers, which append them to the capture's current
-// pack and seal it when full. Memory is bounded by the queue, whatever the
-// volume size, beyond 32 bytes per data chunk for the manifest (zero chunks
-// cost nothing: a 2 TiB thin volume with little data takes kilobytes).
-class ImageWriterImpl final : public ImageWriter {
- public:
-  ImageWriterImpl(ImageStore* store, std::string id, uint64_t volume_size,
-                  uint32_t block_size, int compression_level)
-      : compression_level_(compression_level),
-        store_(store),
-        id_(std::move(id)),
-        volume_size_(volume_size),
-        block_size_(block_size),
-        chunk_size_(store->options_.chunk_size),
-        chunk_count_(ChunkCountFor(volume_size, chunk_size_)),
-        queue_capacity_(2 * NumThreads()),
-        chunks_(chunk_count_) {}
-
-  ~ImageWriterImpl() override { Abort(); }
-  ImageWriterImpl(const ImageWriterImpl&) = delete;
-  ImageWriterImpl& operator=(const ImageWriterImpl&) = delete;
-
-  void Start() {
-    for (size_t i = 0; i < NumThreads(); ++i) {
-      workers_.emplace_back([this] { WorkerLoop(); });
-    }
-  }
-
-  const std::string& image_id() const override { return id_; }
-  uint64_t chunk_count() const override { return chunk_count_; }
-  uint32_t ChunkLength(uint64_t index) const override {
-    uint64_t left = volume_size_ - index * chunk_size_;
-    return static_cast<uint32_t>(left < chunk_size_ ? left : chunk_size_);
-  }
-
-  absl::Status AddChunk(uint64_t index, absl::string_view plain) override {
-    if (index >= chunk_count_) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "chunk index ", index, " is past the volume's ", chunk_count_,
-          " chunks"));
-    }
-    if (plain.size() != ChunkLength(index)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("chunk ", index, " has ", plain.size(),
-                       " bytes; expected ", ChunkLength(index)));
-    }
-    const bool zero = IsAllZero(plain);
-    const Digest digest = zero ? Digest() : Sha256(plain);
-    bool write = false;
-    {
-      absl::MutexLock store_lock(&store_->mu_);
-      absl::MutexLock lock(&mu_);
-      RETURN_IF_ERROR(CheckOpenLocked());
-      if (const Digest* old = AddedLocked(index)) {
-        if (*old == digest) return absl::OkStatus();
-        return absl::InvalidArgumentError(absl::StrCat(
-            "chunk ", index, " was already added with other content"));
-      }
-      if (zero) {
-        AddZeroRangeLocked(index, index + 1);
-      } else {
-        ahead_.emplace(index, digest);
-      }
-      AdvanceLocked();
-      // Registered in chunks_ under the store lock, so a collection that
-      // sees the index entry also sees this capture's reference to it.
-      if (!zero && !store_->HoldsUsableLocked(digest) &&
-          pending_.insert(digest).second) {
-        write = true;
-        ++active_adds_;
-        ++new_chunks_;
-      }
-    }
-    if (!write) return absl::OkStatus();
-    absl::Status s = AppendToFrame(index, digest, plain);
-    absl::MutexLock lock(&mu_);
-    --active_adds_;
-    if (!s.ok() && error_.ok()) error_ = s;
-    return s;
-  }
-
-  absl::Status AddZeroChunks(uint64_t first_index, uint64_t count) override {
-    if (first_index > chunk_count_ || count > chunk_count_ - first_index) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("zero chunks ", first_index, "+", count,
-                       " are past the volume's ", chunk_count_, " chunks"));
-    }
-    absl::MutexLock lock(&mu_);
-    RETURN_IF_ERROR(CheckOpenLocked());
-    if (count == 0) return absl::OkStatus();
-    const uint64_t end = first_index + count;
-    // A data chunk already added inside the range: in the table or ahead.
-    uint64_t conflict = end;
-    size_t r = chunks_.FindRun(first_index);
-    if (r < chunks_.run_count()) {
-      conflict = std::max(first_index, chunks_.run(r).first);
-    }
-    auto it = ahead_.lower_bound(first_index);
-    if (it != ahead_.end()) conflict = std::min(conflict, it->first);
-    if (conflict < end) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "chunk ", conflict, " was already added with other content"));
-    }
-    AddZeroRangeLocked(std::max(first_index, frontier_), end);
-    AdvanceLocked();
-    return absl::OkStatus();
-  }
-
-  absl::StatusOr<ManifestSummary> Commit() override {
-    absl::StatusOr<ManifestSummary> result = CommitInternal();
-    if (!result.ok()) Abort();
-    return result;
-  }
-
-  void Abort() override {
-    {
-      absl::MutexLock lock(&mu_);
-      if (state_ == State::kDone) return;
-      state_ = State::kDone;
-      if (error_.ok()) error_ = absl::AbortedError("capture aborted");
-    }
-    StopWorkers(/*discard=*/true);
-    {
-      absl::MutexLock lock(&mu_);
-      mu_.Await(absl::Condition(
-          +[](int* n) { return *n == 0; }, &active_adds_));
-    }
-    {
-      absl::MutexLock lock(&pack_mu_);
-      if (pack_ != nullptr) {
-        pack_->Abandon();
-        pack_.reset();
-      }
-    }
-    absl::MutexLock store_lock(&store_->mu_);
-    store_->writers_.erase(this);
-    store_->reserved_ids_.erase(id_);
-  }
-
-  // Adds every chunk this capture references to `live`. Called by garbage
-  // collection with the store lock held.
-  void MarkLive(absl::flat_hash_set<Digest, DigestHash>* live) {
-    absl::MutexLock lock(&mu_);
-    chunks_.ForEachData([&](uint64_t, const Digest& d) { live->insert(d); });
-    for (const auto& [index, d] : ahead_) live->insert(d);
-    if (committing_ != nullptr) {
-      committing_->chunks.ForEachData([&](uint64_t, const Digest& d) { live->insert(d); });
-    }
-  }
-
- private:
-  enum class State { kOpen, kCommitting, kDone };
-  struct PendingChunk {
-    uint64_t index;
-    Digest digest;
-    std::string data;
-  };
-  using Frame = std::vector<PendingChunk>;
-
-  size_t NumThreads() const {
-    return static_cast<size_t>(
-        std::max(1, store_->options_.compression_threads));
-  }
-
-  // The digest chunk `index` was added with (zero for an all-zero chunk), or
-  // null if it was not added yet.
-  const Digest* AddedLocked(uint64_t index) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    static const Digest kZero;
-    if (index < frontier_) return &chunks_.At(index);
-    auto it = ahead_.find(index);
-    if (it != ahead_.end()) return &it->second;
-    auto z = ahead_zero_.upper_bound(index);
-    if (z != ahead_zero_.begin() && std::prev(z)->second > index) return &kZero;
-    return nullptr;
-  }
-
-  // Marks [begin, end) all-zero, merging with the ranges it touches; every
-  // index in it is at or past frontier_ and holds no data chunk.
-  void AddZeroRangeLocked(uint64_t begin, uint64_t end)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (begin >= end) return;
-    auto it = ahead_zero_.upper_bound(begin);
-    if (it != ahead_zero_.begin() && std::prev(it)->second >= begin) {
-      --it;
-      begin = it->first;
-    }
-    while (it != ahead_zero_.end() && it->first <= end) {
-      end = std::max(end, it->second);
-      it = ahead_zero_.erase(it);
-    }
-    ahead_zero_.emplace(begin, end);
-  }
-
-  // Moves what was added in order from frontier_ on into chunks_.
-  void AdvanceLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    for (;;) {
-      if (!ahead_.empty() && ahead_.begin()->first == frontier_) {
-        chunks_.Append(frontier_++, ahead_.begin()->second);
-        ahead_.erase(ahead_.begin());
-      } else if (!ahead_zero_.empty() && ahead_zero_.begin()->first == frontier_) {
-        frontier_ = ahead_zero_.begin()->second;
-        ahead_zero_.erase(ahead_zero_.begin());
-      } else {
-        return;
-      }
-    }
-  }
-
-  absl::Status CheckOpenLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    RETURN_IF_ERROR(error_);
-    if (state_ != State::kOpen) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("capture of image ", id_, " is already committing"));
-    }
-    return absl::OkStatus();
-  }
-
-  absl::Status AppendToFrame(uint64_t index, const Digest& digest,
-                             absl::string_view plain) {
-    Frame full;
-    {
-      absl::MutexLock lock(&frame_mu_);
-      frame_.push_back(PendingChunk{index, digest, std::string(plain)});
-      frame_bytes_ += plain.size();
-      if (frame_bytes_ >= store_->options_.frame_size) {
-        full.swap(frame_);
-        frame_bytes_ = 0;
-      }
-    }
-    if (full.empty()) return absl::OkStatus();
-    return Enqueue(std::move(full));
-  }
-
-  // Blocks while the queue is full: the capture runs at the speed of
-  // compression and the disk, with bounded memory.
-  absl::Status Enqueue(Frame frame) {
-    absl::MutexLock lock(&queue_mu_);
-    auto has_room = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue_mu_) {
-      return queue_closed_ || queue_.size() < queue_capacity_;
-    };
-    queue_mu_.Await(absl::Condition(&has_room));
-    if (queue_closed_) return absl::AbortedError("capture aborted");
-    queue_.push_back(std::move(frame));
-    return absl::OkStatus();
-  }
-
-  void StopWorkers(bool discard) {
-    {
-      absl::MutexLock lock(&queue_mu_);
-      queue_closed_ = true;
-      if (discard) queue_.clear();
-    }
-    for (std::thread& t : workers_) {
-      if (t.joinable()) t.join();
-    }
-  }
-
-  void WorkerLoop() {
-    CCtxPtr cctx(ZSTD_createCCtx());
-    for (;;) {
-      Frame frame;
-      {
-        absl::MutexLock lock(&queue_mu_);
-        auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue_mu_) {
-          return queue_closed_ || !queue_.empty();
-        };
-        queue_mu_.Await(absl::Condition(&ready));
-        if (queue_.empty()) return;
-        frame = std::move(queue_.front());
-        queue_.pop_front();
-      }
-      {
-        absl::MutexLock lock(&mu_);
-        if (!error_.ok()) continue;  // Drain so producers never block.
-      }
-      absl::Status s = WriteFrame(cctx.get(), std::move(frame));
-      if (!s.ok()) {
-        absl::MutexLock lock(&mu_);
-        if (error_.ok()) error_ = s;
-      }
-    }
-  }
-
-  absl::Status WriteFrame(ZSTD_CCtx* cctx, Frame frame) {
-    // Volume order inside a frame: neighbouring data compresses together.
-    std::sort(frame.begin(), frame.end(),
-              [](const PendingChunk& a, const PendingChunk& b) {
-                return a.index < b.index;
-              });
-    std::string plain;
-    size_t total = 0;
-    for (const PendingChunk& c : frame) total += c.data.size();
-    plain.reserve(total);
-    std::vector<FrameChunk> chunks;
-    chunks.reserve(frame.size());
-    for (PendingChunk& c : frame) {
-      chunks.push_back(FrameChunk{c.digest, static_cast<uint32_t>(plain.size()),
-                                  static_cast<uint32_t>(c.data.size())});
-      plain.append(c.data);
-      std::string().swap(c.data);
-    }
-    const ImageStoreOptions& o = store_->options_;
-    CompressedFrame compressed =
-        CompressFrame(cctx, compression_level_, o.min_compression_saving,
-                      plain, std::move(chunks));
-    std::string().swap(plain);
-
-    absl::MutexLock lock(&pack_mu_);
-    if (pack_ == nullptr) {
-      ASSIGN_OR_RETURN(pack_, PackWriter::Create(store_->fs_, store_->packs_dir_,
-                                                 store_->NewPackName()));
-    }
-    if (absl::Status s = pack_->AddFrame(compressed); !s.ok()) {
-      pack_->Abandon();
-      pack_.reset();
-      return s;
-    }
-    new_stored_bytes_ += compressed.stored.size();
-    if (pack_->size() >= o.pack_size) return SealPackLocked();
-    return absl::OkStatus();
-  }
-
-  absl::Status SealPackLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(pack_mu_) {
-    std::unique_ptr<PackWriter> pack = std::move(pack_);
-    uint64_t file_size = 0;
-    ASSIGN_OR_RETURN(PackIndex index, pack->Seal(&file_size));
-    absl::MutexLock store_lock(&store_->mu_);
-    {
-      // The store's index dedups these from now on: pending_ holds only
-      // chunks not sealed yet, not every new chunk of a dense volume.
-      absl::MutexLock lock(&mu_);
-      for (const PackChunk& c : index.chunks) pending_.erase(c.digest);
-    }
-    store_->RegisterPackLocked(pack->name(), std::move(index), file_size);
-    return absl::OkStatus();
-  }
-
-  absl::StatusOr<ManifestSummary> CommitInternal() {
-    {
-      absl::MutexLock lock(&mu_);
-      RETURN_IF_ERROR(CheckOpenLocked());
-      if (frontier_ != chunk_count_) {
-        return absl::FailedPreconditionError(absl::StrCat(
-            "cannot commit image ", id_, ": chunk ", frontier_, " of ",
-            chunk_count_, " was never added"));
-      }
-      state_ = State::kCommitting;
-      mu_.Await(absl::Condition(
-          +[](int* n) { return *n == 0; }, &active_adds_));
-    }
-    Frame last;
-    {
-      absl::MutexLock lock(&frame_mu_);
-      last.swap(frame_);
-      frame_bytes_ = 0;
-    }
-    if (!last.empty()) RETURN_IF_ERROR(Enqueue(std::move(last)));
-    StopWorkers(/*discard=*/false);
-    {
-      absl::MutexLock lock(&mu_);
-      RETURN_IF_ERROR(error_);
-    }
-    uint64_t new_stored_bytes = 0;
-    {
-      absl::MutexLock lock(&pack_mu_);
-      if (pack_ != nullptr) RETURN_IF_ERROR(SealPackLocked());
-      new_stored_bytes = new_stored_bytes_;
-    }
-
-    // Every pack of this capture is sealed: now the manifest.
-    auto manifest = std::make_shared<Manifest>();
-    Manifest& m = *manifest;
-    m.image_id = id_;
-    m.volume_size = volume_size_;
-    m.block_size = block_size_;
-    m.chunk_size = chunk_size_;
-    m.create_time = absl::Now();
-    m.new_stored_bytes = new_stored_bytes;
-    ManifestSummary summary;
-    {
-      absl::ReaderMutexLock store_lock(&store_->mu_);
-      absl::MutexLock lock(&mu_);
-      // Adding is over (the state is kCommitting): the table moves, no copy.
-      m.chunks = std::move(chunks_);
-      chunks_ = ChunkTable(chunk_count_);
-      committing_ = manifest;  // MarkLive's until the image is listed
-      m.new_chunks = new_chunks_;
-      summary.data_chunks = m.chunks.data_count();
-      summary.zero_chunks = m.chunks.zero_count();
-      // Distinct chunks by their index entry, which stays put while the
-      // store lock is held: 8 bytes each instead of a 32-byte digest.
-      absl::flat_hash_set<const ImageStore::Location*> seen;
-      absl::Status lost;
-      m.chunks.ForEachData([&](uint64_t i, const Digest& d) {
-        m.logical_bytes += ChunkLength(i);
-        if (!lost.ok()) return;
-        auto it = store_->index_.find(d);
-        if (it == store_->index_.end()) {
-          lost = absl::InternalError(absl::StrCat(
-              "capture of image ", id_, " lost chunk ", i, " (sha256 ",
-              d.ToHex(), ") before commit"));
-          return;
-        }
-        if (!seen.insert(&it->second).second) return;
-        m.referenced_stored_bytes += store_->StoredShareLocked(it->second);
-      });
-      RETURN_IF_ERROR(lost);
-      summary.unique_chunks = seen.size();
-    }
-    std::string encoded = EncodeManifest(m, &summary.manifest_digest);
-    RETURN_IF_ERROR(WriteFileDurably(store_->fs_, store_->images_dir_,
-                                     store_->ManifestPath(id_), encoded));
-
-    {
-      absl::MutexLock store_lock(&store_->mu_);
-      store_->images_[id_] = ImageStore::InfoOf(m, summary.manifest_digest, encoded.size());
-      store_->reserved_ids_.erase(id_);
-      store_->writers_.erase(this);
-      if (store_->gc_marking_) {
-        store_->committed_while_marking_.push_back(manifest);
-      }
-      absl::MutexLock lock(&mu_);
-      state_ = State::kDone;
-    }
-    summary.image_id = id_;
-    summary.volume_size = volume_size_;
-    summary.chunk_count = chunk_count_;
-    summary.new_chunks = m.new_chunks;
-    summary.logical_bytes = m.logical_bytes;
-    summary.stored_bytes = m.referenced_stored_bytes;
-    summary.new_stored_bytes = m.new_stored_bytes;
-    return summary;
-  }
-
-  const int compression_level_;  // initialized first: see the constructor
-  ImageStore* const store_;
-  const std::string id_;
-  const uint64_t volume_size_;
-  const uint32_t block_size_;
-  const uint32_t chunk_size_;
-  const uint64_t chunk_count_;
-  const size_t queue_capacity_;
-
-  // Lock order: pack_mu_, then store_->mu_, then mu_; frame_mu_ and
-  // queue_mu_ are never held with another lock.
-  absl::Mutex mu_;
-  State state_ ABSL_GUARDED_BY(mu_) = State::kOpen;
-  absl::Status error_ ABSL_GUARDED_BY(mu_);
-  // Chunks are added slightly out of order (several hashing threads): those
-  // below frontier_ (every index there added) are in chunks_, the rest wait
-  // in ahead_ (data) and ahead_zero_ ([begin, end) ranges, disjoint and not
-  // touching) until the indexes before them arrive. Memory follows the data
-  // chunks and the disorder, never the volume size.
-  ChunkTable chunks_ ABSL_GUARDED_BY(mu_);
-  uint64_t frontier_ ABSL_GUARDED_BY(mu_) = 0;
-  absl::btree_map<uint64_t, Digest> ahead_ ABSL_GUARDED_BY(mu_);
-  absl::btree_map<uint64_t, uint64_t> ahead_zero_ ABSL_GUARDED_BY(mu_);
-  // The manifest being committed: chunks_ moved into it.
-  std::shared_ptr<const Manifest> committing_ ABSL_GUARDED_BY(mu_);
-  // Chunks this capture stores itself and has not sealed into a pack yet
-  // (dedup within the capture; sealed ones are in the store's index).
-  absl::flat_hash_set<Digest, DigestHash> pending_ ABSL_GUARDED_BY(mu_);
-  uint64_t new_chunks_ ABSL_GUARDED_BY(mu_) = 0;  // distinct chunks stored
-  // AddChunk calls between the dedup decision and the frame append.
-  int active_adds_ ABSL_GUARDED_BY(mu_) = 0;
-
-  absl::Mutex frame_mu_;
-  Frame frame_ ABSL_GUARDED_BY(frame_mu_);
-  uint64_t frame_bytes_ ABSL_GUARDED_BY(frame_mu_) = 0;
-
-  absl::Mutex queue_mu_;
-  std::deque<Frame> queue_ ABSL_GUARDED_BY(queue_mu_);
-  bool queue_closed_ ABSL_GUARDED_BY(queue_mu_) = false;
-
-  absl::Mutex pack_mu_;
-  std::unique_ptr<PackWriter> pack_ ABSL_GUARDED_BY(pack_mu_);
-  uint64_t new_stored_bytes_ ABSL_GUARDED_BY(pack_mu_) = 0;
-
-  std::vector<std::thread> workers_;
-};
-
 
 }  // namespace internal
 
@@ -745,6 +254,21 @@ std::string ImageStore::NewPackName() {
   }
 }
 
+absl::Status ImageStore::AddFrameToPack(
+    const internal::CompressedFrame& frame,
+    std::unique_ptr<internal::PackWriter>* pack) {
+  if (*pack == nullptr) {
+    ASSIGN_OR_RETURN(*pack, internal::PackWriter::Create(fs_, packs_dir_,
+                                                         NewPackName()));
+  }
+  if (absl::Status s = (*pack)->AddFrame(frame); !s.ok()) {
+    (*pack)->Abandon();
+    pack->reset();
+    return s;
+  }
+  return absl::OkStatus();
+}
+
 uint64_t ImageStore::StoredShareLocked(const Location& loc) const {
   auto it = packs_.find(loc.pack);
   if (it == packs_.end()) return 0;
@@ -753,8 +277,8 @@ uint64_t ImageStore::StoredShareLocked(const Location& loc) const {
   return uint64_t{f.stored_len} * loc.length / f.plain_len;
 }
 
-absl::StatusOr<Manifest> ImageStore::ReadManifest(const std::string& image_id,
-                                                  Digest* digest) const {
+absl::StatusOr<Manifest> ImageStore::ReadManifestFile(
+    const std::string& image_id, Digest* digest, std::string* encoded) const {
   absl::StatusOr<std::string> data =
       ReadWholeFile(fs_, ManifestPath(image_id));
   if (absl::IsNotFound(data.status())) {
@@ -766,7 +290,15 @@ absl::StatusOr<Manifest> ImageStore::ReadManifest(const std::string& image_id,
     return absl::DataLossError(
         absl::StrCat("image ", image_id, ": ", m.status().message()));
   }
-  if (m->image_id != image_id) {
+  if (encoded != nullptr) *encoded = *std::move(data);
+  return m;
+}
+
+absl::StatusOr<Manifest> ImageStore::ReadManifest(const std::string& image_id,
+                                                  Digest* digest) const {
+  absl::StatusOr<Manifest> m =
+      ReadManifestFile(image_id, digest, /*encoded=*/nullptr);
+  if (m.ok() && m->image_id != image_id) {
     return absl::DataLossError(absl::StrCat("image ", image_id,
                                             ": manifest names image ",
                                             m->image_id));

@@ -48,6 +48,8 @@ struct FrameCache;
 class CachedFrame;
 struct PackIndex;
 struct OpenPacks;
+struct CompressedFrame;
+class PackWriter;
 }  // namespace internal
 
 struct ImageStoreOptions {
@@ -377,6 +379,13 @@ class ImageStore {
   ImageStore(std::string dir, ImageStoreOptions options);
   absl::Status Load();
   std::string ManifestPath(absl::string_view image_id) const;
+  // The manifest file of `image_id`, decoded; its bytes go to `*encoded`
+  // (may be null). NOT_FOUND without the file; DATA_LOSS if it does not
+  // decode.
+  absl::StatusOr<Manifest> ReadManifestFile(const std::string& image_id,
+                                            Digest* digest,
+                                            std::string* encoded) const;
+  // As ReadManifestFile, and DATA_LOSS if the manifest names another image.
   absl::StatusOr<Manifest> ReadManifest(const std::string& image_id,
                                         Digest* digest) const;
 
@@ -404,6 +413,11 @@ class ImageStore {
   void DropRedundantCopies();
   // A random pack name not in use.
   std::string NewPackName();
+  // Appends `frame` to `*pack`, first starting a new pack file if `*pack` is
+  // null. On a write error the pack is abandoned and `*pack` reset, so the
+  // next frame starts a new one.
+  absl::Status AddFrameToPack(const internal::CompressedFrame& frame,
+                              std::unique_ptr<internal::PackWriter>* pack);
 
   // Sizes the shared frame cache to the readers open now.
   void ResizeSharedFramesLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

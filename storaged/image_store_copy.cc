@@ -175,16 +175,7 @@ class ChunkImporterImpl final : public ChunkImporter {
     for (const TransferFrame::Chunk& c : frame.chunks) {
       stored.chunks.push_back(FrameChunk{c.digest, c.offset, c.length});
     }
-    if (pack_ == nullptr) {
-      ASSIGN_OR_RETURN(pack_, PackWriter::Create(store_->fs_,
-                                                 store_->packs_dir_,
-                                                 store_->NewPackName()));
-    }
-    if (absl::Status s = pack_->AddFrame(stored); !s.ok()) {
-      pack_->Abandon();
-      pack_.reset();
-      return s;
-    }
+    RETURN_IF_ERROR(store_->AddFrameToPack(stored, &pack_));
     bytes_stored_ += stored.stored.size();
     if (pack_->size() >= store_->options_.pack_size) RETURN_IF_ERROR(Seal());
     return true;
@@ -227,17 +218,10 @@ absl::StatusOr<std::string> ImageStore::ReadEncodedManifest(
           absl::StrCat("image ", image_id, " not found"));
     }
   }
-  absl::StatusOr<std::string> data = ReadWholeFile(fs_, ManifestPath(image_id));
-  if (absl::IsNotFound(data.status())) {
-    return absl::NotFoundError(absl::StrCat("image ", image_id, " not found"));
-  }
-  if (!data.ok()) return data.status();
-  absl::StatusOr<Manifest> m = DecodeManifest(*data, digest);
-  if (!m.ok()) {
-    return absl::DataLossError(
-        absl::StrCat("image ", image_id, ": ", m.status().message()));
-  }
-  return data;
+  // The image id inside is checked by the receiver (ImportManifest).
+  std::string encoded;
+  RETURN_IF_ERROR(ReadManifestFile(image_id, digest, &encoded).status());
+  return encoded;
 }
 
 std::vector<Digest> ImageStore::MissingChunks(

@@ -135,6 +135,21 @@ absl::StatusOr<std::string> Restore(ImageStore* store, const std::string& id) {
   return out;
 }
 
+// Whether image `id` restores to exactly `want`; a failure names the read
+// error, or the sizes and the first byte that differs.
+::testing::AssertionResult RestoresTo(ImageStore* store, const std::string& id,
+                                      const std::string& want) {
+  absl::StatusOr<std::string> got = Restore(store, id);
+  if (!got.ok()) return ::testing::AssertionFailure() << got.status();
+  if (*got == want) return ::testing::AssertionSuccess();
+  size_t at = 0;
+  while (at < got->size() && at < want.size() && (*got)[at] == want[at]) ++at;
+  return ::testing::AssertionFailure()
+         << "image " << id << " restores to " << got->size()
+         << " bytes, expected " << want.size() << "; first difference at byte "
+         << at;
+}
+
 std::vector<std::string> FilesIn(const std::string& dir,
                                  absl::string_view suffix) {
   std::vector<std::string> out;
@@ -178,9 +193,7 @@ TEST(ImageStoreTest, RoundTripRandomZeroRepeatedOddSize) {
   EXPECT_LT(summary->new_stored_bytes, 49u * kChunk);  // zstd helped
   EXPECT_GT(summary->stored_bytes, 0u);
 
-  auto restored = Restore(store.get(), "img-1");
-  ASSERT_TRUE(restored.ok()) << restored.status();
-  EXPECT_TRUE(*restored == volume);
+  ASSERT_TRUE(RestoresTo(store.get(), "img-1", volume));
 
   auto reader = store->OpenImage("img-1");
   ASSERT_TRUE(reader.ok());
@@ -197,9 +210,7 @@ TEST(ImageStoreTest, RoundTripRandomZeroRepeatedOddSize) {
   // Everything comes back after a reopen, from the pack indexes alone.
   store.reset();
   store = OpenStore(dir);
-  restored = Restore(store.get(), "img-1");
-  ASSERT_TRUE(restored.ok()) << restored.status();
-  EXPECT_TRUE(*restored == volume);
+  ASSERT_TRUE(RestoresTo(store.get(), "img-1", volume));
   auto report = store->VerifyImage("img-1");
   ASSERT_TRUE(report.ok()) << report.status();
   EXPECT_TRUE(report->ok());
@@ -244,9 +255,7 @@ TEST(ImageStoreTest, OpenPackFilesAreBounded) {
   ASSERT_TRUE(Capture(store.get(), "many", volume).ok());
   ASSERT_GT(FilesIn(dir + "/packs", ".pack").size(), 4u);
   for (int round = 0; round < 2; ++round) {
-    auto restored = Restore(store.get(), "many");
-    ASSERT_TRUE(restored.ok()) << restored.status();
-    EXPECT_TRUE(*restored == volume);
+    ASSERT_TRUE(RestoresTo(store.get(), "many", volume));
     EXPECT_LE(OpenPackFiles(dir), 2u);
     EXPECT_GE(OpenPackFiles(dir), 1u);
   }
@@ -291,9 +300,7 @@ TEST(ImageStoreTest, PerCaptureCompressionLevel) {
     ASSERT_TRUE(summary.ok()) << summary.status();
     stored[i] = summary->new_stored_bytes;
     if (i == 1) {
-      auto restored = Restore(fresh.get(), "img");
-      ASSERT_TRUE(restored.ok());
-      EXPECT_TRUE(*restored == text);
+      ASSERT_TRUE(RestoresTo(fresh.get(), "img", text));
     }
   }
   EXPECT_LT(stored[1], stored[0]);
@@ -315,9 +322,7 @@ TEST(ImageStoreTest, SameDataTwiceStoresNothingNew) {
   EXPECT_EQ(after->stored_bytes, before->stored_bytes);
   EXPECT_EQ(after->pack_count, before->pack_count);
   EXPECT_EQ(after->logical_bytes, 2 * first->logical_bytes);
-  auto restored = Restore(store.get(), "b");
-  ASSERT_TRUE(restored.ok());
-  EXPECT_TRUE(*restored == volume);
+  ASSERT_TRUE(RestoresTo(store.get(), "b", volume));
 }
 
 TEST(ImageStoreTest, ChangedBlocksStoreOnlyTheirChunks) {
@@ -335,9 +340,7 @@ TEST(ImageStoreTest, ChangedBlocksStoreOnlyTheirChunks) {
   EXPECT_EQ(summary->new_chunks, 3u);
   EXPECT_GT(summary->new_stored_bytes, 0u);
   EXPECT_LT(summary->new_stored_bytes, 3u * kChunk);
-  auto restored = Restore(store.get(), "changed");
-  ASSERT_TRUE(restored.ok());
-  EXPECT_TRUE(*restored == changed);
+  ASSERT_TRUE(RestoresTo(store.get(), "changed", changed));
 }
 
 TEST(ImageStoreTest, CorruptPackByteIsDataLossAndVerifyListsIt) {
@@ -493,9 +496,7 @@ TEST(ImageStoreTest, RecaptureRepairsADamagedChunk) {
   auto repaired = store->VerifyImage("a");
   ASSERT_TRUE(repaired.ok()) << repaired.status();
   EXPECT_TRUE(repaired->ok()) << absl::StrJoin(repaired->errors, "; ");
-  auto a = Restore(store.get(), "a");
-  ASSERT_TRUE(a.ok()) << a.status();
-  EXPECT_TRUE(*a == volume);
+  ASSERT_TRUE(RestoresTo(store.get(), "a", volume));
 
   // Pack names order the load: the damaged pack is found first, then last.
   // A collection straight after the restart, before any read found the
@@ -523,9 +524,7 @@ TEST(ImageStoreTest, RecaptureRepairsADamagedChunk) {
       auto report = store->VerifyImage(id);
       ASSERT_TRUE(report.ok()) << report.status();
       EXPECT_TRUE(report->ok()) << id << ": " << absl::StrJoin(report->errors, "; ");
-      auto restored = Restore(store.get(), id);
-      ASSERT_TRUE(restored.ok()) << restored.status();
-      EXPECT_TRUE(*restored == volume) << id;
+      ASSERT_TRUE(RestoresTo(store.get(), id, volume));
     }
   }
   ASSERT_TRUE(store->DeleteImage("b").ok());
@@ -560,9 +559,7 @@ TEST(ImageStoreTest, RecaptureRepairsChunksOfAPackDeletedWhileRunning) {
   auto repaired = store->VerifyImage("a");
   ASSERT_TRUE(repaired.ok()) << repaired.status();
   EXPECT_TRUE(repaired->ok()) << absl::StrJoin(repaired->errors, "; ");
-  auto a = Restore(store.get(), "a");
-  ASSERT_TRUE(a.ok()) << a.status();
-  EXPECT_TRUE(*a == volume);
+  ASSERT_TRUE(RestoresTo(store.get(), "a", volume));
 }
 
 TEST(ImageStoreTest, DeletedPackIsListedMissing) {
@@ -675,9 +672,8 @@ TEST(ImageStoreTest, ArgumentAndStateErrors) {
             absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(store->BeginImage("zeros", 1 << 20, 512).status().code(),
             absl::StatusCode::kAlreadyExists);
-  auto restored = Restore(store.get(), "zeros");
-  ASSERT_TRUE(restored.ok());
-  EXPECT_TRUE(*restored == std::string(volume.size(), '\0'));
+  ASSERT_TRUE(
+      RestoresTo(store.get(), "zeros", std::string(volume.size(), '\0')));
 }
 
 // Hashing threads add chunks slightly out of order while the capture loop
@@ -731,9 +727,7 @@ TEST(ImageStoreTest, OutOfOrderChunksAndZeroRanges) {
   ASSERT_TRUE(summary.ok()) << summary.status();
   EXPECT_EQ(summary->zero_chunks, n / 5);
   EXPECT_EQ(summary->data_chunks, n - n / 5);
-  auto restored = Restore(store.get(), "ooo");
-  ASSERT_TRUE(restored.ok()) << restored.status();
-  EXPECT_TRUE(*restored == volume);
+  ASSERT_TRUE(RestoresTo(store.get(), "ooo", volume));
   // Same image as an in-order capture of the same bytes.
   auto in_order = Capture(store.get(), "in_order", volume);
   ASSERT_TRUE(in_order.ok()) << in_order.status();
@@ -790,9 +784,7 @@ TEST(ImageStoreTest, AbortLeavesNoImageAndCollectionReclaims) {
     EXPECT_GT(gc->packs_deleted, 0u);
     EXPECT_EQ(FilesIn(dir + "/packs", ".pack").size(), packs_before);
     EXPECT_EQ(store->Status()->stored_bytes, stored_before);
-    auto restored = Restore(store.get(), "keep");
-    ASSERT_TRUE(restored.ok()) << restored.status();
-    EXPECT_TRUE(*restored == keep);
+    ASSERT_TRUE(RestoresTo(store.get(), "keep", keep));
   }
 }
 
@@ -830,9 +822,7 @@ TEST(ImageStoreTest, CollectionSparesLiveImagesAndCaptureInProgress) {
   }
   auto summary = (*w)->Commit();
   ASSERT_TRUE(summary.ok()) << summary.status();
-  auto restored = Restore(store.get(), "new");
-  ASSERT_TRUE(restored.ok()) << restored.status();
-  EXPECT_TRUE(*restored == volume);
+  ASSERT_TRUE(RestoresTo(store.get(), "new", volume));
   for (uint64_t i = 0; i < (*other_reader)->manifest().ChunkCount(); ++i) {
     auto c = (*other_reader)->ReadChunk(i);
     ASSERT_TRUE(c.ok()) << c.status();
@@ -843,9 +833,7 @@ TEST(ImageStoreTest, CollectionSparesLiveImagesAndCaptureInProgress) {
   store.reset();
   store = OpenStore(dir);
   ASSERT_TRUE(store->CollectGarbage(false).ok());
-  restored = Restore(store.get(), "new");
-  ASSERT_TRUE(restored.ok()) << restored.status();
-  EXPECT_TRUE(*restored == volume);
+  ASSERT_TRUE(RestoresTo(store.get(), "new", volume));
 }
 
 TEST(ImageStoreTest, CollectionRepacksMostlyDeadPacks) {
@@ -867,9 +855,7 @@ TEST(ImageStoreTest, CollectionRepacksMostlyDeadPacks) {
   EXPECT_GT(gc->bytes_freed, 0u);
   EXPECT_EQ(FilesIn(dir + "/packs", ".pack").size(), 1u);
   EXPECT_LT(store->Status()->stored_bytes, before / 3);
-  auto restored = Restore(store.get(), "small");
-  ASSERT_TRUE(restored.ok()) << restored.status();
-  EXPECT_TRUE(*restored == small);
+  ASSERT_TRUE(RestoresTo(store.get(), "small", small));
   store.reset();
   store = OpenStore(dir, o);
   auto report = store->VerifyImage("small");
@@ -911,9 +897,7 @@ TEST(ImageStoreTest, FullDiskAbortsCaptureAndStoreStaysConsistent) {
   auto report = store->VerifyImage("first");
   ASSERT_TRUE(report.ok());
   EXPECT_TRUE(report->ok());
-  auto restored = Restore(store.get(), "first");
-  ASSERT_TRUE(restored.ok());
-  EXPECT_TRUE(*restored == first);
+  ASSERT_TRUE(RestoresTo(store.get(), "first", first));
   ASSERT_TRUE(store->CollectGarbage(false).ok());
   // With space again, the capture works.
   auto again = Capture(store.get(), "second", second);
@@ -964,14 +948,10 @@ TEST(ImageStoreTest, CrashAtEveryOperationLeavesNoImageOrACompleteOne) {
     if (fault.crashed()) ++crashes;
     auto store = OpenStore(dir);
     EXPECT_EQ(TempFiles(dir), 0u) << ops;
-    auto restored = Restore(store.get(), "base");
-    ASSERT_TRUE(restored.ok()) << ops << restored.status();
-    EXPECT_TRUE(*restored == base);
+    ASSERT_TRUE(RestoresTo(store.get(), "base", base)) << ops;
     auto images = store->ListImages();
     if (std::count(images.begin(), images.end(), "next") > 0) {
-      auto got = Restore(store.get(), "next");
-      ASSERT_TRUE(got.ok()) << ops << " " << got.status();
-      EXPECT_TRUE(*got == next) << ops;
+      ASSERT_TRUE(RestoresTo(store.get(), "next", next)) << ops;
     } else {
       EXPECT_FALSE(completed);
     }
@@ -1006,9 +986,7 @@ TEST(ImageStoreTest, ConcurrentWritersShareChunks) {
   ASSERT_TRUE(rb.ok()) << rb.status();
   for (const auto& [id, volume] :
        {std::make_pair("a", &a), std::make_pair("b", &b)}) {
-    auto restored = Restore(store.get(), id);
-    ASSERT_TRUE(restored.ok()) << restored.status();
-    EXPECT_TRUE(*restored == *volume) << id;
+    ASSERT_TRUE(RestoresTo(store.get(), id, *volume));
   }
   ASSERT_TRUE(store->CollectGarbage(false).ok());
   store.reset();

@@ -5,9 +5,7 @@
 #include <signal.h>
 
 #include <atomic>
-#include <cstdlib>
 #include <cstring>
-#include <filesystem>
 #include <functional>
 #include <memory>
 #include <random>
@@ -15,13 +13,13 @@
 #include <thread>
 
 #include "absl/cleanup/cleanup.h"
-#include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
 #include "storaged/image_capturer.h"
 #include "storaged/image_restorer.h"
 #include "storaged/image_store.h"
 #include "storaged/iscsi_volume.h"
+#include "storaged/testing/temp_store.h"
 #include "storaged/testing/tgtd_fixture.h"
 
 namespace storaged {
@@ -91,14 +89,6 @@ class HungTarget {
   std::thread canceller_;
 };
 
-std::unique_ptr<ImageStore> OpenStore(const std::string& name) {
-  std::string dir = absl::StrCat(std::getenv("TEST_TMPDIR"), "/", name);
-  std::filesystem::remove_all(dir);
-  auto store = ImageStore::Open(dir, ImageStoreOptions());
-  EXPECT_TRUE(store.ok()) << store.status();
-  return store.ok() ? std::move(*store) : nullptr;
-}
-
 // Back from the hang: a new session reads the LUN.
 void ExpectTargetWorks(const tests::Lun& lun) {
   auto volume = IscsiVolume::Open(lun.url);
@@ -116,7 +106,7 @@ void ExpectTargetWorks(const tests::Lun& lun) {
 TEST_F(IscsiCancelTest, CancelledRestoreReturnsAndReleasesTheSessionWhileTheTargetHangs) {
   constexpr uint64_t kSize = 64 << 20;
   tests::Lun lun = MakeLun(kSize, /*thin=*/false);
-  std::unique_ptr<ImageStore> store = OpenStore("restore-store");
+  std::unique_ptr<ImageStore> store = testing::OpenTempStore("restore-store");
   ASSERT_NE(store, nullptr);
   {
     // Incompressible, so the restore has 64 MiB to send.
@@ -169,7 +159,7 @@ TEST_F(IscsiCancelTest, CancelledRestoreReturnsAndReleasesTheSessionWhileTheTarg
 TEST_F(IscsiCancelTest, CancelledCaptureReleasesTheSessionWhileTheTargetHangs) {
   constexpr uint64_t kSize = 64 << 20;
   tests::Lun lun = MakeLun(kSize, /*thin=*/false);
-  std::unique_ptr<ImageStore> store = OpenStore("capture-store");
+  std::unique_ptr<ImageStore> store = testing::OpenTempStore("capture-store");
   ASSERT_NE(store, nullptr);
   auto volume = IscsiVolume::Open(lun.url, HangingTimeouts());
   ASSERT_TRUE(volume.ok()) << volume.status();

@@ -1,8 +1,6 @@
 // RestoreImage refuses, before writing anything, a target whose block size
 // does not divide the image's chunk size (32/64 KiB blocks against 16 KiB
 // chunks): such a restore used to fail halfway, the disk half written.
-#include <cstdlib>
-#include <filesystem>
 #include <memory>
 #include <string>
 
@@ -11,6 +9,7 @@
 #include "gtest/gtest.h"
 #include "storaged/image_restorer.h"
 #include "storaged/image_store.h"
+#include "storaged/testing/temp_store.h"
 #include "storaged/volume.h"
 
 namespace storaged {
@@ -69,15 +68,13 @@ class MemoryVolume final : public Volume {
 };
 
 TEST(RestoreBlockSizeTest, BlockLargerThanAChunkIsRefusedBeforeAnyWrite) {
-  std::string dir = std::string(std::getenv("TEST_TMPDIR")) + "/store";
-  std::filesystem::remove_all(dir);
   ImageStoreOptions o;
   o.chunk_size = kChunk;
-  auto store = ImageStore::Open(dir, o);
-  ASSERT_TRUE(store.ok()) << store.status();
+  std::unique_ptr<ImageStore> store = testing::OpenTempStore("store", o);
+  ASSERT_NE(store, nullptr);
   // Data and zero chunks alternating: every run is one 16 KiB chunk.
   constexpr uint64_t kSize = 8 * kChunk;
-  auto writer = (*store)->BeginImage("img", kSize, 512);
+  auto writer = store->BeginImage("img", kSize, 512);
   ASSERT_TRUE(writer.ok()) << writer.status();
   for (uint64_t i = 0; i < 8; ++i) {
     if (i % 2 == 0) {
@@ -90,7 +87,7 @@ TEST(RestoreBlockSizeTest, BlockLargerThanAChunkIsRefusedBeforeAnyWrite) {
 
   for (uint32_t block_size : {32u << 10, 64u << 10}) {
     SCOPED_TRACE(block_size);
-    auto reader = (*store)->OpenImage("img");
+    auto reader = store->OpenImage("img");
     ASSERT_TRUE(reader.ok());
     MemoryVolume volume(kSize, block_size);
     absl::StatusOr<RestoreProgress> restored = RestoreImage(**reader, volume, RestoreOptions());
@@ -105,7 +102,7 @@ TEST(RestoreBlockSizeTest, BlockLargerThanAChunkIsRefusedBeforeAnyWrite) {
     EXPECT_EQ(volume.writes, 0);
   }
   // 4 KiB blocks divide the chunk: the same image restores.
-  auto reader = (*store)->OpenImage("img");
+  auto reader = store->OpenImage("img");
   ASSERT_TRUE(reader.ok());
   MemoryVolume fine(kSize, 4096);
   absl::StatusOr<RestoreProgress> restored = RestoreImage(**reader, fine, RestoreOptions());

@@ -5,9 +5,7 @@
 #include <malloc.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <cstring>
-#include <filesystem>
 #include <fstream>
 #include <map>
 #include <memory>
@@ -16,7 +14,6 @@
 #include <vector>
 
 #include "absl/strings/numbers.h"
-#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
@@ -24,6 +21,7 @@
 #include "storaged/image_restorer.h"
 #include "storaged/image_store.h"
 #include "storaged/iscsi_volume.h"
+#include "storaged/testing/temp_store.h"
 #include "tests/san.h"
 
 namespace storaged {
@@ -167,21 +165,13 @@ std::string ReadBack(const std::map<uint64_t, std::string>& written, uint64_t of
   return out;
 }
 
-std::unique_ptr<ImageStore> OpenStore(const std::string& name) {
-  std::string dir = absl::StrCat(std::getenv("TEST_TMPDIR"), "/", name);
-  std::filesystem::remove_all(dir);
-  auto store = ImageStore::Open(dir, ImageStoreOptions());
-  EXPECT_TRUE(store.ok()) << store.status();
-  return store.ok() ? std::move(*store) : nullptr;
-}
-
 // Data chunks of the extents above at 16 KiB: the middle one starts 4 KiB
 // into a chunk and covers 193 chunks, one of them all zero.
 constexpr uint64_t kChunk = 16 * kKiB;
 constexpr uint64_t kDataChunks = 64 + (193 - 1) + 64;
 
 TEST(SparseVolumeTest, TwoTebibyteCaptureAndRestoreCostTheirDataNotTheirSize) {
-  auto store = OpenStore("store");
+  auto store = testing::OpenTempStore("store");
   ASSERT_NE(store, nullptr);
   const std::vector<DataExtent> data = MakeData();
   SparseVolume source(kVolumeSize, nullptr);
@@ -267,7 +257,7 @@ TEST(SparseVolumeTest, TwoTebibyteCaptureAndRestoreCostTheirDataNotTheirSize) {
 // A dense volume costs its chunk table, 32 bytes per data chunk, and a
 // bounded pipeline: no per-index arrays, no second copy at commit.
 TEST(SparseVolumeTest, DenseVolumeCostsThirtyTwoBytesPerDataChunk) {
-  auto store = OpenStore("dense");
+  auto store = testing::OpenTempStore("dense");
   ASSERT_NE(store, nullptr);
   constexpr uint64_t kSize = 64 * kMiB;
   std::mt19937_64 rng(9);
@@ -336,7 +326,7 @@ TEST(SparseVolumeTest, TwoTebibyteThinLunOverIscsi) {
     ASSERT_TRUE(f.good());
   }
 
-  auto store = OpenStore("iscsi-store");
+  auto store = testing::OpenTempStore("iscsi-store");
   ASSERT_NE(store, nullptr);
   {
     auto volume = IscsiVolume::Open(source_lun->url, {});

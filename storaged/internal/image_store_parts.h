@@ -1,6 +1,7 @@
-// The parts of ImageStore's implementation that its two source files share:
-// image_store.cc (captures, restores, garbage collection) and
-// image_store_copy.cc (sending and receiving images between nodes).
+// The parts of ImageStore's implementation that its source files share:
+// image_store.cc (loading and reading images), image_writer.cc (captures),
+// image_store_gc.cc (garbage collection) and image_store_copy.cc (sending and
+// receiving images between nodes).
 #ifndef STORAGED_INTERNAL_IMAGE_STORE_PARTS_H_
 #define STORAGED_INTERNAL_IMAGE_STORE_PARTS_H_
 

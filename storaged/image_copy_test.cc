@@ -33,25 +33,9 @@ namespace {
 namespace pb = imagetemplates::storagenode::v1;
 namespace stdfs = std::filesystem;
 
-constexpr uint32_t kChunk = 16 << 10;
-
-ImageStoreOptions Options() {
-  ImageStoreOptions o;
-  o.chunk_size = kChunk;
-  o.frame_size = 256 << 10;  // 16 chunks a frame
-  o.pack_size = 4 << 20;
-  return o;
-}
-
-// Half random, half text: zstd has something to do, every chunk distinct.
-std::string ChunkData(uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::string out(kChunk, '\0');
-  for (size_t i = 0; i < out.size(); ++i) {
-    out[i] = (i / 256) % 2 == 0 ? static_cast<char>(rng()) : "copy me, only once "[i % 19];
-  }
-  return out;
-}
+using testing::ChunkData;
+using testing::kChunk;
+constexpr auto Options = testing::SmallStoreOptions;
 
 // A volume as chunk seeds; 0 is an all-zero chunk.
 using Seeds = std::vector<uint64_t>;

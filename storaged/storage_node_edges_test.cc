@@ -27,23 +27,9 @@ namespace {
 namespace pb = imagetemplates::storagenode::v1;
 namespace stdfs = std::filesystem;
 
-constexpr uint32_t kChunk = 16 << 10;
-
-ImageStoreOptions Options() {
-  ImageStoreOptions o;
-  o.chunk_size = kChunk;
-  o.frame_size = 256 << 10;
-  o.pack_size = 4 << 20;
-  return o;
-}
-
-std::string ChunkData(int seed) {
-  std::string out(kChunk, '\0');
-  for (size_t i = 0; i < out.size(); ++i) {
-    out[i] = static_cast<char>((i * 131 + seed * 7919) % 251 + (i / 512) % 3);
-  }
-  return out;
-}
+using testing::ChunkData;
+using testing::kChunk;
+constexpr auto Options = testing::SmallStoreOptions;
 
 // One PutChunks stream of `requests`; its status.
 grpc::Status PutChunks(testing::ServiceNode& node, const std::vector<pb::PutChunksRequest>& requests,

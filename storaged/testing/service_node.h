@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <memory>
+#include <random>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -20,6 +21,27 @@
 
 namespace storaged {
 namespace testing {
+
+inline constexpr uint32_t kChunk = 16 << 10;
+
+// Small frames and packs, so a few chunks span several of each.
+inline ImageStoreOptions SmallStoreOptions() {
+  ImageStoreOptions o;
+  o.chunk_size = kChunk;
+  o.frame_size = 256 << 10;  // 16 chunks a frame
+  o.pack_size = 4 << 20;
+  return o;
+}
+
+// Half random, half text: zstd has something to do, every seed distinct.
+inline std::string ChunkData(uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::string out(kChunk, '\0');
+  for (size_t i = 0; i < out.size(); ++i) {
+    out[i] = (i / 256) % 2 == 0 ? static_cast<char>(rng()) : "copy me, only once "[i % 19];
+  }
+  return out;
+}
 
 struct ServiceNode {
   ServiceNode(const std::string& name, const ImageStoreOptions& options) {

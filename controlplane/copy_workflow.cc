@@ -103,18 +103,7 @@ class CopyRun {
   CopyRun(CopyWorkflow& workflow, OperationContext& context)
       : deps_(workflow.deps_), context_(context) {}
 
-  absl::Status Load() {
-    absl::MutexLock lock(&mu_);
-    if (!checkpoint_.ParseFromString(context_.initial_checkpoint()) ||
-        checkpoint_.template_id().empty()) {
-      return absl::InternalError("copy operation has no usable checkpoint");
-    }
-    context_.SetCheckpointSource([this] {
-      absl::MutexLock lock(&mu_);
-      return checkpoint_.SerializeAsString();
-    });
-    return absl::OkStatus();
-  }
+  absl::Status Load() { return LoadCheckpoint("copy", context_, &mu_, &checkpoint_); }
 
   absl::Status Run() {
     const CopyCheckpoint cp = Snapshot();

@@ -223,18 +223,7 @@ class DeployRun {
   DeployRun(DeployWorkflow& workflow, OperationContext& context)
       : workflow_(workflow), deps_(workflow.deps_), context_(context) {}
 
-  absl::Status Load() {
-    absl::MutexLock lock(&mu_);
-    if (!checkpoint_.ParseFromString(context_.initial_checkpoint()) ||
-        checkpoint_.template_id().empty()) {
-      return absl::InternalError("deploy operation has no usable checkpoint");
-    }
-    context_.SetCheckpointSource([this] {
-      absl::MutexLock lock(&mu_);
-      return checkpoint_.SerializeAsString();
-    });
-    return absl::OkStatus();
-  }
+  absl::Status Load() { return LoadCheckpoint("deploy", context_, &mu_, &checkpoint_); }
 
   absl::Status Run() {
     absl::Status status = absl::CancelledError("the operation was cancelled");

@@ -135,37 +135,7 @@ grpc::ServerUnaryReactor* ImageTemplateServiceImpl::ListImageTemplates(
                                                 imagetemplates::v1::Response* response) {       \
     return Handle(*context, #Method, *request, response, &ImageTemplateManager::Method);      \
   }
-CONTROLPLANE_TEMPLATE_RPC_(CreateImageTemplate, CreateImageTemplateRequest, Operation)
-CONTROLPLANE_TEMPLATE_RPC_(UpdateImageTemplate, UpdateImageTemplateRequest,
-                           UpdateImageTemplateResponse)
-CONTROLPLANE_TEMPLATE_RPC_(DeleteImageTemplate, DeleteImageTemplateRequest, Operation)
-CONTROLPLANE_TEMPLATE_RPC_(DeployImageTemplate, DeployImageTemplateRequest, Operation)
-CONTROLPLANE_TEMPLATE_RPC_(ShareImageTemplate, ShareImageTemplateRequest,
-                           ShareImageTemplateResponse)
-CONTROLPLANE_TEMPLATE_RPC_(UnshareImageTemplate, UnshareImageTemplateRequest,
-                           UnshareImageTemplateResponse)
-CONTROLPLANE_TEMPLATE_RPC_(ListImageTemplateShares, ListImageTemplateSharesRequest,
-                           ListImageTemplateSharesResponse)
-CONTROLPLANE_TEMPLATE_RPC_(PublishImageTemplate, PublishImageTemplateRequest,
-                           PublishImageTemplateResponse)
-CONTROLPLANE_TEMPLATE_RPC_(UnpublishImageTemplate, UnpublishImageTemplateRequest,
-                           UnpublishImageTemplateResponse)
-CONTROLPLANE_TEMPLATE_RPC_(ListImageTemplateLocations, ListImageTemplateLocationsRequest,
-                           ListImageTemplateLocationsResponse)
-CONTROLPLANE_TEMPLATE_RPC_(AddImageTemplateLocations, AddImageTemplateLocationsRequest,
-                           Operation)
-CONTROLPLANE_TEMPLATE_RPC_(RemoveImageTemplateLocations, RemoveImageTemplateLocationsRequest,
-                           RemoveImageTemplateLocationsResponse)
-CONTROLPLANE_TEMPLATE_RPC_(DeprecateImageTemplate, DeprecateImageTemplateRequest,
-                           DeprecateImageTemplateResponse)
-CONTROLPLANE_TEMPLATE_RPC_(UndeprecateImageTemplate, UndeprecateImageTemplateRequest,
-                           UndeprecateImageTemplateResponse)
-CONTROLPLANE_TEMPLATE_RPC_(DisableImageTemplate, DisableImageTemplateRequest,
-                           DisableImageTemplateResponse)
-CONTROLPLANE_TEMPLATE_RPC_(EnableImageTemplate, EnableImageTemplateRequest,
-                           EnableImageTemplateResponse)
-CONTROLPLANE_TEMPLATE_RPC_(SetDeleteProtection, SetDeleteProtectionRequest,
-                           SetDeleteProtectionResponse)
+CONTROLPLANE_TEMPLATE_RPCS_(CONTROLPLANE_TEMPLATE_RPC_)
 #undef CONTROLPLANE_TEMPLATE_RPC_
 
 }  // namespace controlplane

@@ -37,6 +37,29 @@ std::string EncodeGetImageTemplateResponse(const EncodedTemplate& image_template
 // The ListImageTemplatesResponse wire bytes of `page`.
 std::string EncodeListImageTemplatesResponse(const ImageTemplateManager::TemplatePage& page);
 
+// The unary RPCs that the manager's method of the same name serves:
+// X(method, request, response), types in imagetemplates::v1.
+#define CONTROLPLANE_TEMPLATE_RPCS_(X)                                                             \
+  X(CreateImageTemplate, CreateImageTemplateRequest, Operation)                                    \
+  X(UpdateImageTemplate, UpdateImageTemplateRequest, UpdateImageTemplateResponse)                  \
+  X(DeleteImageTemplate, DeleteImageTemplateRequest, Operation)                                    \
+  X(DeployImageTemplate, DeployImageTemplateRequest, Operation)                                    \
+  X(ShareImageTemplate, ShareImageTemplateRequest, ShareImageTemplateResponse)                     \
+  X(UnshareImageTemplate, UnshareImageTemplateRequest, UnshareImageTemplateResponse)               \
+  X(ListImageTemplateShares, ListImageTemplateSharesRequest, ListImageTemplateSharesResponse)      \
+  X(PublishImageTemplate, PublishImageTemplateRequest, PublishImageTemplateResponse)               \
+  X(UnpublishImageTemplate, UnpublishImageTemplateRequest, UnpublishImageTemplateResponse)         \
+  X(ListImageTemplateLocations, ListImageTemplateLocationsRequest,                                 \
+    ListImageTemplateLocationsResponse)                                                            \
+  X(AddImageTemplateLocations, AddImageTemplateLocationsRequest, Operation)                        \
+  X(RemoveImageTemplateLocations, RemoveImageTemplateLocationsRequest,                             \
+    RemoveImageTemplateLocationsResponse)                                                          \
+  X(DeprecateImageTemplate, DeprecateImageTemplateRequest, DeprecateImageTemplateResponse)         \
+  X(UndeprecateImageTemplate, UndeprecateImageTemplateRequest, UndeprecateImageTemplateResponse)   \
+  X(DisableImageTemplate, DisableImageTemplateRequest, DisableImageTemplateResponse)               \
+  X(EnableImageTemplate, EnableImageTemplateRequest, EnableImageTemplateResponse)                  \
+  X(SetDeleteProtection, SetDeleteProtectionRequest, SetDeleteProtectionResponse)
+
 // Thread-safe. Does not own its dependencies.
 class ImageTemplateServiceImpl final : public ImageTemplateServiceBase {
  public:
@@ -54,37 +77,7 @@ class ImageTemplateServiceImpl final : public ImageTemplateServiceBase {
 #define CONTROLPLANE_TEMPLATE_RPC_(Method, Request, Response)                          \
   grpc::Status Method(grpc::ServerContext* context, const imagetemplates::v1::Request* request, \
                       imagetemplates::v1::Response* response) override;
-  CONTROLPLANE_TEMPLATE_RPC_(CreateImageTemplate, CreateImageTemplateRequest, Operation)
-  CONTROLPLANE_TEMPLATE_RPC_(UpdateImageTemplate, UpdateImageTemplateRequest,
-                             UpdateImageTemplateResponse)
-  CONTROLPLANE_TEMPLATE_RPC_(DeleteImageTemplate, DeleteImageTemplateRequest, Operation)
-  CONTROLPLANE_TEMPLATE_RPC_(DeployImageTemplate, DeployImageTemplateRequest, Operation)
-  CONTROLPLANE_TEMPLATE_RPC_(ShareImageTemplate, ShareImageTemplateRequest,
-                             ShareImageTemplateResponse)
-  CONTROLPLANE_TEMPLATE_RPC_(UnshareImageTemplate, UnshareImageTemplateRequest,
-                             UnshareImageTemplateResponse)
-  CONTROLPLANE_TEMPLATE_RPC_(ListImageTemplateShares, ListImageTemplateSharesRequest,
-                             ListImageTemplateSharesResponse)
-  CONTROLPLANE_TEMPLATE_RPC_(PublishImageTemplate, PublishImageTemplateRequest,
-                             PublishImageTemplateResponse)
-  CONTROLPLANE_TEMPLATE_RPC_(UnpublishImageTemplate, UnpublishImageTemplateRequest,
-                             UnpublishImageTemplateResponse)
-  CONTROLPLANE_TEMPLATE_RPC_(ListImageTemplateLocations, ListImageTemplateLocationsRequest,
-                             ListImageTemplateLocationsResponse)
-  CONTROLPLANE_TEMPLATE_RPC_(AddImageTemplateLocations, AddImageTemplateLocationsRequest,
-                             Operation)
-  CONTROLPLANE_TEMPLATE_RPC_(RemoveImageTemplateLocations, RemoveImageTemplateLocationsRequest,
-                             RemoveImageTemplateLocationsResponse)
-  CONTROLPLANE_TEMPLATE_RPC_(DeprecateImageTemplate, DeprecateImageTemplateRequest,
-                             DeprecateImageTemplateResponse)
-  CONTROLPLANE_TEMPLATE_RPC_(UndeprecateImageTemplate, UndeprecateImageTemplateRequest,
-                             UndeprecateImageTemplateResponse)
-  CONTROLPLANE_TEMPLATE_RPC_(DisableImageTemplate, DisableImageTemplateRequest,
-                             DisableImageTemplateResponse)
-  CONTROLPLANE_TEMPLATE_RPC_(EnableImageTemplate, EnableImageTemplateRequest,
-                             EnableImageTemplateResponse)
-  CONTROLPLANE_TEMPLATE_RPC_(SetDeleteProtection, SetDeleteProtectionRequest,
-                             SetDeleteProtectionResponse)
+  CONTROLPLANE_TEMPLATE_RPCS_(CONTROLPLANE_TEMPLATE_RPC_)
 #undef CONTROLPLANE_TEMPLATE_RPC_
 
  private:

@@ -419,18 +419,26 @@ TEST_F(RequestIdCrashTest, NestedTransactionsAreSavepoints) {
 // and its operation; a process that dies before remembering leaves its
 // claim. The repeat of the next process (another request_id store) answers
 // with that operation instead of capturing twice or ALREADY_EXISTS.
-class CreateCrashTest : public WorkflowTestEnvironment {};
+class CreateCrashTest : public WorkflowTestEnvironment {
+ protected:
+  // manager_'s stores, audit and accounts, but `request_ids` for its
+  // request_id store and no workflows: the caller adds the one it calls.
+  ImageTemplateManager::Dependencies DependenciesWith(RequestIdStore* request_ids) {
+    ImageTemplateManager::Dependencies deps;
+    deps.templates = templates_.get();
+    deps.operations = operations_.get();
+    deps.request_ids = request_ids;
+    deps.audit = &audit_;
+    deps.quotas = &accounts_;
+    deps.accounts = &accounts_;
+    return deps;
+  }
+};
 
 TEST_F(CreateCrashTest, RepeatAfterCrashReturnsTheStartedOperation) {
   CrashingRequestIds crashing(db_.get());
   crashing.fail_remember = true;
-  ImageTemplateManager::Dependencies deps;
-  deps.templates = templates_.get();
-  deps.operations = operations_.get();
-  deps.request_ids = &crashing;
-  deps.audit = &audit_;
-  deps.quotas = &accounts_;
-  deps.accounts = &accounts_;
+  ImageTemplateManager::Dependencies deps = DependenciesWith(&crashing);
   deps.create = create_.get();
   ImageTemplateManager dying(deps);
 
@@ -489,13 +497,7 @@ TEST_F(CreateCrashTest, DeployRepeatAfterCrashReservesOnce) {
   AddDeployVolumes(2);  // room for two deploys of one server
   CrashingRequestIds crashing(db_.get());
   crashing.fail_remember = true;
-  ImageTemplateManager::Dependencies deps;
-  deps.templates = templates_.get();
-  deps.operations = operations_.get();
-  deps.request_ids = &crashing;
-  deps.audit = &audit_;
-  deps.quotas = &accounts_;
-  deps.accounts = &accounts_;
+  ImageTemplateManager::Dependencies deps = DependenciesWith(&crashing);
   deps.deploy = deploy_.get();
   ImageTemplateManager dying(deps);
 

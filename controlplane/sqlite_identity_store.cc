@@ -1,6 +1,7 @@
 #include "controlplane/sqlite_identity_store.h"
 
 #include <algorithm>
+#include <functional>
 #include <optional>
 #include <set>
 
@@ -11,6 +12,7 @@
 #include "controlplane/idempotency.h"
 #include "controlplane/ids.h"
 #include "controlplane/page_token.h"
+#include "controlplane/sqlite_keyset_page.h"
 #include "controlplane/validation.h"
 
 namespace controlplane {
@@ -267,6 +269,23 @@ v1::ApiKey ReadApiKeyRow(const SqliteStatement& stmt) {
   return key;
 }
 
+// A mutation keyed by the request's request_id (INVALID_ARGUMENT if
+// malformed, checked first): IdempotentTransaction of `work` in the caller's
+// account, fingerprinted as `method`, with `scrub` and `replay_check` as
+// there.
+template <typename Response, typename Request>
+absl::StatusOr<Response> IdempotentMutation(
+    SqliteDatabase* db, const Caller& caller, absl::string_view method, const Request& request,
+    const std::function<absl::StatusOr<Response>(SqliteConnection&)>& work,
+    const std::function<void(Response*)>& scrub = nullptr,
+    const std::function<absl::Status(SqliteConnection&, const Response&)>& replay_check =
+        nullptr) {
+  RETURN_IF_ERROR(ValidateRequestId(request.request_id()));
+  return IdempotentTransaction<Response>(db, caller.account_id, request.request_id(),
+                                         RequestFingerprint(method, request), work, scrub,
+                                         replay_check);
+}
+
 }  // namespace
 
 absl::StatusOr<QuotaLimits> SqliteIdentityStore::ReadQuotaLimits(SqliteConnection& conn,
@@ -329,10 +348,8 @@ absl::StatusOr<v1::CreateAccountResponse> SqliteIdentityStore::CreateAccount(
     return absl::PermissionDeniedError("creating accounts needs PERMISSION_PLATFORM_OPERATOR");
   }
   ASSIGN_OR_RETURN(std::string name, ValidateName("name", request.name(), kMaxAccountName));
-  RETURN_IF_ERROR(ValidateRequestId(request.request_id()));
-  return IdempotentTransaction<v1::CreateAccountResponse>(
-      db_, caller.account_id, request.request_id(),
-      RequestFingerprint("CreateAccount", request),
+  return IdempotentMutation<v1::CreateAccountResponse>(
+      db_, caller, "CreateAccount", request,
       [&](SqliteConnection& conn) -> absl::StatusOr<v1::CreateAccountResponse> {
         v1::CreateAccountResponse response;
         v1::Account* account = response.mutable_account();
@@ -378,23 +395,17 @@ absl::StatusOr<v1::ListAccountsResponse> SqliteIdentityStore::ListAccounts(
   ASSIGN_OR_RETURN(int page_size, PageSize(request.page_size()));
   std::string filters = FilterKey({"accounts", request.name_contains()});
   ASSIGN_OR_RETURN(auto after, DecodePageToken(request.page_token(), filters));
-  if (!after.empty() && after.size() != 2) return absl::InvalidArgumentError("page_token: malformed");
+  RETURN_IF_ERROR(CheckCursor(after, 2));
   v1::ListAccountsResponse response;
   RETURN_IF_ERROR(db_->Read([&](SqliteConnection& conn) -> absl::Status {
     ASSIGN_OR_RETURN(auto stmt, conn.Prepare(
         "SELECT id FROM accounts WHERE (?1 = '' OR instr(lower(name), lower(?1)) > 0) "
         "AND (?2 = 0 OR (name, id) > (?3, ?4)) ORDER BY name, id LIMIT ?5"));
     stmt.Bind(1, request.name_contains()).Bind(2, !after.empty());
-    stmt.Bind(3, after.empty() ? "" : after[0]).Bind(4, after.empty() ? "" : after[1]);
+    stmt.Bind(3, Part(after, 0)).Bind(4, Part(after, 1));
     stmt.Bind(5, page_size + 1);
-    std::vector<std::string> ids;
-    while (true) {
-      ASSIGN_OR_RETURN(bool row, stmt.Step());
-      if (!row) break;
-      ids.push_back(stmt.ColumnText(0));
-    }
-    bool more = static_cast<int>(ids.size()) > page_size;
-    if (more) ids.pop_back();
+    ASSIGN_OR_RETURN(auto page, PageIds(stmt, page_size));
+    const auto& [ids, more] = page;
     for (const std::string& id : ids) {
       ASSIGN_OR_RETURN(auto account, ReadAccount(conn, id));
       if (account) *response.add_accounts() = *std::move(account);
@@ -423,10 +434,8 @@ absl::StatusOr<v1::UpdateAccountResponse> SqliteIdentityStore::UpdateAccount(
   if (set_name) {
     ASSIGN_OR_RETURN(name, ValidateName("name", request.name(), kMaxAccountName));
   }
-  RETURN_IF_ERROR(ValidateRequestId(request.request_id()));
-  return IdempotentTransaction<v1::UpdateAccountResponse>(
-      db_, caller.account_id, request.request_id(),
-      RequestFingerprint("UpdateAccount", request),
+  return IdempotentMutation<v1::UpdateAccountResponse>(
+      db_, caller, "UpdateAccount", request,
       [&](SqliteConnection& conn) -> absl::StatusOr<v1::UpdateAccountResponse> {
         ASSIGN_OR_RETURN(auto account, ReadAccount(conn, request.id()));
         if (!account) return NoSuchAccount();
@@ -462,10 +471,8 @@ absl::StatusOr<v1::CreateUserResponse> SqliteIdentityStore::CreateUser(
   RETURN_IF_ERROR(ValidateToken("username", request.username(), kMaxUsername, "._@-"));
   RETURN_IF_ERROR(CheckDeviceAccessShape(request.device_access()));
   RETURN_IF_ERROR(CheckGrantableAccess(caller, request.device_access()));
-  RETURN_IF_ERROR(ValidateRequestId(request.request_id()));
-  return IdempotentTransaction<v1::CreateUserResponse>(
-      db_, caller.account_id, request.request_id(),
-      RequestFingerprint("CreateUser", request),
+  return IdempotentMutation<v1::CreateUserResponse>(
+      db_, caller, "CreateUser", request,
       [&](SqliteConnection& conn) -> absl::StatusOr<v1::CreateUserResponse> {
         ASSIGN_OR_RETURN(auto account, ReadAccount(conn, account_id));
         if (!account) return absl::NotFoundError("account_id: account not found");
@@ -511,7 +518,7 @@ absl::StatusOr<v1::ListUsersResponse> SqliteIdentityStore::ListUsers(
   ASSIGN_OR_RETURN(int page_size, PageSize(request.page_size()));
   std::string filters = FilterKey({"users", account_id});
   ASSIGN_OR_RETURN(auto after, DecodePageToken(request.page_token(), filters));
-  if (!after.empty() && after.size() != 2) return absl::InvalidArgumentError("page_token: malformed");
+  RETURN_IF_ERROR(CheckCursor(after, 2));
   v1::ListUsersResponse response;
   RETURN_IF_ERROR(db_->Read([&](SqliteConnection& conn) -> absl::Status {
     ASSIGN_OR_RETURN(auto account, ReadAccount(conn, account_id));
@@ -520,16 +527,10 @@ absl::StatusOr<v1::ListUsersResponse> SqliteIdentityStore::ListUsers(
         "SELECT id FROM users WHERE account_id = ?1 AND (?2 = 0 OR (username, id) > (?3, ?4)) "
         "ORDER BY username, id LIMIT ?5"));
     stmt.Bind(1, account_id).Bind(2, !after.empty());
-    stmt.Bind(3, after.empty() ? "" : after[0]).Bind(4, after.empty() ? "" : after[1]);
+    stmt.Bind(3, Part(after, 0)).Bind(4, Part(after, 1));
     stmt.Bind(5, page_size + 1);
-    std::vector<std::string> ids;
-    while (true) {
-      ASSIGN_OR_RETURN(bool row, stmt.Step());
-      if (!row) break;
-      ids.push_back(stmt.ColumnText(0));
-    }
-    bool more = static_cast<int>(ids.size()) > page_size;
-    if (more) ids.pop_back();
+    ASSIGN_OR_RETURN(auto page, PageIds(stmt, page_size));
+    const auto& [ids, more] = page;
     for (const std::string& id : ids) {
       ASSIGN_OR_RETURN(*response.add_users(), MustReadUser(conn, id));
     }
@@ -545,10 +546,8 @@ absl::StatusOr<v1::ListUsersResponse> SqliteIdentityStore::ListUsers(
 absl::StatusOr<v1::DeleteUserResponse> SqliteIdentityStore::DeleteUser(
     const Caller& caller, const v1::DeleteUserRequest& request) {
   RETURN_IF_ERROR(ValidateUuid("id", request.id()));
-  RETURN_IF_ERROR(ValidateRequestId(request.request_id()));
-  return IdempotentTransaction<v1::DeleteUserResponse>(
-      db_, caller.account_id, request.request_id(),
-      RequestFingerprint("DeleteUser", request),
+  return IdempotentMutation<v1::DeleteUserResponse>(
+      db_, caller, "DeleteUser", request,
       [&](SqliteConnection& conn) -> absl::StatusOr<v1::DeleteUserResponse> {
         ASSIGN_OR_RETURN(v1::User user, ChangeableUser(conn, caller, request.id(), false));
         if (user.id() == caller.user_id) {
@@ -580,10 +579,8 @@ absl::StatusOr<v1::DeleteUserResponse> SqliteIdentityStore::DeleteUser(
 absl::StatusOr<v1::SetUserPermissionsResponse> SqliteIdentityStore::SetUserPermissions(
     const Caller& caller, const v1::SetUserPermissionsRequest& request) {
   RETURN_IF_ERROR(ValidateUuid("user_id", request.user_id()));
-  RETURN_IF_ERROR(ValidateRequestId(request.request_id()));
-  return IdempotentTransaction<v1::SetUserPermissionsResponse>(
-      db_, caller.account_id, request.request_id(),
-      RequestFingerprint("SetUserPermissions", request),
+  return IdempotentMutation<v1::SetUserPermissionsResponse>(
+      db_, caller, "SetUserPermissions", request,
       [&](SqliteConnection& conn) -> absl::StatusOr<v1::SetUserPermissionsResponse> {
         ASSIGN_OR_RETURN(v1::User user, ChangeableUser(conn, caller, request.user_id(), false));
         ASSIGN_OR_RETURN(auto account, ReadAccount(conn, user.account_id()));
@@ -618,10 +615,8 @@ absl::StatusOr<v1::SetDeviceAccessResponse> SqliteIdentityStore::SetDeviceAccess
     const Caller& caller, const v1::SetDeviceAccessRequest& request) {
   RETURN_IF_ERROR(ValidateUuid("user_id", request.user_id()));
   RETURN_IF_ERROR(CheckDeviceAccessShape(request.device_access()));
-  RETURN_IF_ERROR(ValidateRequestId(request.request_id()));
-  return IdempotentTransaction<v1::SetDeviceAccessResponse>(
-      db_, caller.account_id, request.request_id(),
-      RequestFingerprint("SetDeviceAccess", request),
+  return IdempotentMutation<v1::SetDeviceAccessResponse>(
+      db_, caller, "SetDeviceAccess", request,
       [&](SqliteConnection& conn) -> absl::StatusOr<v1::SetDeviceAccessResponse> {
         ASSIGN_OR_RETURN(v1::User user, ChangeableUser(conn, caller, request.user_id(), false));
         RETURN_IF_ERROR(CheckGrantableAccess(caller, request.device_access()));
@@ -717,10 +712,8 @@ absl::StatusOr<v1::ListApiKeysResponse> SqliteIdentityStore::ListApiKeys(
 absl::StatusOr<v1::RevokeApiKeyResponse> SqliteIdentityStore::RevokeApiKey(
     const Caller& caller, const v1::RevokeApiKeyRequest& request) {
   RETURN_IF_ERROR(ValidateUuid("id", request.id()));
-  RETURN_IF_ERROR(ValidateRequestId(request.request_id()));
-  return IdempotentTransaction<v1::RevokeApiKeyResponse>(
-      db_, caller.account_id, request.request_id(),
-      RequestFingerprint("RevokeApiKey", request),
+  return IdempotentMutation<v1::RevokeApiKeyResponse>(
+      db_, caller, "RevokeApiKey", request,
       [&](SqliteConnection& conn) -> absl::StatusOr<v1::RevokeApiKeyResponse> {
         std::string user_id;
         {
@@ -786,10 +779,8 @@ absl::StatusOr<v1::SetQuotaResponse> SqliteIdentityStore::SetQuota(
   if (set_bytes && request.max_stored_bytes() < 0) {
     return absl::InvalidArgumentError("max_stored_bytes: must not be negative");
   }
-  RETURN_IF_ERROR(ValidateRequestId(request.request_id()));
-  return IdempotentTransaction<v1::SetQuotaResponse>(
-      db_, caller.account_id, request.request_id(),
-      RequestFingerprint("SetQuota", request),
+  return IdempotentMutation<v1::SetQuotaResponse>(
+      db_, caller, "SetQuota", request,
       [&](SqliteConnection& conn) -> absl::StatusOr<v1::SetQuotaResponse> {
         ASSIGN_OR_RETURN(QuotaLimits limits, ReadQuotaLimits(conn, request.account_id()));
         if (set_templates) limits.max_image_templates = request.max_image_templates();

@@ -20,10 +20,8 @@
 namespace controlplane {
 
 namespace v1 = imagetemplates::v1;
-using internal::CheckCursor;
 using internal::Exists;
 using internal::OperatorsOnly;
-using internal::Part;
 using internal::ValidateDatacenterName;
 
 namespace {

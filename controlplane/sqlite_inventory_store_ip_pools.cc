@@ -20,13 +20,10 @@
 namespace controlplane {
 
 namespace v1 = imagetemplates::v1;
-using internal::CheckCursor;
 using internal::Exists;
 using internal::Invalid;
 using internal::OperatorsOnly;
-using internal::PageIds;
 using internal::ParseIpv4;
-using internal::Part;
 using internal::ReadPoolRow;
 using internal::ValidateDatacenterName;
 

@@ -15,11 +15,9 @@
 namespace controlplane {
 
 namespace v1 = imagetemplates::v1;
-using internal::CheckCursor;
 using internal::Exists;
 using internal::Invalid;
 using internal::OperatorsOnly;
-using internal::Part;
 using internal::ValidateDatacenterName;
 
 namespace {

@@ -1,4 +1,4 @@
-// Small pieces shared by the create, deploy and delete workflows.
+// Small pieces shared by the create, deploy, copy and delete workflows.
 #ifndef CONTROLPLANE_WORKFLOW_UTIL_H_
 #define CONTROLPLANE_WORKFLOW_UTIL_H_
 
@@ -7,6 +7,10 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "controlplane/operation_runner.h"
 #include "controlplane/storage_node_directory.h"
 #include "controlplane/template_store.h"
 #include "imagetemplates/v1/inventory.pb.h"
@@ -33,6 +37,25 @@ absl::Status DeleteReplicas(TemplateStore* templates,
                             StorageNodeDirectory* nodes,
                             const std::string& template_id,
                             const std::atomic<bool>* stop);
+
+// Parses the operation's initial checkpoint into `*checkpoint` (guarded by
+// `*mu`, which must outlive the operation's run) and has `context` save it
+// from there from now on. Returns INTERNAL, naming the `kind` of operation,
+// if it does not parse or names no template.
+template <typename Checkpoint>
+absl::Status LoadCheckpoint(absl::string_view kind, OperationContext& context, absl::Mutex* mu,
+                            Checkpoint* checkpoint) {
+  absl::MutexLock lock(mu);
+  if (!checkpoint->ParseFromString(context.initial_checkpoint()) ||
+      checkpoint->template_id().empty()) {
+    return absl::InternalError(absl::StrCat(kind, " operation has no usable checkpoint"));
+  }
+  context.SetCheckpointSource([mu, checkpoint] {
+    absl::MutexLock lock(mu);
+    return checkpoint->SerializeAsString();
+  });
+  return absl::OkStatus();
+}
 
 }  // namespace controlplane
 

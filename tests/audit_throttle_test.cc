@@ -56,11 +56,7 @@ class AuditThrottleTest : public ::testing::Test {
   }
 
   void Start() {
-    auto process = Process::StartServer(
-        {RunfilePath("controlplane/controlplane"), "--listen=127.0.0.1:0",
-         "--db=" + dir_ + "/cp.db", "--admin-key-file=" + dir_ + "/admin.key",
-         "--internal-token-file=" + dir_ + "/internal.token"},
-        dir_ + "/controlplane.log");
+    auto process = StartControlPlane(dir_);
     ASSERT_TRUE(process.ok()) << process.status();
     cp_ = std::make_unique<Process>(*std::move(process));
     auto channel = grpc::CreateChannel(cp_->address(), grpc::InsecureChannelCredentials());

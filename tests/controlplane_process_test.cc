@@ -16,13 +16,9 @@
 #include <thread>
 #include <vector>
 
-#include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
-#include "controlplane/migrations.h"
 #include "controlplane/sqlite_database.h"
 #include "controlplane/sqlite_operation_store.h"
 #include "controlplane/sqlite_template_store.h"
@@ -32,8 +28,10 @@
 #include "imagetemplates/v1/identity.grpc.pb.h"
 #include "imagetemplates/v1/image_templates.grpc.pb.h"
 #include "imagetemplates/v1/operations.grpc.pb.h"
+#include "tests/identity_setup.h"
 #include "tests/process.h"
 #include "tests/rpc.h"
+#include "tests/seed_records.h"
 #include "tests/stack.h"
 
 namespace tests {
@@ -41,26 +39,6 @@ namespace {
 
 namespace v1 = imagetemplates::v1;
 using Templates = v1::ImageTemplateService::Stub;
-
-std::string NewUuid() {
-  static absl::Mutex mu(absl::kConstInit);
-  static absl::BitGen* gen = new absl::BitGen();
-  absl::MutexLock lock(&mu);
-  uint64_t hi = absl::Uniform<uint64_t>(*gen), lo = absl::Uniform<uint64_t>(*gen);
-  hi = (hi & ~0xF000ull) | 0x4000ull;                   // version 4
-  lo = (lo & ~(0xC000ull << 48)) | (0x8000ull << 48);  // RFC 4122 variant
-  std::string hex = absl::StrFormat("%016x%016x", hi, lo);
-  return absl::StrCat(hex.substr(0, 8), "-", hex.substr(8, 4), "-", hex.substr(12, 4), "-",
-                      hex.substr(16, 4), "-", hex.substr(20));
-}
-
-google::protobuf::Timestamp Now() {
-  const int64_t us = absl::ToUnixMicros(absl::Now());
-  google::protobuf::Timestamp t;
-  t.set_seconds(us / 1000000);
-  t.set_nanos(static_cast<int32_t>(us % 1000000) * 1000);
-  return t;
-}
 
 class ControlPlaneProcessTest : public ::testing::Test {
  protected:
@@ -81,14 +59,7 @@ class ControlPlaneProcessTest : public ::testing::Test {
 
   // The controlplane on a free port with `flags` added.
   void Start(const std::vector<std::string>& flags = {}) {
-    std::vector<std::string> argv = {
-        RunfilePath("controlplane/controlplane"),
-        "--listen=127.0.0.1:0",
-        "--db=" + dir_ + "/cp.db",
-        "--admin-key-file=" + dir_ + "/admin.key",
-        "--internal-token-file=" + dir_ + "/internal.token"};
-    argv.insert(argv.end(), flags.begin(), flags.end());
-    auto process = Process::StartServer(argv, dir_ + "/controlplane.log");
+    auto process = StartControlPlane(dir_, flags);
     ASSERT_TRUE(process.ok()) << process.status();
     cp_ = std::make_unique<Process>(*std::move(process));
     auto channel = grpc::CreateChannel(cp_->address(), grpc::InsecureChannelCredentials());
@@ -98,10 +69,7 @@ class ControlPlaneProcessTest : public ::testing::Test {
     admin_ = ReadFirstLine(dir_ + "/admin.key");
     ASSERT_FALSE(admin_.empty());
     if (!db_) {
-      controlplane::SqliteDatabase::Options options;
-      options.read_connections = 0;
-      auto db = controlplane::SqliteDatabase::Open(dir_ + "/cp.db", controlplane::Migrations(),
-                                                   options);
+      auto db = OpenSeedDatabase(dir_ + "/cp.db");
       ASSERT_TRUE(db.ok()) << db.status();
       db_ = *std::move(db);
       store_ = std::make_unique<controlplane::SqliteTemplateStore>(db_.get());
@@ -120,51 +88,14 @@ class ControlPlaneProcessTest : public ::testing::Test {
   // A new account and a user of it with `permissions`; the user's API key.
   std::string NewAccountKey(const std::string& name, std::string* account_id,
                             const std::vector<v1::Permission>& permissions) {
-    v1::CreateAccountRequest account;
-    account.set_name(name);
-    v1::CreateAccountResponse created;
-    grpc::Status status = Call(*identity_, &v1::IdentityService::Stub::CreateAccount, admin_,
-                               account, &created);
-    EXPECT_TRUE(status.ok()) << status.error_message();
-    *account_id = created.account().id();
-    v1::CreateUserRequest user;
-    user.set_account_id(*account_id);
-    user.set_username(name + "-user");
-    for (auto p : permissions) user.add_permissions(p);
-    user.mutable_device_access()->set_all_servers(true);
-    v1::CreateUserResponse user_response;
-    status = Call(*identity_, &v1::IdentityService::Stub::CreateUser, admin_, user,
-                  &user_response);
-    EXPECT_TRUE(status.ok()) << status.error_message();
-    v1::CreateApiKeyRequest key;
-    key.set_user_id(user_response.user().id());
-    v1::CreateApiKeyResponse key_response;
-    status = Call(*identity_, &v1::IdentityService::Stub::CreateApiKey, admin_, key,
-                  &key_response);
-    EXPECT_TRUE(status.ok()) << status.error_message();
-    return key_response.secret();
+    const User user = CreateAccountUser(*identity_, admin_, name, name + "-user", permissions);
+    *account_id = user.account_id;
+    return user.key;
   }
 
   // An ACTIVE private template of `owner`, as a finished capture records it.
   v1::ImageTemplate Seed(const std::string& owner, const std::string& name) {
-    v1::ImageTemplate t;
-    t.set_id(NewUuid());
-    t.set_owner_account_id(owner);
-    t.set_name(name);
-    t.set_visibility(v1::VISIBILITY_PRIVATE);
-    t.set_status(v1::IMAGE_TEMPLATE_STATUS_ACTIVE);
-    *t.mutable_create_time() = Now();
-    *t.mutable_update_time() = t.create_time();
-    auto* disk = t.add_disks();
-    disk->set_device_index(0);
-    disk->set_boot(true);
-    disk->set_logical_size_bytes(int64_t{8} << 20);
-    disk->set_stored_size_bytes(1000);
-    disk->set_manifest_digest(std::string(64, 'a'));
-    auto* location = t.add_locations();
-    location->set_datacenter("dal10");
-    location->set_status(v1::IMAGE_TEMPLATE_LOCATION_STATUS_AVAILABLE);
-    *location->mutable_create_time() = t.create_time();
+    v1::ImageTemplate t = ActiveTemplate(owner, name, NowTimestamp());
     absl::Status status = store_->InsertTemplate(t);
     EXPECT_TRUE(status.ok()) << status;
     return t;
@@ -178,7 +109,7 @@ class ControlPlaneProcessTest : public ::testing::Test {
     op.set_kind(v1::OPERATION_KIND_UNSPECIFIED);
     op.set_account_id(account_id);
     op.set_state(v1::OPERATION_STATE_RUNNING);
-    *op.mutable_create_time() = Now();
+    *op.mutable_create_time() = NowTimestamp();
     *op.mutable_update_time() = op.create_time();
     absl::Status status = operations_store_->InsertOperation(op, {});
     EXPECT_TRUE(status.ok()) << status;

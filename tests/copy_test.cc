@@ -27,6 +27,7 @@
 #include "tests/rpc.h"
 #include "tests/san.h"
 #include "tests/stack.h"
+#include "tests/two_datacenter_test.h"
 
 namespace tests {
 namespace {
@@ -37,26 +38,9 @@ constexpr uint64_t kMiB = 1 << 20;
 
 #define ASSERT_OK(status) ASSERT_TRUE((status).ok()) << (status).error_message()
 
-StackOptions CopyStack() {
-  StackOptions options;
-  options.dir_prefix = "copy";
-  options.node_datacenters = {"dc1", "dc2"};
-  return options;
-}
-
-class CopyTest : public ::testing::Test {
+class CopyTest : public TwoDatacenterTest {
  protected:
-  CopyTest() : stack_(CopyStack()) {}
-
-  void SetUp() override {
-    ASSERT_NO_FATAL_FAILURE(stack_.Start());
-    stack_.AddIpPool("dc2", "10.30.0.0/24", "10.30.0.1", "10.30.0.10", "10.30.0.20");
-    const User user = stack_.NewUser(
-        "acme", {v1::PERMISSION_IMAGE_TEMPLATE_MANAGE, v1::PERMISSION_SERVER_VIEW,
-                 v1::PERMISSION_SERVER_PROVISION});
-    key_ = user.key;
-    account_id_ = user.account_id;
-  }
+  CopyTest() : TwoDatacenterTest("copy", "10.30.0") {}
 
   // A RUNNING server in dc1 with `volumes` as its disks (the first boots).
   std::string AddServer(const std::string& hostname, const std::vector<std::string>& volumes) {
@@ -170,9 +154,6 @@ class CopyTest : public ::testing::Test {
   }
 
   static constexpr uint64_t kBigSizes[2] = {512 * kMiB, 256 * kMiB};
-
-  Stack stack_;
-  std::string key_, account_id_;
 };
 
 TEST_F(CopyTest, CopyToSecondDatacenterThenDeployThereByteIdentical) {

@@ -22,6 +22,7 @@
 #include "imagetemplates/v1/image_templates.pb.h"
 #include "imagetemplates/v1/inventory.pb.h"
 #include "imagetemplates/v1/operations.pb.h"
+#include "tests/imagectl_runner.h"
 #include "tests/process.h"
 #include "tests/stack.h"
 
@@ -31,11 +32,7 @@ namespace {
 namespace v1 = imagetemplates::v1;
 constexpr uint64_t kMiB = 1 << 20;
 
-struct Result {
-  int code = -1;
-  std::string out;
-  std::string err;
-};
+using Result = ImagectlResult;
 
 template <typename Message>
 Message Parse(const Result& result) {
@@ -67,34 +64,7 @@ class ImagectlTest : public ::testing::Test {
   // Runs imagectl with `args`; the environment carries only what `env` says
   // (plus HOME pointing at an empty directory, so no user config leaks in).
   Result Run(const std::vector<std::string>& args, const std::vector<std::string>& env = {}) {
-    static int n = 0;
-    const std::string out_path = absl::StrCat(dir_, "/out", ++n);
-    const std::string err_path = absl::StrCat(dir_, "/err", n);
-    std::vector<std::string> argv = {RunfilePath("client/imagectl")};
-    argv.insert(argv.end(), args.begin(), args.end());
-    std::vector<std::string> envp = {"HOME=" + dir_ + "/home", "PATH=/usr/bin:/bin"};
-    envp.insert(envp.end(), env.begin(), env.end());
-    pid_t pid = fork();
-    if (pid == 0) {
-      int out = open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-      int err = open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-      dup2(out, STDOUT_FILENO);
-      dup2(err, STDERR_FILENO);
-      std::vector<char*> c_argv, c_env;
-      for (auto& a : argv) c_argv.push_back(a.data());
-      c_argv.push_back(nullptr);
-      for (auto& e : envp) c_env.push_back(e.data());
-      c_env.push_back(nullptr);
-      execve(c_argv[0], c_argv.data(), c_env.data());
-      _exit(127);
-    }
-    int status = 0;
-    waitpid(pid, &status, 0);
-    Result result;
-    result.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    result.out = ReadFile(out_path);
-    result.err = ReadFile(err_path);
-    return result;
+    return RunImagectl(dir_, args, env);
   }
 
   // imagectl as the operator, flags only.

@@ -5,7 +5,6 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <memory>
@@ -17,6 +16,7 @@
 #include "google/protobuf/util/json_util.h"
 #include "gtest/gtest.h"
 #include "imagetemplates/v1/identity.pb.h"
+#include "tests/imagectl_runner.h"
 #include "tests/process.h"
 #include "tests/stack.h"
 #include "tests/tls_certificates.h"
@@ -26,11 +26,7 @@ namespace {
 
 namespace v1 = imagetemplates::v1;
 
-struct Result {
-  int code = -1;
-  std::string out;
-  std::string err;
-};
+using Result = ImagectlResult;
 
 class ImagectlTlsTest : public ::testing::Test {
  protected:
@@ -41,13 +37,9 @@ class ImagectlTlsTest : public ::testing::Test {
     ASSERT_TRUE(certs.ok()) << certs.status();
     certs_ = *certs;
     ASSERT_FALSE(WriteInternalToken(dir_ + "/internal.token").empty());
-    auto process = Process::StartServer(
-        {RunfilePath("controlplane/controlplane"), "--listen=127.0.0.1:0",
-         "--db=" + dir_ + "/cp.db", "--admin-key-file=" + dir_ + "/admin.key",
-         "--internal-token-file=" + dir_ + "/internal.token",
-         "--tls-cert-file=" + certs_.cert, "--tls-key-file=" + certs_.key,
-         "--tls-client-ca-file=" + certs_.ca},
-        dir_ + "/controlplane.log");
+    auto process = StartControlPlane(
+        dir_, {"--tls-cert-file=" + certs_.cert, "--tls-key-file=" + certs_.key,
+               "--tls-client-ca-file=" + certs_.ca});
     ASSERT_TRUE(process.ok()) << process.status();
     cp_ = std::make_unique<Process>(*std::move(process));
     admin_ = ReadFirstLine(dir_ + "/admin.key");
@@ -64,35 +56,10 @@ class ImagectlTlsTest : public ::testing::Test {
   // imagectl as the operator with `args` after the endpoint, key and a
   // short timeout; HOME is empty, so no user config leaks in.
   Result Run(const std::vector<std::string>& args) {
-    static int n = 0;
-    const std::string out_path = absl::StrCat(dir_, "/out", ++n);
-    const std::string err_path = absl::StrCat(dir_, "/err", n);
-    std::vector<std::string> argv = {RunfilePath("client/imagectl"),
-                                     "--endpoint=" + cp_->address(), "--api-key=" + admin_,
+    std::vector<std::string> argv = {"--endpoint=" + cp_->address(), "--api-key=" + admin_,
                                      "--timeout=5"};
     argv.insert(argv.end(), args.begin(), args.end());
-    std::vector<std::string> envp = {"HOME=" + dir_ + "/home", "PATH=/usr/bin:/bin"};
-    pid_t pid = fork();
-    if (pid == 0) {
-      int out = open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-      int err = open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-      dup2(out, STDOUT_FILENO);
-      dup2(err, STDERR_FILENO);
-      std::vector<char*> c_argv, c_env;
-      for (auto& a : argv) c_argv.push_back(a.data());
-      c_argv.push_back(nullptr);
-      for (auto& e : envp) c_env.push_back(e.data());
-      c_env.push_back(nullptr);
-      execve(c_argv[0], c_argv.data(), c_env.data());
-      _exit(127);
-    }
-    int status = 0;
-    waitpid(pid, &status, 0);
-    Result result;
-    result.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    result.out = ReadFile(out_path);
-    result.err = ReadFile(err_path);
-    return result;
+    return RunImagectl(dir_, argv);
   }
 
   std::string dir_;

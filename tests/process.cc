@@ -129,4 +129,14 @@ absl::StatusOr<int> Process::Stop(int signal, absl::Duration timeout) {
   return wstatus;
 }
 
+absl::StatusOr<Process> StartControlPlane(const std::string& dir,
+                                          const std::vector<std::string>& flags) {
+  std::vector<std::string> argv = {RunfilePath("controlplane/controlplane"),
+                                   "--listen=127.0.0.1:0", "--db=" + dir + "/cp.db",
+                                   "--admin-key-file=" + dir + "/admin.key",
+                                   "--internal-token-file=" + dir + "/internal.token"};
+  argv.insert(argv.end(), flags.begin(), flags.end());
+  return Process::StartServer(argv, dir + "/controlplane.log");
+}
+
 }  // namespace tests

@@ -56,6 +56,13 @@ class Process {
   int port_ = 0;
 };
 
+// The controlplane binary alone on a free loopback port, its database
+// (cp.db), admin key file (admin.key) and log (controlplane.log) in `dir`
+// beside the internal token file (internal.token) the caller wrote, with
+// `flags` added.
+absl::StatusOr<Process> StartControlPlane(const std::string& dir,
+                                          const std::vector<std::string>& flags = {});
+
 }  // namespace tests
 
 #endif  // TESTS_PROCESS_H_

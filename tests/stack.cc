@@ -156,30 +156,7 @@ void Stack::WaitNodesUp() {
 
 User Stack::NewUser(const std::string& account_name,
                     const std::vector<v1::Permission>& permissions) {
-  User user;
-  v1::CreateAccountRequest account;
-  account.set_name(account_name);
-  v1::CreateAccountResponse account_response;
-  grpc::Status status = Call(*identity_, &v1::IdentityService::Stub::CreateAccount, admin_,
-                             account, &account_response);
-  EXPECT_TRUE(status.ok()) << status.error_message();
-  user.account_id = account_response.account().id();
-  v1::CreateUserRequest request;
-  request.set_account_id(user.account_id);
-  request.set_username("user");
-  for (auto p : permissions) request.add_permissions(p);
-  request.mutable_device_access()->set_all_servers(true);
-  v1::CreateUserResponse created;
-  status = Call(*identity_, &v1::IdentityService::Stub::CreateUser, admin_, request, &created);
-  EXPECT_TRUE(status.ok()) << status.error_message();
-  user.user_id = created.user().id();
-  v1::CreateApiKeyRequest key;
-  key.set_user_id(user.user_id);
-  v1::CreateApiKeyResponse key_response;
-  status = Call(*identity_, &v1::IdentityService::Stub::CreateApiKey, admin_, key, &key_response);
-  EXPECT_TRUE(status.ok()) << status.error_message();
-  user.key = key_response.secret();
-  return user;
+  return CreateAccountUser(*identity_, admin_, account_name, "user", permissions);
 }
 
 std::string Stack::AddIpPool(const std::string& datacenter, const std::string& subnet,

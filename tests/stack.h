@@ -21,6 +21,7 @@
 #include "imagetemplates/v1/image_templates.grpc.pb.h"
 #include "imagetemplates/v1/inventory.grpc.pb.h"
 #include "imagetemplates/v1/operations.grpc.pb.h"
+#include "tests/identity_setup.h"
 #include "tests/process.h"
 #include "tests/san.h"
 #include "tests/tls_certificates.h"
@@ -46,12 +47,6 @@ struct StackOptions {
   // serves TLS, storaged requires client certificates, internal calls check
   // their peers, and this process's clients use client_credentials().
   bool tls = false;
-};
-
-struct User {
-  std::string account_id;
-  std::string user_id;
-  std::string key;
 };
 
 // Not thread-safe except where noted. Destroying it kills the daemons, stops

@@ -21,12 +21,8 @@
 #include <utility>
 #include <vector>
 
-#include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
-#include "controlplane/migrations.h"
 #include "controlplane/sqlite_database.h"
 #include "controlplane/sqlite_template_store.h"
 #include "grpcpp/create_channel.h"
@@ -36,7 +32,10 @@
 #include "imagetemplates/v1/identity.grpc.pb.h"
 #include "imagetemplates/v1/image_templates.grpc.pb.h"
 #include "imagetemplates/v1/operations.grpc.pb.h"
+#include "tests/identity_setup.h"
 #include "tests/process.h"
+#include "tests/rpc.h"
+#include "tests/seed_records.h"
 #include "tests/stack.h"
 
 namespace tests {
@@ -46,38 +45,11 @@ namespace v1 = imagetemplates::v1;
 using Templates = v1::ImageTemplateService::Stub;
 using Operations = v1::OperationService::Stub;
 
-std::string NewUuid() {
-  static absl::Mutex mu(absl::kConstInit);
-  static absl::BitGen* gen = new absl::BitGen();
-  absl::MutexLock lock(&mu);
-  uint64_t hi = absl::Uniform<uint64_t>(*gen), lo = absl::Uniform<uint64_t>(*gen);
-  hi = (hi & ~0xF000ull) | 0x4000ull;                   // version 4
-  lo = (lo & ~(0xC000ull << 48)) | (0x8000ull << 48);  // RFC 4122 variant
-  std::string hex = absl::StrFormat("%016x%016x", hi, lo);
-  return absl::StrCat(hex.substr(0, 8), "-", hex.substr(8, 4), "-", hex.substr(12, 4), "-",
-                      hex.substr(16, 4), "-", hex.substr(20));
-}
-
-google::protobuf::Timestamp Micros(int64_t us) {
-  google::protobuf::Timestamp t;
-  t.set_seconds(us / 1000000);
-  t.set_nanos(static_cast<int32_t>(us % 1000000) * 1000);
-  return t;
-}
-
 std::unique_ptr<grpc::ClientContext> Context(const std::string& key) {
   auto context = std::make_unique<grpc::ClientContext>();
   context->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
   if (!key.empty()) context->AddMetadata("authorization", "Bearer " + key);
   return context;
-}
-
-// Calls a unary `rpc` with `key` (none if empty).
-template <typename Stub, typename Request, typename Response>
-grpc::Status Call(Stub& stub,
-                  grpc::Status (Stub::*rpc)(grpc::ClientContext*, const Request&, Response*),
-                  const std::string& key, const Request& request, Response* response) {
-  return (stub.*rpc)(Context(key).get(), request, response);
 }
 
 #define EXPECT_CODE(status, code_) \
@@ -97,11 +69,7 @@ class TemplateRpcTest : public ::testing::Test {
   void SetUp() override {
     dir_ = MakeTempDir("tplrpc");
     ASSERT_FALSE(WriteInternalToken(dir_ + "/internal.token").empty());
-    auto process = Process::StartServer(
-        {RunfilePath("controlplane/controlplane"), "--listen=127.0.0.1:0",
-         "--db=" + dir_ + "/cp.db", "--admin-key-file=" + dir_ + "/admin.key",
-         "--internal-token-file=" + dir_ + "/internal.token"},
-        dir_ + "/controlplane.log");
+    auto process = StartControlPlane(dir_);
     ASSERT_TRUE(process.ok()) << process.status();
     cp_ = std::make_unique<Process>(*std::move(process));
     auto channel = grpc::CreateChannel(cp_->address(), grpc::InsecureChannelCredentials());
@@ -113,10 +81,7 @@ class TemplateRpcTest : public ::testing::Test {
     ASSERT_FALSE(admin_.empty());
 
     // The records are written from this process too; no read pool needed.
-    controlplane::SqliteDatabase::Options options;
-    options.read_connections = 0;
-    auto db = controlplane::SqliteDatabase::Open(dir_ + "/cp.db", controlplane::Migrations(),
-                                                 options);
+    auto db = OpenSeedDatabase(dir_ + "/cp.db");
     ASSERT_TRUE(db.ok()) << db.status();
     db_ = *std::move(db);
     store_ = std::make_unique<controlplane::SqliteTemplateStore>(db_.get());
@@ -167,64 +132,26 @@ class TemplateRpcTest : public ::testing::Test {
   }
 
   std::string CreateAccount(const std::string& name) {
-    v1::CreateAccountRequest request;
-    request.set_name(name);
-    v1::CreateAccountResponse response;
-    grpc::Status status = Call(*identity_, &v1::IdentityService::Stub::CreateAccount, admin_,
-                               request, &response);
-    EXPECT_TRUE(status.ok()) << status.error_message();
-    return response.account().id();
+    return tests::CreateAccount(*identity_, admin_, name);
   }
 
   std::string NewUser(const std::string& account, const std::string& name,
                       const std::vector<v1::Permission>& permissions) {
-    v1::CreateUserRequest request;
-    request.set_account_id(account);
-    request.set_username(name);
-    for (auto p : permissions) request.add_permissions(p);
-    request.mutable_device_access()->set_all_servers(true);
-    v1::CreateUserResponse response;
-    grpc::Status status =
-        Call(*identity_, &v1::IdentityService::Stub::CreateUser, admin_, request, &response);
-    EXPECT_TRUE(status.ok()) << status.error_message();
-    return response.user().id();
+    return CreateUser(*identity_, admin_, account, name, permissions);
   }
 
   std::string NewKey(const std::string& user_id) {
-    v1::CreateApiKeyRequest request;
-    request.set_user_id(user_id);
-    v1::CreateApiKeyResponse response;
-    grpc::Status status =
-        Call(*identity_, &v1::IdentityService::Stub::CreateApiKey, admin_, request, &response);
-    EXPECT_TRUE(status.ok()) << status.error_message();
-    return response.secret();
+    return CreateApiKey(*identity_, admin_, user_id);
   }
 
   // An ACTIVE private template with one boot disk available in dal10, as a
   // finished capture records it.
   v1::ImageTemplate Seed(const std::string& owner, const std::string& name,
                          int64_t stored_bytes = 1000) {
-    v1::ImageTemplate t;
-    t.set_id(NewUuid());
-    t.set_owner_account_id(owner);
-    t.set_name(name);
+    const int64_t now = absl::ToUnixMicros(absl::Now()) + seeded_++;
+    v1::ImageTemplate t = ActiveTemplate(owner, name, MicrosToTimestamp(now), stored_bytes);
     t.set_note("seeded");
     t.add_tags("web");
-    t.set_visibility(v1::VISIBILITY_PRIVATE);
-    t.set_status(v1::IMAGE_TEMPLATE_STATUS_ACTIVE);
-    const int64_t now = absl::ToUnixMicros(absl::Now()) + seeded_++;
-    *t.mutable_create_time() = Micros(now);
-    *t.mutable_update_time() = t.create_time();
-    auto* disk = t.add_disks();
-    disk->set_device_index(0);
-    disk->set_boot(true);
-    disk->set_logical_size_bytes(int64_t{8} << 20);
-    disk->set_stored_size_bytes(stored_bytes);
-    disk->set_manifest_digest(std::string(64, 'a'));
-    auto* location = t.add_locations();
-    location->set_datacenter("dal10");
-    location->set_status(v1::IMAGE_TEMPLATE_LOCATION_STATUS_AVAILABLE);
-    *location->mutable_create_time() = t.create_time();
     absl::Status status = store_->InsertTemplate(t);
     EXPECT_TRUE(status.ok()) << status;
     return t;

@@ -17,6 +17,7 @@
 #include "tests/rpc.h"
 #include "tests/stack.h"
 #include "tests/tls_certificates.h"
+#include "tests/two_datacenter_test.h"
 
 namespace tests {
 namespace {
@@ -28,27 +29,9 @@ constexpr uint64_t kMiB = 1 << 20;
 
 #define ASSERT_OK(status) ASSERT_TRUE((status).ok()) << (status).error_message()
 
-StackOptions TlsStack() {
-  StackOptions options;
-  options.dir_prefix = "tls";
-  options.node_datacenters = {"dc1", "dc2"};
-  options.tls = true;
-  return options;
-}
-
-class TlsTest : public ::testing::Test {
+class TlsTest : public TwoDatacenterTest {
  protected:
-  TlsTest() : stack_(TlsStack()) {}
-
-  void SetUp() override {
-    ASSERT_NO_FATAL_FAILURE(stack_.Start());  // nodes registered over TLS
-    stack_.AddIpPool("dc2", "10.40.0.0/24", "10.40.0.1", "10.40.0.10", "10.40.0.20");
-    const User user = stack_.NewUser(
-        "acme", {v1::PERMISSION_IMAGE_TEMPLATE_MANAGE, v1::PERMISSION_SERVER_VIEW,
-                 v1::PERMISSION_SERVER_PROVISION});
-    key_ = user.key;
-    account_id_ = user.account_id;
-  }
+  TlsTest() : TwoDatacenterTest("tls", "10.40.0", /*tls=*/true) {}
 
   // ListStorageNodes as the operator over a channel made with `credentials`.
   grpc::Status ListNodes(const std::shared_ptr<grpc::ChannelCredentials>& credentials) {
@@ -76,8 +59,6 @@ class TlsTest : public ::testing::Test {
     return stack_.WaitOperation(key_, op.id(), absl::Seconds(120));
   }
 
-  Stack stack_;
-  std::string key_, account_id_;
 };
 
 TEST_F(TlsTest, EveryHopIsTlsAndTheDataArrivesIntact) {

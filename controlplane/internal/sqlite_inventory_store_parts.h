@@ -17,6 +17,7 @@
 #include "absl/strings/string_view.h"
 #include "controlplane/internal/ipv4.h"
 #include "controlplane/sqlite_database.h"
+#include "controlplane/sqlite_keyset_page.h"
 #include "imagetemplates/v1/inventory.pb.h"
 
 namespace controlplane {
@@ -46,17 +47,6 @@ absl::StatusOr<std::optional<imagetemplates::v1::IpPool>> ReadPoolRow(SqliteConn
                                                                       absl::string_view id);
 // Whether `sql`, with ?1 bound to `key`, returns a row.
 absl::StatusOr<bool> Exists(SqliteConnection& conn, absl::string_view sql, absl::string_view key);
-
-// ---- Keyset paging.
-
-// Collects the ids of a keyset page: fetches up to page_size + 1 rows of
-// column 0, returns the first page_size and whether there were more.
-absl::StatusOr<std::pair<std::vector<std::string>, bool>> PageIds(SqliteStatement& stmt,
-                                                                  int page_size);
-// INVALID_ARGUMENT unless a decoded page token has `parts` parts (or none).
-absl::Status CheckCursor(const std::vector<std::string>& after, size_t parts);
-// Part `i` of a decoded page token; empty on the first page.
-std::string Part(const std::vector<std::string>& after, size_t i);
 
 }  // namespace internal
 }  // namespace controlplane

@@ -1,6 +1,8 @@
 #include "controlplane/sqlite_database.h"
 
+#include <fcntl.h>
 #include <sqlite3.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <utility>
@@ -151,6 +153,13 @@ absl::StatusOr<std::unique_ptr<SqliteDatabase>> SqliteDatabase::Open(
 absl::StatusOr<std::unique_ptr<SqliteDatabase>> SqliteDatabase::Open(
     const std::string& path, const std::vector<std::string>& migrations,
     const Options& options) {
+  // The database holds key hashes and encrypted credentials: owner-only
+  // whatever the umask. SQLite gives the -wal and -shm files the database
+  // file's mode; an existing file keeps the mode it has.
+  if (!path.empty() && path != ":memory:" && !absl::StartsWith(path, "file:")) {
+    int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd >= 0) close(fd);  // on failure sqlite3_open_v2 says why
+  }
   sqlite3* db = nullptr;
   int rc = sqlite3_open_v2(path.c_str(), &db,
                            SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,

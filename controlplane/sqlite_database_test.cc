@@ -1,5 +1,7 @@
 #include "controlplane/sqlite_database.h"
 
+#include <sys/stat.h>
+
 #include <string>
 #include <thread>
 #include <vector>
@@ -97,6 +99,31 @@ TEST(SqliteDatabaseTest, EmptyViewsBindAsEmptyTextNotNull) {
                   EXPECT_EQ(stmt.ColumnText(1), "");
                   return absl::OkStatus();
                 }).ok());
+}
+
+TEST(SqliteDatabaseTest, NewDatabaseFilesAreOwnerOnlyWhateverTheUmask) {
+  const std::string path = TempPath("modes.db");
+  const mode_t old_umask = umask(022);
+  {
+    auto db = SqliteDatabase::Open(path, kMigrations);
+    ASSERT_TRUE(db.ok()) << db.status();
+    ASSERT_TRUE((*db)->Transaction([&](SqliteConnection& conn) -> absl::Status {
+                    ASSIGN_OR_RETURN(auto stmt, conn.Prepare("INSERT INTO t (name) VALUES ('a')"));
+                    return stmt.Run();
+                  }).ok());
+    for (const std::string& file : {path, path + "-wal", path + "-shm"}) {
+      struct stat st;
+      ASSERT_EQ(stat(file.c_str(), &st), 0) << file;
+      EXPECT_EQ(st.st_mode & 0777, 0600u) << file;
+    }
+  }
+  umask(old_umask);
+  // An existing database keeps the mode its operator gave it.
+  ASSERT_EQ(chmod(path.c_str(), 0640), 0);
+  ASSERT_TRUE(SqliteDatabase::Open(path, kMigrations).ok());
+  struct stat st;
+  ASSERT_EQ(stat(path.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0640u);
 }
 
 TEST(SqliteDatabaseTest, NotADatabaseIsInternal) {

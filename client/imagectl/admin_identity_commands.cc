@@ -89,10 +89,8 @@ int AccountCreate(Context& ctx, const Args& args) {
   request.set_name(pos[0]);
   request.set_is_operator(is_operator);
   request.set_block_public_sharing(block);
-  auto response = ctx.Call(&v1::IdentityService::Stub::CreateAccount, request);
-  if (!response.ok()) return ctx.Fail(response.status());
-  PrintAccount(ctx, response->account());
-  return kExitOk;
+  return RunCall(ctx, &v1::IdentityService::Stub::CreateAccount, request,
+                 [&](const auto& response) { PrintAccount(ctx, response.account()); });
 }
 
 int AccountList(Context& ctx, const Args& args) {
@@ -148,10 +146,8 @@ int UserCreate(Context& ctx, const Args& args) {
   request.set_username(username);
   *request.mutable_permissions() = perms.permissions();
   ParseDeviceAccess(servers, request.mutable_device_access());
-  auto response = ctx.Call(&v1::IdentityService::Stub::CreateUser, request);
-  if (!response.ok()) return ctx.Fail(response.status());
-  PrintUser(ctx, response->user());
-  return kExitOk;
+  return RunCall(ctx, &v1::IdentityService::Stub::CreateUser, request,
+                 [&](const auto& response) { PrintUser(ctx, response.user()); });
 }
 
 int UserList(Context& ctx, const Args& args) {
@@ -192,16 +188,15 @@ int KeyCreate(Context& ctx, const Args& args) {
   v1::CreateApiKeyRequest request;
   request.set_user_id(user);
   request.set_description(description);
-  auto response = ctx.Call(&v1::IdentityService::Stub::CreateApiKey, request);
-  if (!response.ok()) return ctx.Fail(response.status());
-  Print(ctx, *response, [&] {
-    PrintFields({{"id", response->api_key().id()},
-                 {"user", response->api_key().user_id()},
-                 {"prefix", response->api_key().prefix()},
-                 {"secret", response->secret()}});
-    std::fprintf(stderr, "keep the secret now: it is not shown again\n");
+  return RunCall(ctx, &v1::IdentityService::Stub::CreateApiKey, request, [&](const auto& r) {
+    Print(ctx, r, [&] {
+      PrintFields({{"id", r.api_key().id()},
+                   {"user", r.api_key().user_id()},
+                   {"prefix", r.api_key().prefix()},
+                   {"secret", r.secret()}});
+      std::fprintf(stderr, "keep the secret now: it is not shown again\n");
+    });
   });
-  return kExitOk;
 }
 
 int KeyList(Context& ctx, const Args& args) {
@@ -252,10 +247,8 @@ int PermissionSet(Context& ctx, const Args& args) {
   v1::SetUserPermissionsRequest request;
   request.set_user_id(pos[0]);
   *request.mutable_permissions() = perms.permissions();
-  auto response = ctx.Call(&v1::IdentityService::Stub::SetUserPermissions, request);
-  if (!response.ok()) return ctx.Fail(response.status());
-  PrintUser(ctx, response->user());
-  return kExitOk;
+  return RunCall(ctx, &v1::IdentityService::Stub::SetUserPermissions, request,
+                 [&](const auto& response) { PrintUser(ctx, response.user()); });
 }
 
 int DeviceAccessSet(Context& ctx, const Args& args) {
@@ -274,10 +267,8 @@ int DeviceAccessSet(Context& ctx, const Args& args) {
   v1::SetDeviceAccessRequest request;
   request.set_user_id(pos[0]);
   ParseDeviceAccess(servers, request.mutable_device_access());
-  auto response = ctx.Call(&v1::IdentityService::Stub::SetDeviceAccess, request);
-  if (!response.ok()) return ctx.Fail(response.status());
-  PrintUser(ctx, response->user());
-  return kExitOk;
+  return RunCall(ctx, &v1::IdentityService::Stub::SetDeviceAccess, request,
+                 [&](const auto& response) { PrintUser(ctx, response.user()); });
 }
 
 int AuditList(Context& ctx, const Args& args) {
@@ -346,10 +337,8 @@ int QuotaGet(Context& ctx, const Args& args) {
   if (auto rc = ParseArgs(ctx, "admin quota get", flags, args, 0, 0, &pos)) return *rc;
   v1::GetQuotaRequest request;
   request.set_account_id(account);
-  auto response = ctx.Call(&v1::IdentityService::Stub::GetQuota, request);
-  if (!response.ok()) return ctx.Fail(response.status());
-  PrintQuota(ctx, response->quota());
-  return kExitOk;
+  return RunCall(ctx, &v1::IdentityService::Stub::GetQuota, request,
+                 [&](const auto& response) { PrintQuota(ctx, response.quota()); });
 }
 
 int QuotaSet(Context& ctx, const Args& args) {
@@ -384,10 +373,8 @@ int QuotaSet(Context& ctx, const Args& args) {
   if (request.update_mask().paths_size() == 0) {
     return ctx.UsageError("admin quota set", "give --max-templates or --max-stored");
   }
-  auto response = ctx.Call(&v1::IdentityService::Stub::SetQuota, request);
-  if (!response.ok()) return ctx.Fail(response.status());
-  PrintQuota(ctx, response->quota());
-  return kExitOk;
+  return RunCall(ctx, &v1::IdentityService::Stub::SetQuota, request,
+                 [&](const auto& response) { PrintQuota(ctx, response.quota()); });
 }
 
 int WhoAmI(Context& ctx, const Args& args) {
@@ -397,17 +384,17 @@ int WhoAmI(Context& ctx, const Args& args) {
       "Example:\n  imagectl whoami -o json");
   Args pos;
   if (auto rc = ParseArgs(ctx, "whoami", flags, args, 0, 0, &pos)) return *rc;
-  auto response = ctx.Call(&v1::IdentityService::Stub::GetCaller, v1::GetCallerRequest());
-  if (!response.ok()) return ctx.Fail(response.status());
-  Print(ctx, *response, [&] {
-    PrintFields({{"user", response->user().username() + " (" + response->user().id() + ")"},
-                 {"account", response->account().name() + " (" + response->account().id() + ")"},
-                 {"permissions", PermissionNames(response->user().permissions())},
-                 {"device access", DeviceAccessText(response->user().device_access())},
-                 {"api key", response->api_key_id()},
-                 {"endpoint", ctx.globals().endpoint}});
-  });
-  return kExitOk;
+  return RunCall(ctx, &v1::IdentityService::Stub::GetCaller, v1::GetCallerRequest(),
+                 [&](const auto& r) {
+                   Print(ctx, r, [&] {
+                     PrintFields({{"user", r.user().username() + " (" + r.user().id() + ")"},
+                                  {"account", r.account().name() + " (" + r.account().id() + ")"},
+                                  {"permissions", PermissionNames(r.user().permissions())},
+                                  {"device access", DeviceAccessText(r.user().device_access())},
+                                  {"api key", r.api_key_id()},
+                                  {"endpoint", ctx.globals().endpoint}});
+                   });
+                 });
 }
 
 int AccountUpdate(Context& ctx, const Args& args) {
@@ -438,10 +425,8 @@ int AccountUpdate(Context& ctx, const Args& args) {
   if (request.update_mask().paths_size() == 0) {
     return ctx.UsageError("admin account update", "give --name or --block-public-sharing");
   }
-  auto response = ctx.Call(&v1::IdentityService::Stub::UpdateAccount, request);
-  if (!response.ok()) return ctx.Fail(response.status());
-  PrintAccount(ctx, response->account());
-  return kExitOk;
+  return RunCall(ctx, &v1::IdentityService::Stub::UpdateAccount, request,
+                 [&](const auto& response) { PrintAccount(ctx, response.account()); });
 }
 }  // namespace
 

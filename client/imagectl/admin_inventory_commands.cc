@@ -4,6 +4,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "client/imagectl/cli.h"
+#include "common/status_macros.h"
 
 namespace imagectl {
 
@@ -16,10 +17,6 @@ constexpr char kExampleAccount[] = "5f0c6b2a-1d3e-4f5a-8b9c-0d1e2f3a4b5c";
 constexpr char kExampleServer[] = "0d3c1f9e-8a7b-4c2d-9e1f-2a3b4c5d6e7f";
 constexpr char kExampleVolume[] = "6b1d2e3f-4a5b-4c6d-8e7f-8091a2b3c4d5";
 constexpr char kExamplePool[] = "1e2d3c4b-5a69-4788-9a0b-c1d2e3f40516";
-
-std::string IscsiText(const v1::IscsiAddress& a) {
-  return absl::StrCat(a.portal(), "/", a.iqn(), "/", a.lun());
-}
 
 void SanVolumeFields(const v1::SanVolume& v) {
   PrintFields({{"id", v.id()},
@@ -57,13 +54,11 @@ int DatacenterCreate(Context& ctx, const Args& args) {
   v1::CreateDatacenterRequest request;
   request.set_name(pos[0]);
   request.set_description(description);
-  auto response = ctx.Call(&v1::InventoryService::Stub::CreateDatacenter, request);
-  if (!response.ok()) return ctx.Fail(response.status());
-  Print(ctx, response->datacenter(), [&] {
-    PrintFields({{"name", response->datacenter().name()},
-                 {"description", response->datacenter().description()}});
+  return RunCall(ctx, &v1::InventoryService::Stub::CreateDatacenter, request, [&](const auto& r) {
+    Print(ctx, r.datacenter(), [&] {
+      PrintFields({{"name", r.datacenter().name()}, {"description", r.datacenter().description()}});
+    });
   });
-  return kExitOk;
 }
 
 int DatacenterList(Context& ctx, const Args& args) {
@@ -127,10 +122,9 @@ int SanVolumeCreate(Context& ctx, const Args& args) {
   request.mutable_iscsi()->set_chap_secret(chap_secret);
   request.set_size_bytes(*bytes);
   request.set_thin(thin);
-  auto response = ctx.Call(&v1::InventoryService::Stub::CreateSanVolume, request);
-  if (!response.ok()) return ctx.Fail(response.status());
-  Print(ctx, response->san_volume(), [&] { SanVolumeFields(response->san_volume()); });
-  return kExitOk;
+  return RunCall(ctx, &v1::InventoryService::Stub::CreateSanVolume, request, [&](const auto& r) {
+    Print(ctx, r.san_volume(), [&] { SanVolumeFields(r.san_volume()); });
+  });
 }
 
 int SanVolumeList(Context& ctx, const Args& args) {
@@ -149,9 +143,8 @@ int SanVolumeList(Context& ctx, const Args& args) {
         request->set_datacenter(datacenter);
         request->set_san_host(san_host);
         if (!state.empty()) {
-          auto v = ParseEnum(v1::SanVolumeState_descriptor(), "SAN_VOLUME_STATE_", "state", state);
-          if (!v.ok()) return v.status();
-          request->set_state(static_cast<v1::SanVolumeState>(*v));
+          RETURN_IF_ERROR(SetEnum(request, &v1::ListSanVolumesRequest::set_state,
+                                  "SAN_VOLUME_STATE_", "state", state));
         }
         if (!min_size.empty()) {
           auto bytes = ParseSize(min_size);
@@ -224,10 +217,9 @@ int IpPoolCreate(Context& ctx, const Args& args) {
     range->set_start(ends[0]);
     range->set_end(ends[1]);
   }
-  auto response = ctx.Call(&v1::InventoryService::Stub::CreateIpPool, request);
-  if (!response.ok()) return ctx.Fail(response.status());
-  Print(ctx, response->ip_pool(), [&] { IpPoolTable(response->ip_pool()); });
-  return kExitOk;
+  return RunCall(ctx, &v1::InventoryService::Stub::CreateIpPool, request, [&](const auto& r) {
+    Print(ctx, r.ip_pool(), [&] { IpPoolTable(r.ip_pool()); });
+  });
 }
 
 int IpPoolList(Context& ctx, const Args& args) {
@@ -291,64 +283,58 @@ int ServerCreate(Context& ctx, const Args& args) {
                           "--account, --hostname, --datacenter and --boot-volume are required");
   }
   v1::CreateServerRequest request;
-  request.set_account_id(account);
-  auto t = ParseEnum(v1::ServerType_descriptor(), "SERVER_TYPE_", "type", type);
-  if (!t.ok()) return ctx.UsageError("admin server create", std::string(t.status().message()));
-  request.set_type(static_cast<v1::ServerType>(*t));
-  request.set_hostname(hostname);
-  request.set_domain(domain);
-  request.set_datacenter(datacenter);
-  v1::ServerConfiguration* config = request.mutable_configuration();
-  config->set_cpu_count(static_cast<int32_t>(cpus));
-  config->set_memory_mib(memory_mib);
-  config->set_os_reference(os);
-  if (!boot_mode.empty()) {
-    auto b = ParseEnum(v1::BootMode_descriptor(), "BOOT_MODE_", "boot-mode", boot_mode);
-    if (!b.ok()) return ctx.UsageError("admin server create", std::string(b.status().message()));
-    config->set_boot_mode(static_cast<v1::BootMode>(*b));
-  }
-  if (!nic.empty()) {
-    std::vector<std::string> parts = absl::StrSplit(nic, ',');
-    if (parts.size() < 2 || parts.size() > 4) {
-      return ctx.UsageError("admin server create",
-                            "--nic: want NAME,MAC[,ADDRESS/PREFIX[,GATEWAY]]");
+  // Every error while filling the request is a usage error.
+  auto fill = [&]() -> absl::Status {
+    request.set_account_id(account);
+    RETURN_IF_ERROR(
+        SetEnum(&request, &v1::CreateServerRequest::set_type, "SERVER_TYPE_", "type", type));
+    request.set_hostname(hostname);
+    request.set_domain(domain);
+    request.set_datacenter(datacenter);
+    v1::ServerConfiguration* config = request.mutable_configuration();
+    config->set_cpu_count(static_cast<int32_t>(cpus));
+    config->set_memory_mib(memory_mib);
+    config->set_os_reference(os);
+    if (!boot_mode.empty()) {
+      RETURN_IF_ERROR(SetEnum(config, &v1::ServerConfiguration::set_boot_mode, "BOOT_MODE_",
+                              "boot-mode", boot_mode));
     }
-    v1::NetworkInterface* n = config->add_network_interfaces();
-    n->set_name(parts[0]);
-    n->set_mac_address(parts[1]);
-    if (parts.size() > 2) n->set_ip_address(parts[2]);
-    if (parts.size() > 3) n->set_gateway(parts[3]);
-  }
-  int index = 0;
-  auto add_disk = [&](const std::string& volume, bool boot, bool cfg) {
-    v1::ServerDisk* disk = request.add_disks();
-    disk->set_device_index(index++);
-    disk->set_boot(boot);
-    disk->set_config_drive(cfg);
-    disk->set_san_volume_id(volume);
+    if (!nic.empty()) {
+      std::vector<std::string> parts = absl::StrSplit(nic, ',');
+      if (parts.size() < 2 || parts.size() > 4) {
+        return absl::InvalidArgumentError("--nic: want NAME,MAC[,ADDRESS/PREFIX[,GATEWAY]]");
+      }
+      v1::NetworkInterface* n = config->add_network_interfaces();
+      n->set_name(parts[0]);
+      n->set_mac_address(parts[1]);
+      if (parts.size() > 2) n->set_ip_address(parts[2]);
+      if (parts.size() > 3) n->set_gateway(parts[3]);
+    }
+    int index = 0;
+    auto add_disk = [&](const std::string& volume, bool boot, bool cfg) {
+      v1::ServerDisk* disk = request.add_disks();
+      disk->set_device_index(index++);
+      disk->set_boot(boot);
+      disk->set_config_drive(cfg);
+      disk->set_san_volume_id(volume);
+    };
+    add_disk(boot_volume, true, false);
+    for (const auto& v : SplitList(data_volumes)) add_disk(v, false, false);
+    if (!config_drive.empty()) add_disk(config_drive, false, true);
+    if (!credential.empty() && !ParseCredential(credential, request.add_credentials())) {
+      return absl::InvalidArgumentError("--credential: want SOFTWARE:USER:PASSWORD");
+    }
+    if (!power.empty()) {
+      RETURN_IF_ERROR(SetEnum(&request, &v1::CreateServerRequest::set_power_state, "POWER_STATE_",
+                              "power", power));
+    }
+    return absl::OkStatus();
   };
-  add_disk(boot_volume, true, false);
-  for (const auto& v : SplitList(data_volumes)) add_disk(v, false, false);
-  if (!config_drive.empty()) add_disk(config_drive, false, true);
-  if (!credential.empty()) {
-    std::vector<std::string> parts = absl::StrSplit(credential, absl::MaxSplits(':', 2));
-    if (parts.size() != 3) {
-      return ctx.UsageError("admin server create", "--credential: want SOFTWARE:USER:PASSWORD");
-    }
-    v1::SoftwareCredential* c = request.add_credentials();
-    c->set_software(parts[0]);
-    c->set_username(parts[1]);
-    c->set_password(parts[2]);
+  if (absl::Status s = fill(); !s.ok()) {
+    return ctx.UsageError("admin server create", std::string(s.message()));
   }
-  if (!power.empty()) {
-    auto p = ParseEnum(v1::PowerState_descriptor(), "POWER_STATE_", "power", power);
-    if (!p.ok()) return ctx.UsageError("admin server create", std::string(p.status().message()));
-    request.set_power_state(static_cast<v1::PowerState>(*p));
-  }
-  auto response = ctx.Call(&v1::InventoryService::Stub::CreateServer, request);
-  if (!response.ok()) return ctx.Fail(response.status());
-  Print(ctx, response->server(), [&] { PrintServerDetail(response->server()); });
-  return kExitOk;
+  return RunCall(ctx, &v1::InventoryService::Stub::CreateServer, request,
+                 [&](const auto& response) { PrintServer(ctx, response.server()); });
 }
 
 int StorageNodeList(Context& ctx, const Args& args) {
@@ -364,12 +350,8 @@ int StorageNodeList(Context& ctx, const Args& args) {
       [&](v1::ListStorageNodesRequest* request) {
         request->set_datacenter(datacenter);
         if (!state.empty()) {
-          auto v =
-              ParseEnum(v1::StorageNodeState_descriptor(), "STORAGE_NODE_STATE_", "state", state);
-          if (!v.ok()) {
-            return v.status();
-          }
-          request->set_state(static_cast<v1::StorageNodeState>(*v));
+          RETURN_IF_ERROR(SetEnum(request, &v1::ListStorageNodesRequest::set_state,
+                                  "STORAGE_NODE_STATE_", "state", state));
         }
         return absl::OkStatus();
       },
@@ -477,10 +459,8 @@ int ServerUpdate(Context& ctx, const Args& args) {
     if (mode) config->set_boot_mode(*mode);
     mask("configuration");
   }
-  auto response = ctx.Call(&v1::InventoryService::Stub::UpdateServer, request);
-  if (!response.ok()) return ctx.Fail(response.status());
-  Print(ctx, response->server(), [&] { PrintServerDetail(response->server()); });
-  return kExitOk;
+  return RunCall(ctx, &v1::InventoryService::Stub::UpdateServer, request,
+                 [&](const auto& response) { PrintServer(ctx, response.server()); });
 }
 
 }  // namespace

@@ -349,6 +349,15 @@ absl::StatusOr<int64_t> ParseSize(const std::string& value) {
   return static_cast<int64_t>(std::llround(number * static_cast<double>(multiplier)));
 }
 
+bool ParseCredential(const std::string& text, v1::SoftwareCredential* credential) {
+  std::vector<std::string> parts = absl::StrSplit(text, absl::MaxSplits(':', 2));
+  if (parts.size() != 3) return false;
+  credential->set_software(parts[0]);
+  credential->set_username(parts[1]);
+  credential->set_password(parts[2]);
+  return true;
+}
+
 std::string FormatBytes(int64_t bytes) {
   static const char* const kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB"};
   double value = static_cast<double>(bytes);

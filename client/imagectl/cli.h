@@ -17,6 +17,7 @@
 #include "client/image_templates_client.h"
 #include "common/flags.h"
 #include "google/protobuf/descriptor.h"
+#include "google/protobuf/generated_enum_reflection.h"
 #include "google/protobuf/message.h"
 
 namespace imagectl {
@@ -120,6 +121,23 @@ absl::StatusOr<int> ParseEnum(const google::protobuf::EnumDescriptor* descriptor
                               const std::string& value);
 std::string FormatTime(const google::protobuf::Message& timestamp);
 
+// Parses `value` as the generated enum E (ParseEnum: INVALID_ARGUMENT naming
+// `flag`) and passes it to `set`, a setter or adder of `message`, for example
+// SetEnum(request, &v1::ListServersRequest::set_state, "SERVER_STATE_", "state", state).
+template <typename Message, typename E>
+absl::Status SetEnum(Message* message, void (Message::*set)(E), const std::string& prefix,
+                     const std::string& flag, const std::string& value) {
+  absl::StatusOr<int> number =
+      ParseEnum(google::protobuf::GetEnumDescriptor<E>(), prefix, flag, value);
+  if (!number.ok()) return number.status();
+  (message->*set)(static_cast<E>(*number));
+  return absl::OkStatus();
+}
+
+// "SOFTWARE:USER:PASSWORD" (the password may hold ':') into `credential`;
+// false if `text` is not of that form.
+bool ParseCredential(const std::string& text, imagetemplates::v1::SoftwareCredential* credential);
+
 // A table printed with aligned columns; a header row first.
 class Table {
  public:
@@ -189,6 +207,10 @@ int FollowOperation(Context& ctx, const imagetemplates::v1::Operation& started, 
 // Views shared by several commands.
 void PrintOperation(const imagetemplates::v1::Operation& operation);
 void PrintServerDetail(const imagetemplates::v1::Server& server);
+// JSON mode: the server as JSON; table mode: PrintServerDetail.
+void PrintServer(Context& ctx, const imagetemplates::v1::Server& server);
+// "PORTAL/IQN/LUN".
+std::string IscsiText(const imagetemplates::v1::IscsiAddress& address);
 // `server list` and `admin server list` (named `command` in help and errors).
 int ServerList(Context& ctx, const std::vector<std::string>& args, const std::string& command);
 
@@ -241,22 +263,49 @@ int RunList(Context& ctx, const std::string& command, common::FlagSet& flags,
   return static_cast<int>(kExitOk);
 }
 
+// The end every command making one call shares: calls `rpc`, hands the
+// response to `print` and returns 0, or prints the error and returns its exit
+// code.
+template <typename Stub, typename Request, typename Response, typename PrintFn>
+int RunCall(Context& ctx,
+            grpc::Status (Stub::*rpc)(grpc::ClientContext*, const Request&, Response*),
+            Request request, PrintFn print) {
+  absl::StatusOr<Response> response = ctx.Call(rpc, std::move(request));
+  if (!response.ok()) return ctx.Fail(response.status());
+  print(*response);
+  return static_cast<int>(kExitOk);
+}
+
+// RunCall for an RPC that starts an operation: follows it (FollowOperation).
+// `announce`, if set, says on stderr what started before a follow in table
+// mode.
+template <typename Stub, typename Request>
+int RunOperation(
+    Context& ctx,
+    grpc::Status (Stub::*rpc)(grpc::ClientContext*, const Request&, imagetemplates::v1::Operation*),
+    Request request, bool no_wait,
+    const std::function<void(const imagetemplates::v1::Operation&)>& announce = nullptr) {
+  absl::StatusOr<imagetemplates::v1::Operation> op = ctx.Call(rpc, std::move(request));
+  if (!op.ok()) return ctx.Fail(op.status());
+  if (announce && !no_wait && !ctx.json()) announce(*op);
+  return FollowOperation(ctx, *op, no_wait);
+}
+
 // What `imagectl PATH ARG --help` says about a command that takes one id.
 struct IdCommandSpec {
   std::string path;         // "admin user get"
   std::string summary;      // its line in the group's help
   std::string arg;          // "USER_ID"
   std::string description;  // what it does, who may run it
-  std::string example_arg;  // the id in the example
+  std::string example_arg;  // the id in the example (and any flags after it)
 };
 
-// A command taking one id and no flags: sets the request's string field
-// `field` to the id, calls `rpc` and hands the response to `print` (which also
-// gets the id). Most get and delete commands are one of these.
-template <typename Stub, typename Request, typename Response, typename PrintFn>
-Command IdCommand(const IdCommandSpec& spec, const std::string& field,
-                  grpc::Status (Stub::*rpc)(grpc::ClientContext*, const Request&, Response*),
-                  PrintFn print) {
+namespace internal {
+
+// IdCommand with `fetch(ctx, request)` in place of the call.
+template <typename Request, typename Fetch, typename PrintFn>
+Command IdCommandWith(const IdCommandSpec& spec, const std::string& field, Fetch fetch,
+                      PrintFn print) {
   return {spec.path, spec.summary, [=](Context& ctx, const std::vector<std::string>& args) {
             common::FlagSet flags("imagectl " + spec.path + " " + spec.arg + "\n" +
                                   spec.description + "\nExample:\n  imagectl " + spec.path +
@@ -272,11 +321,38 @@ Command IdCommand(const IdCommandSpec& spec, const std::string& field,
               return static_cast<int>(kExitError);
             }
             request.GetReflection()->SetString(&request, id, pos[0]);
-            absl::StatusOr<Response> response = ctx.Call(rpc, std::move(request));
+            auto response = fetch(ctx, std::move(request));
             if (!response.ok()) return ctx.Fail(response.status());
             print(ctx, pos[0], *response);
             return static_cast<int>(kExitOk);
           }};
+}
+
+}  // namespace internal
+
+// A command taking one id and no flags: sets the request's string field
+// `field` to the id, calls `rpc` and hands the response to `print` (which also
+// gets the id). Most get and delete commands are one of these.
+template <typename Stub, typename Request, typename Response, typename PrintFn>
+Command IdCommand(const IdCommandSpec& spec, const std::string& field,
+                  grpc::Status (Stub::*rpc)(grpc::ClientContext*, const Request&, Response*),
+                  PrintFn print) {
+  return internal::IdCommandWith<Request>(
+      spec, field,
+      [rpc](Context& ctx, Request request) { return ctx.Call(rpc, std::move(request)); }, print);
+}
+
+// IdCommand for a list RPC keyed by the id: fetches every page (ListPages).
+template <typename Stub, typename Request, typename Response, typename PrintFn>
+Command IdListCommand(const IdCommandSpec& spec, const std::string& field,
+                      grpc::Status (Stub::*rpc)(grpc::ClientContext*, const Request&, Response*),
+                      PrintFn print) {
+  return internal::IdCommandWith<Request>(
+      spec, field,
+      [rpc](Context& ctx, Request request) {
+        return ListPages(ctx, rpc, std::move(request), /*one_page=*/false);
+      },
+      print);
 }
 
 // For IdCommand: prints `field` of the response (a sub-message) as JSON, or
@@ -286,6 +362,15 @@ auto PrintPart(const Resource& (Response::*field)() const, TableFn table) {
   return [=](Context& ctx, const std::string&, const Response& response) {
     const Resource& resource = (response.*field)();
     Print(ctx, resource, [&] { table(resource); });
+  };
+}
+
+// For IdCommand: prints the whole response as JSON, or with `table` in table
+// mode.
+template <typename TableFn>
+auto PrintResponse(TableFn table) {
+  return [=](Context& ctx, const std::string&, const auto& response) {
+    Print(ctx, response, [&] { table(response); });
   };
 }
 

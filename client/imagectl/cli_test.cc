@@ -74,6 +74,39 @@ TEST(ParseTest, SizesAndEnums) {
       << bad.status();
 }
 
+TEST(ParseTest, SetEnumSetsOrAddsAndNamesTheFlag) {
+  imagetemplates::v1::ListServersRequest servers;
+  ASSERT_TRUE(SetEnum(&servers, &imagetemplates::v1::ListServersRequest::set_state,
+                      "SERVER_STATE_", "state", "active")
+                  .ok());
+  EXPECT_EQ(servers.state(), imagetemplates::v1::SERVER_STATE_ACTIVE);
+  absl::Status bad = SetEnum(&servers, &imagetemplates::v1::ListServersRequest::set_state,
+                             "SERVER_STATE_", "state", "asleep");
+  EXPECT_EQ(bad.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.message().find("--state: \"asleep\""), std::string::npos) << bad;
+  EXPECT_EQ(servers.state(), imagetemplates::v1::SERVER_STATE_ACTIVE);
+
+  imagetemplates::v1::ListOperationsRequest ops;
+  for (const char* state : {"running", "failed"}) {
+    ASSERT_TRUE(SetEnum(&ops, &imagetemplates::v1::ListOperationsRequest::add_states,
+                        "OPERATION_STATE_", "states", state)
+                    .ok());
+  }
+  ASSERT_EQ(ops.states_size(), 2);
+  EXPECT_EQ(ops.states(0), imagetemplates::v1::OPERATION_STATE_RUNNING);
+  EXPECT_EQ(ops.states(1), imagetemplates::v1::OPERATION_STATE_FAILED);
+}
+
+TEST(ParseTest, Credential) {
+  imagetemplates::v1::SoftwareCredential credential;
+  ASSERT_TRUE(ParseCredential("mysql:admin:pa:ss", &credential));
+  EXPECT_EQ(credential.software(), "mysql");
+  EXPECT_EQ(credential.username(), "admin");
+  EXPECT_EQ(credential.password(), "pa:ss");
+  EXPECT_FALSE(ParseCredential("os:root", &credential));
+  EXPECT_FALSE(ParseCredential("", &credential));
+}
+
 TEST(ExitCodeTest, ByWhatTheUserShouldDo) {
   EXPECT_EQ(ExitCodeFor(absl::StatusCode::kOk), 0);
   EXPECT_EQ(ExitCodeFor(absl::StatusCode::kInvalidArgument), 2);

@@ -8,6 +8,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "client/imagectl/cli.h"
+#include "common/status_macros.h"
 
 namespace imagectl {
 
@@ -24,6 +25,19 @@ std::string Status(v1::ImageTemplateStatus status) {
 
 std::string Visibility(v1::Visibility visibility) {
   return ShortEnum(v1::Visibility_Name(visibility), "VISIBILITY_");
+}
+
+// A template's locations (image detail, image datacenter list).
+void LocationsTable(
+    const google::protobuf::RepeatedPtrField<v1::ImageTemplateLocation>& locations) {
+  Table table({"DATACENTER", "STATUS", "OPERATION", "SINCE"});
+  for (const auto& l : locations) {
+    table.Add({l.datacenter(),
+               ShortEnum(v1::ImageTemplateLocationStatus_Name(l.status()),
+                         "IMAGE_TEMPLATE_LOCATION_STATUS_"),
+               l.operation_id(), FormatTime(l.create_time())});
+  }
+  table.Print(stdout);
 }
 
 int64_t StoredBytes(const v1::ImageTemplate& t) {
@@ -70,19 +84,17 @@ void PrintTemplateDetail(const v1::ImageTemplate& t) {
   }
   if (t.locations_size() > 0) {
     std::printf("\n");
-    Table locations({"DATACENTER", "STATUS", "OPERATION", "SINCE"});
-    for (const auto& l : t.locations()) {
-      locations.Add({l.datacenter(),
-                     ShortEnum(v1::ImageTemplateLocationStatus_Name(l.status()),
-                               "IMAGE_TEMPLATE_LOCATION_STATUS_"),
-                     l.operation_id(), FormatTime(l.create_time())});
-    }
-    locations.Print(stdout);
+    LocationsTable(t.locations());
   }
 }
 
 void PrintTemplate(Context& ctx, const v1::ImageTemplate& t) {
   Print(ctx, t, [&] { PrintTemplateDetail(t); });
+}
+
+// For RunCall on a call that answers with the changed template: prints it.
+auto TemplateOf(Context& ctx) {
+  return [&ctx](const auto& response) { PrintTemplate(ctx, response.image_template()); };
 }
 
 int List(Context& ctx, const Args& args) {
@@ -111,21 +123,16 @@ int List(Context& ctx, const Args& args) {
         request->set_include_deprecated(include_deprecated);
         request->set_descending(descending);
         if (!visibility.empty()) {
-          auto v = ParseEnum(v1::Visibility_descriptor(), "VISIBILITY_", "visibility", visibility);
-          if (!v.ok()) return v.status();
-          request->set_visibility(static_cast<v1::Visibility>(*v));
+          RETURN_IF_ERROR(SetEnum(request, &v1::ListImageTemplatesRequest::set_visibility,
+                                  "VISIBILITY_", "visibility", visibility));
         }
         if (!status.empty()) {
-          auto s = ParseEnum(v1::ImageTemplateStatus_descriptor(), "IMAGE_TEMPLATE_STATUS_",
-                             "status", status);
-          if (!s.ok()) return s.status();
-          request->set_status(static_cast<v1::ImageTemplateStatus>(*s));
+          RETURN_IF_ERROR(SetEnum(request, &v1::ListImageTemplatesRequest::set_status,
+                                  "IMAGE_TEMPLATE_STATUS_", "status", status));
         }
         if (!order_by.empty()) {
-          auto o = ParseEnum(v1::ImageTemplateOrderBy_descriptor(), "IMAGE_TEMPLATE_ORDER_BY_",
-                             "order-by", order_by);
-          if (!o.ok()) return o.status();
-          request->set_order_by(static_cast<v1::ImageTemplateOrderBy>(*o));
+          RETURN_IF_ERROR(SetEnum(request, &v1::ListImageTemplatesRequest::set_order_by,
+                                  "IMAGE_TEMPLATE_ORDER_BY_", "order-by", order_by));
         }
         return absl::OkStatus();
       },
@@ -144,22 +151,6 @@ int List(Context& ctx, const Args& args) {
         }
         table.Print(stdout);
       });
-}
-
-int Detail(Context& ctx, const Args& args) {
-  common::FlagSet flags(absl::StrCat(
-      "imagectl image detail IMAGE_ID\n"
-      "Shows one image template: status, visibility, disks, configuration, locations.\n"
-      "Example:\n  imagectl image detail ",
-      kExampleId, " -o json"));
-  Args pos;
-  if (auto rc = ParseArgs(ctx, "image detail", flags, args, 1, 1, &pos)) return *rc;
-  v1::GetImageTemplateRequest request;
-  request.set_id(pos[0]);
-  auto response = ctx.Call(&v1::ImageTemplateService::Stub::GetImageTemplate, request);
-  if (!response.ok()) return ctx.Fail(response.status());
-  PrintTemplate(ctx, response->image_template());
-  return kExitOk;
 }
 
 absl::Status ParseIndexes(const std::string& value, std::vector<int>* out) {
@@ -207,13 +198,11 @@ int Create(Context& ctx, const Args& args) {
     return ctx.UsageError("image create", std::string(s.message()));
   }
   for (int index : indexes) request.add_data_disk_indexes(index);
-  auto op = ctx.Call(&v1::ImageTemplateService::Stub::CreateImageTemplate, request);
-  if (!op.ok()) return ctx.Fail(op.status());
-  if (!no_wait && !ctx.json()) {
-    std::fprintf(stderr, "creating image template %s (operation %s)\n",
-                 op->image_template_id().c_str(), op->id().c_str());
-  }
-  return FollowOperation(ctx, *op, no_wait);
+  return RunOperation(ctx, &v1::ImageTemplateService::Stub::CreateImageTemplate, request, no_wait,
+                      [](const v1::Operation& op) {
+                        std::fprintf(stderr, "creating image template %s (operation %s)\n",
+                                     op.image_template_id().c_str(), op.id().c_str());
+                      });
 }
 
 int Edit(Context& ctx, const Args& args) {
@@ -239,10 +228,8 @@ int Edit(Context& ctx, const Args& args) {
   request.set_name(name);
   request.set_note(note);
   for (const std::string& tag : SplitList(tags)) request.add_tags(tag);
-  auto response = ctx.Call(&v1::ImageTemplateService::Stub::UpdateImageTemplate, request);
-  if (!response.ok()) return ctx.Fail(response.status());
-  PrintTemplate(ctx, response->image_template());
-  return kExitOk;
+  return RunCall(ctx, &v1::ImageTemplateService::Stub::UpdateImageTemplate, request,
+                 TemplateOf(ctx));
 }
 
 int Delete(Context& ctx, const Args& args) {
@@ -257,9 +244,7 @@ int Delete(Context& ctx, const Args& args) {
   if (auto rc = ParseArgs(ctx, "image delete", flags, args, 1, 1, &pos)) return *rc;
   v1::DeleteImageTemplateRequest request;
   request.set_id(pos[0]);
-  auto op = ctx.Call(&v1::ImageTemplateService::Stub::DeleteImageTemplate, request);
-  if (!op.ok()) return ctx.Fail(op.status());
-  return FollowOperation(ctx, *op, no_wait);
+  return RunOperation(ctx, &v1::ImageTemplateService::Stub::DeleteImageTemplate, request, no_wait);
 }
 
 int Deploy(Context& ctx, const Args& args) {
@@ -341,13 +326,11 @@ int Deploy(Context& ctx, const Args& args) {
     data << in.rdbuf();
     request.set_user_data(data.str());
   }
-  auto op = ctx.Call(&v1::ImageTemplateService::Stub::DeployImageTemplate, request);
-  if (!op.ok()) return ctx.Fail(op.status());
-  if (!no_wait && !ctx.json()) {
-    std::fprintf(stderr, "deploying %lld server(s) (operation %s)\n",
-                 static_cast<long long>(quantity), op->id().c_str());
-  }
-  return FollowOperation(ctx, *op, no_wait);
+  return RunOperation(ctx, &v1::ImageTemplateService::Stub::DeployImageTemplate, request, no_wait,
+                      [&](const v1::Operation& op) {
+                        std::fprintf(stderr, "deploying %lld server(s) (operation %s)\n",
+                                     static_cast<long long>(quantity), op.id().c_str());
+                      });
 }
 
 int ShareOrUnshare(Context& ctx, const Args& args, bool share) {
@@ -364,47 +347,18 @@ int ShareOrUnshare(Context& ctx, const Args& args, bool share) {
   if (auto rc = ParseArgs(ctx, command, flags, args, 1, 1, &pos)) return *rc;
   std::vector<std::string> ids = SplitList(accounts);
   if (ids.empty()) return ctx.UsageError(command, "--accounts is required");
-  absl::StatusOr<v1::ImageTemplate> result;
+  // The share and unshare requests and responses have the same fields.
+  auto call = [&](auto rpc, auto request) {
+    request.set_id(pos[0]);
+    for (const auto& id : ids) request.add_account_ids(id);
+    return RunCall(ctx, rpc, std::move(request), TemplateOf(ctx));
+  };
   if (share) {
-    v1::ShareImageTemplateRequest request;
-    request.set_id(pos[0]);
-    for (const auto& id : ids) request.add_account_ids(id);
-    auto r = ctx.Call(&v1::ImageTemplateService::Stub::ShareImageTemplate, request);
-    if (!r.ok()) return ctx.Fail(r.status());
-    result = r->image_template();
-  } else {
-    v1::UnshareImageTemplateRequest request;
-    request.set_id(pos[0]);
-    for (const auto& id : ids) request.add_account_ids(id);
-    auto r = ctx.Call(&v1::ImageTemplateService::Stub::UnshareImageTemplate, request);
-    if (!r.ok()) return ctx.Fail(r.status());
-    result = r->image_template();
+    return call(&v1::ImageTemplateService::Stub::ShareImageTemplate,
+                v1::ShareImageTemplateRequest());
   }
-  PrintTemplate(ctx, *result);
-  return kExitOk;
-}
-
-int Shares(Context& ctx, const Args& args) {
-  common::FlagSet flags(absl::StrCat(
-      "imagectl image shares IMAGE_ID\n"
-      "Lists the accounts a template is shared with (owner or operator).\n"
-      "Example:\n  imagectl image shares ",
-      kExampleId));
-  Args pos;
-  if (auto rc = ParseArgs(ctx, "image shares", flags, args, 1, 1, &pos)) return *rc;
-  v1::ListImageTemplateSharesRequest request;
-  request.set_id(pos[0]);
-  auto response =
-      ListPages(ctx, &v1::ImageTemplateService::Stub::ListImageTemplateShares, request, false);
-  if (!response.ok()) return ctx.Fail(response.status());
-  Print(ctx, *response, [&] {
-    Table table({"ACCOUNT", "SHARED SINCE"});
-    for (const auto& s : response->shares()) {
-      table.Add({s.account_id(), FormatTime(s.create_time())});
-    }
-    table.Print(stdout);
-  });
-  return kExitOk;
+  return call(&v1::ImageTemplateService::Stub::UnshareImageTemplate,
+              v1::UnshareImageTemplateRequest());
 }
 
 // Commands that take a template id and answer with the changed template.
@@ -431,36 +385,24 @@ int Protect(Context& ctx, const Args& args, bool protect) {
   v1::SetDeleteProtectionRequest request;
   request.set_id(pos[0]);
   request.set_delete_protected(protect);
-  auto response = ctx.Call(&v1::ImageTemplateService::Stub::SetDeleteProtection, request);
-  if (!response.ok()) return ctx.Fail(response.status());
-  PrintTemplate(ctx, response->image_template());
-  return kExitOk;
+  return RunCall(ctx, &v1::ImageTemplateService::Stub::SetDeleteProtection, request,
+                 TemplateOf(ctx));
 }
 
-int DatacenterList(Context& ctx, const Args& args) {
-  common::FlagSet flags(absl::StrCat(
-      "imagectl image datacenter list IMAGE_ID\n"
-      "Lists the datacenters holding a template's data.\n"
-      "Example:\n  imagectl image datacenter list ",
-      kExampleId));
+// Parses the arguments of image datacenter add and remove (`datacenters` is
+// the variable of their --datacenters flag) and fills `request` with IMAGE_ID
+// and the datacenters, which are required. Returns an exit code when the
+// command stops here.
+template <typename Request>
+std::optional<int> ParseLocations(Context& ctx, const std::string& command, common::FlagSet& flags,
+                                  const Args& args, const std::string& datacenters,
+                                  Request* request) {
   Args pos;
-  if (auto rc = ParseArgs(ctx, "image datacenter list", flags, args, 1, 1, &pos)) return *rc;
-  v1::ListImageTemplateLocationsRequest request;
-  request.set_id(pos[0]);
-  auto response = ListPages(ctx, &v1::ImageTemplateService::Stub::ListImageTemplateLocations,
-                            request, false);
-  if (!response.ok()) return ctx.Fail(response.status());
-  Print(ctx, *response, [&] {
-    Table table({"DATACENTER", "STATUS", "OPERATION", "SINCE"});
-    for (const auto& l : response->locations()) {
-      table.Add({l.datacenter(),
-                 ShortEnum(v1::ImageTemplateLocationStatus_Name(l.status()),
-                           "IMAGE_TEMPLATE_LOCATION_STATUS_"),
-                 l.operation_id(), FormatTime(l.create_time())});
-    }
-    table.Print(stdout);
-  });
-  return kExitOk;
+  if (auto rc = ParseArgs(ctx, command, flags, args, 1, 1, &pos)) return rc;
+  request->set_id(pos[0]);
+  for (const auto& dc : SplitList(datacenters)) request->add_datacenters(dc);
+  if (request->datacenters_size() == 0) return ctx.UsageError(command, "--datacenters is required");
+  return std::nullopt;
 }
 
 int DatacenterAdd(Context& ctx, const Args& args) {
@@ -473,17 +415,12 @@ int DatacenterAdd(Context& ctx, const Args& args) {
       kExampleId, " --datacenters=fra02,tok05"));
   flags.String("datacenters", &datacenters, "comma-separated datacenter names (required)");
   flags.Bool("no-wait", &no_wait, "print the operation id at once instead of waiting");
-  Args pos;
-  if (auto rc = ParseArgs(ctx, "image datacenter add", flags, args, 1, 1, &pos)) return *rc;
   v1::AddImageTemplateLocationsRequest request;
-  request.set_id(pos[0]);
-  for (const auto& dc : SplitList(datacenters)) request.add_datacenters(dc);
-  if (request.datacenters_size() == 0) {
-    return ctx.UsageError("image datacenter add", "--datacenters is required");
+  if (auto rc = ParseLocations(ctx, "image datacenter add", flags, args, datacenters, &request)) {
+    return *rc;
   }
-  auto op = ctx.Call(&v1::ImageTemplateService::Stub::AddImageTemplateLocations, request);
-  if (!op.ok()) return ctx.Fail(op.status());
-  return FollowOperation(ctx, *op, no_wait);
+  return RunOperation(ctx, &v1::ImageTemplateService::Stub::AddImageTemplateLocations, request,
+                      no_wait);
 }
 
 int DatacenterRemove(Context& ctx, const Args& args) {
@@ -494,19 +431,13 @@ int DatacenterRemove(Context& ctx, const Args& args) {
       "Example:\n  imagectl image datacenter remove ",
       kExampleId, " --datacenters=tok05"));
   flags.String("datacenters", &datacenters, "comma-separated datacenter names (required)");
-  Args pos;
-  if (auto rc = ParseArgs(ctx, "image datacenter remove", flags, args, 1, 1, &pos)) return *rc;
   v1::RemoveImageTemplateLocationsRequest request;
-  request.set_id(pos[0]);
-  for (const auto& dc : SplitList(datacenters)) request.add_datacenters(dc);
-  if (request.datacenters_size() == 0) {
-    return ctx.UsageError("image datacenter remove", "--datacenters is required");
+  if (auto rc =
+          ParseLocations(ctx, "image datacenter remove", flags, args, datacenters, &request)) {
+    return *rc;
   }
-  auto response =
-      ctx.Call(&v1::ImageTemplateService::Stub::RemoveImageTemplateLocations, request);
-  if (!response.ok()) return ctx.Fail(response.status());
-  PrintTemplate(ctx, response->image_template());
-  return kExitOk;
+  return RunCall(ctx, &v1::ImageTemplateService::Stub::RemoveImageTemplateLocations, request,
+                 TemplateOf(ctx));
 }
 
 }  // namespace
@@ -515,7 +446,11 @@ std::vector<Command> ImageCommands() {
   using Stub = v1::ImageTemplateService::Stub;
   return {
       {"image list", "list the image templates you can see", List},
-      {"image detail", "show one image template", Detail},
+      IdCommand({"image detail", "show one image template", "IMAGE_ID",
+                 "Shows one image template: status, visibility, disks, configuration, locations.",
+                 absl::StrCat(kExampleId, " -o json")},
+                "id", &Stub::GetImageTemplate,
+                PrintPart(&v1::GetImageTemplateResponse::image_template, PrintTemplateDetail)),
       {"image create", "capture a virtual server into a new image template", Create},
       {"image edit", "change a template's name, note or tags", Edit},
       {"image delete", "delete a template and its data", Delete},
@@ -524,7 +459,17 @@ std::vector<Command> ImageCommands() {
        [](Context& ctx, const Args& args) { return ShareOrUnshare(ctx, args, true); }},
       {"image unshare", "stop sharing a template with accounts",
        [](Context& ctx, const Args& args) { return ShareOrUnshare(ctx, args, false); }},
-      {"image shares", "list the accounts a template is shared with", Shares},
+      IdListCommand({"image shares", "list the accounts a template is shared with", "IMAGE_ID",
+                     "Lists the accounts a template is shared with (owner or operator).",
+                     kExampleId},
+                    "id", &Stub::ListImageTemplateShares,
+                    PrintResponse([](const v1::ListImageTemplateSharesResponse& response) {
+                      Table table({"ACCOUNT", "SHARED SINCE"});
+                      for (const auto& s : response.shares()) {
+                        table.Add({s.account_id(), FormatTime(s.create_time())});
+                      }
+                      table.Print(stdout);
+                    })),
       TemplateAction("publish", "make a template public",
                      "Makes a template PUBLIC: every account can see and deploy it.",
                      &Stub::PublishImageTemplate),
@@ -546,7 +491,12 @@ std::vector<Command> ImageCommands() {
        [](Context& ctx, const Args& args) { return Protect(ctx, args, true); }},
       {"image unprotect", "clear delete protection",
        [](Context& ctx, const Args& args) { return Protect(ctx, args, false); }},
-      {"image datacenter list", "list the datacenters holding a template", DatacenterList},
+      IdListCommand({"image datacenter list", "list the datacenters holding a template",
+                     "IMAGE_ID", "Lists the datacenters holding a template's data.", kExampleId},
+                    "id", &Stub::ListImageTemplateLocations,
+                    PrintResponse([](const v1::ListImageTemplateLocationsResponse& response) {
+                      LocationsTable(response.locations());
+                    })),
       {"image datacenter add", "copy a template to more datacenters", DatacenterAdd},
       {"image datacenter remove", "remove a template from datacenters", DatacenterRemove},
   };

@@ -3,8 +3,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
-#include "absl/strings/str_split.h"
 #include "client/imagectl/cli.h"
+#include "common/status_macros.h"
 
 namespace imagectl {
 
@@ -38,14 +38,12 @@ int OpList(Context& ctx, const Args& args) {
       ctx, "op list", flags, args, &v1::OperationService::Stub::ListOperations,
       [&](v1::ListOperationsRequest* request) {
         for (const auto& s : SplitList(states)) {
-          auto v = ParseEnum(v1::OperationState_descriptor(), "OPERATION_STATE_", "states", s);
-          if (!v.ok()) return v.status();
-          request->add_states(static_cast<v1::OperationState>(*v));
+          RETURN_IF_ERROR(SetEnum(request, &v1::ListOperationsRequest::add_states,
+                                  "OPERATION_STATE_", "states", s));
         }
         for (const auto& k : SplitList(kinds)) {
-          auto v = ParseEnum(v1::OperationKind_descriptor(), "OPERATION_KIND_", "kinds", k);
-          if (!v.ok()) return v.status();
-          request->add_kinds(static_cast<v1::OperationKind>(*v));
+          RETURN_IF_ERROR(SetEnum(request, &v1::ListOperationsRequest::add_kinds, "OPERATION_KIND_",
+                                  "kinds", k));
         }
         request->set_target_id(target);
         request->set_account_id(account);
@@ -63,22 +61,6 @@ int OpList(Context& ctx, const Args& args) {
       });
 }
 
-int OpGet(Context& ctx, const Args& args) {
-  common::FlagSet flags(absl::StrCat(
-      "imagectl op get OPERATION_ID\n"
-      "Shows an operation: state, step, progress, finished steps, result or error.\n"
-      "Example:\n  imagectl op get ",
-      kExampleOp));
-  Args pos;
-  if (auto rc = ParseArgs(ctx, "op get", flags, args, 1, 1, &pos)) return *rc;
-  v1::GetOperationRequest request;
-  request.set_id(pos[0]);
-  auto op = ctx.Call(&v1::OperationService::Stub::GetOperation, request);
-  if (!op.ok()) return ctx.Fail(op.status());
-  Print(ctx, *op, [&] { PrintOperation(*op); });
-  return kExitOk;
-}
-
 int OpWatch(Context& ctx, const Args& args) {
   common::FlagSet flags(absl::StrCat(
       "imagectl op watch OPERATION_ID\n"
@@ -90,22 +72,6 @@ int OpWatch(Context& ctx, const Args& args) {
   v1::Operation op;
   op.set_id(pos[0]);
   return FollowOperation(ctx, op, /*no_wait=*/false);
-}
-
-int OpCancel(Context& ctx, const Args& args) {
-  common::FlagSet flags(absl::StrCat(
-      "imagectl op cancel OPERATION_ID\n"
-      "Asks a running operation to stop and undo its work; it ends CANCELLED.\n"
-      "Example:\n  imagectl op cancel ",
-      kExampleOp));
-  Args pos;
-  if (auto rc = ParseArgs(ctx, "op cancel", flags, args, 1, 1, &pos)) return *rc;
-  v1::CancelOperationRequest request;
-  request.set_id(pos[0]);
-  auto op = ctx.Call(&v1::OperationService::Stub::CancelOperation, request);
-  if (!op.ok()) return ctx.Fail(op.status());
-  Print(ctx, *op, [&] { PrintOperation(*op); });
-  return kExitOk;
 }
 
 }  // namespace
@@ -144,10 +110,18 @@ void PrintServerDetail(const v1::Server& s) {
       disks.Add({absl::StrCat(d.device_index()),
                  d.boot() ? "boot" : (d.config_drive() ? "config-drive" : "data"),
                  FormatBytes(d.size_bytes()), d.san_volume_id(), d.san_host(),
-                 absl::StrCat(d.iscsi().portal(), "/", d.iscsi().iqn(), "/", d.iscsi().lun())});
+                 IscsiText(d.iscsi())});
     }
     disks.Print(stdout);
   }
+}
+
+void PrintServer(Context& ctx, const v1::Server& server) {
+  Print(ctx, server, [&] { PrintServerDetail(server); });
+}
+
+std::string IscsiText(const v1::IscsiAddress& a) {
+  return absl::StrCat(a.portal(), "/", a.iqn(), "/", a.lun());
 }
 
 int ServerList(Context& ctx, const Args& args, const std::string& command) {
@@ -172,14 +146,12 @@ int ServerList(Context& ctx, const Args& args, const std::string& command) {
         request->set_source_image_template_id(image);
         request->set_account_id(account);
         if (!type.empty()) {
-          auto v = ParseEnum(v1::ServerType_descriptor(), "SERVER_TYPE_", "type", type);
-          if (!v.ok()) return v.status();
-          request->set_type(static_cast<v1::ServerType>(*v));
+          RETURN_IF_ERROR(
+              SetEnum(request, &v1::ListServersRequest::set_type, "SERVER_TYPE_", "type", type));
         }
         if (!state.empty()) {
-          auto v = ParseEnum(v1::ServerState_descriptor(), "SERVER_STATE_", "state", state);
-          if (!v.ok()) return v.status();
-          request->set_state(static_cast<v1::ServerState>(*v));
+          RETURN_IF_ERROR(SetEnum(request, &v1::ListServersRequest::set_state, "SERVER_STATE_",
+                                  "state", state));
         }
         return absl::OkStatus();
       },
@@ -201,22 +173,6 @@ int ServerList(Context& ctx, const Args& args, const std::string& command) {
 }
 
 namespace {
-
-int ServerDetail(Context& ctx, const Args& args) {
-  common::FlagSet flags(absl::StrCat(
-      "imagectl server detail SERVER_ID\n"
-      "Shows a server: state, configuration, network interfaces and disks.\n"
-      "Example:\n  imagectl server detail ",
-      kExampleServer));
-  Args pos;
-  if (auto rc = ParseArgs(ctx, "server detail", flags, args, 1, 1, &pos)) return *rc;
-  v1::GetServerRequest request;
-  request.set_id(pos[0]);
-  auto response = ctx.Call(&v1::InventoryService::Stub::GetServer, request);
-  if (!response.ok()) return ctx.Fail(response.status());
-  Print(ctx, response->server(), [&] { PrintServerDetail(response->server()); });
-  return kExitOk;
-}
 
 void CredentialsTable(const google::protobuf::RepeatedPtrField<v1::SoftwareCredential>& all) {
   Table table({"SOFTWARE", "USERNAME", "PASSWORD"});
@@ -242,20 +198,13 @@ int CredentialsSet(Context& ctx, const Args& args) {
   v1::SetServerCredentialsRequest request;
   request.set_server_id(pos[0]);
   for (size_t i = 1; i < pos.size(); ++i) {
-    std::vector<std::string> parts = absl::StrSplit(pos[i], absl::MaxSplits(':', 2));
-    if (parts.size() != 3) {
+    if (!ParseCredential(pos[i], request.add_credentials())) {
       return ctx.UsageError("server credentials set",
                             absl::StrCat("\"", pos[i], "\" is not SOFTWARE:USER:PASSWORD"));
     }
-    v1::SoftwareCredential* c = request.add_credentials();
-    c->set_software(parts[0]);
-    c->set_username(parts[1]);
-    c->set_password(parts[2]);
   }
-  auto response = ctx.Call(&v1::InventoryService::Stub::SetServerCredentials, request);
-  if (!response.ok()) return ctx.Fail(response.status());
-  Print(ctx, response->server(), [&] { PrintServerDetail(response->server()); });
-  return kExitOk;
+  return RunCall(ctx, &v1::InventoryService::Stub::SetServerCredentials, request,
+                 [&](const auto& response) { PrintServer(ctx, response.server()); });
 }
 
 int Console(Context& ctx, const Args& args) {
@@ -272,22 +221,28 @@ int Console(Context& ctx, const Args& args) {
   v1::GetServerConsoleRequest request;
   request.set_server_id(pos[0]);
   request.set_line_count(static_cast<int32_t>(lines));
-  auto response = ctx.Call(&v1::InventoryService::Stub::GetServerConsole, request);
-  if (!response.ok()) return ctx.Fail(response.status());
-  Print(ctx, *response, [&] {
-    for (const std::string& line : response->lines()) std::printf("%s\n", line.c_str());
+  return RunCall(ctx, &v1::InventoryService::Stub::GetServerConsole, request, [&](const auto& r) {
+    Print(ctx, r, [&] {
+      for (const std::string& line : r.lines()) std::printf("%s\n", line.c_str());
+    });
   });
-  return kExitOk;
 }
 
 }  // namespace
 
 std::vector<Command> OperationCommands() {
+  using Stub = v1::OperationService::Stub;
   return {
       {"op list", "list operations", OpList},
-      {"op get", "show an operation", OpGet},
+      IdCommand({"op get", "show an operation", "OPERATION_ID",
+                 "Shows an operation: state, step, progress, finished steps, result or error.",
+                 kExampleOp},
+                "id", &Stub::GetOperation, PrintResponse(PrintOperation)),
       {"op watch", "follow an operation to its end", OpWatch},
-      {"op cancel", "cancel a running operation", OpCancel},
+      IdCommand({"op cancel", "cancel a running operation", "OPERATION_ID",
+                 "Asks a running operation to stop and undo its work; it ends CANCELLED.",
+                 kExampleOp},
+                "id", &Stub::CancelOperation, PrintResponse(PrintOperation)),
   };
 }
 
@@ -295,15 +250,19 @@ std::vector<Command> ServerCommands() {
   return {
       {"server list", "list the servers you may see",
        [](Context& ctx, const Args& args) { return ServerList(ctx, args, "server list"); }},
-      {"server detail", "show a server", ServerDetail},
+      IdCommand({"server detail", "show a server", "SERVER_ID",
+                 "Shows a server: state, configuration, network interfaces and disks.",
+                 kExampleServer},
+                "id", &v1::InventoryService::Stub::GetServer,
+                PrintPart(&v1::GetServerResponse::server, PrintServerDetail)),
       IdCommand({"server credentials get", "show a server's software credentials", "SERVER_ID",
                  "Shows a server's software credentials with passwords (server_credentials_view\n"
                  "with device access, or operators). The read is audited.",
                  kExampleServer},
                 "server_id", &v1::InventoryService::Stub::GetServerCredentials,
-                [](Context& ctx, const std::string&, const v1::GetServerCredentialsResponse& r) {
-                  Print(ctx, r, [&] { CredentialsTable(r.credentials()); });
-                }),
+                PrintResponse([](const v1::GetServerCredentialsResponse& r) {
+                  CredentialsTable(r.credentials());
+                })),
       {"server credentials set", "replace a server's software credentials", CredentialsSet},
       {"server console", "print a server's serial console", Console},
   };

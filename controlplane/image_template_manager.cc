@@ -317,7 +317,11 @@ absl::StatusOr<std::optional<v1::Operation>> ImageTemplateManager::FindStartedOp
     ASSIGN_OR_RETURN(std::vector<v1::Operation> page, deps_.operations->ListOperations(query));
     for (v1::Operation& op : page) {
       if (FromTimestamp(op.create_time()) < since_micros) return std::nullopt;
-      if (op.request_id() == request_id && op.user_id() == caller.user_id) return std::move(op);
+      // Any user of the account, as a replay answers: the request_id is the
+      // account's, and the fingerprint does not name the user.
+      if (op.request_id() == request_id && op.account_id() == caller.account_id) {
+        return std::move(op);
+      }
     }
     if (static_cast<int>(page.size()) < query.limit) return std::nullopt;
     OperationCursor after;

@@ -82,11 +82,12 @@ void OperationContext::RequestStop() {
   interrupted_ = true;
 }
 
-void OperationContext::Sleep(absl::Duration duration) {
+void OperationContext::Sleep(absl::Duration duration, StepKind kind) {
   absl::MutexLock lock(&wake_mu_);
   wake_mu_.AwaitWithTimeout(
       absl::Condition(
-          +[](std::atomic<bool>* flag) { return flag->load(); }, &interrupted_),
+          +[](std::atomic<bool>* flag) { return flag->load(); },
+          kind == StepKind::kForward ? &interrupted_ : &stopping_),
       duration);
 }
 
@@ -152,7 +153,7 @@ absl::Status OperationContext::RunStep(
     common::LogWarning("operation %s step %s attempt %d: %s; retrying in %s",
                        id(), name, attempts, status.ToString(),
                        absl::FormatDuration(backoff));
-    Sleep(backoff);
+    Sleep(backoff, kind);
     if (interrupted()) break;
     backoff = std::min(backoff * 2, options_.step_max_backoff);
   }
@@ -324,7 +325,12 @@ void OperationRunner::PollOnce() {
       absl::MutexLock lock(&mu_);
       if (stopping_ || active_.contains(op.id()) || threads_.contains(op.id()))
         continue;
-      if (static_cast<int>(active_.size()) >= options_.max_concurrent) return;
+      // A cancelled operation never waits for a slot: its undo gives back
+      // what it holds (volumes, addresses) and is short.
+      if (static_cast<int>(active_.size()) >= options_.max_concurrent &&
+          op.state() != v1::OPERATION_STATE_CANCELLING) {
+        continue;
+      }
     }
     absl::StatusOr<OperationInternals> internals =
         store_->GetInternals(op.id());

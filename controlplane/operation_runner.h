@@ -127,8 +127,9 @@ class OperationContext {
   // Changes the row (for results); the runner owns state, step and progress.
   absl::Status Update(const OperationStore::Mutator& mutate);
 
-  // Sleeps up to `duration`; returns early once interrupted.
-  void Sleep(absl::Duration duration);
+  // Sleeps up to `duration`; returns early once interrupted, or for an undo
+  // step only once stopping (a cancel does not cut an undo's backoff short).
+  void Sleep(absl::Duration duration, StepKind kind = StepKind::kForward);
 
  private:
   friend class OperationRunner;

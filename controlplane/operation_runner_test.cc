@@ -222,6 +222,69 @@ TEST_F(OperationRunnerTest,
   EXPECT_EQ(WaitTerminal(id).state(), v1::OPERATION_STATE_CANCELLED);
 }
 
+// An undo step keeps its backoff after a cancel: a node restarting or a
+// capture still winding down (FAILED_PRECONDITION answered as UNAVAILABLE)
+// gets the time the retries are for, instead of three attempts at once.
+TEST_F(OperationRunnerTest, UndoStepsOfACancelledOperationBackOffBetweenAttempts) {
+  options_.step_initial_backoff = absl::Milliseconds(150);
+  std::atomic<int> calls{0};
+  ScriptedWorkflow workflow([&](OperationContext& context) -> absl::Status {
+    EXPECT_TRUE(context.cancelled());
+    RETURN_IF_ERROR(context.RunStep(
+        "delete_images", "",
+        [&]() -> absl::Status {
+          if (++calls < 3) return absl::UnavailableError("n0 restarting");
+          return absl::OkStatus();
+        },
+        OperationContext::StepKind::kUndo));
+    return absl::CancelledError("cancelled");
+  });
+  const std::string id = Insert(v1::OPERATION_STATE_CANCELLING);
+  OperationRunner runner(store_.get(), options_);
+  runner.Register(v1::OPERATION_KIND_CREATE_IMAGE_TEMPLATE, &workflow);
+  runner.Start();
+  v1::Operation op = WaitTerminal(id);
+  EXPECT_EQ(op.state(), v1::OPERATION_STATE_CANCELLED);
+  ASSERT_EQ(op.finished_steps_size(), 1);
+  const v1::OperationStep& step = op.finished_steps(0);
+  EXPECT_EQ(step.state(), v1::OPERATION_STATE_SUCCEEDED);
+  EXPECT_EQ(step.attempt_count(), 3);
+  // 150 ms, then 300 ms.
+  EXPECT_GE(FromTimestamp(step.end_time()) - FromTimestamp(step.start_time()), 450'000);
+}
+
+// With every slot taken, a cancelled operation still runs its undo at once
+// and gives back what it holds; new work keeps waiting for a slot.
+TEST_F(OperationRunnerTest, ACancelledOperationDoesNotWaitForASlot) {
+  options_.max_concurrent = 1;
+  absl::Notification busy_started, release_busy;
+  std::atomic<int> runs_of_waiting{0};
+  std::string busy_id, waiting_id;
+  ScriptedWorkflow workflow([&](OperationContext& context) -> absl::Status {
+    if (context.id() == busy_id) {
+      busy_started.Notify();
+      release_busy.WaitForNotification();
+      return absl::OkStatus();
+    }
+    if (context.id() == waiting_id) ++runs_of_waiting;
+    return context.cancelled() ? absl::CancelledError("cancelled") : absl::OkStatus();
+  });
+  busy_id = Insert();
+  OperationRunner runner(store_.get(), options_);
+  runner.Register(v1::OPERATION_KIND_CREATE_IMAGE_TEMPLATE, &workflow);
+  runner.Start();
+  ASSERT_TRUE(busy_started.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  waiting_id = Insert();
+  const std::string cancelled_id = Insert(v1::OPERATION_STATE_CANCELLING);
+  EXPECT_EQ(WaitTerminal(cancelled_id).state(), v1::OPERATION_STATE_CANCELLED);
+  absl::SleepFor(absl::Milliseconds(200));  // several polls
+  EXPECT_EQ(runs_of_waiting.load(), 0);
+  EXPECT_EQ(store_->GetOperation(waiting_id)->state(), v1::OPERATION_STATE_PENDING);
+  release_busy.Notify();
+  EXPECT_EQ(WaitTerminal(waiting_id).state(), v1::OPERATION_STATE_SUCCEEDED);
+  EXPECT_EQ(runs_of_waiting.load(), 1);
+}
+
 // Parallel steps save checkpoints at once: each write takes its snapshot
 // inside the write, so a snapshot taken earlier never lands last (a copy's
 // "created" flag saved by one disk must not be overwritten by another disk's

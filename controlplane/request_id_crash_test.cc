@@ -526,5 +526,43 @@ TEST_F(CreateCrashTest, DeployRepeatAfterCrashReservesOnce) {
   EXPECT_EQ(all->size(), 1u);
 }
 
+// The request_id is the account's: another user of the account repeating
+// the identical call after the crash gets the same operation, as a replay
+// would answer it; nothing is reserved twice.
+TEST_F(CreateCrashTest, DeployRepeatAfterCrashByAnotherUserOfTheAccountReservesOnce) {
+  const v1::ImageTemplate t = ActiveTemplate("golden");
+  AddIpPool();
+  AddDeployVolumes(2);
+  CrashingRequestIds crashing(db_.get());
+  crashing.fail_remember = true;
+  ImageTemplateManager::Dependencies deps = DependenciesWith(&crashing);
+  deps.deploy = deploy_.get();
+  ImageTemplateManager dying(deps);
+
+  v1::DeployImageTemplateRequest request;
+  request.set_image_template_id(t.id());
+  request.set_datacenter("dc1");
+  request.set_quantity(1);
+  request.set_hostname_prefix("web");
+  request.set_request_id("deploy-after-crash-2");
+  ASSERT_EQ(dying.DeployImageTemplate(owner_, request).status().code(),
+            absl::StatusCode::kUnavailable);
+  OperationQuery deploys;
+  deploys.kinds = {v1::OPERATION_KIND_DEPLOY_IMAGE_TEMPLATE};
+  auto started = operations_->ListOperations(deploys);
+  ASSERT_TRUE(started.ok());
+  ASSERT_EQ(started->size(), 1u);
+  ASSERT_EQ(WaitTerminal((*started)[0].id()).state(), v1::OPERATION_STATE_SUCCEEDED);
+
+  Caller colleague = owner_;
+  colleague.user_id = "owner-2";
+  auto repeat = manager_->DeployImageTemplate(colleague, request);
+  ASSERT_TRUE(repeat.ok()) << repeat.status();
+  EXPECT_EQ(repeat->id(), (*started)[0].id());
+  auto all = operations_->ListOperations(deploys);
+  ASSERT_TRUE(all.ok());
+  EXPECT_EQ(all->size(), 1u);
+}
+
 }  // namespace
 }  // namespace controlplane

@@ -116,8 +116,9 @@ absl::StatusOr<Response> ImageTemplateManager::Mutation(
   if (!valid.ok()) return finish(valid);
 
   // Claimed before acting: of identical calls racing, one acts and the others
-  // get its response. The fingerprint names the user, so only the user who
-  // made the call gets its response.
+  // get its response. The request_id is the account's: any of its users
+  // repeating the identical call gets the response (access is checked
+  // again in Replay).
   const std::string fingerprint = RequestFingerprint(method, request);
   absl::StatusOr<RequestClaim> claim =
       deps_.request_ids->Claim(caller.account_id, request_id, fingerprint);

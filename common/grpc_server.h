@@ -29,6 +29,10 @@ struct ServeOptions {
   // Null: plaintext (common/tls.h makes TLS ones).
   std::shared_ptr<grpc::ServerCredentials> credentials;
   int max_message_bytes = 64 << 20;
+  // Pings closer together than this, while the server sends nothing, count
+  // against the client (gRPC's default is 5 minutes); below the 20 s of
+  // internal channels' keepalive (common/internal_token.h).
+  absl::Duration min_ping_interval = absl::Seconds(10);
 };
 
 // Serves `services` until SIGTERM/SIGINT. `on_started` runs once the server

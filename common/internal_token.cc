@@ -141,7 +141,14 @@ grpc::Status InternalTokenVerifier::Check(const grpc::ServerContext& context,
 
 std::shared_ptr<grpc::Channel> CreateInternalChannel(const std::string& target,
                                                      const std::string& token,
-                                                     const grpc::ChannelArguments& args) {
+                                                     const grpc::ChannelArguments& caller_args,
+                                                     const Keepalive& keepalive) {
+  grpc::ChannelArguments args = caller_args;
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, absl::ToInt64Milliseconds(keepalive.time));
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, absl::ToInt64Milliseconds(keepalive.timeout));
+  // A capture's client sends nothing after its request: without this the
+  // pings would stop after two.
+  args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
   if (token.empty()) {
     return grpc::CreateCustomChannel(target, InternalChannelCredentials(), args);
   }

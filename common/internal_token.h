@@ -66,12 +66,24 @@ class InternalTokenVerifier {
   std::shared_ptr<RefusalLog> refusals_ = std::make_shared<RefusalLog>();
 };
 
+// While a call is open, an internal channel pings its peer every `time`
+// and fails the call UNAVAILABLE when a ping goes unanswered for `timeout`:
+// a peer host that vanished without closing the connection (power loss, a
+// partition) ends a capture or restore stream, which the operation then
+// retries, instead of hanging it. Servers (common/grpc_server.h) accept
+// pings this often.
+struct Keepalive {
+  absl::Duration time = absl::Seconds(20);
+  absl::Duration timeout = absl::Seconds(10);
+};
+
 // A channel to `target` (TLS once SetInternalChannelCredentials gave roots,
 // common/tls.h; plaintext otherwise) whose every call carries
 // "authorization: Bearer <token>"; a plain channel when `token` is empty.
 std::shared_ptr<grpc::Channel> CreateInternalChannel(const std::string& target,
                                                      const std::string& token,
-                                                     const grpc::ChannelArguments& args = {});
+                                                     const grpc::ChannelArguments& args = {},
+                                                     const Keepalive& keepalive = {});
 
 }  // namespace common
 

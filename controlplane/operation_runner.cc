@@ -216,14 +216,20 @@ void OperationContext::FlushProgress(absl::Time now) {
            now - samples_.front().first > options_.rate_window) {
       samples_.pop_front();
     }
-    if (last_written_ == std::make_pair(done, total)) return;
-    last_written_ = {done, total};
     const auto& [first_time, first_done] = samples_.front();
     const double seconds = absl::ToDoubleSeconds(now - first_time);
     if (seconds > 0 && done >= first_done) {
       rate = static_cast<int64_t>((done - first_done) / seconds);
     }
     if (rate > 0 && total >= done) eta_ms = (total - done) * 1000 / rate;
+    // Unchanged bytes are written once more when the rate drops to zero, so
+    // a stalled transfer shows no rate and no ETA rather than its last ones.
+    if (last_written_ == std::make_pair(done, total) &&
+        (rate != 0 || last_written_rate_ == 0)) {
+      return;
+    }
+    last_written_ = {done, total};
+    last_written_rate_ = rate;
   }
   absl::Status status =
       store_

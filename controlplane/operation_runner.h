@@ -151,6 +151,7 @@ class OperationContext {
   std::function<std::string()> checkpoint_source_ ABSL_GUARDED_BY(mu_);
   std::deque<std::pair<absl::Time, uint64_t>> samples_ ABSL_GUARDED_BY(mu_);
   std::pair<uint64_t, uint64_t> last_written_ ABSL_GUARDED_BY(mu_) = {0, 0};
+  int64_t last_written_rate_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 // Drives operations of one kind. Implementations are thread-safe.

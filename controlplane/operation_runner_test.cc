@@ -285,6 +285,47 @@ TEST_F(OperationRunnerTest, ACancelledOperationDoesNotWaitForASlot) {
   EXPECT_EQ(runs_of_waiting.load(), 1);
 }
 
+// A transfer that stalls stops showing its last rate and ETA once the rate
+// window holds no progress.
+TEST_F(OperationRunnerTest, AStalledTransferShowsNoRateAndNoEta) {
+  options_.rate_window = absl::Milliseconds(200);
+  absl::Notification seen_moving, release;
+  std::atomic<int64_t> stalled_at{-1};
+  ScriptedWorkflow workflow([&](OperationContext& context) -> absl::Status {
+    return context.RunStep("capture_disk_0", "", [&]() -> absl::Status {
+      int slot = context.progress().Add(100000);
+      int64_t done = 0;
+      // Moves until the test has seen a rate, however loaded the machine.
+      for (int i = 0; i < 1000 && !seen_moving.HasBeenNotified(); ++i) {
+        context.progress().Update(slot, done += 10, 100000);
+        absl::SleepFor(absl::Milliseconds(10));
+      }
+      stalled_at = done;
+      release.WaitForNotification();
+      return absl::OkStatus();
+    });
+  });
+  OperationRunner runner(store_.get(), options_);
+  runner.Register(v1::OPERATION_KIND_CREATE_IMAGE_TEMPLATE, &workflow);
+  runner.Start();
+  const std::string id = Insert();
+  auto progress = [&] { return store_->GetOperation(id)->progress(); };
+  bool stalled = false;
+  for (const absl::Time deadline = absl::Now() + absl::Seconds(20);
+       absl::Now() < deadline && !stalled; absl::SleepFor(absl::Milliseconds(10))) {
+    v1::OperationProgress p = progress();
+    if (!seen_moving.HasBeenNotified() && p.bytes_per_second() > 0 && p.has_eta()) {
+      seen_moving.Notify();
+    }
+    stalled = stalled_at >= 0 && p.bytes_done() == stalled_at && p.bytes_per_second() == 0 &&
+              !p.has_eta();
+  }
+  release.Notify();
+  EXPECT_TRUE(seen_moving.HasBeenNotified()) << progress().DebugString();
+  EXPECT_TRUE(stalled) << progress().DebugString();
+  EXPECT_EQ(WaitTerminal(id).state(), v1::OPERATION_STATE_SUCCEEDED);
+}
+
 // Parallel steps save checkpoints at once: each write takes its snapshot
 // inside the write, so a snapshot taken earlier never lands last (a copy's
 // "created" flag saved by one disk must not be overwritten by another disk's

@@ -314,6 +314,9 @@ void OperationRunner::PollOnce() {
   OperationQuery query;
   query.states = {v1::OPERATION_STATE_PENDING, v1::OPERATION_STATE_RUNNING,
                   v1::OPERATION_STATE_CANCELLING};
+  // Oldest first, so the queue is fair (the newest 500 would starve the
+  // oldest while more wait).
+  query.oldest_first = true;
   query.limit = 500;
   absl::StatusOr<std::vector<v1::Operation>> rows =
       store_->ListOperations(query);
@@ -322,8 +325,6 @@ void OperationRunner::PollOnce() {
                        rows.status().ToString());
     return;
   }
-  // Oldest first, so the queue is fair.
-  std::reverse(rows->begin(), rows->end());
   for (v1::Operation& op : *rows) {
     auto workflow = workflows_.find(op.kind());
     if (workflow == workflows_.end()) continue;

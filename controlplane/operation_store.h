@@ -30,6 +30,9 @@ struct OperationQuery {
   std::vector<imagetemplates::v1::OperationState> states;
   std::vector<imagetemplates::v1::OperationKind> kinds;
   std::string target_id;
+  // Newest first, `after` a cursor going back in time; oldest first, it
+  // goes forward.
+  bool oldest_first = false;
   std::optional<OperationCursor> after;
   int limit = 50;
 };

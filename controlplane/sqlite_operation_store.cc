@@ -254,11 +254,13 @@ absl::StatusOr<std::vector<Operation>> SqliteOperationStore::ListOperations(
   }
   if (!query.target_id.empty()) where.Add("target_id = ?", {query.target_id});
   if (query.after) {
-    where.Add("(create_time_us, id) < (?, ?)",
+    where.Add(query.oldest_first ? "(create_time_us, id) > (?, ?)" : "(create_time_us, id) < (?, ?)",
               {query.after->create_time_us, query.after->id});
   }
-  std::string sql = absl::StrCat("SELECT ", kColumns, " FROM operations", where.Sql(),
-                                 " ORDER BY create_time_us DESC, id DESC LIMIT ?");
+  std::string sql =
+      absl::StrCat("SELECT ", kColumns, " FROM operations", where.Sql(),
+                   query.oldest_first ? " ORDER BY create_time_us ASC, id ASC LIMIT ?"
+                                      : " ORDER BY create_time_us DESC, id DESC LIMIT ?");
   std::vector<Operation> result;
   RETURN_IF_ERROR(db_->Read([&](SqliteConnection& conn) -> absl::Status {
     {

@@ -140,6 +140,20 @@ TEST_F(SqliteOperationStoreTest, ListFiltersAndPagesNewestFirst) {
   }
   EXPECT_EQ(seen.size(), 10u);
   EXPECT_EQ(std::set<std::string>(seen.begin(), seen.end()).size(), 10u);
+
+  // Oldest first (the runner's queue): the same rows the other way round.
+  OperationQuery oldest;
+  oldest.oldest_first = true;
+  oldest.limit = 3;
+  std::vector<std::string> forward;
+  while (true) {
+    auto page = store_->ListOperations(oldest);
+    ASSERT_TRUE(page.ok());
+    for (const auto& op : *page) forward.push_back(op.id());
+    if (page->size() < 3) break;
+    oldest.after = OperationCursor{FromTimestamp(page->back().create_time()), page->back().id()};
+  }
+  EXPECT_EQ(forward, std::vector<std::string>(seen.rbegin(), seen.rend()));
 }
 
 TEST_F(SqliteOperationStoreTest, WaitForChangeWakesOnUpdate) {

@@ -97,12 +97,12 @@ absl::Status ServeUntilSignal(const ServeOptions& options,
                            options.credentials != nullptr ? options.credentials
                                                           : grpc::InsecureServerCredentials(),
                            &port);
-  builder.SetMaxReceiveMessageSize(options.max_message_bytes);
+  builder.SetMaxReceiveMessageSize(options.max_receive_bytes);
   // Keep enough polling threads alive for bursts of concurrent calls; the
   // defaults made the sync server create and destroy a thread per burst.
   builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::MIN_POLLERS, 4);
   builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::MAX_POLLERS, 16);
-  builder.SetMaxSendMessageSize(options.max_message_bytes);
+  builder.SetMaxSendMessageSize(options.max_send_bytes);
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
                              absl::ToInt64Milliseconds(options.min_ping_interval));
   for (grpc::Service* service : services) builder.RegisterService(service);

@@ -28,7 +28,11 @@ struct ServeOptions {
   absl::Duration shutdown_grace = absl::Seconds(5);
   // Null: plaintext (common/tls.h makes TLS ones).
   std::shared_ptr<grpc::ServerCredentials> credentials;
-  int max_message_bytes = 64 << 20;
+  // Largest message each way. A request is read whole before any handler
+  // (its authentication included) runs, so a server whose callers send small
+  // requests should receive less.
+  int max_receive_bytes = 64 << 20;
+  int max_send_bytes = 64 << 20;
   // Pings closer together than this, while the server sends nothing, count
   // against the client (gRPC's default is 5 minutes); below the 20 s of
   // internal channels' keepalive (common/internal_token.h).

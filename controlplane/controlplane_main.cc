@@ -316,6 +316,9 @@ int main(int argc, char** argv) {
   runner.Start();
 
   common::ServeOptions options;
+  // The largest request is a deploy with 64 KiB of user-data; anyone who can
+  // reach the port, key or not, could otherwise make each call hold 64 MiB.
+  options.max_receive_bytes = 4 << 20;
   options.credentials = *credentials;
   options.listen = config.listen;
   options.port_file = config.port_file;

@@ -349,6 +349,26 @@ TEST_F(ControlPlaneProcessTest, TemplateCacheSizeFollowsItsFlag) {
       Call(*identity_, &v1::IdentityService::Stub::GetCaller, admin_, request, &response).ok());
 }
 
+// Requests are read whole before authentication: the public port takes at
+// most 4 MiB, so a caller without a key cannot make each call hold 64 MiB.
+TEST_F(ControlPlaneProcessTest, OversizedRequestsAreRefusedBeforeTheyAreRead) {
+  ASSERT_NO_FATAL_FAILURE(Start());
+  auto create = [&](size_t name_bytes, const std::string& key) {
+    v1::CreateImageTemplateRequest request;
+    request.set_server_id(NewUuid());
+    request.set_name(std::string(name_bytes, 'n'));
+    v1::Operation response;
+    return Call(*templates_, &Templates::CreateImageTemplate, key, request, &response);
+  };
+  grpc::Status huge = create(5 << 20, "");
+  EXPECT_EQ(huge.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << huge.error_message();
+  // Below the limit the request is read and checked as usual.
+  EXPECT_EQ(create(3 << 20, "").error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  grpc::Status long_name = create(3 << 20, admin_);
+  EXPECT_EQ(long_name.error_code(), grpc::StatusCode::INVALID_ARGUMENT)
+      << long_name.error_message();
+}
+
 TEST_F(ControlPlaneProcessTest, BadWatchLimitFlagIsRefused) {
   std::vector<std::string> argv = {
       RunfilePath("controlplane/controlplane"), "--listen=127.0.0.1:0",

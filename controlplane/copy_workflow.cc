@@ -106,13 +106,9 @@ class CopyRun {
   absl::Status Load() { return LoadCheckpoint("copy", context_, &mu_, &checkpoint_); }
 
   absl::Status Run() {
-    const CopyCheckpoint cp = Snapshot();
-    absl::Status status;
-    if (cp.failure_code() != 0) {
-      // An earlier process failed the copy and was undoing it: finish that,
-      // never copy again (its undo may already have deleted finished disks).
-      status = absl::Status(static_cast<absl::StatusCode>(cp.failure_code()),
-                            cp.failure_message());
+    absl::Status status = RecordedFailure(Snapshot());
+    if (!status.ok()) {
+      // Its undo may already have deleted finished disks: never copy again.
       common::LogInfo("operation %s: resuming the undo of a failed copy: %s", context_.id(),
                       status.ToString());
     } else {
@@ -120,15 +116,7 @@ class CopyRun {
                                     : Forward();
       if (status.ok() || context_.stopping()) return status;
       if (Snapshot().recorded()) return status;  // AVAILABLE stays AVAILABLE.
-      {
-        absl::MutexLock lock(&mu_);
-        checkpoint_.set_failure_code(static_cast<int>(status.code()));
-        checkpoint_.set_failure_message(std::string(status.message()));
-      }
-      if (absl::Status saved = context_.SaveCheckpoint(); !saved.ok()) {
-        common::LogWarning("operation %s: recording the failure: %s", context_.id(),
-                           saved.ToString());
-      }
+      RecordFailure(status, context_, &mu_, &checkpoint_);
     }
     Undo(status);
     if (context_.stopping()) return absl::AbortedError("stopping during undo");

@@ -2,12 +2,15 @@
 
 #include <algorithm>
 #include <memory>
+#include <string>
 #include <thread>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "common/log.h"
 #include "common/status_macros.h"
 #include "controlplane/ids.h"
@@ -195,6 +198,15 @@ bool RecordedDisksMatch(const v1::ImageTemplate& t, const CreateCheckpoint& cp) 
   return true;
 }
 
+// An earlier run of `operation_id` recorded the template: ACTIVE with the
+// checkpoint's disks. Its step record may be lost (a crash between the two
+// commits), so the checkpoint can still say not recorded.
+bool RecordedBy(const v1::ImageTemplate& t, const std::string& operation_id,
+                const CreateCheckpoint& cp) {
+  return t.status() == v1::IMAGE_TEMPLATE_STATUS_ACTIVE &&
+         t.create_operation_id() == operation_id && RecordedDisksMatch(t, cp);
+}
+
 }  // namespace
 
 // One create in flight: its checkpoint under a lock, shared by the parallel
@@ -207,23 +219,48 @@ class CreateRun {
   absl::Status Load() { return LoadCheckpoint("create", context_, &mu_, &checkpoint_); }
 
   absl::Status Run() {
-    absl::Status status;
-    bool recorded;
-    {
-      absl::MutexLock lock(&mu_);
-      recorded = checkpoint_.recorded();
-    }
-    // Once ACTIVE the template stays: only the power state is left to do.
-    if (recorded || !context_.cancelled()) {
-      status = Forward();
-      if (status.ok() || context_.stopping()) return status;
-      // Only power_restore failed after the template became ACTIVE: it
-      // keeps its images; the operation reports the power failure.
-      if (Snapshot().recorded()) return status;
+    const CreateCheckpoint cp = Snapshot();
+    absl::Status status = RecordedFailure(cp);
+    bool delete_images = true;
+    if (!status.ok()) {
+      // Never go forward again: the undo may have deleted images of disks
+      // the checkpoint lists as captured.
+      common::LogInfo("operation %s: resuming the undo of a failed create: %s",
+                      context_.id(), status.ToString());
     } else {
-      status = absl::CancelledError("the operation was cancelled");
+      if (!cp.recorded() && context_.cancelled()) {
+        absl::StatusOr<bool> recorded = RecordedEarlier(cp);
+        if (!recorded.ok()) {
+          // Unknown: undo without deleting anything an ACTIVE template may
+          // hold, and leave the decision to a later run (no cause saved).
+          common::LogWarning(
+              "operation %s: reading template %s before the undo: %s; its "
+              "images stay",
+              context_.id(), cp.template_id(), recorded.status().ToString());
+          delete_images = false;
+        } else if (*recorded) {
+          common::LogInfo(
+              "operation %s: cancelled after template %s became ACTIVE; "
+              "keeping it",
+              context_.id(), cp.template_id());
+          absl::MutexLock lock(&mu_);
+          checkpoint_.set_recorded(true);
+        }
+      }
+      // Once ACTIVE the template stays: only the power state is left to do.
+      if (Snapshot().recorded() || !context_.cancelled()) {
+        status = Forward();
+        if (status.ok() || context_.stopping()) return status;
+        // Only power_restore failed after the template became ACTIVE: it
+        // keeps its images; the operation reports the power failure.
+        if (Snapshot().recorded()) return status;
+      } else {
+        status = absl::CancelledError("the operation was cancelled");
+      }
+      // Saved again by delete_images before it deletes anything.
+      if (delete_images) RecordFailure(status, context_, &mu_, &checkpoint_);
     }
-    Undo(status);
+    Undo(status, delete_images);
     if (context_.stopping()) return absl::AbortedError("stopping during undo");
     return status;
   }
@@ -362,14 +399,9 @@ class CreateRun {
                 cp.template_id(),
                 [&](TemplateTransaction& txn) -> absl::Status {
                   v1::ImageTemplate& t = txn.image_template();
-                  // Recorded by an earlier run whose step record was lost
-                  // (a crash between the two commits): done, not an error,
-                  // or the undo would delete an ACTIVE template's images.
-                  if (t.status() == v1::IMAGE_TEMPLATE_STATUS_ACTIVE &&
-                      t.create_operation_id() == context_.id() &&
-                      RecordedDisksMatch(t, cp)) {
-                    return absl::OkStatus();
-                  }
+                  // Done, not an error, or the undo would delete an
+                  // ACTIVE template's images.
+                  if (RecordedBy(t, context_.id(), cp)) return absl::OkStatus();
                   if (t.status() != v1::IMAGE_TEMPLATE_STATUS_CREATING) {
                     return absl::FailedPreconditionError(
                         absl::StrCat("image template ", t.id(), " is ",
@@ -414,33 +446,74 @@ class CreateRun {
     return deps_.compute->PowerOn(cp.server_id(), deps_.compute_timeout);
   }
 
-  // Deletes every image of the template, marks it FAILED and restores the
-  // power state. Best effort: what cannot be deleted now stays listed as a
-  // replica, and deleting the FAILED template removes it later.
-  void Undo(const absl::Status& cause) {
+  // True if an earlier run recorded the template (see RecordedBy); a
+  // template gone is not recorded.
+  absl::StatusOr<bool> RecordedEarlier(const CreateCheckpoint& cp) {
+    absl::StatusOr<v1::ImageTemplate> t =
+        deps_.templates->GetTemplate(cp.template_id());
+    if (absl::IsNotFound(t.status())) return false;
+    RETURN_IF_ERROR(t.status());
+    return RecordedBy(*t, context_.id(), cp);
+  }
+
+  // Deletes every image of the template (if `delete_images`), marks it
+  // FAILED and restores the power state. Deleting is best effort: what
+  // cannot be deleted now stays listed as a replica, and deleting the FAILED
+  // template removes it later. Marking is not: the operation does not end
+  // while its template is CREATING (see below).
+  void Undo(const absl::Status& cause, bool delete_images) {
     const CreateCheckpoint cp = Snapshot();
     common::LogInfo("operation %s: undoing create of %s: %s", context_.id(),
                     cp.template_id(), cause.ToString());
     auto undo = OperationContext::StepKind::kUndo;
-    absl::Status deleted = context_.RunStep(
-        "delete_images", "",
-        [&] {
-          return DeleteReplicas(deps_.templates, deps_.nodes, cp.template_id(),
-                                context_.stop_flag());
-        },
-        undo);
-    if (!deleted.ok()) {
-      common::LogWarning(
-          "operation %s: images of %s stay until the template is deleted: %s",
-          context_.id(), cp.template_id(), deleted.ToString());
+    if (delete_images) {
+      absl::Status deleted = context_.RunStep(
+          "delete_images", "",
+          [&]() -> absl::Status {
+            // The cause is durable before any image goes, so a rerun never
+            // goes forward over deleted images.
+            RETURN_IF_ERROR(context_.SaveCheckpoint());
+            return DeleteReplicas(deps_.templates, deps_.nodes,
+                                  cp.template_id(), context_.stop_flag());
+          },
+          undo);
+      if (!deleted.ok()) {
+        common::LogWarning(
+            "operation %s: images of %s stay until the template is deleted: %s",
+            context_.id(), cp.template_id(), deleted.ToString());
+      }
     }
-    context_
-        .RunStep(
-            "mark_failed", "",
-            [&] {
-              return deps_.templates
+    absl::Status marked = MarkFailed(cp.template_id());
+    absl::Status power = context_.RunStep(
+        "power_restore", "", [&] { return RestorePower(); }, undo);
+    if (!power.ok()) {
+      common::LogError(
+          "operation %s: server %s could not be powered back on: %s",
+          context_.id(), cp.server_id(), power.ToString());
+    }
+    // A CREATING template under an ended operation could never be deleted
+    // and would count against the quota: retry until it is written or the
+    // control plane stops (the next start resumes this undo).
+    absl::Duration pause = absl::Seconds(1);
+    while (!marked.ok() && !context_.stopping()) {
+      common::LogWarning(
+          "operation %s: template %s stays CREATING: %s; retrying in %s",
+          context_.id(), cp.template_id(), marked.ToString(),
+          absl::FormatDuration(pause));
+      PauseUnlessStopping(pause);
+      pause = std::min(pause * 2, absl::Seconds(30));
+      marked = MarkFailed(cp.template_id());
+    }
+  }
+
+  absl::Status MarkFailed(const std::string& template_id) {
+    return context_.RunStep(
+        "mark_failed", "",
+        [&] {
+          absl::Status status =
+              deps_.templates
                   ->MutateTemplate(
-                      cp.template_id(),
+                      template_id,
                       [&](TemplateTransaction& txn) {
                         v1::ImageTemplate& t = txn.image_template();
                         if (t.status() == v1::IMAGE_TEMPLATE_STATUS_CREATING) {
@@ -450,15 +523,20 @@ class CreateRun {
                         return absl::OkStatus();
                       })
                   .status();
-            },
-            undo)
-        .IgnoreError();
-    absl::Status power = context_.RunStep(
-        "power_restore", "", [&] { return RestorePower(); }, undo);
-    if (!power.ok()) {
-      common::LogError(
-          "operation %s: server %s could not be powered back on: %s",
-          context_.id(), cp.server_id(), power.ToString());
+          // A template gone is no longer CREATING.
+          return absl::IsNotFound(status) ? absl::OkStatus() : status;
+        },
+        OperationContext::StepKind::kUndo);
+  }
+
+  // Not OperationContext::Sleep: a cancelled operation's Sleep returns at
+  // once, and an undo runs on after a cancel.
+  void PauseUnlessStopping(absl::Duration pause) {
+    const absl::Time until = absl::Now() + pause;
+    while (!context_.stopping()) {
+      const absl::Duration left = until - absl::Now();
+      if (left <= absl::ZeroDuration()) return;
+      absl::SleepFor(std::min(left, absl::Milliseconds(20)));
     }
   }
 

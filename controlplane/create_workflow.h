@@ -5,10 +5,16 @@
 // configuration, location, ACTIVE; also past max_stored_bytes:
 // RESOURCE_EXHAUSTED), power_restore. Failure or cancel end with the captured
 // images deleted, the template FAILED and the server back in its prior power
-// state; a restart resumes after the last recorded step (record_template
-// finds a template it already made ACTIVE and leaves it). Once the template
-// is ACTIVE it stays so: a power_restore that fails for good fails the
-// operation with that cause and deletes nothing.
+// state; the cause is saved in the checkpoint before any image is deleted,
+// so a restart (or a rerun after a lost final write) finishes the undo and
+// ends with that cause, never going forward again. The operation does not
+// end while the template is still CREATING: mark_failed is retried until it
+// is written or the control plane stops. A restart resumes after the last
+// recorded step (record_template finds a template it already made ACTIVE and
+// leaves it; so does a cancelled create, which then only restores the power
+// state and ends SUCCEEDED, as a cancel arriving after record_template
+// does). Once the template is ACTIVE it stays so: a power_restore that fails
+// for good fails the operation with that cause and deletes nothing.
 #ifndef CONTROLPLANE_CREATE_WORKFLOW_H_
 #define CONTROLPLANE_CREATE_WORKFLOW_H_
 

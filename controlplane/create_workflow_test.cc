@@ -3,6 +3,7 @@
 // transient errors, and what each leaves behind.
 #include "controlplane/create_workflow.h"
 
+#include <algorithm>
 #include <string>
 #include <thread>
 #include <vector>
@@ -17,6 +18,17 @@ namespace {
 
 namespace v1 = imagetemplates::v1;
 using Fake = FakeStorageNodeClient;
+
+// Removes the finished steps with these names: what a crash before their
+// records commit loses.
+void DropSteps(v1::Operation& op, const std::vector<std::string>& names) {
+  auto* steps = op.mutable_finished_steps();
+  for (int i = steps->size() - 1; i >= 0; --i) {
+    if (std::find(names.begin(), names.end(), (*steps)[i].name()) != names.end()) {
+      steps->DeleteSubrange(i, 1);
+    }
+  }
+}
 
 class CreateWorkflowTest : public WorkflowTestEnvironment,
                            public ::testing::WithParamInterface<v1::PowerState> {};
@@ -166,12 +178,7 @@ TEST_P(CreateWorkflowStopTest, StopDuringRecordResumesAndKeepsTheImages) {
                                         }
                                         cp.set_recorded(false);
                                         internals.checkpoint = cp.SerializeAsString();
-                                        auto* steps = op.mutable_finished_steps();
-                                        for (int i = steps->size() - 1; i >= 0; --i) {
-                                          if ((*steps)[i].name() == "record_template") {
-                                            steps->DeleteSubrange(i, 1);
-                                          }
-                                        }
+                                        DropSteps(op, {"record_template"});
                                         return absl::OkStatus();
                                       })
                     .ok());
@@ -199,6 +206,174 @@ INSTANTIATE_TEST_SUITE_P(StepRecord, CreateWorkflowStopTest, ::testing::Bool(),
                            return info.param ? "StepRecordLost" : "StepRecordKept";
                          });
 
+
+class CreateWorkflowUndoTest : public WorkflowTestEnvironment {
+ protected:
+  // `op`, a create of `server` whose disk 1 capture failed with n1's read
+  // error, ended with that cause and is fully undone: nothing captured
+  // again, the template FAILED with no disks, no image left, the server on.
+  void ExpectUndone(const v1::Operation& op, const std::string& server) {
+    EXPECT_EQ(op.state(), v1::OPERATION_STATE_FAILED) << op.DebugString();
+    EXPECT_EQ(op.error().code(), static_cast<int>(absl::StatusCode::kInternal));
+    EXPECT_EQ(op.error().message(), "n1: iSCSI read error");
+    EXPECT_EQ(Step(op, "record_template").name(), "");
+    const v1::ImageTemplate t = *templates_->GetTemplate(op.image_template_id());
+    EXPECT_EQ(t.status(), v1::IMAGE_TEMPLATE_STATUS_FAILED);
+    EXPECT_EQ(t.disks_size(), 0);
+    EXPECT_EQ(nodes_[0]->calls(Fake::kCapture), 1);
+    EXPECT_EQ(nodes_[1]->calls(Fake::kCapture), 1);
+    EXPECT_TRUE(nodes_[0]->images().empty());
+    EXPECT_TRUE(nodes_[1]->images().empty());
+    EXPECT_TRUE(templates_->ListImageReplicas(t.id())->empty());
+    EXPECT_EQ(inventory_->ReadServer(server)->power_state(), v1::POWER_STATE_RUNNING);
+  }
+};
+
+// The control plane stops (SIGTERM) while a failed create is undoing:
+// delete_images has deleted disk 0's image and waits on n1. The next start
+// finishes the undo and fails with the recorded cause; it never captures
+// again nor makes the template ACTIVE over the deleted image.
+TEST_F(CreateWorkflowUndoTest, StopDuringUndoResumesTheUndo) {
+  const std::string server = AddServer(v1::POWER_STATE_RUNNING);
+  nodes_[1]->Fail(Fake::kCapture, absl::InternalError("n1: iSCSI read error"));
+  nodes_[1]->Block(Fake::kDelete);
+  const v1::Operation started = BeginCreate(server, "undone");
+  // Replicas are deleted in image id order: disk 0 on n0 first.
+  ASSERT_TRUE(WaitFor([&] { return nodes_[1]->waiting() == 1; }));
+  ASSERT_TRUE(nodes_[0]->images().empty());
+  runner_->Stop();
+  nodes_[1]->Release(Fake::kDelete);
+  nodes_[1]->Fail(Fake::kCapture, absl::OkStatus(), 0);  // a second capture would work
+  ASSERT_EQ(operations_->GetOperation(started.id())->state(), v1::OPERATION_STATE_RUNNING);
+  ASSERT_EQ(templates_->GetTemplate(started.image_template_id())->status(),
+            v1::IMAGE_TEMPLATE_STATUS_CREATING);
+
+  StartRunner();
+  const v1::Operation op = WaitTerminal(started.id());
+  ExpectUndone(op, server);
+  EXPECT_EQ(Step(op, "delete_images").state(), v1::OPERATION_STATE_SUCCEEDED);
+}
+
+// A kill -9 (or a lost final write) after delete_images committed and before
+// the undo ended: the row is RUNNING again, the template CREATING and the
+// server off. The rerun finishes the undo with the first cause instead of
+// capturing the rest and recording a template whose disk 0 is gone.
+TEST_F(CreateWorkflowUndoTest, RerunAfterLostEndFinishesTheUndo) {
+  const std::string server = AddServer(v1::POWER_STATE_RUNNING);
+  nodes_[1]->Fail(Fake::kCapture, absl::InternalError("n1: iSCSI read error"));
+  const v1::Operation failed = WaitTerminal(BeginCreate(server, "lost-end").id());
+  ASSERT_EQ(failed.state(), v1::OPERATION_STATE_FAILED);
+  runner_->Stop();
+  nodes_[1]->Fail(Fake::kCapture, absl::OkStatus(), 0);
+  ASSERT_TRUE(templates_
+                  ->MutateTemplate(failed.image_template_id(),
+                                   [](TemplateTransaction& txn) {
+                                     txn.image_template().set_status(
+                                         v1::IMAGE_TEMPLATE_STATUS_CREATING);
+                                     return absl::OkStatus();
+                                   })
+                  .ok());
+  ASSERT_TRUE(compute_->PowerOff(server, absl::Seconds(1)).ok());
+  ASSERT_TRUE(operations_
+                  ->UpdateOperation(failed.id(),
+                                    [](v1::Operation& op, OperationInternals&) {
+                                      op.set_state(v1::OPERATION_STATE_RUNNING);
+                                      op.clear_end_time();
+                                      op.clear_error();
+                                      DropSteps(op, {"mark_failed", "power_restore"});
+                                      return absl::OkStatus();
+                                    })
+                  .ok());
+
+  StartRunner();
+  ExpectUndone(WaitTerminal(failed.id()), server);
+}
+
+// Cancel requested while record_template runs, and the process dies between
+// the template's commit (ACTIVE) and the step's (checkpoint not recorded).
+// The resumed, cancelled create finds the template it recorded: it keeps it
+// and its images, only powers the server back on, and ends SUCCEEDED as a
+// cancel that came too late does.
+TEST_F(CreateWorkflowUndoTest, CancelledCreateResumedAfterRecordKeepsTheTemplate) {
+  const std::string server = AddServer(v1::POWER_STATE_RUNNING);
+  const v1::Operation done = WaitTerminal(BeginCreate(server, "late-cancel").id());
+  ASSERT_EQ(done.state(), v1::OPERATION_STATE_SUCCEEDED);
+  runner_->Stop();
+  ASSERT_TRUE(compute_->PowerOff(server, absl::Seconds(1)).ok());
+  ASSERT_TRUE(operations_
+                  ->UpdateOperation(done.id(),
+                                    [](v1::Operation& op, OperationInternals& internals) {
+                                      op.set_state(v1::OPERATION_STATE_CANCELLING);
+                                      op.clear_end_time();
+                                      internals.cancel_requested = true;
+                                      DropSteps(op, {"record_template", "power_restore"});
+                                      internal::CreateCheckpoint cp;
+                                      if (!cp.ParseFromString(internals.checkpoint)) {
+                                        return absl::InternalError("checkpoint");
+                                      }
+                                      cp.set_recorded(false);
+                                      internals.checkpoint = cp.SerializeAsString();
+                                      return absl::OkStatus();
+                                    })
+                  .ok());
+
+  StartRunner();
+  const v1::Operation op = WaitTerminal(done.id());
+  EXPECT_EQ(op.state(), v1::OPERATION_STATE_SUCCEEDED) << op.DebugString();
+  EXPECT_EQ(Step(op, "delete_images").name(), "");  // never undone
+  EXPECT_EQ(Step(op, "power_restore").state(), v1::OPERATION_STATE_SUCCEEDED);
+  const v1::ImageTemplate t = *templates_->GetTemplate(op.image_template_id());
+  EXPECT_EQ(t.status(), v1::IMAGE_TEMPLATE_STATUS_ACTIVE);
+  ASSERT_EQ(t.disks_size(), 2);
+  EXPECT_EQ(nodes_[0]->images().size(), 1u);
+  EXPECT_EQ(nodes_[1]->images().size(), 1u);
+  EXPECT_EQ(t.disks(0).manifest_digest(), nodes_[0]->images()[t.id() + "-disk0"]);
+  EXPECT_EQ(t.disks(1).manifest_digest(), nodes_[1]->images()[t.id() + "-disk1"]);
+  EXPECT_EQ(templates_->ListImageReplicas(t.id())->size(), 2u);
+  EXPECT_EQ(inventory_->ReadServer(server)->power_state(), v1::POWER_STATE_RUNNING);
+}
+
+// mark_failed cannot write the template (a trigger refuses FAILED): the
+// operation does not end while its template is still CREATING; it retries
+// and ends FAILED with the capture's cause once the write goes through.
+TEST_F(CreateWorkflowUndoTest, MarkFailedErrorIsRetriedNotIgnored) {
+  auto exec = [&](const char* sql) {
+    return db_->Transaction([&](SqliteConnection& conn) -> absl::Status {
+      absl::StatusOr<SqliteStatement> s = conn.Prepare(sql);
+      return s.ok() ? s->Run() : s.status();
+    });
+  };
+  // 3 = IMAGE_TEMPLATE_STATUS_FAILED.
+  static_assert(v1::IMAGE_TEMPLATE_STATUS_FAILED == 3);
+  ASSERT_TRUE(exec("CREATE TRIGGER refuse_failed BEFORE UPDATE OF status ON image_templates "
+                   "WHEN NEW.status = 3 BEGIN SELECT RAISE(ABORT, 'injected write error'); END")
+                  .ok());
+  const std::string server = AddServer(v1::POWER_STATE_RUNNING);
+  nodes_[1]->Fail(Fake::kCapture, absl::InternalError("n1: iSCSI read error"));
+  const v1::Operation started = BeginCreate(server, "unmarked");
+  auto failed_marks = [&] {
+    int n = 0;
+    const v1::Operation op = *operations_->GetOperation(started.id());
+    for (const auto& s : op.finished_steps()) {
+      n += s.name() == "mark_failed" && s.state() == v1::OPERATION_STATE_FAILED;
+    }
+    return n;
+  };
+  ASSERT_TRUE(WaitFor([&] { return failed_marks() >= 2; }));
+  v1::Operation running = *operations_->GetOperation(started.id());
+  EXPECT_FALSE(IsTerminal(running.state())) << running.DebugString();
+  EXPECT_EQ(templates_->GetTemplate(started.image_template_id())->status(),
+            v1::IMAGE_TEMPLATE_STATUS_CREATING);
+  EXPECT_EQ(Step(running, "mark_failed").error().code(),
+            static_cast<int>(absl::StatusCode::kFailedPrecondition));
+  // The server does not wait for the template.
+  EXPECT_EQ(inventory_->ReadServer(server)->power_state(), v1::POWER_STATE_RUNNING);
+
+  ASSERT_TRUE(exec("DROP TRIGGER refuse_failed").ok());
+  const v1::Operation op = WaitTerminal(started.id());
+  ExpectUndone(op, server);
+  EXPECT_EQ(Step(op, "mark_failed").state(), v1::OPERATION_STATE_SUCCEEDED);
+}
 
 using CreateWorkflowQuotaTest = WorkflowTestEnvironment;
 

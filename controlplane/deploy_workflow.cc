@@ -226,25 +226,28 @@ class DeployRun {
   absl::Status Load() { return LoadCheckpoint("deploy", context_, &mu_, &checkpoint_); }
 
   absl::Status Run() {
-    absl::Status status = absl::CancelledError("the operation was cancelled");
-    if (!context_.cancelled()) {
-      status = Forward();
+    absl::Status status = RecordedFailure(Snapshot());
+    if (!status.ok()) {
+      // Never deploy again: released volumes may be another deploy's by now.
+      common::LogInfo("operation %s: resuming the release of a failed deploy: %s",
+                      context_.id(), status.ToString());
+    } else {
+      status = context_.cancelled() ? absl::CancelledError("the operation was cancelled")
+                                    : Forward();
       if (status.ok() || context_.stopping()) return status;
+      // Should this save and the first release_server step's both fail, the
+      // stores' guards refuse to build on a released server.
+      RecordFailure(status, context_, &mu_, &checkpoint_);
     }
     // No half-built server stays: every server of the deploy is released.
     const DeployCheckpoint cp = Snapshot();
     common::LogInfo("operation %s: releasing %d servers: %s", context_.id(),
                     cp.instances_size(), status.ToString());
     for (const DeployInstance& instance : cp.instances()) {
-      absl::Status released = context_.RunStep(
-          "release_server", instance.server_id(),
-          [&]() -> absl::Status {
-            absl::Status off = deps_.compute->PowerOff(instance.server_id(),
-                                                       deps_.compute_timeout);
-            if (!off.ok() && !absl::IsNotFound(off)) return off;
-            return deps_.inventory->ReleaseServer(instance.server_id());
-          },
-          OperationContext::StepKind::kUndo);
+      absl::Status released =
+          context_.RunStep("release_server", instance.server_id(),
+                           [&] { return ReleaseServer(instance.server_id()); },
+                           OperationContext::StepKind::kUndo);
       if (!released.ok()) {
         common::LogError("operation %s: releasing server %s: %s", context_.id(),
                          instance.server_id(), released.ToString());
@@ -255,6 +258,29 @@ class DeployRun {
   }
 
  private:
+  // Powers the server off, then frees its volumes and addresses. Repeatable:
+  // a server released already (by this step before a restart) is left as
+  // it is, since powering off a server without disks fails on some drivers.
+  // A failed power-off is UNAVAILABLE so the step retries it: the volumes
+  // are freed only once nothing runs on them.
+  absl::Status ReleaseServer(const std::string& server_id) {
+    absl::StatusOr<v1::Server> server = deps_.inventory->ReadServer(server_id);
+    if (absl::IsNotFound(server.status())) return absl::OkStatus();
+    if (!server.ok()) {
+      return absl::UnavailableError(
+          absl::StrCat("reading server ", server_id, ": ", server.status().ToString()));
+    }
+    if (server->state() == v1::SERVER_STATE_FAILED && server->disks_size() == 0) {
+      return absl::OkStatus();
+    }
+    absl::Status off = deps_.compute->PowerOff(server_id, deps_.compute_timeout);
+    if (!off.ok() && !absl::IsNotFound(off)) {
+      return absl::UnavailableError(absl::StrCat("powering off server ", server_id,
+                                                 " before releasing it: ", off.ToString()));
+    }
+    return deps_.inventory->ReleaseServer(server_id);
+  }
+
   absl::Status Forward() {
     const DeployCheckpoint cp = Snapshot();
     std::vector<absl::Status> results(cp.instances_size());
@@ -311,9 +337,9 @@ class DeployRun {
   absl::Status Restore(int i, int d, int slot) {
     const DeployCheckpoint cp = Snapshot();
     const internal::RestoreDisk& disk = cp.instances(i).disks(d);
-    ASSIGN_OR_RETURN(
-        v1::SanVolume volume,
-        deps_.inventory->ReadSanVolumeWithSecret(disk.volume_id()));
+    ASSIGN_OR_RETURN(v1::SanVolume volume,
+                     deps_.inventory->ReadAttachedVolumeWithSecret(
+                         disk.volume_id(), cp.instances(i).server_id()));
     ASSIGN_OR_RETURN(
         StorageNodeHandle node,
         deps_.nodes->ForPortal(cp.datacenter(), volume.iscsi().portal()));
@@ -409,8 +435,8 @@ class DeployRun {
         nic.add_dns_servers(dns);
     }
     ASSIGN_OR_RETURN(v1::SanVolume volume,
-                     deps_.inventory->ReadSanVolumeWithSecret(
-                         instance.config_drive_volume_id()));
+                     deps_.inventory->ReadAttachedVolumeWithSecret(
+                         instance.config_drive_volume_id(), instance.server_id()));
     ASSIGN_OR_RETURN(
         StorageNodeHandle node,
         deps_.nodes->ForPortal(cp.datacenter(), volume.iscsi().portal()));
@@ -430,6 +456,14 @@ class DeployRun {
 
   absl::Status Activate(int i) {
     const std::string server_id = Snapshot().instances(i).server_id();
+    // Checked before powering on too: a released server must not boot.
+    ASSIGN_OR_RETURN(v1::Server server, deps_.inventory->ReadServer(server_id));
+    if (server.state() != v1::SERVER_STATE_PROVISIONING &&
+        server.state() != v1::SERVER_STATE_ACTIVE) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("server ", server_id, " is ", v1::ServerState_Name(server.state()),
+                       "; only a PROVISIONING server is activated"));
+    }
     RETURN_IF_ERROR(deps_.compute->PowerOn(server_id, deps_.compute_timeout));
     RETURN_IF_ERROR(
         deps_.inventory->SetServerState(server_id, v1::SERVER_STATE_ACTIVE));

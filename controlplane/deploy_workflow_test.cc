@@ -4,12 +4,16 @@
 // no server ACTIVE, every volume FREE and every address released.
 #include "controlplane/deploy_workflow.h"
 
-#include <tuple>
+#include <atomic>
 #include <functional>
 #include <string>
+#include <thread>
+#include <tuple>
 #include <vector>
 
+#include "absl/synchronization/notification.h"
 #include "controlplane/testing/workflow_test_environment.h"
+#include "controlplane/workflow_checkpoint.pb.h"
 #include "gtest/gtest.h"
 
 namespace controlplane {
@@ -45,6 +49,67 @@ class DeployWorkflowTest : public WorkflowTestEnvironment {
       EXPECT_TRUE(volume.attached_server_id().empty()) << volume.id();
     }
     EXPECT_EQ(AllocatedAddresses(), 0);
+  }
+
+  // Puts a FAILED operation back to RUNNING, as when its end was never
+  // written (kill -9 after its last step, or a failed final write), so the
+  // next runner runs it again. `forget_failure` also drops the recorded
+  // cause from its checkpoint, as if that write had been lost too.
+  void Rewind(const std::string& id, bool forget_failure) {
+    ASSERT_TRUE(operations_
+                    ->UpdateOperation(id,
+                                      [&](v1::Operation& op, OperationInternals& internals) {
+                                        op.set_state(v1::OPERATION_STATE_RUNNING);
+                                        op.clear_end_time();
+                                        op.clear_error();
+                                        internal::DeployCheckpoint cp;
+                                        if (!cp.ParseFromString(internals.checkpoint)) {
+                                          return absl::InternalError("bad checkpoint");
+                                        }
+                                        EXPECT_NE(cp.failure_code(), 0);
+                                        if (forget_failure) {
+                                          cp.clear_failure_code();
+                                          cp.clear_failure_message();
+                                        }
+                                        internals.checkpoint = cp.SerializeAsString();
+                                        return absl::OkStatus();
+                                      })
+                    .ok());
+  }
+
+  int Calls(Fake::Call call) {
+    int calls = 0;
+    for (auto& node : nodes_) calls += node->calls(call);
+    return calls;
+  }
+
+  // `op`, run again from its step `from` after its first run failed with
+  // n1's restore error: it released its two servers (nothing else, each
+  // step SUCCEEDED), restored and configured nothing, and failed with that
+  // cause.
+  void ExpectReleasedAgainWithTheCause(const v1::Operation& op, int from, int restores) {
+    EXPECT_EQ(op.state(), v1::OPERATION_STATE_FAILED) << op.DebugString();
+    EXPECT_EQ(op.error().code(), static_cast<int>(absl::StatusCode::kInternal));
+    EXPECT_EQ(op.error().message(), "n1: iSCSI write error");
+    ASSERT_EQ(op.finished_steps_size() - from, 2) << op.DebugString();
+    for (int i = from; i < op.finished_steps_size(); ++i) {
+      EXPECT_EQ(op.finished_steps(i).name(), "release_server");
+      EXPECT_EQ(op.finished_steps(i).state(), v1::OPERATION_STATE_SUCCEEDED);
+    }
+    EXPECT_EQ(Calls(Fake::kRestore), restores);
+    EXPECT_EQ(Calls(Fake::kConfigDrive), 0);
+    ExpectReleased(op);
+  }
+
+  // As QEMU: powering off a server without disks (a released one) fails.
+  void PowerOffFailsWithoutDisks() {
+    compute_->SetPowerOffHook([this](const std::string& id) -> absl::Status {
+      absl::StatusOr<v1::Server> server = inventory_->ReadServer(id);
+      if (server.ok() && server->disks_size() == 0) {
+        return absl::FailedPreconditionError("server has no disk to boot from");
+      }
+      return absl::OkStatus();
+    });
   }
 
   v1::ImageTemplate template_;
@@ -138,6 +203,155 @@ TEST_F(DeployWorkflowTest, ConfigureNetworkRetryKeepsOneAddressAndNeverRestoresA
   EXPECT_EQ(AllocatedAddresses(), 1);
   v1::Server server = *inventory_->ReadServer(op.deployed_servers().server_ids(0));
   EXPECT_EQ(server.state(), v1::SERVER_STATE_ACTIVE);
+}
+
+// R3 of review8: a failed deploy released its servers, then the process died
+// before the operation's end was written. Run again, it finishes the release
+// and fails with the recorded cause: nothing is restored onto the freed
+// volumes, no address or config drive goes to a released server, none
+// becomes ACTIVE, and another deploy may take the volumes. Releasing again
+// succeeds although powering off a released server fails (as on QEMU).
+TEST_F(DeployWorkflowTest, RunAgainAfterReleaseEndsWithTheRecordedCause) {
+  PowerOffFailsWithoutDisks();
+  nodes_[1]->Fail(Fake::kRestore, absl::InternalError("n1: iSCSI write error"));
+  const v1::Operation failed = WaitTerminal(BeginDeploy(template_, 2, "web").id());
+  ASSERT_EQ(failed.state(), v1::OPERATION_STATE_FAILED) << failed.DebugString();
+  ExpectReleased(failed);
+  runner_->Stop();
+  nodes_[1]->Fail(Fake::kRestore, absl::OkStatus(), 0);
+  const int restores = Calls(Fake::kRestore);
+  Rewind(failed.id(), /*forget_failure=*/false);
+  StartRunner();
+  ExpectReleasedAgainWithTheCause(WaitTerminal(failed.id()), failed.finished_steps_size(),
+                                  restores);
+
+  // Another deploy gets the volumes; the released servers stay released.
+  const v1::Operation second = WaitTerminal(BeginDeploy(template_, 2, "other").id());
+  EXPECT_EQ(second.state(), v1::OPERATION_STATE_SUCCEEDED) << second.DebugString();
+  for (const std::string& id : failed.deployed_servers().server_ids()) {
+    const v1::Server server = *inventory_->ReadServer(id);
+    EXPECT_EQ(server.state(), v1::SERVER_STATE_FAILED);
+    EXPECT_EQ(server.disks_size(), 0);
+  }
+  EXPECT_EQ(AllocatedAddresses(), 2);
+}
+
+// R3b of review8: the control plane stops (SIGTERM) while a failed deploy
+// releases its servers: the first is released, the second's power-off is
+// cut short. At the next start the release is finished, never the deploy.
+TEST_F(DeployWorkflowTest, StoppedDuringReleaseFinishesTheReleaseAtRestart) {
+  std::atomic<int> power_offs{0};
+  std::thread stopper;
+  absl::Notification stopped;
+  compute_->SetPowerOffHook([&](const std::string&) -> absl::Status {
+    const int call = ++power_offs;
+    if (call == 1) return absl::OkStatus();
+    if (call == 2) {
+      stopper = std::thread([&] {
+        runner_->Stop();
+        stopped.Notify();
+      });
+    }
+    // Stop waits for this call: give it time to begin, then fail as a
+    // power-off it cut short (every retry too, until it stopped the step).
+    absl::SleepFor(absl::Milliseconds(300));
+    return absl::UnavailableError("hypervisor busy");
+  });
+  nodes_[1]->Fail(Fake::kRestore, absl::InternalError("n1: iSCSI write error"));
+  const v1::Operation started = BeginDeploy(template_, 2, "web");
+  const bool stopped_in_release = WaitFor([&] { return stopped.HasBeenNotified(); });
+  if (stopper.joinable()) stopper.join();
+  ASSERT_TRUE(stopped_in_release);
+  const v1::Operation interrupted = *operations_->GetOperation(started.id());
+  ASSERT_EQ(interrupted.state(), v1::OPERATION_STATE_RUNNING);
+  int released = 0;
+  for (const std::string& id : started.deployed_servers().server_ids()) {
+    released += inventory_->ReadServer(id)->state() == v1::SERVER_STATE_FAILED;
+  }
+  ASSERT_EQ(released, 1);
+
+  PowerOffFailsWithoutDisks();
+  nodes_[1]->Fail(Fake::kRestore, absl::OkStatus(), 0);
+  const int restores = Calls(Fake::kRestore);
+  StartRunner();
+  ExpectReleasedAgainWithTheCause(WaitTerminal(started.id()),
+                                  interrupted.finished_steps_size(), restores);
+}
+
+// The stores' guards, should the recorded cause be lost: a released deploy
+// run forward again fails at its first step that would touch a released
+// server (restore, address, config drive, activate), releases again, and
+// leaves every server released.
+TEST_F(DeployWorkflowTest, GuardsStopARunForwardOverReleasedServers) {
+  struct Case {
+    std::string name;
+    std::function<void()> fail;
+    std::function<void()> heal;
+  };
+  const std::vector<Case> cases = {
+      {"restore",
+       [&] { nodes_[1]->Fail(Fake::kRestore, absl::InternalError("n1: write error")); },
+       [&] { nodes_[1]->Fail(Fake::kRestore, absl::OkStatus(), 0); }},
+      {"config drive",
+       [&] {
+         for (auto& node : nodes_) node->Fail(Fake::kConfigDrive, absl::InternalError("full"));
+       },
+       [&] {
+         for (auto& node : nodes_) node->Fail(Fake::kConfigDrive, absl::OkStatus(), 0);
+       }},
+      {"power on", [&] { compute_->FailPowerOn(absl::InternalError("no host")); },
+       [&] { compute_->FailPowerOn(absl::OkStatus()); }},
+  };
+  int round = 0;
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    c.fail();
+    const v1::Operation failed =
+        WaitTerminal(BeginDeploy(template_, 2, absl::StrCat("web", ++round)).id());
+    ASSERT_EQ(failed.state(), v1::OPERATION_STATE_FAILED) << failed.DebugString();
+    ExpectReleased(failed);
+    runner_->Stop();
+    c.heal();
+    const int restores = Calls(Fake::kRestore);
+    const int config_drives = Calls(Fake::kConfigDrive);
+    Rewind(failed.id(), /*forget_failure=*/true);
+    StartRunner();
+    const v1::Operation op = WaitTerminal(failed.id());
+
+    EXPECT_EQ(op.state(), v1::OPERATION_STATE_FAILED) << op.DebugString();
+    EXPECT_EQ(op.error().code(), static_cast<int>(absl::StatusCode::kFailedPrecondition))
+        << op.error().message();
+    EXPECT_EQ(Calls(Fake::kRestore), restores);
+    EXPECT_EQ(Calls(Fake::kConfigDrive), config_drives);
+    ExpectReleased(op);
+    for (const std::string& id : op.deployed_servers().server_ids()) {
+      EXPECT_EQ(inventory_->ReadServer(id)->power_state(), v1::POWER_STATE_STOPPED);
+    }
+  }
+}
+
+// A power-off that fails with something other than UNAVAILABLE or NOT_FOUND
+// is retried by the release step: the server is released once it succeeds.
+TEST_F(DeployWorkflowTest, ReleaseRetriesAFailedPowerOff) {
+  std::atomic<int> failures{2};
+  compute_->SetPowerOffHook([&](const std::string&) -> absl::Status {
+    if (failures.fetch_sub(1) > 0) return absl::DeadlineExceededError("power off timed out");
+    return absl::OkStatus();
+  });
+  nodes_[1]->Fail(Fake::kRestore, absl::DataLossError("n1: chunk corrupt"));
+  const v1::Operation op = WaitTerminal(BeginDeploy(template_, 2, "web").id());
+
+  EXPECT_EQ(op.state(), v1::OPERATION_STATE_FAILED);
+  EXPECT_EQ(op.error().code(), static_cast<int>(absl::StatusCode::kDataLoss));
+  int attempts = 0;
+  for (const v1::OperationStep& step : op.finished_steps()) {
+    if (step.name() != "release_server") continue;
+    EXPECT_EQ(step.state(), v1::OPERATION_STATE_SUCCEEDED);
+    attempts += step.attempt_count();
+  }
+  EXPECT_EQ(attempts, 4);
+  ExpectReleased(op);
+  compute_->SetPowerOffHook(nullptr);
 }
 
 // Operations that ImageTemplateManager inserts through the template and

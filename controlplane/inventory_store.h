@@ -148,7 +148,9 @@ class InventoryStore {
   virtual absl::Status SetServerStates(const std::string& server_id,
                                        imagetemplates::v1::ServerState state,
                                        imagetemplates::v1::PowerState power_state) = 0;
-  // NOT_FOUND.
+  // NOT_FOUND; FAILED_PRECONDITION when `state` is ACTIVE and the server is
+  // neither PROVISIONING nor already ACTIVE (a released deploy server, FAILED,
+  // must never come back: its volumes may be another server's by now).
   virtual absl::Status SetServerState(const std::string& server_id,
                                       imagetemplates::v1::ServerState state) = 0;
   virtual absl::Status SetPowerState(const std::string& server_id,
@@ -189,9 +191,16 @@ class InventoryStore {
   // datacenter with a free address). Also writes it into the server's
   // configuration. RESOURCE_EXHAUSTED if no address is free; NOT_FOUND
   // (server, pool); FAILED_PRECONDITION if the pool is in another
-  // datacenter.
+  // datacenter or the server is not PROVISIONING (a released server gets no
+  // address back).
   virtual absl::StatusOr<AddressAssignment> AllocateAddress(const std::string& server_id,
                                                             const std::string& ip_pool_id) = 0;
+  // As ReadSanVolumeWithSecret, for a deploy step about to write the volume
+  // of `server_id`: FAILED_PRECONDITION unless the volume is ATTACHED to that
+  // server (a released server's volumes are FREE, maybe another's already).
+  // NOT_FOUND.
+  virtual absl::StatusOr<imagetemplates::v1::SanVolume> ReadAttachedVolumeWithSecret(
+      const std::string& volume_id, const std::string& server_id) = 0;
   // A failed deploy's server: state FAILED, STOPPED, its volumes FREE again
   // (disks removed) and its addresses released. Idempotent.
   virtual absl::Status ReleaseServer(const std::string& server_id) = 0;

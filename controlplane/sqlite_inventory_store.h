@@ -85,6 +85,8 @@ class SqliteInventoryStore final : public InventoryStore {
       const ProvisionPlan& plan, const OperationBuilder& build_operation) override;
   absl::StatusOr<AddressAssignment> AllocateAddress(const std::string& server_id,
                                                     const std::string& ip_pool_id) override;
+  absl::StatusOr<imagetemplates::v1::SanVolume> ReadAttachedVolumeWithSecret(
+      const std::string& volume_id, const std::string& server_id) override;
   absl::Status ReleaseServer(const std::string& server_id) override;
 
  private:

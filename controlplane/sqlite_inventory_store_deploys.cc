@@ -388,6 +388,13 @@ absl::StatusOr<AddressAssignment> SqliteInventoryStore::AllocateAddress(
   RETURN_IF_ERROR(db_->Transaction([&](SqliteConnection& conn) -> absl::Status {
     ASSIGN_OR_RETURN(auto server, ReadServerRow(conn, server_id));
     if (!server) return NoSuchServer();
+    // Only the network step of a deploy in progress takes an address: a
+    // resumed or repeated step must not hand one to a released server.
+    if (server->state() != v1::SERVER_STATE_PROVISIONING) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "server ", server_id, " is ", v1::ServerState_Name(server->state()),
+          "; addresses are allocated only to PROVISIONING servers"));
+    }
     std::string pool_id;
     std::optional<uint32_t> address;
     {
@@ -488,6 +495,19 @@ absl::StatusOr<AddressAssignment> SqliteInventoryStore::AllocateAddress(
     return update.Bind(3, NowMicros()).Run();
   }));
   return result;
+}
+
+absl::StatusOr<v1::SanVolume> SqliteInventoryStore::ReadAttachedVolumeWithSecret(
+    const std::string& volume_id, const std::string& server_id) {
+  ASSIGN_OR_RETURN(v1::SanVolume volume, ReadSanVolumeWithSecret(volume_id));
+  if (volume.state() != v1::SAN_VOLUME_STATE_ATTACHED || volume.attached_server_id() != server_id) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "SAN volume ", volume_id, " is no longer attached to server ", server_id, " (",
+        v1::SanVolumeState_Name(volume.state()),
+        volume.attached_server_id().empty() ? "" : " to " + volume.attached_server_id(),
+        "); it was released"));
+  }
+  return volume;
 }
 
 absl::Status SqliteInventoryStore::ReleaseServer(const std::string& server_id) {

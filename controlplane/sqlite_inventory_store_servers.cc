@@ -602,11 +602,19 @@ absl::Status SqliteInventoryStore::SetServerStates(const std::string& server_id,
 absl::Status SqliteInventoryStore::SetServerState(const std::string& server_id,
                                                   v1::ServerState state) {
   return db_->Transaction([&](SqliteConnection& conn) -> absl::Status {
+    ASSIGN_OR_RETURN(auto server, ReadServerRow(conn, server_id));
+    if (!server) return NoSuchServer();
+    // ACTIVE ends a deploy (again, when its activate step is repeated after a
+    // restart); a released deploy server (FAILED) must stay released.
+    if (state == v1::SERVER_STATE_ACTIVE && server->state() != v1::SERVER_STATE_PROVISIONING &&
+        server->state() != v1::SERVER_STATE_ACTIVE) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "server ", server_id, " is ", v1::ServerState_Name(server->state()),
+          "; only a PROVISIONING server becomes ACTIVE"));
+    }
     ASSIGN_OR_RETURN(auto stmt, conn.Prepare(
         "UPDATE servers SET state = ?2, update_time = ?3 WHERE id = ?1"));
-    RETURN_IF_ERROR(stmt.Bind(1, server_id).Bind(2, int{state}).Bind(3, NowMicros()).Run());
-    if (stmt.Changes() == 0) return NoSuchServer();
-    return absl::OkStatus();
+    return stmt.Bind(1, server_id).Bind(2, int{state}).Bind(3, NowMicros()).Run();
   });
 }
 

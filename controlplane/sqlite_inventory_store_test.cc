@@ -361,5 +361,140 @@ TEST_F(InventoryStoreTest, IpPoolsAreValidated) {
   EXPECT_EQ(store_->GetIpPool(provisioner, get).status().code(), absl::StatusCode::kNotFound);
 }
 
+// A deploy's server as ProvisionServers leaves it: PROVISIONING, a boot disk
+// and a config drive (two new volumes), in an operation of its own.
+v1::Server Provision(SqliteInventoryStore& store, const Caller& op, const std::string& account,
+                     const std::string& hostname) {
+  ProvisionPlan plan;
+  plan.account_id = account;
+  plan.datacenter = "dal10";
+  plan.server_ids = {NewUuid()};
+  plan.hostnames = {hostname};
+  ProvisionDisk disk;
+  disk.boot = true;
+  disk.min_size_bytes = 1 << 20;
+  plan.disks = {disk};
+  auto servers = store.ProvisionServers(
+      plan, [&](const std::vector<v1::Server>&)
+                -> absl::StatusOr<std::pair<v1::Operation, OperationInternals>> {
+        v1::Operation operation;
+        operation.set_id(NewUuid());
+        operation.set_kind(v1::OPERATION_KIND_DEPLOY_IMAGE_TEMPLATE);
+        operation.set_account_id(account);
+        operation.set_user_id(op.user_id);
+        operation.set_state(v1::OPERATION_STATE_PENDING);
+        return std::make_pair(operation, OperationInternals());
+      });
+  EXPECT_TRUE(servers.ok()) << servers.status();
+  return servers.ok() && servers->size() == 1 ? (*servers)[0] : v1::Server();
+}
+
+class DeployGuardTest : public InventoryStoreTest {
+ protected:
+  void SetUp() override {
+    InventoryStoreTest::SetUp();
+    for (int lun = 1; lun <= 4; ++lun) NewVolume(lun);
+    v1::CreateIpPoolRequest request;
+    request.set_datacenter("dal10");
+    request.set_subnet("10.0.0.0/24");
+    request.set_gateway("10.0.0.1");
+    request.add_ranges()->set_start("10.0.0.10");
+    request.mutable_ranges(0)->set_end("10.0.0.19");
+    auto pool = store_->CreateIpPool(op_, request);
+    ASSERT_TRUE(pool.ok()) << pool.status();
+    pool_id_ = pool->ip_pool().id();
+    server_ = Provision(*store_, op_, account_a_, "web1");
+    ASSERT_EQ(server_.state(), v1::SERVER_STATE_PROVISIONING);
+    ASSERT_EQ(server_.disks_size(), 2);
+  }
+
+  int64_t Allocated() {
+    v1::GetIpPoolRequest get;
+    get.set_id(pool_id_);
+    auto pool = store_->GetIpPool(op_, get);
+    EXPECT_TRUE(pool.ok()) << pool.status();
+    return pool.ok() ? pool->ip_pool().allocated_count() : -1;
+  }
+
+  std::string pool_id_;
+  v1::Server server_;
+};
+
+TEST_F(DeployGuardTest, AllocateAddressOnlyForProvisioningServers) {
+  auto first = store_->AllocateAddress(server_.id(), "");
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(first->address, "10.0.0.10/24");
+  // A retried network step keeps its address.
+  auto again = store_->AllocateAddress(server_.id(), pool_id_);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->address, "10.0.0.10/24");
+  EXPECT_EQ(Allocated(), 1);
+
+  ASSERT_TRUE(store_->ReleaseServer(server_.id()).ok());
+  EXPECT_EQ(Allocated(), 0);
+  auto released = store_->AllocateAddress(server_.id(), "");
+  EXPECT_EQ(released.status().code(), absl::StatusCode::kFailedPrecondition) << released.status();
+  EXPECT_EQ(store_->AllocateAddress(server_.id(), pool_id_).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(Allocated(), 0);
+  EXPECT_TRUE(store_->ReadServer(server_.id())->configuration().network_interfaces(0)
+                  .ip_address()
+                  .empty());
+
+  // Nor to an ACTIVE server (one that is not a deploy's, or finished).
+  v1::Server active = NewServer(account_a_, "db1", 9);
+  ASSERT_EQ(active.state(), v1::SERVER_STATE_ACTIVE);
+  EXPECT_EQ(store_->AllocateAddress(active.id(), "").status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(Allocated(), 0);
+  EXPECT_EQ(store_->AllocateAddress(NewUuid(), "").status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(DeployGuardTest, OnlyAProvisioningServerBecomesActive) {
+  ASSERT_TRUE(store_->SetServerState(server_.id(), v1::SERVER_STATE_ACTIVE).ok());
+  EXPECT_EQ(store_->ReadServer(server_.id())->state(), v1::SERVER_STATE_ACTIVE);
+  // The activate step run again after a restart.
+  EXPECT_TRUE(store_->SetServerState(server_.id(), v1::SERVER_STATE_ACTIVE).ok());
+
+  v1::Server other = Provision(*store_, op_, account_a_, "web2");
+  ASSERT_TRUE(store_->ReleaseServer(other.id()).ok());
+  absl::Status status = store_->SetServerState(other.id(), v1::SERVER_STATE_ACTIVE);
+  EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition) << status;
+  EXPECT_EQ(store_->ReadServer(other.id())->state(), v1::SERVER_STATE_FAILED);
+  // Other transitions are not guarded.
+  EXPECT_TRUE(store_->SetServerState(server_.id(), v1::SERVER_STATE_FAILED).ok());
+  EXPECT_EQ(store_->SetServerState(NewUuid(), v1::SERVER_STATE_ACTIVE).code(),
+            absl::StatusCode::kNotFound);
+}
+
+TEST_F(DeployGuardTest, DeployStepsReadOnlyVolumesStillAttachedToTheServer) {
+  v1::Server other = Provision(*store_, op_, account_a_, "web2");
+  for (const v1::ServerDisk& disk : server_.disks()) {
+    auto volume = store_->ReadAttachedVolumeWithSecret(disk.san_volume_id(), server_.id());
+    ASSERT_TRUE(volume.ok()) << volume.status();
+    EXPECT_EQ(volume->id(), disk.san_volume_id());
+    EXPECT_EQ(store_->ReadAttachedVolumeWithSecret(disk.san_volume_id(), other.id())
+                  .status()
+                  .code(),
+              absl::StatusCode::kFailedPrecondition);
+  }
+  ASSERT_TRUE(store_->ReleaseServer(server_.id()).ok());
+  for (const v1::ServerDisk& disk : server_.disks()) {
+    auto volume = store_->ReadAttachedVolumeWithSecret(disk.san_volume_id(), server_.id());
+    EXPECT_EQ(volume.status().code(), absl::StatusCode::kFailedPrecondition) << volume.status();
+  }
+  // Freed volumes go to the next deploy; the released server still gets none.
+  v1::Server next = Provision(*store_, op_, account_a_, "web3");
+  for (const v1::ServerDisk& disk : next.disks()) {
+    EXPECT_TRUE(store_->ReadAttachedVolumeWithSecret(disk.san_volume_id(), next.id()).ok());
+    EXPECT_EQ(store_->ReadAttachedVolumeWithSecret(disk.san_volume_id(), server_.id())
+                  .status()
+                  .code(),
+              absl::StatusCode::kFailedPrecondition);
+  }
+  EXPECT_EQ(store_->ReadAttachedVolumeWithSecret(NewUuid(), server_.id()).status().code(),
+            absl::StatusCode::kNotFound);
+}
+
 }  // namespace
 }  // namespace controlplane

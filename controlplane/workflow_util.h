@@ -12,6 +12,7 @@
 #include "absl/synchronization/mutex.h"
 #include "controlplane/operation_runner.h"
 #include "controlplane/storage_node_directory.h"
+#include "common/log.h"
 #include "controlplane/template_store.h"
 #include "imagetemplates/v1/inventory.pb.h"
 
@@ -55,6 +56,33 @@ absl::Status LoadCheckpoint(absl::string_view kind, OperationContext& context, a
     return checkpoint->SerializeAsString();
   });
   return absl::OkStatus();
+}
+
+// A workflow that fails records why in its checkpoint before it undoes
+// anything, so a run after a restart finishes the undo with that cause and
+// never goes forward again (an undo may have freed what forward steps
+// recorded as done). OK while none is recorded.
+template <typename Checkpoint>
+absl::Status RecordedFailure(const Checkpoint& checkpoint) {
+  if (checkpoint.failure_code() == 0) return absl::OkStatus();
+  return absl::Status(static_cast<absl::StatusCode>(checkpoint.failure_code()),
+                      checkpoint.failure_message());
+}
+
+// Records `cause` in `*checkpoint` (guarded by `*mu`) and saves it; a failed
+// save is logged, as the first undo step saves the checkpoint again.
+template <typename Checkpoint>
+void RecordFailure(const absl::Status& cause, OperationContext& context, absl::Mutex* mu,
+                   Checkpoint* checkpoint) {
+  {
+    absl::MutexLock lock(mu);
+    checkpoint->set_failure_code(static_cast<int>(cause.code()));
+    checkpoint->set_failure_message(std::string(cause.message()));
+  }
+  if (absl::Status saved = context.SaveCheckpoint(); !saved.ok()) {
+    common::LogWarning("operation %s: recording the failure: %s", context.id(),
+                       saved.ToString());
+  }
 }
 
 }  // namespace controlplane

@@ -39,13 +39,20 @@
 
 namespace controlplane {
 
-// The inventory compute driver with a switch that fails PowerOn.
+// The inventory compute driver with a switch that fails PowerOn and a hook
+// in front of PowerOff.
 class SwitchableComputeDriver final : public ComputeDriver {
  public:
   explicit SwitchableComputeDriver(InventoryStore* inventory) : driver_(inventory) {}
   void FailPowerOn(absl::Status status) {
     absl::MutexLock lock(&mu_);
     power_on_ = std::move(status);
+  }
+  // Runs (under no lock) before every PowerOff; an error it returns is
+  // PowerOff's result instead. Empty: none.
+  void SetPowerOffHook(std::function<absl::Status(const std::string& server_id)> hook) {
+    absl::MutexLock lock(&mu_);
+    power_off_hook_ = std::move(hook);
   }
   absl::StatusOr<imagetemplates::v1::PowerState> GetPowerState(const std::string& server_id,
                                                                 absl::Duration timeout) override {
@@ -59,6 +66,15 @@ class SwitchableComputeDriver final : public ComputeDriver {
     return driver_.PowerOn(server_id, timeout);
   }
   absl::Status PowerOff(const std::string& server_id, absl::Duration timeout) override {
+    std::function<absl::Status(const std::string&)> hook;
+    {
+      absl::MutexLock lock(&mu_);
+      hook = power_off_hook_;
+    }
+    if (hook) {
+      absl::Status status = hook(server_id);
+      if (!status.ok()) return status;
+    }
     return driver_.PowerOff(server_id, timeout);
   }
 
@@ -66,6 +82,7 @@ class SwitchableComputeDriver final : public ComputeDriver {
   InventoryComputeDriver driver_;
   absl::Mutex mu_;
   absl::Status power_on_ ABSL_GUARDED_BY(mu_);
+  std::function<absl::Status(const std::string&)> power_off_hook_ ABSL_GUARDED_BY(mu_);
 };
 
 class WorkflowTestEnvironment : public ::testing::Test {

@@ -500,7 +500,7 @@ class CreateRun {
           "operation %s: template %s stays CREATING: %s; retrying in %s",
           context_.id(), cp.template_id(), marked.ToString(),
           absl::FormatDuration(pause));
-      PauseUnlessStopping(pause);
+      context_.Sleep(pause, OperationContext::StepKind::kUndo);
       pause = std::min(pause * 2, absl::Seconds(30));
       marked = MarkFailed(cp.template_id());
     }
@@ -527,17 +527,6 @@ class CreateRun {
           return absl::IsNotFound(status) ? absl::OkStatus() : status;
         },
         OperationContext::StepKind::kUndo);
-  }
-
-  // Not OperationContext::Sleep: a cancelled operation's Sleep returns at
-  // once, and an undo runs on after a cancel.
-  void PauseUnlessStopping(absl::Duration pause) {
-    const absl::Time until = absl::Now() + pause;
-    while (!context_.stopping()) {
-      const absl::Duration left = until - absl::Now();
-      if (left <= absl::ZeroDuration()) return;
-      absl::SleepFor(std::min(left, absl::Milliseconds(20)));
-    }
   }
 
   CreateCheckpoint Snapshot() {

@@ -6,6 +6,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/log.h"
@@ -365,7 +366,25 @@ class DeployRun {
                            const StorageNodeHandle& node,
                            const std::string& image_id,
                            const std::string& digest) {
-    absl::MutexLock copy_lock(&workflow_.copy_mu_);
+    const std::string key = absl::StrCat(node.node_id, "/", image_id);
+    {
+      absl::MutexLock lock(&workflow_.copy_mu_);
+      auto free = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(workflow_.copy_mu_) {
+        return !workflow_.copying_.contains(key);
+      };
+      while (!free()) {
+        // Another deploy's copy may take long: a cancel stops the wait.
+        if (context_.interrupt_flag()->load()) {
+          return absl::CancelledError("the operation was cancelled");
+        }
+        workflow_.copy_mu_.AwaitWithTimeout(absl::Condition(&free), absl::Milliseconds(100));
+      }
+      workflow_.copying_.insert(key);
+    }
+    absl::Cleanup done = [&] {
+      absl::MutexLock lock(&workflow_.copy_mu_);
+      workflow_.copying_.erase(key);
+    };
     CallOptions options;
     options.cancelled = context_.interrupt_flag();
     options.max_attempts = deps_.call_attempts;

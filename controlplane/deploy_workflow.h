@@ -14,6 +14,7 @@
 
 #include <string>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
@@ -56,9 +57,11 @@ class DeployWorkflow final : public Workflow {
 
  private:
   Dependencies deps_;
-  // Serializes copying an image to a node, so parallel restores of the same
-  // image copy it once.
+  // Images being copied to a node ("node/image"): parallel restores of the
+  // same image onto one node wait for one copy instead of copying it again;
+  // other images and nodes do not wait.
   absl::Mutex copy_mu_;
+  absl::flat_hash_set<std::string> copying_ ABSL_GUARDED_BY(copy_mu_);
   friend class DeployRun;
 };
 

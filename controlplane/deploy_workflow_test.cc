@@ -11,6 +11,7 @@
 #include <tuple>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/synchronization/notification.h"
 #include "controlplane/testing/workflow_test_environment.h"
 #include "controlplane/workflow_checkpoint.pb.h"
@@ -391,6 +392,54 @@ TEST_F(DeployWorkflowTest, OperationsStartWithoutWaitingForThePoll) {
 // Static addresses: reserved in the pool whose range holds them when the
 // deploy is accepted, gateway and DNS filled from that pool, released with
 // the server, and validated as IP literals before anything is taken.
+// Deploys whose volumes sit on a node without the image copy it there from
+// a node that has it (n1 is recorded as holding disk 0 but lacks it).
+class DeployCopyTest : public WorkflowTestEnvironment {
+ protected:
+  void SetUp() override {
+    WorkflowTestEnvironment::SetUp();
+    template_ = ActiveTemplate("golden");
+    AddIpPool();
+    ASSERT_TRUE(templates_
+                    ->AddImageReplica({template_.id(), Disk0(), "n1",
+                                       template_.disks(0).manifest_digest()})
+                    .ok());
+  }
+  std::string Disk0() const { return template_.id() + "-disk0"; }
+  // Both disks and the config drive of one server on n1.
+  void AddVolumesOnN1() {
+    AddVolume(1);
+    AddVolume(1);
+    AddVolume(1, 1 << 20);
+  }
+  v1::ImageTemplate template_;
+};
+
+// A deploy waiting for another's copy of the same image to the same node
+// stops at once when cancelled (it used to wait for the whole copy under
+// one lock shared by every deploy), and the copy it waited for completes.
+TEST_F(DeployCopyTest, ACancelledDeployStopsWaitingForAnotherDeploysCopy) {
+  AddVolumesOnN1();
+  nodes_[0]->Block(Fake::kSend);
+  const v1::Operation a = BeginDeploy(template_, 1, "a");
+  ASSERT_TRUE(WaitFor([&] { return nodes_[0]->waiting() == 1; }));
+  AddVolumesOnN1();
+  const v1::Operation b = BeginDeploy(template_, 1, "b");
+  ASSERT_TRUE(WaitFor([&] {
+    auto op = operations_->GetOperation(b.id());
+    return op.ok() && absl::StartsWith(op->step(), "restore_disk_");
+  }));
+  RequestCancel(b.id());
+  ASSERT_TRUE(WaitFor([&] { return IsTerminal(operations_->GetOperation(b.id())->state()); }))
+      << operations_->GetOperation(b.id())->DebugString();
+  EXPECT_EQ(operations_->GetOperation(b.id())->state(), v1::OPERATION_STATE_CANCELLED);
+  EXPECT_EQ(nodes_[0]->waiting(), 1);  // A's copy still runs
+  EXPECT_EQ(nodes_[0]->calls(Fake::kSend), 1);
+  nodes_[0]->Release(Fake::kSend);
+  EXPECT_EQ(WaitTerminal(a.id()).state(), v1::OPERATION_STATE_SUCCEEDED);
+  EXPECT_EQ(nodes_[0]->calls(Fake::kSend), 1);
+}
+
 class DeployStaticAddressTest : public DeployWorkflowTest {
  protected:
   void SetUp() override {

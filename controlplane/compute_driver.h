@@ -4,6 +4,7 @@
 #ifndef CONTROLPLANE_COMPUTE_DRIVER_H_
 #define CONTROLPLANE_COMPUTE_DRIVER_H_
 
+#include <atomic>
 #include <string>
 #include <vector>
 
@@ -22,11 +23,14 @@ class ComputeDriver {
 
   virtual absl::StatusOr<imagetemplates::v1::PowerState> GetPowerState(
       const std::string& server_id, absl::Duration timeout) = 0;
-  // Returns once the server runs; a no-op if it already does.
-  virtual absl::Status PowerOn(const std::string& server_id,
-                               absl::Duration timeout) = 0;
+  // Returns once the server runs (a driver may wait for its guest to boot);
+  // a no-op if it already does. Once `*cancelled` (may be null) is true it
+  // stops waiting with CANCELLED and leaves the server running.
+  virtual absl::Status PowerOn(const std::string& server_id, absl::Duration timeout,
+                               const std::atomic<bool>* cancelled) = 0;
   // Returns once the server is stopped (its disks quiesced); a no-op if it
-  // already is.
+  // already is. Not cancellable: a guest asked to shut down keeps shutting
+  // down, so the caller waits for it (bounded by `timeout`).
   virtual absl::Status PowerOff(const std::string& server_id,
                                 absl::Duration timeout) = 0;
   // PowerOff that also says whether the guest ignored the request to shut

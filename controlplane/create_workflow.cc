@@ -443,7 +443,8 @@ class CreateRun {
     const CreateCheckpoint cp = Snapshot();
     if (cp.prior_power_state() != v1::POWER_STATE_RUNNING)
       return absl::OkStatus();
-    return deps_.compute->PowerOn(cp.server_id(), deps_.compute_timeout);
+    // An undo step: only a stop cuts its wait for the boot short.
+    return deps_.compute->PowerOn(cp.server_id(), deps_.compute_timeout, context_.stop_flag());
   }
 
   // True if an earlier run recorded the template (see RecordedBy); a

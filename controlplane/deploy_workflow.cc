@@ -483,7 +483,9 @@ class DeployRun {
           absl::StrCat("server ", server_id, " is ", v1::ServerState_Name(server.state()),
                        "; only a PROVISIONING server is activated"));
     }
-    RETURN_IF_ERROR(deps_.compute->PowerOn(server_id, deps_.compute_timeout));
+    // A cancel stops the wait for the boot; the release powers it off.
+    RETURN_IF_ERROR(
+        deps_.compute->PowerOn(server_id, deps_.compute_timeout, context_.interrupt_flag()));
     RETURN_IF_ERROR(
         deps_.inventory->SetServerState(server_id, v1::SERVER_STATE_ACTIVE));
     absl::MutexLock lock(&mu_);

@@ -160,6 +160,22 @@ TEST_F(DeployWorkflowTest, CancelDuringRestoreReleasesEverything) {
   ExpectReleased(op);
 }
 
+// Cancel while the new servers boot (the QEMU driver waits up to its boot
+// timeout): the wait stops at once and everything is released.
+TEST_F(DeployWorkflowTest, CancelDuringPowerOnReleasesEverything) {
+  compute_->HangPowerOn(true);
+  const v1::Operation started = BeginDeploy(template_, 2, "web");
+  ASSERT_TRUE(WaitFor([&] { return compute_->power_ons_waiting() == 2; }));
+  const absl::Time cancel_time = absl::Now();
+  RequestCancel(started.id());
+  v1::Operation op = WaitTerminal(started.id());
+  EXPECT_LT(absl::Now() - cancel_time, absl::Seconds(15));
+  EXPECT_EQ(op.state(), v1::OPERATION_STATE_CANCELLED) << op.DebugString();
+  EXPECT_EQ(Step(op, "activate").state(), v1::OPERATION_STATE_CANCELLED);
+  EXPECT_EQ(compute_->power_ons_waiting(), 0);
+  ExpectReleased(op);
+}
+
 // Cancel after the restore, while configure_network writes the config
 // drive: the address it took goes back too.
 TEST_F(DeployWorkflowTest, CancelDuringConfigureNetworkReleasesAddresses) {

@@ -13,8 +13,8 @@ absl::StatusOr<v1::PowerState> InventoryComputeDriver::GetPowerState(
   return server.power_state();
 }
 
-absl::Status InventoryComputeDriver::PowerOn(const std::string& server_id,
-                                             absl::Duration) {
+absl::Status InventoryComputeDriver::PowerOn(const std::string& server_id, absl::Duration,
+                                             const std::atomic<bool>*) {
   return inventory_->SetPowerState(server_id, v1::POWER_STATE_RUNNING);
 }
 

@@ -19,8 +19,8 @@ class InventoryComputeDriver final : public ComputeDriver {
 
   absl::StatusOr<imagetemplates::v1::PowerState> GetPowerState(
       const std::string& server_id, absl::Duration timeout) override;
-  absl::Status PowerOn(const std::string& server_id,
-                       absl::Duration timeout) override;
+  absl::Status PowerOn(const std::string& server_id, absl::Duration timeout,
+                       const std::atomic<bool>* cancelled) override;
   absl::Status PowerOff(const std::string& server_id,
                         absl::Duration timeout) override;
 

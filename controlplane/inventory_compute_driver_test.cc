@@ -51,7 +51,7 @@ TEST(InventoryComputeDriverTest, PowerStateLivesInTheInventory) {
   ASSERT_TRUE(driver.PowerOff("s1", t).ok());  // already off: a no-op
   EXPECT_EQ(*driver.GetPowerState("s1", t), v1::POWER_STATE_STOPPED);
   EXPECT_EQ(inventory.ReadServer("s1")->state(), v1::SERVER_STATE_ACTIVE);
-  ASSERT_TRUE(driver.PowerOn("s1", t).ok());
+  ASSERT_TRUE(driver.PowerOn("s1", t, nullptr).ok());
   EXPECT_EQ(*driver.GetPowerState("s1", t), v1::POWER_STATE_RUNNING);
 }
 

@@ -530,7 +530,8 @@ absl::StatusOr<int> QemuComputeDriver::Start(const QemuMachineSpec& spec,
 
 absl::Status QemuComputeDriver::WaitForBoot(const std::string& server_id,
                                             int pid, int64_t console_offset,
-                                            absl::Time deadline) {
+                                            absl::Time deadline,
+                                            const std::atomic<bool>* cancelled) {
   const std::string console = absl::StrCat(ServerDir(server_id), "/", kConsole);
   const absl::Time started = absl::Now();
   int64_t scanned = console_offset;
@@ -566,12 +567,19 @@ absl::Status QemuComputeDriver::WaitForBoot(const std::string& server_id,
           Seconds(absl::Now() - started), " (no \"", marker,
           "\" on its console); QEMU was stopped; console: ", why));
     }
+    if (cancelled != nullptr && cancelled->load()) {
+      common::LogInfo("qemu: server %s: stopped waiting for its boot (cancelled) after %s",
+                      server_id, Seconds(absl::Now() - started));
+      return absl::CancelledError(absl::StrCat(
+          "power on of server ", server_id, " cancelled while it booted; it keeps running"));
+    }
     absl::SleepFor(absl::Milliseconds(500));
   }
 }
 
 absl::Status QemuComputeDriver::PowerOn(const std::string& server_id,
-                                        absl::Duration timeout) {
+                                        absl::Duration timeout,
+                                        const std::atomic<bool>* cancelled) {
   absl::MutexLock server_lock(ServerMutex(server_id));
   const absl::Time deadline = absl::Now() + timeout;
   ASSIGN_OR_RETURN(QemuMachineSpec spec, specs_(server_id));
@@ -599,7 +607,7 @@ absl::Status QemuComputeDriver::PowerOn(const std::string& server_id,
   Record(server_id, v1::POWER_STATE_RUNNING);
   if (options_.boot_marker.empty()) return absl::OkStatus();
   return WaitForBoot(server_id, pid, offset,
-                     std::min(deadline, absl::Now() + options_.boot_timeout));
+                     std::min(deadline, absl::Now() + options_.boot_timeout), cancelled);
 }
 
 absl::Status QemuComputeDriver::PowerOff(const std::string& server_id,

@@ -109,9 +109,10 @@ class QemuComputeDriver final : public ComputeDriver {
   // it runs. FAILED_PRECONDITION "did not boot" with the console's telling
   // lines if QEMU exits first (a kernel panic with panic=-1 and -no-reboot);
   // DEADLINE_EXCEEDED (QEMU is then killed) if the marker does not come in
-  // time; UNAVAILABLE if QEMU cannot reach a disk.
-  absl::Status PowerOn(const std::string& server_id,
-                       absl::Duration timeout) override;
+  // time; UNAVAILABLE if QEMU cannot reach a disk; CANCELLED (QEMU keeps
+  // running) once `*cancelled` while waiting for the marker.
+  absl::Status PowerOn(const std::string& server_id, absl::Duration timeout,
+                       const std::atomic<bool>* cancelled) override;
   // ACPI shutdown (QMP system_powerdown); waits until QEMU closed QMP and
   // exited; after power_off_timeout (or `timeout`) kills it.
   absl::Status PowerOff(const std::string& server_id,
@@ -143,7 +144,8 @@ class QemuComputeDriver final : public ComputeDriver {
   // Starts the process; returns its pid once QMP says it runs.
   absl::StatusOr<int> Start(const QemuMachineSpec& spec, absl::Time deadline);
   absl::Status WaitForBoot(const std::string& server_id, int pid,
-                           int64_t console_offset, absl::Time deadline);
+                           int64_t console_offset, absl::Time deadline,
+                           const std::atomic<bool>* cancelled);
   // Kills QEMU and waits until it is gone.
   void Kill(const std::string& server_id, int pid);
   void AppendConsoleNote(const std::string& server_id, const std::string& note);

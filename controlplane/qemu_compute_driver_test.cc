@@ -8,11 +8,13 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <optional>
 #include <string>
+#include <thread>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -117,14 +119,14 @@ TEST_F(QemuComputeDriverTest, PowerStateComesFromTheProcessAndQmp) {
   ASSERT_TRUE(state.ok()) << state.status();
   EXPECT_EQ(*state, v1::POWER_STATE_STOPPED);
 
-  ASSERT_TRUE(driver_->PowerOn(kServer, absl::Seconds(60)).ok());
+  ASSERT_TRUE(driver_->PowerOn(kServer, absl::Seconds(60), nullptr).ok());
   int pid = driver_->LivePid(kServer);
   ASSERT_NE(pid, 0);
   state = driver_->GetPowerState(kServer, absl::Seconds(10));
   ASSERT_TRUE(state.ok()) << state.status();
   EXPECT_EQ(*state, v1::POWER_STATE_RUNNING);
   // Already running: the same process.
-  ASSERT_TRUE(driver_->PowerOn(kServer, absl::Seconds(60)).ok());
+  ASSERT_TRUE(driver_->PowerOn(kServer, absl::Seconds(60), nullptr).ok());
   EXPECT_EQ(driver_->LivePid(kServer), pid);
 
   // The firmware ignores ACPI: after power_off_timeout the process is killed,
@@ -150,7 +152,7 @@ TEST_F(QemuComputeDriverTest, UnknownServerIsNotFound) {
   const std::string other = "ffffffff-2f4d-4e5a-9b8c-7d6e5f4a3b2c";
   EXPECT_EQ(driver_->GetPowerState(other, absl::Seconds(5)).status().code(),
             absl::StatusCode::kNotFound);
-  EXPECT_EQ(driver_->PowerOn(other, absl::Seconds(5)).code(),
+  EXPECT_EQ(driver_->PowerOn(other, absl::Seconds(5), nullptr).code(),
             absl::StatusCode::kNotFound);
   EXPECT_EQ(driver_->PowerOff(other, absl::Seconds(5)).code(),
             absl::StatusCode::kNotFound);
@@ -161,9 +163,34 @@ TEST_F(QemuComputeDriverTest, NoBootMarkerInTimeStopsTheServer) {
   options.boot_marker = "login:";
   options.boot_timeout = absl::Seconds(3);
   MakeDriver(options, "");
-  absl::Status status = driver_->PowerOn(kServer, absl::Seconds(60));
+  absl::Status status = driver_->PowerOn(kServer, absl::Seconds(60), nullptr);
   EXPECT_EQ(status.code(), absl::StatusCode::kDeadlineExceeded) << status;
   EXPECT_THAT(std::string(status.message()), HasSubstr("did not boot within"));
+  EXPECT_EQ(driver_->LivePid(kServer), 0);
+}
+
+// A cancel stops the wait for the boot marker at once; the server keeps
+// running (the deploy's undo powers it off) and reports so.
+TEST_F(QemuComputeDriverTest, ACancelStopsTheWaitForTheBoot) {
+  QemuOptions options;
+  options.boot_marker = "login:";  // never comes: the firmware alone
+  options.boot_timeout = absl::Seconds(120);
+  MakeDriver(options, "");
+  std::atomic<bool> cancelled{false};
+  std::thread canceller([&] {
+    absl::SleepFor(absl::Seconds(2));
+    cancelled = true;
+  });
+  const absl::Time start = absl::Now();
+  absl::Status status = driver_->PowerOn(kServer, absl::Seconds(120), &cancelled);
+  canceller.join();
+  EXPECT_EQ(status.code(), absl::StatusCode::kCancelled) << status;
+  EXPECT_LT(absl::Now() - start, absl::Seconds(30));
+  EXPECT_NE(driver_->LivePid(kServer), 0);
+  auto state = driver_->GetPowerState(kServer, absl::Seconds(10));
+  ASSERT_TRUE(state.ok()) << state.status();
+  EXPECT_EQ(*state, v1::POWER_STATE_RUNNING);
+  EXPECT_TRUE(driver_->PowerOff(kServer, absl::Seconds(10)).ok());
   EXPECT_EQ(driver_->LivePid(kServer), 0);
 }
 
@@ -178,7 +205,7 @@ TEST_F(QemuComputeDriverTest, GuestThatDiesBeforeBootingIsReportedFromTheConsole
   QemuOptions options;
   options.boot_timeout = absl::Seconds(60);
   MakeDriver(options, disk);
-  absl::Status status = driver_->PowerOn(kServer, absl::Seconds(90));
+  absl::Status status = driver_->PowerOn(kServer, absl::Seconds(90), nullptr);
   EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition) << status;
   EXPECT_THAT(std::string(status.message()), HasSubstr("did not boot"));
   EXPECT_THAT(std::string(status.message()),
@@ -195,7 +222,7 @@ TEST_F(QemuComputeDriverTest, GuestThatDiesBeforeBootingIsReportedFromTheConsole
 
 TEST_F(QemuComputeDriverTest, QemuThatCannotStartSaysWhy) {
   MakeDriver(QemuOptions(), dir_ + "/missing.img");
-  absl::Status status = driver_->PowerOn(kServer, absl::Seconds(30));
+  absl::Status status = driver_->PowerOn(kServer, absl::Seconds(30), nullptr);
   EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition) << status;
   EXPECT_THAT(std::string(status.message()), HasSubstr("QEMU did not start"));
   EXPECT_THAT(std::string(status.message()), HasSubstr("missing.img"));
@@ -219,7 +246,7 @@ TEST_F(QemuComputeDriverTest, ChapSecretStaysOffTheCommandLine) {
   options.boot_marker = "";
   MakeDriver(options, drive);
 
-  ASSERT_TRUE(driver_->PowerOn(kServer, absl::Seconds(60)).ok());
+  ASSERT_TRUE(driver_->PowerOn(kServer, absl::Seconds(60), nullptr).ok());
   int pid = driver_->LivePid(kServer);
   ASSERT_NE(pid, 0);
   std::ifstream in("/proc/" + std::to_string(pid) + "/cmdline", std::ios::binary);
@@ -239,7 +266,7 @@ TEST_F(QemuComputeDriverTest, ChapSecretStaysOffTheCommandLine) {
   // would be retried as if the SAN were down).
   drive.chap_secret = "wrong-password";
   MakeDriver(options, drive);
-  absl::Status status = driver_->PowerOn(kServer, absl::Seconds(60));
+  absl::Status status = driver_->PowerOn(kServer, absl::Seconds(60), nullptr);
   EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition) << status;
   EXPECT_THAT(std::string(status.message()), HasSubstr("Authentication failure"));
   EXPECT_THAT(std::string(status.message()), Not(HasSubstr("wrong-password")));

@@ -362,7 +362,7 @@ TEST_F(QemuE2eTest, RunningSourceCapturedAndDeployedServersBootWithOwnIdentity) 
       nullptr);
   ASSERT_TRUE(hypervisor.ok()) << hypervisor.status();
   absl::Time t = absl::Now();
-  absl::Status booted = (*hypervisor)->PowerOn(source, absl::Minutes(15));
+  absl::Status booted = (*hypervisor)->PowerOn(source, absl::Minutes(15), nullptr);
   ASSERT_TRUE(booted.ok()) << booted;
   const absl::Duration source_boot = absl::Now() - t;
   auto ids = Identities(source);

@@ -39,14 +39,24 @@
 
 namespace controlplane {
 
-// The inventory compute driver with a switch that fails PowerOn and a hook
-// in front of PowerOff.
+// The inventory compute driver with switches that fail PowerOn or make it
+// wait as for a slow boot, and a hook in front of PowerOff.
 class SwitchableComputeDriver final : public ComputeDriver {
  public:
   explicit SwitchableComputeDriver(InventoryStore* inventory) : driver_(inventory) {}
   void FailPowerOn(absl::Status status) {
     absl::MutexLock lock(&mu_);
     power_on_ = std::move(status);
+  }
+  // PowerOn waits, as for a guest that never finishes booting, until its
+  // cancel flag is set (then CANCELLED), and counts how many wait.
+  void HangPowerOn(bool hang) {
+    absl::MutexLock lock(&mu_);
+    hang_power_on_ = hang;
+  }
+  int power_ons_waiting() {
+    absl::MutexLock lock(&mu_);
+    return power_ons_waiting_;
   }
   // Runs (under no lock) before every PowerOff; an error it returns is
   // PowerOff's result instead. Empty: none.
@@ -58,12 +68,22 @@ class SwitchableComputeDriver final : public ComputeDriver {
                                                                 absl::Duration timeout) override {
     return driver_.GetPowerState(server_id, timeout);
   }
-  absl::Status PowerOn(const std::string& server_id, absl::Duration timeout) override {
+  absl::Status PowerOn(const std::string& server_id, absl::Duration timeout,
+                       const std::atomic<bool>* cancelled) override {
+    bool hang;
     {
       absl::MutexLock lock(&mu_);
       if (!power_on_.ok()) return power_on_;
+      hang = hang_power_on_;
+      if (hang) ++power_ons_waiting_;
     }
-    return driver_.PowerOn(server_id, timeout);
+    if (hang) {
+      while (cancelled == nullptr || !cancelled->load()) absl::SleepFor(absl::Milliseconds(10));
+      absl::MutexLock lock(&mu_);
+      --power_ons_waiting_;
+      return absl::CancelledError("power on cancelled while booting");
+    }
+    return driver_.PowerOn(server_id, timeout, cancelled);
   }
   absl::Status PowerOff(const std::string& server_id, absl::Duration timeout) override {
     std::function<absl::Status(const std::string&)> hook;
@@ -82,6 +102,8 @@ class SwitchableComputeDriver final : public ComputeDriver {
   InventoryComputeDriver driver_;
   absl::Mutex mu_;
   absl::Status power_on_ ABSL_GUARDED_BY(mu_);
+  bool hang_power_on_ ABSL_GUARDED_BY(mu_) = false;
+  int power_ons_waiting_ ABSL_GUARDED_BY(mu_) = 0;
   std::function<absl::Status(const std::string&)> power_off_hook_ ABSL_GUARDED_BY(mu_);
 };
 

@@ -381,7 +381,9 @@ void OperationRunner::Execute(std::shared_ptr<OperationContext> context,
 
 void OperationRunner::Finish(OperationContext& context,
                              const absl::Status& status) {
-  const bool cancelled = context.cancelled() && !status.ok();
+  // A workflow that failed for its own reason before or while the cancel came
+  // (its undo then ran anyway) ends FAILED with that cause, not CANCELLED.
+  const bool cancelled = context.cancelled() && absl::IsCancelled(status);
   absl::StatusOr<v1::Operation> ended = store_->UpdateOperation(
       context.id(), [&](v1::Operation& op, OperationInternals&) {
         if (IsTerminal(op.state())) return absl::OkStatus();

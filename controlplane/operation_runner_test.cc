@@ -326,6 +326,23 @@ TEST_F(OperationRunnerTest, AStalledTransferShowsNoRateAndNoEta) {
   EXPECT_EQ(WaitTerminal(id).state(), v1::OPERATION_STATE_SUCCEEDED);
 }
 
+// A cancel that comes while a failed operation undoes itself does not hide
+// why it failed.
+TEST_F(OperationRunnerTest, AFailureKeepsItsCauseWhenACancelComesDuringTheUndo) {
+  ScriptedWorkflow workflow([](OperationContext& context) -> absl::Status {
+    EXPECT_TRUE(context.cancelled());
+    return absl::InternalError("n1: iSCSI write error");  // recorded before the cancel
+  });
+  const std::string id = Insert(v1::OPERATION_STATE_CANCELLING);
+  OperationRunner runner(store_.get(), options_);
+  runner.Register(v1::OPERATION_KIND_CREATE_IMAGE_TEMPLATE, &workflow);
+  runner.Start();
+  v1::Operation op = WaitTerminal(id);
+  EXPECT_EQ(op.state(), v1::OPERATION_STATE_FAILED);
+  EXPECT_EQ(op.error().code(), static_cast<int>(absl::StatusCode::kInternal));
+  EXPECT_EQ(op.error().message(), "n1: iSCSI write error");
+}
+
 // Parallel steps save checkpoints at once: each write takes its snapshot
 // inside the write, so a snapshot taken earlier never lands last (a copy's
 // "created" flag saved by one disk must not be overwritten by another disk's

@@ -490,78 +490,82 @@ TEST_F(CreateCrashTest, RepeatAfterCrashBeforeActingActsOnce) {
 }
 
 // DeployImageTemplate: the deploy that died after reserving volumes and
-// servers is the repeat's answer; nothing is reserved twice.
-TEST_F(CreateCrashTest, DeployRepeatAfterCrashReservesOnce) {
-  const v1::ImageTemplate t = ActiveTemplate("golden");
-  AddIpPool();
-  AddDeployVolumes(2);  // room for two deploys of one server
-  CrashingRequestIds crashing(db_.get());
-  crashing.fail_remember = true;
-  ImageTemplateManager::Dependencies deps = DependenciesWith(&crashing);
-  deps.deploy = deploy_.get();
-  ImageTemplateManager dying(deps);
+// servers is the repeat's answer; nothing is reserved twice. The request_id
+// is the account's: another user of the account repeating the identical
+// call gets the same operation, as a replay would answer it.
+class DeployCrashTest : public CreateCrashTest {
+ protected:
+  void SetUp() override {
+    CreateCrashTest::SetUp();
+    template_ = ActiveTemplate("golden");
+    AddIpPool();
+    AddDeployVolumes(2);  // room for two deploys of one server
+  }
 
-  v1::DeployImageTemplateRequest request;
-  request.set_image_template_id(t.id());
-  request.set_datacenter("dc1");
-  request.set_quantity(1);
-  request.set_hostname_prefix("web");
-  request.set_request_id("deploy-after-crash");
-  auto failed = dying.DeployImageTemplate(owner_, request);
-  EXPECT_EQ(failed.status().code(), absl::StatusCode::kUnavailable) << failed.status();
-  OperationQuery deploys;
-  deploys.kinds = {v1::OPERATION_KIND_DEPLOY_IMAGE_TEMPLATE};
-  auto started = operations_->ListOperations(deploys);
-  ASSERT_TRUE(started.ok());
-  ASSERT_EQ(started->size(), 1u);
+  // Deploys one server as a process that dies before remembering its answer
+  // (the claim stays); returns the operation it started.
+  std::string DeployAndCrash(const v1::DeployImageTemplateRequest& request) {
+    CrashingRequestIds crashing(db_.get());
+    crashing.fail_remember = true;
+    ImageTemplateManager::Dependencies deps = DependenciesWith(&crashing);
+    deps.deploy = deploy_.get();
+    ImageTemplateManager dying(deps);
+    auto failed = dying.DeployImageTemplate(owner_, request);
+    EXPECT_EQ(failed.status().code(), absl::StatusCode::kUnavailable) << failed.status();
+    auto started = operations_->ListOperations(Deploys());
+    EXPECT_TRUE(started.ok() && started->size() == 1u);
+    return started.ok() && !started->empty() ? (*started)[0].id() : "";
+  }
 
-  auto repeat = manager_->DeployImageTemplate(owner_, request);
-  ASSERT_TRUE(repeat.ok()) << repeat.status();
-  EXPECT_EQ(repeat->id(), (*started)[0].id());
-  v1::Operation done = WaitTerminal(repeat->id());
-  EXPECT_EQ(done.state(), v1::OPERATION_STATE_SUCCEEDED) << done.DebugString();
-  EXPECT_EQ(done.deployed_servers().server_ids_size(), 1);
-  auto all = operations_->ListOperations(deploys);
-  ASSERT_TRUE(all.ok());
-  EXPECT_EQ(all->size(), 1u);
+  v1::DeployImageTemplateRequest Request(const std::string& request_id) const {
+    v1::DeployImageTemplateRequest request;
+    request.set_image_template_id(template_.id());
+    request.set_datacenter("dc1");
+    request.set_quantity(1);
+    request.set_hostname_prefix("web");
+    request.set_request_id(request_id);
+    return request;
+  }
+
+  static OperationQuery Deploys() {
+    OperationQuery deploys;
+    deploys.kinds = {v1::OPERATION_KIND_DEPLOY_IMAGE_TEMPLATE};
+    return deploys;
+  }
+
+  // `repeater` repeats the call: it gets `op_id`, which succeeds with one
+  // server, and no second deploy exists.
+  void ExpectRepeatReturns(const Caller& repeater, const v1::DeployImageTemplateRequest& request,
+                           const std::string& op_id) {
+    auto repeat = manager_->DeployImageTemplate(repeater, request);
+    ASSERT_TRUE(repeat.ok()) << repeat.status();
+    EXPECT_EQ(repeat->id(), op_id);
+    v1::Operation done = WaitTerminal(op_id);
+    EXPECT_EQ(done.state(), v1::OPERATION_STATE_SUCCEEDED) << done.DebugString();
+    EXPECT_EQ(done.deployed_servers().server_ids_size(), 1);
+    auto all = operations_->ListOperations(Deploys());
+    ASSERT_TRUE(all.ok());
+    EXPECT_EQ(all->size(), 1u);
+  }
+
+  v1::ImageTemplate template_;
+};
+
+TEST_F(DeployCrashTest, RepeatAfterCrashReservesOnce) {
+  const v1::DeployImageTemplateRequest request = Request("deploy-after-crash");
+  const std::string op_id = DeployAndCrash(request);
+  ExpectRepeatReturns(owner_, request, op_id);
 }
 
-// The request_id is the account's: another user of the account repeating
-// the identical call after the crash gets the same operation, as a replay
-// would answer it; nothing is reserved twice.
-TEST_F(CreateCrashTest, DeployRepeatAfterCrashByAnotherUserOfTheAccountReservesOnce) {
-  const v1::ImageTemplate t = ActiveTemplate("golden");
-  AddIpPool();
-  AddDeployVolumes(2);
-  CrashingRequestIds crashing(db_.get());
-  crashing.fail_remember = true;
-  ImageTemplateManager::Dependencies deps = DependenciesWith(&crashing);
-  deps.deploy = deploy_.get();
-  ImageTemplateManager dying(deps);
-
-  v1::DeployImageTemplateRequest request;
-  request.set_image_template_id(t.id());
-  request.set_datacenter("dc1");
-  request.set_quantity(1);
-  request.set_hostname_prefix("web");
-  request.set_request_id("deploy-after-crash-2");
-  ASSERT_EQ(dying.DeployImageTemplate(owner_, request).status().code(),
-            absl::StatusCode::kUnavailable);
-  OperationQuery deploys;
-  deploys.kinds = {v1::OPERATION_KIND_DEPLOY_IMAGE_TEMPLATE};
-  auto started = operations_->ListOperations(deploys);
-  ASSERT_TRUE(started.ok());
-  ASSERT_EQ(started->size(), 1u);
-  ASSERT_EQ(WaitTerminal((*started)[0].id()).state(), v1::OPERATION_STATE_SUCCEEDED);
-
+TEST_F(DeployCrashTest, RepeatAfterCrashByAnotherUserOfTheAccountReservesOnce) {
+  const v1::DeployImageTemplateRequest request = Request("deploy-after-crash-2");
+  const std::string op_id = DeployAndCrash(request);
+  // Finished first: its hostname is then taken, and a second deploy would
+  // still find room (two servers' volumes).
+  ASSERT_EQ(WaitTerminal(op_id).state(), v1::OPERATION_STATE_SUCCEEDED);
   Caller colleague = owner_;
   colleague.user_id = "owner-2";
-  auto repeat = manager_->DeployImageTemplate(colleague, request);
-  ASSERT_TRUE(repeat.ok()) << repeat.status();
-  EXPECT_EQ(repeat->id(), (*started)[0].id());
-  auto all = operations_->ListOperations(deploys);
-  ASSERT_TRUE(all.ok());
-  EXPECT_EQ(all->size(), 1u);
+  ExpectRepeatReturns(colleague, request, op_id);
 }
 
 }  // namespace

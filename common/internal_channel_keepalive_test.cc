@@ -136,8 +136,9 @@ TEST(InternalChannelKeepaliveTest, AStreamToAPeerThatStopsAnsweringEndsUnavailab
   FreezingProxy proxy(port);
 
   Keepalive keepalive;
-  keepalive.time = absl::Milliseconds(200);
-  keepalive.timeout = absl::Milliseconds(500);
+  // A generous timeout: a loaded (sanitizer) machine may answer late.
+  keepalive.time = absl::Milliseconds(500);
+  keepalive.timeout = absl::Seconds(2);
   auto stub = health::Health::NewStub(
       CreateInternalChannel(absl::StrCat("127.0.0.1:", proxy.port()), "", {}, keepalive));
   grpc::ClientContext context;
@@ -155,8 +156,8 @@ TEST(InternalChannelKeepaliveTest, AStreamToAPeerThatStopsAnsweringEndsUnavailab
     ended.Notify();
   });
 
-  // Ten pings answered: the silent stream stays open.
-  EXPECT_FALSE(ended.WaitForNotificationWithTimeout(absl::Seconds(2)));
+  // Six pings answered: the silent stream stays open.
+  EXPECT_FALSE(ended.WaitForNotificationWithTimeout(absl::Seconds(3)));
   proxy.Freeze();
   const absl::Time frozen = absl::Now();
   const bool ended_in_time = ended.WaitForNotificationWithTimeout(absl::Seconds(15));
@@ -164,7 +165,7 @@ TEST(InternalChannelKeepaliveTest, AStreamToAPeerThatStopsAnsweringEndsUnavailab
   waiter.join();
   EXPECT_TRUE(ended_in_time) << "the stream hung on a peer that stopped answering";
   EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE) << status.error_message();
-  EXPECT_LT(absl::Now() - frozen, absl::Seconds(5));
+  EXPECT_LT(absl::Now() - frozen, absl::Seconds(10));
   server->Shutdown(std::chrono::system_clock::now());
 }
 

@@ -119,16 +119,16 @@ absl::StatusOr<v1::Operation> DeployWorkflow::Begin(
   }
   if (!caller.is_operator && !caller.all_servers)
     plan.grant_user_id = caller.user_id;
-  std::map<std::string, int> per_pool;
+  plan.address_pools.resize(quantity);
   for (int i = 0; i < quantity; ++i) {
     if (request.networks_size() == 0) {
-      ++per_pool[""];
-    } else if (request.networks(i).address_case() ==
-               v1::InstanceNetwork::kIpPoolId) {
-      ++per_pool[request.networks(i).ip_pool_id()];
+      plan.address_pools[i] = "";
+    } else if (i < request.networks_size() &&
+               request.networks(i).address_case() ==
+                   v1::InstanceNetwork::kIpPoolId) {
+      plan.address_pools[i] = request.networks(i).ip_pool_id();
     }
   }
-  plan.addresses_needed.assign(per_pool.begin(), per_pool.end());
   if (request.networks_size() > 0) {
     plan.static_addresses.resize(quantity);
     for (int i = 0; i < request.networks_size() && i < quantity; ++i) {

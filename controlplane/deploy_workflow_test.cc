@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "controlplane/testing/workflow_test_environment.h"
 #include "controlplane/workflow_checkpoint.pb.h"
@@ -149,6 +150,7 @@ TEST_F(DeployWorkflowTest, CancelDuringRestoreReleasesEverything) {
   nodes_[0]->Block(Fake::kRestore);
   const v1::Operation started = BeginDeploy(template_, 2, "web");
   ASSERT_TRUE(WaitFor([&] { return nodes_[0]->waiting() == 2; }));
+  EXPECT_EQ(AllocatedAddresses(), 2);  // reserved when the deploy was accepted
   const absl::Time cancel_time = absl::Now();
   RequestCancel(started.id());
   v1::Operation op = WaitTerminal(started.id());
@@ -565,6 +567,61 @@ TEST_F(DeployStaticAddressTest, ReservedInItsPoolAndFilledFromIt) {
   EXPECT_EQ(manager_->DeployImageTemplate(owner_, pair).status().code(),
             absl::StatusCode::kAlreadyExists);
   EXPECT_EQ(AllocatedAddresses(), 0);
+}
+
+// Pool addresses are taken when a deploy is accepted (review finding L5):
+// two deploys wanting a pool's last address cannot both be accepted (the
+// second used to fail in configure_network, after all its restores), the
+// network step writes the reserved address, and a failed deploy returns it.
+TEST_F(DeployStaticAddressTest, PoolAddressesAreTakenWhenTheDeployIsAccepted) {
+  nodes_[0]->Block(Fake::kRestore);
+  nodes_[0]->Fail(Fake::kRestore, absl::DataLossError("n0: chunk corrupt"));
+  v1::DeployImageTemplateRequest two = Deploy("a1");
+  two.set_quantity(2);
+  two.add_hostnames("a2");
+  two.add_networks()->set_ip_pool_id(static_pool_);
+  two.add_networks()->set_ip_pool_id(static_pool_);
+  auto doomed = manager_->DeployImageTemplate(owner_, two);
+  ASSERT_TRUE(doomed.ok()) << doomed.status();
+  // Held before any restore has finished.
+  EXPECT_EQ(Allocated(static_pool_), 2);
+  ASSERT_EQ(doomed->deployed_servers().server_ids_size(), 2);
+  for (int i = 0; i < 2; ++i) {
+    const v1::NetworkInterface nic = inventory_->ReadServer(doomed->deployed_servers().server_ids(i))
+                                         ->configuration()
+                                         .network_interfaces(0);
+    EXPECT_EQ(nic.ip_address(), absl::StrCat("10.30.0.1", i, "/24"));
+    EXPECT_EQ(nic.ip_pool_id(), static_pool_);
+  }
+
+  v1::DeployImageTemplateRequest one = Deploy("late");
+  one.add_networks()->set_ip_pool_id(static_pool_);
+  const int free_volumes = FreeVolumes();
+  auto refused = manager_->DeployImageTemplate(owner_, one);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted) << refused.status();
+  EXPECT_EQ(refused.status().message(),
+            absl::StrCat("the IP pools ", static_pool_,
+                         " have 0 free addresses, the deploy needs 1; deploy fewer servers "
+                         "or ask an operator to add addresses"));
+  EXPECT_EQ(FreeVolumes(), free_volumes);
+  EXPECT_EQ(Allocated(static_pool_), 2);
+
+  nodes_[0]->Release(Fake::kRestore);
+  const v1::Operation failed = WaitTerminal(doomed->id());
+  EXPECT_EQ(failed.state(), v1::OPERATION_STATE_FAILED) << failed.DebugString();
+  EXPECT_EQ(Allocated(static_pool_), 0);
+
+  nodes_[0]->Fail(Fake::kRestore, absl::OkStatus(), 0);
+  auto accepted = manager_->DeployImageTemplate(owner_, one);
+  ASSERT_TRUE(accepted.ok()) << accepted.status();
+  const v1::Operation op = WaitTerminal(accepted->id());
+  ASSERT_EQ(op.state(), v1::OPERATION_STATE_SUCCEEDED) << op.DebugString();
+  EXPECT_EQ(Step(op, "configure_network").state(), v1::OPERATION_STATE_SUCCEEDED);
+  const v1::Server server = *inventory_->ReadServer(op.deployed_servers().server_ids(0));
+  EXPECT_EQ(server.configuration().network_interfaces(0).ip_address(), "10.30.0.10/24");
+  const std::string config = NetworkConfigOf(server);
+  EXPECT_NE(config.find("      - 10.30.0.10/24\n"), std::string::npos) << config;
+  EXPECT_EQ(Allocated(static_pool_), 1);
 }
 
 // Overlapping pools: an address outside every range belongs to the pool

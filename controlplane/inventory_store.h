@@ -12,6 +12,7 @@
 #include <vector>
 
 #include <functional>
+#include <optional>
 #include <utility>
 
 #include "absl/status/statusor.h"
@@ -60,9 +61,12 @@ struct ProvisionPlan {
   std::string credentials_from_server_id;
   // A user without access to all servers gets access to the new ones.
   std::string grant_user_id;
-  // Free addresses that must exist per IP pool id ("" = any pool of the
-  // datacenter) for the deploy to be accepted.
-  std::vector<std::pair<std::string, int>> addresses_needed;
+  // Per server (empty: none takes one): the IP pool whose address its first
+  // interface gets ("" = the first pool of the datacenter with a free one),
+  // or nullopt for none (DHCP, a static address). Taken in the provisioning
+  // transaction, so an accepted deploy holds its addresses; the network
+  // step's AllocateAddress finds them.
+  std::vector<std::optional<std::string>> address_pools;
   // Per server (empty, or one per server): its static address, if any
   // (address empty: none). One inside a range of a datacenter's IP pool is
   // reserved there like a pool address (ALREADY_EXISTS if taken); empty
@@ -173,7 +177,8 @@ class InventoryStore {
 
   // In one transaction: takes one FREE volume per plan disk (the smallest
   // that fits, on the preferred hosts) plus a config drive per server,
-  // creates the servers (PROVISIONING, STOPPED, fresh MACs), copies
+  // creates the servers (PROVISIONING, STOPPED, fresh MACs), reserves their
+  // static and pool addresses (written into the first interface), copies
   // credentials, grants device access, then inserts the operation that
   // `build_operation` makes from the new servers. ALREADY_EXISTS if a
   // hostname.domain is used in the account; RESOURCE_EXHAUSTED if volumes or
@@ -186,10 +191,10 @@ class InventoryStore {
   virtual absl::StatusOr<std::vector<imagetemplates::v1::Server>> ProvisionServers(
       const ProvisionPlan& plan, const OperationBuilder& build_operation) = 0;
   // Gives the server's first network interface an address: the one already
-  // allocated to it if any (so retries never take a second), else the lowest
-  // free one of `ip_pool_id` (empty: the first pool of the server's
-  // datacenter with a free address). Also writes it into the server's
-  // configuration. RESOURCE_EXHAUSTED if no address is free; NOT_FOUND
+  // allocated to it if any (reserved by ProvisionServers, or by an earlier
+  // try: never a second), else the lowest free one of `ip_pool_id` (empty:
+  // the first pool of the server's datacenter with a free address). Also
+  // writes it into the server's configuration. RESOURCE_EXHAUSTED if no address is free; NOT_FOUND
   // (server, pool); FAILED_PRECONDITION if the pool is in another
   // datacenter or the server is not PROVISIONING (a released server gets no
   // address back).

@@ -1,9 +1,11 @@
 // SqliteInventoryStore: what a deploy does to the inventory. Provisioning
-// takes volumes and creates servers in one transaction; the network step
-// allocates an address; a failed deploy releases both.
+// takes volumes and addresses and creates servers in one transaction; the
+// network step writes the reserved address into the server; a failed deploy
+// releases both.
 #include "controlplane/sqlite_inventory_store.h"
 
 #include <algorithm>
+#include <map>
 #include <optional>
 #include <string>
 #include <utility>
@@ -49,6 +51,101 @@ absl::StatusOr<int64_t> FreeAddresses(SqliteConnection& conn, absl::string_view 
   ASSIGN_OR_RETURN(bool row, stmt.Step());
   if (!row) return absl::NotFoundError(absl::StrCat("IP pool ", pool_id, " not found"));
   return stmt.ColumnInt(0);
+}
+
+absl::Status InsertAllocation(SqliteConnection& conn, absl::string_view pool_id,
+                              uint32_t address, absl::string_view server_id) {
+  ASSIGN_OR_RETURN(auto insert, conn.Prepare(
+      "INSERT INTO ip_allocations (pool_id, address, server_id, create_time) "
+      "VALUES (?1, ?2, ?3, ?4)"));
+  insert.Bind(1, pool_id).Bind(2, int64_t{address}).Bind(3, server_id);
+  return insert.Bind(4, NowMicros()).Run();
+}
+
+// An address taken from an IP pool, written as the server's in `nic`.
+absl::StatusOr<AddressAssignment> ApplyPoolAddress(SqliteConnection& conn,
+                                                   const std::string& pool_id, uint32_t address,
+                                                   v1::NetworkInterface& nic) {
+  ASSIGN_OR_RETURN(auto pool, ReadPoolRow(conn, pool_id));
+  if (!pool) return absl::InternalError("allocated pool vanished");
+  std::vector<absl::string_view> subnet = absl::StrSplit(pool->subnet(), '/');
+  AddressAssignment result;
+  result.ip_pool_id = pool_id;
+  result.address = absl::StrCat(FormatIpv4(address), "/", subnet.size() == 2 ? subnet[1] : "32");
+  result.gateway = pool->gateway();
+  result.dns_servers.assign(pool->dns_servers().begin(), pool->dns_servers().end());
+  nic.set_ip_address(result.address);
+  nic.set_gateway(result.gateway);
+  nic.clear_dns_servers();
+  for (const std::string& dns : result.dns_servers) nic.add_dns_servers(dns);
+  nic.set_ip_pool_id(pool_id);
+  return result;
+}
+
+// Takes the lowest free address of `ip_pool_id` (empty: of the first pool of
+// `datacenter` with one) for `server_id`: the one address search of both
+// provisioning and AllocateAddress. RESOURCE_EXHAUSTED if none is free;
+// NOT_FOUND (pool); FAILED_PRECONDITION if the pool lies in another
+// datacenter.
+absl::StatusOr<std::pair<std::string, uint32_t>> TakePoolAddress(
+    SqliteConnection& conn, const std::string& datacenter, const std::string& ip_pool_id,
+    const std::string& server_id) {
+  std::vector<std::string> candidates;
+  if (!ip_pool_id.empty()) {
+    candidates.push_back(ip_pool_id);
+  } else {
+    ASSIGN_OR_RETURN(auto stmt, conn.Prepare(
+        "SELECT id FROM ip_pools WHERE datacenter = ?1 ORDER BY create_time, id"));
+    stmt.Bind(1, datacenter);
+    while (true) {
+      ASSIGN_OR_RETURN(bool row, stmt.Step());
+      if (!row) break;
+      candidates.push_back(stmt.ColumnText(0));
+    }
+  }
+  for (const std::string& candidate : candidates) {
+    ASSIGN_OR_RETURN(auto pool, ReadPoolRow(conn, candidate));
+    if (!pool) return absl::NotFoundError(absl::StrCat("IP pool ", candidate, " not found"));
+    if (pool->datacenter() != datacenter) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "IP pool ", candidate, " lies in ", pool->datacenter(), ", the server in ",
+          datacenter));
+    }
+    ASSIGN_OR_RETURN(auto ranges, conn.Prepare(
+        "SELECT first_address, last_address FROM ip_pool_ranges WHERE pool_id = ?1 "
+        "ORDER BY first_address"));
+    ranges.Bind(1, candidate);
+    while (true) {
+      ASSIGN_OR_RETURN(bool row, ranges.Step());
+      if (!row) break;
+      uint32_t next = static_cast<uint32_t>(ranges.ColumnInt(0));
+      const uint32_t last = static_cast<uint32_t>(ranges.ColumnInt(1));
+      // Walk the allocations of this range in order; the first gap wins.
+      ASSIGN_OR_RETURN(auto used, conn.Prepare(
+          "SELECT address FROM ip_allocations WHERE pool_id = ?1 AND address BETWEEN ?2 "
+          "AND ?3 ORDER BY address"));
+      used.Bind(1, candidate).Bind(2, int64_t{next}).Bind(3, int64_t{last});
+      bool full = false;
+      while (true) {
+        ASSIGN_OR_RETURN(bool taken, used.Step());
+        if (!taken) break;
+        uint32_t a = static_cast<uint32_t>(used.ColumnInt(0));
+        if (a != next) break;
+        if (next == last) {
+          full = true;
+          break;
+        }
+        ++next;
+      }
+      if (full) continue;
+      RETURN_IF_ERROR(InsertAllocation(conn, candidate, next, server_id));
+      return std::make_pair(candidate, next);
+    }
+  }
+  return absl::ResourceExhaustedError(absl::StrCat(
+      "no free address in ", ip_pool_id.empty() ? "the IP pools of " + datacenter
+                                                : "IP pool " + ip_pool_id,
+      "; ask an operator to add addresses"));
 }
 
 // A deployed server's static address resolved against the datacenter's IP
@@ -148,11 +245,7 @@ absl::StatusOr<v1::NetworkInterface> ReserveStaticAddress(
         kField, ": ", FormatIpv4(address), " is already allocated in IP pool ", chosen->id(),
         "; choose a free address or take one from the pool with ip_pool_id"));
   }
-  ASSIGN_OR_RETURN(auto insert, conn.Prepare(
-      "INSERT INTO ip_allocations (pool_id, address, server_id, create_time) "
-      "VALUES (?1, ?2, ?3, ?4)"));
-  insert.Bind(1, chosen->id()).Bind(2, int64_t{address}).Bind(3, server_id);
-  RETURN_IF_ERROR(insert.Bind(4, NowMicros()).Run());
+  RETURN_IF_ERROR(InsertAllocation(conn, chosen->id(), address, server_id));
   nic.set_ip_pool_id(chosen->id());
   return nic;
 }
@@ -257,8 +350,16 @@ absl::StatusOr<std::vector<v1::Server>> SqliteInventoryStore::ProvisionServers(
                        ReserveStaticAddress(conn, plan.datacenter, plan.server_ids[i],
                                             plan.static_addresses[i]));
     }
-    // Pool addresses are taken in the network step; check now that they exist.
-    for (const auto& [pool_id, needed] : plan.addresses_needed) {
+    // Pool addresses are counted first, so a short pool is refused with the
+    // counts, then taken per server below.
+    if (!plan.address_pools.empty() && plan.address_pools.size() != plan.server_ids.size()) {
+      return absl::InvalidArgumentError("one address pool entry per server is needed");
+    }
+    std::map<std::string, int> addresses_needed;
+    for (const std::optional<std::string>& pool_id : plan.address_pools) {
+      if (pool_id) ++addresses_needed[*pool_id];
+    }
+    for (const auto& [pool_id, needed] : addresses_needed) {
       int64_t free = 0;
       if (pool_id.empty()) {
         ASSIGN_OR_RETURN(auto stmt, conn.Prepare(
@@ -301,6 +402,13 @@ absl::StatusOr<std::vector<v1::Server>> SqliteInventoryStore::ProvisionServers(
         nic->set_gateway(static_nics[i]->gateway());
         *nic->mutable_dns_servers() = static_nics[i]->dns_servers();
         nic->set_ip_pool_id(static_nics[i]->ip_pool_id());
+      } else if (!plan.address_pools.empty() && plan.address_pools[i]) {
+        // Reserved now so a concurrent deploy cannot take it after the count.
+        ASSIGN_OR_RETURN(auto taken,
+                         TakePoolAddress(conn, plan.datacenter, *plan.address_pools[i], id));
+        RETURN_IF_ERROR(
+            ApplyPoolAddress(conn, taken.first, taken.second, *config.mutable_network_interfaces(0))
+                .status());
       }
       {
         ASSIGN_OR_RETURN(auto stmt, conn.Prepare(
@@ -395,100 +503,23 @@ absl::StatusOr<AddressAssignment> SqliteInventoryStore::AllocateAddress(
           "server ", server_id, " is ", v1::ServerState_Name(server->state()),
           "; addresses are allocated only to PROVISIONING servers"));
     }
-    std::string pool_id;
-    std::optional<uint32_t> address;
+    // Normally reserved when the deploy was accepted; a deploy accepted
+    // before reservations existed takes its address now.
+    std::pair<std::string, uint32_t> taken;
     {
       ASSIGN_OR_RETURN(auto stmt, conn.Prepare(
           "SELECT pool_id, address FROM ip_allocations WHERE server_id = ?1 LIMIT 1"));
       stmt.Bind(1, server_id);
       ASSIGN_OR_RETURN(bool row, stmt.Step());
-      if (row) {
-        pool_id = stmt.ColumnText(0);
-        address = static_cast<uint32_t>(stmt.ColumnInt(1));
-      }
+      if (row) taken = {stmt.ColumnText(0), static_cast<uint32_t>(stmt.ColumnInt(1))};
     }
-    if (!address) {
-      std::vector<std::string> candidates;
-      if (!ip_pool_id.empty()) {
-        candidates.push_back(ip_pool_id);
-      } else {
-        ASSIGN_OR_RETURN(auto stmt, conn.Prepare(
-            "SELECT id FROM ip_pools WHERE datacenter = ?1 ORDER BY create_time, id"));
-        stmt.Bind(1, server->datacenter());
-        while (true) {
-          ASSIGN_OR_RETURN(bool row, stmt.Step());
-          if (!row) break;
-          candidates.push_back(stmt.ColumnText(0));
-        }
-      }
-      for (const std::string& candidate : candidates) {
-        ASSIGN_OR_RETURN(auto pool, ReadPoolRow(conn, candidate));
-        if (!pool) return absl::NotFoundError(absl::StrCat("IP pool ", candidate, " not found"));
-        if (pool->datacenter() != server->datacenter()) {
-          return absl::FailedPreconditionError(absl::StrCat(
-              "IP pool ", candidate, " lies in ", pool->datacenter(), ", the server in ",
-              server->datacenter()));
-        }
-        ASSIGN_OR_RETURN(auto ranges, conn.Prepare(
-            "SELECT first_address, last_address FROM ip_pool_ranges WHERE pool_id = ?1 "
-            "ORDER BY first_address"));
-        ranges.Bind(1, candidate);
-        while (!address) {
-          ASSIGN_OR_RETURN(bool row, ranges.Step());
-          if (!row) break;
-          uint32_t next = static_cast<uint32_t>(ranges.ColumnInt(0));
-          const uint32_t last = static_cast<uint32_t>(ranges.ColumnInt(1));
-          // Walk the allocations of this range in order; the first gap wins.
-          ASSIGN_OR_RETURN(auto used, conn.Prepare(
-              "SELECT address FROM ip_allocations WHERE pool_id = ?1 AND address BETWEEN ?2 "
-              "AND ?3 ORDER BY address"));
-          used.Bind(1, candidate).Bind(2, int64_t{next}).Bind(3, int64_t{last});
-          bool full = false;
-          while (true) {
-            ASSIGN_OR_RETURN(bool taken, used.Step());
-            if (!taken) break;
-            uint32_t a = static_cast<uint32_t>(used.ColumnInt(0));
-            if (a != next) break;
-            if (next == last) {
-              full = true;
-              break;
-            }
-            ++next;
-          }
-          if (!full) address = next;
-        }
-        if (address) {
-          pool_id = candidate;
-          break;
-        }
-      }
-      if (!address) {
-        return absl::ResourceExhaustedError(absl::StrCat(
-            "no free address in ", ip_pool_id.empty() ? "the IP pools of " + server->datacenter()
-                                                      : "IP pool " + ip_pool_id,
-            "; ask an operator to add addresses"));
-      }
-      ASSIGN_OR_RETURN(auto insert, conn.Prepare(
-          "INSERT INTO ip_allocations (pool_id, address, server_id, create_time) "
-          "VALUES (?1, ?2, ?3, ?4)"));
-      insert.Bind(1, pool_id).Bind(2, int64_t{*address}).Bind(3, server_id);
-      RETURN_IF_ERROR(insert.Bind(4, NowMicros()).Run());
+    if (taken.first.empty()) {
+      ASSIGN_OR_RETURN(taken, TakePoolAddress(conn, server->datacenter(), ip_pool_id, server_id));
     }
-    ASSIGN_OR_RETURN(auto pool, ReadPoolRow(conn, pool_id));
-    if (!pool) return absl::InternalError("allocated pool vanished");
-    std::vector<absl::string_view> subnet = absl::StrSplit(pool->subnet(), '/');
-    result.ip_pool_id = pool_id;
-    result.address = absl::StrCat(FormatIpv4(*address), "/", subnet.size() == 2 ? subnet[1] : "32");
-    result.gateway = pool->gateway();
-    result.dns_servers.assign(pool->dns_servers().begin(), pool->dns_servers().end());
     v1::ServerConfiguration config = server->configuration();
     if (config.network_interfaces_size() == 0) config.add_network_interfaces()->set_name("eth0");
-    v1::NetworkInterface* nic = config.mutable_network_interfaces(0);
-    nic->set_ip_address(result.address);
-    nic->set_gateway(result.gateway);
-    nic->clear_dns_servers();
-    for (const std::string& dns : result.dns_servers) nic->add_dns_servers(dns);
-    nic->set_ip_pool_id(pool_id);
+    ASSIGN_OR_RETURN(result, ApplyPoolAddress(conn, taken.first, taken.second,
+                                              *config.mutable_network_interfaces(0)));
     ASSIGN_OR_RETURN(auto update, conn.Prepare(
         "UPDATE servers SET configuration = ?2, update_time = ?3 WHERE id = ?1"));
     update.Bind(1, server_id).BindBlob(2, config.SerializeAsString());

@@ -1,7 +1,9 @@
 // InventoryStore rules against a real SQLite file with the real migrations.
 #include "controlplane/sqlite_inventory_store.h"
 
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
@@ -362,19 +364,22 @@ TEST_F(InventoryStoreTest, IpPoolsAreValidated) {
 }
 
 // A deploy's server as ProvisionServers leaves it: PROVISIONING, a boot disk
-// and a config drive (two new volumes), in an operation of its own.
-v1::Server Provision(SqliteInventoryStore& store, const Caller& op, const std::string& account,
-                     const std::string& hostname) {
+// and a config drive (two new volumes), in an operation of its own; with an
+// address of `address_pool` ("" = any pool) unless nullopt.
+absl::StatusOr<std::vector<v1::Server>> TryProvision(
+    SqliteInventoryStore& store, const Caller& op, const std::string& account,
+    const std::string& hostname, std::optional<std::string> address_pool = std::nullopt) {
   ProvisionPlan plan;
   plan.account_id = account;
   plan.datacenter = "dal10";
   plan.server_ids = {NewUuid()};
   plan.hostnames = {hostname};
+  if (address_pool) plan.address_pools = {address_pool};
   ProvisionDisk disk;
   disk.boot = true;
   disk.min_size_bytes = 1 << 20;
   plan.disks = {disk};
-  auto servers = store.ProvisionServers(
+  return store.ProvisionServers(
       plan, [&](const std::vector<v1::Server>&)
                 -> absl::StatusOr<std::pair<v1::Operation, OperationInternals>> {
         v1::Operation operation;
@@ -385,6 +390,11 @@ v1::Server Provision(SqliteInventoryStore& store, const Caller& op, const std::s
         operation.set_state(v1::OPERATION_STATE_PENDING);
         return std::make_pair(operation, OperationInternals());
       });
+}
+
+v1::Server Provision(SqliteInventoryStore& store, const Caller& op, const std::string& account,
+                     const std::string& hostname) {
+  auto servers = TryProvision(store, op, account, hostname);
   EXPECT_TRUE(servers.ok()) << servers.status();
   return servers.ok() && servers->size() == 1 ? (*servers)[0] : v1::Server();
 }
@@ -448,6 +458,66 @@ TEST_F(DeployGuardTest, AllocateAddressOnlyForProvisioningServers) {
             absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(Allocated(), 0);
   EXPECT_EQ(store_->AllocateAddress(NewUuid(), "").status().code(), absl::StatusCode::kNotFound);
+}
+
+// Review finding L5: provisioning takes the pool address (it used to only
+// count free ones, so two deploys could both be accepted for the last one).
+TEST_F(DeployGuardTest, ProvisioningReservesThePoolAddress) {
+  for (int lun = 5; lun <= 8; ++lun) NewVolume(lun);
+  v1::CreateIpPoolRequest request;
+  request.set_datacenter("dal10");
+  request.set_subnet("10.1.0.0/24");
+  request.set_gateway("10.1.0.1");
+  request.add_dns_servers("10.1.0.2");
+  request.add_ranges()->set_start("10.1.0.10");
+  request.mutable_ranges(0)->set_end("10.1.0.10");
+  auto one = store_->CreateIpPool(op_, request);
+  ASSERT_TRUE(one.ok()) << one.status();
+  const std::string pool = one->ip_pool().id();
+
+  auto first = TryProvision(*store_, op_, account_a_, "web2", pool);
+  ASSERT_TRUE(first.ok()) << first.status();
+  const std::string id = (*first)[0].id();
+  const v1::NetworkInterface nic = store_->ReadServer(id)->configuration().network_interfaces(0);
+  EXPECT_EQ(nic.ip_address(), "10.1.0.10/24");
+  EXPECT_EQ(nic.gateway(), "10.1.0.1");
+  ASSERT_EQ(nic.dns_servers_size(), 1);
+  EXPECT_EQ(nic.dns_servers(0), "10.1.0.2");
+  EXPECT_EQ(nic.ip_pool_id(), pool);
+  EXPECT_EQ((*first)[0].configuration().network_interfaces(0).ip_address(), "10.1.0.10/24");
+
+  // The pool is full now: the next provisioning is refused, nothing kept.
+  auto second = TryProvision(*store_, op_, account_a_, "web3", pool);
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kResourceExhausted) << second.status();
+  EXPECT_EQ(second.status().message(),
+            absl::StrCat("the IP pools ", pool,
+                         " have 0 free addresses, the deploy needs 1; deploy fewer servers or "
+                         "ask an operator to add addresses"));
+  v1::GetIpPoolRequest get;
+  get.set_id(pool);
+  EXPECT_EQ(store_->GetIpPool(op_, get)->ip_pool().allocated_count(), 1);
+
+  // The network step finds the reservation.
+  auto network = store_->AllocateAddress(id, pool);
+  ASSERT_TRUE(network.ok()) << network.status();
+  EXPECT_EQ(network->address, "10.1.0.10/24");
+  EXPECT_EQ(network->ip_pool_id, pool);
+  EXPECT_EQ(store_->GetIpPool(op_, get)->ip_pool().allocated_count(), 1);
+
+  // Released with the server; then the next deploy gets it.
+  ASSERT_TRUE(store_->ReleaseServer(id).ok());
+  EXPECT_EQ(store_->GetIpPool(op_, get)->ip_pool().allocated_count(), 0);
+  EXPECT_TRUE(
+      store_->ReadServer(id)->configuration().network_interfaces(0).ip_address().empty());
+  auto third = TryProvision(*store_, op_, account_a_, "web3", pool);
+  ASSERT_TRUE(third.ok()) << third.status();
+  EXPECT_EQ((*third)[0].configuration().network_interfaces(0).ip_address(), "10.1.0.10/24");
+
+  // "" takes the first pool with a free address: pool_id_ (created first).
+  auto any = TryProvision(*store_, op_, account_a_, "web4", "");
+  ASSERT_TRUE(any.ok()) << any.status();
+  EXPECT_EQ((*any)[0].configuration().network_interfaces(0).ip_address(), "10.0.0.10/24");
+  EXPECT_EQ(Allocated(), 1);
 }
 
 TEST_F(DeployGuardTest, OnlyAProvisioningServerBecomesActive) {

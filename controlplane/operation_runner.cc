@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "common/log.h"
 #include "common/status_macros.h"
 #include "controlplane/ids.h"
@@ -54,6 +56,29 @@ std::function<void(const TransferProgress&)> ProgressTracker::Callback(
 }
 
 // ------------------------------------------------------------ Context
+
+namespace {
+
+// What SqliteDatabase appends to the ABORTED it returns for SQLITE_BUSY and
+// SQLITE_LOCKED (sqlite_database.cc).
+constexpr absl::string_view kDatabaseBusy = "(database busy; retry)";
+
+// Whether another attempt of a step may succeed: UNAVAILABLE (a node down or
+// restarting) and a busy database. Other ABORTEDs are final: a storage
+// node's (an image deleted under a copy, a capture of the same id already
+// running) and RunStep's own "stopping", which the caller checks first.
+bool Retryable(const absl::Status& status) {
+  switch (status.code()) {
+    case absl::StatusCode::kUnavailable:
+      return true;
+    case absl::StatusCode::kAborted:
+      return absl::StrContains(status.message(), kDatabaseBusy);
+    default:
+      return false;
+  }
+}
+
+}  // namespace
 
 OperationContext::OperationContext(OperationStore* store,
                                    const OperationRunnerOptions& options,
@@ -146,8 +171,8 @@ absl::Status OperationContext::RunStep(
   while (true) {
     ++attempts;
     status = body();
-    if (status.ok() || status.code() != absl::StatusCode::kUnavailable ||
-        attempts >= options_.step_max_attempts || interrupted()) {
+    if (status.ok() || interrupted() || !Retryable(status) ||
+        attempts >= options_.step_max_attempts) {
       break;
     }
     common::LogWarning("operation %s step %s attempt %d: %s; retrying in %s",

@@ -1,8 +1,9 @@
 // The engine behind every long-running operation: picks up operation rows
 // (PENDING ones, and RUNNING or CANCELLING ones left by a previous process),
 // runs each on its own thread through the Workflow of its kind, records steps
-// as they finish, retries UNAVAILABLE with backoff, passes cancellation
-// through, writes progress a few times a second and ends the row.
+// as they finish, retries UNAVAILABLE and a busy database with backoff,
+// passes cancellation through, writes progress a few times a second and ends
+// the row.
 //
 // Resume rule: a workflow keeps its own state in the row's checkpoint,
 // written with every finished step. After a restart the workflow starts again
@@ -58,8 +59,8 @@ struct OperationRunnerOptions {
   absl::Duration poll_interval = absl::Seconds(1);
   // Operations running at once; others wait in PENDING.
   int max_concurrent = 32;
-  // Attempts per step when it fails with UNAVAILABLE, and the backoff
-  // between them (doubling up to max_backoff).
+  // Attempts per step when it fails with UNAVAILABLE or a busy database,
+  // and the backoff between them (doubling up to max_backoff).
   int step_max_attempts = 6;
   absl::Duration step_initial_backoff = absl::Seconds(1);
   absl::Duration step_max_backoff = absl::Seconds(15);
@@ -115,7 +116,8 @@ class OperationContext {
     kUndo,
   };
   // Runs one step: names it as the current step, runs `body`, retries it on
-  // UNAVAILABLE with backoff, then records it with its attempts, times and
+  // UNAVAILABLE and on a busy database (ABORTED from SqliteDatabase; other
+  // ABORTEDs are final) with backoff, then records it with its attempts, times and
   // outcome together with the checkpoint. Returns the last status of `body`;
   // CANCELLED if interrupted before or between attempts; ABORTED when
   // stopping, unless `body` succeeded: then the step and the checkpoint are

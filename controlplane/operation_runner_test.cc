@@ -6,9 +6,12 @@
 #include <string>
 #include <thread>
 
+#include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
+#include "common/status_macros.h"
 #include "controlplane/ids.h"
+#include "controlplane/sqlite_database.h"
 #include "controlplane/sqlite_operation_store.h"
 #include "controlplane/testing/template_test_database.h"
 #include "gtest/gtest.h"
@@ -123,6 +126,51 @@ TEST_F(OperationRunnerTest, PermanentErrorsFailWithTheCause) {
   ASSERT_EQ(op.finished_steps_size(), 1);
   EXPECT_EQ(op.finished_steps(0).attempt_count(), 1);
   EXPECT_EQ(op.finished_steps(0).state(), v1::OPERATION_STATE_FAILED);
+}
+
+// A busy database (ABORTED from SqliteDatabase) is retried like UNAVAILABLE;
+// here a real one: SQLite refuses (SQLITE_LOCKED) to drop a table that a
+// statement of the same connection is reading. Any other ABORTED is final,
+// as a storage node's "deleted by DeleteImage" must be.
+TEST_F(OperationRunnerTest, ABusyDatabaseIsRetriedOtherAbortedErrorsAreNot) {
+  std::atomic<int> calls{0};
+  absl::Status busy;
+  ScriptedWorkflow workflow([&](OperationContext& context) -> absl::Status {
+    RETURN_IF_ERROR(context.RunStep("record_template", "", [&]() -> absl::Status {
+      if (++calls > 1) return absl::OkStatus();
+      busy = db_->Transaction([](SqliteConnection& conn) -> absl::Status {
+        ASSIGN_OR_RETURN(auto create, conn.Prepare("CREATE TABLE scratch (x INTEGER)"));
+        RETURN_IF_ERROR(create.Run());
+        ASSIGN_OR_RETURN(auto insert, conn.Prepare("INSERT INTO scratch (x) VALUES (1), (2)"));
+        RETURN_IF_ERROR(insert.Run());
+        ASSIGN_OR_RETURN(auto read, conn.Prepare("SELECT x FROM scratch"));
+        ASSIGN_OR_RETURN(bool row, read.Step());
+        if (!row) return absl::InternalError("no row");
+        ASSIGN_OR_RETURN(auto drop, conn.Prepare("DROP TABLE scratch"));
+        return drop.Run();
+      });
+      return busy;
+    }));
+    return context.RunStep("send_image", "", [] {
+      return absl::AbortedError("image x was committed and then deleted by DeleteImage");
+    });
+  });
+  OperationRunner runner(store_.get(), options_);
+  runner.Register(v1::OPERATION_KIND_CREATE_IMAGE_TEMPLATE, &workflow);
+  runner.Start();
+  v1::Operation op = WaitTerminal(Insert());
+  EXPECT_EQ(busy.code(), absl::StatusCode::kAborted) << busy;
+  EXPECT_EQ(op.state(), v1::OPERATION_STATE_FAILED);
+  EXPECT_EQ(op.error().code(), static_cast<int>(absl::StatusCode::kAborted));
+  EXPECT_EQ(op.error().message(), "image x was committed and then deleted by DeleteImage");
+  ASSERT_EQ(op.finished_steps_size(), 2);
+  EXPECT_EQ(op.finished_steps(0).name(), "record_template");
+  EXPECT_EQ(op.finished_steps(0).state(), v1::OPERATION_STATE_SUCCEEDED);
+  EXPECT_EQ(op.finished_steps(0).attempt_count(), 2);
+  EXPECT_EQ(calls.load(), 2);
+  EXPECT_EQ(op.finished_steps(1).name(), "send_image");
+  EXPECT_EQ(op.finished_steps(1).state(), v1::OPERATION_STATE_FAILED);
+  EXPECT_EQ(op.finished_steps(1).attempt_count(), 1);
 }
 
 TEST_F(OperationRunnerTest, CancelInterruptsAndUndoStepsStillRun) {

@@ -685,7 +685,9 @@ absl::StatusOr<v1::ListApiKeysResponse> SqliteIdentityStore::ListApiKeys(
   }
   v1::ListApiKeysResponse response;
   RETURN_IF_ERROR(db_->Read([&](SqliteConnection& conn) -> absl::Status {
-    ASSIGN_OR_RETURN(v1::User user, ManagedUser(conn, caller, user_id, true));
+    // The access CreateApiKey needs: a user manager may not survey the keys
+    // of a colleague holding more than it does.
+    ASSIGN_OR_RETURN(v1::User user, ChangeableUser(conn, caller, user_id, true));
     ASSIGN_OR_RETURN(auto stmt, conn.Prepare(
         "SELECT id, user_id, description, prefix, create_time, revoke_time FROM api_keys "
         "WHERE user_id = ?1 AND (?2 = 1 OR revoke_time IS NULL) "

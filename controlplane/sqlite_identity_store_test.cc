@@ -568,6 +568,9 @@ TEST_F(IdentityStoreTest, UserManagersChangeOnlyUsersTheyOutrank) {
   v1::RevokeApiKeyRequest revoke;
   revoke.set_id(op_.api_key_id);
   EXPECT_EQ(store_->RevokeApiKey(helpdesk, revoke).status().code(), kDenied);
+  v1::ListApiKeysRequest survey;
+  survey.set_user_id(op_.user_id);
+  EXPECT_EQ(store_->ListApiKeys(helpdesk, survey).status().code(), kDenied);
   // Nothing changed: the operator's key still makes an operator.
   auto still = auth_->AuthenticateHeader("Bearer " + ReadFile(key_file_));
   ASSERT_TRUE(still.ok()) << still.status();
@@ -577,6 +580,10 @@ TEST_F(IdentityStoreTest, UserManagersChangeOnlyUsersTheyOutrank) {
   const std::string clerk = NewUser(helpdesk, op_.account_id, "clerk", {});
   key.set_user_id(clerk);
   EXPECT_TRUE(store_->CreateApiKey(helpdesk, key).ok());
+  survey.set_user_id(clerk);
+  auto clerk_keys = store_->ListApiKeys(helpdesk, survey);
+  ASSERT_TRUE(clerk_keys.ok()) << clerk_keys.status();
+  EXPECT_EQ(clerk_keys->api_keys_size(), 1);
   v1::SetUserPermissionsRequest grant;
   grant.set_user_id(clerk);
   grant.add_permissions(v1::PERMISSION_USER_MANAGE);

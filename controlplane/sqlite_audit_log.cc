@@ -170,10 +170,14 @@ absl::StatusOr<ListAuditEventsResponse> SqliteAuditLog::List(
   if (!caller.is_operator && account_id != caller.account_id) {
     return absl::NotFoundError("account_id: no such account");
   }
-  int64_t start = request.has_start_time() ? FromTimestamp(request.start_time())
-                                           : std::numeric_limits<int64_t>::min();
-  int64_t end = request.has_end_time() ? FromTimestamp(request.end_time())
-                                       : std::numeric_limits<int64_t>::max();
+  int64_t start = std::numeric_limits<int64_t>::min();
+  int64_t end = std::numeric_limits<int64_t>::max();
+  if (request.has_start_time()) {
+    ASSIGN_OR_RETURN(start, ValidateTimestamp("start_time", request.start_time()));
+  }
+  if (request.has_end_time()) {
+    ASSIGN_OR_RETURN(end, ValidateTimestamp("end_time", request.end_time()));
+  }
   if (start > end) {
     return absl::InvalidArgumentError("start_time: must not be after end_time");
   }

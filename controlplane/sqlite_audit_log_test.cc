@@ -375,5 +375,36 @@ TEST_F(SqliteAuditLogTest, HugeIdsAndMessagesAreClipped) {
                  }).ok());
 }
 
+// Times past what int64 microseconds hold were converted with an overflow
+// (undefined; it wrapped to a negative start and listed every event).
+TEST_F(SqliteAuditLogTest, OutOfRangeTimesAreInvalidArguments) {
+  v1::ResourceReference target;
+  target.set_type(v1::RESOURCE_TYPE_IMAGE_TEMPLATE);
+  target.set_id("t");
+  log_->Record(operator_, operator_.account_id,
+               "/imagetemplates.v1.ImageTemplateService/DeleteImageTemplate", target,
+               absl::OkStatus(), "");
+  v1::ListAuditEventsRequest request;
+  request.mutable_start_time()->set_seconds(int64_t{10000000000000});
+  absl::Status status = log_->List(operator_, request).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+  EXPECT_TRUE(absl::StartsWith(status.message(), "start_time")) << status;
+  request.clear_start_time();
+  request.mutable_end_time()->set_nanos(-1);
+  status = log_->List(operator_, request).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+  EXPECT_TRUE(absl::StartsWith(status.message(), "end_time")) << status;
+  // The latest valid start lists nothing; the earliest lists the event.
+  request.clear_end_time();
+  request.mutable_start_time()->set_seconds(int64_t{253402300799});
+  auto page = log_->List(operator_, request);
+  ASSERT_TRUE(page.ok()) << page.status();
+  EXPECT_EQ(page->audit_events_size(), 0);
+  request.mutable_start_time()->set_seconds(int64_t{-62135596800});
+  page = log_->List(operator_, request);
+  ASSERT_TRUE(page.ok()) << page.status();
+  EXPECT_GE(page->audit_events_size(), 1);
+}
+
 }  // namespace
 }  // namespace controlplane

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "controlplane/ids.h"
+#include "google/protobuf/util/time_util.h"
 
 namespace controlplane {
 namespace {
@@ -159,6 +160,17 @@ absl::Status ValidateUuid(absl::string_view field, absl::string_view value) {
   if (value.empty()) return Invalid(field, "must not be empty");
   if (!IsUuid(value)) return Invalid(field, "must be a lowercase UUID");
   return absl::OkStatus();
+}
+
+absl::StatusOr<int64_t> ValidateTimestamp(absl::string_view field,
+                                          const google::protobuf::Timestamp& value) {
+  using google::protobuf::util::TimeUtil;
+  if (value.seconds() < TimeUtil::kTimestampMinSeconds ||
+      value.seconds() > TimeUtil::kTimestampMaxSeconds || value.nanos() < 0 ||
+      value.nanos() >= 1000000000) {
+    return Invalid(field, "must lie between 0001-01-01 and 9999-12-31, nanos in [0, 1e9)");
+  }
+  return FromTimestamp(value);
 }
 
 absl::StatusOr<absl::flat_hash_set<std::string>> ValidateUpdateMask(

@@ -3,6 +3,7 @@
 #ifndef CONTROLPLANE_VALIDATION_H_
 #define CONTROLPLANE_VALIDATION_H_
 
+#include <cstdint>
 #include <initializer_list>
 #include <string>
 
@@ -11,6 +12,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "google/protobuf/field_mask.pb.h"
+#include "google/protobuf/timestamp.pb.h"
 
 namespace controlplane {
 
@@ -44,6 +46,12 @@ absl::Status ValidateEnum(absl::string_view field, int value, bool (*is_valid)(i
 // other path.
 absl::StatusOr<absl::flat_hash_set<std::string>> ValidateUpdateMask(
     const google::protobuf::FieldMask& mask, std::initializer_list<absl::string_view> allowed);
+
+// A timestamp in microseconds since the epoch: INVALID_ARGUMENT unless it
+// lies in 0001-01-01..9999-12-31 with nanos in [0, 1e9) (outside that range
+// the conversion would overflow).
+absl::StatusOr<int64_t> ValidateTimestamp(absl::string_view field,
+                                          const google::protobuf::Timestamp& value);
 
 // Number of UTF-8 code points, or -1 if `value` is not valid UTF-8.
 int Utf8Length(absl::string_view value);

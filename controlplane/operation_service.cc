@@ -34,6 +34,22 @@ v1::Permission StartingPermission(v1::OperationKind kind) {
                                                           : v1::PERMISSION_IMAGE_TEMPLATE_MANAGE;
 }
 
+// What cancelling a visible operation needs: the permission that starts
+// its kind and, for a capture, access to the server captured (a user may
+// capture only servers granted to it, so it may not stop another's).
+absl::Status MayCancel(const Caller& caller, const v1::Operation& op) {
+  if (!caller.Has(StartingPermission(op.kind()))) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "cancelling this operation needs ", v1::Permission_Name(StartingPermission(op.kind()))));
+  }
+  if (op.target().type() == v1::RESOURCE_TYPE_SERVER &&
+      !caller.CanAccessServer(op.target().id())) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "cancelling this operation needs device access to server ", op.target().id()));
+  }
+  return absl::OkStatus();
+}
+
 // Equal but for progress and update time.
 bool SameButProgress(const v1::Operation& a, const v1::Operation& b) {
   v1::Operation x = a, y = b;
@@ -143,10 +159,7 @@ absl::StatusOr<v1::Operation> OperationManager::Cancel(const Caller& caller,
   // now, if the caller still holds the permission cancelling it needs.
   auto replay = [&]() -> absl::StatusOr<v1::Operation> {
     ASSIGN_OR_RETURN(v1::Operation op, LoadVisible(caller, request.id()));
-    if (!caller.Has(StartingPermission(op.kind()))) {
-      return absl::PermissionDeniedError(absl::StrCat(
-          "cancelling this operation needs ", v1::Permission_Name(StartingPermission(op.kind()))));
-    }
+    RETURN_IF_ERROR(MayCancel(caller, op));
     return op;
   };
   if (prior.has_value()) return replay();
@@ -166,11 +179,7 @@ absl::StatusOr<v1::Operation> OperationManager::Cancel(const Caller& caller,
           return NotFound(request.id());
         }
         audit_account = op.account_id();
-        if (!caller.Has(StartingPermission(op.kind()))) {
-          return absl::PermissionDeniedError(
-              absl::StrCat("cancelling this operation needs ",
-                           v1::Permission_Name(StartingPermission(op.kind()))));
-        }
+        RETURN_IF_ERROR(MayCancel(caller, op));
         if (IsTerminal(op.state())) {
           return absl::FailedPreconditionError(absl::StrCat(
               "operation ", op.id(), " already ended ", v1::OperationState_Name(op.state())));
@@ -206,6 +215,18 @@ absl::StatusOr<v1::Operation> OperationManager::CancelOperation(
   return result;
 }
 
+void OperationManager::RecordUnauthenticatedCancel(absl::string_view peer,
+                                                   const v1::CancelOperationRequest& request,
+                                                   const absl::Status& why) {
+  Caller anonymous;
+  anonymous.peer = std::string(peer);
+  v1::ResourceReference target;
+  target.set_type(v1::RESOURCE_TYPE_OPERATION);
+  target.set_id(request.id());
+  audit_->Record(anonymous, "", "/imagetemplates.v1.OperationService/CancelOperation", target,
+                 why, request.request_id());
+}
+
 absl::Status OperationManager::AdmitWatch(const std::string& account_id) {
   absl::MutexLock lock(&watch_mu_);
   auto it = watches_.find(account_id);
@@ -235,7 +256,8 @@ void OperationManager::EndWatch(const std::string& account_id) {
 absl::Status OperationManager::WatchOperation(
     const Caller& caller, const v1::WatchOperationRequest& request,
     const std::function<bool(const v1::Operation&)>& send,
-    const std::function<bool()>& cancelled) {
+    const std::function<bool()>& cancelled,
+    const std::function<absl::StatusOr<Caller>()>& reauthenticate) {
   // Each watch holds a server thread while it lasts: bounded, so that one
   // caller cannot tie up every thread the server has.
   RETURN_IF_ERROR(AdmitWatch(caller.account_id));
@@ -244,6 +266,10 @@ absl::Status OperationManager::WatchOperation(
   std::optional<v1::Operation> last_sent;
   absl::Time last_send_time = absl::InfinitePast();
   while (true) {
+    if (reauthenticate) {
+      ASSIGN_OR_RETURN(Caller now, reauthenticate());
+      RETURN_IF_ERROR(LoadVisible(now, request.id()).status());
+    }
     absl::Time wake = absl::Now() + options_.poll_interval;
     bool changed = !last_sent.has_value() ||
                    !google::protobuf::util::MessageDifferencer::Equals(*last_sent, op);
@@ -300,7 +326,10 @@ grpc::Status OperationServiceImpl::CancelOperation(grpc::ServerContext* context,
                                                    const v1::CancelOperationRequest* request,
                                                    v1::Operation* response) {
   absl::StatusOr<Caller> caller = authenticator_->Authenticate(*context);
-  if (!caller.ok()) return common::ToGrpcStatus(caller.status());
+  if (!caller.ok()) {
+    manager_->RecordUnauthenticatedCancel(context->peer(), *request, caller.status());
+    return common::ToGrpcStatus(caller.status());
+  }
   if (caller->peer.empty()) caller->peer = context->peer();
   absl::StatusOr<v1::Operation> result = manager_->CancelOperation(*caller, *request);
   if (!result.ok()) return common::ToGrpcStatus(result.status());
@@ -315,7 +344,8 @@ grpc::Status OperationServiceImpl::WatchOperation(grpc::ServerContext* context,
   if (!caller.ok()) return common::ToGrpcStatus(caller.status());
   return common::ToGrpcStatus(manager_->WatchOperation(
       *caller, *request, [writer](const v1::Operation& op) { return writer->Write(op); },
-      [context] { return context->IsCancelled(); }));
+      [context] { return context->IsCancelled(); },
+      [this, context] { return authenticator_->Authenticate(*context); }));
 }
 
 }  // namespace controlplane

@@ -59,15 +59,25 @@ class OperationManager {
   // permission that starts this kind; NOT_FOUND. Audited.
   absl::StatusOr<imagetemplates::v1::Operation> CancelOperation(
       const Caller& caller, const imagetemplates::v1::CancelOperationRequest& request);
+  // Audits a CancelOperation refused before it had a caller (failed
+  // authentication, `why`), as every other mutating call's refusals are.
+  void RecordUnauthenticatedCancel(absl::string_view peer,
+                                   const imagetemplates::v1::CancelOperationRequest& request,
+                                   const absl::Status& why);
   // Sends the operation now and after every change until it is terminal
   // (then returns OK). Returns CANCELLED if `send` fails or `cancelled`
   // turns true (noticed within poll_interval). INVALID_ARGUMENT (id);
   // NOT_FOUND; RESOURCE_EXHAUSTED when the caller's account (or the server)
-  // already has its maximum of open watches.
+  // already has its maximum of open watches. `reauthenticate` (if set) is
+  // asked again before every send and wake: a stream outlives neither the
+  // revocation of its key (its error, UNAUTHENTICATED) nor the caller's
+  // access to the operation (NOT_FOUND).
   absl::Status WatchOperation(const Caller& caller,
                               const imagetemplates::v1::WatchOperationRequest& request,
                               const std::function<bool(const imagetemplates::v1::Operation&)>& send,
-                              const std::function<bool()>& cancelled);
+                              const std::function<bool()>& cancelled,
+                              const std::function<absl::StatusOr<Caller>()>& reauthenticate =
+                                  nullptr);
 
  private:
   absl::StatusOr<imagetemplates::v1::Operation> LoadVisible(const Caller& caller,

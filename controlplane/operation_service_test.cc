@@ -1,6 +1,6 @@
-// OperationService's WatchOperation over a real in-process gRPC server: open
-// watches are bounded per account and in all, and each ends (freeing its
-// slot) when its operation ends or its client cancels.
+// OperationService over a real in-process gRPC server: open watches are
+// bounded per account and in all, and each ends (freeing its slot) when its
+// operation ends, its client cancels or its key is revoked; who may cancel.
 #include "controlplane/operation_service.h"
 
 #include <chrono>
@@ -72,14 +72,17 @@ class WatchLimitTest : public ::testing::Test {
     if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   }
 
-  v1::Operation InsertOperation(const std::string& account, v1::OperationState state) {
+  v1::Operation InsertOperation(const std::string& account, v1::OperationState state,
+                                v1::OperationKind kind = v1::OPERATION_KIND_DEPLOY_IMAGE_TEMPLATE,
+                                const std::string& server_id = "") {
     v1::Operation op;
     op.set_id(NewUuid());
-    op.set_kind(v1::OPERATION_KIND_DEPLOY_IMAGE_TEMPLATE);
+    op.set_kind(kind);
     op.set_account_id(account);
     op.set_state(state);
-    op.mutable_target()->set_type(v1::RESOURCE_TYPE_IMAGE_TEMPLATE);
-    op.mutable_target()->set_id(NewUuid());
+    op.mutable_target()->set_type(server_id.empty() ? v1::RESOURCE_TYPE_IMAGE_TEMPLATE
+                                                    : v1::RESOURCE_TYPE_SERVER);
+    op.mutable_target()->set_id(server_id.empty() ? NewUuid() : server_id);
     *op.mutable_create_time() = ToTimestamp(NowMicros());
     *op.mutable_update_time() = op.create_time();
     EXPECT_TRUE(operations_->InsertOperation(op, {}).ok());
@@ -95,6 +98,14 @@ class WatchLimitTest : public ::testing::Test {
     request.set_id(id);
     watch.reader = stub_->WatchOperation(watch.context.get(), request);
     return watch;
+  }
+
+  grpc::Status Cancel(const std::string& key, const std::string& id, v1::Operation* out) {
+    grpc::ClientContext context;
+    if (!key.empty()) context.AddMetadata("authorization", "Bearer " + key);
+    v1::CancelOperationRequest request;
+    request.set_id(id);
+    return stub_->CancelOperation(&context, request, out);
   }
 
   // Opens a watch and reads its first message: true once the server has
@@ -185,6 +196,76 @@ TEST_F(WatchLimitTest, WatchesAreBoundedAndEndWithTheOperationOrTheClient) {
   }
   bob.context->TryCancel();
   EXPECT_EQ(bob.reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
+}
+
+// A stream authenticated once outlived the revocation of its key.
+TEST_F(WatchLimitTest, AWatchEndsWhenItsKeyIsRevoked) {
+  Caller carol;
+  carol.user_id = "user-carol";
+  carol.account_id = kA;
+  auth_.AddKey("carol-key", carol);
+  const v1::Operation op = InsertOperation(kA, v1::OPERATION_STATE_RUNNING);
+  OpenWatch watch;
+  grpc::Status status;
+  ASSERT_TRUE(OpenAndRead("carol-key", op.id(), &watch, &status)) << status.error_message();
+  auth_.RevokeKey("carol-key");
+  ASSERT_TRUE(operations_
+                  ->UpdateOperation(op.id(),
+                                    [](v1::Operation& o, OperationInternals&) {
+                                      o.mutable_progress()->set_bytes_done(1 << 20);
+                                      return absl::OkStatus();
+                                    })
+                  .ok());
+  v1::Operation received;
+  int after_revoke = 0;
+  while (watch.reader->Read(&received)) ++after_revoke;
+  status = watch.reader->Finish();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAUTHENTICATED) << status.error_message();
+  EXPECT_EQ(after_revoke, 0) << "an update reached a revoked key";
+}
+
+// Cancelling a capture needs access to the server captured; a refusal for a
+// missing or unknown key is audited like every other mutating call's.
+TEST_F(WatchLimitTest, CancellingACaptureNeedsTheServerAndRefusalsAreAudited) {
+  const std::string server = NewUuid();
+  const v1::Operation create = InsertOperation(kA, v1::OPERATION_STATE_RUNNING,
+                                               v1::OPERATION_KIND_CREATE_IMAGE_TEMPLATE, server);
+  Caller limited;
+  limited.user_id = "user-limited";
+  limited.account_id = kA;
+  limited.permissions = {v1::PERMISSION_IMAGE_TEMPLATE_MANAGE, v1::PERMISSION_SERVER_VIEW};
+  auth_.AddKey("limited-key", limited);
+  Caller granted = limited;
+  granted.user_id = "user-granted";
+  granted.server_ids = {server};
+  auth_.AddKey("granted-key", granted);
+
+  audit_.Clear();
+  v1::Operation answer;
+  grpc::Status status = Cancel("", create.id(), &answer);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  status = Cancel("no-such-key", create.id(), &answer);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  std::vector<RecordedAuditEvent> events = audit_.events();
+  ASSERT_EQ(events.size(), 2u);
+  for (const RecordedAuditEvent& event : events) {
+    EXPECT_EQ(event.method, "/imagetemplates.v1.OperationService/CancelOperation");
+    EXPECT_EQ(event.target.id(), create.id());
+    EXPECT_EQ(event.code, absl::StatusCode::kUnauthenticated);
+    EXPECT_EQ(event.user_id, "");
+  }
+
+  status = Cancel("limited-key", create.id(), &answer);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::PERMISSION_DENIED) << status.error_message();
+  EXPECT_NE(status.error_message().find("device access to server " + server), std::string::npos)
+      << status.error_message();
+  auto row = operations_->GetOperation(create.id());
+  ASSERT_TRUE(row.ok()) << row.status();
+  EXPECT_EQ(row->state(), v1::OPERATION_STATE_RUNNING);
+
+  status = Cancel("granted-key", create.id(), &answer);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(answer.state(), v1::OPERATION_STATE_CANCELLING);
 }
 
 }  // namespace

@@ -228,7 +228,7 @@ int main(int argc, char** argv) {
   controlplane::AuditServiceImpl audit(&audit_log, &authenticator);
 
   controlplane::SqliteTemplateStore template_store(
-      db->get(), static_cast<size_t>(config.template_cache_entries));
+      db->get(), cipher->get(), static_cast<size_t>(config.template_cache_entries));
   controlplane::SqliteOperationStore operation_store(db->get());
   controlplane::SqliteRequestIdStore request_ids(db->get());
   controlplane::IdentityAccountDirectory account_directory(&identity_store);

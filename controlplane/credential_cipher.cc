@@ -140,4 +140,12 @@ absl::StatusOr<std::string> CredentialCipher::Decrypt(absl::string_view cipherte
   return out;
 }
 
+std::string ServerCredentialContext(absl::string_view server_id, int position) {
+  return absl::StrCat("server-credential/", server_id, "/", position);
+}
+
+std::string TemplateCredentialContext(absl::string_view template_id, int position) {
+  return absl::StrCat("template-credential/", template_id, "/", position);
+}
+
 }  // namespace controlplane

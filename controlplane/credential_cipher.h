@@ -43,6 +43,12 @@ class CredentialCipher {
   std::string key_;
 };
 
+// The contexts of the stored credentials: a server's recorded ones, and the
+// snapshot an image template keeps of its source server's (a row copied to
+// another server, template or position does not decrypt).
+std::string ServerCredentialContext(absl::string_view server_id, int position);
+std::string TemplateCredentialContext(absl::string_view template_id, int position);
+
 }  // namespace controlplane
 
 #endif  // CONTROLPLANE_CREDENTIAL_CIPHER_H_

@@ -113,9 +113,10 @@ absl::StatusOr<v1::Operation> DeployWorkflow::Begin(
   plan.config_drive_index = 15;
   while (plan.config_drive_index > 0 && used[plan.config_drive_index])
     --plan.config_drive_index;
-  // Credentials stay inside the account that recorded them.
+  // Credentials stay inside the account that recorded them. The template's
+  // snapshot from its create, never the source server's current ones.
   if (t.owner_account_id() == caller.account_id) {
-    plan.credentials_from_server_id = t.source_server_id();
+    plan.credentials_from_template_id = t.id();
   }
   if (!caller.is_operator && !caller.all_servers)
     plan.grant_user_id = caller.user_id;

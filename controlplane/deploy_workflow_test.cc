@@ -14,6 +14,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
+#include "common/status_macros.h"
 #include "controlplane/testing/workflow_test_environment.h"
 #include "controlplane/workflow_checkpoint.pb.h"
 #include "gtest/gtest.h"
@@ -207,6 +208,67 @@ TEST_F(DeployWorkflowTest, UnavailableIsRetriedThenSucceeds) {
   EXPECT_EQ(server.state(), v1::SERVER_STATE_ACTIVE);
   EXPECT_EQ(server.power_state(), v1::POWER_STATE_RUNNING);
   EXPECT_EQ(AllocatedAddresses(), 1);
+}
+
+// Review finding M1: a deploy copies the credentials its template recorded
+// when the create was accepted, never what the source server holds now (a
+// deploying user whose device access excludes the source would otherwise
+// read its current password off the new server). A password rotated on the
+// source after the capture stays there; deploys keep the snapshot after the
+// source is deleted; the snapshot is sealed and goes with the record.
+TEST_F(DeployWorkflowTest, DeployedServersGetTheCredentialsRecordedAtCapture) {
+  v1::SetServerCredentialsRequest rotate;
+  rotate.set_server_id(template_.source_server_id());
+  v1::SoftwareCredential* rotated = rotate.add_credentials();
+  rotated->set_software("os");
+  rotated->set_username("root");
+  rotated->set_password("rotated-after-capture");
+  ASSERT_TRUE(inventory_->SetServerCredentials(operator_, rotate).ok());
+  auto expect_captured = [&](const v1::Operation& op) {
+    ASSERT_EQ(op.state(), v1::OPERATION_STATE_SUCCEEDED) << op.DebugString();
+    v1::GetServerCredentialsRequest get;
+    get.set_server_id(op.deployed_servers().server_ids(0));
+    auto creds = inventory_->GetServerCredentials(operator_, get);
+    ASSERT_TRUE(creds.ok()) << creds.status();
+    ASSERT_EQ(creds->credentials_size(), 1);
+    EXPECT_EQ(creds->credentials(0).software(), "os");
+    EXPECT_EQ(creds->credentials(0).username(), "root");
+    EXPECT_EQ(creds->credentials(0).password(), "secret");
+  };
+  expect_captured(WaitTerminal(BeginDeploy(template_, 1, "web").id()));
+
+  v1::DeleteServerRequest remove;
+  remove.set_id(template_.source_server_id());
+  ASSERT_TRUE(inventory_->DeleteServer(operator_, remove).ok());
+  expect_captured(WaitTerminal(BeginDeploy(template_, 1, "later").id()));
+
+  auto snapshot = [&]() {
+    std::string passwords;
+    EXPECT_TRUE(db_->Read([&](SqliteConnection& conn) -> absl::Status {
+                     ASSIGN_OR_RETURN(SqliteStatement s,
+                                      conn.Prepare("SELECT password FROM template_credentials "
+                                                   "WHERE template_id = ?1"));
+                     s.Bind(1, template_.id());
+                     while (true) {
+                       ASSIGN_OR_RETURN(bool row, s.Step());
+                       if (!row) return absl::OkStatus();
+                       passwords += s.ColumnBlob(0) + "|";
+                     }
+                   }).ok());
+    return passwords;
+  };
+  const std::string sealed = snapshot();
+  EXPECT_FALSE(sealed.empty());
+  EXPECT_EQ(sealed.find("secret"), std::string::npos);
+  ASSERT_TRUE(templates_
+                  ->MutateTemplate(template_.id(),
+                                   [](TemplateTransaction& txn) {
+                                     txn.image_template().set_status(
+                                         v1::IMAGE_TEMPLATE_STATUS_DELETED);
+                                     return absl::OkStatus();
+                                   })
+                  .ok());
+  EXPECT_EQ(snapshot(), "");
 }
 
 // configure_network retried on UNAVAILABLE: one address, no second restore.

@@ -57,8 +57,9 @@ struct ProvisionPlan {
   // The config drive's device index and smallest size.
   int32_t config_drive_index = 15;
   int64_t config_drive_min_bytes = 1 << 20;
-  // Credentials copied onto every new server; empty: none.
-  std::string credentials_from_server_id;
+  // The template whose credential snapshot (taken when its create was
+  // accepted) is copied onto every new server; empty: none.
+  std::string credentials_from_template_id;
   // A user without access to all servers gets access to the new ones.
   std::string grant_user_id;
   // Per server (empty: none takes one): the IP pool whose address its first

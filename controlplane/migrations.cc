@@ -50,6 +50,16 @@ const std::vector<std::string>& Migrations() {
       "UPDATE audit_events SET method = '/imagetemplates.v1.ImageTemplateService/' || method "
       "WHERE method <> '' AND substr(method, 1, 1) <> '/';",
       TemplateListGenerationSchema(),
+      // 10: the software credentials of a template's source server as they
+      // were when the create was accepted (AES-256-GCM, context
+      // "template-credential/<template id>/<position>"): deploys of the owner
+      // account copy these, never the source server's current ones. Deleted
+      // with the template record (status DELETED). Templates created before
+      // this migration have none.
+      "CREATE TABLE template_credentials ("
+      "template_id TEXT NOT NULL REFERENCES image_templates(id) ON DELETE CASCADE,"
+      "position INTEGER NOT NULL, software TEXT NOT NULL, username TEXT NOT NULL,"
+      "password BLOB NOT NULL, PRIMARY KEY (template_id, position));",
   };
   return *migrations;
 }

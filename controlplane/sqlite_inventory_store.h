@@ -95,6 +95,9 @@ class SqliteInventoryStore final : public InventoryStore {
       const google::protobuf::RepeatedPtrField<imagetemplates::v1::SoftwareCredential>& creds);
   absl::StatusOr<std::vector<imagetemplates::v1::SoftwareCredential>> ReadCredentialsIn(
       SqliteConnection& conn, const std::string& server_id);
+  // A template's credential snapshot (migration 10), decrypted.
+  absl::StatusOr<google::protobuf::RepeatedPtrField<imagetemplates::v1::SoftwareCredential>>
+  ReadTemplateCredentialsIn(SqliteConnection& conn, const std::string& template_id);
 
   SqliteDatabase* db_;
   const CredentialCipher* cipher_;

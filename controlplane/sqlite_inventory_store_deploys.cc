@@ -307,15 +307,6 @@ absl::StatusOr<std::vector<v1::Server>> SqliteInventoryStore::ProvisionServers(
   if (plan.server_ids.size() != plan.hostnames.size() || plan.server_ids.empty()) {
     return absl::InvalidArgumentError("one hostname per server is needed");
   }
-  std::vector<v1::SoftwareCredential> credentials;
-  if (!plan.credentials_from_server_id.empty()) {
-    absl::StatusOr<std::vector<v1::SoftwareCredential>> read =
-        ReadCredentials(plan.credentials_from_server_id);
-    // The source server may be gone by now; its template still deploys.
-    if (read.ok()) credentials = *std::move(read);
-  }
-  google::protobuf::RepeatedPtrField<v1::SoftwareCredential> creds(credentials.begin(),
-                                                                   credentials.end());
   std::vector<v1::Server> servers;
   RETURN_IF_ERROR(db_->Transaction([&](SqliteConnection& conn) -> absl::Status {
     servers.clear();
@@ -324,6 +315,13 @@ absl::StatusOr<std::vector<v1::Server>> SqliteInventoryStore::ProvisionServers(
     if (!dc) return absl::NotFoundError(absl::StrCat("datacenter ", plan.datacenter, " not found"));
     if (!plan.source_image_template_id.empty()) {
       RETURN_IF_ERROR(RecheckTemplate(conn, plan));
+    }
+    // The template's own snapshot, not the source server's current
+    // credentials (which the deploying user may not be allowed to see, and
+    // which may have changed or gone since the capture).
+    google::protobuf::RepeatedPtrField<v1::SoftwareCredential> creds;
+    if (!plan.credentials_from_template_id.empty()) {
+      ASSIGN_OR_RETURN(creds, ReadTemplateCredentialsIn(conn, plan.credentials_from_template_id));
     }
     for (const std::string& hostname : plan.hostnames) {
       ASSIGN_OR_RETURN(auto stmt, conn.Prepare(
@@ -488,6 +486,28 @@ absl::StatusOr<std::vector<v1::Server>> SqliteInventoryStore::ProvisionServers(
     return InsertOperationRow(conn, operation.first, operation.second);
   }));
   return servers;
+}
+
+absl::StatusOr<google::protobuf::RepeatedPtrField<v1::SoftwareCredential>>
+SqliteInventoryStore::ReadTemplateCredentialsIn(SqliteConnection& conn,
+                                                const std::string& template_id) {
+  ASSIGN_OR_RETURN(auto stmt, conn.Prepare(
+      "SELECT position, software, username, password FROM template_credentials "
+      "WHERE template_id = ?1 ORDER BY position"));
+  stmt.Bind(1, template_id);
+  google::protobuf::RepeatedPtrField<v1::SoftwareCredential> creds;
+  while (true) {
+    ASSIGN_OR_RETURN(bool row, stmt.Step());
+    if (!row) break;
+    v1::SoftwareCredential* c = creds.Add();
+    c->set_software(stmt.ColumnText(1));
+    c->set_username(stmt.ColumnText(2));
+    ASSIGN_OR_RETURN(*c->mutable_password(),
+                     cipher_->Decrypt(stmt.ColumnBlob(3),
+                                      TemplateCredentialContext(
+                                          template_id, static_cast<int>(stmt.ColumnInt(0)))));
+  }
+  return creds;
 }
 
 absl::StatusOr<AddressAssignment> SqliteInventoryStore::AllocateAddress(

@@ -195,7 +195,7 @@ absl::StatusOr<v1::Server> VisibleServer(SqliteConnection& conn, const Caller& c
 }
 
 std::string CredentialContext(absl::string_view server_id, int position) {
-  return absl::StrCat("server-credential/", server_id, "/", position);
+  return ServerCredentialContext(server_id, position);
 }
 
 }  // namespace

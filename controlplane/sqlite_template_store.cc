@@ -7,6 +7,8 @@
 #include <utility>
 #include <vector>
 
+#include <openssl/crypto.h>
+
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -276,6 +278,41 @@ class SqliteTemplateTransaction final : public TemplateTransaction {
 
 namespace {
 
+// Copies the source server's software credentials, re-sealed for the
+// template, in the transaction that records the template: deploys hand out
+// these, never what the server holds later (a rotated password, or none once
+// the server is gone). The plaintext never leaves this function.
+absl::Status SnapshotCredentials(SqliteConnection& conn, const CredentialCipher* cipher,
+                                 const ImageTemplate& t) {
+  if (t.source_server_id().empty()) return absl::OkStatus();
+  ASSIGN_OR_RETURN(SqliteStatement read,
+                   conn.Prepare("SELECT position, software, username, password "
+                                "FROM server_credentials WHERE server_id = ? ORDER BY position"));
+  read.Bind(1, t.source_server_id());
+  while (true) {
+    ASSIGN_OR_RETURN(bool row, read.Step());
+    if (!row) break;
+    if (cipher == nullptr) {
+      return absl::InternalError(
+          "the template store has no credential key to keep the server's credentials");
+    }
+    const int position = static_cast<int>(read.ColumnInt(0));
+    ASSIGN_OR_RETURN(std::string password,
+                     cipher->Decrypt(read.ColumnBlob(3),
+                                     ServerCredentialContext(t.source_server_id(), position)));
+    absl::StatusOr<std::string> sealed =
+        cipher->Encrypt(password, TemplateCredentialContext(t.id(), position));
+    OPENSSL_cleanse(&password[0], password.size());
+    RETURN_IF_ERROR(sealed.status());
+    ASSIGN_OR_RETURN(SqliteStatement insert,
+                     conn.Prepare("INSERT INTO template_credentials (template_id, position, "
+                                  "software, username, password) VALUES (?, ?, ?, ?, ?)"));
+    insert.Bind(1, t.id()).Bind(2, position).Bind(3, read.ColumnText(1));
+    RETURN_IF_ERROR(insert.Bind(4, read.ColumnText(2)).BindBlob(5, *sealed).Run());
+  }
+  return absl::OkStatus();
+}
+
 absl::Status InsertTemplateRow(SqliteConnection& conn, const ImageTemplate& t) {
   if (t.status() != imagetemplates::v1::IMAGE_TEMPLATE_STATUS_DELETED) {
     ASSIGN_OR_RETURN(bool taken, NameTaken(conn, t.owner_account_id(), t.name(), t.id()));
@@ -308,7 +345,12 @@ absl::Status InsertTemplateRow(SqliteConnection& conn, const ImageTemplate& t) {
 
 SqliteTemplateStore::SqliteTemplateStore(SqliteDatabase* db, size_t cache_entries,
                                          int public_memo_after_pages)
+    : SqliteTemplateStore(db, nullptr, cache_entries, public_memo_after_pages) {}
+
+SqliteTemplateStore::SqliteTemplateStore(SqliteDatabase* db, const CredentialCipher* cipher,
+                                         size_t cache_entries, int public_memo_after_pages)
     : db_(db),
+      cipher_(cipher),
       public_memo_after_pages_(public_memo_after_pages),
       cache_(cache_entries), list_memo_(std::make_unique<internal::ListMemo>()) {
   absl::Status folded = FoldNames();
@@ -475,6 +517,12 @@ absl::StatusOr<ImageTemplate> SqliteTemplateStore::MutateTemplate(absl::string_v
     BindRow(s, after);
     RETURN_IF_ERROR(s.Run());
     RETURN_IF_ERROR(WriteChildren(conn, after));
+    if (after.status() == imagetemplates::v1::IMAGE_TEMPLATE_STATUS_DELETED) {
+      // The record is gone for every purpose; so is its credential snapshot.
+      ASSIGN_OR_RETURN(SqliteStatement forget,
+                       conn.Prepare("DELETE FROM template_credentials WHERE template_id = ?"));
+      RETURN_IF_ERROR(forget.Bind(1, std::string(id)).Run());
+    }
     result = after;
     return absl::OkStatus();
   }));
@@ -494,6 +542,7 @@ absl::Status SqliteTemplateStore::InsertTemplateWithOperation(
           " is busy: another operation is capturing it; wait for it to end or cancel it"));
     }
     RETURN_IF_ERROR(InsertTemplateRow(conn, t));
+    RETURN_IF_ERROR(SnapshotCredentials(conn, cipher_, t));
     return InsertOperationRow(conn, operation, internals);
   });
 }

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "controlplane/credential_cipher.h"
 #include "controlplane/sql_where.h"
 #include "controlplane/sqlite_database.h"
 #include "controlplane/template_cache.h"
@@ -42,6 +43,13 @@ class SqliteTemplateStore final : public TemplateStore {
   // failure is logged, not fatal.
   explicit SqliteTemplateStore(SqliteDatabase* db, size_t cache_entries = kDefaultCacheEntries,
                                int public_memo_after_pages = kDefaultPublicMemoAfterPages);
+  // With `cipher` (not owned; the inventory store's, which must outlive it),
+  // InsertTemplateWithOperation snapshots the source server's credentials
+  // for deploys (migration 10). Without one it refuses to create a template
+  // from a server that has credentials recorded.
+  SqliteTemplateStore(SqliteDatabase* db, const CredentialCipher* cipher,
+                      size_t cache_entries = kDefaultCacheEntries,
+                      int public_memo_after_pages = kDefaultPublicMemoAfterPages);
   SqliteTemplateStore(const SqliteTemplateStore&) = delete;
   SqliteTemplateStore& operator=(const SqliteTemplateStore&) = delete;
   ~SqliteTemplateStore() override;
@@ -89,6 +97,7 @@ class SqliteTemplateStore final : public TemplateStore {
   absl::Status FoldNames();
 
   SqliteDatabase* const db_;
+  const CredentialCipher* const cipher_;
   const int64_t public_memo_after_pages_;
   TemplateCache cache_;
   std::unique_ptr<internal::ListMemo> list_memo_;

@@ -120,7 +120,7 @@ class WorkflowTestEnvironment : public ::testing::Test {
     accounts_.AddAccount(kAccount);
     cipher_ = *CredentialCipher::Create(std::string(32, 'k'));
     inventory_ = std::make_unique<SqliteInventoryStore>(db_.get(), cipher_.get());
-    templates_ = std::make_unique<SqliteTemplateStore>(db_.get());
+    templates_ = std::make_unique<SqliteTemplateStore>(db_.get(), cipher_.get());
     operations_ = std::make_unique<SqliteOperationStore>(db_.get());
     request_ids_ = std::make_unique<SqliteRequestIdStore>(db_.get());
     operator_.is_operator = true;

@@ -493,41 +493,39 @@ class CreateRun {
           context_.id(), cp.server_id(), power.ToString());
     }
     // A CREATING template under an ended operation could never be deleted
-    // and would count against the quota: retry until it is written or the
-    // control plane stops (the next start resumes this undo).
-    absl::Duration pause = absl::Seconds(1);
-    while (!marked.ok() && !context_.stopping()) {
-      common::LogWarning(
-          "operation %s: template %s stays CREATING: %s; retrying in %s",
-          context_.id(), cp.template_id(), marked.ToString(),
-          absl::FormatDuration(pause));
-      context_.Sleep(pause, OperationContext::StepKind::kUndo);
-      pause = std::min(pause * 2, absl::Seconds(30));
-      marked = MarkFailed(cp.template_id());
+    // and would count against the quota: retried (1 s doubling to 30 s)
+    // until it is written or the control plane stops (the next start
+    // resumes this undo). The retries update the step's one record rather
+    // than adding one each (about 120 an hour at the cap).
+    if (!marked.ok() && !context_.stopping()) {
+      common::LogWarning("operation %s: template %s stays CREATING: %s; retrying",
+                         context_.id(), cp.template_id(), marked.ToString());
+      marked = context_.RetryStepUntilDone(
+          "mark_failed", [&] { return MarkFailedOnce(cp.template_id()); }, absl::Seconds(30));
     }
   }
 
   absl::Status MarkFailed(const std::string& template_id) {
     return context_.RunStep(
-        "mark_failed", "",
-        [&] {
-          absl::Status status =
-              deps_.templates
-                  ->MutateTemplate(
-                      template_id,
-                      [&](TemplateTransaction& txn) {
-                        v1::ImageTemplate& t = txn.image_template();
-                        if (t.status() == v1::IMAGE_TEMPLATE_STATUS_CREATING) {
-                          t.set_status(v1::IMAGE_TEMPLATE_STATUS_FAILED);
-                          *t.mutable_update_time() = ToTimestamp(NowMicros());
-                        }
-                        return absl::OkStatus();
-                      })
-                  .status();
-          // A template gone is no longer CREATING.
-          return absl::IsNotFound(status) ? absl::OkStatus() : status;
-        },
+        "mark_failed", "", [&] { return MarkFailedOnce(template_id); },
         OperationContext::StepKind::kUndo);
+  }
+
+  absl::Status MarkFailedOnce(const std::string& template_id) {
+    absl::Status status =
+        deps_.templates
+            ->MutateTemplate(template_id,
+                             [&](TemplateTransaction& txn) {
+                               v1::ImageTemplate& t = txn.image_template();
+                               if (t.status() == v1::IMAGE_TEMPLATE_STATUS_CREATING) {
+                                 t.set_status(v1::IMAGE_TEMPLATE_STATUS_FAILED);
+                                 *t.mutable_update_time() = ToTimestamp(NowMicros());
+                               }
+                               return absl::OkStatus();
+                             })
+            .status();
+    // A template gone is no longer CREATING.
+    return absl::IsNotFound(status) ? absl::OkStatus() : status;
   }
 
   CreateCheckpoint Snapshot() {

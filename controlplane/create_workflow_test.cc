@@ -335,44 +335,91 @@ TEST_F(CreateWorkflowUndoTest, CancelledCreateResumedAfterRecordKeepsTheTemplate
 
 // mark_failed cannot write the template (a trigger refuses FAILED): the
 // operation does not end while its template is still CREATING; it retries
-// and ends FAILED with the capture's cause once the write goes through.
-TEST_F(CreateWorkflowUndoTest, MarkFailedErrorIsRetriedNotIgnored) {
-  auto exec = [&](const char* sql) {
+// and ends FAILED with the capture's cause once the write goes through. The
+// retries update the step's one record instead of adding one per attempt.
+class CreateWorkflowMarkFailedTest : public CreateWorkflowUndoTest {
+ protected:
+  absl::Status Exec(const char* sql) {
     return db_->Transaction([&](SqliteConnection& conn) -> absl::Status {
       absl::StatusOr<SqliteStatement> s = conn.Prepare(sql);
       return s.ok() ? s->Run() : s.status();
     });
-  };
-  // 3 = IMAGE_TEMPLATE_STATUS_FAILED.
-  static_assert(v1::IMAGE_TEMPLATE_STATUS_FAILED == 3);
-  ASSERT_TRUE(exec("CREATE TRIGGER refuse_failed BEFORE UPDATE OF status ON image_templates "
-                   "WHEN NEW.status = 3 BEGIN SELECT RAISE(ABORT, 'injected write error'); END")
-                  .ok());
+  }
+  void RefuseFailed() {
+    // 3 = IMAGE_TEMPLATE_STATUS_FAILED.
+    static_assert(v1::IMAGE_TEMPLATE_STATUS_FAILED == 3);
+    ASSERT_TRUE(Exec("CREATE TRIGGER refuse_failed BEFORE UPDATE OF status ON image_templates "
+                     "WHEN NEW.status = 3 BEGIN SELECT RAISE(ABORT, 'injected write error'); END")
+                    .ok());
+  }
+  std::vector<v1::OperationStep> Marks(const std::string& id) {
+    std::vector<v1::OperationStep> marks;
+    const v1::Operation op = *operations_->GetOperation(id);
+    for (const auto& s : op.finished_steps()) {
+      if (s.name() == "mark_failed") marks.push_back(s);
+    }
+    return marks;
+  }
+};
+
+TEST_F(CreateWorkflowMarkFailedTest, MarkFailedErrorIsRetriedNotIgnored) {
+  RefuseFailed();
   const std::string server = AddServer(v1::POWER_STATE_RUNNING);
   nodes_[1]->Fail(Fake::kCapture, absl::InternalError("n1: iSCSI read error"));
   const v1::Operation started = BeginCreate(server, "unmarked");
-  auto failed_marks = [&] {
-    int n = 0;
-    const v1::Operation op = *operations_->GetOperation(started.id());
-    for (const auto& s : op.finished_steps()) {
-      n += s.name() == "mark_failed" && s.state() == v1::OPERATION_STATE_FAILED;
-    }
-    return n;
-  };
-  ASSERT_TRUE(WaitFor([&] { return failed_marks() >= 2; }));
+  ASSERT_TRUE(WaitFor([&] {
+    const std::vector<v1::OperationStep> marks = Marks(started.id());
+    return !marks.empty() && marks.back().attempt_count() >= 5;
+  }));
   v1::Operation running = *operations_->GetOperation(started.id());
   EXPECT_FALSE(IsTerminal(running.state())) << running.DebugString();
   EXPECT_EQ(templates_->GetTemplate(started.image_template_id())->status(),
             v1::IMAGE_TEMPLATE_STATUS_CREATING);
-  EXPECT_EQ(Step(running, "mark_failed").error().code(),
-            static_cast<int>(absl::StatusCode::kFailedPrecondition));
+  // Five attempts, one record: FAILED with the latest error.
+  std::vector<v1::OperationStep> marks = Marks(started.id());
+  ASSERT_EQ(marks.size(), 1u) << running.DebugString();
+  EXPECT_EQ(marks[0].state(), v1::OPERATION_STATE_FAILED);
+  EXPECT_EQ(marks[0].error().code(), static_cast<int>(absl::StatusCode::kFailedPrecondition));
+  EXPECT_NE(marks[0].error().message().find("injected write error"), std::string::npos)
+      << marks[0].error().message();
   // The server does not wait for the template.
   EXPECT_EQ(inventory_->ReadServer(server)->power_state(), v1::POWER_STATE_RUNNING);
 
-  ASSERT_TRUE(exec("DROP TRIGGER refuse_failed").ok());
+  ASSERT_TRUE(Exec("DROP TRIGGER refuse_failed").ok());
   const v1::Operation op = WaitTerminal(started.id());
   ExpectUndone(op, server);
-  EXPECT_EQ(Step(op, "mark_failed").state(), v1::OPERATION_STATE_SUCCEEDED);
+  marks = Marks(started.id());
+  ASSERT_EQ(marks.size(), 1u) << op.DebugString();
+  EXPECT_EQ(marks[0].state(), v1::OPERATION_STATE_SUCCEEDED);
+  EXPECT_GE(marks[0].attempt_count(), 6);
+  EXPECT_EQ(marks[0].error().code(), 0);
+}
+
+// The retries end when the control plane stops: the operation stays
+// RUNNING with its template CREATING, and the next start finishes the undo.
+TEST_F(CreateWorkflowMarkFailedTest, MarkFailedRetriesStopWithTheControlPlane) {
+  RefuseFailed();
+  const std::string server = AddServer(v1::POWER_STATE_RUNNING);
+  nodes_[1]->Fail(Fake::kCapture, absl::InternalError("n1: iSCSI read error"));
+  const v1::Operation started = BeginCreate(server, "stopped");
+  ASSERT_TRUE(WaitFor([&] {
+    const std::vector<v1::OperationStep> marks = Marks(started.id());
+    return !marks.empty() && marks.back().attempt_count() >= 3;
+  }));
+  runner_->Stop();  // returns only once the retry loop has ended
+  EXPECT_EQ(operations_->GetOperation(started.id())->state(), v1::OPERATION_STATE_RUNNING);
+  EXPECT_EQ(templates_->GetTemplate(started.image_template_id())->status(),
+            v1::IMAGE_TEMPLATE_STATUS_CREATING);
+  ASSERT_EQ(Marks(started.id()).size(), 1u);
+
+  ASSERT_TRUE(Exec("DROP TRIGGER refuse_failed").ok());
+  StartRunner();
+  const v1::Operation op = WaitTerminal(started.id());
+  ExpectUndone(op, server);
+  const std::vector<v1::OperationStep> marks = Marks(started.id());
+  ASSERT_EQ(marks.size(), 2u) << op.DebugString();  // one per run
+  EXPECT_EQ(marks[0].state(), v1::OPERATION_STATE_FAILED);
+  EXPECT_EQ(marks[1].state(), v1::OPERATION_STATE_SUCCEEDED);
 }
 
 using CreateWorkflowQuotaTest = WorkflowTestEnvironment;

@@ -230,6 +230,66 @@ absl::Status OperationContext::RunStep(
   return status;
 }
 
+absl::Status OperationContext::RetryStepUntilDone(const std::string& name,
+                                                  const std::function<absl::Status()>& body,
+                                                  absl::Duration max_backoff) {
+  auto stopped = [] {
+    return absl::AbortedError("the control plane is stopping; resumed at restart");
+  };
+  absl::Duration backoff = options_.step_initial_backoff;
+  while (true) {
+    Sleep(backoff, StepKind::kUndo);
+    if (stopping()) return stopped();
+    const absl::Status status = body();
+    if (!status.ok() && stopping()) return stopped();
+    std::function<std::string()> source;
+    if (status.ok()) {
+      absl::MutexLock lock(&mu_);
+      source = checkpoint_source_;
+    }
+    const int64_t now = NowMicros();
+    int attempts = 0;
+    absl::Status recorded =
+        store_
+            ->UpdateOperation(
+                id(),
+                [&](v1::Operation& op, OperationInternals& internals) {
+                  op.set_step(name);
+                  v1::OperationStep* step = nullptr;
+                  for (int i = op.finished_steps_size() - 1; i >= 0 && step == nullptr; --i) {
+                    if (op.finished_steps(i).name() == name) step = op.mutable_finished_steps(i);
+                  }
+                  if (step == nullptr) {
+                    step = op.add_finished_steps();
+                    step->set_name(name);
+                    *step->mutable_start_time() = ToTimestamp(now);
+                  }
+                  step->set_attempt_count(step->attempt_count() + 1);
+                  attempts = step->attempt_count();
+                  *step->mutable_end_time() = ToTimestamp(now);
+                  if (status.ok()) {
+                    step->set_state(v1::OPERATION_STATE_SUCCEEDED);
+                    step->clear_error();
+                    if (source) internals.checkpoint = source();
+                  } else {
+                    step->set_state(v1::OPERATION_STATE_FAILED);
+                    step->mutable_error()->set_code(static_cast<int>(status.code()));
+                    step->mutable_error()->set_message(std::string(status.message()));
+                  }
+                  return absl::OkStatus();
+                })
+            .status();
+    if (!recorded.ok()) {
+      common::LogError("operation %s: recording step %s: %s", id(), name, recorded.ToString());
+    }
+    // Done even if the record was not updated: the work is committed.
+    if (status.ok()) return status;
+    backoff = std::min(backoff * 2, max_backoff);
+    common::LogWarning("operation %s step %s attempt %d: %s; retrying in %s", id(), name,
+                       attempts, status.ToString(), absl::FormatDuration(backoff));
+  }
+}
+
 void OperationContext::FlushProgress(absl::Time now) {
   const auto [done, total] = progress_.Totals();
   int64_t rate = 0;

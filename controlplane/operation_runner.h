@@ -126,6 +126,17 @@ class OperationContext {
                        const std::function<absl::Status()>& body,
                        StepKind kind = StepKind::kForward);
 
+  // After RunStep(name, ...) failed, for undo work that must not be given
+  // up: runs `body` again with backoff (step_initial_backoff doubling to
+  // `max_backoff`), whatever it fails with, until it succeeds or the control
+  // plane stops; a cancel does not stop it. Adds no record per attempt: the
+  // last record of `name` (one is added if there is none) is updated in place
+  // with the attempt count, end time and latest outcome, and the checkpoint
+  // is written with the success. Returns OK, or ABORTED when stopping.
+  absl::Status RetryStepUntilDone(const std::string& name,
+                                  const std::function<absl::Status()>& body,
+                                  absl::Duration max_backoff);
+
   // Changes the row (for results); the runner owns state, step and progress.
   absl::Status Update(const OperationStore::Mutator& mutate);
 

@@ -173,6 +173,55 @@ TEST_F(OperationRunnerTest, ABusyDatabaseIsRetriedOtherAbortedErrorsAreNot) {
   EXPECT_EQ(op.finished_steps(1).attempt_count(), 1);
 }
 
+// Undo work that must not be given up: retried whatever it fails with, also
+// after a cancel, and the step keeps one record, updated in place.
+TEST_F(OperationRunnerTest, RetryStepUntilDoneKeepsOneRecord) {
+  std::atomic<int> calls{0};
+  absl::Notification failing;
+  ScriptedWorkflow workflow([&](OperationContext& context) -> absl::Status {
+    context.SetCheckpointSource([] { return std::string("marked"); });
+    auto mark = [&]() -> absl::Status {
+      if (++calls == 2) {
+        // The remaining attempts come after the cancel (hang guard: 10 s).
+        const absl::Time deadline = absl::Now() + absl::Seconds(10);
+        while (!context.cancelled() && absl::Now() < deadline) {
+          absl::SleepFor(absl::Milliseconds(5));
+        }
+        EXPECT_TRUE(context.cancelled());
+      }
+      if (calls < 5) return absl::FailedPreconditionError("write refused");
+      return absl::OkStatus();
+    };
+    absl::Status status =
+        context.RunStep("mark_failed", "", mark, OperationContext::StepKind::kUndo);
+    EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition);
+    failing.Notify();
+    EXPECT_TRUE(context.RetryStepUntilDone("mark_failed", mark, absl::Milliseconds(40)).ok());
+    return absl::InternalError("the cause");
+  });
+  OperationRunner runner(store_.get(), options_);
+  runner.Register(v1::OPERATION_KIND_CREATE_IMAGE_TEMPLATE, &workflow);
+  runner.Start();
+  const std::string id = Insert();
+  ASSERT_TRUE(failing.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  ASSERT_TRUE(store_
+                  ->UpdateOperation(id,
+                                    [](v1::Operation&, OperationInternals& internals) {
+                                      internals.cancel_requested = true;
+                                      return absl::OkStatus();
+                                    })
+                  .ok());
+  v1::Operation op = WaitTerminal(id);
+  EXPECT_EQ(op.state(), v1::OPERATION_STATE_FAILED) << op.DebugString();
+  EXPECT_EQ(calls.load(), 5);
+  ASSERT_EQ(op.finished_steps_size(), 1) << op.DebugString();
+  EXPECT_EQ(op.finished_steps(0).name(), "mark_failed");
+  EXPECT_EQ(op.finished_steps(0).state(), v1::OPERATION_STATE_SUCCEEDED);
+  EXPECT_EQ(op.finished_steps(0).attempt_count(), 5);
+  EXPECT_EQ(op.finished_steps(0).error().code(), 0);
+  EXPECT_EQ(store_->GetInternals(id)->checkpoint, "marked");
+}
+
 TEST_F(OperationRunnerTest, CancelInterruptsAndUndoStepsStillRun) {
   absl::Notification started;
   ScriptedWorkflow workflow([&](OperationContext& context) -> absl::Status {

@@ -743,8 +743,9 @@ TEST_F(DeployStaticAddressTest, OutsidePoolsRefusedOwnGatewayKept) {
   EXPECT_EQ(FreeVolumes(), free_volumes);
   EXPECT_EQ(AllocatedAddresses(), 0);
 
-  // In the subnet but outside the pool's ranges: the operator's to hand out,
-  // so not reserved; gateway and DNS still come from the pool.
+  // In the subnet but outside the pool's ranges: reserved for the
+  // datacenter, not as a pool address; gateway and DNS still come from the
+  // pool.
   auto started = manager_->DeployImageTemplate(owner_, DeployStatic("manual", "10.30.0.50/24"));
   ASSERT_TRUE(started.ok()) << started.status();
   v1::Operation op = WaitTerminal(started->id());
@@ -771,6 +772,87 @@ TEST_F(DeployStaticAddressTest, OutsidePoolsRefusedOwnGatewayKept) {
   ASSERT_EQ(nic.dns_servers_size(), 1);
   EXPECT_EQ(nic.dns_servers(0), "2001:db8::53");
   EXPECT_EQ(Allocated(static_pool_), 1);
+}
+
+// Review finding M2: pools are shared by a datacenter's accounts, so a
+// static address outside their ranges is reserved too: another account
+// deploying it is refused (nothing taken) until the server holding it is
+// released by a failed deploy or deleted.
+TEST_F(DeployStaticAddressTest, OutOfRangeAddressesAreUniqueAcrossAccounts) {
+  const std::string kOther = "00000000-0000-4000-8000-00000000000b";
+  ASSERT_TRUE(AddTestAccount(*db_, kOther).ok());
+  accounts_.AddAccount(kOther);
+  Caller other = owner_;
+  other.account_id = kOther;
+  other.user_id = "other";
+  ASSERT_TRUE(templates_
+                  ->MutateTemplate(template_.id(),
+                                   [&](TemplateTransaction& txn) {
+                                     txn.image_template().set_visibility(v1::VISIBILITY_SHARED);
+                                     return txn.AddShare(kOther, 1);
+                                   })
+                  .ok());
+  auto count = [&](const std::string& sql) {
+    int64_t n = -1;
+    EXPECT_TRUE(db_->Read([&](SqliteConnection& conn) -> absl::Status {
+                     ASSIGN_OR_RETURN(SqliteStatement s, conn.Prepare(sql));
+                     ASSIGN_OR_RETURN(bool row, s.Step());
+                     n = row ? s.ColumnInt(0) : -1;
+                     return absl::OkStatus();
+                   }).ok());
+    return n;
+  };
+  auto deploy = [&](const Caller& caller, const std::string& hostname) {
+    return manager_->DeployImageTemplate(caller, DeployStatic(hostname, "10.30.0.200/24"));
+  };
+
+  // A failed deploy gives it back.
+  for (auto& node : nodes_) node->Fail(Fake::kConfigDrive, absl::InternalError("drive broke"));
+  auto started = deploy(owner_, "doomed");
+  ASSERT_TRUE(started.ok()) << started.status();
+  EXPECT_EQ(count("SELECT COUNT(*) FROM static_addresses"), 1);
+  EXPECT_EQ(WaitTerminal(started->id()).state(), v1::OPERATION_STATE_FAILED);
+  EXPECT_EQ(count("SELECT COUNT(*) FROM static_addresses"), 0);
+  for (auto& node : nodes_) node->Fail(Fake::kConfigDrive, absl::OkStatus());
+
+  started = deploy(owner_, "mine");
+  ASSERT_TRUE(started.ok()) << started.status();
+  v1::Operation op = WaitTerminal(started->id());
+  ASSERT_EQ(op.state(), v1::OPERATION_STATE_SUCCEEDED) << op.DebugString();
+  const std::string mine = op.deployed_servers().server_ids(0);
+  EXPECT_EQ(inventory_->ReadServer(mine)->configuration().network_interfaces(0).ip_address(),
+            "10.30.0.200/24");
+  // Not a pool address: the pool's two stay free.
+  EXPECT_EQ(Allocated(static_pool_), 0);
+
+  const int free_volumes = FreeVolumes();
+  const int64_t servers = count("SELECT COUNT(*) FROM servers");
+  const int64_t operations = count("SELECT COUNT(*) FROM operations");
+  auto refused = deploy(other, "theirs");
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kAlreadyExists) << refused.status();
+  EXPECT_EQ(refused.status().message(),
+            "networks.static_address.address: 10.30.0.200 is already used by a server in "
+            "datacenter dc1; choose a free address or take one from a pool with ip_pool_id");
+  EXPECT_EQ(FreeVolumes(), free_volumes);
+  EXPECT_EQ(count("SELECT COUNT(*) FROM servers"), servers);
+  EXPECT_EQ(count("SELECT COUNT(*) FROM static_addresses"), 1);
+  EXPECT_EQ(count("SELECT COUNT(*) FROM operations"), operations);
+  // The owner's own second server cannot have it either.
+  EXPECT_EQ(deploy(owner_, "twin").status().code(), absl::StatusCode::kAlreadyExists);
+
+  v1::DeleteServerRequest remove;
+  remove.set_id(mine);
+  ASSERT_TRUE(inventory_->DeleteServer(operator_, remove).ok());
+  EXPECT_EQ(count("SELECT COUNT(*) FROM static_addresses"), 0);
+  started = deploy(other, "theirs");
+  ASSERT_TRUE(started.ok()) << started.status();
+  op = WaitTerminal(started->id());
+  ASSERT_EQ(op.state(), v1::OPERATION_STATE_SUCCEEDED) << op.DebugString();
+  EXPECT_EQ(inventory_->ReadServer(op.deployed_servers().server_ids(0))
+                ->configuration()
+                .network_interfaces(0)
+                .ip_address(),
+            "10.30.0.200/24");
 }
 
 // A failed deploy returns its static address with the server.

@@ -60,6 +60,15 @@ const std::vector<std::string>& Migrations() {
       "template_id TEXT NOT NULL REFERENCES image_templates(id) ON DELETE CASCADE,"
       "position INTEGER NOT NULL, software TEXT NOT NULL, username TEXT NOT NULL,"
       "password BLOB NOT NULL, PRIMARY KEY (template_id, position));",
+      // 11: static addresses of deployed servers outside every pool's ranges
+      // (IPv4 as an integer; those inside one are ip_allocations rows of its
+      // pool). IP pools are shared by every account of a datacenter, so a
+      // deploy must not configure an address another server already has.
+      // Not counted as pool addresses; released with the server.
+      "CREATE TABLE static_addresses (datacenter TEXT NOT NULL, address INTEGER NOT NULL,"
+      "server_id TEXT NOT NULL, create_time INTEGER NOT NULL,"
+      "PRIMARY KEY (datacenter, address)) WITHOUT ROWID;"
+      "CREATE INDEX static_addresses_server ON static_addresses(server_id);",
   };
   return *migrations;
 }

@@ -121,10 +121,14 @@ absl::StatusOr<std::pair<std::string, uint32_t>> TakePoolAddress(
       uint32_t next = static_cast<uint32_t>(ranges.ColumnInt(0));
       const uint32_t last = static_cast<uint32_t>(ranges.ColumnInt(1));
       // Walk the allocations of this range in order; the first gap wins.
+      // A server's static address recorded outside every range before an
+      // operator added this range is taken too.
       ASSIGN_OR_RETURN(auto used, conn.Prepare(
           "SELECT address FROM ip_allocations WHERE pool_id = ?1 AND address BETWEEN ?2 "
-          "AND ?3 ORDER BY address"));
+          "AND ?3 UNION SELECT address FROM static_addresses WHERE datacenter = ?4 "
+          "AND address BETWEEN ?2 AND ?3 ORDER BY address"));
       used.Bind(1, candidate).Bind(2, int64_t{next}).Bind(3, int64_t{last});
+      used.Bind(4, datacenter);
       bool full = false;
       while (true) {
         ASSIGN_OR_RETURN(bool taken, used.Step());
@@ -153,10 +157,10 @@ absl::StatusOr<std::pair<std::string, uint32_t>> TakePoolAddress(
 // naming them otherwise: nothing would keep an address outside every pool
 // from being handed out twice), with that subnet's prefix length, and not be
 // its network, broadcast or gateway address (INVALID_ARGUMENT). It is
-// reserved in the pool whose range holds it (ALREADY_EXISTS if that address
-// is allocated); an address of the subnet outside the pool's ranges is left
-// to the operator, as the ranges are all the pool hands out. Gateway and DNS
-// servers come from that pool where the request left them empty.
+// reserved in the pool whose range holds it, or else recorded for the
+// datacenter (static_addresses, not a pool address): ALREADY_EXISTS if any
+// server of the datacenter, of any account, holds it either way. Gateway and
+// DNS servers come from that pool where the request left them empty.
 absl::StatusOr<v1::NetworkInterface> ReserveStaticAddress(
     SqliteConnection& conn, const std::string& datacenter, const std::string& server_id,
     const v1::StaticNetworkAddress& requested) {
@@ -235,15 +239,29 @@ absl::StatusOr<v1::NetworkInterface> ReserveStaticAddress(
   } else {
     for (const std::string& dns : chosen->dns_servers()) nic.add_dns_servers(dns);
   }
-  if (!in_range) return nic;
+  // Pools are shared by the datacenter's accounts: an address must be free
+  // in all of them and among the static ones, in a range or not.
   ASSIGN_OR_RETURN(auto taken, conn.Prepare(
-      "SELECT 1 FROM ip_allocations WHERE pool_id = ?1 AND address = ?2"));
-  taken.Bind(1, chosen->id()).Bind(2, int64_t{address});
+      "SELECT a.pool_id FROM ip_allocations a JOIN ip_pools p ON p.id = a.pool_id "
+      "WHERE p.datacenter = ?1 AND a.address = ?2 "
+      "UNION ALL SELECT '' FROM static_addresses WHERE datacenter = ?1 AND address = ?2"));
+  taken.Bind(1, datacenter).Bind(2, int64_t{address});
   ASSIGN_OR_RETURN(bool used, taken.Step());
   if (used) {
+    const std::string pool = taken.ColumnText(0);
     return absl::AlreadyExistsError(absl::StrCat(
-        kField, ": ", FormatIpv4(address), " is already allocated in IP pool ", chosen->id(),
-        "; choose a free address or take one from the pool with ip_pool_id"));
+        kField, ": ", FormatIpv4(address), " is already ",
+        pool.empty() ? absl::StrCat("used by a server in datacenter ", datacenter)
+                     : absl::StrCat("allocated in IP pool ", pool),
+        "; choose a free address or take one from a pool with ip_pool_id"));
+  }
+  if (!in_range) {
+    ASSIGN_OR_RETURN(auto insert, conn.Prepare(
+        "INSERT INTO static_addresses (datacenter, address, server_id, create_time) "
+        "VALUES (?1, ?2, ?3, ?4)"));
+    insert.Bind(1, datacenter).Bind(2, int64_t{address}).Bind(3, server_id);
+    RETURN_IF_ERROR(insert.Bind(4, NowMicros()).Run());
+    return nic;
   }
   RETURN_IF_ERROR(InsertAllocation(conn, chosen->id(), address, server_id));
   nic.set_ip_pool_id(chosen->id());
@@ -566,7 +584,8 @@ absl::Status SqliteInventoryStore::ReleaseServer(const std::string& server_id) {
     ASSIGN_OR_RETURN(auto server, ReadServerRow(conn, server_id));
     if (!server) return absl::OkStatus();
     for (const char* sql : {"DELETE FROM server_disks WHERE server_id = ?1",
-                            "DELETE FROM ip_allocations WHERE server_id = ?1"}) {
+                            "DELETE FROM ip_allocations WHERE server_id = ?1",
+                            "DELETE FROM static_addresses WHERE server_id = ?1"}) {
       ASSIGN_OR_RETURN(auto stmt, conn.Prepare(sql));
       RETURN_IF_ERROR(stmt.Bind(1, server_id).Run());
     }

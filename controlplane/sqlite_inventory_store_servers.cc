@@ -494,6 +494,11 @@ absl::StatusOr<v1::DeleteServerResponse> SqliteInventoryStore::DeleteServer(
           ASSIGN_OR_RETURN(auto stmt, conn.Prepare("DELETE FROM ip_allocations WHERE server_id = ?1"));
           RETURN_IF_ERROR(stmt.Bind(1, request.id()).Run());
         }
+        {
+          ASSIGN_OR_RETURN(auto stmt,
+                           conn.Prepare("DELETE FROM static_addresses WHERE server_id = ?1"));
+          RETURN_IF_ERROR(stmt.Bind(1, request.id()).Run());
+        }
         ASSIGN_OR_RETURN(auto stmt, conn.Prepare("DELETE FROM servers WHERE id = ?1"));
         RETURN_IF_ERROR(stmt.Bind(1, request.id()).Run());
         return v1::DeleteServerResponse();

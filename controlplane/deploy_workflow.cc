@@ -398,7 +398,19 @@ class DeployRun {
                          image_id, " with digest ", present->manifest_digest(),
                          ", the template recorded ", digest));
       }
-      return absl::OkStatus();
+      // A copy whose record was lost (the control plane died between
+      // SendImage and AddImageReplica) would never be deleted with the
+      // template: record it now.
+      ASSIGN_OR_RETURN(std::vector<ImageReplica> known,
+                       deps_.templates->ListImageReplicas(template_id));
+      for (const ImageReplica& replica : known) {
+        if (replica.image_id == image_id && replica.node_id == node.node_id &&
+            replica.manifest_digest == digest) {
+          return absl::OkStatus();
+        }
+      }
+      return deps_.templates->AddImageReplica(
+          {template_id, image_id, node.node_id, digest});
     }
     if (!absl::IsNotFound(present.status())) return present.status();
     ASSIGN_OR_RETURN(std::vector<ImageReplica> replicas,

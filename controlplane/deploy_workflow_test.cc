@@ -520,6 +520,30 @@ TEST_F(DeployCopyTest, ACancelledDeployStopsWaitingForAnotherDeploysCopy) {
   EXPECT_EQ(nodes_[0]->calls(Fake::kSend), 1);
 }
 
+// Review finding L2: a node found holding the image with the right digest
+// gets its replica recorded, as after a control plane that died between a
+// copy and its record; otherwise deleting the template would never reach
+// that copy. (No record of disk 0 at all, so the deploy may put it on n1.)
+TEST_F(DeployCopyTest, AnImageFoundOnTheNodeIsRecordedAsItsReplica) {
+  for (const char* node : {"n0", "n1"}) {
+    ASSERT_TRUE(templates_->RemoveImageReplica(Disk0(), node).ok());
+  }
+  nodes_[1]->AddImage(Disk0(), template_.disks(0).manifest_digest());
+  AddVolumesOnN1();
+  const v1::Operation op = WaitTerminal(BeginDeploy(template_, 1, "a").id());
+  ASSERT_EQ(op.state(), v1::OPERATION_STATE_SUCCEEDED) << op.DebugString();
+  EXPECT_EQ(nodes_[0]->calls(Fake::kSend) + nodes_[1]->calls(Fake::kSend), 0);
+  auto replicas = templates_->ListImageReplicas(template_.id());
+  ASSERT_TRUE(replicas.ok()) << replicas.status();
+  std::vector<std::string> disk0;
+  for (const ImageReplica& replica : *replicas) {
+    if (replica.image_id == Disk0()) {
+      disk0.push_back(absl::StrCat(replica.node_id, " ", replica.manifest_digest));
+    }
+  }
+  EXPECT_EQ(disk0, std::vector<std::string>{"n1 " + template_.disks(0).manifest_digest()});
+}
+
 class DeployStaticAddressTest : public DeployWorkflowTest {
  protected:
   void SetUp() override {

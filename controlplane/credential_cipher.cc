@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -138,6 +139,25 @@ absl::StatusOr<std::string> CredentialCipher::Decrypt(absl::string_view cipherte
         "stored credential failed authentication (altered, or another key file)");
   }
   return out;
+}
+
+namespace {
+std::string HmacSha256(absl::string_view key, absl::string_view data) {
+  unsigned char out[EVP_MAX_MD_SIZE];
+  unsigned int length = 0;
+  HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
+       reinterpret_cast<const unsigned char*>(data.data()), data.size(), out, &length);
+  return std::string(reinterpret_cast<const char*>(out), length);
+}
+}  // namespace
+
+// A key of its own for the digests: the encryption key is never used for
+// anything but AES-GCM.
+CredentialCipher::CredentialCipher(absl::string_view key)
+    : key_(key), digest_key_(HmacSha256(key, "imagetemplates keyed digest v1")) {}
+
+std::string CredentialCipher::KeyedDigest(absl::string_view data) const {
+  return HmacSha256(digest_key_, data);
 }
 
 std::string ServerCredentialContext(absl::string_view server_id, int position) {

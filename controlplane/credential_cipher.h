@@ -38,9 +38,15 @@ class CredentialCipher {
   absl::StatusOr<std::string> Decrypt(absl::string_view ciphertext,
                                       absl::string_view context) const;
 
+  // HMAC-SHA256 of `data` under a key derived from this one: a stand-in for
+  // a secret where equal secrets must compare equal (request fingerprints)
+  // but a guess must not be checkable without the key.
+  std::string KeyedDigest(absl::string_view data) const;
+
  private:
-  explicit CredentialCipher(absl::string_view key) : key_(key) {}
+  explicit CredentialCipher(absl::string_view key);
   std::string key_;
+  std::string digest_key_;  // KeyedDigest's, derived from key_
 };
 
 // The contexts of the stored credentials: a server's recorded ones, and the

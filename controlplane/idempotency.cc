@@ -1,6 +1,7 @@
 #include "controlplane/idempotency.h"
 
 #include <memory>
+#include <vector>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -57,6 +58,41 @@ std::string RequestFingerprint(absl::string_view method, const google::protobuf:
   // so request_ids stored by an older version still match.
   return Sha256(implied_user.empty() ? absl::StrCat(method, "\n", bytes)
                                      : absl::StrCat(method, "\n", implied_user, "\n", bytes));
+}
+
+namespace {
+// Replaces each secret field of `message` (and of the messages it holds) by
+// its keyed digest.
+void DigestSecrets(google::protobuf::Message* message,
+                   const std::function<std::string(absl::string_view)>& keyed_digest) {
+  using google::protobuf::FieldDescriptor;
+  const google::protobuf::Reflection* reflection = message->GetReflection();
+  std::vector<const FieldDescriptor*> fields;
+  reflection->ListFields(*message, &fields);
+  for (const FieldDescriptor* field : fields) {
+    if (field->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE) {
+      if (field->is_repeated()) {
+        for (int i = 0; i < reflection->FieldSize(*message, field); ++i) {
+          DigestSecrets(reflection->MutableRepeatedMessage(message, field, i), keyed_digest);
+        }
+      } else {
+        DigestSecrets(reflection->MutableMessage(message, field), keyed_digest);
+      }
+    } else if (field->cpp_type() == FieldDescriptor::CPPTYPE_STRING && !field->is_repeated() &&
+               (field->name() == "password" || field->name() == "chap_secret")) {
+      reflection->SetString(message, field, keyed_digest(reflection->GetString(*message, field)));
+    }
+  }
+}
+}  // namespace
+
+std::string SecretRequestFingerprint(
+    absl::string_view method, const google::protobuf::Message& request,
+    const std::function<std::string(absl::string_view)>& keyed_digest) {
+  std::unique_ptr<google::protobuf::Message> copy(request.New());
+  copy->CopyFrom(request);
+  DigestSecrets(copy.get(), keyed_digest);
+  return RequestFingerprint(method, *copy);
 }
 
 absl::StatusOr<std::optional<std::string>> FindRequest(SqliteConnection& conn,

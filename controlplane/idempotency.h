@@ -24,6 +24,15 @@ namespace controlplane {
 std::string RequestFingerprint(absl::string_view method, const google::protobuf::Message& request,
                                absl::string_view implied_user = "");
 
+// RequestFingerprint of a request holding secrets (every string field named
+// "password" or "chap_secret", at any depth): each is replaced by its
+// `keyed_digest` (CredentialCipher::KeyedDigest) first. Fingerprints are
+// stored in plain SHA-256, so one over a password would let anyone holding
+// the database confirm guesses of it offline.
+std::string SecretRequestFingerprint(
+    absl::string_view method, const google::protobuf::Message& request,
+    const std::function<std::string(absl::string_view)>& keyed_digest);
+
 // Inside a transaction: the stored response of an earlier call with this
 // request_id from `account_id`, or nullopt when there is none (or it is older
 // than 24 hours). INVALID_ARGUMENT (request_id) if it was a different request.

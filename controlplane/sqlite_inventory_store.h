@@ -1,9 +1,14 @@
 // InventoryStore on SQLite (tables of migration 1). Software passwords and
-// CHAP secrets are stored only as CredentialCipher ciphertext and never
-// appear in logs or error messages.
+// CHAP secrets are stored only as CredentialCipher ciphertext (request
+// fingerprints see only their keyed digests) and never appear in logs or
+// error messages.
 #ifndef CONTROLPLANE_SQLITE_INVENTORY_STORE_H_
 #define CONTROLPLANE_SQLITE_INVENTORY_STORE_H_
 
+#include <functional>
+#include <string>
+
+#include "absl/strings/string_view.h"
 #include "controlplane/credential_cipher.h"
 #include "controlplane/inventory_store.h"
 #include "controlplane/sqlite_database.h"
@@ -98,6 +103,11 @@ class SqliteInventoryStore final : public InventoryStore {
   // A template's credential snapshot (migration 10), decrypted.
   absl::StatusOr<google::protobuf::RepeatedPtrField<imagetemplates::v1::SoftwareCredential>>
   ReadTemplateCredentialsIn(SqliteConnection& conn, const std::string& template_id);
+
+  // For the fingerprints of requests holding secrets (SecretRequestFingerprint).
+  std::function<std::string(absl::string_view)> KeyedDigest() const {
+    return [cipher = cipher_](absl::string_view data) { return cipher->KeyedDigest(data); };
+  }
 
   SqliteDatabase* db_;
   const CredentialCipher* cipher_;

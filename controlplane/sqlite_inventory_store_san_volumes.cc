@@ -74,7 +74,7 @@ absl::StatusOr<v1::CreateSanVolumeResponse> SqliteInventoryStore::CreateSanVolum
   RETURN_IF_ERROR(ValidateRequestId(request.request_id()));
   return IdempotentTransaction<v1::CreateSanVolumeResponse>(
       db_, caller.account_id, request.request_id(),
-      RequestFingerprint("CreateSanVolume", request),
+      SecretRequestFingerprint("CreateSanVolume", request, KeyedDigest()),
       [&](SqliteConnection& conn) -> absl::StatusOr<v1::CreateSanVolumeResponse> {
         ASSIGN_OR_RETURN(bool dc, Exists(conn, "SELECT 1 FROM datacenters WHERE name = ?1",
                                          request.datacenter()));

@@ -279,7 +279,7 @@ absl::StatusOr<v1::CreateServerResponse> SqliteInventoryStore::CreateServer(
 
   return IdempotentTransaction<v1::CreateServerResponse>(
       db_, caller.account_id, request.request_id(),
-      RequestFingerprint("CreateServer", request),
+      SecretRequestFingerprint("CreateServer", request, KeyedDigest()),
       [&](SqliteConnection& conn) -> absl::StatusOr<v1::CreateServerResponse> {
         ASSIGN_OR_RETURN(bool account, Exists(conn, "SELECT 1 FROM accounts WHERE id = ?1",
                                               request.account_id()));
@@ -512,7 +512,7 @@ absl::StatusOr<v1::SetServerCredentialsResponse> SqliteInventoryStore::SetServer
   RETURN_IF_ERROR(ValidateRequestId(request.request_id()));
   return IdempotentTransaction<v1::SetServerCredentialsResponse>(
       db_, caller.account_id, request.request_id(),
-      RequestFingerprint("SetServerCredentials", request),
+      SecretRequestFingerprint("SetServerCredentials", request, KeyedDigest()),
       [&](SqliteConnection& conn) -> absl::StatusOr<v1::SetServerCredentialsResponse> {
         ASSIGN_OR_RETURN(v1::Server server,
                          VisibleServer(conn, caller, request.server_id(),

@@ -10,10 +10,12 @@
 #include "common/status_macros.h"
 #include "controlplane/api_key_authenticator.h"
 #include "controlplane/bootstrap.h"
+#include "controlplane/idempotency.h"
 #include "controlplane/migrations.h"
 #include "controlplane/ids.h"
 #include "controlplane/sqlite_identity_store.h"
 #include "controlplane/sqlite_operation_store.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
 namespace controlplane {
@@ -263,6 +265,64 @@ TEST_F(InventoryStoreTest, SecretsAreEncryptedAtRest) {
   auto volume = store_->ReadSanVolumeWithSecret(server.disks(0).san_volume_id());
   ASSERT_TRUE(volume.ok());
   EXPECT_EQ(volume->iscsi().chap_secret(), "chapsecret123");
+}
+
+// Request fingerprints are plain SHA-256 in the database: over a password or
+// CHAP secret, anyone holding the file could confirm a guess offline.
+TEST_F(InventoryStoreTest, FingerprintsOfRequestsWithSecretsConfirmNoGuess) {
+  v1::Server server = NewServer(account_a_, "web1", 1);
+  v1::SetServerCredentialsRequest set;
+  set.set_server_id(server.id());
+  set.set_request_id("rotate-1");
+  v1::SoftwareCredential* cred = set.add_credentials();
+  cred->set_software("os");
+  cred->set_username("root");
+  cred->set_password("summer2026");
+  ASSERT_TRUE(store_->SetServerCredentials(op_, set).ok());
+  v1::CreateSanVolumeRequest volume;
+  volume.set_datacenter("dal10");
+  volume.set_san_host("san1");
+  volume.mutable_iscsi()->set_portal("127.0.0.1:3260");
+  volume.mutable_iscsi()->set_iqn("iqn.2003-01.org.example:pool");
+  volume.mutable_iscsi()->set_lun(7);
+  volume.mutable_iscsi()->set_chap_user("chap");
+  volume.mutable_iscsi()->set_chap_secret("guessable-secret");
+  volume.set_size_bytes(int64_t{1} << 30);
+  volume.set_request_id("vol-7");
+  ASSERT_TRUE(store_->CreateSanVolume(op_, volume).ok());
+
+  std::vector<std::string> stored;
+  ASSERT_TRUE(db_->Read([&](SqliteConnection& conn) -> absl::Status {
+                   ASSIGN_OR_RETURN(auto stmt, conn.Prepare(
+                       "SELECT hex(fingerprint) FROM idempotent_requests"));
+                   while (true) {
+                     ASSIGN_OR_RETURN(bool row, stmt.Step());
+                     if (!row) break;
+                     stored.push_back(stmt.ColumnText(0));
+                   }
+                   return absl::OkStatus();
+                 }).ok());
+  ASSERT_EQ(stored.size(), 2u);
+  auto hex = [](const std::string& s) {
+    std::string out;
+    for (unsigned char c : s) out += absl::StrCat(absl::Hex(c, absl::kZeroPad2));
+    return absl::AsciiStrToUpper(out);
+  };
+  for (const std::string& guess :
+       {hex(RequestFingerprint("SetServerCredentials", set)),
+        hex(RequestFingerprint("CreateSanVolume", volume))}) {
+    EXPECT_THAT(stored, ::testing::Not(::testing::Contains(guess)));
+  }
+  // Repeats still answer; another secret under the same request_id is
+  // another request.
+  EXPECT_TRUE(store_->SetServerCredentials(op_, set).ok());
+  EXPECT_TRUE(store_->CreateSanVolume(op_, volume).ok());
+  set.mutable_credentials(0)->set_password("winter2026");
+  EXPECT_EQ(store_->SetServerCredentials(op_, set).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  volume.mutable_iscsi()->set_chap_secret("another-secret");
+  EXPECT_EQ(store_->CreateSanVolume(op_, volume).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 TEST_F(InventoryStoreTest, CreateServerChecksVolumesAndInput) {

@@ -275,8 +275,9 @@ ImageTemplateManager::RemoveImageTemplateLocations(
                                    txn.CountUnfinishedOperations(
                                        {v1::OPERATION_KIND_DEPLOY_IMAGE_TEMPLATE}));
                   if (deploying > 0) {
+                    // No count: it includes other accounts' deploys.
                     return absl::FailedPreconditionError(absl::StrCat(
-                        deploying, " deploys of image template ", t.id(),
+                        "deploys of image template ", t.id(),
                         " are running; wait for them first"));
                   }
                   if (deps_.copy == nullptr) return Unimplemented("removing a location's data");

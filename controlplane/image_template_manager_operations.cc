@@ -189,9 +189,10 @@ absl::StatusOr<v1::Operation> ImageTemplateManager::DeleteImageTemplate(
                                      {v1::OPERATION_KIND_DEPLOY_IMAGE_TEMPLATE,
                                       v1::OPERATION_KIND_COPY_IMAGE_TEMPLATE}));
                              if (running > 0) {
+                               // No count: it includes other accounts' deploys.
                                return absl::FailedPreconditionError(absl::StrCat(
-                                   running, " deploy or copy operations from image template ",
-                                   t.id(), " are running; wait for them or cancel them"));
+                                   "deploy or copy operations from image template ", t.id(),
+                                   " are running; wait for them or cancel them"));
                              }
                              // Shares and the public listing end at once.
                              RETURN_IF_ERROR(txn.RemoveAllShares());

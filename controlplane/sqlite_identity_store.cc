@@ -392,6 +392,7 @@ absl::StatusOr<v1::ListAccountsResponse> SqliteIdentityStore::ListAccounts(
   if (!caller.is_operator) {
     return absl::PermissionDeniedError("listing accounts needs PERMISSION_PLATFORM_OPERATOR");
   }
+  RETURN_IF_ERROR(ValidateText("name_contains", request.name_contains(), kMaxAccountName));
   ASSIGN_OR_RETURN(int page_size, PageSize(request.page_size()));
   std::string filters = FilterKey({"accounts", request.name_contains()});
   ASSIGN_OR_RETURN(auto after, DecodePageToken(request.page_token(), filters));

@@ -8,6 +8,7 @@
 #include <set>
 #include <string>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "controlplane/api_key_authenticator.h"
@@ -420,6 +421,20 @@ TEST_F(IdentityStoreTest, NamesAreValidatedAndStoredLiterally) {
   unknown_enum.add_permissions(static_cast<v1::Permission>(99));
   EXPECT_EQ(store_->CreateUser(op_, unknown_enum).status().code(),
             absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(IdentityStoreTest, ListAccountsChecksItsNameFilter) {
+  NewAccount("Acme Widgets");
+  v1::ListAccountsRequest list;
+  list.set_name_contains(std::string(101, 'a'));
+  absl::Status status = store_->ListAccounts(op_, list).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+  EXPECT_TRUE(absl::StartsWith(status.message(), "name_contains")) << status;
+  list.set_name_contains("widgets");
+  auto page = store_->ListAccounts(op_, list);
+  ASSERT_TRUE(page.ok()) << page.status();
+  ASSERT_EQ(page->accounts_size(), 1);
+  EXPECT_EQ(page->accounts(0).name(), "Acme Widgets");
 }
 
 TEST_F(IdentityStoreTest, ListUsersPagesStayCorrectUnderInsertsAndDeletes) {

@@ -372,6 +372,8 @@ absl::StatusOr<v1::ListServersResponse> SqliteInventoryStore::ListServers(
   if (!request.source_image_template_id().empty()) {
     RETURN_IF_ERROR(ValidateUuid("source_image_template_id", request.source_image_template_id()));
   }
+  // A fully qualified name is at most 253 characters.
+  RETURN_IF_ERROR(ValidateText("hostname_contains", request.hostname_contains(), 253));
   ASSIGN_OR_RETURN(int page_size, PageSize(request.page_size()));
   bool restricted = !caller.is_operator && !caller.all_servers;
   std::string filters = FilterKey(

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "controlplane/api_key_authenticator.h"
@@ -323,6 +324,22 @@ TEST_F(InventoryStoreTest, FingerprintsOfRequestsWithSecretsConfirmNoGuess) {
   volume.mutable_iscsi()->set_chap_secret("another-secret");
   EXPECT_EQ(store_->CreateSanVolume(op_, volume).status().code(),
             absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(InventoryStoreTest, ListServersChecksItsHostnameFilter) {
+  NewServer(account_a_, "web1", 1);
+  v1::ListServersRequest list;
+  list.set_hostname_contains(std::string(254, 'w'));
+  absl::Status status = store_->ListServers(op_, list).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+  EXPECT_TRUE(absl::StartsWith(status.message(), "hostname_contains")) << status;
+  list.set_hostname_contains("web\x01");
+  EXPECT_EQ(store_->ListServers(op_, list).status().code(), absl::StatusCode::kInvalidArgument);
+  list.set_hostname_contains("WEB");
+  auto page = store_->ListServers(op_, list);
+  ASSERT_TRUE(page.ok()) << page.status();
+  ASSERT_EQ(page->servers_size(), 1);
+  EXPECT_EQ(page->servers(0).hostname(), "web1");
 }
 
 TEST_F(InventoryStoreTest, CreateServerChecksVolumesAndInput) {

@@ -879,6 +879,36 @@ TEST_F(DeployStaticAddressTest, OutOfRangeAddressesAreUniqueAcrossAccounts) {
             "10.30.0.200/24");
 }
 
+// A range added later over a recorded static address: the pool never hands
+// that address out, and no other deploy takes it as static either.
+TEST_F(DeployStaticAddressTest, ARangeAddedOverARecordedStaticAddressSkipsIt) {
+  auto started = manager_->DeployImageTemplate(owner_, DeployStatic("fixed", "10.30.0.200/24"));
+  ASSERT_TRUE(started.ok()) << started.status();
+  ASSERT_EQ(WaitTerminal(started->id()).state(), v1::OPERATION_STATE_SUCCEEDED);
+  v1::CreateIpPoolRequest request;
+  request.set_datacenter("dc1");
+  request.set_subnet("10.30.0.0/24");
+  request.set_gateway("10.30.0.1");
+  request.add_ranges()->set_start("10.30.0.200");
+  request.mutable_ranges(0)->set_end("10.30.0.201");
+  auto later = inventory_->CreateIpPool(operator_, request);
+  ASSERT_TRUE(later.ok()) << later.status();
+
+  auto again = manager_->DeployImageTemplate(owner_, DeployStatic("twin", "10.30.0.200/24"));
+  EXPECT_EQ(again.status().code(), absl::StatusCode::kAlreadyExists) << again.status();
+  v1::DeployImageTemplateRequest from_pool = Deploy("pooled");
+  from_pool.add_networks()->set_ip_pool_id(later->ip_pool().id());
+  started = manager_->DeployImageTemplate(owner_, from_pool);
+  ASSERT_TRUE(started.ok()) << started.status();
+  const v1::Operation op = WaitTerminal(started->id());
+  ASSERT_EQ(op.state(), v1::OPERATION_STATE_SUCCEEDED) << op.DebugString();
+  EXPECT_EQ(inventory_->ReadServer(op.deployed_servers().server_ids(0))
+                ->configuration()
+                .network_interfaces(0)
+                .ip_address(),
+            "10.30.0.201/24");
+}
+
 // A failed deploy returns its static address with the server.
 TEST_F(DeployStaticAddressTest, FailedDeployReleasesTheStaticAddress) {
   for (auto& node : nodes_) node->Fail(Fake::kConfigDrive, absl::InternalError("drive broke"));

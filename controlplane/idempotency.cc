@@ -1,8 +1,10 @@
 #include "controlplane/idempotency.h"
 
+#include <algorithm>
 #include <memory>
 #include <vector>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
@@ -80,7 +82,9 @@ void DigestSecrets(google::protobuf::Message* message,
       }
     } else if (field->cpp_type() == FieldDescriptor::CPPTYPE_STRING && !field->is_repeated() &&
                (field->name() == "password" || field->name() == "chap_secret")) {
-      reflection->SetString(message, field, keyed_digest(reflection->GetString(*message, field)));
+      // Hex: string fields must hold UTF-8 (protobuf logs an error otherwise).
+      reflection->SetString(message, field, absl::BytesToHexString(keyed_digest(
+                                                reflection->GetString(*message, field))));
     }
   }
 }
@@ -131,6 +135,19 @@ absl::StatusOr<std::optional<std::string>> FindRequestForUpdate(SqliteConnection
   return stmt.ColumnBlob(1);
 }
 
+namespace {
+// Deletes up to `limit` entries past the window: every write of a new
+// entry calls it, so the table holds about a window's worth of calls
+// instead of every request_id ever sent.
+absl::Status PurgeExpiredRequests(SqliteConnection& conn, int64_t now, int limit = 64) {
+  ASSIGN_OR_RETURN(auto stmt, conn.Prepare(
+      "DELETE FROM idempotent_requests WHERE (account_id, request_id) IN "
+      "(SELECT account_id, request_id FROM idempotent_requests WHERE create_time < ?1 "
+      "LIMIT ?2)"));
+  return stmt.Bind(1, now - std::max(kWindowMicros, kStaleClaimMicros)).Bind(2, limit).Run();
+}
+}  // namespace
+
 absl::StatusOr<ClaimResult> ClaimRequest(SqliteConnection& conn, absl::string_view account_id,
                                          absl::string_view request_id,
                                          absl::string_view fingerprint,
@@ -168,6 +185,7 @@ absl::StatusOr<ClaimResult> ClaimRequest(SqliteConnection& conn, absl::string_vi
       first_claim_micros = first_claim;
     }
   }
+  RETURN_IF_ERROR(PurgeExpiredRequests(conn, now));
   // REPLACE: an expired entry or an orphaned claim is taken over.
   ASSIGN_OR_RETURN(auto stmt, conn.Prepare(
       "INSERT OR REPLACE INTO idempotent_requests "
@@ -191,13 +209,15 @@ absl::Status RememberRequest(SqliteConnection& conn, absl::string_view account_i
                              absl::string_view request_id, absl::string_view fingerprint,
                              absl::string_view response) {
   if (request_id.empty()) return absl::OkStatus();
+  const int64_t now = NowMicros();
+  RETURN_IF_ERROR(PurgeExpiredRequests(conn, now));
   // REPLACE: completes this call's claim, or reuses an expired entry.
   ASSIGN_OR_RETURN(auto stmt, conn.Prepare(
       "INSERT OR REPLACE INTO idempotent_requests "
       "(account_id, request_id, fingerprint, response, create_time, pending) "
       "VALUES (?1, ?2, ?3, ?4, ?5, 0)"));
   stmt.Bind(1, account_id).Bind(2, request_id).BindBlob(3, fingerprint).BindBlob(4, response);
-  stmt.Bind(5, NowMicros());
+  stmt.Bind(5, now);
   return stmt.Run();
 }
 

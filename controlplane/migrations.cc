@@ -69,6 +69,9 @@ const std::vector<std::string>& Migrations() {
       "server_id TEXT NOT NULL, create_time INTEGER NOT NULL,"
       "PRIMARY KEY (datacenter, address)) WITHOUT ROWID;"
       "CREATE INDEX static_addresses_server ON static_addresses(server_id);",
+      // 12: expired request_ids are deleted as new ones are written
+      // (PurgeExpiredRequests); this keeps finding them cheap.
+      "CREATE INDEX idempotent_requests_create_time ON idempotent_requests(create_time);",
   };
   return *migrations;
 }

@@ -185,9 +185,11 @@ TEST_F(CreateUndoCrashTest, RestartDuringTheUndoFinishesTheUndo) {
   EXPECT_EQ(GetServer(source).power_state(), v1::POWER_STATE_STOPPED);
 
   // n1 comes back, so that a create going forward again would capture disk
-  // 1 and succeed, and the undo can delete what n1 holds.
-  ASSERT_NO_FATAL_FAILURE(stack_.KillAndRestartControlPlane());
-  ASSERT_NO_FATAL_FAILURE(stack_.StartStoraged(1));
+  // 1 and succeed, and the undo can delete what n1 holds. It starts while
+  // the controlplane is down, so the resumed delete_images does not spend
+  // its retries waiting for it on a slow machine.
+  ASSERT_NO_FATAL_FAILURE(
+      stack_.KillAndRestartControlPlane([&] { stack_.StartStoraged(1); }));
   ASSERT_NO_FATAL_FAILURE(stack_.WaitNodesUp());
   create = WaitOperation(acme_.key, create.id(), absl::Seconds(300));
   std::printf("after controlplane kill: %s %s\n",

@@ -103,9 +103,10 @@ void Stack::StartControlPlane(int port) {
   operations_ = v1::OperationService::NewStub(channel);
 }
 
-void Stack::KillAndRestartControlPlane() {
+void Stack::KillAndRestartControlPlane(const std::function<void()>& while_down) {
   const int port = cp_->port();
   ASSERT_TRUE(cp_->Stop(SIGKILL).ok());
+  if (while_down) ASSERT_NO_FATAL_FAILURE(while_down());
   ASSERT_NO_FATAL_FAILURE(StartControlPlane(port));
 }
 

@@ -10,6 +10,7 @@
 #define TESTS_STACK_H_
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -65,9 +66,10 @@ class Stack {
 
   // The controlplane on `port` (0: a free one) and the stack's database.
   void StartControlPlane(int port = 0);
-  // kill -9 of the controlplane, then a new one on the same port and
-  // database (the nodes keep their --controlplane address).
-  void KillAndRestartControlPlane();
+  // kill -9 of the controlplane, then `while_down` (if set), then a new one
+  // on the same port and database (the nodes keep their --controlplane
+  // address).
+  void KillAndRestartControlPlane(const std::function<void()>& while_down = nullptr);
   // storaged n<i> (again, after a kill: same store, a new port).
   void StartStoraged(int i);
   // Until every storaged is UP (20 s).

@@ -326,6 +326,36 @@ TEST_F(DeployStaticAddressTest, OutOfRangeAddressesAreUniqueAcrossAccounts) {
   EXPECT_EQ(Nic(theirs).ip_address(), "10.30.0.200/24");
 }
 
+// Servers the operator registered, and servers deployed before static
+// addresses were recorded, hold their addresses only in their configuration;
+// those are in use too.
+TEST_F(DeployStaticAddressTest, AnAddressInAServersConfigurationIsTaken) {
+  const std::string legacy = AddServer(v1::POWER_STATE_RUNNING, /*data_disk=*/false);
+  auto read = inventory_->ReadServer(legacy);
+  ASSERT_TRUE(read.ok()) << read.status();
+  v1::UpdateServerRequest update;
+  update.set_id(legacy);
+  *update.mutable_configuration() = read->configuration();
+  update.mutable_configuration()->mutable_network_interfaces(0)->set_ip_address("10.30.0.150/24");
+  update.mutable_update_mask()->add_paths("configuration");
+  ASSERT_TRUE(inventory_->UpdateServer(operator_, update).ok());
+
+  const int free_volumes = FreeVolumes();
+  auto refused = manager_->DeployImageTemplate(owner_, DeployStatic("dup", "10.30.0.150/24"));
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kAlreadyExists) << refused.status();
+  EXPECT_EQ(refused.status().message(),
+            "networks.static_address.address: 10.30.0.150 is already used by a server in "
+            "datacenter dc1; choose a free address or take one from a pool with ip_pool_id");
+  EXPECT_EQ(FreeVolumes(), free_volumes);
+
+  v1::DeleteServerRequest remove;
+  remove.set_id(legacy);
+  ASSERT_TRUE(inventory_->DeleteServer(operator_, remove).ok());
+  v1::Server now;
+  ASSERT_NO_FATAL_FAILURE(DeployOne(owner_, DeployStatic("now", "10.30.0.150/24"), &now));
+  EXPECT_EQ(Nic(now).ip_address(), "10.30.0.150/24");
+}
+
 // A range added later over a recorded static address: the pool never hands
 // that address out, and no other deploy takes it as static either.
 TEST_F(DeployStaticAddressTest, ARangeAddedOverARecordedStaticAddressSkipsIt) {

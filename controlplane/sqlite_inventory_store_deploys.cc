@@ -255,6 +255,27 @@ absl::StatusOr<v1::NetworkInterface> ReserveStaticAddress(
                      : absl::StrCat("allocated in IP pool ", pool),
         "; choose a free address or take one from a pool with ip_pool_id"));
   }
+  // Servers the operator registered, and those deployed before static
+  // addresses were recorded (migration 11), hold theirs only in their
+  // configuration. Static deploys are rare; reading the datacenter's
+  // configurations for them is cheap enough.
+  ASSIGN_OR_RETURN(auto configured, conn.Prepare(
+      "SELECT configuration FROM servers WHERE datacenter = ?1 AND state <> ?2"));
+  configured.Bind(1, datacenter).Bind(2, int{v1::SERVER_STATE_FAILED});
+  while (true) {
+    ASSIGN_OR_RETURN(bool row, configured.Step());
+    if (!row) break;
+    v1::ServerConfiguration config;
+    if (!config.ParseFromString(configured.ColumnBlob(0))) continue;
+    for (const v1::NetworkInterface& held : config.network_interfaces()) {
+      const std::optional<internal::Cidr> cidr = internal::ParseCidr(held.ip_address());
+      if (cidr && cidr->address == address) {
+        return absl::AlreadyExistsError(absl::StrCat(
+            kField, ": ", FormatIpv4(address), " is already used by a server in datacenter ",
+            datacenter, "; choose a free address or take one from a pool with ip_pool_id"));
+      }
+    }
+  }
   if (!in_range) {
     ASSIGN_OR_RETURN(auto insert, conn.Prepare(
         "INSERT INTO static_addresses (datacenter, address, server_id, create_time) "
